@@ -1,0 +1,407 @@
+/* Opening, formatting and closing a cache; the worker lifecycle. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include "cache_internal.h"
+#include "crc.h"
+#include "meta.h"
+#include "util.h"
+
+void
+pc_config_init (struct pc_config *cfg)
+{
+  memset (cfg, 0, sizeof *cfg);
+  cfg->data_crc = PC_UNSET;
+  cfg->gc_percent = PC_UNSET;
+  cfg->cache_on_read = 1;
+  cfg->format = PC_FORMAT_AUTO;
+}
+
+static int
+check_config (const struct pc_config *cfg)
+{
+  if (!cfg->path || !*cfg->path)
+    PC_FAIL (EINVAL, "no cache file given");
+  if (cfg->gc_percent != PC_UNSET &&
+      (cfg->gc_percent < 0 || cfg->gc_percent > PC_MAX_GC_PERCENT))
+    PC_FAIL (EINVAL, "gc percent %d is out of range 0..%d", cfg->gc_percent,
+             PC_MAX_GC_PERCENT);
+  if (cfg->seg_size &&
+      (cfg->seg_size < PC_MIN_SEG_SIZE || cfg->seg_size > PC_MAX_SEG_SIZE ||
+       (cfg->seg_size & (cfg->seg_size - 1))))
+    PC_FAIL (EINVAL, "segment size %" PRIu64 " is not a power of two "
+             "between 1M and 1G", cfg->seg_size);
+  if (cfg->backing_id && strlen (cfg->backing_id) >= PC_BACKING_ID_LEN)
+    PC_FAIL (EINVAL, "backing identity is longer than %d bytes",
+             PC_BACKING_ID_LEN - 1);
+  return 0;
+}
+
+/* Geometry for a file of size bytes and segments of 1 << shift. */
+static int
+layout_for (uint64_t size, unsigned shift, uint32_t *nsegs,
+            uint64_t *area_off)
+{
+  uint64_t seg = 1ULL << shift, n;
+
+  if (size < PC_SEGTAB_OFF + seg)
+    return -1;
+  n = (size - PC_SEGTAB_OFF) / (seg + PC_SEGTAB_ENTRY);
+  while (n > 0 &&
+         PC_ALIGN_UP (PC_SEGTAB_OFF + n * PC_SEGTAB_ENTRY, 4096) + n * seg > size)
+    n--;
+  if (n < PC_MIN_SEGMENTS || n > UINT32_MAX)
+    return -1;
+  *nsegs = n;
+  *area_off = PC_ALIGN_UP (PC_SEGTAB_OFF + n * PC_SEGTAB_ENTRY, 4096);
+  return 0;
+}
+
+static int
+init_runtime (struct pc_cache *c)
+{
+  unsigned i;
+
+  c->seg_shift = c->sb.seg_shift;
+  c->seg_size = 1ULL << c->seg_shift;
+  c->nsegs = c->sb.nsegs;
+  c->seg_area_off = c->sb.seg_area_off;
+  c->backing_size = c->sb.backing_size;
+  c->data_crc = !!(c->sb.features & PC_FEAT_DATA_CRC);
+  c->kset_seed = pc_crc32c (c->sb.uuid, sizeof c->sb.uuid);
+  if (pc_segs_init (&c->segs, c->nsegs, c->pm, c->base + PC_SEGTAB_OFF) == -1)
+    return -1;
+  if (pc_log_init (c) == -1)
+    return -1;
+  c->nheads = PC_MIN (PC_MAX_HEADS, c->nsegs / 8);
+  if (c->nheads == 0)
+    c->nheads = 1;
+  for (i = 0; i < c->nheads; i++) {
+    pthread_mutex_init (&c->heads[i].lock, NULL);
+    c->heads[i].seg = -1;
+  }
+  if (pc_index_init (&c->index, c->backing_size ? c->backing_size : 1,
+                     PC_STRIPE_SHIFT, PC_MAX_TREES) == -1)
+    return -1;
+  return 0;
+}
+
+/* Check what the user asked for against what the file was made with. */
+static int
+check_existing (struct pc_cache *c)
+{
+  const struct pc_config *cfg = &c->cfg;
+  uint64_t fsize = pc_pmem_size (c->pm);
+  uint32_t nsegs;
+  uint64_t area;
+  const char *id = c->backing_id ? c->backing_id : "";
+
+  if (c->sb.file_size != fsize)
+    PC_FAIL (EINVAL, "%s: cache was made %" PRIu64 " bytes long but is now "
+             "%" PRIu64 " bytes", c->path, c->sb.file_size, fsize);
+  if (c->sb.seg_shift < 20 || c->sb.seg_shift > 30 ||
+      layout_for (fsize, c->sb.seg_shift, &nsegs, &area) == -1 ||
+      nsegs != c->sb.nsegs || area != c->sb.seg_area_off)
+    PC_FAIL (EINVAL, "%s: superblock geometry is inconsistent", c->path);
+  if (cfg->size && cfg->size != fsize)
+    PC_FAIL (EINVAL, "%s: size %" PRIu64 " was asked for but the cache is "
+             "%" PRIu64 " bytes (use pcache-format=force to remake it)",
+             c->path, cfg->size, fsize);
+  if (cfg->seg_size && cfg->seg_size != (1ULL << c->sb.seg_shift))
+    PC_FAIL (EINVAL, "%s: segment size %" PRIu64 " was asked for but the "
+             "cache was made with %llu", c->path, cfg->seg_size,
+             1ULL << c->sb.seg_shift);
+  if (cfg->data_crc != PC_UNSET &&
+      !!cfg->data_crc != !!(c->sb.features & PC_FEAT_DATA_CRC))
+    PC_FAIL (EINVAL, "%s: data-crc=%s was asked for but the cache was made "
+             "with data-crc=%s", c->path, cfg->data_crc ? "true" : "false",
+             (c->sb.features & PC_FEAT_DATA_CRC) ? "true" : "false");
+  if (strncmp (id, c->sb.backing_id, PC_BACKING_ID_LEN) != 0)
+    PC_FAIL (EINVAL, "%s: cache belongs to backing \"%.*s\", not \"%s\"",
+             c->path, PC_BACKING_ID_LEN, c->sb.backing_id, id);
+  return 0;
+}
+
+static int
+open_existing (struct pc_cache *c)
+{
+  const char *why;
+  int created;
+  uint32_t bad;
+
+  if (pc_pmem_open (c->path, 0, 0, &c->pm, &created) == -1)
+    return -1;
+  c->base = pc_pmem_base (c->pm);
+  if (pc_sb_load (c->base, pc_pmem_size (c->pm), &c->sb, &why) == -1) {
+    if (c->sb.magic == PC_SB_MAGIC && c->sb.version != PC_FORMAT_VERSION)
+      PC_FAIL (EINVAL, "%s: cache has format version %u, this pcache reads "
+               "version %u", c->path, c->sb.version, PC_FORMAT_VERSION);
+    PC_FAIL (EINVAL, "%s: %s", c->path, why);
+  }
+  if (check_existing (c) == -1 || init_runtime (c) == -1)
+    return -1;
+  c->ctrl_slot = pc_ctrl_load (c->base, &c->ctrl);
+  if (c->ctrl_slot < 0)
+    PC_FAIL (EINVAL, "%s: control record is corrupt in both slots", c->path);
+  if (pc_segs_load (&c->segs, &bad) == -1)
+    PC_FAIL (EINVAL, "%s: generation record of segment %u is corrupt in "
+             "both slots", c->path, bad);
+  if (c->cfg.gc_percent == PC_UNSET)
+    c->gc_percent = c->ctrl.gc_percent <= PC_MAX_GC_PERCENT
+      ? (int) c->ctrl.gc_percent : PC_DEFAULT_GC_PERCENT;
+  return pc_replay (c);
+}
+
+int
+pc_cache_open (const struct pc_config *cfg, pc_cache **out)
+{
+  struct pc_cache *c;
+  struct stat st;
+
+  if (check_config (cfg) == -1)
+    return -1;
+  c = calloc (1, sizeof *c);
+  if (!c)
+    return -1;
+  c->cfg = *cfg;
+  c->path = strdup (cfg->path);
+  c->backing_id = cfg->backing_id ? strdup (cfg->backing_id) : NULL;
+  c->cfg.path = c->path;
+  c->cfg.backing_id = c->backing_id;
+  c->cache_on_read = cfg->cache_on_read;
+  c->commit_ms = cfg->commit_ms ? cfg->commit_ms : PC_DEFAULT_COMMIT_MS;
+  c->gc_percent = cfg->gc_percent == PC_UNSET ? PC_DEFAULT_GC_PERCENT
+    : cfg->gc_percent;
+  pthread_mutex_init (&c->ctrl_lock, NULL);
+  pthread_mutex_init (&c->bg_lock, NULL);
+  pthread_cond_init (&c->bg_cv, NULL);
+  pthread_cond_init (&c->drain_cv, NULL);
+
+  if (cfg->format == PC_FORMAT_FORCE ||
+      (stat (c->path, &st) == -1 && errno == ENOENT)) {
+    if (cfg->format != PC_FORMAT_FORCE && !cfg->size) {
+      pc_error ("%s: does not exist and no size was given to create it",
+                c->path);
+      errno = EINVAL;
+      goto fail;
+    }
+    c->is_new = 1;
+  }
+  else if (open_existing (c) == -1)
+    goto fail;
+  *out = c;
+  return 0;
+
+ fail:
+  {
+    int e = errno;
+    pc_cache_close (c);
+    errno = e;
+  }
+  return -1;
+}
+
+static int
+format (struct pc_cache *c, uint64_t backing_size)
+{
+  struct pc_sb *sb = &c->sb;
+  struct pc_ctrl *ctl = &c->ctrl;
+  uint64_t seg_size = c->cfg.seg_size ? c->cfg.seg_size : PC_DEFAULT_SEG_SIZE;
+  uint64_t fsize;
+  int created;
+
+  if (pc_pmem_open (c->path, c->cfg.size, 1, &c->pm, &created) == -1)
+    return -1;
+  c->base = pc_pmem_base (c->pm);
+  fsize = pc_pmem_size (c->pm);
+  if (c->cfg.size && c->cfg.size != fsize && !created)
+    PC_FAIL (EINVAL, "%s: is %" PRIu64 " bytes, not the %" PRIu64 " asked for",
+             c->path, fsize, c->cfg.size);
+
+  memset (sb, 0, sizeof *sb);
+  sb->magic = PC_SB_MAGIC;
+  sb->version = PC_FORMAT_VERSION;
+  sb->features = c->cfg.data_crc == 1 ? PC_FEAT_DATA_CRC : 0;
+  sb->seg_shift = __builtin_ctzll (seg_size);
+  sb->file_size = fsize;
+  sb->backing_size = backing_size;
+  if (layout_for (fsize, sb->seg_shift, &sb->nsegs, &sb->seg_area_off) == -1)
+    PC_FAIL (EINVAL, "%s: %" PRIu64 " bytes is too small: a cache needs at "
+             "least %d segments of %" PRIu64 " bytes", c->path, fsize,
+             PC_MIN_SEGMENTS, seg_size);
+  if (getrandom (sb->uuid, sizeof sb->uuid, 0) != sizeof sb->uuid)
+    PC_FAIL (EIO, "getrandom: %m");
+  if (c->backing_id)
+    strncpy (sb->backing_id, c->backing_id, PC_BACKING_ID_LEN - 1);
+  pc_sb_seal (sb);
+
+  /* Invalidate the old superblock first: a crash while formatting must
+   * leave a file that is refused, not half of two caches.
+   */
+  pc_pmem_set (c->pm, c->base, 0, PC_SEGTAB_OFF);
+  if (init_runtime (c) == -1)
+    return -1;
+  pc_segs_format (&c->segs);
+
+  memset (ctl, 0, sizeof *ctl);
+  ctl->key_tail = (struct pc_pos) { .seg = 0, .off = 0, .seq = 1 };
+  ctl->dirty_tail = ctl->key_tail;
+  ctl->gc_percent = c->gc_percent;
+  c->ctrl_slot = 1;
+  pc_ctrl_store (c->pm, c->base, ctl, &c->ctrl_slot);
+  pc_pmem_set (c->pm, pc_seg_addr (c, 0, 0), 0, sizeof (struct pc_kset_hdr));
+  pc_sb_store (c->pm, c->base, sb);
+  c->is_new = 0;
+  pc_debug ("%s: formatted: %u segments of %" PRIu64 " bytes, granularity %s",
+            c->path, sb->nsegs, seg_size, pc_pmem_granularity (c->pm));
+  return pc_replay (c);
+}
+
+int
+pc_cache_bind (pc_cache *c, uint64_t backing_size)
+{
+  if (c->is_new) {
+    if (format (c, backing_size) == -1)
+      return -1;
+  }
+  else if (c->sb.backing_size != backing_size)
+    PC_FAIL (EINVAL, "%s: cache was made for a backing store of %" PRIu64
+             " bytes but this one has %" PRIu64 " bytes", c->path,
+             c->sb.backing_size, backing_size);
+  /* Store a gc percent given on the command line. */
+  if ((uint32_t) c->gc_percent != c->ctrl.gc_percent)
+    pc_ctrl_update (c, NULL, NULL);
+  c->bound = 1;
+  return 0;
+}
+
+uint64_t
+pc_cache_backing_size (const pc_cache *c)
+{
+  return c->backing_size;
+}
+
+int
+pc_cache_is_new (const pc_cache *c)
+{
+  return c->is_new;
+}
+
+void
+pc_ctrl_update (struct pc_cache *c, const struct pc_pos *key_tail,
+                const struct pc_pos *dirty_tail)
+{
+  pthread_mutex_lock (&c->ctrl_lock);
+  if (key_tail)
+    c->ctrl.key_tail = *key_tail;
+  if (dirty_tail)
+    c->ctrl.dirty_tail = *dirty_tail;
+  c->ctrl.gc_percent = c->gc_percent;
+  pc_ctrl_store (c->pm, c->base, &c->ctrl, &c->ctrl_slot);
+  pthread_mutex_unlock (&c->ctrl_lock);
+}
+
+void
+pc_kick_workers (struct pc_cache *c)
+{
+  pthread_mutex_lock (&c->bg_lock);
+  pthread_cond_broadcast (&c->bg_cv);
+  pthread_mutex_unlock (&c->bg_lock);
+}
+
+int
+pc_cache_start (pc_cache *c, const struct pc_backend *bg)
+{
+  int e;
+
+  if (!c->bound)
+    PC_FAIL (EINVAL, "%s: cache is not bound to a backing store", c->path);
+  c->bg = *bg;
+  c->stop = 0;
+  e = pthread_create (&c->wb_thread, NULL, pc_writeback_thread, c);
+  if (e)
+    PC_FAIL (e, "pthread_create: %s", strerror (e));
+  e = pthread_create (&c->timer_thread, NULL, pc_timer_thread, c);
+  if (e) {
+    pthread_mutex_lock (&c->bg_lock);
+    c->stop = 1;
+    pthread_cond_broadcast (&c->bg_cv);
+    pthread_mutex_unlock (&c->bg_lock);
+    pthread_join (c->wb_thread, NULL);
+    PC_FAIL (e, "pthread_create: %s", strerror (e));
+  }
+  c->running = 1;
+  return 0;
+}
+
+void
+pc_cache_stop (pc_cache *c)
+{
+  if (c->running) {
+    pthread_mutex_lock (&c->bg_lock);
+    c->stop = 1;
+    pthread_cond_broadcast (&c->bg_cv);
+    pthread_mutex_unlock (&c->bg_lock);
+    pthread_join (c->timer_thread, NULL);
+    pthread_join (c->wb_thread, NULL);
+    c->running = 0;
+  }
+  if (c->bound && c->pm)
+    pc_log_commit_all (c, 0);
+}
+
+static void
+free_heads (struct pc_cache *c)
+{
+  unsigned i;
+
+  for (i = 0; i < c->nheads; i++)
+    pthread_mutex_destroy (&c->heads[i].lock);
+  c->nheads = 0;
+}
+
+void
+pc_cache_close (pc_cache *c)
+{
+  if (!c)
+    return;
+  pc_cache_stop (c);
+  pc_index_destroy (&c->index);
+  free_heads (c);
+  if (c->log.scratch)
+    pc_log_destroy (c);
+  pc_segs_destroy (&c->segs);
+  pc_pmem_close (c->pm);
+  pthread_mutex_destroy (&c->ctrl_lock);
+  pthread_mutex_destroy (&c->bg_lock);
+  pthread_cond_destroy (&c->bg_cv);
+  pthread_cond_destroy (&c->drain_cv);
+  free (c->path);
+  free (c->backing_id);
+  free (c);
+}
+
+void
+pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
+{
+  memset (st, 0, sizeof *st);
+  st->read_hits = c->st.read_hits;
+  st->read_misses = c->st.read_misses;
+  st->read_hit_bytes = c->st.read_hit_bytes;
+  st->read_miss_bytes = c->st.read_miss_bytes;
+  st->writes = c->st.writes;
+  st->write_bytes = c->st.write_bytes;
+  st->writeback_bytes = c->st.writeback_bytes;
+  st->writeback_rounds = c->st.writeback_rounds;
+  st->writeback_errors = c->st.writeback_errors;
+  st->gc_segments = c->st.gc_segments;
+  st->segs_total = c->nsegs;
+  if (c->segs.seg)
+    st->segs_used = c->nsegs - pc_segs_nfree (&c->segs);
+  pthread_mutex_lock (&c->ctrl_lock);
+  st->dirty_ksets = atomic_load (&c->log.head_seq) - c->ctrl.dirty_tail.seq;
+  pthread_mutex_unlock (&c->ctrl_lock);
+}

@@ -1,0 +1,128 @@
+/* The cache handle and what its modules share.
+ *
+ * Lock order (outer first): index subtree -> kset buffer -> log ->
+ * segment free list -> segment lock.  ctrl_lock is taken alone.
+ */
+#ifndef PC_CACHE_INTERNAL_H
+#define PC_CACHE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "pcache.h"
+#include "layout.h"
+#include "pmem.h"
+#include "index.h"
+#include "segment.h"
+#include "kset.h"
+
+#define PC_STRIPE_SHIFT   22          /* 4 MiB stripes */
+#define PC_MAX_TREES      4096
+#define PC_NKBUFS         8
+#define PC_MAX_HEADS      4
+#define PC_ALLOC_ALIGN    64          /* payload allocation granule */
+#define PC_LOG_RESERVE    2           /* free segments kept for the log */
+
+/* A data head: the segment that new payload is carved from. */
+struct pc_head {
+  pthread_mutex_t lock;
+  int64_t seg;                        /* -1: none */
+  uint32_t off;
+};
+
+struct pc_counters {
+  _Atomic uint64_t read_hits, read_misses, read_hit_bytes, read_miss_bytes;
+  _Atomic uint64_t writes, write_bytes;
+  _Atomic uint64_t writeback_bytes, writeback_rounds, writeback_errors;
+  _Atomic uint64_t gc_segments;
+};
+
+struct pc_cache {
+  struct pc_config cfg;
+  char *path;
+  char *backing_id;
+  int is_new;                         /* formatted at bind time */
+  int bound;
+
+  struct pc_pmem *pm;
+  uint8_t *base;
+  struct pc_sb sb;
+  uint64_t backing_size;
+  unsigned seg_shift;
+  uint64_t seg_size;
+  uint32_t nsegs;
+  uint64_t seg_area_off;
+  uint32_t kset_seed;                 /* kset CRCs are salted with the uuid */
+  int data_crc;
+  _Atomic int gc_percent;
+  int cache_on_read;
+  unsigned commit_ms;
+
+  /* Persisted cursors (in ctrl), guarded by ctrl_lock. */
+  pthread_mutex_t ctrl_lock;
+  struct pc_ctrl ctrl;
+  int ctrl_slot;                      /* slot holding the newest copy */
+
+  struct pc_segs segs;
+  struct pc_log log;
+  struct pc_kbuf kbufs[PC_NKBUFS];
+  unsigned nheads;
+  struct pc_head heads[PC_MAX_HEADS];
+  struct pc_index index;
+
+  /* Background workers. */
+  struct pc_backend bg;
+  int running;
+  pthread_t wb_thread, timer_thread;
+  pthread_mutex_t bg_lock;
+  pthread_cond_t bg_cv;               /* wakes the workers */
+  pthread_cond_t drain_cv;            /* dirty_tail moved */
+  int stop;
+  int wb_error;                       /* last writeback errno, 0 if fine */
+
+  struct pc_counters st;
+};
+
+static inline uint8_t *
+pc_seg_addr (const struct pc_cache *c, uint32_t seg, uint32_t off)
+{
+  return c->base + c->seg_area_off + ((uint64_t) seg << c->seg_shift) + off;
+}
+
+static inline uint64_t
+pc_stripe_end (const struct pc_cache *c, uint64_t off)
+{
+  return pc_index_stripe_end (&c->index, off);
+}
+
+static inline struct pc_kbuf *
+pc_kbuf_for (struct pc_cache *c, uint64_t off)
+{
+  return &c->kbufs[(off >> PC_STRIPE_SHIFT) % PC_NKBUFS];
+}
+
+/* cache.c */
+void pc_ctrl_update (struct pc_cache *c, const struct pc_pos *key_tail,
+                     const struct pc_pos *dirty_tail);
+void pc_kick_workers (struct pc_cache *c);
+
+/* cache_write.c: carve payload space; blocks for space if wait. */
+int pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
+                      uint32_t *seg, uint32_t *seg_off, uint32_t *got,
+                      uint32_t *gen);
+/* Insert a key into the index and queue its record; caller holds the
+ * subtree write lock.  *seal_gen receives the buffer's seal count.
+ */
+int pc_publish_key (struct pc_cache *c, struct pc_key *k,
+                    const struct pc_key_rec *rec, uint64_t *seal_gen);
+
+/* replay.c */
+int pc_replay (struct pc_cache *c);
+
+/* writeback.c / gc.c */
+void *pc_writeback_thread (void *arg);
+void *pc_timer_thread (void *arg);
+int pc_gc_run (struct pc_cache *c, int force);
+
+#endif /* PC_CACHE_INTERNAL_H */

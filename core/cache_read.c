@@ -1,0 +1,349 @@
+/* Read path: hits from pmem, gaps from the backend, misses inserted as
+ * clean keys behind placeholders so that a racing write always wins.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache_internal.h"
+#include "crc.h"
+#include "util.h"
+
+enum rd_kind { RD_HIT, RD_ZERO, RD_GAP };
+
+struct rd_item {
+  uint64_t off;
+  uint32_t len;
+  enum rd_kind kind;
+  uint32_t seg, seg_off;          /* RD_HIT: pinned payload */
+  struct pc_key *ph;              /* RD_GAP: our placeholder, or NULL */
+};
+
+struct rd_list {
+  struct rd_item *v;
+  size_t n, cap;
+};
+
+static int
+rd_push (struct rd_list *l, struct rd_item it)
+{
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 16;
+    struct rd_item *v = realloc (l->v, cap * sizeof *v);
+    if (!v)
+      return -1;
+    l->v = v;
+    l->cap = cap;
+  }
+  l->v[l->n++] = it;
+  return 0;
+}
+
+static void
+rd_unpin (struct pc_cache *c, struct rd_list *l)
+{
+  size_t i;
+
+  for (i = 0; i < l->n; i++)
+    if (l->v[i].kind == RD_HIT)
+      pc_seg_put (&c->segs, l->v[i].seg);
+  l->n = 0;
+}
+
+/* Walk [off, off+len) of one stripe.  With write set (write lock held)
+ * stale keys are dropped and our placeholders are made for gaps.
+ * Returns the number of gaps, or -1.
+ */
+static int
+rd_walk (struct pc_cache *c, struct pc_tree *t, uint64_t off, uint32_t len,
+         int write, struct rd_list *l)
+{
+  uint64_t pos = off, end = off + len;
+  struct pc_key *k = pc_tree_find (t, off, len), *next;
+  int gaps = 0;
+  size_t i;
+
+  for (; k && k->off < end; k = next) {
+    uint64_t ks = PC_MAX (k->off, pos), ke = PC_MIN (k->off + k->len, end);
+    struct rd_item it = { .off = ks, .len = ke - ks, .kind = RD_HIT };
+
+    next = pc_tree_next (t, k);
+    if (ks > pos) {
+      if (rd_push (l, (struct rd_item) { .off = pos, .len = ks - pos,
+                                         .kind = RD_GAP }) == -1)
+        return -1;
+      gaps++;
+    }
+    if (k->flags & PC_KEY_EMPTY)
+      it.kind = RD_GAP;           /* another reader's miss in flight */
+    else if (k->flags & PC_KF_ZERO)
+      it.kind = RD_ZERO;
+    else if (pc_seg_get_if_gen (&c->segs, k->seg, k->gen)) {
+      it.seg = k->seg;
+      it.seg_off = k->seg_off + (ks - k->off);
+    }
+    else {
+      /* Stale: its segment was reclaimed after writeback. */
+      it.kind = RD_GAP;
+      if (write)
+        pc_tree_remove (t, k);
+    }
+    if (it.kind == RD_GAP) {
+      /* Merge with a preceding gap so one backend read serves both. */
+      if (l->n && l->v[l->n - 1].kind == RD_GAP &&
+          l->v[l->n - 1].off + l->v[l->n - 1].len == it.off &&
+          !(k->flags & PC_KEY_EMPTY)) {
+        l->v[l->n - 1].len += it.len;
+        pos = ke;
+        continue;
+      }
+      gaps++;
+    }
+    if (rd_push (l, it) == -1)
+      return -1;
+    pos = ke;
+  }
+  if (pos < end) {
+    if (rd_push (l, (struct rd_item) { .off = pos, .len = end - pos,
+                                       .kind = RD_GAP }) == -1)
+      return -1;
+    gaps++;
+  }
+  if (!write || !c->cache_on_read)
+    return gaps;
+
+  /* Claim each true gap with a placeholder. */
+  for (i = 0; i < l->n; i++) {
+    struct rd_item *it = &l->v[i];
+    struct pc_key *ph;
+
+    if (it->kind != RD_GAP)
+      continue;
+    if (pc_tree_find (t, it->off, it->len))
+      continue;                   /* partly someone else's placeholder */
+    ph = pc_key_alloc ();
+    if (!ph)
+      continue;
+    ph->off = it->off;
+    ph->len = it->len;
+    ph->flags = PC_KEY_EMPTY;
+    if (pc_tree_insert (t, ph) == -1)
+      pc_key_free (ph);
+    else
+      it->ph = ph;
+  }
+  return gaps;
+}
+
+/* Put backend data read for a placeholder into the cache as clean keys,
+ * unless a write has overtaken it.
+ */
+static void
+rd_fill (struct pc_cache *c, struct pc_tree *t, struct rd_item *it,
+         const uint8_t *data)
+{
+  struct pc_key_rec recs[8];
+  unsigned n = 0, i;
+  uint32_t done = 0;
+
+  while (done < it->len && n < 8) {
+    struct pc_key_rec *r = &recs[n];
+
+    memset (r, 0, sizeof *r);
+    r->off = it->off + done;
+    if (pc_alloc_payload (c, it->len - done, 0, &r->seg, &r->seg_off, &r->len,
+                          &r->gen) == -1)
+      break;
+    pc_pmem_copy (c->pm, pc_seg_addr (c, r->seg, r->seg_off), data + done,
+                  r->len);
+    if (c->data_crc)
+      r->data_crc = pc_crc32c (data + done, r->len);
+    done += r->len;
+    n++;
+  }
+
+  pthread_rwlock_wrlock (&t->lock);
+  if (done == it->len && !(it->ph->flags & PC_KEY_DEAD)) {
+    pc_tree_unlink (t, it->ph);
+    for (i = 0; i < n; i++) {
+      struct pc_kbuf *kb = pc_kbuf_for (c, recs[i].off);
+      struct pc_key *k = pc_key_alloc ();
+      int queued = 0;
+
+      if (k) {
+        k->off = recs[i].off;
+        k->len = recs[i].len;
+        k->seg = recs[i].seg;
+        k->seg_off = recs[i].seg_off;
+        k->gen = recs[i].gen;
+        if (pc_tree_insert (t, k) == -1)
+          pc_key_free (k);
+        else {
+          pthread_mutex_lock (&kb->lock);
+          queued = pc_kbuf_add (c, kb, &recs[i], NULL) == 0;
+          pthread_mutex_unlock (&kb->lock);
+        }
+      }
+      /* A record that is not logged gives its reference back; a key
+       * indexed without one just turns stale when the space is reused.
+       */
+      if (!queued)
+        pc_seg_put (&c->segs, recs[i].seg);
+    }
+    n = 0;
+  }
+  else if (!(it->ph->flags & PC_KEY_DEAD))
+    pc_tree_unlink (t, it->ph);
+  pthread_rwlock_unlock (&t->lock);
+  for (i = 0; i < n; i++)
+    pc_seg_put (&c->segs, recs[i].seg);
+  pc_key_free (it->ph);
+  it->ph = NULL;
+}
+
+static void
+rd_drop_placeholders (struct pc_tree *t, struct rd_list *l)
+{
+  size_t i;
+
+  pthread_rwlock_wrlock (&t->lock);
+  for (i = 0; i < l->n; i++) {
+    struct pc_key *ph = l->v[i].ph;
+
+    if (!ph)
+      continue;
+    if (!(ph->flags & PC_KEY_DEAD))
+      pc_tree_unlink (t, ph);
+    pc_key_free (ph);
+    l->v[i].ph = NULL;
+  }
+  pthread_rwlock_unlock (&t->lock);
+}
+
+static int
+read_piece (struct pc_cache *c, uint8_t *buf, uint32_t len, uint64_t off,
+            const struct pc_backend *fg, struct rd_list *l, int *err)
+{
+  struct pc_tree *t = pc_index_tree (&c->index, off);
+  int gaps;
+  size_t i;
+
+  l->n = 0;
+  pthread_rwlock_rdlock (&t->lock);
+  gaps = rd_walk (c, t, off, len, 0, l);
+  pthread_rwlock_unlock (&t->lock);
+  if (gaps > 0) {
+    rd_unpin (c, l);
+    pthread_rwlock_wrlock (&t->lock);
+    gaps = rd_walk (c, t, off, len, 1, l);
+    pthread_rwlock_unlock (&t->lock);
+  }
+  if (gaps < 0) {
+    rd_unpin (c, l);
+    *err = ENOMEM;
+    return -1;
+  }
+
+  /* Copy outside the lock: the pins keep the payload from reuse. */
+  for (i = 0; i < l->n; i++) {
+    struct rd_item *it = &l->v[i];
+    uint8_t *dst = buf + (it->off - off);
+
+    if (it->kind == RD_HIT) {
+      memcpy (dst, pc_seg_addr (c, it->seg, it->seg_off), it->len);
+      pc_seg_put (&c->segs, it->seg);
+      atomic_fetch_add (&c->st.read_hit_bytes, it->len);
+    }
+    else if (it->kind == RD_ZERO)
+      memset (dst, 0, it->len);
+  }
+  if (gaps == 0) {
+    atomic_fetch_add (&c->st.read_hits, 1);
+    return 0;
+  }
+  atomic_fetch_add (&c->st.read_misses, 1);
+
+  for (i = 0; i < l->n; i++) {
+    struct rd_item *it = &l->v[i];
+
+    if (it->kind != RD_GAP)
+      continue;
+    if (fg->ops->pread (fg->ctx, buf + (it->off - off), it->len, it->off,
+                        err) == -1) {
+      rd_drop_placeholders (t, l);
+      return -1;
+    }
+    atomic_fetch_add (&c->st.read_miss_bytes, it->len);
+  }
+  for (i = 0; i < l->n; i++)
+    if (l->v[i].ph)
+      rd_fill (c, t, &l->v[i], buf + (l->v[i].off - off));
+  return 0;
+}
+
+int
+pc_read (pc_cache *c, void *buf, uint32_t len, uint64_t off,
+         const struct pc_backend *fg, int *err)
+{
+  struct rd_list l = { NULL, 0, 0 };
+  uint8_t *dst = buf;
+  int r = 0;
+
+  if (off > c->backing_size || len > c->backing_size - off) {
+    *err = EINVAL;
+    return -1;
+  }
+  while (len > 0 && r == 0) {
+    uint32_t piece = PC_MIN ((uint64_t) len, pc_stripe_end (c, off) - off);
+
+    r = read_piece (c, dst, piece, off, fg, &l, err);
+    dst += piece;
+    off += piece;
+    len -= piece;
+  }
+  free (l.v);
+  return r;
+}
+
+int
+pc_map (pc_cache *c, uint64_t off, uint64_t len, pc_map_fn fn, void *opaque)
+{
+  uint64_t end;
+
+  if (off > c->backing_size)
+    return 0;
+  end = off + PC_MIN (len, c->backing_size - off);
+  while (off < end) {
+    uint64_t pend = PC_MIN (end, pc_stripe_end (c, off)), pos = off;
+    struct pc_tree *t = pc_index_tree (&c->index, off);
+    struct pc_key *k;
+    int r = 0;
+
+    pthread_rwlock_rdlock (&t->lock);
+    for (k = pc_tree_find (t, off, pend - off); k && k->off < pend && r == 0;
+         k = pc_tree_next (t, k)) {
+      uint64_t ks = PC_MAX (k->off, pos), ke = PC_MIN (k->off + k->len, pend);
+      enum pc_map_type type = PC_MAP_DATA;
+
+      if (ks > pos)
+        r = fn (opaque, pos, ks - pos, PC_MAP_UNCACHED);
+      if (k->flags & PC_KEY_EMPTY)
+        type = PC_MAP_UNCACHED;
+      else if (k->flags & PC_KF_ZERO)
+        type = PC_MAP_ZERO;
+      else if (pc_seg_get_if_gen (&c->segs, k->seg, k->gen))
+        pc_seg_put (&c->segs, k->seg);
+      else
+        type = PC_MAP_UNCACHED;
+      if (r == 0)
+        r = fn (opaque, ks, ke - ks, type);
+      pos = ke;
+    }
+    pthread_rwlock_unlock (&t->lock);
+    if (r == 0 && pos < pend)
+      r = fn (opaque, pos, pend - pos, PC_MAP_UNCACHED);
+    if (r != 0)
+      return r;
+    off = pend;
+  }
+  return 0;
+}

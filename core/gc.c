@@ -1,0 +1,78 @@
+/* Garbage collection: move key_tail up to dirty_tail, dropping the
+ * segment references of the records it passes.  Only written-back or
+ * clean records are ever passed, so no dirty data is lost.  key_tail is
+ * persisted before any segment is released: replay must never start in
+ * a segment that has been handed out again.
+ */
+#include <stdlib.h>
+
+#include "cache_internal.h"
+#include "util.h"
+
+#define GC_BATCH_KSETS 64
+
+static int
+gc_needed (struct pc_cache *c, int force)
+{
+  uint64_t used = c->nsegs - pc_segs_nfree (&c->segs);
+
+  return force || pc_segs_waiters (&c->segs) > 0 ||
+    used * 100 > (uint64_t) c->nsegs * atomic_load (&c->gc_percent);
+}
+
+int
+pc_gc_run (struct pc_cache *c, int force)
+{
+  uint32_t *puts, *logs;
+  int rounds = 0;
+
+  puts = malloc (GC_BATCH_KSETS * PC_KSET_MAX_KEYS * sizeof *puts);
+  logs = malloc (GC_BATCH_KSETS * sizeof *logs);
+  if (!puts || !logs) {
+    free (puts);
+    free (logs);
+    return -1;
+  }
+  while (gc_needed (c, force)) {
+    struct pc_pos kt, dt;
+    unsigned n = 0, np = 0, nl = 0, i;
+
+    pthread_mutex_lock (&c->ctrl_lock);
+    kt = c->ctrl.key_tail;
+    dt = c->ctrl.dirty_tail;
+    pthread_mutex_unlock (&c->ctrl_lock);
+    if (kt.seq >= dt.seq)
+      break;
+
+    while (kt.seq < dt.seq && n < GC_BATCH_KSETS) {
+      const char *why;
+      const struct pc_kset_hdr *h = pc_kset_at (c, &kt, &why);
+
+      if (!h) {
+        pc_error ("%s: garbage collection stopped at kset %" PRIu64 ": %s",
+                  c->path, kt.seq, why);
+        goto out;
+      }
+      if (h->flags & PC_KSET_LAST)
+        logs[nl++] = kt.seg;
+      for (i = 0; i < h->nkeys; i++) {
+        const struct pc_key_rec *r = (const struct pc_key_rec *) (h + 1) + i;
+        if (!(r->flags & PC_KF_ZERO))
+          puts[np++] = r->seg;
+      }
+      pc_kset_next (c, h, &kt);
+      n++;
+    }
+    pc_ctrl_update (c, &kt, NULL);
+    for (i = 0; i < np; i++)
+      pc_seg_put (&c->segs, puts[i]);
+    for (i = 0; i < nl; i++)
+      pc_seg_release (&c->segs, logs[i]);
+    atomic_fetch_add (&c->st.gc_segments, nl);
+    rounds++;
+  }
+ out:
+  free (puts);
+  free (logs);
+  return rounds;
+}

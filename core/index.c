@@ -1,0 +1,231 @@
+/* Striped multi-tree index (see index.h). */
+
+#include <stdlib.h>
+#include <stdint.h>
+#include <errno.h>
+#include <pthread.h>
+
+#include "index.h"
+
+static int
+key_cmp (const struct pc_key *a, const struct pc_key *b)
+{
+  return a->off < b->off ? -1 : a->off > b->off;
+}
+
+/* RB_GENERATE_STATIC relies on __unused, which libbsd leaves undefined
+ * (it clashes with Linux struct members), so spell the attribute out:
+ * the generated functions we never call must not warn.
+ */
+RB_GENERATE_INTERNAL (pc_key_tree, pc_key, rb, key_cmp,
+                      __attribute__ ((__unused__)) static)
+
+int
+pc_index_init (struct pc_index *ix, uint64_t size, unsigned stripe_shift,
+               unsigned max_trees)
+{
+  uint64_t nstripes;
+  unsigned i;
+  int r;
+
+  if (max_trees == 0 || stripe_shift < 12 || stripe_shift > 40) {
+    errno = EINVAL;
+    return -1;
+  }
+
+  /* Written this way so a size near 2^64 cannot overflow. */
+  nstripes = (size >> stripe_shift)
+    + ((size & ((UINT64_C (1) << stripe_shift) - 1)) != 0);
+  if (nstripes == 0)
+    nstripes = 1;
+
+  ix->size = size;
+  ix->stripe_shift = stripe_shift;
+  ix->ntrees = nstripes < max_trees ? (unsigned) nstripes : max_trees;
+  ix->trees = calloc (ix->ntrees, sizeof *ix->trees);
+  if (ix->trees == NULL) {
+    errno = ENOMEM;
+    return -1;
+  }
+
+  for (i = 0; i < ix->ntrees; i++) {
+    r = pthread_rwlock_init (&ix->trees[i].lock, NULL);
+    if (r != 0) {
+      while (i-- > 0)
+        pthread_rwlock_destroy (&ix->trees[i].lock);
+      free (ix->trees);
+      ix->trees = NULL;
+      errno = r;
+      return -1;
+    }
+    RB_INIT (&ix->trees[i].root);
+    ix->trees[i].nkeys = 0;
+  }
+  return 0;
+}
+
+/* Post-order free: no rebalancing, and the depth is bounded by the
+ * red-black height (about 2 log2 n).
+ */
+static void
+free_subtree (struct pc_key *k)
+{
+  if (k == NULL)
+    return;
+  free_subtree (RB_LEFT (k, rb));
+  free_subtree (RB_RIGHT (k, rb));
+  free (k);
+}
+
+void
+pc_index_destroy (struct pc_index *ix)
+{
+  unsigned i;
+
+  if (ix->trees == NULL)
+    return;
+  for (i = 0; i < ix->ntrees; i++) {
+    free_subtree (RB_ROOT (&ix->trees[i].root));
+    RB_INIT (&ix->trees[i].root);
+    ix->trees[i].nkeys = 0;
+    pthread_rwlock_destroy (&ix->trees[i].lock);
+  }
+  free (ix->trees);
+  ix->trees = NULL;
+  ix->ntrees = 0;
+}
+
+struct pc_key *
+pc_key_alloc (void)
+{
+  return calloc (1, sizeof (struct pc_key));
+}
+
+void
+pc_key_free (struct pc_key *k)
+{
+  free (k);
+}
+
+struct pc_key *
+pc_tree_find (struct pc_tree *t, uint64_t off, uint64_t len)
+{
+  struct pc_key q = { .off = off };
+  struct pc_key *n, *p;
+
+  if (len == 0)
+    return NULL;
+
+  /* n: first key starting at or after off; p: the one before it, the
+   * only key starting before off that can reach into the range.
+   */
+  n = RB_NFIND (pc_key_tree, &t->root, &q);
+  p = n ? RB_PREV (pc_key_tree, &t->root, n) : RB_MAX (pc_key_tree, &t->root);
+  if (p && p->off + p->len > off)
+    return p;
+  /* n->off >= off, so the subtraction cannot wrap. */
+  if (n && n->off - off < len)
+    return n;
+  return NULL;
+}
+
+struct pc_key *
+pc_tree_next (struct pc_tree *t, struct pc_key *k)
+{
+  (void) t;
+  return RB_NEXT (pc_key_tree, &t->root, k);
+}
+
+void
+pc_tree_unlink (struct pc_tree *t, struct pc_key *k)
+{
+  RB_REMOVE (pc_key_tree, &t->root, k);
+  t->nkeys--;
+}
+
+void
+pc_tree_remove (struct pc_tree *t, struct pc_key *k)
+{
+  pc_tree_unlink (t, k);
+  if (k->flags & PC_KEY_EMPTY)
+    k->flags |= PC_KEY_DEAD;
+  else
+    free (k);
+}
+
+int
+pc_tree_insert (struct pc_tree *t, struct pc_key *k)
+{
+  const uint64_t nend = k->off + k->len;
+  struct pc_key *e, *next, *spare = NULL;
+  uint64_t eend;
+  uint32_t delta;
+
+  /* An empty key would violate "no zero-length key in the tree". */
+  if (k->len == 0) {
+    errno = EINVAL;
+    return -1;
+  }
+
+  /* Only the key overlapping k's first byte can hold k strictly inside;
+   * get its clone now so that ENOMEM leaves the tree untouched.
+   */
+  e = pc_tree_find (t, k->off, 1);
+  if (e && !(e->flags & PC_KEY_EMPTY) &&
+      e->off < k->off && e->off + e->len > nend) {
+    spare = pc_key_alloc ();
+    if (spare == NULL) {
+      errno = ENOMEM;
+      return -1;
+    }
+  }
+
+  for (e = pc_tree_find (t, k->off, k->len); e != NULL && e->off < nend;
+       e = next) {
+    next = RB_NEXT (pc_key_tree, &t->root, e);
+    eend = e->off + e->len;
+
+    if (e->flags & PC_KEY_EMPTY) {
+      /* Never trim a placeholder: its owner fills the whole range. */
+      pc_tree_unlink (t, e);
+      e->flags |= PC_KEY_DEAD;
+    }
+    else if (e->off >= k->off && eend <= nend) {
+      pc_tree_unlink (t, e);
+      free (e);
+    }
+    else if (e->off >= k->off) {
+      /* Front cut.  e stays after k and overlaps nothing else, so
+       * moving its offset in place keeps the tree ordered.
+       */
+      delta = nend - e->off;
+      e->off += delta;
+      e->len -= delta;
+      if (!(e->flags & PC_KF_ZERO))
+        e->seg_off += delta;
+      break;
+    }
+    else if (eend <= nend) {
+      /* Back cut. */
+      e->len = k->off - e->off;
+    }
+    else {
+      /* Split: e keeps its head, the spare takes the tail. */
+      *spare = *e;
+      spare->off = nend;
+      spare->len = eend - nend;
+      if (!(spare->flags & PC_KF_ZERO))
+        spare->seg_off += nend - e->off;
+      e->len = k->off - e->off;
+      RB_INSERT (pc_key_tree, &t->root, spare);
+      t->nkeys++;
+      spare = NULL;
+      break;
+    }
+  }
+  free (spare);
+
+  RB_INSERT (pc_key_tree, &t->root, k);
+  t->nkeys++;
+  return 0;
+}

@@ -1,0 +1,99 @@
+/* Striped multi-tree index: which backing ranges the cache holds.
+ *
+ * The backing address space is cut into stripes (1 << stripe_shift
+ * bytes).  Stripe s belongs to subtree s % ntrees; each subtree is a
+ * red-black tree ordered by offset, guarded by its own rwlock.  Keys in
+ * a subtree never overlap and never cross a stripe boundary, so one
+ * request piece (cut at stripe boundaries by the caller) takes exactly
+ * one lock.
+ */
+#ifndef PC_INDEX_H
+#define PC_INDEX_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <pthread.h>
+#include <bsd/sys/tree.h>
+
+#include "layout.h"
+
+/* RAM-only flags, above the PC_KF_* media flags. */
+#define PC_KEY_EMPTY   (1u << 8)   /* placeholder for a miss in flight */
+#define PC_KEY_DEAD    (1u << 9)   /* placeholder removed by a newer key */
+
+struct pc_key {
+  RB_ENTRY (pc_key) rb;
+  uint64_t off;
+  uint32_t len;
+  uint32_t seg;
+  uint32_t seg_off;
+  uint32_t gen;
+  uint32_t flags;
+};
+
+RB_HEAD (pc_key_tree, pc_key);
+
+struct pc_tree {
+  pthread_rwlock_t lock;
+  struct pc_key_tree root;
+  size_t nkeys;
+};
+
+struct pc_index {
+  uint64_t size;
+  unsigned stripe_shift;
+  unsigned ntrees;
+  struct pc_tree *trees;
+};
+
+int pc_index_init (struct pc_index *ix, uint64_t size, unsigned stripe_shift,
+                   unsigned max_trees);
+void pc_index_destroy (struct pc_index *ix);
+
+static inline struct pc_tree *
+pc_index_tree (struct pc_index *ix, uint64_t off)
+{
+  return &ix->trees[(off >> ix->stripe_shift) % ix->ntrees];
+}
+
+/* First byte of the stripe after the one holding off. */
+static inline uint64_t
+pc_index_stripe_end (const struct pc_index *ix, uint64_t off)
+{
+  return ((off >> ix->stripe_shift) + 1) << ix->stripe_shift;
+}
+
+struct pc_key *pc_key_alloc (void);
+void pc_key_free (struct pc_key *k);
+
+/* Caller holds the tree's write lock.  Resolve every overlap with k,
+ * newest wins, then link k (the tree owns it from then on):
+ *  - an existing key inside k is removed;
+ *  - one that starts inside k and ends after it loses its front (a
+ *    payload key advances seg_off by the same amount);
+ *  - one that starts before k and ends inside it loses its back;
+ *  - one that holds k strictly inside is split: it keeps its head and a
+ *    clone holds the tail after k.
+ * A placeholder (PC_KEY_EMPTY) that overlaps k in any way is unlinked
+ * whole and marked PC_KEY_DEAD instead of freed: its owner frees it.
+ * Returns -1 (ENOMEM) only before anything changed.
+ */
+int pc_tree_insert (struct pc_tree *t, struct pc_key *k);
+
+/* Caller holds the lock.  First key whose range overlaps [off, off+len),
+ * or NULL.  pc_tree_next walks on in offset order.
+ */
+struct pc_key *pc_tree_find (struct pc_tree *t, uint64_t off, uint64_t len);
+struct pc_key *pc_tree_next (struct pc_tree *t, struct pc_key *k);
+
+/* Caller holds the write lock.  Unlink k; free it unless it is a
+ * placeholder, which is marked PC_KEY_DEAD for its owner to free.
+ */
+void pc_tree_remove (struct pc_tree *t, struct pc_key *k);
+
+/* Caller holds the write lock.  Unlink k and hand it back to the caller
+ * without freeing or marking it.
+ */
+void pc_tree_unlink (struct pc_tree *t, struct pc_key *k);
+
+#endif /* PC_INDEX_H */

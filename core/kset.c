@@ -1,0 +1,246 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache_internal.h"
+#include "crc.h"
+#include "util.h"
+
+int
+pc_log_init (struct pc_cache *c)
+{
+  unsigned i;
+
+  pthread_mutex_init (&c->log.lock, NULL);
+  c->log.scratch = aligned_alloc (64, pc_kset_span (PC_KSET_MAX_KEYS));
+  if (!c->log.scratch)
+    return -1;
+  for (i = 0; i < PC_NKBUFS; i++) {
+    pthread_mutex_init (&c->kbufs[i].lock, NULL);
+    c->kbufs[i].nkeys = 0;
+    c->kbufs[i].seals = 0;
+  }
+  return 0;
+}
+
+void
+pc_log_destroy (struct pc_cache *c)
+{
+  unsigned i;
+
+  free (c->log.scratch);
+  c->log.scratch = NULL;
+  pthread_mutex_destroy (&c->log.lock);
+  for (i = 0; i < PC_NKBUFS; i++)
+    pthread_mutex_destroy (&c->kbufs[i].lock);
+}
+
+static uint32_t
+kset_crc (struct pc_cache *c, const struct pc_kset_hdr *h)
+{
+  return pc_crc32c_cont (c->kset_seed, (const uint8_t *) h + 4,
+                         PC_KSET_BYTES (h->nkeys) - 4);
+}
+
+/* A new log segment: take one (the log may dip into the reserve), and
+ * clear its first header so nothing there passes for a kset.
+ */
+static int64_t
+new_log_seg (struct pc_cache *c)
+{
+  for (;;) {
+    int64_t id = pc_seg_alloc (&c->segs, PC_SEG_LOG, 0);
+    if (id >= 0) {
+      pc_pmem_set (c->pm, pc_seg_addr (c, id, 0), 0,
+                   sizeof (struct pc_kset_hdr));
+      return id;
+    }
+    if (c->stop && !c->running) {
+      pc_error ("%s: no free segment for the key log", c->path);
+      errno = ENOSPC;
+      return -1;
+    }
+    pc_kick_workers (c);
+    pc_segs_wait (&c->segs, 100);
+  }
+}
+
+/* Caller holds the log lock.  Append one kset. */
+static int
+log_write (struct pc_cache *c, const struct pc_key_rec *keys, uint32_t n)
+{
+  struct pc_log *lg = &c->log;
+  struct pc_kset_hdr *h = (struct pc_kset_hdr *) lg->scratch;
+  uint32_t span = pc_kset_span (n);
+
+  /* Keep room behind every kset for the LAST record that may follow. */
+  if (lg->head.off + span + PC_KSET_ALIGN > c->seg_size) {
+    int64_t next = new_log_seg (c);
+    struct pc_kset_hdr last = {
+      .magic = PC_KSET_MAGIC, .seq = lg->head.seq, .epoch = lg->epoch,
+      .flags = PC_KSET_LAST, .next_seg = (uint32_t) next,
+    };
+
+    if (next < 0)
+      return -1;
+    last.crc = kset_crc (c, &last);
+    pc_pmem_copy (c->pm, pc_seg_addr (c, lg->head.seg, lg->head.off), &last,
+                  sizeof last);
+    lg->head.seg = next;
+    lg->head.off = 0;
+    lg->head.seq++;
+  }
+
+  memset (h, 0, sizeof *h);
+  h->magic = PC_KSET_MAGIC;
+  h->seq = lg->head.seq;
+  h->epoch = lg->epoch;
+  h->nkeys = n;
+  memcpy (h + 1, keys, n * sizeof *keys);
+  h->crc = kset_crc (c, h);
+  pc_pmem_copy (c->pm, pc_seg_addr (c, lg->head.seg, lg->head.off), h,
+                PC_KSET_BYTES (n));
+  lg->head.off += span;
+  lg->head.seq++;
+  atomic_store (&lg->head_seq, lg->head.seq);
+  return 0;
+}
+
+int
+pc_kbuf_commit (struct pc_cache *c, struct pc_kbuf *kb)
+{
+  int r;
+
+  if (kb->nkeys == 0)
+    return 0;
+  pthread_mutex_lock (&c->log.lock);
+  r = log_write (c, kb->keys, kb->nkeys);
+  pthread_mutex_unlock (&c->log.lock);
+  if (r == 0) {
+    kb->nkeys = 0;
+    kb->seals++;
+    pc_kick_workers (c);
+  }
+  return r;
+}
+
+int
+pc_kbuf_add (struct pc_cache *c, struct pc_kbuf *kb,
+             const struct pc_key_rec *rec, uint64_t *seal_gen)
+{
+  /* A buffer left full by a failed commit must drain before it grows. */
+  if (kb->nkeys == PC_KSET_MAX_KEYS && pc_kbuf_commit (c, kb) == -1)
+    return -1;
+  if (kb->nkeys == 0)
+    kb->first_ms = pc_now_ms ();
+  kb->keys[kb->nkeys++] = *rec;
+  if (seal_gen)
+    *seal_gen = kb->seals;
+  /* The record is queued even if this commit fails; it is retried. */
+  if (kb->nkeys == PC_KSET_MAX_KEYS)
+    pc_kbuf_commit (c, kb);
+  return 0;
+}
+
+int
+pc_kbuf_commit_upto (struct pc_cache *c, struct pc_kbuf *kb,
+                     uint64_t seal_gen)
+{
+  int r = 0;
+
+  pthread_mutex_lock (&kb->lock);
+  if (kb->seals == seal_gen)
+    r = pc_kbuf_commit (c, kb);
+  pthread_mutex_unlock (&kb->lock);
+  return r;
+}
+
+int
+pc_log_commit_all (struct pc_cache *c, int end_epoch)
+{
+  unsigned i;
+  int r = 0;
+
+  for (i = 0; i < PC_NKBUFS; i++) {
+    pthread_mutex_lock (&c->kbufs[i].lock);
+    if (pc_kbuf_commit (c, &c->kbufs[i]) == -1)
+      r = -1;
+    pthread_mutex_unlock (&c->kbufs[i].lock);
+  }
+  /* Ksets written from now on belong to the next epoch; writeback
+   * flushes the backend between epochs.
+   */
+  if (end_epoch && r == 0) {
+    pthread_mutex_lock (&c->log.lock);
+    c->log.epoch++;
+    pthread_mutex_unlock (&c->log.lock);
+  }
+  return r;
+}
+
+int
+pc_log_commit_aged (struct pc_cache *c, uint64_t age_ms)
+{
+  uint64_t now = pc_now_ms ();
+  unsigned i;
+  int r = 0;
+
+  for (i = 0; i < PC_NKBUFS; i++) {
+    struct pc_kbuf *kb = &c->kbufs[i];
+
+    pthread_mutex_lock (&kb->lock);
+    if (kb->nkeys > 0 && now - kb->first_ms >= age_ms &&
+        pc_kbuf_commit (c, kb) == -1)
+      r = -1;
+    pthread_mutex_unlock (&kb->lock);
+  }
+  return r;
+}
+
+const struct pc_kset_hdr *
+pc_kset_at (struct pc_cache *c, const struct pc_pos *pos, const char **why)
+{
+  const struct pc_kset_hdr *h;
+
+  if (pos->seg >= c->nsegs || pos->off % PC_KSET_ALIGN ||
+      (uint64_t) pos->off + sizeof *h > c->seg_size) {
+    *why = "log position out of range";
+    return NULL;
+  }
+  h = (const struct pc_kset_hdr *) pc_seg_addr (c, pos->seg, pos->off);
+  if (h->magic != PC_KSET_MAGIC) {
+    *why = "no kset magic";
+    return NULL;
+  }
+  if (h->seq != pos->seq) {
+    *why = "kset sequence mismatch";
+    return NULL;
+  }
+  if (h->nkeys > PC_KSET_MAX_KEYS ||
+      pos->off + PC_KSET_BYTES (h->nkeys) > c->seg_size) {
+    *why = "kset key count out of range";
+    return NULL;
+  }
+  if ((h->flags & PC_KSET_LAST) && (h->nkeys != 0 || h->next_seg >= c->nsegs)) {
+    *why = "bad LAST kset";
+    return NULL;
+  }
+  if (h->crc != kset_crc (c, h)) {
+    *why = "kset checksum mismatch";
+    return NULL;
+  }
+  return h;
+}
+
+void
+pc_kset_next (struct pc_cache *c, const struct pc_kset_hdr *h,
+              struct pc_pos *pos)
+{
+  (void) c;
+  if (h->flags & PC_KSET_LAST) {
+    pos->seg = h->next_seg;
+    pos->off = 0;
+  }
+  else
+    pos->off += pc_kset_span (h->nkeys);
+  pos->seq++;
+}

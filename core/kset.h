@@ -1,0 +1,70 @@
+/* Key sets: RAM buffers of key records and the on-media key log.
+ *
+ * A key goes to the buffer of its stripe while the writer holds that
+ * stripe's index lock, so records for one range reach the log in the
+ * order the index saw them; replay can then let the newer record win.
+ * Committing a buffer writes it as one kset at the log head: a torn
+ * kset fails its CRC and ends the log.
+ */
+#ifndef PC_KSET_H
+#define PC_KSET_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "layout.h"
+
+struct pc_cache;
+
+struct pc_kbuf {
+  pthread_mutex_t lock;
+  uint32_t nkeys;
+  uint64_t first_ms;                  /* when the oldest pending key came */
+  uint64_t seals;                     /* commits so far */
+  struct pc_key_rec keys[PC_KSET_MAX_KEYS];
+};
+
+struct pc_log {
+  pthread_mutex_t lock;
+  struct pc_pos head;                 /* where the next kset goes */
+  _Atomic uint64_t head_seq;          /* head.seq, readable without lock */
+  uint64_t epoch;                     /* client flushes so far */
+  uint8_t *scratch;
+};
+
+static inline uint32_t
+pc_kset_span (uint32_t nkeys)
+{
+  return (PC_KSET_BYTES (nkeys) + PC_KSET_ALIGN - 1) & ~(PC_KSET_ALIGN - 1);
+}
+
+int pc_log_init (struct pc_cache *c);
+void pc_log_destroy (struct pc_cache *c);
+
+/* Caller holds kb->lock.  Queue rec; commit the buffer when it is full.
+ * *seal_gen receives the commit count the record belongs to.
+ */
+int pc_kbuf_add (struct pc_cache *c, struct pc_kbuf *kb,
+                 const struct pc_key_rec *rec, uint64_t *seal_gen);
+/* Caller holds kb->lock.  Commit pending keys, if any. */
+int pc_kbuf_commit (struct pc_cache *c, struct pc_kbuf *kb);
+/* Commit kb unless the commit numbered seal_gen already happened. */
+int pc_kbuf_commit_upto (struct pc_cache *c, struct pc_kbuf *kb,
+                         uint64_t seal_gen);
+/* Commit every buffer; with end_epoch, start a new flush epoch. */
+int pc_log_commit_all (struct pc_cache *c, int end_epoch);
+/* Commit buffers whose oldest key is older than age_ms. */
+int pc_log_commit_aged (struct pc_cache *c, uint64_t age_ms);
+
+/* Validate the kset header at pos expecting sequence seq.  Returns a
+ * pointer into the mapping, or NULL with *why set.
+ */
+const struct pc_kset_hdr *pc_kset_at (struct pc_cache *c,
+                                      const struct pc_pos *pos,
+                                      const char **why);
+/* Position after the kset h found at pos. */
+void pc_kset_next (struct pc_cache *c, const struct pc_kset_hdr *h,
+                   struct pc_pos *pos);
+
+#endif /* PC_KSET_H */

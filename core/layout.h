@@ -1,0 +1,124 @@
+/* On-media format.  Little-endian; a big-endian host refuses the file.
+ *
+ *   0       superblock, copy A            (4 KiB)
+ *   4 KiB   superblock, copy B            (4 KiB)
+ *   8 KiB   control record, slot 0        (4 KiB)
+ *   12 KiB  control record, slot 1        (4 KiB)
+ *   16 KiB  segment table: nsegs entries of two generation slots
+ *   seg_area_off (4 KiB aligned)  segment 0, 1, ... nsegs-1
+ *
+ * Every record begins with a CRC32C of the rest of the record.  Records
+ * that change (control, generations) have two slots with a sequence
+ * number; an update goes to the slot that does not hold the newest
+ * valid copy, so a torn update always leaves the previous one.
+ *
+ * A segment is either a log segment (a chain of ksets) or a data
+ * segment (payload).  Its role lives only in RAM and is rebuilt by replay.
+ */
+#ifndef PC_LAYOUT_H
+#define PC_LAYOUT_H
+
+#include <stdint.h>
+
+#define PC_FORMAT_VERSION   1u
+#define PC_SB_MAGIC         0x31454843414350ULL   /* "PCACHE1" */
+#define PC_CTRL_MAGIC       0x4c525443u           /* "CTRL" */
+#define PC_KSET_MAGIC       0x5445534bu           /* "KSET" */
+
+#define PC_SB_OFF           0u
+#define PC_SB_SLOT          4096u
+#define PC_CTRL_OFF         8192u
+#define PC_CTRL_SLOT        4096u
+#define PC_SEGTAB_OFF       16384u
+
+/* Feature flags, fixed at format time. */
+#define PC_FEAT_DATA_CRC    (1u << 0)
+#define PC_FEAT_KNOWN       (PC_FEAT_DATA_CRC)
+
+#define PC_BACKING_ID_LEN   64
+
+struct pc_sb {
+  uint32_t crc;                 /* of bytes [4, sizeof) */
+  uint32_t version;
+  uint64_t magic;
+  uint32_t features;
+  uint32_t seg_shift;
+  uint32_t nsegs;
+  uint32_t reserved0;
+  uint64_t file_size;
+  uint64_t backing_size;
+  uint64_t seg_area_off;
+  uint8_t uuid[16];
+  char backing_id[PC_BACKING_ID_LEN];
+};
+
+/* A position in the key log. */
+struct pc_pos {
+  uint32_t seg;
+  uint32_t off;
+  uint64_t seq;                 /* sequence number of the kset there */
+};
+
+struct pc_ctrl {
+  uint32_t crc;                 /* of bytes [4, sizeof) */
+  uint32_t magic;
+  uint64_t seq;                 /* newer slot wins */
+  struct pc_pos key_tail;       /* first kset not reclaimed */
+  struct pc_pos dirty_tail;     /* first kset not written back */
+  uint32_t gc_percent;
+  uint32_t flags;
+};
+
+struct pc_gen_slot {
+  uint32_t crc;                 /* of bytes [4, sizeof) */
+  uint32_t seq;                 /* newer slot wins (wrapping compare) */
+  uint64_t gen;
+};
+
+#define PC_SEGTAB_ENTRY     32u   /* two pc_gen_slot */
+
+/* Ksets: a header then nkeys keys, 64-byte aligned in a log segment.
+ * seq increases by one from kset to kset along the log, so a stale kset
+ * from an earlier use of a segment is never taken for a live one.  A
+ * LAST kset has no keys and sends the log on to next_seg, offset 0.
+ */
+#define PC_KSET_LAST        (1u << 0)
+#define PC_KSET_MAX_KEYS    128u
+#define PC_KSET_ALIGN       64u
+
+struct pc_kset_hdr {
+  uint32_t crc;                 /* of bytes [4, 32 + nkeys * 32) */
+  uint32_t magic;
+  uint64_t seq;
+  uint64_t epoch;               /* client flush epoch */
+  uint16_t nkeys;
+  uint16_t flags;
+  uint32_t next_seg;            /* LAST only */
+};
+
+/* Key flags. */
+#define PC_KF_DIRTY         (1u << 0)   /* not yet on the backend */
+#define PC_KF_ZERO          (1u << 1)   /* no payload: reads as zeroes */
+#define PC_KF_TRIM          (1u << 2)   /* with ZERO: a trim */
+#define PC_KF_MAY_TRIM      (1u << 3)   /* zero may punch holes */
+#define PC_KF_MEDIA         (PC_KF_DIRTY | PC_KF_ZERO | PC_KF_TRIM | PC_KF_MAY_TRIM)
+
+struct pc_key_rec {
+  uint64_t off;                 /* backing offset */
+  uint32_t len;
+  uint32_t seg;                 /* payload position (not for ZERO) */
+  uint32_t seg_off;
+  uint32_t gen;                 /* segment generation at allocation */
+  uint32_t flags;
+  uint32_t data_crc;            /* CRC32C of payload if DATA_CRC */
+};
+
+#define PC_KSET_BYTES(n)    (sizeof (struct pc_kset_hdr) + (n) * sizeof (struct pc_key_rec))
+
+_Static_assert (sizeof (struct pc_sb) == 136, "superblock size");
+_Static_assert (sizeof (struct pc_ctrl) == 56, "ctrl size");
+_Static_assert (sizeof (struct pc_gen_slot) == 16, "gen slot size");
+_Static_assert (sizeof (struct pc_kset_hdr) == 32, "kset header size");
+_Static_assert (sizeof (struct pc_key_rec) == 32, "key size");
+
+#endif /* PC_LAYOUT_H */

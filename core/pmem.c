@@ -1,0 +1,207 @@
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <libpmem2.h>
+
+#include "pmem.h"
+#include "util.h"
+
+struct pc_pmem {
+  int fd;
+  struct pmem2_map *map;
+  void *base;
+  uint64_t size;
+  pmem2_persist_fn persist;
+  pmem2_flush_fn flush;
+  pmem2_drain_fn drain;
+  pmem2_memcpy_fn memcpy_fn;
+  pmem2_memset_fn memset_fn;
+  enum pmem2_granularity gran;
+};
+
+static pc_persist_hook hook_fn;
+static void *hook_opaque;
+
+void
+pc_pmem_set_hook (pc_persist_hook fn, void *opaque)
+{
+  hook_fn = fn;
+  hook_opaque = opaque;
+}
+
+static inline void
+run_hook (const void *addr, size_t len)
+{
+  if (hook_fn)
+    hook_fn (hook_opaque, addr, len);
+}
+
+static int
+map_fd (struct pc_pmem *p, const char *path)
+{
+  struct pmem2_config *cfg = NULL;
+  struct pmem2_source *src = NULL;
+  int r = -1;
+
+  if (pmem2_config_new (&cfg) != 0 ||
+      pmem2_source_from_fd (&src, p->fd) != 0) {
+    pc_error ("%s: %s", path, pmem2_errormsg ());
+    goto out;
+  }
+  /* Any mapping will do: devdax and fsdax give cache-line or byte
+   * granularity, a plain file gives page granularity (msync).
+   */
+  if (pmem2_config_set_required_store_granularity (cfg,
+                                                   PMEM2_GRANULARITY_PAGE) != 0 ||
+      pmem2_map_new (&p->map, cfg, src) != 0) {
+    pc_error ("%s: cannot map: %s", path, pmem2_errormsg ());
+    goto out;
+  }
+  p->base = pmem2_map_get_address (p->map);
+  p->size = pmem2_map_get_size (p->map);
+  p->gran = pmem2_map_get_store_granularity (p->map);
+  p->persist = pmem2_get_persist_fn (p->map);
+  p->flush = pmem2_get_flush_fn (p->map);
+  p->drain = pmem2_get_drain_fn (p->map);
+  p->memcpy_fn = pmem2_get_memcpy_fn (p->map);
+  p->memset_fn = pmem2_get_memset_fn (p->map);
+  r = 0;
+ out:
+  if (src)
+    pmem2_source_delete (&src);
+  if (cfg)
+    pmem2_config_delete (&cfg);
+  return r;
+}
+
+int
+pc_pmem_open (const char *path, uint64_t create_size, int create,
+              struct pc_pmem **out, int *created)
+{
+  struct pc_pmem *p;
+  int saved;
+
+  *created = 0;
+  p = calloc (1, sizeof *p);
+  if (!p)
+    return -1;
+  p->fd = open (path, O_RDWR | O_CLOEXEC);
+  if (p->fd == -1 && errno == ENOENT && create) {
+    p->fd = open (path, O_RDWR | O_CLOEXEC | O_CREAT | O_EXCL, 0600);
+    if (p->fd >= 0) {
+      *created = 1;
+      if (ftruncate (p->fd, create_size) == -1) {
+        pc_error ("%s: cannot size to %" PRIu64 " bytes: %m", path,
+                  create_size);
+        goto fail;
+      }
+    }
+  }
+  if (p->fd == -1) {
+    pc_error ("%s: %m", path);
+    goto fail;
+  }
+  if (flock (p->fd, LOCK_EX | LOCK_NB) == -1) {
+    if (errno == EWOULDBLOCK)
+      errno = EBUSY;
+    pc_error ("%s: cache is in use by another process", path);
+    goto fail;
+  }
+  if (map_fd (p, path) == -1) {
+    errno = EINVAL;
+    goto fail;
+  }
+  *out = p;
+  return 0;
+
+ fail:
+  saved = errno;
+  if (p->fd >= 0) {
+    if (*created)
+      unlink (path);
+    close (p->fd);
+  }
+  free (p);
+  *created = 0;
+  errno = saved;
+  return -1;
+}
+
+void
+pc_pmem_close (struct pc_pmem *p)
+{
+  if (!p)
+    return;
+  if (p->map)
+    pmem2_map_delete (&p->map);
+  close (p->fd);
+  free (p);
+}
+
+void *
+pc_pmem_base (const struct pc_pmem *p)
+{
+  return p->base;
+}
+
+uint64_t
+pc_pmem_size (const struct pc_pmem *p)
+{
+  return p->size;
+}
+
+const char *
+pc_pmem_granularity (const struct pc_pmem *p)
+{
+  switch (p->gran) {
+  case PMEM2_GRANULARITY_BYTE: return "byte";
+  case PMEM2_GRANULARITY_CACHE_LINE: return "cache-line";
+  default: return "page";
+  }
+}
+
+void
+pc_pmem_persist (struct pc_pmem *p, const void *addr, size_t len)
+{
+  run_hook (addr, len);
+  p->persist (addr, len);
+}
+
+void
+pc_pmem_flush (struct pc_pmem *p, const void *addr, size_t len)
+{
+  run_hook (addr, len);
+  p->flush (addr, len);
+}
+
+void
+pc_pmem_drain (struct pc_pmem *p)
+{
+  run_hook (NULL, 0);
+  p->drain ();
+}
+
+void
+pc_pmem_copy (struct pc_pmem *p, void *dst, const void *src, size_t len)
+{
+  run_hook (dst, len);
+  p->memcpy_fn (dst, src, len, 0);
+}
+
+void
+pc_pmem_copy_nodrain (struct pc_pmem *p, void *dst, const void *src,
+                      size_t len)
+{
+  run_hook (dst, len);
+  p->memcpy_fn (dst, src, len, PMEM2_F_MEM_NODRAIN);
+}
+
+void
+pc_pmem_set (struct pc_pmem *p, void *dst, int c, size_t len)
+{
+  run_hook (dst, len);
+  p->memset_fn (dst, c, len, 0);
+}

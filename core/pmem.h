@@ -1,0 +1,44 @@
+/* The one place that maps the cache and makes stores durable.
+ *
+ * Every store that must survive a crash goes through pc_pmem_persist,
+ * pc_pmem_copy, pc_pmem_set or pc_pmem_drain, so a test can observe (and
+ * a crash simulator can cut off) every persist point through the hook.
+ */
+#ifndef PC_PMEM_H
+#define PC_PMEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct pc_pmem;
+
+/* Open path read-write (create it with create_size bytes if create is
+ * set and it does not exist) and map it.  Takes an exclusive lock on the
+ * file so that two processes never share a cache.  *created tells
+ * whether the file was made here.
+ */
+int pc_pmem_open (const char *path, uint64_t create_size, int create,
+                  struct pc_pmem **out, int *created);
+void pc_pmem_close (struct pc_pmem *p);
+
+void *pc_pmem_base (const struct pc_pmem *p);
+uint64_t pc_pmem_size (const struct pc_pmem *p);
+const char *pc_pmem_granularity (const struct pc_pmem *p);
+
+/* Flush a range (and fence, unless the _nodrain variant). */
+void pc_pmem_persist (struct pc_pmem *p, const void *addr, size_t len);
+void pc_pmem_flush (struct pc_pmem *p, const void *addr, size_t len);
+void pc_pmem_drain (struct pc_pmem *p);
+/* Copy/set then persist. */
+void pc_pmem_copy (struct pc_pmem *p, void *dst, const void *src, size_t len);
+void pc_pmem_copy_nodrain (struct pc_pmem *p, void *dst, const void *src,
+                           size_t len);
+void pc_pmem_set (struct pc_pmem *p, void *dst, int c, size_t len);
+
+/* Test hook: called at every persist point, before the store is made
+ * durable.  addr/len name the range (NULL/0 for a bare drain).
+ */
+typedef void (*pc_persist_hook) (void *opaque, const void *addr, size_t len);
+void pc_pmem_set_hook (pc_persist_hook fn, void *opaque);
+
+#endif /* PC_PMEM_H */

@@ -1,0 +1,146 @@
+/* Rebuild RAM state from the key log: walk from key_tail, stop at the
+ * first kset that does not validate (the normal end of the log, or a
+ * torn commit), and index every key found.
+ */
+#include <string.h>
+
+#include "cache_internal.h"
+#include "crc.h"
+#include "util.h"
+
+static int
+pos_eq (const struct pc_pos *a, const struct pc_pos *b)
+{
+  return a->seg == b->seg && a->off == b->off && a->seq == b->seq;
+}
+
+/* Validate one key record.  Returns 1 live, 0 stale, -1 corrupt. */
+static int
+check_key (struct pc_cache *c, const struct pc_key_rec *r, const char **why)
+{
+  uint64_t stripe = 1ULL << PC_STRIPE_SHIFT;
+
+  if (r->len == 0 || r->len > stripe || r->off >= c->backing_size ||
+      r->len > c->backing_size - r->off ||
+      r->off / stripe != (r->off + r->len - 1) / stripe ||
+      (r->flags & ~PC_KF_MEDIA)) {
+    *why = "key range or flags out of bounds";
+    return -1;
+  }
+  if (r->flags & PC_KF_ZERO)
+    return 1;
+  if (r->seg >= c->nsegs || r->seg_off > c->seg_size ||
+      r->len > c->seg_size - r->seg_off) {
+    *why = "key payload position out of bounds";
+    return -1;
+  }
+  /* A segment reused since this record was written has a newer
+   * generation: the record is stale.
+   */
+  if (pc_seg_gen32 (&c->segs, r->seg) != r->gen)
+    return 0;
+  if (c->segs.seg[r->seg].role == PC_SEG_LOG) {
+    *why = "key payload points into the log";
+    return -1;
+  }
+  if (c->data_crc &&
+      pc_crc32c (pc_seg_addr (c, r->seg, r->seg_off), r->len) != r->data_crc) {
+    *why = "payload checksum mismatch";
+    return -1;
+  }
+  return 1;
+}
+
+static int
+index_key (struct pc_cache *c, const struct pc_key_rec *r, int dirty)
+{
+  struct pc_key *k = pc_key_alloc ();
+  struct pc_tree *t;
+  int ret;
+
+  if (!k)
+    return -1;
+  k->off = r->off;
+  k->len = r->len;
+  k->seg = r->seg;
+  k->seg_off = r->seg_off;
+  k->gen = r->gen;
+  k->flags = r->flags & ~(dirty ? 0 : PC_KF_DIRTY);
+  t = pc_index_tree (&c->index, r->off);
+  ret = pc_tree_insert (t, k);
+  if (ret == -1)
+    pc_key_free (k);
+  return ret;
+}
+
+int
+pc_replay (struct pc_cache *c)
+{
+  struct pc_pos pos = c->ctrl.key_tail;
+  const struct pc_pos *dt = &c->ctrl.dirty_tail;
+  int past_dirty = 0;
+  uint64_t last_epoch = 0, nkeys = 0, nksets = 0;
+  const char *why;
+
+  if (pos.seg >= c->nsegs || dt->seg >= c->nsegs || dt->seq < pos.seq)
+    PC_FAIL (EINVAL, "%s: log cursors in the control record are out of range",
+             c->path);
+  c->segs.seg[pos.seg].role = PC_SEG_LOG;
+
+  for (;;) {
+    const struct pc_kset_hdr *h;
+    unsigned i;
+
+    if (pos_eq (&pos, dt))
+      past_dirty = 1;
+    h = pc_kset_at (c, &pos, &why);
+    if (!h)
+      break;
+    nksets++;
+    last_epoch = h->epoch;
+    if (h->flags & PC_KSET_LAST) {
+      struct pc_seg *next = &c->segs.seg[h->next_seg];
+
+      if (next->role != PC_SEG_FREE)
+        PC_FAIL (EINVAL, "%s: log segment %u is linked twice or holds data "
+                 "(kset %" PRIu64 ")", c->path, h->next_seg, h->seq);
+      next->role = PC_SEG_LOG;
+      pc_kset_next (c, h, &pos);
+      continue;
+    }
+    for (i = 0; i < h->nkeys; i++) {
+      const struct pc_key_rec *r = (const struct pc_key_rec *) (h + 1) + i;
+      int live = check_key (c, r, &why);
+
+      if (live < 0)
+        PC_FAIL (EINVAL, "%s: kset %" PRIu64 " key %u (offset %" PRIu64
+                 "): %s", c->path, h->seq, i, r->off, why);
+      if (!live)
+        continue;
+      if (!(r->flags & PC_KF_ZERO)) {
+        c->segs.seg[r->seg].role = PC_SEG_DATA;
+        c->segs.seg[r->seg].refs++;
+      }
+      if (index_key (c, r, past_dirty) == -1)
+        PC_FAIL (ENOMEM, "%s: out of memory indexing the cache", c->path);
+      nkeys++;
+    }
+    pc_kset_next (c, h, &pos);
+  }
+  if (!past_dirty)
+    PC_FAIL (EINVAL, "%s: the dirty cursor (kset %" PRIu64 ") is not on the "
+             "key log, which ends at kset %" PRIu64, c->path, dt->seq,
+             pos.seq);
+
+  /* Nothing may be written where the log ended: a data segment in the
+   * log chain is corruption (checked as LAST records were followed).
+   */
+  c->log.head = pos;
+  atomic_store (&c->log.head_seq, pos.seq);
+  c->log.epoch = last_epoch + 1;
+  pc_segs_build_free (&c->segs);
+  pc_debug ("%s: replayed %" PRIu64 " ksets, %" PRIu64 " keys; %u of %u "
+            "segments free", c->path, nksets, nkeys,
+            pc_segs_nfree (&c->segs), c->nsegs);
+  return 0;
+}

@@ -1,0 +1,239 @@
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "layout.h"
+#include "meta.h"
+#include "segment.h"
+#include "util.h"
+
+static inline pthread_mutex_t *
+seg_lock (struct pc_segs *s, uint32_t id)
+{
+  return &s->locks[id % PC_SEG_LOCKS];
+}
+
+int
+pc_segs_init (struct pc_segs *s, uint32_t nsegs, struct pc_pmem *pm,
+              uint8_t *table)
+{
+  unsigned i;
+
+  memset (s, 0, sizeof *s);
+  s->nsegs = nsegs;
+  s->pm = pm;
+  s->table = table;
+  s->seg = calloc (nsegs, sizeof *s->seg);
+  s->free_stack = calloc (nsegs, sizeof *s->free_stack);
+  if (!s->seg || !s->free_stack) {
+    free (s->seg);
+    free (s->free_stack);
+    errno = ENOMEM;
+    return -1;
+  }
+  for (i = 0; i < PC_SEG_LOCKS; i++)
+    pthread_mutex_init (&s->locks[i], NULL);
+  pthread_mutex_init (&s->free_lock, NULL);
+  pthread_cond_init (&s->free_cv, NULL);
+  return 0;
+}
+
+void
+pc_segs_destroy (struct pc_segs *s)
+{
+  unsigned i;
+
+  if (!s->seg)
+    return;
+  for (i = 0; i < PC_SEG_LOCKS; i++)
+    pthread_mutex_destroy (&s->locks[i]);
+  pthread_mutex_destroy (&s->free_lock);
+  pthread_cond_destroy (&s->free_cv);
+  free (s->seg);
+  free (s->free_stack);
+  s->seg = NULL;
+}
+
+void
+pc_segs_format (struct pc_segs *s)
+{
+  uint32_t i;
+
+  for (i = 0; i < s->nsegs; i++) {
+    struct pc_seg *g = &s->seg[i];
+    int slot = 1;
+
+    /* Clear both slots, then write generation 0 to slot 0. */
+    pc_pmem_set (s->pm, s->table + (uint64_t) i * PC_SEGTAB_ENTRY, 0,
+                 PC_SEGTAB_ENTRY);
+    g->gen = 0;
+    g->gen_seq = 0;
+    pc_gen_store (s->pm, s->table + (uint64_t) i * PC_SEGTAB_ENTRY, 0,
+                  &g->gen_seq, &slot);
+    g->gen_slot = slot;
+  }
+}
+
+int
+pc_segs_load (struct pc_segs *s, uint32_t *bad)
+{
+  uint32_t i;
+
+  for (i = 0; i < s->nsegs; i++) {
+    struct pc_seg *g = &s->seg[i];
+    int slot = pc_gen_load (s->table + (uint64_t) i * PC_SEGTAB_ENTRY,
+                            &g->gen, &g->gen_seq);
+    if (slot < 0) {
+      *bad = i;
+      return -1;
+    }
+    g->gen_slot = slot;
+  }
+  return 0;
+}
+
+void
+pc_segs_build_free (struct pc_segs *s)
+{
+  uint32_t i;
+
+  pthread_mutex_lock (&s->free_lock);
+  s->nfree = 0;
+  /* Push in reverse so that allocation starts from low ids. */
+  for (i = s->nsegs; i-- > 0; )
+    if (s->seg[i].role == PC_SEG_FREE)
+      s->free_stack[s->nfree++] = i;
+  pthread_mutex_unlock (&s->free_lock);
+}
+
+int64_t
+pc_seg_alloc (struct pc_segs *s, enum pc_seg_role role, uint32_t reserve)
+{
+  int64_t id = -1;
+
+  pthread_mutex_lock (&s->free_lock);
+  if (s->nfree > reserve)
+    id = s->free_stack[--s->nfree];
+  pthread_mutex_unlock (&s->free_lock);
+  if (id >= 0) {
+    pthread_mutex_lock (seg_lock (s, id));
+    s->seg[id].role = role;
+    s->seg[id].refs = 0;
+    pthread_mutex_unlock (seg_lock (s, id));
+  }
+  return id;
+}
+
+void
+pc_segs_wait (struct pc_segs *s, unsigned timeout_ms)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_REALTIME, &ts);
+  ts.tv_sec += timeout_ms / 1000;
+  ts.tv_nsec += (long) (timeout_ms % 1000) * 1000000;
+  if (ts.tv_nsec >= 1000000000) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000;
+  }
+  pthread_mutex_lock (&s->free_lock);
+  s->waiters++;
+  pthread_cond_timedwait (&s->free_cv, &s->free_lock, &ts);
+  s->waiters--;
+  pthread_mutex_unlock (&s->free_lock);
+}
+
+uint32_t
+pc_segs_nfree (struct pc_segs *s)
+{
+  uint32_t n;
+
+  pthread_mutex_lock (&s->free_lock);
+  n = s->nfree;
+  pthread_mutex_unlock (&s->free_lock);
+  return n;
+}
+
+uint32_t
+pc_segs_waiters (struct pc_segs *s)
+{
+  uint32_t n;
+
+  pthread_mutex_lock (&s->free_lock);
+  n = s->waiters;
+  pthread_mutex_unlock (&s->free_lock);
+  return n;
+}
+
+void
+pc_seg_get (struct pc_segs *s, uint32_t id)
+{
+  pthread_mutex_lock (seg_lock (s, id));
+  s->seg[id].refs++;
+  pthread_mutex_unlock (seg_lock (s, id));
+}
+
+int
+pc_seg_get_if_gen (struct pc_segs *s, uint32_t id, uint32_t gen)
+{
+  struct pc_seg *g = &s->seg[id];
+  int ok;
+
+  pthread_mutex_lock (seg_lock (s, id));
+  ok = g->role == PC_SEG_DATA && g->refs > 0 && (uint32_t) g->gen == gen;
+  if (ok)
+    g->refs++;
+  pthread_mutex_unlock (seg_lock (s, id));
+  return ok;
+}
+
+/* Bump and persist the generation, then hand the segment out again.
+ * The generation must be durable first: replay uses it to tell stale
+ * keys from live ones.
+ */
+static void
+seg_free (struct pc_segs *s, uint32_t id)
+{
+  pthread_mutex_lock (&s->free_lock);
+  s->free_stack[s->nfree++] = id;
+  pthread_cond_broadcast (&s->free_cv);
+  pthread_mutex_unlock (&s->free_lock);
+}
+
+static void
+bump_gen_locked (struct pc_segs *s, uint32_t id)
+{
+  struct pc_seg *g = &s->seg[id];
+  int slot = g->gen_slot;
+
+  g->gen++;
+  pc_gen_store (s->pm, s->table + (uint64_t) id * PC_SEGTAB_ENTRY, g->gen,
+                &g->gen_seq, &slot);
+  g->gen_slot = slot;
+  g->role = PC_SEG_FREE;
+}
+
+void
+pc_seg_put (struct pc_segs *s, uint32_t id)
+{
+  struct pc_seg *g = &s->seg[id];
+  int freed = 0;
+
+  pthread_mutex_lock (seg_lock (s, id));
+  if (--g->refs == 0 && g->role == PC_SEG_DATA) {
+    bump_gen_locked (s, id);
+    freed = 1;
+  }
+  pthread_mutex_unlock (seg_lock (s, id));
+  if (freed)
+    seg_free (s, id);
+}
+
+void
+pc_seg_release (struct pc_segs *s, uint32_t id)
+{
+  pthread_mutex_lock (seg_lock (s, id));
+  bump_gen_locked (s, id);
+  pthread_mutex_unlock (seg_lock (s, id));
+  seg_free (s, id);
+}

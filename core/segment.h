@@ -1,0 +1,76 @@
+/* Segments: allocation, reference counts and generations.
+ *
+ * A data segment holds one reference per live key record that points
+ * into it, plus one while a data head fills it, plus short-lived pins
+ * taken by readers.  When the count drops to zero its generation is
+ * bumped and persisted before it is reused, so index entries that still
+ * point at it (carrying the old generation) read as misses.
+ */
+#ifndef PC_SEGMENT_H
+#define PC_SEGMENT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "pmem.h"
+
+enum pc_seg_role { PC_SEG_FREE = 0, PC_SEG_DATA, PC_SEG_LOG };
+
+struct pc_seg {
+  uint32_t refs;
+  uint8_t role;
+  uint8_t gen_slot;
+  uint32_t gen_seq;
+  uint64_t gen;
+};
+
+#define PC_SEG_LOCKS 64
+
+struct pc_segs {
+  uint32_t nsegs;
+  struct pc_seg *seg;
+  pthread_mutex_t locks[PC_SEG_LOCKS];
+  pthread_mutex_t free_lock;
+  pthread_cond_t free_cv;
+  uint32_t *free_stack;
+  uint32_t nfree;
+  uint32_t waiters;
+  struct pc_pmem *pm;
+  uint8_t *table;                       /* generation slots on pmem */
+};
+
+int pc_segs_init (struct pc_segs *s, uint32_t nsegs, struct pc_pmem *pm,
+                  uint8_t *table);
+void pc_segs_destroy (struct pc_segs *s);
+/* Write generation 0 for every segment (format). */
+void pc_segs_format (struct pc_segs *s);
+/* Load generations; returns -1 with *bad set to the first unreadable one. */
+int pc_segs_load (struct pc_segs *s, uint32_t *bad);
+/* After replay: every segment without a role is free. */
+void pc_segs_build_free (struct pc_segs *s);
+
+/* Take a free segment for role, leaving at least reserve free.  Returns
+ * the id, or -1 if none.
+ */
+int64_t pc_seg_alloc (struct pc_segs *s, enum pc_seg_role role,
+                      uint32_t reserve);
+/* Wait until a segment is freed or timeout_ms passes. */
+void pc_segs_wait (struct pc_segs *s, unsigned timeout_ms);
+uint32_t pc_segs_nfree (struct pc_segs *s);
+uint32_t pc_segs_waiters (struct pc_segs *s);
+
+void pc_seg_get (struct pc_segs *s, uint32_t id);
+/* Take a reference only if the segment is live at generation gen. */
+int pc_seg_get_if_gen (struct pc_segs *s, uint32_t id, uint32_t gen);
+/* Drop a reference; the last one frees a data segment. */
+void pc_seg_put (struct pc_segs *s, uint32_t id);
+/* Free a log segment that the log has moved past. */
+void pc_seg_release (struct pc_segs *s, uint32_t id);
+
+static inline uint32_t
+pc_seg_gen32 (struct pc_segs *s, uint32_t id)
+{
+  return (uint32_t) s->seg[id].gen;
+}
+
+#endif /* PC_SEGMENT_H */

@@ -1,0 +1,56 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "util.h"
+
+static void
+default_log (int level, const char *fmt, va_list ap)
+{
+  if (level > 0)
+    return;
+  fputs ("pcache: ", stderr);
+  vfprintf (stderr, fmt, ap);
+  fputc ('\n', stderr);
+}
+
+static pc_log_fn log_fn = default_log;
+
+void
+pc_set_log (pc_log_fn fn)
+{
+  log_fn = fn ? fn : default_log;
+}
+
+void
+pc_error (const char *fmt, ...)
+{
+  va_list ap;
+  int saved = errno;
+
+  va_start (ap, fmt);
+  log_fn (0, fmt, ap);
+  va_end (ap);
+  errno = saved;
+}
+
+void
+pc_debug (const char *fmt, ...)
+{
+  va_list ap;
+  int saved = errno;
+
+  va_start (ap, fmt);
+  log_fn (1, fmt, ap);
+  va_end (ap);
+  errno = saved;
+}
+
+uint64_t
+pc_now_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

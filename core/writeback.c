@@ -1,0 +1,211 @@
+/* Ordered writeback.
+ *
+ * Ksets are written back in log order, a batch at a time.  A batch never
+ * spans two client flush epochs, and the backend is flushed before
+ * dirty_tail moves past it, so the backing store always holds the
+ * state after some prefix of the client's epochs, plus possibly part of
+ * the epoch being written back (as a disk with a volatile cache would).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cache_internal.h"
+#include "crc.h"
+#include "util.h"
+
+#define WB_BATCH_KSETS 32
+
+static int
+wb_zero (struct pc_cache *c, const struct pc_key_rec *r, int *err)
+{
+  const struct pc_backend_ops *ops = c->bg.ops;
+  static const uint8_t zeroes[65536];
+  uint64_t done = 0;
+
+  if (r->flags & PC_KF_TRIM) {
+    /* Trimmed data reads back as anything; only a backend that can
+     * discard is told.
+     */
+    return ops->trim ? ops->trim (c->bg.ctx, r->len, r->off, err) : 0;
+  }
+  if (ops->zero)
+    return ops->zero (c->bg.ctx, r->len, r->off,
+                      !!(r->flags & PC_KF_MAY_TRIM), err);
+  while (done < r->len) {
+    uint32_t n = PC_MIN (r->len - done, sizeof zeroes);
+    if (ops->pwrite (c->bg.ctx, zeroes, n, r->off + done, err) == -1)
+      return -1;
+    done += n;
+  }
+  return 0;
+}
+
+static int
+wb_key (struct pc_cache *c, const struct pc_key_rec *r, int *err)
+{
+  const uint8_t *data;
+
+  if (!(r->flags & PC_KF_DIRTY))
+    return 0;
+  if (r->flags & PC_KF_ZERO)
+    return wb_zero (c, r, err);
+  data = pc_seg_addr (c, r->seg, r->seg_off);
+  if (c->data_crc && pc_crc32c (data, r->len) != r->data_crc) {
+    pc_error ("%s: payload checksum mismatch for offset %" PRIu64
+              " (segment %u): not written back", c->path, r->off, r->seg);
+    *err = EIO;
+    return -1;
+  }
+  if (c->bg.ops->pwrite (c->bg.ctx, data, r->len, r->off, err) == -1)
+    return -1;
+  atomic_fetch_add (&c->st.writeback_bytes, r->len);
+  return 0;
+}
+
+/* Write back one batch.  Returns 1 if dirty_tail moved, 0 if there was
+ * nothing to do, -1 on error (dirty_tail stays; the batch is retried).
+ */
+static int
+wb_round (struct pc_cache *c)
+{
+  struct pc_pos pos;
+  uint64_t head = atomic_load (&c->log.head_seq), epoch = 0;
+  unsigned n = 0;
+  int err = 0;
+
+  pthread_mutex_lock (&c->ctrl_lock);
+  pos = c->ctrl.dirty_tail;
+  pthread_mutex_unlock (&c->ctrl_lock);
+  if (pos.seq >= head)
+    return 0;
+
+  while (pos.seq < head && n < WB_BATCH_KSETS) {
+    const char *why;
+    const struct pc_kset_hdr *h = pc_kset_at (c, &pos, &why);
+    unsigned i;
+
+    if (!h) {
+      pc_error ("%s: kset %" PRIu64 " at segment %u offset %u: %s; "
+                "writeback stopped", c->path, pos.seq, pos.seg, pos.off, why);
+      err = EIO;
+      goto fail;
+    }
+    if (n > 0 && h->epoch != epoch)
+      break;
+    epoch = h->epoch;
+    for (i = 0; i < h->nkeys; i++)
+      if (wb_key (c, (const struct pc_key_rec *) (h + 1) + i, &err) == -1)
+        goto fail;
+    pc_kset_next (c, h, &pos);
+    n++;
+  }
+  if (c->bg.ops->flush && c->bg.ops->flush (c->bg.ctx, &err) == -1)
+    goto fail;
+  pc_ctrl_update (c, NULL, &pos);
+  atomic_fetch_add (&c->st.writeback_rounds, 1);
+  pthread_mutex_lock (&c->bg_lock);
+  c->wb_error = 0;
+  pthread_cond_broadcast (&c->drain_cv);
+  pthread_mutex_unlock (&c->bg_lock);
+  return 1;
+
+ fail:
+  atomic_fetch_add (&c->st.writeback_errors, 1);
+  pc_error ("%s: writeback failed (%s); the data stays in the cache and "
+            "will be retried", c->path, strerror (err ? err : EIO));
+  pthread_mutex_lock (&c->bg_lock);
+  c->wb_error = err ? err : EIO;
+  pthread_cond_broadcast (&c->drain_cv);
+  pthread_mutex_unlock (&c->bg_lock);
+  return -1;
+}
+
+static void
+timed_wait (struct pc_cache *c, unsigned ms)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long) (ms % 1000) * 1000000;
+  if (ts.tv_nsec >= 1000000000) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000;
+  }
+  pthread_cond_timedwait (&c->bg_cv, &c->bg_lock, &ts);
+}
+
+void *
+pc_writeback_thread (void *arg)
+{
+  struct pc_cache *c = arg;
+
+  pthread_mutex_lock (&c->bg_lock);
+  while (!c->stop) {
+    int r;
+
+    pthread_mutex_unlock (&c->bg_lock);
+    r = wb_round (c);
+    pc_gc_run (c, 0);
+    pthread_mutex_lock (&c->bg_lock);
+    if (c->stop)
+      break;
+    if (r == -1)
+      timed_wait (c, 1000);       /* back off, then retry */
+    else if (r == 0 && atomic_load (&c->log.head_seq) <= c->ctrl.dirty_tail.seq)
+      timed_wait (c, 1000);
+  }
+  pthread_mutex_unlock (&c->bg_lock);
+  return NULL;
+}
+
+void *
+pc_timer_thread (void *arg)
+{
+  struct pc_cache *c = arg;
+  unsigned tick = PC_MAX (c->commit_ms / 4, 10u);
+
+  pthread_mutex_lock (&c->bg_lock);
+  while (!c->stop) {
+    timed_wait (c, tick);
+    if (c->stop)
+      break;
+    pthread_mutex_unlock (&c->bg_lock);
+    pc_log_commit_aged (c, c->commit_ms);
+    pthread_mutex_lock (&c->bg_lock);
+  }
+  pthread_mutex_unlock (&c->bg_lock);
+  return NULL;
+}
+
+int
+pc_cache_drain (pc_cache *c, int *err)
+{
+  uint64_t target;
+
+  if (pc_log_commit_all (c, 1) == -1) {
+    *err = errno ? errno : EIO;
+    return -1;
+  }
+  target = atomic_load (&c->log.head_seq);
+  pc_kick_workers (c);
+  pthread_mutex_lock (&c->bg_lock);
+  for (;;) {
+    uint64_t dt;
+
+    pthread_mutex_lock (&c->ctrl_lock);
+    dt = c->ctrl.dirty_tail.seq;
+    pthread_mutex_unlock (&c->ctrl_lock);
+    if (dt >= target)
+      break;
+    if (c->stop || !c->running) {
+      pthread_mutex_unlock (&c->bg_lock);
+      *err = ESHUTDOWN;
+      return -1;
+    }
+    pthread_cond_wait (&c->drain_cv, &c->bg_lock);
+  }
+  pthread_mutex_unlock (&c->bg_lock);
+  return 0;
+}

@@ -1,0 +1,147 @@
+/* pcache: crash-consistent persistent-memory write-back cache engine.
+ *
+ * Public API of the engine in core/.  It has no nbdkit dependency: the
+ * backing store is reached through struct pc_backend, supplied by the
+ * caller (the nbdkit filter, the admin tool or a test).
+ *
+ * All functions return 0 on success and -1 on failure with errno set;
+ * a human readable reason is passed to the log function (pc_set_log).
+ */
+#ifndef PCACHE_H
+#define PCACHE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pc_cache pc_cache;
+
+/* Backing store operations.  Each returns 0 or -1 with *err set to a
+ * positive errno.  Any may be NULL when the backend lacks it (zero falls
+ * back to writing zeroes, trim is skipped, flush is skipped).
+ */
+struct pc_backend_ops {
+  int (*pread) (void *ctx, void *buf, uint32_t len, uint64_t off, int *err);
+  int (*pwrite) (void *ctx, const void *buf, uint32_t len, uint64_t off,
+                 int *err);
+  int (*zero) (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err);
+  int (*trim) (void *ctx, uint32_t len, uint64_t off, int *err);
+  int (*flush) (void *ctx, int *err);
+};
+
+struct pc_backend {
+  const struct pc_backend_ops *ops;
+  void *ctx;
+};
+
+enum pc_format_policy {
+  PC_FORMAT_AUTO = 0,      /* create and format only a missing file */
+  PC_FORMAT_FORCE = 1,     /* always format (destroys the old cache) */
+};
+
+/* Tri-state for options that are fixed at format time. */
+#define PC_UNSET (-1)
+
+struct pc_config {
+  const char *path;         /* cache file or devdax path (required) */
+  uint64_t size;            /* file size when creating; 0 = existing size */
+  uint64_t seg_size;        /* segment size; 0 = default or as formatted */
+  int data_crc;             /* PC_UNSET, 0, 1 */
+  int gc_percent;           /* PC_UNSET or 0..90 */
+  int cache_on_read;        /* 0 or 1 */
+  enum pc_format_policy format;
+  const char *backing_id;   /* optional identity string, may be NULL */
+  unsigned commit_ms;       /* kset commit interval; 0 = default */
+};
+
+void pc_config_init (struct pc_config *cfg);
+
+#define PC_DEFAULT_SEG_SIZE   (16u << 20)
+#define PC_MIN_SEG_SIZE       (1u << 20)
+#define PC_MAX_SEG_SIZE       (1u << 30)
+#define PC_DEFAULT_GC_PERCENT 70
+#define PC_MAX_GC_PERCENT     90
+#define PC_MIN_SEGMENTS       8
+#define PC_DEFAULT_COMMIT_MS  1000
+
+/* Open an existing cache (validate, replay the log) or note that it must
+ * be created.  Safe to call before fork: starts no thread.
+ */
+int pc_cache_open (const struct pc_config *cfg, pc_cache **out);
+
+/* Tie the cache to its backing store: create and format a new cache for
+ * a backing of this size, or check that an existing cache was made for
+ * this size.
+ */
+int pc_cache_bind (pc_cache *c, uint64_t backing_size);
+
+/* Start the background workers (kset commit timer, ordered writeback,
+ * garbage collection).  bg is used only from those workers and must stay
+ * valid until pc_cache_stop.
+ */
+int pc_cache_start (pc_cache *c, const struct pc_backend *bg);
+
+/* Stop the workers and commit every pending kset. */
+void pc_cache_stop (pc_cache *c);
+
+/* Unmap and free.  Calls pc_cache_stop if needed. */
+void pc_cache_close (pc_cache *c);
+
+uint64_t pc_cache_backing_size (const pc_cache *c);
+int pc_cache_is_new (const pc_cache *c);
+
+/* Request flags. */
+#define PC_FUA      (1u << 0)
+#define PC_MAY_TRIM (1u << 1)
+
+/* Data path.  fg serves cache misses (reads) from the caller's context. */
+int pc_read (pc_cache *c, void *buf, uint32_t len, uint64_t off,
+             const struct pc_backend *fg, int *err);
+int pc_write (pc_cache *c, const void *buf, uint32_t len, uint64_t off,
+              unsigned flags, int *err);
+int pc_zero (pc_cache *c, uint64_t len, uint64_t off, unsigned flags,
+             int *err);
+int pc_trim (pc_cache *c, uint64_t len, uint64_t off, unsigned flags,
+             int *err);
+/* Make every acknowledged write durable in the cache and end an epoch. */
+int pc_flush (pc_cache *c, int *err);
+
+/* What the cache holds over a range, in order, gaps included. */
+enum pc_map_type {
+  PC_MAP_UNCACHED = 0,  /* the backend's content shows through */
+  PC_MAP_DATA = 1,      /* cached data (clean or dirty) */
+  PC_MAP_ZERO = 2,      /* a logged zero or trim: reads as zeroes */
+};
+typedef int (*pc_map_fn) (void *opaque, uint64_t off, uint64_t len,
+                          enum pc_map_type type);
+int pc_map (pc_cache *c, uint64_t off, uint64_t len, pc_map_fn fn,
+            void *opaque);
+
+/* Wait until every write committed so far is on the backend and the
+ * backend is flushed.  Requires started workers.
+ */
+int pc_cache_drain (pc_cache *c, int *err);
+
+struct pc_stats {
+  uint64_t read_hits, read_misses, read_hit_bytes, read_miss_bytes;
+  uint64_t writes, write_bytes;
+  uint64_t writeback_bytes, writeback_rounds, writeback_errors;
+  uint64_t gc_segments;
+  uint64_t segs_total, segs_used;
+  uint64_t dirty_ksets;
+};
+void pc_cache_get_stats (pc_cache *c, struct pc_stats *st);
+
+/* Logging.  level 0 = error, 1 = debug. */
+typedef void (*pc_log_fn) (int level, const char *fmt, va_list ap);
+void pc_set_log (pc_log_fn fn);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PCACHE_H */

@@ -1,0 +1,545 @@
+/* nbdkit pcache filter: a persistent-memory write-back cache in front of
+ * any plugin.  This file is only the glue between nbdkit and the engine
+ * in core/.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-filter.h>
+
+#include "pcache.h"
+
+static struct pc_config cfg;
+static char *dev_path;
+static char *backing_id;
+static pc_cache *cache;
+
+/* The shared backend context used by the background workers. */
+static nbdkit_next *bg_next;
+static int bg_can_zero, bg_can_trim, bg_can_flush, bg_can_fua;
+
+/* Below PARALLEL, nbdkit serializes only client requests; our own
+ * threads must then take turns with them to reach the plugin.
+ */
+static int serialize;
+static pthread_mutex_t plugin_lock = PTHREAD_MUTEX_INITIALIZER;
+
+#define PLUGIN_CALL(expr)                                       \
+  ({ int r_;                                                    \
+     if (serialize) pthread_mutex_lock (&plugin_lock);          \
+     r_ = (expr);                                               \
+     if (serialize) pthread_mutex_unlock (&plugin_lock);        \
+     r_; })
+
+static void
+log_to_nbdkit (int level, const char *fmt, va_list ap)
+{
+  if (level == 0)
+    nbdkit_verror (fmt, ap);
+  else
+    nbdkit_vdebug (fmt, ap);
+}
+
+static void
+pcache_load (void)
+{
+  pc_config_init (&cfg);
+  pc_set_log (log_to_nbdkit);
+}
+
+static void
+pcache_unload (void)
+{
+  pc_cache_close (cache);
+  cache = NULL;
+  free (dev_path);
+  free (backing_id);
+}
+
+static int
+parse_bool_param (const char *key, const char *value, int *out)
+{
+  int r = nbdkit_parse_bool (value);
+
+  if (r == -1)
+    return -1;
+  (void) key;
+  *out = r;
+  return 0;
+}
+
+static int
+pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
+               const char *key, const char *value)
+{
+  if (strcmp (key, "pcache-dev") == 0) {
+    free (dev_path);
+    dev_path = nbdkit_absolute_path (value);
+    return dev_path ? 0 : -1;
+  }
+  else if (strcmp (key, "pcache-size") == 0) {
+    int64_t r = nbdkit_parse_size (value);
+    if (r <= 0) {
+      if (r == 0)
+        nbdkit_error ("pcache-size: must be greater than 0");
+      return -1;
+    }
+    cfg.size = r;
+    return 0;
+  }
+  else if (strcmp (key, "pcache-segment-size") == 0) {
+    int64_t r = nbdkit_parse_size (value);
+    if (r == -1)
+      return -1;
+    if (r < PC_MIN_SEG_SIZE || r > PC_MAX_SEG_SIZE || (r & (r - 1))) {
+      nbdkit_error ("pcache-segment-size: %s is not a power of two between "
+                    "1M and 1G", value);
+      return -1;
+    }
+    cfg.seg_size = r;
+    return 0;
+  }
+  else if (strcmp (key, "pcache-mode") == 0) {
+    if (strcmp (value, "writeback") != 0) {
+      nbdkit_error ("pcache-mode: unknown or unsupported mode '%s' "
+                    "(supported: writeback)", value);
+      return -1;
+    }
+    return 0;
+  }
+  else if (strcmp (key, "pcache-data-crc") == 0)
+    return parse_bool_param (key, value, &cfg.data_crc);
+  else if (strcmp (key, "pcache-cache-on-read") == 0)
+    return parse_bool_param (key, value, &cfg.cache_on_read);
+  else if (strcmp (key, "pcache-gc-percent") == 0) {
+    int v;
+    if (nbdkit_parse_int ("pcache-gc-percent", value, &v) == -1)
+      return -1;
+    if (v < 0 || v > PC_MAX_GC_PERCENT) {
+      nbdkit_error ("pcache-gc-percent: %d is out of range 0..%d", v,
+                    PC_MAX_GC_PERCENT);
+      return -1;
+    }
+    cfg.gc_percent = v;
+    return 0;
+  }
+  else if (strcmp (key, "pcache-format") == 0) {
+    if (strcmp (value, "auto") == 0)
+      cfg.format = PC_FORMAT_AUTO;
+    else if (strcmp (value, "force") == 0)
+      cfg.format = PC_FORMAT_FORCE;
+    else {
+      nbdkit_error ("pcache-format: '%s' must be auto or force", value);
+      return -1;
+    }
+    return 0;
+  }
+  else if (strcmp (key, "pcache-backing-id") == 0) {
+    if (strlen (value) >= 64) {
+      nbdkit_error ("pcache-backing-id: longer than 63 bytes");
+      return -1;
+    }
+    free (backing_id);
+    backing_id = strdup (value);
+    return backing_id ? 0 : -1;
+  }
+  else if (strcmp (key, "pcache-commit-ms") == 0) {
+    unsigned v;
+    if (nbdkit_parse_unsigned ("pcache-commit-ms", value, &v) == -1)
+      return -1;
+    if (v == 0 || v > 60000) {
+      nbdkit_error ("pcache-commit-ms: %u is out of range 1..60000", v);
+      return -1;
+    }
+    cfg.commit_ms = v;
+    return 0;
+  }
+  else if (strncmp (key, "pcache-", 7) == 0) {
+    nbdkit_error ("%s: unknown pcache parameter", key);
+    return -1;
+  }
+  return next (nxdata, key, value);
+}
+
+static int
+pcache_config_complete (nbdkit_next_config_complete *next,
+                        nbdkit_backend *nxdata)
+{
+  if (!dev_path) {
+    nbdkit_error ("pcache-dev: parameter is required");
+    return -1;
+  }
+  cfg.path = dev_path;
+  cfg.backing_id = backing_id;
+  return next (nxdata);
+}
+
+#define pcache_config_help \
+  "pcache-dev=FILE        (required) Cache file or DAX device.\n" \
+  "pcache-size=SIZE       Size of a cache file to create.\n" \
+  "pcache-format=auto|force  Reformat an existing cache (force).\n" \
+  "pcache-mode=writeback  Cache mode.\n" \
+  "pcache-data-crc=BOOL   Checksum cached data (fixed at format).\n" \
+  "pcache-gc-percent=N    Usage that starts reclaim (0-90, default 70).\n" \
+  "pcache-segment-size=SIZE  Segment size (fixed at format, default 16M).\n" \
+  "pcache-backing-id=ID   Identity of the backing store (fixed at format).\n" \
+  "pcache-cache-on-read=BOOL  Cache data read from the plugin (default true).\n" \
+  "pcache-commit-ms=N     Longest wait before a write's key is committed."
+
+/* Open, validate and replay the cache before nbdkit forks, so that
+ * errors reach the user's terminal.
+ */
+static int
+pcache_get_ready (int thread_model)
+{
+  serialize = thread_model != NBDKIT_THREAD_MODEL_PARALLEL;
+  if (pc_cache_open (&cfg, &cache) == -1)
+    return -1;
+  return 0;
+}
+
+/* Background backend operations, through the shared context. */
+static int
+bg_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
+{
+  nbdkit_next *n = ctx;
+  return PLUGIN_CALL (n->pread (n, buf, len, off, 0, err));
+}
+
+static int
+bg_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off, int *err)
+{
+  nbdkit_next *n = ctx;
+  return PLUGIN_CALL (n->pwrite (n, buf, len, off, 0, err));
+}
+
+static int
+bg_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
+{
+  nbdkit_next *n = ctx;
+  return PLUGIN_CALL (n->zero (n, len, off,
+                               may_trim ? NBDKIT_FLAG_MAY_TRIM : 0, err));
+}
+
+static int
+bg_trim (void *ctx, uint32_t len, uint64_t off, int *err)
+{
+  nbdkit_next *n = ctx;
+  return PLUGIN_CALL (n->trim (n, len, off, 0, err));
+}
+
+static int
+bg_flush (void *ctx, int *err)
+{
+  nbdkit_next *n = ctx;
+  return PLUGIN_CALL (n->flush (n, 0, err));
+}
+
+static struct pc_backend_ops bg_ops = {
+  .pread = bg_pread,
+  .pwrite = bg_pwrite,
+};
+
+static int
+pcache_after_fork (nbdkit_backend *backend)
+{
+  struct pc_backend bg;
+  int64_t size;
+
+  bg_next = nbdkit_next_context_open (backend, 0, "", 1);
+  if (!bg_next) {
+    nbdkit_error ("pcache: cannot open a background plugin context");
+    return -1;
+  }
+  if (bg_next->prepare (bg_next) == -1)
+    return -1;
+  /* The server asserts these were asked before any data call. */
+  size = bg_next->get_size (bg_next);
+  if (size == -1 || bg_next->can_write (bg_next) == -1)
+    return -1;
+  bg_can_flush = bg_next->can_flush (bg_next);
+  bg_can_fua = bg_next->can_fua (bg_next);
+  bg_can_trim = bg_next->can_trim (bg_next);
+  bg_can_zero = bg_next->can_zero (bg_next);
+  if (bg_can_flush == -1 || bg_can_fua == -1 || bg_can_trim == -1 ||
+      bg_can_zero == -1 || bg_next->can_fast_zero (bg_next) == -1)
+    return -1;
+  bg_ops.flush = bg_can_flush ? bg_flush : NULL;
+  bg_ops.trim = bg_can_trim ? bg_trim : NULL;
+  bg_ops.zero = bg_can_zero > NBDKIT_ZERO_NONE ? bg_zero : NULL;
+
+  if (pc_cache_bind (cache, size) == -1)
+    return -1;
+  bg.ops = &bg_ops;
+  bg.ctx = bg_next;
+  if (pc_cache_start (cache, &bg) == -1)
+    return -1;
+  return 0;
+}
+
+static void
+pcache_cleanup (nbdkit_backend *backend)
+{
+  (void) backend;
+  if (cache)
+    pc_cache_stop (cache);
+  if (bg_next) {
+    bg_next->finalize (bg_next);
+    nbdkit_next_context_close (bg_next);
+    bg_next = NULL;
+  }
+}
+
+static int
+pcache_prepare (nbdkit_next *next, void *handle, int readonly)
+{
+  int64_t size = next->get_size (next);
+
+  (void) handle;
+  (void) readonly;
+  if (size == -1)
+    return -1;
+  if ((uint64_t) size != pc_cache_backing_size (cache)) {
+    nbdkit_error ("pcache: plugin size %" PRIi64 " differs from the size the "
+                  "cache was made for (%" PRIu64 ")", size,
+                  pc_cache_backing_size (cache));
+    return -1;
+  }
+  return 0;
+}
+
+static int
+pcache_can_flush (nbdkit_next *next, void *handle)
+{
+  return 1;
+}
+
+static int
+pcache_can_fua (nbdkit_next *next, void *handle)
+{
+  return NBDKIT_FUA_NATIVE;
+}
+
+static int
+pcache_can_trim (nbdkit_next *next, void *handle)
+{
+  return 1;
+}
+
+static int
+pcache_can_zero (nbdkit_next *next, void *handle)
+{
+  return NBDKIT_ZERO_NATIVE;
+}
+
+/* A logged zero is always fast. */
+static int
+pcache_can_fast_zero (nbdkit_next *next, void *handle)
+{
+  return 1;
+}
+
+static int
+pcache_can_extents (nbdkit_next *next, void *handle)
+{
+  return 1;
+}
+
+/* One cache behind every connection: a flush on any of them commits the
+ * writes of all.
+ */
+static int
+pcache_can_multi_conn (nbdkit_next *next, void *handle)
+{
+  return 1;
+}
+
+/* NBD_CMD_CACHE becomes a read, which fills the cache. */
+static int
+pcache_can_cache (nbdkit_next *next, void *handle)
+{
+  return NBDKIT_CACHE_EMULATE;
+}
+
+/* Foreground misses go through the connection's own context. */
+static int
+fg_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
+{
+  nbdkit_next *n = ctx;
+  return PLUGIN_CALL (n->pread (n, buf, len, off, 0, err));
+}
+
+static const struct pc_backend_ops fg_ops = { .pread = fg_pread };
+
+static int
+set_err (int *err)
+{
+  if (*err == 0)
+    *err = EIO;
+  return -1;
+}
+
+static int
+pcache_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
+              uint64_t offset, uint32_t flags, int *err)
+{
+  struct pc_backend fg = { &fg_ops, next };
+
+  *err = 0;
+  if (pc_read (cache, buf, count, offset, &fg, err) == -1)
+    return set_err (err);
+  return 0;
+}
+
+static int
+pcache_pwrite (nbdkit_next *next, void *handle, const void *buf,
+               uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  *err = 0;
+  if (pc_write (cache, buf, count, offset,
+                (flags & NBDKIT_FLAG_FUA) ? PC_FUA : 0, err) == -1)
+    return set_err (err);
+  return 0;
+}
+
+static int
+pcache_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
+             uint32_t flags, int *err)
+{
+  unsigned f = 0;
+
+  if (flags & NBDKIT_FLAG_FUA)
+    f |= PC_FUA;
+  if (flags & NBDKIT_FLAG_MAY_TRIM)
+    f |= PC_MAY_TRIM;
+  *err = 0;
+  if (pc_zero (cache, count, offset, f, err) == -1)
+    return set_err (err);
+  return 0;
+}
+
+static int
+pcache_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
+             uint32_t flags, int *err)
+{
+  *err = 0;
+  if (pc_trim (cache, count, offset,
+               (flags & NBDKIT_FLAG_FUA) ? PC_FUA : 0, err) == -1)
+    return set_err (err);
+  return 0;
+}
+
+static int
+pcache_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
+{
+  *err = 0;
+  if (pc_flush (cache, err) == -1)
+    return set_err (err);
+  return 0;
+}
+
+/* Extents: what the cache holds overrides what the plugin says. */
+struct map_ctx {
+  struct nbdkit_extents *out;
+  struct nbdkit_extents *backend;   /* NULL: plugin has no extents */
+};
+
+static int
+map_cb (void *opaque, uint64_t off, uint64_t len, enum pc_map_type type)
+{
+  struct map_ctx *m = opaque;
+  uint64_t end = off + len;
+  size_t i, n;
+
+  if (type == PC_MAP_DATA)
+    return nbdkit_add_extent (m->out, off, len, 0);
+  if (type == PC_MAP_ZERO)
+    return nbdkit_add_extent (m->out, off, len, NBDKIT_EXTENT_ZERO);
+  if (m->backend) {
+    n = nbdkit_extents_count (m->backend);
+    for (i = 0; i < n && off < end; i++) {
+      struct nbdkit_extent e = nbdkit_get_extent (m->backend, i);
+      uint64_t es = e.offset, ee = e.offset + e.length;
+
+      if (ee <= off || es >= end)
+        continue;
+      if (es > off)
+        break;
+      ee = ee < end ? ee : end;
+      if (nbdkit_add_extent (m->out, off, ee - off, e.type) == -1)
+        return -1;
+      off = ee;
+    }
+  }
+  /* Whatever the plugin did not describe is reported as data. */
+  if (off < end)
+    return nbdkit_add_extent (m->out, off, end - off, 0);
+  return 0;
+}
+
+static int
+pcache_extents (nbdkit_next *next, void *handle, uint32_t count,
+                uint64_t offset, uint32_t flags,
+                struct nbdkit_extents *extents, int *err)
+{
+  struct map_ctx m = { extents, NULL };
+  int r;
+
+  if (next->can_extents (next) == 1) {
+    m.backend = nbdkit_extents_new (offset, offset + count);
+    if (!m.backend) {
+      *err = errno ? errno : ENOMEM;
+      return -1;
+    }
+    if (PLUGIN_CALL (next->extents (next, count, offset,
+                                    flags & ~NBDKIT_FLAG_REQ_ONE,
+                                    m.backend, err)) == -1) {
+      nbdkit_extents_free (m.backend);
+      return set_err (err);
+    }
+  }
+  r = pc_map (cache, offset, count, map_cb, &m);
+  nbdkit_extents_free (m.backend);
+  if (r != 0) {
+    *err = errno ? errno : EIO;
+    return -1;
+  }
+  return 0;
+}
+
+static struct nbdkit_filter filter = {
+  .name              = "pcache",
+  .longname          = "nbdkit persistent-memory write-back cache filter",
+  .load              = pcache_load,
+  .unload            = pcache_unload,
+  .config            = pcache_config,
+  .config_complete   = pcache_config_complete,
+  .config_help       = pcache_config_help,
+  .get_ready         = pcache_get_ready,
+  .after_fork        = pcache_after_fork,
+  .cleanup           = pcache_cleanup,
+  .prepare           = pcache_prepare,
+  .can_flush         = pcache_can_flush,
+  .can_fua           = pcache_can_fua,
+  .can_trim          = pcache_can_trim,
+  .can_zero          = pcache_can_zero,
+  .can_fast_zero     = pcache_can_fast_zero,
+  .can_extents       = pcache_can_extents,
+  .can_multi_conn    = pcache_can_multi_conn,
+  .can_cache         = pcache_can_cache,
+  .pread             = pcache_pread,
+  .pwrite            = pcache_pwrite,
+  .zero              = pcache_zero,
+  .trim              = pcache_trim,
+  .flush             = pcache_flush,
+  .extents           = pcache_extents,
+};
+
+NBDKIT_REGISTER_FILTER (filter)
