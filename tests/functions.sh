@@ -1,0 +1,275 @@
+# pcache integration test helpers (bash).  -*- shell-script -*-
+#
+# Usage at the top of a test:
+#
+#   set -e -x
+#   source "${top_srcdir:-.}/tests/functions.sh"
+#   requires_filter_built
+#   requires_nbdsh
+#   tmpdir                      # sets $tmp, removed on exit
+#   start_nbdkit -P "$tmp/pid" -U "$tmp/sock" \
+#       --filter="$PCACHE_FILTER" memory 64M \
+#       pcache-dev="$tmp/cache" pcache-size=256M
+#   nbdsh -u "nbd+unix://?socket=$tmp/sock" -c '...'
+#
+# A test that exits 77 is reported as skipped.  Tests must not set their
+# own EXIT trap: register cleanups with cleanup_fn instead.
+
+# ---------------------------------------------------------------------
+# Cleanup hooks, run in reverse order of registration on exit.
+
+_pcache_cleanup_hooks=()
+
+# cleanup_fn CMD [ARGS...]
+#
+# Register a command to run when the test exits (normally, on error or
+# on INT/TERM).  Hooks run last-registered first.
+cleanup_fn ()
+{
+    local q
+    printf -v q '%q ' "$@"
+    _pcache_cleanup_hooks+=("$q")
+}
+
+_pcache_run_cleanup ()
+{
+    local status=$? i
+    # Cleanup must not be cut short by set -e.
+    set +e
+    trap - EXIT INT QUIT TERM
+    for (( i = ${#_pcache_cleanup_hooks[@]} - 1; i >= 0; i-- )); do
+        eval "${_pcache_cleanup_hooks[i]}"
+    done
+    _pcache_cleanup_hooks=()
+    # A hook that detected a failure (e.g. nbdkit did not exit) sets
+    # _pcache_cleanup_failed, which turns a passing test into a failure.
+    if [ "$status" -eq 0 ] && [ -n "${_pcache_cleanup_failed:-}" ]; then
+        status=1
+    fi
+    exit "$status"
+}
+
+trap '_pcache_run_cleanup' EXIT
+trap 'exit 130' INT
+trap 'exit 131' QUIT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------
+# Skipping.
+
+# requires CMD [ARGS...]
+#
+# Run the command (output discarded); skip the test if it fails.
+requires ()
+{
+    ( "$@" ) </dev/null >/dev/null 2>&1 || {
+        echo "$0: test skipped because this command failed: $*"
+        exit 77
+    }
+}
+
+# requires_not CMD [ARGS...]
+#
+# Skip the test if the command succeeds.
+requires_not ()
+{
+    if ( "$@" ) </dev/null >/dev/null 2>&1; then
+        echo "$0: test skipped because this command succeeded: $*"
+        exit 77
+    fi
+}
+
+# requires_root
+requires_root ()
+{
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "$0: test skipped because it must run as root"
+        exit 77
+    fi
+}
+
+# requires_filter_built
+#
+# The filter must have been built: $PCACHE_FILTER is set by the
+# Makefile (make check).  A missing filter is a failure, not a skip.
+requires_filter_built ()
+{
+    if [ -z "${PCACHE_FILTER:-}" ]; then
+        echo "$0: PCACHE_FILTER is not set (run the tests with make check)"
+        exit 1
+    fi
+    if [ ! -f "$PCACHE_FILTER" ]; then
+        echo "$0: filter not built: $PCACHE_FILTER"
+        exit 1
+    fi
+}
+
+# requires_nbdsh
+#
+# nbdsh must work with the nbd Python module (see PATH in Makefile.am).
+requires_nbdsh ()
+{
+    requires nbdsh -c 'import nbd; exit(0)'
+}
+
+# ---------------------------------------------------------------------
+# Temporary directory.
+
+# tmpdir
+#
+# Create a private directory under /dev/shm (so that pcache files can
+# be used as emulated pmem) and set $tmp to it.  It is removed on exit.
+# Falls back to $TMPDIR or /tmp if /dev/shm is not writable.
+tmpdir ()
+{
+    local base=/dev/shm
+    if [ ! -d "$base" ] || [ ! -w "$base" ]; then
+        base=${TMPDIR:-/tmp}
+    fi
+    tmp=$(mktemp -d "$base/pcache-test.XXXXXXXXXX")
+    cleanup_fn rm -rf "$tmp"
+}
+
+# ---------------------------------------------------------------------
+# Running nbdkit in the background.
+
+# _pcache_pid_alive PID
+#
+# True if the process exists and is not a zombie.  A daemonized nbdkit
+# is not our child, and in a container the reaper may be slow or absent,
+# so a killed nbdkit can linger as a zombie; it holds no files or locks.
+_pcache_pid_alive ()
+{
+    local stat
+    kill -0 "$1" 2>/dev/null || return 1
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    # The state is the first field after the parenthesised command name.
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
+# _pcache_xtrace_off / _pcache_xtrace_restore
+#
+# Polling loops run without set -x tracing to keep the test logs short.
+_pcache_xtrace_off ()
+{
+    case $- in
+        *x*) _pcache_xtrace=1; set +x ;;
+        *) _pcache_xtrace= ;;
+    esac
+}
+_pcache_xtrace_restore ()
+{
+    if [ -n "$_pcache_xtrace" ]; then set -x; fi
+}
+
+# _pcache_pid_from_file PIDFILE
+_pcache_pid_from_file ()
+{
+    local pid
+    if [ ! -s "$1" ]; then
+        echo "$0: pidfile $1 missing or empty" >&2
+        return 1
+    fi
+    pid=$(<"$1")
+    case "$pid" in
+        ''|*[!0-9]*)
+            echo "$0: pidfile $1 does not contain a pid: $pid" >&2
+            return 1 ;;
+    esac
+    echo "$pid"
+}
+
+# start_nbdkit -P PIDFILE [-U SOCKET] ARGS...
+#
+# Run nbdkit, which daemonizes itself (do not pass -f or --run).  Waits
+# up to 60 s for the pidfile and (if -U was given) the socket to
+# appear, and registers kill_nbdkit as a cleanup hook.
+start_nbdkit ()
+{
+    local pidfile='' sock='' i
+    if [ "$1" != "-P" ] || [ -z "${2:-}" ]; then
+        echo "$0: start_nbdkit: first arguments must be -P PIDFILE" >&2
+        return 1
+    fi
+    pidfile=$2
+    if [ "${3:-}" = "-U" ]; then
+        sock=${4:?start_nbdkit: -U needs a socket}
+    fi
+    rm -f "$pidfile"
+
+    # Register the cleanup before starting, so that an nbdkit that
+    # writes its pidfile late is still killed.
+    cleanup_fn kill_nbdkit "$pidfile"
+
+    # nbdkit checks its configuration and opens the cache before it
+    # forks, so a bad parameter shows up here as a non-zero status.
+    if ! nbdkit -v "$@"; then
+        echo "$0: nbdkit failed to start" >&2
+        return 1
+    fi
+
+    { _pcache_xtrace_off; } 2>/dev/null
+    for (( i = 0; i < 600; i++ )); do
+        if [ -s "$pidfile" ] && { [ -z "$sock" ] || [ -S "$sock" ]; }; then
+            _pcache_xtrace_restore
+            return 0
+        fi
+        # Stop waiting early if nbdkit died after writing its pidfile.
+        if [ -s "$pidfile" ] && ! _pcache_pid_alive "$(<"$pidfile")"; then
+            _pcache_xtrace_restore
+            echo "$0: nbdkit exited during startup" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    _pcache_xtrace_restore
+    echo "$0: nbdkit did not start within 60 s (pidfile $pidfile${sock:+, socket $sock})" >&2
+    return 1
+}
+
+# kill_nbdkit PIDFILE
+#
+# SIGTERM nbdkit and wait up to 60 s for it to exit (its .cleanup
+# writes back and flushes).  If it does not, SIGKILL it and fail.
+# Does nothing if the pidfile is missing (nbdkit never started, or was
+# already killed).
+kill_nbdkit ()
+{
+    local pidfile=$1 pid i
+    [ -s "$pidfile" ] || return 0
+    pid=$(_pcache_pid_from_file "$pidfile") || return 1
+    rm -f "$pidfile"
+    _pcache_pid_alive "$pid" || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    { _pcache_xtrace_off; } 2>/dev/null
+    for (( i = 0; i < 600; i++ )); do
+        _pcache_pid_alive "$pid" || { _pcache_xtrace_restore; return 0; }
+        sleep 0.1
+    done
+    _pcache_xtrace_restore
+    echo "$0: nbdkit (pid $pid) did not exit within 60 s of SIGTERM, killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+    _pcache_cleanup_failed=1
+    return 1
+}
+
+# kill9_nbdkit PIDFILE
+#
+# Simulate a crash: SIGKILL nbdkit and wait until the process is gone,
+# so that its cache file can be reopened at once.
+kill9_nbdkit ()
+{
+    local pidfile=$1 pid i
+    pid=$(_pcache_pid_from_file "$pidfile") || return 1
+    rm -f "$pidfile"
+    kill -KILL "$pid" 2>/dev/null || true
+    { _pcache_xtrace_off; } 2>/dev/null
+    for (( i = 0; i < 600; i++ )); do
+        _pcache_pid_alive "$pid" || { _pcache_xtrace_restore; return 0; }
+        sleep 0.1
+    done
+    _pcache_xtrace_restore
+    echo "$0: nbdkit (pid $pid) still exists 60 s after SIGKILL" >&2
+    return 1
+}
