@@ -308,6 +308,7 @@ void
 pc_kick_workers (struct pc_cache *c)
 {
   pthread_mutex_lock (&c->bg_lock);
+  c->kicks++;
   pthread_cond_broadcast (&c->bg_cv);
   pthread_mutex_unlock (&c->bg_lock);
 }

@@ -79,6 +79,7 @@ struct pc_cache {
   pthread_cond_t bg_cv;               /* wakes the workers */
   pthread_cond_t drain_cv;            /* dirty_tail moved */
   int stop;
+  uint64_t kicks;                     /* bumped by every pc_kick_workers */
   int wb_error;                       /* last writeback errno, 0 if fine */
 
   struct pc_counters st;

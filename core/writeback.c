@@ -41,36 +41,78 @@ wb_zero (struct pc_cache *c, const struct pc_key_rec *r, int *err)
   return 0;
 }
 
+/* Check a dirty record and add it to the batch tree; a later record of
+ * the batch cuts or replaces what it overlaps (newest wins), so data
+ * overwritten within one epoch goes down once.
+ */
 static int
-wb_key (struct pc_cache *c, const struct pc_key_rec *r, int *err)
+wb_collect (struct pc_cache *c, struct pc_tree *t, const struct pc_key_rec *r,
+            int *err)
 {
-  const uint8_t *data;
+  struct pc_key *k;
 
   if (!(r->flags & PC_KF_DIRTY))
     return 0;
-  if (r->flags & PC_KF_ZERO)
-    return wb_zero (c, r, err);
-  data = pc_seg_addr (c, r->seg, r->seg_off);
-  if (c->data_crc && pc_crc32c (data, r->len) != r->data_crc) {
+  if (!(r->flags & PC_KF_ZERO) && c->data_crc &&
+      pc_crc32c (pc_seg_addr (c, r->seg, r->seg_off), r->len) != r->data_crc) {
     pc_error ("%s: payload checksum mismatch for offset %" PRIu64
               " (segment %u): not written back", c->path, r->off, r->seg);
     *err = EIO;
     return -1;
   }
-  if (c->bg.ops->pwrite (c->bg.ctx, data, r->len, r->off, err) == -1)
+  k = pc_key_alloc ();
+  if (!k) {
+    *err = ENOMEM;
     return -1;
-  atomic_fetch_add (&c->st.writeback_bytes, r->len);
+  }
+  k->off = r->off;
+  k->len = r->len;
+  k->seg = r->seg;
+  k->seg_off = r->seg_off;
+  k->gen = r->gen;
+  k->flags = r->flags;
+  if (pc_tree_insert (t, k) == -1) {
+    pc_key_free (k);
+    *err = ENOMEM;
+    return -1;
+  }
   return 0;
+}
+
+static int
+wb_key (struct pc_cache *c, const struct pc_key *k, int *err)
+{
+  struct pc_key_rec r = {
+    .off = k->off, .len = k->len, .flags = k->flags,
+  };
+
+  if (k->flags & PC_KF_ZERO)
+    return wb_zero (c, &r, err);
+  if (c->bg.ops->pwrite (c->bg.ctx, pc_seg_addr (c, k->seg, k->seg_off),
+                         k->len, k->off, err) == -1)
+    return -1;
+  atomic_fetch_add (&c->st.writeback_bytes, k->len);
+  return 0;
+}
+
+static void
+wb_tree_clear (struct pc_tree *t)
+{
+  struct pc_key *k;
+
+  while ((k = pc_tree_find (t, 0, UINT64_MAX)) != NULL)
+    pc_tree_remove (t, k);
 }
 
 /* Write back one batch.  Returns 1 if dirty_tail moved, 0 if there was
  * nothing to do, -1 on error (dirty_tail stays; the batch is retried).
  */
 static int
-wb_round (struct pc_cache *c)
+wb_round (struct pc_cache *c, struct pc_tree *t)
 {
   struct pc_pos pos;
   uint64_t head = atomic_load (&c->log.head_seq), epoch = 0;
+  struct pc_key *k;
   unsigned n = 0;
   int err = 0;
 
@@ -91,15 +133,21 @@ wb_round (struct pc_cache *c)
       err = EIO;
       goto fail;
     }
+    /* Never mix two client flush epochs in one backend flush. */
     if (n > 0 && h->epoch != epoch)
       break;
     epoch = h->epoch;
     for (i = 0; i < h->nkeys; i++)
-      if (wb_key (c, (const struct pc_key_rec *) (h + 1) + i, &err) == -1)
+      if (wb_collect (c, t, (const struct pc_key_rec *) (h + 1) + i,
+                      &err) == -1)
         goto fail;
     pc_kset_next (c, h, &pos);
     n++;
   }
+  for (k = pc_tree_find (t, 0, UINT64_MAX); k; k = pc_tree_next (t, k))
+    if (wb_key (c, k, &err) == -1)
+      goto fail;
+  wb_tree_clear (t);
   if (c->bg.ops->flush && c->bg.ops->flush (c->bg.ctx, &err) == -1)
     goto fail;
   pc_ctrl_update (c, NULL, &pos);
@@ -111,6 +159,7 @@ wb_round (struct pc_cache *c)
   return 1;
 
  fail:
+  wb_tree_clear (t);
   atomic_fetch_add (&c->st.writeback_errors, 1);
   pc_error ("%s: writeback failed (%s); the data stays in the cache and "
             "will be retried", c->path, strerror (err ? err : EIO));
@@ -140,20 +189,25 @@ void *
 pc_writeback_thread (void *arg)
 {
   struct pc_cache *c = arg;
+  struct pc_tree t;
 
+  memset (&t, 0, sizeof t);
+  RB_INIT (&t.root);
   pthread_mutex_lock (&c->bg_lock);
   while (!c->stop) {
+    uint64_t kicks = c->kicks;
     int r;
 
     pthread_mutex_unlock (&c->bg_lock);
-    r = wb_round (c);
+    r = wb_round (c, &t);
     pc_gc_run (c, 0);
     pthread_mutex_lock (&c->bg_lock);
     if (c->stop)
       break;
-    if (r == -1)
-      timed_wait (c, 1000);       /* back off, then retry */
-    else if (r == 0 && atomic_load (&c->log.head_seq) <= c->ctrl.dirty_tail.seq)
+    /* Sleep when idle or failing (then retry after a pause), unless
+     * something was committed meanwhile.
+     */
+    if (r == -1 || (r == 0 && c->kicks == kicks))
       timed_wait (c, 1000);
   }
   pthread_mutex_unlock (&c->bg_lock);
@@ -207,5 +261,17 @@ pc_cache_drain (pc_cache *c, int *err)
     pthread_cond_wait (&c->drain_cv, &c->bg_lock);
   }
   pthread_mutex_unlock (&c->bg_lock);
+  return 0;
+}
+
+int
+pc_cache_detach (pc_cache *c, int *err)
+{
+  if (pc_cache_drain (c, err) == -1)
+    return -1;
+  /* Everything is on the backend: drop clean data too, so a later user
+   * of this cache cannot serve blocks the backend has since changed.
+   */
+  pc_gc_run (c, 1);
   return 0;
 }

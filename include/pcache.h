@@ -126,6 +126,11 @@ int pc_map (pc_cache *c, uint64_t off, uint64_t len, pc_map_fn fn,
  */
 int pc_cache_drain (pc_cache *c, int *err);
 
+/* Drain, then drop every cached key, leaving an empty cache and a
+ * backing store that can be used on its own.
+ */
+int pc_cache_detach (pc_cache *c, int *err);
+
 struct pc_stats {
   uint64_t read_hits, read_misses, read_hit_bytes, read_miss_bytes;
   uint64_t writes, write_bytes;

@@ -20,6 +20,7 @@ static struct pc_config cfg;
 static char *dev_path;
 static char *backing_id;
 static pc_cache *cache;
+static int drain_on_exit;
 
 /* The shared backend context used by the background workers. */
 static nbdkit_next *bg_next;
@@ -116,6 +117,8 @@ pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
   }
   else if (strcmp (key, "pcache-data-crc") == 0)
     return parse_bool_param (key, value, &cfg.data_crc);
+  else if (strcmp (key, "pcache-drain") == 0)
+    return parse_bool_param (key, value, &drain_on_exit);
   else if (strcmp (key, "pcache-cache-on-read") == 0)
     return parse_bool_param (key, value, &cfg.cache_on_read);
   else if (strcmp (key, "pcache-gc-percent") == 0) {
@@ -191,7 +194,8 @@ pcache_config_complete (nbdkit_next_config_complete *next,
   "pcache-segment-size=SIZE  Segment size (fixed at format, default 16M).\n" \
   "pcache-backing-id=ID   Identity of the backing store (fixed at format).\n" \
   "pcache-cache-on-read=BOOL  Cache data read from the plugin (default true).\n" \
-  "pcache-commit-ms=N     Longest wait before a write's key is committed."
+  "pcache-commit-ms=N     Longest wait before a write's key is committed.\n" \
+  "pcache-drain=BOOL      At exit write everything back and empty the cache."
 
 /* Open, validate and replay the cache before nbdkit forks, so that
  * errors reach the user's terminal.
@@ -288,6 +292,14 @@ static void
 pcache_cleanup (nbdkit_backend *backend)
 {
   (void) backend;
+  if (cache && drain_on_exit) {
+    int err = 0;
+
+    nbdkit_debug ("pcache: draining the cache to the plugin");
+    if (pc_cache_detach (cache, &err) == -1)
+      nbdkit_error ("pcache-drain: could not write everything back (%s); "
+                    "the data stays in the cache", strerror (err));
+  }
   if (cache)
     pc_cache_stop (cache);
   if (bg_next) {
