@@ -104,17 +104,25 @@ wb_tree_clear (struct pc_tree *t)
     pc_tree_remove (t, k);
 }
 
-/* Write back one batch.  Returns 1 if dirty_tail moved, 0 if there was
- * nothing to do, -1 on error (dirty_tail stays; the batch is retried).
+/* A batch being written back.  It survives a failed attempt, so a retry
+ * resumes with the extents not yet written instead of starting over.
+ */
+struct wb_batch {
+  struct pc_tree tree;
+  int loaded;
+  struct pc_pos end;                  /* dirty_tail once the batch is down */
+  unsigned backoff_ms;
+};
+
+/* Gather ksets from dirty_tail: at most WB_BATCH_KSETS, all of one client
+ * flush epoch.  Returns 1 if a batch was gathered, 0 if nothing is dirty.
  */
 static int
-wb_round (struct pc_cache *c, struct pc_tree *t)
+wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
 {
-  struct pc_pos pos;
   uint64_t head = atomic_load (&c->log.head_seq), epoch = 0;
-  struct pc_key *k;
+  struct pc_pos pos;
   unsigned n = 0;
-  int err = 0;
 
   pthread_mutex_lock (&c->ctrl_lock);
   pos = c->ctrl.dirty_tail;
@@ -129,28 +137,62 @@ wb_round (struct pc_cache *c, struct pc_tree *t)
 
     if (!h) {
       pc_error ("%s: kset %" PRIu64 " at segment %u offset %u: %s; "
-                "writeback stopped", c->path, pos.seq, pos.seg, pos.off, why);
-      err = EIO;
-      goto fail;
+                "writeback cannot go on", c->path, pos.seq, pos.seg, pos.off,
+                why);
+      *err = EIO;
+      wb_tree_clear (&b->tree);
+      return -1;
     }
     /* Never mix two client flush epochs in one backend flush. */
     if (n > 0 && h->epoch != epoch)
       break;
     epoch = h->epoch;
     for (i = 0; i < h->nkeys; i++)
-      if (wb_collect (c, t, (const struct pc_key_rec *) (h + 1) + i,
-                      &err) == -1)
-        goto fail;
+      if (wb_collect (c, &b->tree, (const struct pc_key_rec *) (h + 1) + i,
+                      err) == -1) {
+        wb_tree_clear (&b->tree);
+        return -1;
+      }
     pc_kset_next (c, h, &pos);
     n++;
   }
-  for (k = pc_tree_find (t, 0, UINT64_MAX); k; k = pc_tree_next (t, k))
-    if (wb_key (c, k, &err) == -1)
+  b->end = pos;
+  b->loaded = 1;
+  return 1;
+}
+
+/* Write back one batch.  Returns 1 if dirty_tail moved, 0 if there was
+ * nothing to do, -1 on error (dirty_tail stays; the rest of the batch is
+ * retried later).
+ */
+static int
+wb_round (struct pc_cache *c, struct wb_batch *b)
+{
+  struct pc_key *k;
+  int err = 0, r;
+
+  if (!b->loaded) {
+    r = wb_load (c, b, &err);
+    if (r <= 0) {
+      if (r == 0)
+        return 0;
       goto fail;
-  wb_tree_clear (t);
+    }
+  }
+  while ((k = pc_tree_find (&b->tree, 0, UINT64_MAX)) != NULL) {
+    /* A transient error gets two quick retries before the round fails. */
+    int tries = 0;
+    while ((r = wb_key (c, k, &err)) == -1 && ++tries < 3)
+      ;
+    if (r == -1)
+      goto fail;
+    pc_tree_remove (&b->tree, k);
+  }
   if (c->bg.ops->flush && c->bg.ops->flush (c->bg.ctx, &err) == -1)
     goto fail;
-  pc_ctrl_update (c, NULL, &pos);
+  pc_ctrl_update (c, NULL, &b->end);
+  b->loaded = 0;
+  b->backoff_ms = 0;
   atomic_fetch_add (&c->st.writeback_rounds, 1);
   pthread_mutex_lock (&c->bg_lock);
   c->wb_error = 0;
@@ -159,11 +201,16 @@ wb_round (struct pc_cache *c, struct pc_tree *t)
   return 1;
 
  fail:
-  wb_tree_clear (t);
   atomic_fetch_add (&c->st.writeback_errors, 1);
-  pc_error ("%s: writeback failed (%s); the data stays in the cache and "
-            "will be retried", c->path, strerror (err ? err : EIO));
+  b->backoff_ms = b->backoff_ms ? PC_MIN (b->backoff_ms * 2, 1000u) : 10;
   pthread_mutex_lock (&c->bg_lock);
+  /* Report when writeback starts failing, not at every retry. */
+  if (!c->wb_error)
+    pc_error ("%s: writeback failed (%s); the data stays in the cache and "
+              "is retried", c->path, strerror (err ? err : EIO));
+  else
+    pc_debug ("%s: writeback failed again (%s)", c->path,
+              strerror (err ? err : EIO));
   c->wb_error = err ? err : EIO;
   pthread_cond_broadcast (&c->drain_cv);
   pthread_mutex_unlock (&c->bg_lock);
@@ -189,28 +236,32 @@ void *
 pc_writeback_thread (void *arg)
 {
   struct pc_cache *c = arg;
-  struct pc_tree t;
+  struct wb_batch b;
 
-  memset (&t, 0, sizeof t);
-  RB_INIT (&t.root);
+  memset (&b, 0, sizeof b);
+  RB_INIT (&b.tree.root);
   pthread_mutex_lock (&c->bg_lock);
   while (!c->stop) {
     uint64_t kicks = c->kicks;
     int r;
 
     pthread_mutex_unlock (&c->bg_lock);
-    r = wb_round (c, &t);
+    r = wb_round (c, &b);
     pc_gc_run (c, 0);
     pthread_mutex_lock (&c->bg_lock);
     if (c->stop)
       break;
-    /* Sleep when idle or failing (then retry after a pause), unless
-     * something was committed meanwhile.
-     */
-    if (r == -1 || (r == 0 && c->kicks == kicks))
-      timed_wait (c, 1000);
+    if (r == -1) {
+      /* Back off for the whole pause: commits must not hurry a retry. */
+      uint64_t until = pc_now_ms () + b.backoff_ms;
+      while (!c->stop && pc_now_ms () < until)
+        timed_wait (c, until - pc_now_ms ());
+    }
+    else if (r == 0 && c->kicks == kicks)
+      timed_wait (c, 1000);       /* idle until something is committed */
   }
   pthread_mutex_unlock (&c->bg_lock);
+  wb_tree_clear (&b.tree);
   return NULL;
 }
 
