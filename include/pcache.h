@@ -141,6 +141,41 @@ struct pc_stats {
 };
 void pc_cache_get_stats (pc_cache *c, struct pc_stats *st);
 
+/* Inspection, for the admin tool.  A log cursor: */
+struct pc_cursor {
+  uint32_t seg, off;
+  uint64_t seq;
+};
+
+struct pc_info {
+  uint32_t version, features;
+  uint64_t file_size, backing_size, seg_size;
+  uint32_t nsegs, segs_free, segs_log, segs_data;
+  uint8_t uuid[16];
+  char backing_id[64];
+  struct pc_cursor key_head, dirty_tail, key_tail;
+  uint64_t dirty_ksets, dirty_bytes, dirty_keys, cached_keys;
+  int gc_percent;
+  const char *granularity;
+};
+int pc_cache_info (pc_cache *c, struct pc_info *info);
+
+/* One key record of the log, from key_tail to the head. */
+struct pc_key_info {
+  uint64_t kset_seq, epoch;
+  uint64_t off;
+  uint32_t len, seg, seg_off, gen, flags;
+  int dirty;          /* not yet written back */
+  int stale;          /* its segment was reused since */
+};
+typedef int (*pc_key_fn) (void *opaque, const struct pc_key_info *k);
+int pc_cache_walk (pc_cache *c, pc_key_fn fn, void *opaque);
+
+/* Verify every payload checksum (caches made with data CRC); returns the
+ * number of bad extents, reporting each through fn if not NULL.
+ */
+int64_t pc_cache_verify_data (pc_cache *c, pc_key_fn bad, void *opaque);
+
 /* Logging.  level 0 = error, 1 = debug. */
 typedef void (*pc_log_fn) (int level, const char *fmt, va_list ap);
 void pc_set_log (pc_log_fn fn);

@@ -1,0 +1,174 @@
+/* Read-only views of a cache for the admin tool: geometry, cursors and
+ * the key log.
+ */
+#include <string.h>
+
+#include "cache_internal.h"
+#include "crc.h"
+#include "util.h"
+
+static struct pc_cursor
+cursor (const struct pc_pos *p)
+{
+  return (struct pc_cursor) { .seg = p->seg, .off = p->off, .seq = p->seq };
+}
+
+/* Call fn for every key record from key_tail to the log head. */
+typedef int (*rec_fn) (void *opaque, const struct pc_kset_hdr *h,
+                       const struct pc_key_rec *r);
+
+static int
+walk_records (pc_cache *c, rec_fn fn, void *opaque)
+{
+  struct pc_pos pos;
+  uint64_t head;
+
+  if (c->is_new)
+    PC_FAIL (EINVAL, "%s: cache is not formatted yet", c->path);
+  pthread_mutex_lock (&c->ctrl_lock);
+  pos = c->ctrl.key_tail;
+  pthread_mutex_unlock (&c->ctrl_lock);
+  head = atomic_load (&c->log.head_seq);
+
+  while (pos.seq < head) {
+    const char *why;
+    const struct pc_kset_hdr *h = pc_kset_at (c, &pos, &why);
+    unsigned i;
+    int ret;
+
+    if (!h)
+      PC_FAIL (EIO, "%s: kset %" PRIu64 ": %s", c->path, pos.seq, why);
+    for (i = 0; i < h->nkeys; i++)
+      if ((ret = fn (opaque, h, (const struct pc_key_rec *) (h + 1) + i)))
+        return ret;
+    pc_kset_next (c, h, &pos);
+  }
+  return 0;
+}
+
+struct key_walk {
+  pc_cache *c;
+  uint64_t dirty_seq;
+  pc_key_fn fn;
+  void *opaque;
+  int only_bad_crc;
+};
+
+static int
+key_rec (void *opaque, const struct pc_kset_hdr *h, const struct pc_key_rec *r)
+{
+  struct key_walk *w = opaque;
+  struct pc_cache *c = w->c;
+  struct pc_key_info k = {
+    .kset_seq = h->seq, .epoch = h->epoch, .off = r->off, .len = r->len,
+    .seg = r->seg, .seg_off = r->seg_off, .gen = r->gen, .flags = r->flags,
+    .dirty = (r->flags & PC_KF_DIRTY) && h->seq >= w->dirty_seq,
+    .stale = !(r->flags & PC_KF_ZERO) &&
+             pc_seg_gen32 (&c->segs, r->seg) != r->gen,
+  };
+
+  if (w->only_bad_crc &&
+      ((r->flags & PC_KF_ZERO) || k.stale ||
+       pc_crc32c (pc_seg_addr (c, r->seg, r->seg_off), r->len) == r->data_crc))
+    return 0;
+  return w->fn (w->opaque, &k);
+}
+
+int
+pc_cache_walk (pc_cache *c, pc_key_fn fn, void *opaque)
+{
+  struct key_walk w = { c, 0, fn, opaque, 0 };
+
+  pthread_mutex_lock (&c->ctrl_lock);
+  w.dirty_seq = c->ctrl.dirty_tail.seq;
+  pthread_mutex_unlock (&c->ctrl_lock);
+  return walk_records (c, key_rec, &w);
+}
+
+struct tally {
+  uint64_t dirty_bytes, dirty_keys, keys;
+};
+
+static int
+tally_key (void *opaque, const struct pc_key_info *k)
+{
+  struct tally *t = opaque;
+
+  t->keys++;
+  if (k->dirty) {
+    t->dirty_keys++;
+    t->dirty_bytes += k->len;
+  }
+  return 0;
+}
+
+int
+pc_cache_info (pc_cache *c, struct pc_info *info)
+{
+  struct tally t = { 0, 0, 0 };
+  uint32_t i;
+
+  memset (info, 0, sizeof *info);
+  if (c->is_new)
+    PC_FAIL (EINVAL, "%s: cache is not formatted yet", c->path);
+  info->version = c->sb.version;
+  info->features = c->sb.features;
+  info->file_size = c->sb.file_size;
+  info->backing_size = c->sb.backing_size;
+  info->seg_size = c->seg_size;
+  info->nsegs = c->nsegs;
+  memcpy (info->uuid, c->sb.uuid, sizeof info->uuid);
+  memcpy (info->backing_id, c->sb.backing_id, sizeof info->backing_id);
+  info->backing_id[sizeof info->backing_id - 1] = '\0';
+  info->segs_free = pc_segs_nfree (&c->segs);
+  for (i = 0; i < c->nsegs; i++) {
+    if (c->segs.seg[i].role == PC_SEG_LOG)
+      info->segs_log++;
+    else if (c->segs.seg[i].role == PC_SEG_DATA)
+      info->segs_data++;
+  }
+  pthread_mutex_lock (&c->log.lock);
+  info->key_head = cursor (&c->log.head);
+  pthread_mutex_unlock (&c->log.lock);
+  pthread_mutex_lock (&c->ctrl_lock);
+  info->dirty_tail = cursor (&c->ctrl.dirty_tail);
+  info->key_tail = cursor (&c->ctrl.key_tail);
+  pthread_mutex_unlock (&c->ctrl_lock);
+  info->dirty_ksets = info->key_head.seq - info->dirty_tail.seq;
+  info->gc_percent = atomic_load (&c->gc_percent);
+  info->granularity = pc_pmem_granularity (c->pm);
+  if (pc_cache_walk (c, tally_key, &t) == -1)
+    return -1;
+  info->dirty_bytes = t.dirty_bytes;
+  info->dirty_keys = t.dirty_keys;
+  info->cached_keys = t.keys;
+  return 0;
+}
+
+struct bad_count {
+  pc_key_fn fn;
+  void *opaque;
+  int64_t n;
+};
+
+static int
+count_bad (void *opaque, const struct pc_key_info *k)
+{
+  struct bad_count *b = opaque;
+
+  b->n++;
+  return b->fn ? b->fn (b->opaque, k) : 0;
+}
+
+int64_t
+pc_cache_verify_data (pc_cache *c, pc_key_fn bad, void *opaque)
+{
+  struct bad_count b = { bad, opaque, 0 };
+  struct key_walk w = { c, 0, count_bad, &b, 1 };
+
+  if (!c->data_crc)
+    return 0;
+  if (walk_records (c, key_rec, &w) == -1)
+    return -1;
+  return b.n;
+}
