@@ -1,6 +1,7 @@
 /* Read-only views of a cache for the admin tool: geometry, cursors and
  * the key log.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "cache_internal.h"
@@ -171,4 +172,23 @@ pc_cache_verify_data (pc_cache *c, pc_key_fn bad, void *opaque)
   if (walk_records (c, key_rec, &w) == -1)
     return -1;
   return b.n;
+}
+
+int
+pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
+{
+  int n = snprintf (buf, len,
+    "{\"read_hits\":%" PRIu64 ",\"read_misses\":%" PRIu64
+    ",\"read_hit_bytes\":%" PRIu64 ",\"read_miss_bytes\":%" PRIu64
+    ",\"writes\":%" PRIu64 ",\"write_bytes\":%" PRIu64
+    ",\"writeback_bytes\":%" PRIu64 ",\"writeback_rounds\":%" PRIu64
+    ",\"writeback_errors\":%" PRIu64 ",\"gc_segments\":%" PRIu64
+    ",\"segments_total\":%" PRIu64 ",\"segments_used\":%" PRIu64
+    ",\"dirty_ksets\":%" PRIu64 "}",
+    st->read_hits, st->read_misses, st->read_hit_bytes, st->read_miss_bytes,
+    st->writes, st->write_bytes, st->writeback_bytes, st->writeback_rounds,
+    st->writeback_errors, st->gc_segments, st->segs_total, st->segs_used,
+    st->dirty_ksets);
+
+  return n < 0 || (size_t) n >= len ? -1 : n;
 }

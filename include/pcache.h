@@ -140,6 +140,8 @@ struct pc_stats {
   uint64_t dirty_ksets;
 };
 void pc_cache_get_stats (pc_cache *c, struct pc_stats *st);
+/* The statistics as one line of JSON; returns its length or -1. */
+int pc_stats_json (const struct pc_stats *st, char *buf, size_t len);
 
 /* Inspection, for the admin tool.  A log cursor: */
 struct pc_cursor {
