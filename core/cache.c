@@ -175,6 +175,10 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
   c->commit_ms = cfg->commit_ms ? cfg->commit_ms : PC_DEFAULT_COMMIT_MS;
   c->gc_percent = cfg->gc_percent == PC_UNSET ? PC_DEFAULT_GC_PERCENT
     : cfg->gc_percent;
+  c->mode = cfg->mode;
+  c->seq_cutoff = cfg->seq_cutoff;
+  pthread_rwlock_init (&c->mode_lock, NULL);
+  pthread_mutex_init (&c->seq_lock, NULL);
   pthread_mutex_init (&c->ctrl_lock, NULL);
   pthread_mutex_init (&c->bg_lock, NULL);
   pthread_cond_init (&c->bg_cv, NULL);
@@ -376,6 +380,8 @@ pc_cache_close (pc_cache *c)
     pc_log_destroy (c);
   pc_segs_destroy (&c->segs);
   pc_pmem_close (c->pm);
+  pthread_rwlock_destroy (&c->mode_lock);
+  pthread_mutex_destroy (&c->seq_lock);
   pthread_mutex_destroy (&c->ctrl_lock);
   pthread_mutex_destroy (&c->bg_lock);
   pthread_cond_destroy (&c->bg_cv);
@@ -399,10 +405,79 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   st->writeback_rounds = c->st.writeback_rounds;
   st->writeback_errors = c->st.writeback_errors;
   st->gc_segments = c->st.gc_segments;
+  st->dirty_bytes = c->st.dirty_bytes;
+  st->seq_bypass_bytes = c->st.seq_bypass_bytes;
+  st->write_through_bytes = c->st.write_through_bytes;
+  st->mode = c->mode;
+  st->gc_percent = c->gc_percent;
   st->segs_total = c->nsegs;
   if (c->segs.seg)
     st->segs_used = c->nsegs - pc_segs_nfree (&c->segs);
   pthread_mutex_lock (&c->ctrl_lock);
   st->dirty_ksets = atomic_load (&c->log.head_seq) - c->ctrl.dirty_tail.seq;
   pthread_mutex_unlock (&c->ctrl_lock);
+}
+
+static const char *const mode_names[] = {
+  [PC_MODE_WRITEBACK] = "writeback",
+  [PC_MODE_WRITETHROUGH] = "writethrough",
+  [PC_MODE_WRITEAROUND] = "writearound",
+};
+
+const char *
+pc_mode_name (enum pc_mode mode)
+{
+  return (unsigned) mode <= PC_MODE_WRITEAROUND ? mode_names[mode] : "?";
+}
+
+int
+pc_mode_parse (const char *name, enum pc_mode *mode)
+{
+  unsigned i;
+
+  for (i = 0; i <= PC_MODE_WRITEAROUND; i++)
+    if (strcmp (name, mode_names[i]) == 0) {
+      *mode = i;
+      return 0;
+    }
+  errno = EINVAL;
+  return -1;
+}
+
+enum pc_mode
+pc_cache_get_mode (pc_cache *c)
+{
+  return atomic_load (&c->mode);
+}
+
+int
+pc_cache_set_mode (pc_cache *c, enum pc_mode mode, int *err)
+{
+  int r = 0;
+
+  if ((unsigned) mode > PC_MODE_WRITEAROUND) {
+    *err = EINVAL;
+    return -1;
+  }
+  pthread_rwlock_wrlock (&c->mode_lock);
+  if (c->mode == PC_MODE_WRITEBACK && mode != PC_MODE_WRITEBACK)
+    r = pc_cache_drain (c, err);
+  if (r == 0) {
+    c->mode = mode;
+    pc_debug ("%s: mode is now %s", c->path, pc_mode_name (mode));
+  }
+  pthread_rwlock_unlock (&c->mode_lock);
+  return r;
+}
+
+int
+pc_cache_set_gc_percent (pc_cache *c, int percent)
+{
+  if (percent < 0 || percent > PC_MAX_GC_PERCENT)
+    PC_FAIL (EINVAL, "gc percent %d is out of range 0..%d", percent,
+             PC_MAX_GC_PERCENT);
+  c->gc_percent = percent;
+  pc_ctrl_update (c, NULL, NULL);
+  pc_kick_workers (c);
+  return 0;
 }

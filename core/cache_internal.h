@@ -32,6 +32,7 @@ struct pc_head {
 };
 
 struct pc_counters {
+  _Atomic uint64_t dirty_bytes, seq_bypass_bytes, write_through_bytes;
   _Atomic uint64_t read_hits, read_misses, read_hit_bytes, read_miss_bytes;
   _Atomic uint64_t writes, write_bytes;
   _Atomic uint64_t writeback_bytes, writeback_rounds, writeback_errors;
@@ -57,6 +58,12 @@ struct pc_cache {
   int data_crc;
   _Atomic int gc_percent;
   int cache_on_read;
+  _Atomic int mode;                   /* enum pc_mode */
+  pthread_rwlock_t mode_lock;         /* writers share; a switch excludes */
+  uint64_t seq_cutoff;
+  pthread_mutex_t seq_lock;
+  struct { uint64_t next, run; } streams[8];  /* recent sequential reads */
+  unsigned stream_clock;
   unsigned commit_ms;
 
   /* Persisted cursors (in ctrl), guarded by ctrl_lock. */
@@ -117,6 +124,14 @@ int pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
  */
 int pc_publish_key (struct pc_cache *c, struct pc_key *k,
                     const struct pc_key_rec *rec, uint64_t *seal_gen);
+
+/* cache_read.c: complete or abandon a placeholder (frees it). */
+void pc_fill_placeholder (struct pc_cache *c, struct pc_tree *t,
+                          struct pc_key *ph, const uint8_t *data);
+void pc_drop_placeholder (struct pc_tree *t, struct pc_key *ph);
+
+/* writeback.c: send a zero or trim record to the backend. */
+int pc_backend_zero (struct pc_cache *c, const struct pc_key_rec *r, int *err);
 
 /* replay.c */
 int pc_replay (struct pc_cache *c);

@@ -55,7 +55,7 @@ rd_unpin (struct pc_cache *c, struct rd_list *l)
  */
 static int
 rd_walk (struct pc_cache *c, struct pc_tree *t, uint64_t off, uint32_t len,
-         int write, struct rd_list *l)
+         int write, int fill, struct rd_list *l)
 {
   uint64_t pos = off, end = off + len;
   struct pc_key *k = pc_tree_find (t, off, len), *next;
@@ -108,7 +108,7 @@ rd_walk (struct pc_cache *c, struct pc_tree *t, uint64_t off, uint32_t len,
       return -1;
     gaps++;
   }
-  if (!write || !c->cache_on_read)
+  if (!write || !fill)
     return gaps;
 
   /* Claim each true gap with a placeholder. */
@@ -134,23 +134,23 @@ rd_walk (struct pc_cache *c, struct pc_tree *t, uint64_t off, uint32_t len,
   return gaps;
 }
 
-/* Put backend data read for a placeholder into the cache as clean keys,
- * unless a write has overtaken it.
+/* Put data for a placeholder into the cache as clean keys, unless a
+ * write has overtaken it; the placeholder is freed either way.
  */
-static void
-rd_fill (struct pc_cache *c, struct pc_tree *t, struct rd_item *it,
-         const uint8_t *data)
+void
+pc_fill_placeholder (struct pc_cache *c, struct pc_tree *t, struct pc_key *ph,
+                     const uint8_t *data)
 {
   struct pc_key_rec recs[8];
   unsigned n = 0, i;
   uint32_t done = 0;
 
-  while (done < it->len && n < 8) {
+  while (done < ph->len && n < 8) {
     struct pc_key_rec *r = &recs[n];
 
     memset (r, 0, sizeof *r);
-    r->off = it->off + done;
-    if (pc_alloc_payload (c, it->len - done, 0, &r->seg, &r->seg_off, &r->len,
+    r->off = ph->off + done;
+    if (pc_alloc_payload (c, ph->len - done, 0, &r->seg, &r->seg_off, &r->len,
                           &r->gen) == -1)
       break;
     pc_pmem_copy (c->pm, pc_seg_addr (c, r->seg, r->seg_off), data + done,
@@ -162,8 +162,8 @@ rd_fill (struct pc_cache *c, struct pc_tree *t, struct rd_item *it,
   }
 
   pthread_rwlock_wrlock (&t->lock);
-  if (done == it->len && !(it->ph->flags & PC_KEY_DEAD)) {
-    pc_tree_unlink (t, it->ph);
+  if (done == ph->len && !(ph->flags & PC_KEY_DEAD)) {
+    pc_tree_unlink (t, ph);
     for (i = 0; i < n; i++) {
       struct pc_kbuf *kb = pc_kbuf_for (c, recs[i].off);
       struct pc_key *k = pc_key_alloc ();
@@ -191,13 +191,22 @@ rd_fill (struct pc_cache *c, struct pc_tree *t, struct rd_item *it,
     }
     n = 0;
   }
-  else if (!(it->ph->flags & PC_KEY_DEAD))
-    pc_tree_unlink (t, it->ph);
+  else if (!(ph->flags & PC_KEY_DEAD))
+    pc_tree_unlink (t, ph);
   pthread_rwlock_unlock (&t->lock);
   for (i = 0; i < n; i++)
     pc_seg_put (&c->segs, recs[i].seg);
-  pc_key_free (it->ph);
-  it->ph = NULL;
+  pc_key_free (ph);
+}
+
+void
+pc_drop_placeholder (struct pc_tree *t, struct pc_key *ph)
+{
+  pthread_rwlock_wrlock (&t->lock);
+  if (!(ph->flags & PC_KEY_DEAD))
+    pc_tree_unlink (t, ph);
+  pthread_rwlock_unlock (&t->lock);
+  pc_key_free (ph);
 }
 
 static void
@@ -205,23 +214,17 @@ rd_drop_placeholders (struct pc_tree *t, struct rd_list *l)
 {
   size_t i;
 
-  pthread_rwlock_wrlock (&t->lock);
-  for (i = 0; i < l->n; i++) {
-    struct pc_key *ph = l->v[i].ph;
-
-    if (!ph)
-      continue;
-    if (!(ph->flags & PC_KEY_DEAD))
-      pc_tree_unlink (t, ph);
-    pc_key_free (ph);
-    l->v[i].ph = NULL;
-  }
-  pthread_rwlock_unlock (&t->lock);
+  for (i = 0; i < l->n; i++)
+    if (l->v[i].ph) {
+      pc_drop_placeholder (t, l->v[i].ph);
+      l->v[i].ph = NULL;
+    }
 }
 
 static int
 read_piece (struct pc_cache *c, uint8_t *buf, uint32_t len, uint64_t off,
-            const struct pc_backend *fg, struct rd_list *l, int *err)
+            const struct pc_backend *fg, int fill, struct rd_list *l,
+            int *err)
 {
   struct pc_tree *t = pc_index_tree (&c->index, off);
   int gaps;
@@ -229,12 +232,12 @@ read_piece (struct pc_cache *c, uint8_t *buf, uint32_t len, uint64_t off,
 
   l->n = 0;
   pthread_rwlock_rdlock (&t->lock);
-  gaps = rd_walk (c, t, off, len, 0, l);
+  gaps = rd_walk (c, t, off, len, 0, 0, l);
   pthread_rwlock_unlock (&t->lock);
   if (gaps > 0) {
     rd_unpin (c, l);
     pthread_rwlock_wrlock (&t->lock);
-    gaps = rd_walk (c, t, off, len, 1, l);
+    gaps = rd_walk (c, t, off, len, 1, fill, l);
     pthread_rwlock_unlock (&t->lock);
   }
   if (gaps < 0) {
@@ -275,9 +278,41 @@ read_piece (struct pc_cache *c, uint8_t *buf, uint32_t len, uint64_t off,
     atomic_fetch_add (&c->st.read_miss_bytes, it->len);
   }
   for (i = 0; i < l->n; i++)
-    if (l->v[i].ph)
-      rd_fill (c, t, &l->v[i], buf + (l->v[i].off - off));
+    if (l->v[i].ph) {
+      pc_fill_placeholder (c, t, l->v[i].ph, buf + (l->v[i].off - off));
+      l->v[i].ph = NULL;
+    }
   return 0;
+}
+
+/* Does this read continue a sequential stream longer than the cutoff?
+ * A few recent streams are tracked, so interleaved readers are told
+ * apart; the least recently extended one makes room for a new stream.
+ */
+static int
+seq_bypass (struct pc_cache *c, uint64_t off, uint32_t len)
+{
+  unsigned i;
+  int bypass = 0;
+
+  if (!c->seq_cutoff)
+    return 0;
+  pthread_mutex_lock (&c->seq_lock);
+  for (i = 0; i < 8; i++)
+    if (c->streams[i].next == off && c->streams[i].run > 0)
+      break;
+  if (i < 8)
+    c->streams[i].run += len;
+  else {
+    i = c->stream_clock++ % 8;
+    c->streams[i].run = len;
+  }
+  c->streams[i].next = off + len;
+  bypass = c->streams[i].run > c->seq_cutoff;
+  pthread_mutex_unlock (&c->seq_lock);
+  if (bypass)
+    atomic_fetch_add (&c->st.seq_bypass_bytes, len);
+  return bypass;
 }
 
 int
@@ -286,16 +321,17 @@ pc_read (pc_cache *c, void *buf, uint32_t len, uint64_t off,
 {
   struct rd_list l = { NULL, 0, 0 };
   uint8_t *dst = buf;
-  int r = 0;
+  int r = 0, fill;
 
   if (off > c->backing_size || len > c->backing_size - off) {
     *err = EINVAL;
     return -1;
   }
+  fill = c->cache_on_read && !seq_bypass (c, off, len);
   while (len > 0 && r == 0) {
     uint32_t piece = PC_MIN ((uint64_t) len, pc_stripe_end (c, off) - off);
 
-    r = read_piece (c, dst, piece, off, fg, &l, err);
+    r = read_piece (c, dst, piece, off, fg, fill, &l, err);
     dst += piece;
     off += piece;
     len -= piece;

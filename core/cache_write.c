@@ -147,17 +147,13 @@ check_range (struct pc_cache *c, uint64_t len, uint64_t off, int *err)
   return 0;
 }
 
-int
-pc_write (pc_cache *c, const void *buf, uint32_t len, uint64_t off,
-          unsigned flags, int *err)
+/* Write-back: payload to pmem, a dirty key to the log. */
+static int
+write_back (pc_cache *c, const uint8_t *src, uint32_t len, uint64_t off,
+            unsigned flags, int *err)
 {
-  const uint8_t *src = buf;
   struct fua_set fs = { { 0 }, { 0 } };
 
-  if (check_range (c, len, off, err) == -1)
-    return -1;
-  atomic_fetch_add (&c->st.writes, 1);
-  atomic_fetch_add (&c->st.write_bytes, len);
   while (len > 0) {
     struct pc_key_rec rec = { .off = off, .flags = PC_KF_DIRTY };
     uint32_t piece = PC_MIN ((uint64_t) len, pc_stripe_end (c, off) - off);
@@ -176,6 +172,7 @@ pc_write (pc_cache *c, const void *buf, uint32_t len, uint64_t off,
       pc_seg_put (&c->segs, rec.seg);
       return -1;
     }
+    atomic_fetch_add (&c->st.dirty_bytes, rec.len);
     fua_note (c, &fs, off, sg);
     src += rec.len;
     off += rec.len;
@@ -184,29 +181,177 @@ pc_write (pc_cache *c, const void *buf, uint32_t len, uint64_t off,
   return (flags & PC_FUA) ? fua_commit (c, &fs, err) : 0;
 }
 
-/* Zero and trim are logged like writes, without payload. */
+/* Uncache one stripe piece durably: an INVAL record cuts every key it
+ * covers, here and at replay, so nothing older can resurface once the
+ * backend holds newer data.  With claim, a placeholder takes the range
+ * so that the new data can be cached unless a racing write wins.
+ */
+static int
+invalidate (pc_cache *c, uint64_t off, uint32_t len, int claim,
+            struct pc_key **ph, int *err)
+{
+  struct pc_tree *t = pc_index_tree (&c->index, off);
+  struct pc_kbuf *kb = pc_kbuf_for (c, off);
+  struct pc_key_rec rec = {
+    .off = off, .len = len, .flags = PC_KF_ZERO | PC_KF_INVAL,
+  };
+  struct pc_key *k = pc_key_alloc (), *p = claim ? pc_key_alloc () : NULL;
+  uint64_t sg;
+  int r;
+
+  if (!k || (claim && !p)) {
+    pc_key_free (k);
+    pc_key_free (p);
+    *err = ENOMEM;
+    return -1;
+  }
+  k->off = off;
+  k->len = len;
+  k->flags = rec.flags;
+  pthread_rwlock_wrlock (&t->lock);
+  r = pc_tree_insert (t, k);
+  if (r == 0) {
+    pc_tree_remove (t, k);
+    pthread_mutex_lock (&kb->lock);
+    r = pc_kbuf_add (c, kb, &rec, &sg);
+    pthread_mutex_unlock (&kb->lock);
+  }
+  else
+    pc_key_free (k);
+  if (r == 0 && p) {
+    p->off = off;
+    p->len = len;
+    p->flags = PC_KEY_EMPTY;
+    pc_tree_insert (t, p);        /* the range is empty: cannot fail */
+  }
+  pthread_rwlock_unlock (&t->lock);
+  if (r == 0)
+    r = pc_kbuf_commit_upto (c, kb, sg);
+  if (r == -1) {
+    if (p && (p->flags & PC_KEY_EMPTY))
+      pc_drop_placeholder (t, p);
+    else
+      pc_key_free (p);
+    *err = errno ? errno : EIO;
+    return -1;
+  }
+  *ph = p;
+  return 0;
+}
+
+static int
+have_backend (pc_cache *c, int *err)
+{
+  if (c->bg.ops)
+    return 0;
+  pc_error ("%s: no backend to write through to", c->path);
+  *err = EIO;
+  return -1;
+}
+
+/* Write-through and write-around: the backend gets the write before it
+ * is acknowledged; write-through also keeps a clean copy.
+ */
+static int
+write_through (pc_cache *c, const uint8_t *src, uint32_t len, uint64_t off,
+               unsigned flags, int keep, int *err)
+{
+  const struct pc_backend_ops *ops = c->bg.ops;
+
+  if (have_backend (c, err) == -1)
+    return -1;
+  while (len > 0) {
+    uint32_t piece = PC_MIN ((uint64_t) len, pc_stripe_end (c, off) - off);
+    struct pc_key *ph;
+
+    if (invalidate (c, off, piece, keep, &ph, err) == -1)
+      return -1;
+    if (ops->pwrite (c->bg.ctx, src, piece, off, err) == -1) {
+      if (ph)
+        pc_drop_placeholder (pc_index_tree (&c->index, off), ph);
+      return -1;
+    }
+    atomic_fetch_add (&c->st.write_through_bytes, piece);
+    if (ph)
+      pc_fill_placeholder (c, pc_index_tree (&c->index, off), ph, src);
+    src += piece;
+    off += piece;
+    len -= piece;
+  }
+  if ((flags & PC_FUA) && ops->flush && ops->flush (c->bg.ctx, err) == -1)
+    return -1;
+  return 0;
+}
+
+int
+pc_write (pc_cache *c, const void *buf, uint32_t len, uint64_t off,
+          unsigned flags, int *err)
+{
+  int r;
+
+  if (check_range (c, len, off, err) == -1)
+    return -1;
+  atomic_fetch_add (&c->st.writes, 1);
+  atomic_fetch_add (&c->st.write_bytes, len);
+  pthread_rwlock_rdlock (&c->mode_lock);
+  switch (c->mode) {
+  case PC_MODE_WRITEBACK:
+    r = write_back (c, buf, len, off, flags, err);
+    break;
+  case PC_MODE_WRITETHROUGH:
+    r = write_through (c, buf, len, off, flags, 1, err);
+    break;
+  default:
+    r = write_through (c, buf, len, off, flags, 0, err);
+    break;
+  }
+  pthread_rwlock_unlock (&c->mode_lock);
+  return r;
+}
+
+/* Zero and trim are logged like writes, without payload; outside
+ * write-back they go to the backend at once.
+ */
 static int
 log_range (pc_cache *c, uint64_t len, uint64_t off, uint32_t kflags,
            unsigned flags, int *err)
 {
   struct fua_set fs = { { 0 }, { 0 } };
+  int r = 0;
 
   if (check_range (c, len, off, err) == -1)
     return -1;
-  while (len > 0) {
+  pthread_rwlock_rdlock (&c->mode_lock);
+  if (c->mode != PC_MODE_WRITEBACK && have_backend (c, err) == -1)
+    r = -1;
+  while (len > 0 && r == 0) {
     struct pc_key_rec rec = {
       .off = off, .flags = PC_KF_DIRTY | PC_KF_ZERO | kflags,
     };
+    struct pc_key *ph;
     uint64_t sg;
 
     rec.len = PC_MIN (len, pc_stripe_end (c, off) - off);
-    if (log_piece (c, &rec, &sg, err) == -1)
-      return -1;
-    fua_note (c, &fs, off, sg);
+    if (c->mode != PC_MODE_WRITEBACK) {
+      r = invalidate (c, off, rec.len, 0, &ph, err);
+      if (r == 0)
+        r = pc_backend_zero (c, &rec, err);
+    }
+    else if ((r = log_piece (c, &rec, &sg, err)) == 0) {
+      atomic_fetch_add (&c->st.dirty_bytes, rec.len);
+      fua_note (c, &fs, off, sg);
+    }
     off += rec.len;
     len -= rec.len;
   }
-  return (flags & PC_FUA) ? fua_commit (c, &fs, err) : 0;
+  if (r == 0 && (flags & PC_FUA)) {
+    if (c->mode == PC_MODE_WRITEBACK)
+      r = fua_commit (c, &fs, err);
+    else if (c->bg.ops->flush)
+      r = c->bg.ops->flush (c->bg.ctx, err);
+  }
+  pthread_rwlock_unlock (&c->mode_lock);
+  return r;
 }
 
 int
@@ -229,5 +374,9 @@ pc_flush (pc_cache *c, int *err)
     *err = errno ? errno : EIO;
     return -1;
   }
+  /* Outside write-back, acknowledged writes are on the backend only. */
+  if (pc_cache_get_mode (c) != PC_MODE_WRITEBACK && c->bg.ops &&
+      c->bg.ops->flush && c->bg.ops->flush (c->bg.ctx, err) == -1)
+    return -1;
   return 0;
 }

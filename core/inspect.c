@@ -184,11 +184,14 @@ pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
     ",\"writeback_bytes\":%" PRIu64 ",\"writeback_rounds\":%" PRIu64
     ",\"writeback_errors\":%" PRIu64 ",\"gc_segments\":%" PRIu64
     ",\"segments_total\":%" PRIu64 ",\"segments_used\":%" PRIu64
-    ",\"dirty_ksets\":%" PRIu64 "}",
+    ",\"dirty_ksets\":%" PRIu64 ",\"dirty_bytes\":%" PRIu64
+    ",\"seq_bypass_bytes\":%" PRIu64 ",\"write_through_bytes\":%" PRIu64
+    ",\"mode\":\"%s\",\"gc_percent\":%d}",
     st->read_hits, st->read_misses, st->read_hit_bytes, st->read_miss_bytes,
     st->writes, st->write_bytes, st->writeback_bytes, st->writeback_rounds,
     st->writeback_errors, st->gc_segments, st->segs_total, st->segs_used,
-    st->dirty_ksets);
+    st->dirty_ksets, st->dirty_bytes, st->seq_bypass_bytes,
+    st->write_through_bytes, pc_mode_name (st->mode), st->gc_percent);
 
   return n < 0 || (size_t) n >= len ? -1 : n;
 }

@@ -101,7 +101,9 @@ struct pc_kset_hdr {
 #define PC_KF_ZERO          (1u << 1)   /* no payload: reads as zeroes */
 #define PC_KF_TRIM          (1u << 2)   /* with ZERO: a trim */
 #define PC_KF_MAY_TRIM      (1u << 3)   /* zero may punch holes */
-#define PC_KF_MEDIA         (PC_KF_DIRTY | PC_KF_ZERO | PC_KF_TRIM | PC_KF_MAY_TRIM)
+#define PC_KF_INVAL         (1u << 4)   /* with ZERO: range no longer cached */
+#define PC_KF_MEDIA         (PC_KF_DIRTY | PC_KF_ZERO | PC_KF_TRIM | \
+                             PC_KF_MAY_TRIM | PC_KF_INVAL)
 
 struct pc_key_rec {
   uint64_t off;                 /* backing offset */

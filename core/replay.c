@@ -70,6 +70,8 @@ index_key (struct pc_cache *c, const struct pc_key_rec *r, int dirty)
   ret = pc_tree_insert (t, k);
   if (ret == -1)
     pc_key_free (k);
+  else if (r->flags & PC_KF_INVAL)
+    pc_tree_remove (t, k);      /* it only cut what it covers */
   return ret;
 }
 
@@ -121,6 +123,8 @@ pc_replay (struct pc_cache *c)
         c->segs.seg[r->seg].role = PC_SEG_DATA;
         c->segs.seg[r->seg].refs++;
       }
+      if (past_dirty && (r->flags & PC_KF_DIRTY))
+        c->st.dirty_bytes += r->len;
       if (index_key (c, r, past_dirty) == -1)
         PC_FAIL (ENOMEM, "%s: out of memory indexing the cache", c->path);
       nkeys++;

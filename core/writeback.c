@@ -16,8 +16,8 @@
 
 #define WB_BATCH_KSETS 32
 
-static int
-wb_zero (struct pc_cache *c, const struct pc_key_rec *r, int *err)
+int
+pc_backend_zero (struct pc_cache *c, const struct pc_key_rec *r, int *err)
 {
   const struct pc_backend_ops *ops = c->bg.ops;
   static const uint8_t zeroes[65536];
@@ -47,12 +47,13 @@ wb_zero (struct pc_cache *c, const struct pc_key_rec *r, int *err)
  */
 static int
 wb_collect (struct pc_cache *c, struct pc_tree *t, const struct pc_key_rec *r,
-            int *err)
+            uint64_t *bytes, int *err)
 {
   struct pc_key *k;
 
   if (!(r->flags & PC_KF_DIRTY))
     return 0;
+  *bytes += r->len;
   if (!(r->flags & PC_KF_ZERO) && c->data_crc &&
       pc_crc32c (pc_seg_addr (c, r->seg, r->seg_off), r->len) != r->data_crc) {
     pc_error ("%s: payload checksum mismatch for offset %" PRIu64
@@ -87,7 +88,7 @@ wb_key (struct pc_cache *c, const struct pc_key *k, int *err)
   };
 
   if (k->flags & PC_KF_ZERO)
-    return wb_zero (c, &r, err);
+    return pc_backend_zero (c, &r, err);
   if (c->bg.ops->pwrite (c->bg.ctx, pc_seg_addr (c, k->seg, k->seg_off),
                          k->len, k->off, err) == -1)
     return -1;
@@ -111,6 +112,7 @@ struct wb_batch {
   struct pc_tree tree;
   int loaded;
   struct pc_pos end;                  /* dirty_tail once the batch is down */
+  uint64_t bytes;                     /* dirty bytes the batch retires */
   unsigned backoff_ms;
 };
 
@@ -130,6 +132,7 @@ wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
   if (pos.seq >= head)
     return 0;
 
+  b->bytes = 0;
   while (pos.seq < head && n < WB_BATCH_KSETS) {
     const char *why;
     const struct pc_kset_hdr *h = pc_kset_at (c, &pos, &why);
@@ -149,7 +152,7 @@ wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
     epoch = h->epoch;
     for (i = 0; i < h->nkeys; i++)
       if (wb_collect (c, &b->tree, (const struct pc_key_rec *) (h + 1) + i,
-                      err) == -1) {
+                      &b->bytes, err) == -1) {
         wb_tree_clear (&b->tree);
         return -1;
       }
@@ -191,6 +194,7 @@ wb_round (struct pc_cache *c, struct wb_batch *b)
   if (c->bg.ops->flush && c->bg.ops->flush (c->bg.ctx, &err) == -1)
     goto fail;
   pc_ctrl_update (c, NULL, &b->end);
+  atomic_fetch_sub (&c->st.dirty_bytes, b->bytes);
   b->loaded = 0;
   b->backoff_ms = 0;
   atomic_fetch_add (&c->st.writeback_rounds, 1);

@@ -38,6 +38,12 @@ struct pc_backend {
   void *ctx;
 };
 
+enum pc_mode {
+  PC_MODE_WRITEBACK = 0,   /* writes land in the cache, go down later */
+  PC_MODE_WRITETHROUGH,    /* writes go down at once and stay cached */
+  PC_MODE_WRITEAROUND,     /* writes go down at once; only reads cached */
+};
+
 enum pc_format_policy {
   PC_FORMAT_AUTO = 0,      /* create and format only a missing file */
   PC_FORMAT_FORCE = 1,     /* always format (destroys the old cache) */
@@ -53,6 +59,8 @@ struct pc_config {
   int data_crc;             /* PC_UNSET, 0, 1 */
   int gc_percent;           /* PC_UNSET or 0..90 */
   int cache_on_read;        /* 0 or 1 */
+  enum pc_mode mode;
+  uint64_t seq_cutoff;      /* sequential reads past this bypass; 0 = off */
   enum pc_format_policy format;
   const char *backing_id;   /* optional identity string, may be NULL */
   unsigned commit_ms;       /* kset commit interval; 0 = default */
@@ -107,8 +115,20 @@ int pc_zero (pc_cache *c, uint64_t len, uint64_t off, unsigned flags,
              int *err);
 int pc_trim (pc_cache *c, uint64_t len, uint64_t off, unsigned flags,
              int *err);
-/* Make every acknowledged write durable in the cache and end an epoch. */
+/* Make every acknowledged write durable in the cache and end an epoch;
+ * outside write-back mode, flush the backend too.
+ */
 int pc_flush (pc_cache *c, int *err);
+
+/* Switch mode while running.  Leaving write-back first writes back every
+ * dirty extent (new writes wait meanwhile), so that nothing older can
+ * later overwrite what a write-through write put on the backend.
+ */
+int pc_cache_set_mode (pc_cache *c, enum pc_mode mode, int *err);
+enum pc_mode pc_cache_get_mode (pc_cache *c);
+const char *pc_mode_name (enum pc_mode mode);
+int pc_mode_parse (const char *name, enum pc_mode *mode);
+int pc_cache_set_gc_percent (pc_cache *c, int percent);
 
 /* What the cache holds over a range, in order, gaps included. */
 enum pc_map_type {
@@ -137,7 +157,9 @@ struct pc_stats {
   uint64_t writeback_bytes, writeback_rounds, writeback_errors;
   uint64_t gc_segments;
   uint64_t segs_total, segs_used;
-  uint64_t dirty_ksets;
+  uint64_t dirty_ksets, dirty_bytes;
+  uint64_t seq_bypass_bytes, write_through_bytes;
+  int mode, gc_percent;
 };
 void pc_cache_get_stats (pc_cache *c, struct pc_stats *st);
 /* The statistics as one line of JSON; returns its length or -1. */

@@ -2,6 +2,8 @@
  * any plugin.  This file is only the glue between nbdkit and the engine
  * in core/.
  */
+#include <config.h>
+
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -15,6 +17,7 @@
 #include <nbdkit-filter.h>
 
 #include "pcache.h"
+#include "control.h"
 
 static struct pc_config cfg;
 static char *dev_path;
@@ -60,6 +63,7 @@ pcache_unload (void)
 {
   pc_cache_close (cache);
   cache = NULL;
+  pcache_control_free ();
   free (dev_path);
   free (backing_id);
 }
@@ -108,13 +112,34 @@ pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     return 0;
   }
   else if (strcmp (key, "pcache-mode") == 0) {
-    if (strcmp (value, "writeback") != 0) {
-      nbdkit_error ("pcache-mode: unknown or unsupported mode '%s' "
-                    "(supported: writeback)", value);
+    if (pc_mode_parse (value, &cfg.mode) == -1) {
+      nbdkit_error ("pcache-mode: unknown mode '%s' (writeback, "
+                    "writethrough, writearound)", value);
       return -1;
     }
     return 0;
   }
+  else if (strcmp (key, "pcache-seq-cutoff") == 0) {
+    int64_t r = nbdkit_parse_size (value);
+    if (r == -1)
+      return -1;
+    cfg.seq_cutoff = r;
+    return 0;
+  }
+  else if (strcmp (key, "pcache-stats") == 0)
+    return pcache_control_config (value, 0, NULL);
+  else if (strcmp (key, "pcache-stats-interval") == 0) {
+    unsigned v;
+    if (nbdkit_parse_unsigned ("pcache-stats-interval", value, &v) == -1)
+      return -1;
+    if (v == 0 || v > 3600) {
+      nbdkit_error ("pcache-stats-interval: %u is out of range 1..3600", v);
+      return -1;
+    }
+    return pcache_control_config (NULL, v, NULL);
+  }
+  else if (strcmp (key, "pcache-control") == 0)
+    return pcache_control_config (NULL, 0, value);
   else if (strcmp (key, "pcache-data-crc") == 0)
     return parse_bool_param (key, value, &cfg.data_crc);
   else if (strcmp (key, "pcache-drain") == 0)
@@ -188,7 +213,11 @@ pcache_config_complete (nbdkit_next_config_complete *next,
   "pcache-dev=FILE        (required) Cache file or DAX device.\n" \
   "pcache-size=SIZE       Size of a cache file to create.\n" \
   "pcache-format=auto|force  Reformat an existing cache (force).\n" \
-  "pcache-mode=writeback  Cache mode.\n" \
+  "pcache-mode=MODE       writeback (default), writethrough, writearound.\n" \
+  "pcache-seq-cutoff=SIZE Sequential reads past SIZE are not cached.\n" \
+  "pcache-stats=FILE      Write statistics as JSON to FILE.\n" \
+  "pcache-stats-interval=SECS  How often (default 5).\n" \
+  "pcache-control=SOCKET  Control socket (stats, gc-percent, mode, drain).\n" \
   "pcache-data-crc=BOOL   Checksum cached data (fixed at format).\n" \
   "pcache-gc-percent=N    Usage that starts reclaim (0-90, default 70).\n" \
   "pcache-segment-size=SIZE  Segment size (fixed at format, default 16M).\n" \
@@ -285,13 +314,14 @@ pcache_after_fork (nbdkit_backend *backend)
   bg.ctx = bg_next;
   if (pc_cache_start (cache, &bg) == -1)
     return -1;
-  return 0;
+  return pcache_control_start (cache);
 }
 
 static void
 pcache_cleanup (nbdkit_backend *backend)
 {
   (void) backend;
+  pcache_control_stop ();
   if (cache && drain_on_exit) {
     int err = 0;
 
@@ -302,6 +332,7 @@ pcache_cleanup (nbdkit_backend *backend)
   }
   if (cache)
     pc_cache_stop (cache);
+  pcache_control_final ();
   if (bg_next) {
     bg_next->finalize (bg_next);
     nbdkit_next_context_close (bg_next);
