@@ -133,6 +133,12 @@ void pc_drop_placeholder (struct pc_tree *t, struct pc_key *ph);
 /* writeback.c: send a zero or trim record to the backend. */
 int pc_backend_zero (struct pc_cache *c, const struct pc_key_rec *r, int *err);
 
+/* writeback.c: for deterministic tests without worker threads: use bg
+ * as the backend, and write back one batch now (1 done, 0 idle, -1).
+ */
+void pc_cache_set_backend (struct pc_cache *c, const struct pc_backend *bg);
+int pc_writeback_step (struct pc_cache *c);
+
 /* replay.c */
 int pc_replay (struct pc_cache *c);
 

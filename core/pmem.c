@@ -22,21 +22,30 @@ struct pc_pmem {
   enum pmem2_granularity gran;
 };
 
-static pc_persist_hook hook_fn;
+static pc_persist_hook hook_before, hook_after;
 static void *hook_opaque;
 
 void
-pc_pmem_set_hook (pc_persist_hook fn, void *opaque)
+pc_pmem_set_hooks (pc_persist_hook before, pc_persist_hook after,
+                   void *opaque)
 {
-  hook_fn = fn;
+  hook_before = before;
+  hook_after = after;
   hook_opaque = opaque;
 }
 
 static inline void
 run_hook (const void *addr, size_t len)
 {
-  if (hook_fn)
-    hook_fn (hook_opaque, addr, len);
+  if (hook_before)
+    hook_before (hook_opaque, addr, len);
+}
+
+static inline void
+done_hook (const void *addr, size_t len)
+{
+  if (hook_after)
+    hook_after (hook_opaque, addr, len);
 }
 
 static int
@@ -168,6 +177,7 @@ pc_pmem_persist (struct pc_pmem *p, const void *addr, size_t len)
 {
   run_hook (addr, len);
   p->persist (addr, len);
+  done_hook (addr, len);
 }
 
 void
@@ -175,6 +185,7 @@ pc_pmem_flush (struct pc_pmem *p, const void *addr, size_t len)
 {
   run_hook (addr, len);
   p->flush (addr, len);
+  done_hook (addr, len);
 }
 
 void
@@ -182,6 +193,7 @@ pc_pmem_drain (struct pc_pmem *p)
 {
   run_hook (NULL, 0);
   p->drain ();
+  done_hook (NULL, 0);
 }
 
 void
@@ -189,6 +201,7 @@ pc_pmem_copy (struct pc_pmem *p, void *dst, const void *src, size_t len)
 {
   run_hook (dst, len);
   p->memcpy_fn (dst, src, len, 0);
+  done_hook (dst, len);
 }
 
 void
@@ -197,6 +210,7 @@ pc_pmem_copy_nodrain (struct pc_pmem *p, void *dst, const void *src,
 {
   run_hook (dst, len);
   p->memcpy_fn (dst, src, len, PMEM2_F_MEM_NODRAIN);
+  done_hook (dst, len);
 }
 
 void
@@ -204,4 +218,5 @@ pc_pmem_set (struct pc_pmem *p, void *dst, int c, size_t len)
 {
   run_hook (dst, len);
   p->memset_fn (dst, c, len, 0);
+  done_hook (dst, len);
 }

@@ -35,10 +35,13 @@ void pc_pmem_copy_nodrain (struct pc_pmem *p, void *dst, const void *src,
                            size_t len);
 void pc_pmem_set (struct pc_pmem *p, void *dst, int c, size_t len);
 
-/* Test hook: called at every persist point, before the store is made
- * durable.  addr/len name the range (NULL/0 for a bare drain).
+/* Test hooks, for a power-loss simulator: before is called at every
+ * persist point before anything is stored (a crash there loses the
+ * store), after once the range is durable.  addr/len name the range
+ * (NULL/0 for a bare drain).
  */
 typedef void (*pc_persist_hook) (void *opaque, const void *addr, size_t len);
-void pc_pmem_set_hook (pc_persist_hook fn, void *opaque);
+void pc_pmem_set_hooks (pc_persist_hook before, pc_persist_hook after,
+                        void *opaque);
 
 #endif /* PC_PMEM_H */

@@ -330,3 +330,22 @@ pc_cache_detach (pc_cache *c, int *err)
   pc_gc_run (c, 1);
   return 0;
 }
+
+void
+pc_cache_set_backend (struct pc_cache *c, const struct pc_backend *bg)
+{
+  c->bg = *bg;
+}
+
+int
+pc_writeback_step (struct pc_cache *c)
+{
+  struct wb_batch b;
+  int r;
+
+  memset (&b, 0, sizeof b);
+  RB_INIT (&b.tree.root);
+  r = wb_round (c, &b);
+  wb_tree_clear (&b.tree);
+  return r;
+}
