@@ -182,6 +182,8 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
   pthread_mutex_init (&c->ctrl_lock, NULL);
   pthread_mutex_init (&c->bg_lock, NULL);
   pthread_cond_init (&c->bg_cv, NULL);
+  pthread_cond_init (&c->timer_cv, NULL);
+  pthread_mutex_init (&c->gc_lock, NULL);
   pthread_cond_init (&c->drain_cv, NULL);
 
   if (cfg->format == PC_FORMAT_FORCE ||
@@ -334,6 +336,7 @@ pc_cache_start (pc_cache *c, const struct pc_backend *bg)
     pthread_mutex_lock (&c->bg_lock);
     c->stop = 1;
     pthread_cond_broadcast (&c->bg_cv);
+    pthread_cond_broadcast (&c->timer_cv);
     pthread_mutex_unlock (&c->bg_lock);
     pthread_join (c->wb_thread, NULL);
     PC_FAIL (e, "pthread_create: %s", strerror (e));
@@ -349,6 +352,7 @@ pc_cache_stop (pc_cache *c)
     pthread_mutex_lock (&c->bg_lock);
     c->stop = 1;
     pthread_cond_broadcast (&c->bg_cv);
+    pthread_cond_broadcast (&c->timer_cv);
     pthread_mutex_unlock (&c->bg_lock);
     pthread_join (c->timer_thread, NULL);
     pthread_join (c->wb_thread, NULL);
@@ -385,6 +389,10 @@ pc_cache_close (pc_cache *c)
   pthread_mutex_destroy (&c->ctrl_lock);
   pthread_mutex_destroy (&c->bg_lock);
   pthread_cond_destroy (&c->bg_cv);
+  pthread_cond_destroy (&c->timer_cv);
+  pthread_mutex_destroy (&c->gc_lock);
+  free (c->gc_puts);
+  free (c->gc_logs);
   pthread_cond_destroy (&c->drain_cv);
   free (c->path);
   free (c->backing_id);

@@ -83,7 +83,10 @@ struct pc_cache {
   int running;
   pthread_t wb_thread, timer_thread;
   pthread_mutex_t bg_lock;
-  pthread_cond_t bg_cv;               /* wakes the workers */
+  pthread_cond_t bg_cv;               /* wakes the writeback worker */
+  pthread_cond_t timer_cv;            /* wakes the commit timer (to stop) */
+  pthread_mutex_t gc_lock;            /* one garbage collector at a time */
+  uint32_t *gc_puts, *gc_logs;        /* its scratch space */
   pthread_cond_t drain_cv;            /* dirty_tail moved */
   int stop;
   uint64_t kicks;                     /* bumped by every pc_kick_workers */

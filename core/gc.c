@@ -26,11 +26,17 @@ pc_gc_run (struct pc_cache *c, int force)
   uint32_t *puts, *logs;
   int rounds = 0;
 
-  puts = malloc (GC_BATCH_KSETS * PC_KSET_MAX_KEYS * sizeof *puts);
-  logs = malloc (GC_BATCH_KSETS * sizeof *logs);
+  if (!gc_needed (c, force))
+    return 0;
+  pthread_mutex_lock (&c->gc_lock);
+  if (!c->gc_puts) {
+    c->gc_puts = malloc (GC_BATCH_KSETS * PC_KSET_MAX_KEYS * sizeof *puts);
+    c->gc_logs = malloc (GC_BATCH_KSETS * sizeof *logs);
+  }
+  puts = c->gc_puts;
+  logs = c->gc_logs;
   if (!puts || !logs) {
-    free (puts);
-    free (logs);
+    pthread_mutex_unlock (&c->gc_lock);
     return -1;
   }
   while (gc_needed (c, force)) {
@@ -72,7 +78,6 @@ pc_gc_run (struct pc_cache *c, int force)
     rounds++;
   }
  out:
-  free (puts);
-  free (logs);
+  pthread_mutex_unlock (&c->gc_lock);
   return rounds;
 }

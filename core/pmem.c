@@ -102,8 +102,13 @@ pc_pmem_open (const char *path, uint64_t create_size, int create,
     p->fd = open (path, O_RDWR | O_CLOEXEC | O_CREAT | O_EXCL, 0600);
     if (p->fd >= 0) {
       *created = 1;
-      if (ftruncate (p->fd, create_size) == -1) {
-        pc_error ("%s: cannot size to %" PRIu64 " bytes: %m", path,
+      /* Allocate every block now: a store into a hole of a full
+       * filesystem would kill the process with SIGBUS later.
+       */
+      int e = posix_fallocate (p->fd, 0, create_size);
+      if (e) {
+        errno = e;
+        pc_error ("%s: cannot allocate %" PRIu64 " bytes: %m", path,
                   create_size);
         goto fail;
       }

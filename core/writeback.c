@@ -222,7 +222,7 @@ wb_round (struct pc_cache *c, struct wb_batch *b)
 }
 
 static void
-timed_wait (struct pc_cache *c, unsigned ms)
+timed_wait_on (struct pc_cache *c, pthread_cond_t *cv, unsigned ms)
 {
   struct timespec ts;
 
@@ -233,7 +233,13 @@ timed_wait (struct pc_cache *c, unsigned ms)
     ts.tv_sec++;
     ts.tv_nsec -= 1000000000;
   }
-  pthread_cond_timedwait (&c->bg_cv, &c->bg_lock, &ts);
+  pthread_cond_timedwait (cv, &c->bg_lock, &ts);
+}
+
+static void
+timed_wait (struct pc_cache *c, unsigned ms)
+{
+  timed_wait_on (c, &c->bg_cv, ms);
 }
 
 void *
@@ -277,7 +283,7 @@ pc_timer_thread (void *arg)
 
   pthread_mutex_lock (&c->bg_lock);
   while (!c->stop) {
-    timed_wait (c, tick);
+    timed_wait_on (c, &c->timer_cv, tick);
     if (c->stop)
       break;
     pthread_mutex_unlock (&c->bg_lock);
