@@ -23,6 +23,7 @@
 #define PC_MAX_HEADS      4
 #define PC_ALLOC_ALIGN    64          /* payload allocation granule */
 #define PC_LOG_RESERVE    2           /* free segments kept for the log */
+#define PC_DRAIN_GRACE_MS 30000       /* a drain gives up after failing so long */
 
 /* A data head: the segment that new payload is carved from. */
 struct pc_head {

@@ -297,7 +297,7 @@ pc_timer_thread (void *arg)
 int
 pc_cache_drain (pc_cache *c, int *err)
 {
-  uint64_t target;
+  uint64_t target, last = 0, since = pc_now_ms ();
 
   if (pc_log_commit_all (c, 1) == -1) {
     *err = errno ? errno : EIO;
@@ -319,7 +319,22 @@ pc_cache_drain (pc_cache *c, int *err)
       *err = ESHUTDOWN;
       return -1;
     }
-    pthread_cond_wait (&c->drain_cv, &c->bg_lock);
+    /* Wait as long as writeback makes progress or has not failed; a
+     * backend that keeps failing for the whole grace period ends the
+     * wait (the data stays in the cache).
+     */
+    if (c->wb_error && dt == last && pc_now_ms () - since >= PC_DRAIN_GRACE_MS) {
+      *err = c->wb_error;
+      pthread_mutex_unlock (&c->bg_lock);
+      pc_error ("%s: drain gave up: writeback has failed for %u s",
+                c->path, PC_DRAIN_GRACE_MS / 1000);
+      return -1;
+    }
+    if (dt != last) {
+      last = dt;
+      since = pc_now_ms ();
+    }
+    timed_wait_on (c, &c->drain_cv, 500);
   }
   pthread_mutex_unlock (&c->bg_lock);
   return 0;
