@@ -65,6 +65,7 @@ rd_walk (struct pc_cache *c, struct pc_tree *t, uint64_t off, uint32_t len,
   for (; k && k->off < end; k = next) {
     uint64_t ks = PC_MAX (k->off, pos), ke = PC_MIN (k->off + k->len, end);
     struct rd_item it = { .off = ks, .len = ke - ks, .kind = RD_HIT };
+    int foreign = !!(k->flags & PC_KEY_EMPTY);
 
     next = pc_tree_next (t, k);
     if (ks > pos) {
@@ -73,7 +74,7 @@ rd_walk (struct pc_cache *c, struct pc_tree *t, uint64_t off, uint32_t len,
         return -1;
       gaps++;
     }
-    if (k->flags & PC_KEY_EMPTY)
+    if (foreign)
       it.kind = RD_GAP;           /* another reader's miss in flight */
     else if (k->flags & PC_KF_ZERO)
       it.kind = RD_ZERO;
@@ -85,13 +86,12 @@ rd_walk (struct pc_cache *c, struct pc_tree *t, uint64_t off, uint32_t len,
       /* Stale: its segment was reclaimed after writeback. */
       it.kind = RD_GAP;
       if (write)
-        pc_tree_remove (t, k);
+        pc_tree_remove (t, k);    /* frees k */
     }
     if (it.kind == RD_GAP) {
       /* Merge with a preceding gap so one backend read serves both. */
       if (l->n && l->v[l->n - 1].kind == RD_GAP &&
-          l->v[l->n - 1].off + l->v[l->n - 1].len == it.off &&
-          !(k->flags & PC_KEY_EMPTY)) {
+          l->v[l->n - 1].off + l->v[l->n - 1].len == it.off && !foreign) {
         l->v[l->n - 1].len += it.len;
         pos = ke;
         continue;

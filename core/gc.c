@@ -41,7 +41,7 @@ pc_gc_run (struct pc_cache *c, int force)
   }
   while (gc_needed (c, force)) {
     struct pc_pos kt, dt;
-    unsigned n = 0, np = 0, nl = 0, i;
+    unsigned n = 0, np = 0, nl = 0, freed, i;
 
     pthread_mutex_lock (&c->ctrl_lock);
     kt = c->ctrl.key_tail;
@@ -63,18 +63,21 @@ pc_gc_run (struct pc_cache *c, int force)
         logs[nl++] = kt.seg;
       for (i = 0; i < h->nkeys; i++) {
         const struct pc_key_rec *r = (const struct pc_key_rec *) (h + 1) + i;
-        if (!(r->flags & PC_KF_ZERO))
+        /* Replay took no reference for a stale record. */
+        if (!(r->flags & PC_KF_ZERO) &&
+            pc_seg_gen_is (&c->segs, r->seg, r->gen))
           puts[np++] = r->seg;
       }
       pc_kset_next (c, h, &kt);
       n++;
     }
     pc_ctrl_update (c, &kt, NULL);
+    freed = nl;
     for (i = 0; i < np; i++)
-      pc_seg_put (&c->segs, puts[i]);
+      freed += pc_seg_put (&c->segs, puts[i]);
     for (i = 0; i < nl; i++)
       pc_seg_release (&c->segs, logs[i]);
-    atomic_fetch_add (&c->st.gc_segments, nl);
+    atomic_fetch_add (&c->st.gc_segments, freed);
     rounds++;
   }
  out:

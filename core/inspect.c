@@ -65,7 +65,7 @@ key_rec (void *opaque, const struct pc_kset_hdr *h, const struct pc_key_rec *r)
     .seg = r->seg, .seg_off = r->seg_off, .gen = r->gen, .flags = r->flags,
     .dirty = (r->flags & PC_KF_DIRTY) && h->seq >= w->dirty_seq,
     .stale = !(r->flags & PC_KF_ZERO) &&
-             pc_seg_gen32 (&c->segs, r->seg) != r->gen,
+             !pc_seg_gen_is (&c->segs, r->seg, r->gen),
   };
 
   if (w->only_bad_crc &&

@@ -90,6 +90,12 @@ log_write (struct pc_cache *c, const struct pc_key_rec *keys, uint32_t n)
     lg->head.seq++;
   }
 
+  /* Clear the header slot after this kset first: a kset left there by an
+   * earlier pass over the segment (or after a truncated replay) could
+   * otherwise carry the next sequence number and be replayed.
+   */
+  pc_pmem_set (c->pm, pc_seg_addr (c, lg->head.seg, lg->head.off + span), 0,
+               sizeof *h);
   memset (h, 0, sizeof *h);
   h->magic = PC_KSET_MAGIC;
   h->seq = lg->head.seq;

@@ -213,7 +213,18 @@ bump_gen_locked (struct pc_segs *s, uint32_t id)
   g->role = PC_SEG_FREE;
 }
 
-void
+int
+pc_seg_gen_is (struct pc_segs *s, uint32_t id, uint32_t gen)
+{
+  int r;
+
+  pthread_mutex_lock (seg_lock (s, id));
+  r = (uint32_t) s->seg[id].gen == gen;
+  pthread_mutex_unlock (seg_lock (s, id));
+  return r;
+}
+
+int
 pc_seg_put (struct pc_segs *s, uint32_t id)
 {
   struct pc_seg *g = &s->seg[id];
@@ -227,6 +238,7 @@ pc_seg_put (struct pc_segs *s, uint32_t id)
   pthread_mutex_unlock (seg_lock (s, id));
   if (freed)
     seg_free (s, id);
+  return freed;
 }
 
 void

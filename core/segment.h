@@ -62,8 +62,10 @@ uint32_t pc_segs_waiters (struct pc_segs *s);
 void pc_seg_get (struct pc_segs *s, uint32_t id);
 /* Take a reference only if the segment is live at generation gen. */
 int pc_seg_get_if_gen (struct pc_segs *s, uint32_t id, uint32_t gen);
-/* Drop a reference; the last one frees a data segment. */
-void pc_seg_put (struct pc_segs *s, uint32_t id);
+/* Drop a reference; the last one frees a data segment (returns 1). */
+int pc_seg_put (struct pc_segs *s, uint32_t id);
+/* Is the segment at generation gen? */
+int pc_seg_gen_is (struct pc_segs *s, uint32_t id, uint32_t gen);
 /* Free a log segment that the log has moved past. */
 void pc_seg_release (struct pc_segs *s, uint32_t id);
 

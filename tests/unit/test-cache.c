@@ -1,0 +1,834 @@
+/* Unit tests for the data path with the background workers and an
+ * in-memory backend: read misses and caching, odd writes, pc_map,
+ * writeback content and ordering, a full cache, backend errors,
+ * concurrent clients and a restart with dirty data.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <CUnit/CUnit.h>
+#include <CUnit/Basic.h>
+
+#include "cache_internal.h"
+#include "testutil.h"
+
+#define CSIZE (24 * TU_MIB)     /* 23 segments of 1 MiB */
+#define BSIZE (32 * TU_MIB)
+
+static const char *
+fresh (const char *name)
+{
+  const char *p = tu_path (name);
+
+  unlink (p);
+  return p;
+}
+
+/* A cache over mem, started unless opened with rig_open_idle. */
+struct rig {
+  const char *path;
+  struct tu_mem *mem;
+  struct pc_backend be;
+  pc_cache *c;
+  uint8_t *model;               /* what the disk should read as */
+};
+
+static int
+rig_open_idle (struct rig *r, const char *name, const struct pc_config *base,
+               uint64_t csize, int init)
+{
+  struct pc_config cfg;
+
+  memset (r, 0, sizeof *r);
+  r->path = fresh (name);
+  r->mem = tu_mem_new (BSIZE, 0);
+  r->model = malloc (BSIZE);
+  if (!r->mem || !r->model)
+    return -1;
+  if (init < 0)
+    tu_fill (r->mem->buf, BSIZE, 0, 77);
+  else
+    memset (r->mem->buf, init, BSIZE);
+  memcpy (r->model, r->mem->buf, BSIZE);
+  r->be = tu_mem_backend (r->mem);
+  if (base)
+    cfg = *base;
+  else
+    pc_config_init (&cfg);
+  cfg.path = r->path;
+  cfg.size = csize;
+  cfg.seg_size = PC_MIN_SEG_SIZE;
+  r->c = tu_open (&cfg, BSIZE);
+  return r->c ? 0 : -1;
+}
+
+static int
+rig_open (struct rig *r, const char *name, const struct pc_config *base,
+          uint64_t csize, int init)
+{
+  if (rig_open_idle (r, name, base, csize, init) == -1)
+    return -1;
+  return pc_cache_start (r->c, &r->be);
+}
+
+static void
+rig_close (struct rig *r)
+{
+  pc_cache_close (r->c);
+  tu_mem_free (r->mem);
+  free (r->model);
+  unlink (r->path);
+}
+
+static void
+rig_write (struct rig *r, uint64_t off, uint32_t len, uint32_t seed)
+{
+  uint8_t *b = malloc (len);
+  int err = 0;
+
+  tu_fill (b, len, off, seed);
+  CU_ASSERT_EQUAL (pc_write (r->c, b, len, off, 0, &err), 0);
+  memcpy (r->model + off, b, len);
+  free (b);
+}
+
+static void
+rig_zero (struct rig *r, uint64_t off, uint32_t len, unsigned flags)
+{
+  int err = 0;
+
+  CU_ASSERT_EQUAL (pc_zero (r->c, len, off, flags, &err), 0);
+  memset (r->model + off, 0, len);
+}
+
+static void
+rig_trim (struct rig *r, uint64_t off, uint32_t len)
+{
+  int err = 0;
+
+  CU_ASSERT_EQUAL (pc_trim (r->c, len, off, 0, &err), 0);
+  memset (r->model + off, 0, len);
+}
+
+static void
+rig_drain (struct rig *r)
+{
+  int err = 0;
+
+  CU_ASSERT_EQUAL (pc_cache_drain (r->c, &err), 0);
+}
+
+/* Offset of the first difference, or -1. */
+static long
+first_diff (const uint8_t *a, const uint8_t *b, size_t len)
+{
+  size_t i;
+
+  if (memcmp (a, b, len) == 0)
+    return -1;
+  for (i = 0; a[i] == b[i]; i++)
+    ;
+  return (long) i;
+}
+
+/* Reading [off, off+len) through the cache gives the model. */
+static int
+reads_model (struct rig *r, uint64_t off, uint32_t len)
+{
+  uint8_t *b = malloc (len);
+  int err = 0;
+  long d = -2;
+
+  if (pc_read (r->c, b, len, off, &r->be, &err) == 0)
+    d = first_diff (b, r->model + off, len);
+  if (d != -1)
+    fprintf (stderr, "\nread [%" PRIu64 ", +%u) differs at +%ld\n", off,
+             len, d);
+  free (b);
+  return d == -1;
+}
+
+/* The whole disk, read through the cache a MiB at a time. */
+static int
+disk_reads_model (struct rig *r)
+{
+  uint64_t off;
+
+  for (off = 0; off < BSIZE; off += TU_MIB)
+    if (!reads_model (r, off, TU_MIB))
+      return 0;
+  return 1;
+}
+
+static int
+disk_reads_model_cb (void *arg)
+{
+  return disk_reads_model (arg) ? 0 : 1;
+}
+
+/* disk_reads_model in a child process, the workers stopped first (fork
+ * copies only this thread).  A read that crashes (ASan) then fails the
+ * test instead of ending the program.
+ */
+static int
+disk_reads_model_in_child (struct rig *r)
+{
+  int st;
+
+  pc_cache_stop (r->c);
+  st = tu_in_child (disk_reads_model_cb, r);
+  if (st != 0)
+    fprintf (stderr, "\nreading child: exit status %d\n", st);
+  return st == 0;
+}
+
+static int
+backend_is_model (struct rig *r)
+{
+  long d;
+
+  pthread_mutex_lock (&r->mem->lock);
+  d = first_diff (r->mem->buf, r->model, BSIZE);
+  pthread_mutex_unlock (&r->mem->lock);
+  if (d != -1)
+    fprintf (stderr, "\nbackend differs from the model at %ld\n", d);
+  return d == -1;
+}
+
+static int
+map_type (pc_cache *c, uint64_t off, uint64_t len)
+{
+  struct tu_map m;
+
+  if (tu_map_collect (c, off, len, &m) != 0 || m.overflow)
+    return -2;
+  return tu_map_type (&m, off, len);
+}
+
+/* ------------------------------------------------------------------ */
+
+static void
+test_read_miss (void)
+{
+  struct rig r;
+  struct pc_stats st;
+  uint64_t n0;
+  const uint64_t off = TU_MIB + 100;
+
+  CU_ASSERT_EQUAL_FATAL (rig_open (&r, "miss", NULL, CSIZE, -1), 0);
+  CU_ASSERT_EQUAL (map_type (r.c, 0, BSIZE), PC_MAP_UNCACHED);
+  n0 = tu_mem_preads (r.mem);
+  CU_ASSERT_TRUE (reads_model (&r, off, 65536));
+  CU_ASSERT_EQUAL (tu_mem_preads (r.mem), n0 + 1);
+  CU_ASSERT_EQUAL (map_type (r.c, off, 65536), PC_MAP_DATA);
+  CU_ASSERT_EQUAL (map_type (r.c, off - 100, 100), PC_MAP_UNCACHED);
+  /* Again: a hit. */
+  CU_ASSERT_TRUE (reads_model (&r, off, 65536));
+  CU_ASSERT_TRUE (reads_model (&r, off + 1000, 3));
+  CU_ASSERT_EQUAL (tu_mem_preads (r.mem), n0 + 1);
+  pc_cache_get_stats (r.c, &st);
+  CU_ASSERT_EQUAL (st.read_misses, 1);
+  CU_ASSERT_EQUAL (st.read_hits, 2);
+  /* Around it: only the two gaps go to the backend, once. */
+  CU_ASSERT_TRUE (reads_model (&r, TU_MIB, 256 * 1024));
+  CU_ASSERT_EQUAL (tu_mem_preads (r.mem), n0 + 3);
+  CU_ASSERT_TRUE (reads_model (&r, TU_MIB, 256 * 1024));
+  CU_ASSERT_EQUAL (tu_mem_preads (r.mem), n0 + 3);
+  /* Across a stripe boundary. */
+  CU_ASSERT_TRUE (reads_model (&r, 4 * TU_MIB - 4096, 8192));
+  CU_ASSERT_TRUE (reads_model (&r, 4 * TU_MIB - 4096, 8192));
+  CU_ASSERT_EQUAL (tu_mem_preads (r.mem), n0 + 5);
+  /* A range past the end is refused. */
+  {
+    uint8_t b[16];
+    int err = 0;
+    CU_ASSERT_EQUAL (pc_read (r.c, b, 16, BSIZE - 8, &r.be, &err), -1);
+    CU_ASSERT_EQUAL (err, EINVAL);
+  }
+  rig_close (&r);
+}
+
+static void
+test_no_cache_on_read (void)
+{
+  struct rig r;
+  struct pc_config cfg;
+  uint64_t n0;
+
+  pc_config_init (&cfg);
+  cfg.cache_on_read = 0;
+  CU_ASSERT_EQUAL_FATAL (rig_open (&r, "nocor", &cfg, CSIZE, -1), 0);
+  n0 = tu_mem_preads (r.mem);
+  CU_ASSERT_TRUE (reads_model (&r, 8192, 65536));
+  CU_ASSERT_TRUE (reads_model (&r, 8192, 65536));
+  CU_ASSERT_EQUAL (tu_mem_preads (r.mem), n0 + 2);
+  CU_ASSERT_EQUAL (map_type (r.c, 0, BSIZE), PC_MAP_UNCACHED);
+  /* Written data is still served from the cache. */
+  rig_write (&r, 8192, 4096, 5);
+  n0 = tu_mem_preads (r.mem);
+  CU_ASSERT_TRUE (reads_model (&r, 8192, 4096));
+  CU_ASSERT_EQUAL (tu_mem_preads (r.mem), n0);
+  rig_close (&r);
+}
+
+/* Writes of odd sizes and places; pc_map. */
+static const struct { uint64_t off; uint32_t len; } odd[] = {
+  { 100000, 1 },
+  { 3, 511 },
+  { 4 * TU_MIB - 1000, 65536 },         /* crosses a 4 MiB stripe */
+  { 10 * TU_MIB + 123, 1536 * 1024 + 7 },  /* longer than a segment */
+  { 8 * TU_MIB - 1, 2 },                /* a byte each side of a stripe */
+  { BSIZE - 1, 1 },                     /* last byte */
+};
+#define NODD (sizeof odd / sizeof odd[0])
+
+static void
+test_odd_writes (void)
+{
+  struct rig r;
+  struct tu_map m;
+  size_t i;
+
+  CU_ASSERT_EQUAL_FATAL (rig_open (&r, "odd", NULL, CSIZE, -1), 0);
+  for (i = 0; i < NODD; i++)
+    rig_write (&r, odd[i].off, odd[i].len, 10 + i);
+  rig_zero (&r, 20 * TU_MIB, 8192, 0);
+  rig_trim (&r, 20 * TU_MIB + 65536, 4096);
+
+  /* Map before any read (reads of gaps cache them). */
+  for (i = 0; i < NODD; i++)
+    CU_ASSERT_EQUAL (map_type (r.c, odd[i].off, odd[i].len), PC_MAP_DATA);
+  CU_ASSERT_EQUAL (map_type (r.c, 20 * TU_MIB, 8192), PC_MAP_ZERO);
+  CU_ASSERT_EQUAL (map_type (r.c, 20 * TU_MIB + 65536, 4096), PC_MAP_ZERO);
+  CU_ASSERT_EQUAL (map_type (r.c, 0, 3), PC_MAP_UNCACHED);
+  CU_ASSERT_EQUAL (map_type (r.c, 514, 100000 - 514), PC_MAP_UNCACHED);
+  CU_ASSERT_EQUAL (map_type (r.c, 20 * TU_MIB + 8192, 65536 - 8192),
+                   PC_MAP_UNCACHED);
+  /* The whole disk, in order, without holes. */
+  CU_ASSERT_EQUAL (tu_map_collect (r.c, 0, BSIZE, &m), 0);
+  CU_ASSERT_FALSE (m.overflow);
+  CU_ASSERT_EQUAL (m.e[0].off, 0);
+  for (i = 1; i < m.n; i++)
+    CU_ASSERT_EQUAL (m.e[i].off, m.e[i - 1].off + m.e[i - 1].len);
+  CU_ASSERT_EQUAL (m.e[m.n - 1].off + m.e[m.n - 1].len, BSIZE);
+  /* NODD + 2 cached runs, a gap before each: nothing else. */
+  CU_ASSERT_EQUAL (m.n, 2 * (NODD + 2));
+
+  for (i = 0; i < NODD; i++)
+    CU_ASSERT_TRUE (reads_model (&r, odd[i].off, odd[i].len));
+  CU_ASSERT_TRUE (reads_model (&r, 0, 8192));
+  CU_ASSERT_TRUE (reads_model (&r, 20 * TU_MIB, 128 * 1024));
+  CU_ASSERT_TRUE (disk_reads_model (&r));
+  rig_close (&r);
+}
+
+/* After a drain, the backend holds exactly what was written. */
+static void
+test_writeback (void)
+{
+  struct rig r;
+  size_t i;
+  int saw_trim = 0, saw_zero = 0;
+
+  CU_ASSERT_EQUAL_FATAL (rig_open (&r, "wb", NULL, CSIZE, -1), 0);
+  tu_mem_log (r.mem, 1);
+  for (i = 0; i < NODD; i++)
+    rig_write (&r, odd[i].off, odd[i].len, 20 + i);
+  rig_write (&r, 100000, 1, 40);      /* rewritten in the same epoch */
+  rig_zero (&r, 20 * TU_MIB, 8192, 0);
+  rig_zero (&r, 21 * TU_MIB, 8192, PC_MAY_TRIM);
+  rig_trim (&r, 22 * TU_MIB, 12288);
+  rig_drain (&r);
+  CU_ASSERT_TRUE (backend_is_model (&r));
+  pthread_mutex_lock (&r.mem->lock);
+  CU_ASSERT (r.mem->nflush > 0);
+  CU_ASSERT_EQUAL (r.mem->log[r.mem->nlog - 1].op, TU_OP_FLUSH);
+  for (i = 0; i < r.mem->nlog; i++) {
+    const struct tu_log_ent *e = &r.mem->log[i];
+    if (e->op == TU_OP_TRIM && e->off == 22 * TU_MIB && e->len == 12288)
+      saw_trim = 1;
+    if (e->op == TU_OP_ZERO && e->off == 20 * TU_MIB && e->len == 8192)
+      saw_zero = 1;
+  }
+  pthread_mutex_unlock (&r.mem->lock);
+  CU_ASSERT_TRUE (saw_trim);
+  CU_ASSERT_TRUE (saw_zero);
+
+  /* More on top, then drain again. */
+  rig_write (&r, 20 * TU_MIB + 4096, 4096, 50);
+  rig_write (&r, 22 * TU_MIB, 512, 51);
+  rig_drain (&r);
+  CU_ASSERT_TRUE (backend_is_model (&r));
+  CU_ASSERT_TRUE (disk_reads_model (&r));
+  rig_close (&r);
+}
+
+/* The backend always holds a prefix of the client's flush epochs: no
+ * write of epoch k+1 reaches it before the flush that follows the last
+ * write of epoch k.  With live workers writeback keeps up epoch by
+ * epoch; with workers started only after the last epoch, the whole log
+ * is there at once and the batches themselves must keep epochs apart.
+ */
+static void
+ordering (int live)
+{
+  enum { EPOCHS = 10, WRITES = 12 };
+  struct rig r;
+  uint64_t rnd = 12345;
+  uint8_t *b = malloc (32768);
+  long last[EPOCHS + 2], first[EPOCHS + 2];
+  size_t i, n;
+  int e, w, err = 0, bad = 0;
+
+  CU_ASSERT_EQUAL_FATAL (rig_open_idle (&r, "order", NULL, CSIZE, 0xEE), 0);
+  if (live)
+    CU_ASSERT_EQUAL_FATAL (pc_cache_start (r.c, &r.be), 0);
+  tu_mem_log (r.mem, 1);
+  for (e = 1; e <= EPOCHS; e++) {
+    for (w = 0; w < WRITES; w++) {
+      uint32_t len = 4096 + tu_rand (&rnd) % (32768 - 4096 + 1);
+      uint64_t off = tu_rand (&rnd) % (BSIZE - len);
+
+      memset (b, e, len);       /* every piece's first byte is e */
+      CU_ASSERT_EQUAL (pc_write (r.c, b, len, off, 0, &err), 0);
+      memset (r.model + off, e, len);
+    }
+    CU_ASSERT_EQUAL (pc_flush (r.c, &err), 0);
+  }
+  if (!live)
+    CU_ASSERT_EQUAL_FATAL (pc_cache_start (r.c, &r.be), 0);
+  rig_drain (&r);
+  CU_ASSERT_TRUE (backend_is_model (&r));
+
+  pthread_mutex_lock (&r.mem->lock);
+  n = r.mem->nlog;
+  for (e = 0; e < EPOCHS + 2; e++)
+    last[e] = first[e] = -1;
+  for (i = 0; i < n; i++) {
+    const struct tu_log_ent *x = &r.mem->log[i];
+    if (x->op != TU_OP_WRITE)
+      continue;
+    if (x->first < 1 || x->first > EPOCHS) {
+      bad++;
+      continue;
+    }
+    if (first[x->first] == -1)
+      first[x->first] = i;
+    last[x->first] = i;
+  }
+  CU_ASSERT_EQUAL (bad, 0);
+  for (e = 1; e <= EPOCHS; e++)
+    CU_ASSERT (last[e] >= 0);   /* every epoch reached the backend */
+  for (e = 1; e < EPOCHS; e++) {
+    long f = -1;
+    for (i = last[e] + 1; i < n; i++)
+      if (r.mem->log[i].op == TU_OP_FLUSH) {
+        f = i;
+        break;
+      }
+    CU_ASSERT (f >= 0);
+    if (first[e + 1] >= 0 && first[e + 1] < f) {
+      fprintf (stderr, "\nepoch %d write at %ld before the flush at %ld "
+               "after epoch %d\n", e + 1, first[e + 1], f, e);
+      CU_FAIL ("write of a later epoch before the flush");
+    }
+  }
+  pthread_mutex_unlock (&r.mem->lock);
+  free (b);
+  rig_close (&r);
+}
+
+static void
+test_ordering_live (void)
+{
+  ordering (1);
+}
+
+static void
+test_ordering_backlog (void)
+{
+  ordering (0);
+}
+
+/* Five times the cache's size written through a small cache: the
+ * workers make room, nothing hangs, nothing is lost.
+ */
+static void
+test_full_cache (void)
+{
+  struct rig r;
+  struct pc_stats st;
+  uint64_t rnd = 777, total = 0, target = 5 * 12 * TU_MIB, gens;
+  uint32_t i;
+  uint8_t *b = malloc (65536);
+  uint32_t seed = 1000;
+  int err = 0;
+
+  CU_ASSERT_EQUAL_FATAL (rig_open (&r, "full", NULL, 12 * TU_MIB, -1), 0);
+  while (total < target) {
+    uint32_t len = (4096 + tu_rand (&rnd) % (65536 - 4096 + 1)) & ~511u;
+    uint64_t off = (tu_rand (&rnd) % (BSIZE - len)) & ~(uint64_t) 511;
+
+    tu_fill (b, len, off, seed++);
+    if (pc_write (r.c, b, len, off, 0, &err) != 0) {
+      CU_FAIL ("pc_write failed with a full cache");
+      break;
+    }
+    memcpy (r.model + off, b, len);
+    total += len;
+  }
+  rig_drain (&r);
+  CU_ASSERT_TRUE (backend_is_model (&r));
+  pc_cache_get_stats (r.c, &st);
+  CU_ASSERT_EQUAL (st.dirty_ksets, 0);
+  /* Data segments were reclaimed and reused many times over. */
+  for (i = 0, gens = 0; i < r.c->nsegs; i++)
+    gens += r.c->segs.seg[i].gen;
+  CU_ASSERT (gens >= 4 * r.c->nsegs);
+  /* Many index entries now point into reclaimed segments. */
+  CU_ASSERT_TRUE (disk_reads_model_in_child (&r));
+  free (b);
+  rig_close (&r);
+}
+
+/* Writeback survives backend errors: writes are still acknowledged and
+ * the data gets down once the backend recovers.
+ */
+static void
+test_backend_errors (void)
+{
+  struct rig r;
+  struct pc_stats st;
+  uint64_t e0;
+
+  CU_ASSERT_EQUAL_FATAL (rig_open (&r, "errors", NULL, CSIZE, -1), 0);
+  tu_mem_fail (r.mem, 3, 0);
+  rig_write (&r, 0, 65536, 60);
+  rig_write (&r, 5 * TU_MIB, 4096, 61);
+  rig_zero (&r, 6 * TU_MIB, 4096, 0);
+  rig_drain (&r);
+  CU_ASSERT_EQUAL (r.mem->nfailed, 3);
+  CU_ASSERT_EQUAL (r.mem->fail_writes, 0);
+  CU_ASSERT_TRUE (backend_is_model (&r));
+  pc_cache_get_stats (r.c, &st);
+  CU_ASSERT (st.writeback_errors > 0);
+  e0 = st.writeback_errors;
+
+  /* A failed flush: the batch is not done until a flush succeeds. */
+  tu_mem_fail (r.mem, 0, 1);
+  rig_write (&r, 7 * TU_MIB, 8192, 62);
+  rig_drain (&r);
+  CU_ASSERT_EQUAL (r.mem->nfailed, 4);
+  CU_ASSERT_TRUE (backend_is_model (&r));
+  pc_cache_get_stats (r.c, &st);
+  CU_ASSERT (st.writeback_errors > e0);
+  CU_ASSERT_TRUE (disk_reads_model (&r));
+  rig_close (&r);
+}
+
+/* ------------------------------------------------------------------ */
+/* Concurrent clients.  Every 4 KiB block written carries a stamp in
+ * each of its 8-byte words: block number, writer, write number.  Any
+ * block read at any time must be one whole stamped block of the right
+ * place; at the end each block holds its owner's final stamp.
+ */
+
+#define CC_BASE (2 * TU_MIB)
+#define CC_BLOCKS 1024u                 /* 4 MiB, across a stripe edge */
+#define CC_WRITERS 3
+#define CC_OPS 200
+#define CC_FINAL 0xFFFFFu
+
+static inline uint64_t
+stamp (uint64_t blk, unsigned tid, unsigned n)
+{
+  return (blk << 24) | ((uint64_t) tid << 20) | n;
+}
+
+static void
+stamp_fill (uint8_t *b, uint64_t blk, unsigned nblk, unsigned tid,
+            unsigned n)
+{
+  unsigned i, j;
+
+  for (i = 0; i < nblk; i++) {
+    uint64_t s = stamp (blk + i, tid, n);
+    for (j = 0; j < 4096 / 8; j++)
+      memcpy (b + i * 4096 + j * 8, &s, 8);
+  }
+}
+
+/* Whether every block of b is one whole stamp of the right block. */
+static int
+stamp_ok (const uint8_t *b, uint64_t blk, unsigned nblk)
+{
+  unsigned i, j;
+
+  for (i = 0; i < nblk; i++) {
+    uint64_t s;
+    memcpy (&s, b + i * 4096, 8);
+    if (s >> 24 != blk + i)
+      return 0;
+    for (j = 1; j < 4096 / 8; j++)
+      if (memcmp (b + i * 4096 + j * 8, &s, 8) != 0)
+        return 0;
+  }
+  return 1;
+}
+
+struct cc {
+  struct rig *r;
+  pthread_barrier_t bar;
+  atomic_int writers_left;
+  atomic_int errors;
+  atomic_long reads;
+};
+
+struct cc_arg {
+  struct cc *cc;
+  unsigned tid;
+};
+
+static void *
+cc_writer (void *arg)
+{
+  struct cc_arg *a = arg;
+  struct cc *cc = a->cc;
+  uint8_t *b = malloc (16 * 4096);
+  uint64_t rnd = 1000 + a->tid;
+  unsigned i;
+  int err = 0;
+
+  /* Phase 1: overlapping random writes. */
+  for (i = 1; i <= CC_OPS; i++) {
+    unsigned n = 1 + tu_rand (&rnd) % 16;
+    uint64_t blk = tu_rand (&rnd) % (CC_BLOCKS - n + 1);
+
+    stamp_fill (b, blk, n, a->tid, i);
+    if (pc_write (cc->r->c, b, n * 4096, CC_BASE + blk * 4096, 0, &err))
+      atomic_fetch_add (&cc->errors, 1);
+    if (i % 50 == 0 && pc_flush (cc->r->c, &err))
+      atomic_fetch_add (&cc->errors, 1);
+  }
+  pthread_barrier_wait (&cc->bar);
+  /* Phase 2: each block by its owner only. */
+  for (i = a->tid; i < CC_BLOCKS; i += CC_WRITERS) {
+    stamp_fill (b, i, 1, a->tid, CC_FINAL);
+    if (pc_write (cc->r->c, b, 4096, CC_BASE + i * 4096ULL, 0, &err))
+      atomic_fetch_add (&cc->errors, 1);
+  }
+  atomic_fetch_sub (&cc->writers_left, 1);
+  free (b);
+  return NULL;
+}
+
+static void *
+cc_reader (void *arg)
+{
+  struct cc *cc = arg;
+  uint8_t *b = malloc (32 * 4096);
+  uint64_t rnd = 4242;
+  int err = 0;
+
+  while (atomic_load (&cc->writers_left) > 0) {
+    unsigned n = 1 + tu_rand (&rnd) % 32;
+    uint64_t blk = tu_rand (&rnd) % (CC_BLOCKS - n + 1);
+
+    if (pc_read (cc->r->c, b, n * 4096, CC_BASE + blk * 4096, &cc->r->be,
+                 &err) != 0 || !stamp_ok (b, blk, n))
+      atomic_fetch_add (&cc->errors, 1);
+    atomic_fetch_add (&cc->reads, 1);
+  }
+  free (b);
+  return NULL;
+}
+
+static void
+concurrency (void)
+{
+  struct rig r;
+  struct cc cc;
+  struct cc_arg args[CC_WRITERS];
+  pthread_t w[CC_WRITERS], rd;
+  unsigned i;
+  int err = 0;
+
+  if (rig_open (&r, "conc", NULL, CSIZE, 0) == -1) {
+    CU_FAIL ("cannot open the cache");
+    return;
+  }
+  /* The backend starts with stamps of writer 15, so every block is
+   * always a valid stamp.
+   */
+  pthread_mutex_lock (&r.mem->lock);
+  stamp_fill (r.mem->buf + CC_BASE, 0, CC_BLOCKS, 15, 0);
+  pthread_mutex_unlock (&r.mem->lock);
+  memset (&cc, 0, sizeof cc);
+  cc.r = &r;
+  atomic_store (&cc.writers_left, CC_WRITERS);
+  pthread_barrier_init (&cc.bar, NULL, CC_WRITERS);
+  if (pthread_create (&rd, NULL, cc_reader, &cc) != 0)
+    abort ();
+  for (i = 0; i < CC_WRITERS; i++) {
+    args[i] = (struct cc_arg) { &cc, i };
+    if (pthread_create (&w[i], NULL, cc_writer, &args[i]) != 0)
+      abort ();
+  }
+  for (i = 0; i < CC_WRITERS; i++)
+    pthread_join (w[i], NULL);
+  pthread_join (rd, NULL);
+  pthread_barrier_destroy (&cc.bar);
+  CU_ASSERT_EQUAL (atomic_load (&cc.errors), 0);
+  CU_ASSERT (atomic_load (&cc.reads) > 0);
+
+  CU_ASSERT_EQUAL (pc_flush (r.c, &err), 0);
+  rig_drain (&r);
+  /* Final content: the owner's last stamp everywhere. */
+  memcpy (r.model, r.mem->buf, BSIZE);          /* outside the area */
+  for (i = 0; i < CC_BLOCKS; i++)
+    stamp_fill (r.model + CC_BASE + i * 4096ULL, i, 1, i % CC_WRITERS,
+                CC_FINAL);
+  CU_ASSERT_TRUE (backend_is_model (&r));
+  CU_ASSERT_TRUE (reads_model (&r, CC_BASE, CC_BLOCKS * 4096));
+  rig_close (&r);
+}
+
+/* Run a test body in a child process (no _FATAL asserts in it: those
+ * would jump back into the child's copy of the runner).  A crash there,
+ * such as an ASan report from a worker thread, fails this test instead
+ * of ending the whole program.
+ */
+struct body { void (*fn) (void); };
+
+static int
+isolated_cb (void *arg)
+{
+  const struct body *b = arg;
+  unsigned before = CU_get_number_of_failures (), i = 0;
+  const CU_FailureRecord *f;
+
+  b->fn ();
+  for (f = CU_get_failure_list (); f; f = f->pNext, i++)
+    if (i >= before)
+      fprintf (stderr, "\n    (in child) %s:%u - %s", f->strFileName,
+               f->uiLineNumber, f->strCondition);
+  return CU_get_number_of_failures () > before;
+}
+
+static void
+isolated (void (*fn) (void))
+{
+  struct body b = { fn };
+  int st = tu_in_child (isolated_cb, &b);
+
+  if (st != 0)
+    fprintf (stderr, "\n    child exit status %d\n", st);
+  CU_ASSERT_EQUAL (st, 0);
+}
+
+static void
+test_concurrency (void)
+{
+  isolated (concurrency);
+}
+
+/* ------------------------------------------------------------------ */
+
+/* Closing with dirty data (no drain) keeps it: a restart serves it from
+ * the cache, and writes it back to the new backend.
+ */
+static void
+test_restart_dirty (void)
+{
+  const char *p = fresh ("restart");
+  struct tu_mem *a = tu_mem_new (BSIZE, 0xAA), *b = tu_mem_new (BSIZE, 0xEE);
+  struct pc_backend ab = tu_mem_backend (a), bb = tu_mem_backend (b);
+  struct pc_config cfg;
+  struct pc_stats st;
+  uint8_t buf[65536];
+  pc_cache *c;
+  int err = 0, i;
+
+  tu_config (&cfg, p, CSIZE);
+  cfg.commit_ms = 60000;        /* nothing is committed before close */
+  c = tu_open (&cfg, BSIZE);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  CU_ASSERT_EQUAL_FATAL (pc_cache_start (c, &ab), 0);
+  for (i = 0; i < 8; i++) {
+    tu_fill (buf, sizeof buf, i * TU_MIB + 512, 70 + i);
+    CU_ASSERT_EQUAL (pc_write (c, buf, sizeof buf, i * TU_MIB + 512, 0, &err),
+                     0);
+  }
+  CU_ASSERT_EQUAL (pc_zero (c, 4096, 30 * TU_MIB, 0, &err), 0);
+  pc_cache_close (c);
+  CU_ASSERT_EQUAL (a->npwrite, 0);      /* never written back */
+
+  c = tu_open (&cfg, BSIZE);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  pc_cache_get_stats (c, &st);
+  CU_ASSERT (st.dirty_ksets > 0);
+  for (i = 0; i < 8; i++) {
+    CU_ASSERT_EQUAL (pc_read (c, buf, sizeof buf, i * TU_MIB + 512, &bb,
+                              &err), 0);
+    CU_ASSERT_EQUAL (tu_check (buf, sizeof buf, i * TU_MIB + 512, 70 + i), -1);
+  }
+  CU_ASSERT_EQUAL (pc_read (c, buf, 4096, 30 * TU_MIB, &bb, &err), 0);
+  CU_ASSERT_EQUAL (tu_check_byte (buf, 4096, 0), -1);
+  CU_ASSERT_EQUAL (b->npread, 0);
+
+  /* The new backend gets the dirty data. */
+  CU_ASSERT_EQUAL_FATAL (pc_cache_start (c, &bb), 0);
+  CU_ASSERT_EQUAL (pc_cache_drain (c, &err), 0);
+  for (i = 0; i < 8; i++)
+    CU_ASSERT_EQUAL (tu_check (b->buf + i * TU_MIB + 512, sizeof buf,
+                               i * TU_MIB + 512, 70 + i), -1);
+  CU_ASSERT_EQUAL (tu_check_byte (b->buf + 30 * TU_MIB, 4096, 0), -1);
+  CU_ASSERT_EQUAL (tu_check_byte (b->buf, 512, 0xEE), -1);
+  pc_cache_close (c);
+  tu_mem_free (a);
+  tu_mem_free (b);
+  unlink (p);
+}
+
+/* ------------------------------------------------------------------ */
+
+int
+main (void)
+{
+  CU_pSuite s;
+  int fails;
+
+  alarm (120);                  /* a hang is a failure */
+  tu_log_install ();
+  if (!tu_dir_create ())
+    return 1;
+  if (CU_initialize_registry () != CUE_SUCCESS)
+    return 1;
+  s = CU_add_suite ("cache", NULL, NULL);
+  if (!s ||
+      !CU_add_test (s, "read miss, then cached", test_read_miss) ||
+      !CU_add_test (s, "cache_on_read=0", test_no_cache_on_read) ||
+      !CU_add_test (s, "odd writes and pc_map", test_odd_writes) ||
+      !CU_add_test (s, "writeback content", test_writeback) ||
+      !CU_add_test (s, "writeback ordering", test_ordering_live) ||
+      !CU_add_test (s, "writeback ordering, backlog",
+                    test_ordering_backlog) ||
+      !CU_add_test (s, "full cache", test_full_cache) ||
+      !CU_add_test (s, "backend errors", test_backend_errors) ||
+      !CU_add_test (s, "concurrent clients", test_concurrency) ||
+      !CU_add_test (s, "restart with dirty data", test_restart_dirty)) {
+    CU_cleanup_registry ();
+    return 1;
+  }
+  CU_basic_set_mode (CU_BRM_VERBOSE);
+  CU_basic_run_tests ();
+  fails = CU_get_number_of_failures () != 0 || CU_get_error () != CUE_SUCCESS;
+  CU_cleanup_registry ();
+  tu_dir_remove ();
+  return fails ? 1 : 0;
+}

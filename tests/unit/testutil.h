@@ -1,0 +1,158 @@
+/* Helpers shared by the unit tests: a scratch directory for cache
+ * files, an in-memory backing store, data patterns, log capture, media
+ * access and a one-call cache open.
+ *
+ * Every symbol here starts with tu_ so that a test file can use any
+ * other name it likes.
+ */
+#ifndef PC_TESTUTIL_H
+#define PC_TESTUTIL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pcache.h"
+
+#define TU_KIB (UINT64_C (1) << 10)
+#define TU_MIB (UINT64_C (1) << 20)
+
+/* ------------------------------------------------------------------ */
+/* Scratch directory under /dev/shm (mkdtemp), one per test program. */
+
+/* Create the directory (once); returns its path, or NULL. */
+const char *tu_dir_create (void);
+/* Path of name inside the directory, in a static ring of buffers (the
+ * last eight results stay valid).
+ */
+const char *tu_path (const char *name);
+/* Remove every file in the directory, then the directory. */
+void tu_dir_remove (void);
+
+/* ------------------------------------------------------------------ */
+/* In-memory backend. */
+
+enum tu_op { TU_OP_WRITE = 'w', TU_OP_ZERO = 'z', TU_OP_TRIM = 't',
+             TU_OP_FLUSH = 'f' };
+
+struct tu_log_ent {
+  char op;                      /* enum tu_op */
+  uint64_t off;
+  uint32_t len;
+  uint8_t first;                /* first byte written (0 for zero/trim) */
+};
+
+struct tu_mem {
+  pthread_mutex_t lock;
+  uint8_t *buf;
+  uint64_t size;
+
+  /* Counters (read them under lock, or when the cache is quiet). */
+  uint64_t npread, npwrite, nzero, ntrim, nflush;
+  uint64_t pread_bytes, pwrite_bytes;
+  uint64_t nfailed;             /* operations failed on purpose */
+
+  /* Fail the next N pwrite/zero/trim (fail_writes) or flush calls. */
+  unsigned fail_writes, fail_flushes;
+
+  /* Write log, recorded while log_on is set. */
+  int log_on;
+  struct tu_log_ent *log;
+  size_t nlog, caplog;
+};
+
+/* A backend of size bytes, every byte set to init. */
+struct tu_mem *tu_mem_new (uint64_t size, int init);
+void tu_mem_free (struct tu_mem *m);
+/* The pc_backend that serves from m (ops are static). */
+struct pc_backend tu_mem_backend (struct tu_mem *m);
+/* Thread-safe knobs and snapshots. */
+void tu_mem_fail (struct tu_mem *m, unsigned writes, unsigned flushes);
+void tu_mem_log (struct tu_mem *m, int on);
+uint64_t tu_mem_preads (struct tu_mem *m);
+/* Copy len bytes at off out of the backend. */
+void tu_mem_get (struct tu_mem *m, void *dst, uint32_t len, uint64_t off);
+
+/* A backend that only fails (EIO), for paths that must not reach it. */
+struct pc_backend tu_fail_backend (void);
+
+/* ------------------------------------------------------------------ */
+/* Data patterns: byte i of a pattern depends on the absolute offset
+ * (off + i) and a seed, so misplaced data never matches.
+ */
+void tu_fill (void *buf, size_t len, uint64_t off, uint32_t seed);
+/* Offset of the first mismatch within buf, or -1 if all match. */
+long tu_check (const void *buf, size_t len, uint64_t off, uint32_t seed);
+/* Offset of the first byte that is not b, or -1. */
+long tu_check_byte (const void *buf, size_t len, uint8_t b);
+
+/* Small deterministic PRNG (xorshift64*). */
+uint64_t tu_rand (uint64_t *state);
+
+/* ------------------------------------------------------------------ */
+/* Log capture.  tu_log_install sends the engine's log here; errors are
+ * kept (and echoed to stderr when TU_VERBOSE is set in the
+ * environment).
+ */
+void tu_log_install (void);
+void tu_log_clear (void);
+/* Whether the errors logged since the last clear contain s. */
+int tu_log_has (const char *s);
+/* Everything logged since the last clear. */
+const char *tu_log_text (void);
+
+/* ------------------------------------------------------------------ */
+/* Files: raw access to a cache file (never while the cache is open
+ * unless only reading).
+ */
+int tu_file_read (const char *path, uint64_t off, void *buf, size_t len);
+int tu_file_write (const char *path, uint64_t off, const void *buf,
+                   size_t len);
+/* XOR the byte at off with x. */
+int tu_file_xor (const char *path, uint64_t off, uint8_t x);
+int tu_file_copy (const char *src, const char *dst);
+/* Whether the two files are byte for byte equal. */
+int tu_file_same (const char *a, const char *b);
+/* Create (or truncate) path with size bytes from fn: 0 = zeroes,
+ * 1 = random bytes from seed.
+ */
+int tu_file_make (const char *path, uint64_t size, int random, uint64_t seed);
+
+/* ------------------------------------------------------------------ */
+/* Opening a cache. */
+
+/* pc_config_init, then path, size and seg_size = PC_MIN_SEG_SIZE. */
+void tu_config (struct pc_config *cfg, const char *path, uint64_t size);
+/* pc_cache_open + pc_cache_bind.  Returns the cache, or NULL (errno
+ * set, the cache closed).
+ */
+pc_cache *tu_open (const struct pc_config *cfg, uint64_t backing_size);
+/* tu_config + tu_open. */
+pc_cache *tu_open_simple (const char *path, uint64_t size,
+                          uint64_t backing_size);
+
+/* ------------------------------------------------------------------ */
+/* pc_map, collected: adjacent extents of one type are merged. */
+struct tu_ext {
+  uint64_t off, len;
+  int type;                     /* enum pc_map_type */
+};
+struct tu_map {
+  struct tu_ext e[256];
+  size_t n;
+  int overflow;
+};
+int tu_map_collect (pc_cache *c, uint64_t off, uint64_t len,
+                    struct tu_map *m);
+/* Type reported for every byte of [off, off+len), or -1 if mixed. */
+int tu_map_type (const struct tu_map *m, uint64_t off, uint64_t len);
+
+/* ------------------------------------------------------------------ */
+/* Run fn (arg) in a forked child and return its exit status (0..255),
+ * or 256 + signal number if it died of a signal.  For checks that might
+ * crash (use-after-free under ASan) without taking the whole program
+ * down.  The child leaves with _exit.
+ */
+int tu_in_child (int (*fn) (void *), void *arg);
+
+#endif /* PC_TESTUTIL_H */
