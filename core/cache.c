@@ -256,7 +256,11 @@ format (struct pc_cache *c, uint64_t backing_size)
   ctl->key_tail = (struct pc_pos) { .seg = 0, .off = 0, .seq = 1 };
   ctl->dirty_tail = ctl->key_tail;
   ctl->gc_percent = c->gc_percent;
+  /* Both slots valid from the start: one bad byte in either must not
+   * make a fresh cache unopenable.
+   */
   c->ctrl_slot = 1;
+  pc_ctrl_store (c->pm, c->base, ctl, &c->ctrl_slot);
   pc_ctrl_store (c->pm, c->base, ctl, &c->ctrl_slot);
   pc_pmem_set (c->pm, pc_seg_addr (c, 0, 0), 0, sizeof (struct pc_kset_hdr));
   pc_sb_store (c->pm, c->base, sb);
@@ -328,6 +332,7 @@ pc_cache_start (pc_cache *c, const struct pc_backend *bg)
     PC_FAIL (EINVAL, "%s: cache is not bound to a backing store", c->path);
   c->bg = *bg;
   c->stop = 0;
+  atomic_store (&c->stop_wb, 0);
   e = pthread_create (&c->wb_thread, NULL, pc_writeback_thread, c);
   if (e)
     PC_FAIL (e, "pthread_create: %s", strerror (e));
@@ -351,8 +356,10 @@ pc_cache_stop (pc_cache *c)
   if (c->running) {
     pthread_mutex_lock (&c->bg_lock);
     c->stop = 1;
+    atomic_store (&c->stop_wb, 1);
     pthread_cond_broadcast (&c->bg_cv);
     pthread_cond_broadcast (&c->timer_cv);
+    pthread_cond_broadcast (&c->drain_cv);
     pthread_mutex_unlock (&c->bg_lock);
     pthread_join (c->timer_thread, NULL);
     pthread_join (c->wb_thread, NULL);

@@ -90,6 +90,7 @@ struct pc_cache {
   uint32_t *gc_puts, *gc_logs;        /* its scratch space */
   pthread_cond_t drain_cv;            /* dirty_tail moved */
   int stop;
+  _Atomic int stop_wb;                /* c->stop, readable without bg_lock */
   uint64_t kicks;                     /* bumped by every pc_kick_workers */
   int wb_error;                       /* last writeback errno, 0 if fine */
 

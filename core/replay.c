@@ -75,6 +75,45 @@ index_key (struct pc_cache *c, const struct pc_key_rec *r, int dirty)
   return ret;
 }
 
+/* The log ended at pos.  A crash can only tear the last kset written,
+ * because each kset is written after the one before is durable; so a
+ * valid kset with a later sequence number further on means a kset in
+ * the middle of the log is damaged, and the ones after it hold data
+ * that must not be silently dropped.
+ */
+static int
+log_continues (struct pc_cache *c, const struct pc_pos *end)
+{
+  const char *what = c->cfg.lenient_replay
+    ? "; lenient replay drops it and every kset after it"
+    : " (lenient replay would drop them)";
+  struct pc_pos p = *end;
+
+  for (p.off = end->off + PC_KSET_ALIGN;
+       p.off + sizeof (struct pc_kset_hdr) <= c->seg_size;
+       p.off += PC_KSET_ALIGN) {
+    const struct pc_kset_hdr *h =
+      (const struct pc_kset_hdr *) pc_seg_addr (c, p.seg, p.off);
+    const char *why;
+
+    if (h->magic != PC_KSET_MAGIC || h->seq <= end->seq ||
+        h->seq > end->seq + c->seg_size / PC_KSET_ALIGN)
+      continue;
+    p.seq = h->seq;
+    if (pc_kset_at (c, &p, &why)) {
+      pc_error ("%s: the key log is damaged: kset %" PRIu64 " at segment %u "
+                "offset %u does not validate, but kset %" PRIu64
+                " follows it at offset %u%s", c->path, end->seq, end->seg,
+                end->off, h->seq, p.off, what);
+      if (c->cfg.lenient_replay)
+        return 0;
+      errno = EINVAL;
+      return 1;
+    }
+  }
+  return 0;
+}
+
 int
 pc_replay (struct pc_cache *c)
 {
@@ -131,6 +170,8 @@ pc_replay (struct pc_cache *c)
     }
     pc_kset_next (c, h, &pos);
   }
+  if (log_continues (c, &pos))
+    return -1;
   if (!past_dirty)
     PC_FAIL (EINVAL, "%s: the dirty cursor (kset %" PRIu64 ") is not on the "
              "key log, which ends at kset %" PRIu64, c->path, dt->seq,

@@ -185,6 +185,12 @@ wb_round (struct pc_cache *c, struct wb_batch *b)
   while ((k = pc_tree_find (&b->tree, 0, UINT64_MAX)) != NULL) {
     /* A transient error gets two quick retries before the round fails. */
     int tries = 0;
+
+    /* Stopping leaves the batch for the next start: it is retried whole
+     * from dirty_tail, which rewrites what is already down.
+     */
+    if (atomic_load (&c->stop_wb))
+      return 0;
     while ((r = wb_key (c, k, &err)) == -1 && ++tries < 3)
       ;
     if (r == -1)

@@ -61,6 +61,7 @@ struct pc_config {
   int cache_on_read;        /* 0 or 1 */
   enum pc_mode mode;
   uint64_t seq_cutoff;      /* sequential reads past this bypass; 0 = off */
+  int lenient_replay;       /* a damaged kset mid-log ends the log (else refuse) */
   enum pc_format_policy format;
   const char *backing_id;   /* optional identity string, may be NULL */
   unsigned commit_ms;       /* kset commit interval; 0 = default */

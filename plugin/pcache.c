@@ -169,6 +169,17 @@ pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     }
     return 0;
   }
+  else if (strcmp (key, "pcache-replay") == 0) {
+    if (strcmp (value, "strict") == 0)
+      cfg.lenient_replay = 0;
+    else if (strcmp (value, "lenient") == 0)
+      cfg.lenient_replay = 1;
+    else {
+      nbdkit_error ("pcache-replay: '%s' must be strict or lenient", value);
+      return -1;
+    }
+    return 0;
+  }
   else if (strcmp (key, "pcache-backing-id") == 0) {
     if (strlen (value) >= 64) {
       nbdkit_error ("pcache-backing-id: longer than 63 bytes");
@@ -224,7 +235,8 @@ pcache_config_complete (nbdkit_next_config_complete *next,
   "pcache-backing-id=ID   Identity of the backing store (fixed at format).\n" \
   "pcache-cache-on-read=BOOL  Cache data read from the plugin (default true).\n" \
   "pcache-commit-ms=N     Longest wait before a write's key is committed.\n" \
-  "pcache-drain=BOOL      At exit write everything back and empty the cache."
+  "pcache-drain=BOOL      At exit write everything back and empty the cache.\n" \
+  "pcache-replay=strict|lenient  Refuse a damaged log, or end it there."
 
 /* Open, validate and replay the cache before nbdkit forks, so that
  * errors reach the user's terminal.

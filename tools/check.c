@@ -1,0 +1,433 @@
+/* pcachectl check: a consistency check of a cache that is not in use.
+ *
+ * 1. Opening the cache validates the superblock, the control record and
+ *    the segment generations, and replays the key log from key_tail,
+ *    refusing any inconsistency (and, with data-crc, any live payload
+ *    whose checksum does not match).
+ * 2. Every key record from key_tail to the head is checked: bounds on
+ *    the backing store and in its segment, flags, and that no dirty key
+ *    points into a segment that was reused.
+ * 3. With data-crc, every payload checksum is verified.
+ * 4. Replay ends the log at the first kset that does not validate, which
+ *    is normally the head (or a torn commit).  A valid kset with a later
+ *    sequence number anywhere outside the data segments means a corrupt
+ *    kset cut the log short: the keys after it would be silently lost.
+ */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "crc.h"
+#include "pcachectl.h"
+
+#define MAX_SHOWN_PROBLEMS 100
+
+struct check {
+  const char *path;
+  struct pc_info in;
+
+  /* Progress, read by the ticker thread. */
+  _Atomic (const char *) phase;
+  _Atomic uint64_t done, total;
+  time_t start;
+
+  uint64_t ksets, last_kset, keys, dirty_keys, dirty_bytes;
+  uint64_t zero_keys, stale_keys, data_keys;
+  uint8_t *data_segs;           /* segments holding live payload */
+
+  char **problems;
+  size_t nproblems;
+};
+
+static void
+problem (struct check *ck, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+static void
+problem (struct check *ck, const char *fmt, ...)
+{
+  va_list ap;
+  char *s = NULL;
+  char **n;
+
+  ck->nproblems++;
+  if (ck->nproblems > MAX_SHOWN_PROBLEMS)
+    return;
+  va_start (ap, fmt);
+  if (vasprintf (&s, fmt, ap) == -1)
+    s = NULL;
+  va_end (ap);
+  n = realloc (ck->problems, ck->nproblems * sizeof *n);
+  if (!n || !s) {
+    free (s);
+    ck->nproblems--;
+    return;
+  }
+  ck->problems = n;
+  ck->problems[ck->nproblems - 1] = s;
+}
+
+/* An engine message without the "PATH: " it starts with. */
+static const char *
+strip_path (const char *msg, const char *path)
+{
+  size_t n = strlen (path);
+
+  if (strncmp (msg, path, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ')
+    return msg + n + 2;
+  return msg;
+}
+
+static void
+tick (void *opaque, char *buf, size_t len)
+{
+  struct check *ck = opaque;
+  const char *phase = atomic_load (&ck->phase);
+  uint64_t done = atomic_load (&ck->done), total = atomic_load (&ck->total);
+  long secs = (long) (time (NULL) - ck->start);
+
+  if (!phase)
+    return;
+  if (total)
+    snprintf (buf, len, "checking: %s %" PRIu64 "/%" PRIu64 " (%ld s)", phase,
+              done, total, secs);
+  else if (done)
+    snprintf (buf, len, "checking: %s %" PRIu64 " (%ld s)", phase, done,
+              secs);
+  else
+    snprintf (buf, len, "checking: %s (%ld s)", phase, secs);
+}
+
+static void
+set_phase (struct check *ck, const char *phase, uint64_t total)
+{
+  atomic_store (&ck->done, 0);
+  atomic_store (&ck->total, total);
+  atomic_store (&ck->phase, phase);
+}
+
+static const char *
+key_where (const struct pc_key_info *k, char *buf, size_t len)
+{
+  snprintf (buf, len, "kset %" PRIu64 ": key at offset %" PRIu64
+            ", length %" PRIu32, k->kset_seq, k->off, k->len);
+  return buf;
+}
+
+static int
+check_key (void *opaque, const struct pc_key_info *k)
+{
+  struct check *ck = opaque;
+  const struct pc_info *in = &ck->in;
+  char w[128];
+
+  atomic_fetch_add (&ck->done, 1);
+  if (ck->keys == 0 || k->kset_seq != ck->last_kset)
+    ck->ksets++;
+  ck->last_kset = k->kset_seq;
+  ck->keys++;
+
+  if (k->flags & ~(uint32_t) PC_KF_MEDIA)
+    problem (ck, "%s: unknown flags 0x%" PRIx32, key_where (k, w, sizeof w),
+             k->flags);
+  if ((k->flags & PC_KF_TRIM) && !(k->flags & PC_KF_ZERO))
+    problem (ck, "%s: trim flag without zero flag",
+             key_where (k, w, sizeof w));
+  if (k->len == 0)
+    problem (ck, "%s: empty extent", key_where (k, w, sizeof w));
+  if (k->off >= in->backing_size || k->len > in->backing_size - k->off)
+    problem (ck, "%s: extends past the end of the backing store "
+             "(%" PRIu64 " bytes)", key_where (k, w, sizeof w),
+             in->backing_size);
+
+  if (k->flags & PC_KF_ZERO)
+    ck->zero_keys++;
+  else if (k->seg >= in->nsegs)
+    problem (ck, "%s: payload segment %" PRIu32 " does not exist (%" PRIu32
+             " segments)", key_where (k, w, sizeof w), k->seg, in->nsegs);
+  else if (k->seg_off > in->seg_size || k->len > in->seg_size - k->seg_off)
+    problem (ck, "%s: payload %" PRIu32 ":%" PRIu32 " runs past the end of "
+             "its segment", key_where (k, w, sizeof w), k->seg, k->seg_off);
+  else if (k->stale)
+    ck->stale_keys++;
+  else {
+    ck->data_keys++;
+    ck->data_segs[k->seg] = 1;
+  }
+
+  if (k->dirty) {
+    ck->dirty_keys++;
+    ck->dirty_bytes += k->len;
+    if (k->stale && !(k->flags & PC_KF_ZERO))
+      problem (ck, "%s: dirty, but its segment %" PRIu32 " was reused "
+               "(generation %" PRIu32 " is gone): its data is lost and "
+               "writeback would write other data there",
+               key_where (k, w, sizeof w), k->seg, k->gen);
+  }
+  return 0;
+}
+
+static int
+bad_extent (void *opaque, const struct pc_key_info *k)
+{
+  struct check *ck = opaque;
+  char w[128];
+
+  problem (ck, "%s: payload checksum mismatch (segment %" PRIu32 ":%" PRIu32
+           ", %s)", key_where (k, w, sizeof w), k->seg, k->seg_off,
+           k->dirty ? "dirty: this data was not written back yet"
+           : "clean: only the cached copy is bad");
+  return 0;
+}
+
+/* Why the kset at pos does not validate, as the engine would see it. */
+static const char *
+kset_why (const struct raw_cache *r, uint32_t seed,
+          const struct pc_cursor *pos)
+{
+  uint64_t seg_size = 1ULL << r->sb.seg_shift;
+  const struct pc_kset_hdr *h;
+
+  if (pos->seg >= r->sb.nsegs || pos->off % PC_KSET_ALIGN ||
+      pos->off + sizeof *h > seg_size)
+    return "log position out of range";
+  h = (const struct pc_kset_hdr *) (raw_seg (r, pos->seg) + pos->off);
+  if (h->magic != PC_KSET_MAGIC)
+    return "no kset there";
+  if (h->seq != pos->seq)
+    return "an older kset (sequence mismatch)";
+  if (h->nkeys > PC_KSET_MAX_KEYS ||
+      pos->off + PC_KSET_BYTES (h->nkeys) > seg_size)
+    return "kset key count out of range";
+  if (h->crc != pc_crc32c_cont (seed, (const uint8_t *) h + 4,
+                                PC_KSET_BYTES (h->nkeys) - 4))
+    return "kset checksum mismatch";
+  return "bad LAST kset";
+}
+
+/* Look for valid ksets beyond the head of the log (see the top). */
+static void
+scan_past_head (struct check *ck)
+{
+  const struct pc_info *in = &ck->in;
+  struct raw_cache r;
+  uint64_t seg_size, head = in->key_head.seq, lo = UINT64_MAX, hi = 0;
+  uint64_t found = 0, keys = 0, dirty = 0;
+  uint32_t seed, s;
+
+  if (raw_open (ck->path, &r) == -1) {
+    warnmsg ("%s: cannot map the file to scan past the log head: %m",
+             ck->path);
+    return;
+  }
+  if (!r.sb_ok || memcmp (r.sb.uuid, in->uuid, sizeof in->uuid) != 0 ||
+      r.sb.nsegs != in->nsegs) {
+    warnmsg ("%s: superblock changed under the check; not scanning past "
+             "the log head", ck->path);
+    raw_close (&r);
+    return;
+  }
+  seg_size = 1ULL << r.sb.seg_shift;
+  seed = pc_crc32c (r.sb.uuid, sizeof r.sb.uuid);
+
+  set_phase (ck, "scanning past the log head, segment", r.sb.nsegs);
+  for (s = 0; s < r.sb.nsegs; s++) {
+    const uint8_t *base = raw_seg (&r, s);
+    uint64_t off;
+
+    atomic_store (&ck->done, s + 1);
+    if (ck->data_segs[s] ||
+        raw_is_hole (&r, base - r.base, seg_size))
+      continue;
+    for (off = 0; off + sizeof (struct pc_kset_hdr) <= seg_size;
+         off += PC_KSET_ALIGN) {
+      const struct pc_kset_hdr *h = (const void *) (base + off);
+      unsigned i;
+
+      if (h->magic != PC_KSET_MAGIC || h->seq < head ||
+          h->nkeys > PC_KSET_MAX_KEYS ||
+          off + PC_KSET_BYTES (h->nkeys) > seg_size ||
+          ((h->flags & PC_KSET_LAST) &&
+           (h->nkeys != 0 || h->next_seg >= r.sb.nsegs)) ||
+          h->crc != pc_crc32c_cont (seed, (const uint8_t *) h + 4,
+                                    PC_KSET_BYTES (h->nkeys) - 4))
+        continue;
+      found++;
+      lo = h->seq < lo ? h->seq : lo;
+      hi = h->seq > hi ? h->seq : hi;
+      keys += h->nkeys;
+      for (i = 0; i < h->nkeys; i++)
+        if (((const struct pc_key_rec *) (h + 1))[i].flags & PC_KF_DIRTY)
+          dirty++;
+    }
+  }
+
+  if (found)
+    problem (ck, "the key log ends at kset %" PRIu64 " (segment %" PRIu32
+             " offset %" PRIu32 ": %s), but %" PRIu64 " valid kset%s with "
+             "later sequence numbers (%" PRIu64 "..%" PRIu64 ") exist%s: a "
+             "corrupt kset cut the log short, and the %" PRIu64 " key%s "
+             "after it (%" PRIu64 " dirty) are not replayed; their data "
+             "would be lost once the cache is written to again",
+             head, in->key_head.seg, in->key_head.off,
+             kset_why (&r, seed, &in->key_head), found,
+             found == 1 ? "" : "s", lo, hi, found == 1 ? "s" : "",
+             keys, keys == 1 ? "" : "s",
+             dirty);
+  raw_close (&r);
+}
+
+static void
+free_check (struct check *ck)
+{
+  size_t i;
+
+  for (i = 0; i < ck->nproblems && i < MAX_SHOWN_PROBLEMS; i++)
+    free (ck->problems[i]);
+  free (ck->problems);
+  free (ck->data_segs);
+}
+
+static void
+report (struct check *ck)
+{
+  size_t i, shown = ck->nproblems < MAX_SHOWN_PROBLEMS
+    ? ck->nproblems : MAX_SHOWN_PROBLEMS;
+
+  printf ("%s: %zu problem%s found:\n", ck->path, ck->nproblems,
+          ck->nproblems == 1 ? "" : "s");
+  for (i = 0; i < shown && ck->problems[i]; i++)
+    printf ("  %zu. %s\n", i + 1, ck->problems[i]);
+  if (ck->nproblems > shown)
+    printf ("  ... and %zu more\n", ck->nproblems - shown);
+}
+
+int
+cmd_check (int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "verbose", no_argument, NULL, 'v' },
+    { NULL, 0, NULL, 0 }
+  };
+  struct check ck;
+  pc_cache *cache = NULL;
+  int64_t bad = 0;
+  int data_crc, r;
+  char h[32];
+  size_t i;
+
+  while (cmd_getopt (argc, argv, ":hv", opts) != -1)
+    ;
+  want_args (argc, argv, 1, "CACHE argument");
+
+  memset (&ck, 0, sizeof ck);
+  ck.path = argv[optind];
+  ck.start = time (NULL);
+  set_phase (&ck, "opening and replaying the log", 0);
+  progress_ticker_start (tick, &ck);
+
+  /* 1. Open: the engine's own validation and replay. */
+  log_collect (1);
+  r = open_cache (ck.path, NULL, &cache);
+  log_collect (0);
+  if (r == -1) {
+    int e = errno;
+
+    progress_ticker_stop ();
+    if (e != EINVAL || log_count () == 0) {
+      /* Not damage: missing, in use, no permission, no memory... */
+      for (i = 0; i < log_count (); i++)
+        errmsg ("%s", log_message (i));
+      if (e == EBUSY)
+        busy_hint (ck.path);
+      return EXIT_FAILED;
+    }
+    for (i = 0; i < log_count (); i++)
+      problem (&ck, "%s", strip_path (log_message (i), ck.path));
+    printf ("%s: the cache cannot be opened: it is damaged\n", ck.path);
+    report (&ck);
+    free_check (&ck);
+    return EXIT_FAILED;
+  }
+  for (i = 0; i < log_count (); i++)
+    warnmsg ("%s", log_message (i));
+
+  if (pc_cache_info (cache, &ck.in) == -1) {
+    progress_ticker_stop ();
+    pc_cache_close (cache);
+    free_check (&ck);
+    return EXIT_FAILED;
+  }
+  data_crc = !!(ck.in.features & PC_FEAT_DATA_CRC);
+  ck.data_segs = calloc (ck.in.nsegs ? ck.in.nsegs : 1, 1);
+  if (!ck.data_segs) {
+    progress_ticker_stop ();
+    errmsg ("out of memory");
+    pc_cache_close (cache);
+    return EXIT_FAILED;
+  }
+
+  /* Cursors. */
+  if (ck.in.key_tail.seq > ck.in.dirty_tail.seq ||
+      ck.in.dirty_tail.seq > ck.in.key_head.seq)
+    problem (&ck, "log cursors out of order: key tail %" PRIu64
+             ", dirty tail %" PRIu64 ", head %" PRIu64, ck.in.key_tail.seq,
+             ck.in.dirty_tail.seq, ck.in.key_head.seq);
+  if ((uint64_t) ck.in.segs_free + ck.in.segs_log + ck.in.segs_data >
+      ck.in.nsegs)
+    problem (&ck, "segment accounting: %" PRIu32 " free + %" PRIu32
+             " log + %" PRIu32 " data is more than %" PRIu32 " segments",
+             ck.in.segs_free, ck.in.segs_log, ck.in.segs_data, ck.in.nsegs);
+
+  /* 2. Key records. */
+  set_phase (&ck, "key records", ck.in.cached_keys);
+  if (pc_cache_walk (cache, check_key, &ck) == -1)
+    problem (&ck, "the key log cannot be walked from key tail to head");
+
+  /* 3. Payload checksums. */
+  if (data_crc) {
+    set_phase (&ck, "verifying payload checksums", 0);
+    bad = pc_cache_verify_data (cache, bad_extent, &ck);
+    if (bad < 0)
+      problem (&ck, "payload checksums cannot be verified");
+  }
+
+  /* 4. The log past its head. */
+  scan_past_head (&ck);
+  progress_ticker_stop ();
+  pc_cache_close (cache);
+
+  if (ck.nproblems) {
+    report (&ck);
+    r = EXIT_FAILED;
+  }
+  else {
+    printf ("%s: clean\n", ck.path);
+    printf ("  %" PRIu64 " kset%s, %" PRIu64 " key%s from key tail to head "
+            "(%" PRIu64 " dirty, %s)\n", ck.ksets, ck.ksets == 1 ? "" : "s",
+            ck.keys, ck.keys == 1 ? "" : "s", ck.dirty_keys,
+            human_size (ck.dirty_bytes, h, sizeof h));
+    if (data_crc)
+      printf ("  %" PRIu64 " payload checksum%s verified\n", ck.data_keys,
+              ck.data_keys == 1 ? "" : "s");
+    else
+      printf ("  no payload checksums (the cache was made without "
+              "data-crc)\n");
+    r = EXIT_OK;
+  }
+  free_check (&ck);
+  return r;
+}

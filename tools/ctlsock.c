@@ -1,0 +1,340 @@
+/* The control socket of a running pcache filter (pcache-control=SOCKET):
+ * one request line, one reply line.  Also the stats file it writes
+ * (pcache-stats=FILE).  Commands stats and set.
+ */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "pcachectl.h"
+
+#define MAX_REPLY (1u << 20)
+#define STATS_TIMEOUT_MS 10000
+
+int
+is_socket (const char *path)
+{
+  struct stat st;
+
+  return stat (path, &st) == 0 && S_ISSOCK (st.st_mode);
+}
+
+char *
+ctl_request (const char *sock, const char *req, int timeout_ms)
+{
+  struct sockaddr_un addr = { .sun_family = AF_UNIX };
+  size_t len = strlen (req), got = 0, cap = 4096;
+  char *line = NULL, *buf = NULL;
+  int fd;
+
+  if (strlen (sock) >= sizeof addr.sun_path) {
+    errmsg ("%s: socket path too long", sock);
+    return NULL;
+  }
+  strcpy (addr.sun_path, sock);
+  fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd == -1) {
+    errmsg ("socket: %m");
+    return NULL;
+  }
+  if (connect (fd, (struct sockaddr *) &addr, sizeof addr) == -1) {
+    if (errno == ECONNREFUSED)
+      errmsg ("%s: nobody is listening (is nbdkit running with "
+              "pcache-control=%s?)", sock, sock);
+    else
+      errmsg ("%s: %m", sock);
+    goto out;
+  }
+
+  if (asprintf (&line, "%s\n", req) == -1) {
+    errmsg ("out of memory");
+    goto out;
+  }
+  len++;
+  for (size_t done = 0; done < len;) {
+    ssize_t r = send (fd, line + done, len - done, MSG_NOSIGNAL);
+
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      errmsg ("%s: send: %m", sock);
+      goto out;
+    }
+    done += r;
+  }
+
+  buf = malloc (cap);
+  if (!buf) {
+    errmsg ("out of memory");
+    goto out;
+  }
+  for (;;) {
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    ssize_t r;
+    int pr = poll (&p, 1, timeout_ms);
+
+    if (pr == -1 && errno == EINTR)
+      continue;
+    if (pr == -1) {
+      errmsg ("%s: poll: %m", sock);
+      goto fail;
+    }
+    if (pr == 0) {
+      errmsg ("%s: no reply within %d s", sock, timeout_ms / 1000);
+      goto fail;
+    }
+    if (got + 1 >= cap) {
+      char *n;
+
+      if (cap >= MAX_REPLY) {
+        errmsg ("%s: reply too long", sock);
+        goto fail;
+      }
+      n = realloc (buf, cap * 2);
+      if (!n) {
+        errmsg ("out of memory");
+        goto fail;
+      }
+      buf = n;
+      cap *= 2;
+    }
+    r = read (fd, buf + got, cap - 1 - got);
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r == -1) {
+      errmsg ("%s: read: %m", sock);
+      goto fail;
+    }
+    if (r == 0)
+      break;
+    got += r;
+    if (memchr (buf + got - r, '\n', r))
+      break;
+  }
+  buf[got] = '\0';
+  buf[strcspn (buf, "\r\n")] = '\0';
+  if (got == 0) {
+    errmsg ("%s: the connection was closed without a reply", sock);
+    goto fail;
+  }
+  goto out;
+
+ fail:
+  free (buf);
+  buf = NULL;
+ out:
+  free (line);
+  close (fd);
+  return buf;
+}
+
+/* Print a JSON text one field per line, indented. */
+static void
+json_pretty (const char *s)
+{
+  int depth = 0, in_str = 0, esc = 0;
+
+  for (; *s; s++) {
+    char ch = *s;
+
+    if (in_str) {
+      putchar (ch);
+      if (esc)
+        esc = 0;
+      else if (ch == '\\')
+        esc = 1;
+      else if (ch == '"')
+        in_str = 0;
+      continue;
+    }
+    switch (ch) {
+    case '"':
+      in_str = 1;
+      putchar (ch);
+      break;
+    case '{': case '[': {
+      const char *t = s + 1;
+
+      while (isspace ((unsigned char) *t))
+        t++;
+      if (*t == '}' || *t == ']') {      /* empty: {} or [] */
+        printf ("%c%c", ch, *t);
+        s = t;
+        break;
+      }
+      printf ("%c\n%*s", ch, ++depth * 2, "");
+      break;
+    }
+    case '}': case ']':
+      depth = depth > 0 ? depth - 1 : 0;
+      printf ("\n%*s%c", depth * 2, "", ch);
+      break;
+    case ',':
+      printf (",\n%*s", depth * 2, "");
+      break;
+    case ':':
+      fputs (": ", stdout);
+      break;
+    case ' ': case '\t': case '\n': case '\r':
+      break;
+    default:
+      putchar (ch);
+    }
+  }
+  putchar ('\n');
+}
+
+static char *
+read_stats_file (const char *path)
+{
+  FILE *f = fopen (path, "re");
+  char *buf = NULL;
+  size_t len = 0, n;
+
+  if (!f) {
+    errmsg ("%s: %m", path);
+    return NULL;
+  }
+  buf = malloc (MAX_REPLY + 1);
+  if (!buf) {
+    fclose (f);
+    errmsg ("out of memory");
+    return NULL;
+  }
+  while ((n = fread (buf + len, 1, MAX_REPLY - len, f)) > 0)
+    len += n;
+  if (ferror (f)) {
+    errmsg ("%s: %m", path);
+    fclose (f);
+    free (buf);
+    return NULL;
+  }
+  fclose (f);
+  buf[len] = '\0';
+  while (len > 0 && isspace ((unsigned char) buf[len - 1]))
+    buf[--len] = '\0';
+  return buf;
+}
+
+int
+cmd_stats (int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "verbose", no_argument, NULL, 'v' },
+    { "pretty", no_argument, NULL, 'p' },
+    { NULL, 0, NULL, 0 }
+  };
+  int pretty = 0, c, r = EXIT_OK;
+  const char *path, *s;
+  char *text;
+
+  while ((c = cmd_getopt (argc, argv, ":hvp", opts)) != -1)
+    if (c == 'p')
+      pretty = 1;
+  want_args (argc, argv, 1, "SOCKET or FILE argument");
+  path = argv[optind];
+
+  if (is_socket (path))
+    text = ctl_request (path, "stats", STATS_TIMEOUT_MS);
+  else
+    text = read_stats_file (path);
+  if (!text)
+    return EXIT_FAILED;
+
+  s = text;
+  while (isspace ((unsigned char) *s))
+    s++;
+  if (strncmp (s, "error", 5) == 0) {
+    errmsg ("%s: %s", path, s);
+    r = EXIT_FAILED;
+  }
+  else if (*s != '{') {
+    errmsg ("%s: not pcache statistics (expected a JSON object)", path);
+    r = EXIT_FAILED;
+  }
+  else if (pretty)
+    json_pretty (s);
+  else
+    printf ("%s\n", s);
+  free (text);
+  return r;
+}
+
+int
+cmd_set (int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "verbose", no_argument, NULL, 'v' },
+    { NULL, 0, NULL, 0 }
+  };
+  const char *sock, *key, *value, *p;
+  char *req, *reply;
+  int r;
+
+  while (cmd_getopt (argc, argv, ":hv", opts) != -1)
+    ;
+  want_args (argc, argv, 3, "SOCKET, KEY and VALUE arguments");
+  sock = argv[optind];
+  key = argv[optind + 1];
+  value = argv[optind + 2];
+
+  if (!*key)
+    usage_error ("empty KEY");
+  for (p = key; *p; p++)
+    if (isspace ((unsigned char) *p) || iscntrl ((unsigned char) *p))
+      usage_error ("KEY '%s' contains white space or control characters",
+                   key);
+  if (!*value)
+    usage_error ("empty VALUE");
+  for (p = value; *p; p++)
+    if (*p == '\n' || *p == '\r')
+      usage_error ("VALUE contains a line break");
+  if (!is_socket (sock)) {
+    struct stat st;
+
+    if (stat (sock, &st) == -1)
+      errmsg ("%s: %m", sock);
+    else
+      errmsg ("%s: not a socket (give the pcache-control=SOCKET of a "
+              "running nbdkit)", sock);
+    return EXIT_FAILED;
+  }
+
+  if (asprintf (&req, "%s %s", key, value) == -1) {
+    errmsg ("out of memory");
+    return EXIT_FAILED;
+  }
+  /* A change of mode may first drain the cache: no time limit. */
+  reply = ctl_request (sock, req, -1);
+  free (req);
+  if (!reply)
+    return EXIT_FAILED;
+  if (strncmp (reply, "ok", 2) == 0 &&
+      (reply[2] == '\0' || reply[2] == ':' || reply[2] == ' ')) {
+    printf ("%s\n", reply);
+    r = EXIT_OK;
+  }
+  else {
+    errmsg ("%s", reply);
+    r = EXIT_FAILED;
+  }
+  free (reply);
+  return r;
+}

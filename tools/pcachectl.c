@@ -1,0 +1,661 @@
+/* pcachectl: inspect, check and drain pcache caches; talk to a running
+ * pcache filter through its control socket.
+ *
+ * This file: command line, messages, and the info and dump commands.
+ */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pcachectl.h"
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "0.1.0"
+#endif
+
+int verbose;
+
+/* The command being run, for messages about its arguments. */
+static const char *command = NULL;
+
+/* ------------------------------------------------------------------ */
+/* Messages. */
+
+static void
+vmsg (const char *prefix, const char *fmt, va_list ap)
+{
+  char buf[4096];
+  int e = errno;
+
+  errno = e;
+  vsnprintf (buf, sizeof buf, fmt, ap);
+  progress_lock ();
+  progress_clear ();
+  fprintf (stderr, "pcachectl: %s%s\n", prefix, buf);
+  progress_unlock ();
+  errno = e;
+}
+
+void
+errmsg (const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  vmsg ("", fmt, ap);
+  va_end (ap);
+}
+
+void
+warnmsg (const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  vmsg ("warning: ", fmt, ap);
+  va_end (ap);
+}
+
+void
+dbgmsg (const char *fmt, ...)
+{
+  va_list ap;
+
+  if (!verbose)
+    return;
+  va_start (ap, fmt);
+  vmsg ("debug: ", fmt, ap);
+  va_end (ap);
+}
+
+void
+usage_error (const char *fmt, ...)
+{
+  va_list ap;
+  char buf[1024];
+
+  va_start (ap, fmt);
+  vsnprintf (buf, sizeof buf, fmt, ap);
+  va_end (ap);
+  if (command)
+    fprintf (stderr, "pcachectl %s: %s\n", command, buf);
+  else
+    fprintf (stderr, "pcachectl: %s\n", buf);
+  fprintf (stderr, "Try 'pcachectl --help' for more information.\n");
+  exit (EXIT_USAGE);
+}
+
+/* ------------------------------------------------------------------ */
+/* Messages of the engine. */
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static int log_collecting;
+static char **log_msgs;
+static size_t log_n;
+
+static void
+engine_log (int level, const char *fmt, va_list ap)
+{
+  char buf[4096];
+
+  /* Format first: the message may use %m. */
+  vsnprintf (buf, sizeof buf, fmt, ap);
+  if (level > 0) {
+    dbgmsg ("%s", buf);
+    return;
+  }
+  pthread_mutex_lock (&log_lock);
+  if (log_collecting) {
+    char **n = realloc (log_msgs, (log_n + 1) * sizeof *n);
+    if (n) {
+      log_msgs = n;
+      log_msgs[log_n] = strdup (buf);
+      if (log_msgs[log_n])
+        log_n++;
+    }
+  }
+  pthread_mutex_unlock (&log_lock);
+  if (!log_collecting)
+    errmsg ("%s", buf);
+  else
+    dbgmsg ("(collected) %s", buf);
+}
+
+void
+log_init (void)
+{
+  pc_set_log (engine_log);
+}
+
+void
+log_collect (int on)
+{
+  pthread_mutex_lock (&log_lock);
+  log_collecting = on;
+  pthread_mutex_unlock (&log_lock);
+}
+
+size_t
+log_count (void)
+{
+  size_t n;
+
+  pthread_mutex_lock (&log_lock);
+  n = log_n;
+  pthread_mutex_unlock (&log_lock);
+  return n;
+}
+
+const char *
+log_message (size_t i)
+{
+  const char *m;
+
+  pthread_mutex_lock (&log_lock);
+  m = i < log_n ? log_msgs[i] : NULL;
+  pthread_mutex_unlock (&log_lock);
+  return m;
+}
+
+/* ------------------------------------------------------------------ */
+/* Helpers. */
+
+const char *
+human_size (uint64_t n, char *buf, size_t len)
+{
+  static const char *const units[] = { "KiB", "MiB", "GiB", "TiB", "PiB",
+                                       "EiB" };
+  double v = n;
+  int u = -1;
+
+  if (n < 1024) {
+    snprintf (buf, len, "%" PRIu64 " B", n);
+    return buf;
+  }
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    u++;
+  }
+  snprintf (buf, len, "%.1f %s", v, units[u]);
+  return buf;
+}
+
+void
+json_string (const char *s)
+{
+  putchar ('"');
+  for (; *s; s++) {
+    unsigned char ch = *s;
+
+    switch (ch) {
+    case '"': fputs ("\\\"", stdout); break;
+    case '\\': fputs ("\\\\", stdout); break;
+    case '\n': fputs ("\\n", stdout); break;
+    case '\r': fputs ("\\r", stdout); break;
+    case '\t': fputs ("\\t", stdout); break;
+    default:
+      if (ch < 0x20 || ch == 0x7f)
+        printf ("\\u%04x", ch);
+      else
+        putchar (ch);
+    }
+  }
+  putchar ('"');
+}
+
+void
+format_uuid (const uint8_t u[16], char out[37])
+{
+  snprintf (out, 37,
+            "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+            "%02x%02x%02x%02x%02x%02x",
+            u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9],
+            u[10], u[11], u[12], u[13], u[14], u[15]);
+}
+
+void
+busy_hint (const char *path)
+{
+  errmsg ("%s: stop the nbdkit that uses this cache first (use "
+          "'pcachectl stats SOCKET' to look at a running cache)", path);
+}
+
+int
+open_cache (const char *path, const char *want_id, pc_cache **out)
+{
+  struct pc_config cfg;
+  struct stat st;
+  char id[PC_BACKING_ID_LEN] = "";
+
+  /* pc_cache_open would create a missing file: never do that here. */
+  if (stat (path, &st) == -1) {
+    errmsg ("%s: %m", path);
+    return -1;
+  }
+  if (S_ISDIR (st.st_mode)) {
+    errmsg ("%s: is a directory, not a cache", path);
+    errno = EISDIR;
+    return -1;
+  }
+
+  /* The engine refuses a cache whose recorded backing identity differs
+   * from the one given, so read it from the superblock first.  If the
+   * superblock cannot be read, pc_cache_open explains why.
+   */
+  if (!want_id) {
+    struct raw_cache raw;
+
+    if (raw_open (path, &raw) == 0) {
+      if (raw.sb_ok)
+        memcpy (id, raw.sb.backing_id, sizeof id);
+      id[sizeof id - 1] = '\0';
+      raw_close (&raw);
+    }
+  }
+
+  pc_config_init (&cfg);
+  cfg.path = path;
+  cfg.format = PC_FORMAT_AUTO;
+  cfg.backing_id = want_id ? want_id : (id[0] ? id : NULL);
+  if (pc_cache_open (&cfg, out) == -1) {
+    int e = errno;
+
+    if (e == EBUSY && !log_collecting)
+      busy_hint (path);
+    errno = e;
+    return -1;
+  }
+  if (pc_cache_is_new (*out)) {
+    /* Only possible if the file vanished after stat. */
+    errmsg ("%s: no cache here", path);
+    pc_cache_close (*out);
+    *out = NULL;
+    errno = ENOENT;
+    return -1;
+  }
+  return 0;
+}
+
+/* Options common to every command: -h and -v.  Returns the next other
+ * option, or -1 at the end.
+ */
+int
+cmd_getopt (int argc, char **argv, const char *shortopts,
+            const struct option *longopts)
+{
+  for (;;) {
+    int c = getopt_long (argc, argv, shortopts, longopts, NULL);
+
+    switch (c) {
+    case 'h':
+      usage (EXIT_OK);
+    case 'v':
+      verbose++;
+      continue;
+    case '?':
+      if (optopt && optopt < 256)
+        usage_error ("unknown option '-%c'", optopt);
+      usage_error ("unknown option '%s'", argv[optind - 1]);
+    case ':':
+      if (optopt && optopt < 256)
+        usage_error ("option '-%c' needs a value", optopt);
+      usage_error ("option '%s' needs a value", argv[optind - 1]);
+    default:
+      return c;
+    }
+  }
+}
+
+void
+want_args (int argc, char **argv, int n, const char *what)
+{
+  if (argc - optind < n)
+    usage_error ("missing %s", what);
+  if (argc - optind > n)
+    usage_error ("unexpected argument '%s'", argv[optind + n]);
+}
+
+/* ------------------------------------------------------------------ */
+/* info */
+
+static void
+print_cursor_h (const char *label, const struct pc_cursor *p)
+{
+  printf ("%-19s %" PRIu32 ":%" PRIu32 " (seq %" PRIu64 ")\n", label,
+          p->seg, p->off, p->seq);
+}
+
+static void
+print_cursor_j (const char *label, const struct pc_cursor *p)
+{
+  printf (",\"%s\":{\"seg\":%" PRIu32 ",\"off\":%" PRIu32 ",\"seq\":%"
+          PRIu64 "}", label, p->seg, p->off, p->seq);
+}
+
+static void
+print_size_h (const char *label, uint64_t n)
+{
+  char h[32];
+
+  if (n < 1024)
+    printf ("%-19s %" PRIu64 "\n", label, n);
+  else
+    printf ("%-19s %" PRIu64 " (%s)\n", label, n, human_size (n, h, sizeof h));
+}
+
+int
+cmd_info (int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "verbose", no_argument, NULL, 'v' },
+    { "json", no_argument, NULL, 'j' },
+    { NULL, 0, NULL, 0 }
+  };
+  int json = 0, c;
+  const char *path;
+  pc_cache *cache;
+  struct pc_info in;
+  char uuid[37];
+  int data_crc;
+
+  while ((c = cmd_getopt (argc, argv, ":hvj", opts)) != -1)
+    if (c == 'j')
+      json = 1;
+  want_args (argc, argv, 1, "CACHE argument");
+  path = argv[optind];
+
+  if (open_cache (path, NULL, &cache) == -1)
+    return EXIT_FAILED;
+  if (pc_cache_info (cache, &in) == -1) {
+    pc_cache_close (cache);
+    return EXIT_FAILED;
+  }
+  format_uuid (in.uuid, uuid);
+  data_crc = !!(in.features & PC_FEAT_DATA_CRC);
+
+  if (json) {
+    printf ("{\"path\":");
+    json_string (path);
+    printf (",\"version\":%" PRIu32 ",\"features\":[%s]"
+            ",\"data_crc\":%s"
+            ",\"file_size\":%" PRIu64 ",\"backing_size\":%" PRIu64
+            ",\"backing_id\":",
+            in.version, data_crc ? "\"data-crc\"" : "",
+            data_crc ? "true" : "false", in.file_size, in.backing_size);
+    json_string (in.backing_id);
+    printf (",\"uuid\":\"%s\",\"segment_size\":%" PRIu64
+            ",\"segments\":{\"total\":%" PRIu32 ",\"free\":%" PRIu32
+            ",\"log\":%" PRIu32 ",\"data\":%" PRIu32 "}",
+            uuid, in.seg_size, in.nsegs, in.segs_free, in.segs_log,
+            in.segs_data);
+    print_cursor_j ("key_tail", &in.key_tail);
+    print_cursor_j ("dirty_tail", &in.dirty_tail);
+    print_cursor_j ("key_head", &in.key_head);
+    printf (",\"dirty_ksets\":%" PRIu64 ",\"dirty_keys\":%" PRIu64
+            ",\"dirty_bytes\":%" PRIu64 ",\"cached_keys\":%" PRIu64
+            ",\"gc_percent\":%d,\"granularity\":",
+            in.dirty_ksets, in.dirty_keys, in.dirty_bytes, in.cached_keys,
+            in.gc_percent);
+    json_string (in.granularity ? in.granularity : "");
+    printf ("}\n");
+  }
+  else {
+    printf ("%-19s %s\n", "cache:", path);
+    printf ("%-19s %" PRIu32 "\n", "format version:", in.version);
+    printf ("%-19s %s\n", "features:", data_crc ? "data-crc" : "none");
+    print_size_h ("file size:", in.file_size);
+    print_size_h ("backing size:", in.backing_size);
+    printf ("%-19s %s\n", "backing id:",
+            in.backing_id[0] ? in.backing_id : "(none)");
+    printf ("%-19s %s\n", "uuid:", uuid);
+    print_size_h ("segment size:", in.seg_size);
+    printf ("%-19s %" PRIu32 " total, %" PRIu32 " free, %" PRIu32 " log, %"
+            PRIu32 " data\n", "segments:", in.nsegs, in.segs_free,
+            in.segs_log, in.segs_data);
+    print_cursor_h ("key tail:", &in.key_tail);
+    print_cursor_h ("dirty tail:", &in.dirty_tail);
+    print_cursor_h ("key head:", &in.key_head);
+    printf ("%-19s %" PRIu64 "\n", "dirty ksets:", in.dirty_ksets);
+    printf ("%-19s %" PRIu64 "\n", "dirty keys:", in.dirty_keys);
+    print_size_h ("dirty bytes:", in.dirty_bytes);
+    printf ("%-19s %" PRIu64 "\n", "cached keys:", in.cached_keys);
+    printf ("%-19s %d\n", "gc percent:", in.gc_percent);
+    printf ("%-19s %s\n", "store granularity:",
+            in.granularity ? in.granularity : "unknown");
+  }
+  pc_cache_close (cache);
+  return EXIT_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* dump */
+
+struct dump {
+  int only_dirty, json;
+  uint64_t n;
+};
+
+static void
+key_flags (const struct pc_key_info *k, char *buf, size_t len)
+{
+  snprintf (buf, len, "%s%s%s%s",
+            k->dirty ? "dirty" : "clean",
+            (k->flags & PC_KF_TRIM) ? ",trim"
+            : (k->flags & PC_KF_ZERO) ? ",zero" : "",
+            (k->flags & PC_KF_MAY_TRIM) && !(k->flags & PC_KF_TRIM)
+            ? ",may-trim" : "",
+            k->stale ? ",stale" : "");
+}
+
+static int
+dump_key (void *opaque, const struct pc_key_info *k)
+{
+  struct dump *d = opaque;
+  char flags[64], where[32];
+
+  if (d->only_dirty && !k->dirty)
+    return 0;
+  key_flags (k, flags, sizeof flags);
+  if (k->flags & PC_KF_ZERO)
+    snprintf (where, sizeof where, "-");
+  else
+    snprintf (where, sizeof where, "%" PRIu32 ":%" PRIu32, k->seg,
+              k->seg_off);
+  if (d->json)
+    printf ("{\"kset\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"offset\":%"
+            PRIu64 ",\"length\":%" PRIu32 ",\"segment\":%" PRIu32
+            ",\"segment_offset\":%" PRIu32 ",\"generation\":%" PRIu32
+            ",\"dirty\":%s,\"zero\":%s,\"trim\":%s,\"stale\":%s}\n",
+            k->kset_seq, k->epoch, k->off, k->len, k->seg, k->seg_off,
+            k->gen, k->dirty ? "true" : "false",
+            (k->flags & PC_KF_ZERO) ? "true" : "false",
+            (k->flags & PC_KF_TRIM) ? "true" : "false",
+            k->stale ? "true" : "false");
+  else
+    printf ("%8" PRIu64 " %7" PRIu64 " %14" PRIu64 " %9" PRIu32
+            " %14s %6" PRIu32 "  %s\n",
+            k->kset_seq, k->epoch, k->off, k->len, where, k->gen, flags);
+  d->n++;
+  return ferror (stdout) ? -1 : 0;
+}
+
+int
+cmd_dump (int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "verbose", no_argument, NULL, 'v' },
+    { "dirty", no_argument, NULL, 'd' },
+    { "json", no_argument, NULL, 'j' },
+    { NULL, 0, NULL, 0 }
+  };
+  struct dump d = { 0, 0, 0 };
+  const char *path;
+  pc_cache *cache;
+  int c, r;
+
+  while ((c = cmd_getopt (argc, argv, ":hvdj", opts)) != -1) {
+    if (c == 'd')
+      d.only_dirty = 1;
+    else if (c == 'j')
+      d.json = 1;
+  }
+  want_args (argc, argv, 1, "CACHE argument");
+  path = argv[optind];
+
+  if (open_cache (path, NULL, &cache) == -1)
+    return EXIT_FAILED;
+  if (!d.json)
+    printf ("#   kset   epoch         offset    length segment:offset"
+            "    gen  flags\n");
+  r = pc_cache_walk (cache, dump_key, &d);
+  pc_cache_close (cache);
+  if (r == -1)
+    return EXIT_FAILED;
+  if (r != 0) {
+    errmsg ("write error: %m");
+    return EXIT_FAILED;
+  }
+  return EXIT_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Main. */
+
+void
+usage (int status)
+{
+  FILE *f = status == EXIT_OK ? stdout : stderr;
+
+  fprintf (f,
+"pcachectl: administer pcache persistent-memory caches\n"
+"\n"
+"Usage:\n"
+"  pcachectl info CACHE [--json]\n"
+"  pcachectl check CACHE\n"
+"  pcachectl dump CACHE [--dirty] [--json]\n"
+"  pcachectl drain CACHE --to BACKING [--keep] [--backing-id=ID]\n"
+"                  [--timeout=SECONDS]\n"
+"  pcachectl drain SOCKET\n"
+"  pcachectl stats SOCKET|FILE [--pretty]\n"
+"  pcachectl set SOCKET KEY VALUE\n"
+"  pcachectl help | --help | --version\n"
+"\n"
+"Commands:\n"
+"  info    Show the geometry, log cursors and dirty data of a cache.\n"
+"  check   Check a cache for consistency (metadata, log, key bounds and,\n"
+"          with data-crc, every payload checksum).  Exit 1 on problems.\n"
+"  dump    List the key records of the log, oldest first.\n"
+"  drain   Write the dirty data of a cache back to BACKING (a file, a\n"
+"          block device or an NBD URI such as nbd+unix:///?socket=S)\n"
+"          in log order, then empty the cache (or keep clean data with\n"
+"          --keep).  Given a control SOCKET, ask the running filter.\n"
+"  stats   Print the statistics of a running filter (control socket)\n"
+"          or of a pcache-stats file.\n"
+"  set     Change a setting of a running filter through its control\n"
+"          socket, e.g. 'set SOCKET gc-percent 50'.\n"
+"\n"
+"Options:\n"
+"  --json             info, dump: print JSON\n"
+"  --dirty            dump: only dirty (not yet written back) keys\n"
+"  --to BACKING       drain: where to write the dirty data\n"
+"  --keep             drain: keep clean data in the cache\n"
+"  --backing-id ID    drain: the backing identity the cache was made\n"
+"                     for (required if it recorded one)\n"
+"  --timeout SECONDS  drain: give up after writeback has failed for this\n"
+"                     long (default 60; 0 = never)\n"
+"  --pretty           stats: one field per line\n"
+"  -v, --verbose      show debug messages of the cache engine\n"
+"  -h, --help         show this help\n"
+"  -V, --version      show the version\n"
+"\n"
+"A cache is refused while a running nbdkit holds it.  Exit status: 0 on\n"
+"success, 1 on failure or if check found problems, 2 on bad usage.\n"
+"See pcachectl(8).\n");
+  exit (status);
+}
+
+static const struct {
+  const char *name;
+  int (*fn) (int argc, char **argv);
+} commands[] = {
+  { "info", cmd_info },
+  { "check", cmd_check },
+  { "dump", cmd_dump },
+  { "drain", cmd_drain },
+  { "stats", cmd_stats },
+  { "set", cmd_set },
+};
+
+int
+main (int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "verbose", no_argument, NULL, 'v' },
+    { "version", no_argument, NULL, 'V' },
+    { NULL, 0, NULL, 0 }
+  };
+  const char *name;
+  size_t i;
+  int c, r;
+
+  opterr = 0;
+  log_init ();
+  progress_init ();
+
+  while ((c = getopt_long (argc, argv, "+:hvV", opts, NULL)) != -1) {
+    switch (c) {
+    case 'h':
+      usage (EXIT_OK);
+    case 'v':
+      verbose++;
+      break;
+    case 'V':
+      printf ("pcachectl %s\n", PACKAGE_VERSION);
+      return EXIT_OK;
+    default:
+      if (optopt && optopt < 256)
+        usage_error ("unknown option '-%c'", optopt);
+      usage_error ("unknown option '%s'", argv[optind - 1]);
+    }
+  }
+  if (optind >= argc)
+    usage_error ("no command given");
+  name = argv[optind];
+  if (strcmp (name, "help") == 0)
+    usage (EXIT_OK);
+
+  for (i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (strcmp (name, commands[i].name) == 0)
+      break;
+  if (i == sizeof commands / sizeof commands[0])
+    usage_error ("unknown command '%s'", name);
+
+  command = name;
+  argc -= optind;
+  argv += optind;
+  optind = 0;                   /* glibc: restart getopt from scratch */
+  r = commands[i].fn (argc, argv);
+
+  if (fflush (stdout) == EOF || ferror (stdout)) {
+    errmsg ("write error on standard output: %m");
+    return EXIT_FAILED;
+  }
+  return r;
+}

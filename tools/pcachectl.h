@@ -1,0 +1,129 @@
+/* pcachectl: administration of pcache caches.  Shared declarations. */
+#ifndef PCACHECTL_H
+#define PCACHECTL_H
+
+#include <getopt.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pcache.h"
+#include "layout.h"
+
+/* Exit codes. */
+#define EXIT_OK       0
+#define EXIT_FAILED   1         /* failure, or problems found by check */
+#define EXIT_USAGE    2         /* bad command line */
+
+extern int verbose;
+
+/* Messages on stderr, prefixed "pcachectl: ".  They first erase a
+ * progress line if one is shown.
+ */
+void errmsg (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+void warnmsg (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+void dbgmsg (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+/* Report a bad command line and exit 2. */
+void usage_error (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2), noreturn));
+
+/* Messages of the cache engine (pc_set_log).  By default errors are
+ * printed as they come; with log_collect (1) they are only kept, for a
+ * report.  log_count / log_message give the errors kept so far.
+ */
+void log_init (void);
+void log_collect (int on);
+size_t log_count (void);
+const char *log_message (size_t i);
+
+/* Open a cache for inspection or writeback: check that the file exists
+ * (pcachectl never creates one), learn the backing identity recorded in
+ * its superblock unless want_id is given, and call pc_cache_open.
+ * Errors are reported; returns 0 or -1 (errno EBUSY if the cache is in
+ * use by another process).
+ */
+int open_cache (const char *path, const char *want_id, pc_cache **out);
+
+/* After "in use by another process". */
+void busy_hint (const char *path);
+
+/* Human readable size: "32.0 MiB". */
+const char *human_size (uint64_t n, char *buf, size_t len);
+/* Write s as a JSON string literal. */
+void json_string (const char *s);
+/* Format a uuid as 8-4-4-4-12 hex. */
+void format_uuid (const uint8_t uuid[16], char out[37]);
+
+/* raw.c: a read-only mapping of a cache file, for what the engine API
+ * does not show (the superblock before opening, the log past its head).
+ */
+struct raw_cache {
+  int fd;
+  const uint8_t *base;
+  uint64_t size;
+  struct pc_sb sb;              /* a valid superblock copy */
+  int sb_ok;
+  int is_file;                  /* a regular file (may have holes) */
+};
+int raw_open (const char *path, struct raw_cache *r);
+void raw_close (struct raw_cache *r);
+const uint8_t *raw_seg (const struct raw_cache *r, uint32_t seg);
+/* True if [off, off + len) of a regular file is a hole (reads as 0). */
+int raw_is_hole (const struct raw_cache *r, uint64_t off, uint64_t len);
+
+/* Backends for drain: a file or block device (io_uring) or an NBD URI
+ * (libnbd).
+ */
+struct backend {
+  struct pc_backend_ops ops;
+  struct pc_backend pb;         /* pb.ops = &ops */
+  uint64_t size;
+  const char *name;
+  char last_error[256];         /* last failure, for the report */
+  void (*close) (struct backend *b);
+};
+struct backend *backend_file_open (const char *path, const char *cache_path);
+struct backend *backend_nbd_open (const char *uri);
+void backend_set_error (struct backend *b, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+/* progress.c: one status line on stderr, redrawn in place, only when
+ * stderr is a terminal.
+ */
+void progress_init (void);
+int progress_enabled (void);
+void progress_show (const char *fmt, ...)
+  __attribute__ ((format (printf, 1, 2)));
+void progress_clear (void);
+/* Redraw every 200 ms from a thread with the text fn makes. */
+typedef void (*progress_fn) (void *opaque, char *buf, size_t len);
+void progress_ticker_start (progress_fn fn, void *opaque);
+void progress_ticker_stop (void);
+/* Lock around stderr output so the ticker does not interleave. */
+void progress_lock (void);
+void progress_unlock (void);
+
+/* Commands: argc/argv start at the command name. */
+int cmd_info (int argc, char **argv);
+int cmd_check (int argc, char **argv);
+int cmd_dump (int argc, char **argv);
+int cmd_drain (int argc, char **argv);
+int cmd_stats (int argc, char **argv);
+int cmd_set (int argc, char **argv);
+
+/* ctlsock.c: one request line, one reply line on a control socket.
+ * timeout_ms < 0 waits forever.  Returns a malloc'd reply without its
+ * newline, or NULL after reporting the error.
+ */
+char *ctl_request (const char *sock, const char *req, int timeout_ms);
+int is_socket (const char *path);
+
+void usage (int status) __attribute__ ((noreturn));
+
+/* getopt_long for a command, handling -h, -v and errors itself. */
+int cmd_getopt (int argc, char **argv, const char *shortopts,
+                const struct option *longopts);
+/* Require exactly n arguments after the options. */
+void want_args (int argc, char **argv, int n, const char *what);
+
+#endif /* PCACHECTL_H */

@@ -1,0 +1,134 @@
+/* A read-only mapping of a cache file or device DAX, for what the engine
+ * API does not show: the superblock before the cache is opened, and the
+ * log past its head (see check.c).
+ */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "crc.h"
+#include "pcachectl.h"
+
+/* Size of a device DAX character device, from sysfs. */
+static int
+devdax_size (const struct stat *st, uint64_t *size)
+{
+  char p[128];
+  FILE *f;
+  int ok;
+
+  snprintf (p, sizeof p, "/sys/dev/char/%u:%u/size", major (st->st_rdev),
+            minor (st->st_rdev));
+  f = fopen (p, "re");
+  if (!f)
+    return -1;
+  ok = fscanf (f, "%" SCNu64, size) == 1;
+  fclose (f);
+  return ok ? 0 : -1;
+}
+
+static int
+sb_valid (const struct pc_sb *sb)
+{
+  return sb->magic == PC_SB_MAGIC && sb->crc == pc_rec_crc (sb, sizeof *sb);
+}
+
+int
+raw_open (const char *path, struct raw_cache *r)
+{
+  struct stat st;
+  void *p;
+
+  memset (r, 0, sizeof *r);
+  r->fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (r->fd == -1)
+    return -1;
+  if (fstat (r->fd, &st) == -1)
+    goto fail;
+  if (S_ISREG (st.st_mode)) {
+    r->size = st.st_size;
+    r->is_file = 1;
+  }
+  else if (S_ISCHR (st.st_mode)) {
+    if (devdax_size (&st, &r->size) == -1) {
+      errno = ENODEV;
+      goto fail;
+    }
+  }
+  else {
+    errno = ENODEV;
+    goto fail;
+  }
+  if (r->size < PC_SEGTAB_OFF) {
+    errno = EINVAL;
+    goto fail;
+  }
+  p = mmap (NULL, r->size, PROT_READ, MAP_SHARED, r->fd, 0);
+  if (p == MAP_FAILED)
+    goto fail;
+  r->base = p;
+
+  /* Both copies are written at format and never again: either valid one
+   * is the superblock.
+   */
+  memcpy (&r->sb, r->base + PC_SB_OFF, sizeof r->sb);
+  if (!sb_valid (&r->sb))
+    memcpy (&r->sb, r->base + PC_SB_OFF + PC_SB_SLOT, sizeof r->sb);
+  r->sb_ok = sb_valid (&r->sb) && r->sb.version == PC_FORMAT_VERSION &&
+    r->sb.seg_shift >= 20 && r->sb.seg_shift <= 30 &&
+    r->sb.seg_area_off + ((uint64_t) r->sb.nsegs << r->sb.seg_shift)
+    <= r->size;
+  return 0;
+
+ fail:
+  {
+    int e = errno;
+    close (r->fd);
+    r->fd = -1;
+    errno = e;
+  }
+  return -1;
+}
+
+void
+raw_close (struct raw_cache *r)
+{
+  if (r->base)
+    munmap ((void *) r->base, r->size);
+  if (r->fd >= 0)
+    close (r->fd);
+  r->base = NULL;
+  r->fd = -1;
+}
+
+int
+raw_is_hole (const struct raw_cache *r, uint64_t off, uint64_t len)
+{
+  off_t d;
+
+  if (!r->is_file)
+    return 0;
+  d = lseek (r->fd, off, SEEK_DATA);
+  if (d == -1)
+    return errno == ENXIO;      /* no data from off to the end */
+  return (uint64_t) d >= off + len;
+}
+
+const uint8_t *
+raw_seg (const struct raw_cache *r, uint32_t seg)
+{
+  return r->base + r->sb.seg_area_off + ((uint64_t) seg << r->sb.seg_shift);
+}
