@@ -1,6 +1,7 @@
 /* Striped multi-tree index (see index.h). */
 
 #include <stdlib.h>
+#include <string.h>
 #include <stdint.h>
 #include <errno.h>
 #include <pthread.h>
@@ -95,16 +96,37 @@ pc_index_destroy (struct pc_index *ix)
   ix->ntrees = 0;
 }
 
+#define KEY_CACHE_MAX 256
+
+/* Keys freed by a thread that it may reuse.  A thread that exits leaves
+ * at most KEY_CACHE_MAX keys behind, unreachable: that is bounded.
+ */
+static __thread struct {
+  unsigned n;
+  struct pc_key *v[KEY_CACHE_MAX];
+} key_cache;
+
 struct pc_key *
 pc_key_alloc (void)
 {
+  struct pc_key *k;
+
+  /* Keys come and go on every write: keep a few per thread. */
+  if (key_cache.n > 0) {
+    k = key_cache.v[--key_cache.n];
+    memset (k, 0, sizeof *k);
+    return k;
+  }
   return calloc (1, sizeof (struct pc_key));
 }
 
 void
 pc_key_free (struct pc_key *k)
 {
-  free (k);
+  if (k && key_cache.n < KEY_CACHE_MAX)
+    key_cache.v[key_cache.n++] = k;
+  else
+    free (k);
 }
 
 struct pc_key *
