@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cache_internal.h"
 #include "crc.h"
@@ -125,6 +126,29 @@ check_existing (struct pc_cache *c)
   return 0;
 }
 
+/* A cache to be made: check its size now, before anything is created,
+ * so a bad size is reported before nbdkit forks and leaves no file.
+ */
+static int
+check_new_size (struct pc_cache *c)
+{
+  uint64_t seg = c->cfg.seg_size ? c->cfg.seg_size : PC_DEFAULT_SEG_SIZE;
+  uint64_t size = c->cfg.size;
+  uint32_t nsegs;
+  uint64_t area;
+
+  /* An existing file (pcache-format=force) is checked when formatted,
+   * after it is locked.
+   */
+  if (!size)
+    return 0;
+  if (layout_for (size, __builtin_ctzll (seg), &nsegs, &area) == -1)
+    PC_FAIL (EINVAL, "%s: %" PRIu64 " bytes is too small: a cache needs at "
+             "least %d segments of %" PRIu64 " bytes", c->path, size,
+             PC_MIN_SEGMENTS, seg);
+  return 0;
+}
+
 static int
 open_existing (struct pc_cache *c)
 {
@@ -195,6 +219,8 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
       goto fail;
     }
     c->is_new = 1;
+    if (check_new_size (c) == -1)
+      goto fail;
   }
   else if (open_existing (c) == -1)
     goto fail;
@@ -221,6 +247,7 @@ format (struct pc_cache *c, uint64_t backing_size)
 
   if (pc_pmem_open (c->path, c->cfg.size, 1, &c->pm, &created) == -1)
     return -1;
+  c->created = created;
   c->base = pc_pmem_base (c->pm);
   fsize = pc_pmem_size (c->pm);
   if (c->cfg.size && c->cfg.size != fsize && !created)
@@ -274,8 +301,12 @@ int
 pc_cache_bind (pc_cache *c, uint64_t backing_size)
 {
   if (c->is_new) {
-    if (format (c, backing_size) == -1)
+    if (format (c, backing_size) == -1) {
+      /* Leave nothing behind that a later start would refuse. */
+      if (c->created)
+        unlink (c->path);
       return -1;
+    }
   }
   else if (c->sb.backing_size != backing_size)
     PC_FAIL (EINVAL, "%s: cache was made for a backing store of %" PRIu64

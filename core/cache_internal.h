@@ -45,6 +45,7 @@ struct pc_cache {
   char *path;
   char *backing_id;
   int is_new;                         /* formatted at bind time */
+  int created;                        /* the file was made by format */
   int bound;
 
   struct pc_pmem *pm;

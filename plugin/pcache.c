@@ -24,6 +24,14 @@ static char *dev_path;
 static char *backing_id;
 static pc_cache *cache;
 static int drain_on_exit;
+/* Set when the cache could not be tied to the plugin after the fork.
+ * nbdkit 1.32 cannot exit cleanly from there (a --run command would
+ * wait on the listening socket forever), so every connection fails
+ * with this error instead.
+ */
+static int unusable;
+static nbdkit_backend *ready_backend;
+static int bound;
 
 /* The shared backend context used by the background workers. */
 static nbdkit_next *bg_next;
@@ -73,9 +81,23 @@ parse_bool_param (const char *key, const char *value, int *out)
 {
   int r = nbdkit_parse_bool (value);
 
-  if (r == -1)
+  if (r == -1) {
+    nbdkit_error ("%s: '%s' is not a boolean", key, value);
     return -1;
-  (void) key;
+  }
+  *out = r;
+  return 0;
+}
+
+static int
+parse_size_param (const char *key, const char *value, int64_t *out)
+{
+  int64_t r = nbdkit_parse_size (value);
+
+  if (r == -1) {
+    nbdkit_error ("%s: '%s' is not a size", key, value);
+    return -1;
+  }
   *out = r;
   return 0;
 }
@@ -90,18 +112,19 @@ pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     return dev_path ? 0 : -1;
   }
   else if (strcmp (key, "pcache-size") == 0) {
-    int64_t r = nbdkit_parse_size (value);
-    if (r <= 0) {
-      if (r == 0)
-        nbdkit_error ("pcache-size: must be greater than 0");
+    int64_t r;
+    if (parse_size_param (key, value, &r) == -1)
+      return -1;
+    if (r == 0) {
+      nbdkit_error ("pcache-size: must be greater than 0");
       return -1;
     }
     cfg.size = r;
     return 0;
   }
   else if (strcmp (key, "pcache-segment-size") == 0) {
-    int64_t r = nbdkit_parse_size (value);
-    if (r == -1)
+    int64_t r;
+    if (parse_size_param (key, value, &r) == -1)
       return -1;
     if (r < PC_MIN_SEG_SIZE || r > PC_MAX_SEG_SIZE || (r & (r - 1))) {
       nbdkit_error ("pcache-segment-size: %s is not a power of two between "
@@ -120,8 +143,8 @@ pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     return 0;
   }
   else if (strcmp (key, "pcache-seq-cutoff") == 0) {
-    int64_t r = nbdkit_parse_size (value);
-    if (r == -1)
+    int64_t r;
+    if (parse_size_param (key, value, &r) == -1)
       return -1;
     cfg.seq_cutoff = r;
     return 0;
@@ -217,6 +240,7 @@ pcache_config_complete (nbdkit_next_config_complete *next,
   }
   cfg.path = dev_path;
   cfg.backing_id = backing_id;
+  ready_backend = nxdata;
   return next (nxdata);
 }
 
@@ -241,12 +265,40 @@ pcache_config_complete (nbdkit_next_config_complete *next,
 /* Open, validate and replay the cache before nbdkit forks, so that
  * errors reach the user's terminal.
  */
+/* The plugin's size through a short-lived context, or -1. */
+static int64_t
+probe_size (void)
+{
+  nbdkit_next *n = nbdkit_next_context_open (ready_backend, 1, "", 1);
+  int64_t size = -1;
+
+  if (!n)
+    return -1;
+  if (n->prepare (n) != -1)
+    size = n->get_size (n);
+  n->finalize (n);
+  nbdkit_next_context_close (n);
+  return size;
+}
+
 static int
 pcache_get_ready (int thread_model)
 {
+  int64_t size;
+
   serialize = thread_model != NBDKIT_THREAD_MODEL_PARALLEL;
   if (pc_cache_open (&cfg, &cache) == -1)
     return -1;
+  /* Tie the cache to the plugin now if the plugin can tell its size
+   * this early, so that a wrong backend is refused before nbdkit forks,
+   * with an exit status.  Otherwise after_fork does it.
+   */
+  size = probe_size ();
+  if (size >= 0) {
+    if (pc_cache_bind (cache, size) == -1)
+      return -1;
+    bound = 1;
+  }
   return 0;
 }
 
@@ -320,8 +372,17 @@ pcache_after_fork (nbdkit_backend *backend)
   bg_ops.trim = bg_can_trim ? bg_trim : NULL;
   bg_ops.zero = bg_can_zero > NBDKIT_ZERO_NONE ? bg_zero : NULL;
 
-  if (pc_cache_bind (cache, size) == -1)
-    return -1;
+  if (!bound && pc_cache_bind (cache, size) == -1) {
+    unusable = 1;
+    return 0;
+  }
+  if ((uint64_t) size != pc_cache_backing_size (cache)) {
+    nbdkit_error ("pcache: plugin size %" PRIi64 " differs from the size "
+                  "the cache was made for (%" PRIu64 ")", size,
+                  pc_cache_backing_size (cache));
+    unusable = 1;
+    return 0;
+  }
   bg.ops = &bg_ops;
   bg.ctx = bg_next;
   if (pc_cache_start (cache, &bg) == -1)
@@ -359,6 +420,11 @@ pcache_prepare (nbdkit_next *next, void *handle, int readonly)
 
   (void) handle;
   (void) readonly;
+  if (unusable) {
+    nbdkit_error ("pcache: %s cannot be used with this plugin (see the "
+                  "error at startup)", dev_path);
+    return -1;
+  }
   if (size == -1)
     return -1;
   if ((uint64_t) size != pc_cache_backing_size (cache)) {

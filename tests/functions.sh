@@ -135,17 +135,22 @@ tmpdir ()
 
 # _pcache_pid_alive PID
 #
-# True if the process exists and is not a zombie.  A daemonized nbdkit
-# is not our child, and in a container the reaper may be slow or absent,
-# so a killed nbdkit can linger as a zombie; it holds no files or locks.
+# True if the process exists and is not a finished zombie.  A
+# daemonized nbdkit is not our child, and in a container the reaper may
+# be slow or absent, so a killed nbdkit can linger as a zombie.  Its
+# main thread turns zombie while other threads are still exiting (and
+# may still hold the cache's lock), so a zombie counts as gone only once
+# it has a single task left.
 _pcache_pid_alive ()
 {
-    local stat
+    local stat tasks
     kill -0 "$1" 2>/dev/null || return 1
     stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
     # The state is the first field after the parenthesised command name.
     stat=${stat##*) }
-    [ "${stat%% *}" != Z ]
+    [ "${stat%% *}" != Z ] && return 0
+    tasks=(/proc/"$1"/task/*)
+    [ "${#tasks[@]}" -gt 1 ] && [ -e "${tasks[1]}" ]
 }
 
 # _pcache_xtrace_off / _pcache_xtrace_restore
@@ -197,6 +202,8 @@ start_nbdkit ()
         sock=${4:?start_nbdkit: -U needs a socket}
     fi
     rm -f "$pidfile"
+    # nbdkit leaves its socket behind when killed.
+    if [ -n "$sock" ]; then rm -f "$sock"; fi
 
     # Register the cleanup before starting, so that an nbdkit that
     # writes its pidfile late is still killed.

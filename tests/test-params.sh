@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# pcache: bad parameters and bad cache files are refused with a clear
+# error, nbdkit exits non-zero, and a refused cache file is not touched.
+#
+# Every check is run even if an earlier one failed; the failures are
+# listed at the end.
+
+source "${top_srcdir:-.}/tests/functions.sh"
+set -e
+set -x
+
+requires_filter_built
+requires_nbdsh
+requires nbdkit memory --version
+requires timeout --version
+requires md5sum --version
+
+tmpdir
+
+failures=()
+fail ()
+{
+    echo "$0: FAIL: $*" >&2
+    failures+=("$*")
+}
+
+# refused MSG... -- ARGS...
+#
+# Run nbdkit in the foreground with the pcache filter and ARGS.  It must
+# exit with a non-zero status, and its stderr must contain every MSG.
+# nbdkit still running after 20 s means the parameters were accepted.
+refused ()
+{
+    local msgs=() m r=0
+    while [ "$1" != "--" ]; do msgs+=("$1"); shift; done
+    shift
+    rm -f "$tmp/sock" "$tmp/err"
+    timeout 20 nbdkit -f -U "$tmp/sock" --filter="$PCACHE_FILTER" "$@" \
+            2>"$tmp/err" || r=$?
+    cat "$tmp/err"
+    if [ "$r" -eq 0 ]; then
+        fail "nbdkit exited with status 0 for: $*"
+        return
+    fi
+    if [ "$r" -eq 124 ]; then
+        fail "nbdkit accepted (still running after 20 s): $*"
+        return
+    fi
+    for m in "${msgs[@]}"; do
+        if ! grep -qF -- "$m" "$tmp/err"; then
+            fail "error for '$*' does not mention '$m'"
+        fi
+    done
+}
+
+# unchanged FILE SUM: the file's checksum is still SUM.
+unchanged ()
+{
+    if [ "$(md5sum < "$1")" != "$2" ]; then
+        fail "$1 was modified"
+    fi
+}
+
+# works ARGS...: nbdkit with ARGS serves, and PYTHON (stdin) passes.
+works ()
+{
+    if ! nbdkit -U - --filter="$PCACHE_FILTER" "$@" \
+         --run 'nbdsh -u "$uri" -c -'; then
+        fail "nbdkit did not work with: $*"
+    fi
+}
+
+c=$tmp/new
+m64=(memory 64M)
+
+# ---------------------------------------------------------------------
+# Bad parameters.
+
+refused "pcache-dev" -- "${m64[@]}"
+refused "pcache-dev" -- "${m64[@]}" pcache-size=256M
+refused "pcache-gc-percent" "91" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-gc-percent=91
+refused "pcache-gc-percent" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-gc-percent=abc
+refused "pcache-gc-percent" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-gc-percent=-1
+refused "pcache-mode" "foo" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-mode=foo
+refused "pcache-format" "maybe" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-format=maybe
+refused "pcache-segment-size" "3M" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-segment-size=3M
+refused "pcache-segment-size" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-segment-size=512K
+refused "pcache-segment-size" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-segment-size=2G
+refused "pcache-foo" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-foo=1
+refused "pcache-size" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=0
+refused "pcache-size" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=lots
+refused "pcache-data-crc" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-data-crc=maybe
+refused "pcache-cache-on-read" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-cache-on-read=maybe
+refused "pcache-drain" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-drain=maybe
+refused "pcache-seq-cutoff" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-seq-cutoff=abc
+refused "pcache-stats-interval" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-stats-interval=0
+refused "pcache-commit-ms" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-commit-ms=0
+long_id=$(printf 'x%.0s' {1..64})
+refused "pcache-backing-id" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-backing-id="$long_id"
+# None of these may have created the cache file.
+if [ -e "$c" ]; then fail "a refused configuration created $c"; fi
+
+# A missing file without pcache-size.
+refused "$c" "does not exist" -- "${m64[@]}" pcache-dev="$c"
+if [ -e "$c" ]; then fail "$c created without pcache-size"; fi
+
+# A size too small for 8 segments.
+refused "$c" "too small" -- "${m64[@]}" pcache-dev="$c" pcache-size=1M
+refused "$tmp/small7" "too small" -- \
+        "${m64[@]}" pcache-dev="$tmp/small7" pcache-size=7M \
+        pcache-segment-size=1M
+# ... must leave nothing in the way of a good size afterwards.
+works "${m64[@]}" pcache-dev="$c" pcache-size=16M pcache-segment-size=1M \
+      <<<'assert h.get_size() == 64 << 20'
+# ... and must make a daemonizing nbdkit exit non-zero.
+rm -f "$tmp/small" "$tmp/pid" "$tmp/sock"
+r=0
+nbdkit -P "$tmp/pid" -U "$tmp/sock" --filter="$PCACHE_FILTER" "${m64[@]}" \
+       pcache-dev="$tmp/small" pcache-size=1M 2>"$tmp/err" || r=$?
+cat "$tmp/err"
+if [ "$r" -eq 0 ]; then
+    fail "daemonized nbdkit exited with status 0 for pcache-size=1M"
+    # Do not leave the daemon (or its zombie) behind.
+    if [ -s "$tmp/pid" ]; then kill "$(<"$tmp/pid")" 2>/dev/null || :; fi
+fi
+
+# ---------------------------------------------------------------------
+# A file that is not a cache: refused, untouched.
+
+rnd=$tmp/random
+dd if=/dev/urandom of="$rnd" bs=1M count=32 status=none
+sum=$(md5sum < "$rnd")
+refused "$rnd" "not a pcache cache file" -- "${m64[@]}" pcache-dev="$rnd"
+unchanged "$rnd" "$sum"
+refused "$rnd" "not a pcache cache file" -- \
+        "${m64[@]}" pcache-dev="$rnd" pcache-size=32M
+unchanged "$rnd" "$sum"
+refused "$rnd" "not a pcache cache file" -- \
+        "${m64[@]}" pcache-dev="$rnd" pcache-format=auto pcache-segment-size=1M
+unchanged "$rnd" "$sum"
+# Also when nbdkit daemonizes.
+rm -f "$tmp/pid" "$tmp/sock"
+r=0
+nbdkit -P "$tmp/pid" -U "$tmp/sock" --filter="$PCACHE_FILTER" "${m64[@]}" \
+       pcache-dev="$rnd" 2>"$tmp/err" || r=$?
+cat "$tmp/err"
+if [ "$r" -eq 0 ]; then
+    fail "daemonized nbdkit exited with status 0 for a random file"
+    if [ -s "$tmp/pid" ]; then kill "$(<"$tmp/pid")" 2>/dev/null || :; fi
+elif ! grep -qF "not a pcache cache file" "$tmp/err"; then
+    fail "daemonized nbdkit: no 'not a pcache cache file' message"
+fi
+unchanged "$rnd" "$sum"
+
+# pcache-format=force formats it, and it then works as a cache.
+works "${m64[@]}" pcache-dev="$rnd" pcache-format=force \
+      pcache-segment-size=1M <<'EOF'
+h.pwrite(b"forced" * 1000, 4096)
+h.flush()
+assert h.pread(6000, 4096) == b"forced" * 1000
+EOF
+works "${m64[@]}" pcache-dev="$rnd" <<'EOF'
+assert h.pread(6000, 4096) == b"forced" * 1000
+EOF
+
+# ---------------------------------------------------------------------
+# A valid cache reopened with other fixed options.
+
+v=$tmp/valid
+works "${m64[@]}" pcache-dev="$v" pcache-size=16M pcache-segment-size=1M \
+      pcache-backing-id=disk-a <<'EOF'
+h.pwrite(b"valid!" * 1000, 1 << 20)
+h.flush()
+EOF
+sum=$(md5sum < "$v")
+
+refused "$v" -- "${m64[@]}" pcache-dev="$v" pcache-backing-id=disk-a \
+        pcache-segment-size=2M
+unchanged "$v" "$sum"
+refused "$v" -- "${m64[@]}" pcache-dev="$v" pcache-backing-id=disk-a \
+        pcache-data-crc=true
+unchanged "$v" "$sum"
+refused "$v" "disk-a" -- "${m64[@]}" pcache-dev="$v" pcache-backing-id=disk-b
+unchanged "$v" "$sum"
+refused "$v" "disk-a" -- "${m64[@]}" pcache-dev="$v"
+unchanged "$v" "$sum"
+refused "$v" -- "${m64[@]}" pcache-dev="$v" pcache-backing-id=disk-a \
+        pcache-size=32M
+unchanged "$v" "$sum"
+# Made for a 64M backend, used with a 32M one.
+refused "$v" -- memory 32M pcache-dev="$v" pcache-backing-id=disk-a
+refused "$v" -- memory 128M pcache-dev="$v" pcache-backing-id=disk-a
+
+# With the options it was made with, it still works and holds the data.
+works "${m64[@]}" pcache-dev="$v" pcache-backing-id=disk-a \
+      pcache-segment-size=1M pcache-data-crc=false pcache-size=16M <<'EOF'
+assert h.pread(6000, 1 << 20) == b"valid!" * 1000
+EOF
+
+# The mode is not fixed at format time.
+for mode in writethrough writearound writeback; do
+    works "${m64[@]}" pcache-dev="$v" pcache-backing-id=disk-a \
+          pcache-mode=$mode <<'EOF'
+assert h.pread(6000, 1 << 20) == b"valid!" * 1000
+EOF
+done
+
+# ---------------------------------------------------------------------
+# A damaged superblock.
+
+# corrupt FILE OFFSET: overwrite 8 bytes.
+corrupt ()
+{
+    printf 'XXXXXXXX' | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
+# One copy damaged: the other one is used.
+cp "$v" "$tmp/one"
+corrupt "$tmp/one" 24
+works "${m64[@]}" pcache-dev="$tmp/one" pcache-backing-id=disk-a <<'EOF'
+assert h.pread(6000, 1 << 20) == b"valid!" * 1000
+EOF
+cp "$v" "$tmp/one-b"
+corrupt "$tmp/one-b" $((4096 + 24))
+works "${m64[@]}" pcache-dev="$tmp/one-b" pcache-backing-id=disk-a <<'EOF'
+assert h.pread(6000, 1 << 20) == b"valid!" * 1000
+EOF
+
+# Both copies damaged in their fields: corrupt.
+cp "$v" "$tmp/both"
+corrupt "$tmp/both" 24
+corrupt "$tmp/both" $((4096 + 24))
+sum=$(md5sum < "$tmp/both")
+refused "$tmp/both" "corrupt" -- \
+        "${m64[@]}" pcache-dev="$tmp/both" pcache-backing-id=disk-a
+unchanged "$tmp/both" "$sum"
+
+# Both copies damaged at bytes 8..16 (the magic number): refused.
+cp "$v" "$tmp/magic"
+corrupt "$tmp/magic" 8
+corrupt "$tmp/magic" $((4096 + 8))
+sum=$(md5sum < "$tmp/magic")
+refused "$tmp/magic" -- \
+        "${m64[@]}" pcache-dev="$tmp/magic" pcache-backing-id=disk-a
+unchanged "$tmp/magic" "$sum"
+if ! grep -qE "corrupt|not a pcache cache file" "$tmp/err"; then
+    fail "damaged magic: the error says neither corrupt nor not a cache"
+fi
+
+# ---------------------------------------------------------------------
+# A cache in use by a running nbdkit.
+
+rm -f "$tmp/sock1"
+start_nbdkit -P "$tmp/pid1" -U "$tmp/sock1" --filter="$PCACHE_FILTER" \
+             "${m64[@]}" pcache-dev="$v" pcache-backing-id=disk-a
+refused "$v" "in use" -- "${m64[@]}" pcache-dev="$v" pcache-backing-id=disk-a
+refused "$v" "in use" -- "${m64[@]}" pcache-dev="$v" pcache-backing-id=disk-a \
+        pcache-format=force
+# The first one is unharmed.
+nbdsh -u "nbd+unix://?socket=$tmp/sock1" \
+      -c 'assert h.pread(6000, 1 << 20) == b"valid!" * 1000'
+kill_nbdkit "$tmp/pid1"
+
+# ---------------------------------------------------------------------
+
+if [ ${#failures[@]} -ne 0 ]; then
+    set +x
+    echo "$0: ${#failures[@]} check(s) failed:" >&2
+    printf '  %s\n' "${failures[@]}" >&2
+    exit 1
+fi
