@@ -261,6 +261,23 @@ kill_nbdkit ()
     return 1
 }
 
+# wait_unlocked FILE
+#
+# Wait (up to 60 s) until no process holds the lock of the cache FILE,
+# for a restart on the same cache.
+wait_unlocked ()
+{
+    local i
+    { _pcache_xtrace_off; } 2>/dev/null
+    for (( i = 0; i < 600; i++ )); do
+        if flock -n "$1" true; then _pcache_xtrace_restore; return 0; fi
+        sleep 0.1
+    done
+    _pcache_xtrace_restore
+    echo "$0: $1 is still locked 60 s after nbdkit was stopped" >&2
+    return 1
+}
+
 # kill9_nbdkit PIDFILE
 #
 # Simulate a crash: SIGKILL nbdkit and wait until the process is gone,

@@ -29,23 +29,6 @@ cache=$tmp/cache
 export uri="nbd+unix://?socket=$sock"
 nclients=4
 
-# wait_unlocked FILE: wait (up to 60 s) until no process holds the lock
-# of the cache FILE.  kill9_nbdkit returns once the main thread of
-# nbdkit is a zombie, but its other threads may still be exiting, and
-# until the last one has gone the process holds the cache file and its
-# lock, so a restart could find it "in use".
-wait_unlocked ()
-{
-    local i
-    { set +x; } 2>/dev/null
-    for (( i = 0; i < 600; i++ )); do
-        if flock -n "$1" true; then set -x; return 0; fi
-        sleep 0.1
-    done
-    set -x
-    echo "$0: $1 is still locked 60 s after nbdkit was killed" >&2
-    return 1
-}
 
 start ()
 {

@@ -1,0 +1,1805 @@
+/* crash-sim: power-loss simulator for the pcache engine.
+ *
+ * A deterministic workload runs against a fresh cache in a forked
+ * child.  Every persist point of the engine (pc_pmem_set_hooks) and
+ * every operation on the backend is a crash point.  The child keeps a
+ * shadow "durable image" of the cache file: the after-hook copies each
+ * persisted range (rounded out to 64-byte cache lines) from the mapping
+ * into it.  The backend is a disk with a volatile write cache: writes
+ * land in vol, flush copies vol to dur.
+ *
+ * A crash at point N dumps the durable image and the backend's durable
+ * buffer.  Variants:
+ *   cut   the power goes before store N: the images as they are;
+ *   torn  store N (pmem) happened and a random subset of the cache
+ *         lines not yet persisted reached the media (real pmem can
+ *         evict lines early); at a backend point, a random subset of
+ *         the blocks in the disk's volatile cache reached the platter.
+ *
+ * Two ways to get there:
+ *   snapshot (default)  one child runs the whole workload; at each
+ *                       selected point it dumps the images, reports the
+ *                       point and waits until a verifier has been
+ *                       started.  The durable image at point N is what
+ *                       a power loss at N leaves, whatever the process
+ *                       does afterwards.
+ *   --kill              one child per point, which dumps the images at
+ *                       point N and _exits (the literal power cut).
+ * The child reports each operation it starts and completes through a
+ * pipe, so the parent knows what was acknowledged.
+ *
+ * Each crash image is checked by a forked verifier:
+ *   (a) every block whose write was acknowledged before a completed
+ *       pc_flush, or written with FUA, reads back with that version or
+ *       a newer one written since;
+ *   (b) every 4 KiB block reads as one of the versions written to it,
+ *       zeroes after a zero/trim, or its original content; never
+ *       garbage, another block's data or a mix;
+ *   (c) the backend's durable image is the state after all client
+ *       epochs < P plus some of epoch P's writes, for some P;
+ *   (d) the replayed cache works on: writes, flush, writeback, GC,
+ *       reopen, read; once drained, the backend holds exactly what the
+ *       cache serves.
+ * Replay must not refuse any image a power loss can produce, except
+ * one cut during format (refused as not a pcache file / corrupt: no
+ * write was acknowledged yet).
+ *
+ * Usage: crash-sim [--workload small|large] [--all | --sample N]
+ *                  [--torn] [--kill] [--seed S] [--jobs J] [--keep DIR]
+ *                  [--verbose]
+ * Exit status: 0 all crash points passed, 1 a violation, 2 usage/setup.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pcache.h"
+#include "cache_internal.h"
+#include "pmem.h"
+#include "util.h"
+#include "rig.h"
+
+#define LINE            64u
+#define STRIPE_BLOCKS   ((1u << PC_STRIPE_SHIFT) / RIG_BLK)
+#define EXIT_CRASHED    42
+#define EXIT_WL_FAIL    3
+#define PHASE_D_VER     0x40000000u
+
+/* ------------------------------------------------------------------ */
+/* Workloads. */
+
+struct wl_params {
+  const char *name;
+  uint64_t backing_size;
+  uint32_t nsegs;
+  int data_crc;
+  int rounds;
+  int ops_per_round;            /* client ops per round: 4 + below this */
+  int max_write_blocks;
+  int burst_every;              /* rounds between zero bursts; 0: none */
+  int burst_ksets;              /* full ksets (128 zero keys) per burst */
+};
+
+static const struct wl_params wl_small = {
+  .name = "small", .backing_size = (4 << 20) + (512 << 10), .nsegs = 10, .data_crc = 0,
+  .rounds = 60, .ops_per_round = 16, .max_write_blocks = 32,
+  .burst_every = 12, .burst_ksets = 110,
+};
+
+static const struct wl_params wl_large = {
+  .name = "large", .backing_size = 36 << 20, .nsegs = 16, .data_crc = 1,
+  .rounds = 400, .ops_per_round = 40, .max_write_blocks = 16,
+  .burst_every = 25, .burst_ksets = 80,
+};
+
+static uint64_t
+cache_size_for (const struct wl_params *wp)
+{
+  uint64_t segtab = PC_ALIGN_UP (PC_SEGTAB_OFF + wp->nsegs * PC_SEGTAB_ENTRY,
+                                 4096);
+  return segtab + (uint64_t) wp->nsegs * PC_MIN_SEG_SIZE;
+}
+
+/* ------------------------------------------------------------------ */
+/* Operations and the child -> parent stream. */
+
+enum op_kind {
+  OP_FORMAT = 1, OP_WRITE, OP_ZERO, OP_TRIM, OP_FLUSH, OP_READ, OP_WB,
+  OP_GC, OP_CLOSE,
+};
+
+static const char *const op_names[] = {
+  [OP_FORMAT] = "format", [OP_WRITE] = "write", [OP_ZERO] = "zero",
+  [OP_TRIM] = "trim", [OP_FLUSH] = "flush", [OP_READ] = "read",
+  [OP_WB] = "writeback-step", [OP_GC] = "gc", [OP_CLOSE] = "close",
+};
+
+struct op {
+  uint8_t kind;
+  uint8_t fua;
+  uint16_t nblocks;
+  uint32_t ver;                 /* OP_WRITE: version written */
+  uint64_t block;
+};
+
+enum { M_START = 1, M_DONE, M_SNAP, M_END };
+
+struct msg {
+  uint32_t type;
+  uint32_t variant;
+  uint64_t a;                   /* op index, point */
+  struct op op;
+};
+
+enum { V_CUT = 0, V_TORN = 1 };
+#define VB_CUT  (1u << V_CUT)
+#define VB_TORN (1u << V_TORN)
+static const char *const variant_names[] = { "cut", "torn" };
+
+/* A selected crash point. */
+struct sel {
+  uint64_t point;
+  unsigned variants;
+};
+
+/* Kinds of point, for the selection and the report. */
+enum { PK_PMEM_ONE, PK_PMEM_MULTI, PK_DRAIN, PK_BACKEND };
+
+/* ------------------------------------------------------------------ */
+/* Options and shared statistics. */
+
+static const struct wl_params *wp = &wl_small;
+static uint64_t opt_seed = 1;
+static int opt_all;
+static long opt_sample = -1;
+static int opt_torn;
+static int opt_kill;
+static int opt_jobs = 2;
+static int opt_verbose;
+static const char *opt_keep;
+static char tmpdir[256];
+
+struct stats {
+  _Atomic uint64_t verified, verified_torn, violations, crashed_verifiers;
+  _Atomic uint64_t format_refused, format_opened;
+  _Atomic uint64_t prefix_partial, prefix_past0, max_prefix;
+  _Atomic uint64_t acked_durable_blocks, inflight[OP_CLOSE + 1];
+  _Atomic uint64_t phase_d_runs;
+};
+static struct stats *st;
+
+static void
+die (const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  fputs ("crash-sim: ", stderr);
+  vfprintf (stderr, fmt, ap);
+  fputc ('\n', stderr);
+  va_end (ap);
+  exit (2);
+}
+
+static double
+now_s (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ================================================================== */
+/* The workload child. */
+
+struct sim {
+  char cache_path[PATH_MAX];
+  uint64_t cache_size;
+  uint8_t *map;                 /* the engine's mapping, found lazily */
+  uint8_t *dur;                 /* durable image of the cache file */
+  uint8_t *scratch;             /* torn images are built here */
+  uint8_t *bscratch;
+  struct rig_mem bk;
+  uint64_t point;               /* crash points so far */
+  uint64_t torn_at;             /* point whose after-hook makes a torn image */
+  int snapshot;                 /* snapshot mode: report and go on */
+  int counting;                 /* no dumps, just count */
+  const struct sel *sel;
+  size_t nsel, isel;
+  int out_fd, go_fd;
+  uint64_t rng;
+  /* Workload state. */
+  pc_cache *c;
+  uint32_t *cur;                /* current version of each block */
+  uint64_t nblocks;
+  uint64_t nops;
+  uint8_t *buf;
+  /* Coverage: what the workload made the engine do. */
+  uint64_t n_last, n_full, n_kset, n_gen, n_ctrl, n_payload;
+  int trace;                    /* $CRASH_SIM_TRACE: print LAST and gens */
+};
+
+static struct sim S;
+
+static void
+child_fail (const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  fprintf (stderr, "crash-sim: workload (op %" PRIu64 ", point %" PRIu64
+           "): ", S.nops, S.point);
+  vfprintf (stderr, fmt, ap);
+  fputc ('\n', stderr);
+  va_end (ap);
+  _exit (EXIT_WL_FAIL);
+}
+
+static void
+send_msg (const struct msg *m)
+{
+  const char *p = (const char *) m;
+  size_t left = sizeof *m;
+
+  while (left > 0) {
+    ssize_t n = write (S.out_fd, p, left);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      _exit (EXIT_WL_FAIL);
+    p += n;
+    left -= n;
+  }
+}
+
+/* The mapping of the cache file, from /proc/self/maps. */
+static void
+find_map (void)
+{
+  struct stat sb;
+  FILE *f;
+  char line[1024];
+
+  if (stat (S.cache_path, &sb) == -1)
+    child_fail ("stat %s: %m", S.cache_path);
+  f = fopen ("/proc/self/maps", "r");
+  if (!f)
+    child_fail ("/proc/self/maps: %m");
+  while (fgets (line, sizeof line, f)) {
+    unsigned long start, end, off, ino;
+    char perms[8];
+    unsigned maj, min;
+
+    if (sscanf (line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &off,
+                &maj, &min, &ino) == 7 &&
+        ino == sb.st_ino && off == 0 && end - start >= S.cache_size) {
+      S.map = (uint8_t *) start;
+      break;
+    }
+  }
+  fclose (f);
+  if (!S.map)
+    child_fail ("cannot find the mapping of %s", S.cache_path);
+}
+
+static void
+img_paths (uint64_t point, int variant, char *img, char *bk)
+{
+  snprintf (img, PATH_MAX, "%s/p%" PRIu64 "%c.img", tmpdir, point,
+            "ct"[variant]);
+  snprintf (bk, PATH_MAX, "%s/p%" PRIu64 "%c.bk", tmpdir, point,
+            "ct"[variant]);
+}
+
+/* Which variants to dump at this point. */
+static unsigned
+want (uint64_t point, int kind)
+{
+  unsigned v = 0;
+
+  if (S.counting)
+    return 0;
+  if (!S.sel) {
+    v = VB_CUT;
+    if (opt_torn && (kind == PK_PMEM_MULTI ||
+                     (kind == PK_BACKEND && S.bk.dirty)))
+      v |= VB_TORN;
+    return v;
+  }
+  while (S.isel < S.nsel && S.sel[S.isel].point < point)
+    S.isel++;
+  if (S.isel < S.nsel && S.sel[S.isel].point == point)
+    v = S.sel[S.isel].variants;
+  if (kind == PK_DRAIN && (v & VB_TORN))
+    v = (v & ~VB_TORN) | VB_CUT;
+  return v;
+}
+
+/* Power loss: write out what survives. */
+static void
+crash (int variant, int kind)
+{
+  char img[PATH_MAX], bk[PATH_MAX];
+  const uint8_t *pm = S.dur, *bd = S.bk.dur;
+  uint64_t r = rig_seed (opt_seed ^ (S.point * 7919) ^ variant);
+
+  if (variant == V_TORN && kind != PK_BACKEND && S.map) {
+    /* Lines stored but not yet persisted: some reach the media. */
+    uint64_t i;
+
+    memcpy (S.scratch, S.dur, S.cache_size);
+    for (i = 0; i < S.cache_size; i += LINE)
+      if (memcmp (S.map + i, S.dur + i, LINE) != 0 && (rig_rand (&r) & 1))
+        memcpy (S.scratch + i, S.map + i, LINE);
+    pm = S.scratch;
+  }
+  if (variant == V_TORN && S.bk.dirty) {
+    /* The disk wrote some of its volatile cache. */
+    uint64_t i;
+
+    memcpy (S.bscratch, S.bk.dur, S.bk.size);
+    for (i = 0; i < S.bk.size; i += RIG_BLK)
+      if (memcmp (S.bk.vol + i, S.bk.dur + i, RIG_BLK) != 0 &&
+          (rig_rand (&r) & 1))
+        memcpy (S.bscratch + i, S.bk.vol + i, RIG_BLK);
+    bd = S.bscratch;
+  }
+  img_paths (S.point, variant, img, bk);
+  if (rig_file_put (img, pm, S.cache_size) == -1 ||
+      rig_file_put (bk, bd, S.bk.size) == -1)
+    child_fail ("writing crash image: %m");
+  if (!S.snapshot)
+    _exit (EXIT_CRASHED);
+  {
+    struct msg m = { .type = M_SNAP, .variant = variant, .a = S.point };
+    char go;
+
+    send_msg (&m);
+    while (read (S.go_fd, &go, 1) != 1)
+      if (errno != EINTR)
+        _exit (EXIT_WL_FAIL);
+  }
+}
+
+static void
+hook_before (void *opaque, const void *addr, size_t len)
+{
+  uintptr_t a = (uintptr_t) addr;
+  int kind;
+  unsigned v;
+
+  (void) opaque;
+  if (!S.map)
+    find_map ();
+  S.point++;
+  if (!addr)
+    kind = PK_DRAIN;
+  else
+    kind = (a / LINE != (a + len - 1) / LINE) ? PK_PMEM_MULTI : PK_PMEM_ONE;
+  v = want (S.point, kind);
+  if (v & VB_CUT)
+    crash (V_CUT, kind);
+  if (v & VB_TORN)
+    S.torn_at = S.point;
+}
+
+static void
+hook_after (void *opaque, const void *addr, size_t len)
+{
+  uint8_t *p = (uint8_t *) addr;
+  uint64_t off, end;
+
+  (void) opaque;
+  if (S.torn_at == S.point && S.torn_at) {
+    S.torn_at = 0;
+    crash (V_TORN, PK_PMEM_MULTI);
+  }
+  if (!addr || !len)
+    return;
+  if (p < S.map || p + len > S.map + S.cache_size)
+    child_fail ("persist outside the cache mapping");
+  off = (uint64_t) (p - S.map) & ~(uint64_t) (LINE - 1);
+  end = PC_ALIGN_UP ((uint64_t) (p - S.map) + len, LINE);
+  memcpy (S.dur + off, S.map + off, end - off);
+
+  /* Coverage. */
+  if (S.c && S.c->seg_area_off && (uint64_t) (p - S.map) >= S.c->seg_area_off) {
+    const struct pc_kset_hdr *h = (const void *) p;
+    if (len >= sizeof *h && h->magic == PC_KSET_MAGIC &&
+        len == PC_KSET_BYTES (h->nkeys)) {
+      S.n_kset++;
+      if (h->flags & PC_KSET_LAST)
+        S.n_last++;
+      if (S.trace && (h->flags & PC_KSET_LAST))
+        fprintf (stderr, "trace: point %" PRIu64 " op %" PRIu64 ": LAST seq %"
+                 PRIu64 " in segment %" PRIu64 " -> segment %u\n", S.point,
+                 S.nops, h->seq, ((uint64_t) (p - S.map) - S.c->seg_area_off)
+                 >> S.c->seg_shift, h->next_seg);
+      if (h->nkeys == PC_KSET_MAX_KEYS)
+        S.n_full++;
+    }
+    else if (len >= RIG_BLK)
+      S.n_payload++;
+  }
+  else if ((uint64_t) (p - S.map) >= PC_SEGTAB_OFF) {
+    S.n_gen++;
+    if (S.trace && len == sizeof (struct pc_gen_slot))
+      fprintf (stderr, "trace: point %" PRIu64 " op %" PRIu64 ": segment %"
+               PRIu64 " generation %" PRIu64 "\n", S.point, S.nops,
+               ((uint64_t) (p - S.map) - PC_SEGTAB_OFF) / PC_SEGTAB_ENTRY,
+               ((const struct pc_gen_slot *) p)->gen);
+  }
+  else if ((uint64_t) (p - S.map) >= PC_CTRL_OFF)
+    S.n_ctrl++;
+}
+
+static void
+hook_backend (void *opaque, int op)
+{
+  unsigned v;
+
+  (void) opaque;
+  (void) op;
+  S.point++;
+  v = want (S.point, PK_BACKEND);
+  if (v & VB_CUT)
+    crash (V_CUT, PK_BACKEND);
+  if (v & VB_TORN)
+    crash (V_TORN, PK_BACKEND);
+}
+
+/* Operations: each is reported when started and when done. */
+static uint64_t
+op_start (struct op o)
+{
+  struct msg m = { .type = M_START, .a = S.nops, .op = o };
+
+  send_msg (&m);
+  return S.nops;
+}
+
+static void
+op_done (uint64_t idx)
+{
+  struct msg m = { .type = M_DONE, .a = idx };
+
+  send_msg (&m);
+  S.nops++;
+}
+
+static void
+model_set (uint64_t blk, unsigned n, uint32_t v)
+{
+  unsigned i;
+
+  for (i = 0; i < n; i++)
+    S.cur[blk + i] = v;
+}
+
+static void
+w_write (uint64_t blk, unsigned n, int fua)
+{
+  struct op o = { .kind = OP_WRITE, .fua = fua, .nblocks = n, .block = blk,
+                  .ver = (uint32_t) S.nops };
+  uint64_t idx;
+  unsigned i;
+  int err = 0;
+
+  for (i = 0; i < n; i++)
+    rig_fill_block (S.buf + (uint64_t) i * RIG_BLK, blk + i, o.ver);
+  idx = op_start (o);
+  if (pc_write (S.c, S.buf, n * RIG_BLK, blk * RIG_BLK, fua ? PC_FUA : 0,
+                &err) == -1)
+    child_fail ("pc_write: %s", strerror (err));
+  model_set (blk, n, o.ver);
+  op_done (idx);
+}
+
+static void
+w_zero (int kind, uint64_t blk, unsigned n, int fua, int may_trim)
+{
+  struct op o = { .kind = kind, .fua = fua, .nblocks = n, .block = blk };
+  uint64_t idx = op_start (o);
+  unsigned flags = (fua ? PC_FUA : 0) | (may_trim ? PC_MAY_TRIM : 0);
+  int err = 0, r;
+
+  if (kind == OP_ZERO)
+    r = pc_zero (S.c, (uint64_t) n * RIG_BLK, blk * RIG_BLK, flags, &err);
+  else
+    r = pc_trim (S.c, (uint64_t) n * RIG_BLK, blk * RIG_BLK, flags, &err);
+  if (r == -1)
+    child_fail ("pc_%s: %s", op_names[kind], strerror (err));
+  model_set (blk, n, RIG_V_ZERO);
+  op_done (idx);
+}
+
+static void
+w_flush (void)
+{
+  struct op o = { .kind = OP_FLUSH };
+  uint64_t idx = op_start (o);
+  int err = 0;
+
+  if (pc_flush (S.c, &err) == -1)
+    child_fail ("pc_flush: %s", strerror (err));
+  op_done (idx);
+}
+
+static void
+w_read (uint64_t blk, unsigned n)
+{
+  struct op o = { .kind = OP_READ, .nblocks = n, .block = blk };
+  uint64_t idx = op_start (o);
+  struct pc_backend fg = rig_mem_backend (&S.bk);
+  unsigned i;
+  int err = 0;
+
+  if (pc_read (S.c, S.buf, n * RIG_BLK, blk * RIG_BLK, &fg, &err) == -1)
+    child_fail ("pc_read: %s", strerror (err));
+  for (i = 0; i < n; i++) {
+    uint32_t got = rig_decode_block (S.buf + (uint64_t) i * RIG_BLK, blk + i);
+    char b1[32], b2[32];
+
+    if (got != S.cur[blk + i])
+      child_fail ("read of block %" PRIu64 " returned %s, expected %s "
+                  "(no crash yet)", blk + i, rig_vname (got, b1, sizeof b1),
+                  rig_vname (S.cur[blk + i], b2, sizeof b2));
+  }
+  op_done (idx);
+}
+
+static int
+w_wb (void)
+{
+  struct op o = { .kind = OP_WB };
+  uint64_t idx = op_start (o);
+  int r = pc_writeback_step (S.c);
+
+  if (r == -1)
+    child_fail ("pc_writeback_step failed");
+  op_done (idx);
+  return r;
+}
+
+static void
+w_gc (int force)
+{
+  struct op o = { .kind = OP_GC, .fua = force };
+  uint64_t idx = op_start (o);
+
+  if (pc_gc_run (S.c, force) < 0)
+    child_fail ("pc_gc_run failed");
+  op_done (idx);
+}
+
+static uint32_t
+nfree (void)
+{
+  struct pc_stats s;
+
+  pc_cache_get_stats (S.c, &s);
+  return s.segs_total - s.segs_used;
+}
+
+/* Keep free segments: without worker threads a full cache would wait
+ * forever for writeback.
+ */
+static void
+make_room (uint32_t want_free)
+{
+  int n = 0;
+
+  if (nfree () >= want_free)
+    return;
+  w_flush ();
+  while (w_wb () == 1)
+    if (++n > 100000)
+      child_fail ("writeback does not finish");
+  w_gc (1);
+  if (nfree () < want_free)
+    child_fail ("only %u free segments after writeback and GC", nfree ());
+}
+
+static uint64_t
+pick_block (unsigned n)
+{
+  uint64_t r = rig_below (&S.rng, 100), b;
+
+  if (r < 45)                                 /* a hot set */
+    b = rig_below (&S.rng, 64);
+  else if (r < 55 && S.nblocks > STRIPE_BLOCKS) /* across a stripe edge */
+    b = STRIPE_BLOCKS - n / 2 - rig_below (&S.rng, 2);
+  else
+    b = rig_below (&S.rng, S.nblocks);
+  if (b + n > S.nblocks)
+    b = S.nblocks - n;
+  return b;
+}
+
+static void
+one_op (void)
+{
+  uint64_t x = rig_below (&S.rng, 100);
+  unsigned n;
+
+  if (x < 55) {
+    n = rig_below (&S.rng, 5) == 0
+      ? 2 + rig_below (&S.rng, wp->max_write_blocks - 1) : 1;
+    make_room (5);
+    w_write (pick_block (n), n, rig_below (&S.rng, 100) < 15);
+  }
+  else if (x < 62) {
+    n = 1 + rig_below (&S.rng, 4);
+    w_zero (OP_ZERO, pick_block (n), n, rig_below (&S.rng, 10) == 0,
+            rig_below (&S.rng, 2));
+  }
+  else if (x < 67) {
+    n = 1 + rig_below (&S.rng, 4);
+    w_zero (OP_TRIM, pick_block (n), n, rig_below (&S.rng, 10) == 0, 0);
+  }
+  else if (x < 80) {
+    n = 1 + rig_below (&S.rng, 8);
+    make_room (5);
+    w_read (pick_block (n), n);
+  }
+  else if (x < 86)
+    w_flush ();
+  else if (x < 93)
+    w_wb ();
+  else
+    w_gc (rig_below (&S.rng, 2));
+}
+
+/* Many zero/trim keys on a few blocks of one stripe: full ksets of 128
+ * keys that fill the log quickly (a LAST record every ~250 ksets) with
+ * few persist points, and that writeback coalesces.
+ */
+static void
+burst (void)
+{
+  uint64_t base = (S.nblocks > 2 * STRIPE_BLOCKS ? STRIPE_BLOCKS : 0) + 512;
+  int k;
+  unsigned i;
+
+  for (k = 0; k < wp->burst_ksets; k++) {
+    make_room (4);
+    for (i = 0; i < PC_KSET_MAX_KEYS; i++) {
+      uint64_t b = base + rig_below (&S.rng, 8);
+      w_zero (rig_below (&S.rng, 4) == 0 ? OP_TRIM : OP_ZERO, b, 1,
+              i == PC_KSET_MAX_KEYS - 1 && rig_below (&S.rng, 8) == 0, 0);
+    }
+    if (rig_below (&S.rng, 16) == 0)
+      w_flush ();
+    if (rig_below (&S.rng, 8) == 0)
+      w_wb ();
+  }
+}
+
+static void
+workload (void)
+{
+  int r, i, n;
+
+  for (r = 0; r < wp->rounds; r++) {
+    n = 4 + rig_below (&S.rng, wp->ops_per_round);
+    for (i = 0; i < n; i++)
+      one_op ();
+    if (wp->burst_every && r % wp->burst_every == wp->burst_every - 1)
+      burst ();
+    if (rig_below (&S.rng, 10) < 7)
+      w_flush ();
+    n = rig_below (&S.rng, 4);
+    for (i = 0; i < n; i++)
+      w_wb ();
+    if (rig_below (&S.rng, 3) == 0)
+      w_gc (1);
+  }
+}
+
+static void __attribute__ ((noreturn))
+child_main (int out_fd, int go_fd, const struct sel *sel, size_t nsel,
+            int snapshot, int counting)
+{
+  struct pc_config cfg;
+  struct op o = { .kind = OP_FORMAT };
+  uint64_t idx, b;
+
+  memset (&S, 0, sizeof S);
+  S.out_fd = out_fd;
+  S.go_fd = go_fd;
+  S.sel = sel;
+  S.nsel = nsel;
+  S.snapshot = snapshot;
+  S.counting = counting;
+  S.trace = counting && getenv ("CRASH_SIM_TRACE") != NULL;
+  S.rng = rig_seed (opt_seed);
+  S.cache_size = cache_size_for (wp);
+  S.nblocks = wp->backing_size / RIG_BLK;
+  snprintf (S.cache_path, sizeof S.cache_path, "%s/cache-%d", tmpdir,
+            (int) getpid ());
+  S.dur = calloc (1, S.cache_size);       /* format creates a zero file */
+  S.scratch = malloc (S.cache_size);
+  S.cur = calloc (S.nblocks, sizeof *S.cur);
+  S.buf = malloc ((uint64_t) (wp->max_write_blocks + 8) * RIG_BLK);
+  if (!S.dur || !S.scratch || !S.cur || !S.buf ||
+      rig_mem_init (&S.bk, wp->backing_size) == -1 ||
+      !(S.bscratch = malloc (wp->backing_size)))
+    child_fail ("out of memory");
+  for (b = 0; b < S.nblocks; b++)
+    rig_fill_block (S.bk.dur + b * RIG_BLK, b, 0);
+  memcpy (S.bk.vol, S.bk.dur, wp->backing_size);
+  S.bk.hook = hook_backend;
+
+  rig_log_echo = 1;
+  pc_set_log (rig_log_fn);
+  pc_pmem_set_hooks (hook_before, hook_after, NULL);
+
+  pc_config_init (&cfg);
+  cfg.path = S.cache_path;
+  cfg.size = S.cache_size;
+  cfg.seg_size = PC_MIN_SEG_SIZE;
+  cfg.data_crc = wp->data_crc;
+  cfg.cache_on_read = 1;
+  idx = op_start (o);
+  if (pc_cache_open (&cfg, &S.c) == -1)
+    child_fail ("pc_cache_open: %m");
+  if (pc_cache_bind (S.c, wp->backing_size) == -1)
+    child_fail ("pc_cache_bind (format): %m");
+  if (S.c->nsegs != wp->nsegs)
+    child_fail ("formatted %u segments, expected %u", S.c->nsegs, wp->nsegs);
+  op_done (idx);
+  {
+    struct pc_backend bg = rig_mem_backend (&S.bk);
+    pc_cache_set_backend (S.c, &bg);
+  }
+
+  workload ();
+
+  if (counting) {
+    struct pc_stats ps;
+
+    pc_cache_get_stats (S.c, &ps);
+    printf ("crash-sim:   workload coverage: %" PRIu64 " ksets (%" PRIu64
+            " full, %" PRIu64 " LAST), %" PRIu64 " payload stores, %" PRIu64
+            " control updates, %" PRIu64 " generation updates, %" PRIu64
+            " log segments freed by GC, %" PRIu64 " writeback rounds, %"
+            PRIu64 " backend writes, %" PRIu64 " backend flushes\n",
+            S.n_kset, S.n_full, S.n_last, S.n_payload, S.n_ctrl, S.n_gen,
+            ps.gc_segments, ps.writeback_rounds, S.bk.nwrites,
+            S.bk.nflushes);
+    fflush (stdout);
+  }
+  o = (struct op) { .kind = OP_CLOSE };
+  idx = op_start (o);
+  pc_cache_close (S.c);
+  S.c = NULL;
+  op_done (idx);
+  {
+    struct msg m = { .type = M_END, .a = S.point };
+    send_msg (&m);
+  }
+  unlink (S.cache_path);
+  _exit (0);
+}
+
+/* ================================================================== */
+/* The parent's record of the workload. */
+
+struct oplog {
+  struct op *ops;
+  uint64_t nstarted, ncompleted, cap;
+  uint64_t end_points;          /* from M_END */
+  int ended;
+};
+
+static void
+oplog_add (struct oplog *L, const struct msg *m)
+{
+  switch (m->type) {
+  case M_START:
+    if (m->a != L->nstarted || L->nstarted != L->ncompleted)
+      die ("operation stream out of order");
+    if (L->nstarted == L->cap) {
+      L->cap = L->cap ? L->cap * 2 : 4096;
+      L->ops = realloc (L->ops, L->cap * sizeof *L->ops);
+      if (!L->ops)
+        die ("out of memory");
+    }
+    L->ops[L->nstarted++] = m->op;
+    break;
+  case M_DONE:
+    if (m->a != L->ncompleted || L->nstarted != L->ncompleted + 1)
+      die ("operation stream out of order");
+    L->ncompleted++;
+    break;
+  case M_END:
+    L->ended = 1;
+    L->end_points = m->a;
+    break;
+  }
+}
+
+/* Read one message; 0 at EOF. */
+static int
+read_msg (int fd, struct msg *m)
+{
+  char *p = (char *) m;
+  size_t got = 0;
+
+  while (got < sizeof *m) {
+    ssize_t n = read (fd, p + got, sizeof *m - got);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      die ("read: %m");
+    if (n == 0) {
+      if (got)
+        die ("truncated message");
+      return 0;
+    }
+    got += n;
+  }
+  return 1;
+}
+
+/* ================================================================== */
+/* The verifier. */
+
+struct vctx {
+  const struct oplog *L;
+  uint64_t point;
+  int variant;
+  char img[PATH_MAX], bk[PATH_MAX];
+  int violations;
+};
+
+static void
+violation (struct vctx *v, const char *fmt, ...)
+{
+  va_list ap;
+  const struct oplog *L = v->L;
+  char where[256] = "";
+
+  if (L->nstarted > L->ncompleted) {
+    const struct op *o = &L->ops[L->nstarted - 1];
+    snprintf (where, sizeof where, ", during op %" PRIu64 " (%s block %"
+              PRIu64 " x%u%s)", L->nstarted - 1, op_names[o->kind], o->block,
+              o->nblocks, o->fua ? " FUA" : "");
+  }
+  else
+    snprintf (where, sizeof where, ", after op %" PRIu64, L->ncompleted - 1);
+  va_start (ap, fmt);
+  printf ("VIOLATION [workload %s seed %" PRIu64 " point %" PRIu64 " %s%s]: ",
+          wp->name, opt_seed, v->point, variant_names[v->variant], where);
+  vprintf (fmt, ap);
+  putchar ('\n');
+  va_end (ap);
+  v->violations++;
+}
+
+/* Per-block history of the client's operations. */
+struct hist {
+  uint64_t *start;              /* nblocks + 1 offsets into ent */
+  struct hent { uint64_t op; uint32_t val; uint32_t epoch; } *ent;
+};
+
+static void
+hist_build (const struct oplog *L, uint64_t nblocks, struct hist *h)
+{
+  uint64_t i, total = 0, *fill;
+  uint32_t epoch = 0;
+
+  h->start = calloc (nblocks + 1, sizeof *h->start);
+  fill = calloc (nblocks + 1, sizeof *fill);
+  if (!h->start || !fill)
+    die ("out of memory");
+  for (i = 0; i < L->nstarted; i++) {
+    const struct op *o = &L->ops[i];
+    if (o->kind == OP_WRITE || o->kind == OP_ZERO || o->kind == OP_TRIM) {
+      unsigned j;
+      for (j = 0; j < o->nblocks; j++)
+        h->start[o->block + j + 1]++;
+      total += o->nblocks;
+    }
+  }
+  for (i = 0; i < nblocks; i++)
+    h->start[i + 1] += h->start[i];
+  h->ent = malloc ((total ? total : 1) * sizeof *h->ent);
+  if (!h->ent)
+    die ("out of memory");
+  for (i = 0; i < L->nstarted; i++) {
+    const struct op *o = &L->ops[i];
+    if (o->kind == OP_WRITE || o->kind == OP_ZERO || o->kind == OP_TRIM) {
+      unsigned j;
+      for (j = 0; j < o->nblocks; j++) {
+        uint64_t b = o->block + j;
+        struct hent *e = &h->ent[h->start[b] + fill[b]++];
+        e->op = i;
+        e->val = o->kind == OP_WRITE ? o->ver : RIG_V_ZERO;
+        e->epoch = epoch;
+      }
+    }
+    else if (o->kind == OP_FLUSH && i < L->ncompleted)
+      epoch++;
+  }
+  free (fill);
+}
+
+static void
+hist_free (struct hist *h)
+{
+  free (h->start);
+  free (h->ent);
+}
+
+static uint32_t
+nepochs (const struct oplog *L)
+{
+  uint64_t i;
+  uint32_t e = 0;
+
+  for (i = 0; i < L->ncompleted; i++)
+    if (L->ops[i].kind == OP_FLUSH)
+      e++;
+  return e;
+}
+
+static int
+bv_differs_from_base (const uint32_t *bv, const uint32_t *base, uint64_t n)
+{
+  uint64_t b;
+
+  for (b = 0; b < n; b++)
+    if (bv[b] != base[b])
+      return 1;
+  return 0;
+}
+
+/* (c): the backend's durable image is epochs < P plus part of epoch P. */
+static void
+check_prefix (struct vctx *v, const struct hist *h, const uint8_t *img,
+              uint64_t nblocks)
+{
+  uint32_t E = nepochs (v->L), P, *bv, *base;
+  uint64_t *ptr, b, best_bad = UINT64_MAX, best_blk = 0;
+  uint32_t best_p = 0;
+
+  bv = malloc (nblocks * sizeof *bv);
+  base = malloc (nblocks * sizeof *base);
+  ptr = malloc (nblocks * sizeof *ptr);
+  if (!bv || !base || !ptr)
+    die ("out of memory");
+  for (b = 0; b < nblocks; b++) {
+    bv[b] = rig_decode_block (img + b * RIG_BLK, b);
+    base[b] = 0;
+    ptr[b] = h->start[b];
+  }
+  for (P = 0; P <= E; P++) {
+    uint64_t bad = 0, first_bad = 0, partial = 0;
+
+    for (b = 0; b < nblocks; b++) {
+      uint64_t k;
+      uint32_t end = base[b];
+      int ok = bv[b] == base[b];
+
+      for (k = ptr[b]; k < h->start[b + 1] && h->ent[k].epoch == P; k++) {
+        if (bv[b] == h->ent[k].val)
+          ok = 1;
+        end = h->ent[k].val;
+      }
+      if (!ok && bad++ == 0)
+        first_bad = b;
+      /* Not at an epoch boundary: epoch P is partly there. */
+      if (ok && bv[b] != end)
+        partial = 1;
+    }
+    if (bad == 0) {
+      if (partial && bv_differs_from_base (bv, base, nblocks))
+        atomic_fetch_add (&st->prefix_partial, 1);
+      if (P > 0)
+        atomic_fetch_add (&st->prefix_past0, 1);
+      for (;;) {
+        uint64_t m = atomic_load (&st->max_prefix);
+        if (P <= m || atomic_compare_exchange_weak (&st->max_prefix, &m, P))
+          break;
+      }
+      goto out;
+    }
+    if (bad < best_bad) {
+      best_bad = bad;
+      best_p = P;
+      best_blk = first_bad;
+    }
+    /* Advance to the state at the end of epoch P. */
+    for (b = 0; b < nblocks; b++)
+      while (ptr[b] < h->start[b + 1] && h->ent[ptr[b]].epoch == P)
+        base[b] = h->ent[ptr[b]++].val;
+  }
+  {
+    char b1[32];
+    violation (v, "backend durable image is not a prefix of the client's "
+               "epochs: best P=%u of %u has %" PRIu64 " bad blocks, e.g. "
+               "block %" PRIu64 " holds %s", best_p, E, best_bad, best_blk,
+               rig_vname (bv[best_blk], b1, sizeof b1));
+  }
+ out:
+  free (bv);
+  free (base);
+  free (ptr);
+}
+
+/* (a) and (b) for one block: is val allowed after the crash? */
+static int
+block_allowed (const struct oplog *L, const struct hist *h, uint64_t b,
+               uint64_t last_flush, uint32_t val, uint64_t *durable_op)
+{
+  uint64_t k, d = h->start[b];
+  int have_durable = 0;
+
+  for (k = h->start[b]; k < h->start[b + 1]; k++) {
+    const struct hent *e = &h->ent[k];
+    const struct op *o = &L->ops[e->op];
+
+    if ((last_flush != UINT64_MAX && e->op < last_flush) ||
+        (o->fua && e->op < L->ncompleted)) {
+      d = k;
+      have_durable = 1;
+    }
+  }
+  *durable_op = have_durable ? h->ent[d].op : UINT64_MAX;
+  if (!have_durable && val == 0)
+    return 1;
+  for (k = d; k < h->start[b + 1]; k++)
+    if (h->ent[k].val == val)
+      return 1;
+  return 0;
+}
+
+static void
+describe_allowed (const struct hist *h, uint64_t b, uint64_t durable_op,
+                  char *out, size_t len)
+{
+  uint64_t k;
+  size_t n = 0;
+  int first = 1;
+
+  out[0] = 0;
+  if (durable_op == UINT64_MAX)
+    n += snprintf (out + n, len - n, "original");
+  for (k = h->start[b]; k < h->start[b + 1] && n < len - 40; k++) {
+    char b1[32];
+    if (durable_op != UINT64_MAX && h->ent[k].op < durable_op)
+      continue;
+    n += snprintf (out + n, len - n, "%s%s(op %" PRIu64 ")",
+                   (first && durable_op != UINT64_MAX) ? "" : ", ",
+                   rig_vname (h->ent[k].val, b1, sizeof b1), h->ent[k].op);
+    first = 0;
+  }
+}
+
+/* Read every block through the cache into vals. */
+static int
+read_all (struct vctx *v, pc_cache *c, struct rig_mem *bk, uint64_t nblocks,
+          uint32_t *vals, const char *what)
+{
+  struct pc_backend fg = rig_mem_backend (bk);
+  const unsigned chunk = 64;
+  uint8_t *buf = malloc (chunk * RIG_BLK);
+  uint64_t b;
+  int err = 0;
+
+  if (!buf)
+    die ("out of memory");
+  for (b = 0; b < nblocks; b += chunk) {
+    unsigned n = nblocks - b < chunk ? nblocks - b : chunk, i;
+
+    if (pc_read (c, buf, n * RIG_BLK, b * RIG_BLK, &fg, &err) == -1) {
+      violation (v, "%s: pc_read of block %" PRIu64 " failed: %s", what, b,
+                 strerror (err));
+      free (buf);
+      return -1;
+    }
+    for (i = 0; i < n; i++)
+      vals[b + i] = rig_decode_block (buf + (uint64_t) i * RIG_BLK, b + i);
+  }
+  free (buf);
+  return 0;
+}
+
+static pc_cache *
+v_open (struct vctx *v, const char *img, int cache_on_read, const char *what)
+{
+  struct pc_config cfg;
+  pc_cache *c;
+
+  pc_config_init (&cfg);
+  cfg.path = img;
+  cfg.cache_on_read = cache_on_read;
+  rig_log_clear ();
+  if (pc_cache_open (&cfg, &c) == -1) {
+    violation (v, "%s: pc_cache_open failed: %s", what, rig_log_buf);
+    return NULL;
+  }
+  if (pc_cache_bind (c, wp->backing_size) == -1) {
+    violation (v, "%s: pc_cache_bind failed: %s", what, rig_log_buf);
+    pc_cache_close (c);
+    return NULL;
+  }
+  return c;
+}
+
+static int
+wb_all (struct vctx *v, pc_cache *c, const char *what)
+{
+  int n = 0, r;
+
+  while ((r = pc_writeback_step (c)) == 1)
+    if (++n > 1000000)
+      break;
+  if (r != 0) {
+    violation (v, "%s: writeback did not finish (%d): %s", what, r,
+               rig_log_buf);
+    return -1;
+  }
+  return 0;
+}
+
+/* (d): the replayed cache works on. */
+static void
+phase_d (struct vctx *v, pc_cache *c, struct rig_mem *bk, uint32_t *view,
+         uint64_t nblocks)
+{
+  uint64_t r = rig_seed (opt_seed * 31 + v->point * 2 + v->variant);
+  uint32_t *vals = malloc (nblocks * sizeof *vals);
+  uint8_t *buf = malloc (RIG_BLK);
+  struct pc_backend bg = rig_mem_backend (bk);
+  uint64_t b;
+  unsigned i;
+  int err = 0, bad = 0;
+
+  if (!vals || !buf)
+    die ("out of memory");
+  atomic_fetch_add (&st->phase_d_runs, 1);
+  for (i = 0; i < 16; i++) {
+    uint32_t ver = PHASE_D_VER + i;
+
+    b = rig_below (&r, nblocks);
+    if (i < 2) {
+      if (pc_zero (c, RIG_BLK, b * RIG_BLK, 0, &err) == -1) {
+        violation (v, "after replay: pc_zero failed: %s", strerror (err));
+        goto out;
+      }
+      view[b] = RIG_V_ZERO;
+      continue;
+    }
+    rig_fill_block (buf, b, ver);
+    if (pc_write (c, buf, RIG_BLK, b * RIG_BLK, (i & 1) ? PC_FUA : 0,
+                  &err) == -1) {
+      violation (v, "after replay: pc_write failed: %s", strerror (err));
+      goto out;
+    }
+    view[b] = ver;
+  }
+  if (pc_flush (c, &err) == -1) {
+    violation (v, "after replay: pc_flush failed: %s", strerror (err));
+    goto out;
+  }
+  pc_writeback_step (c);
+  if (pc_gc_run (c, 1) < 0) {
+    violation (v, "after replay: pc_gc_run failed");
+    goto out;
+  }
+  pc_cache_close (c);
+  c = NULL;
+
+  /* Reopen: what was written after the crash, and everything else as
+   * first read, must be there.
+   */
+  c = v_open (v, v->img, 1, "second reopen");
+  if (!c)
+    goto out;
+  pc_cache_set_backend (c, &bg);
+  if (read_all (v, c, bk, nblocks, vals, "second reopen") == -1)
+    goto out;
+  for (b = 0; b < nblocks && bad < 5; b++)
+    if (vals[b] != view[b]) {
+      char b1[32], b2[32];
+      violation (v, "second reopen: block %" PRIu64 " reads %s, expected %s",
+                 b, rig_vname (vals[b], b1, sizeof b1),
+                 rig_vname (view[b], b2, sizeof b2));
+      bad++;
+    }
+  /* Drain: then the backend alone must hold what the cache serves. */
+  if (pc_flush (c, &err) == -1) {
+    violation (v, "drain: pc_flush failed: %s", strerror (err));
+    goto out;
+  }
+  if (wb_all (v, c, "drain") == -1)
+    goto out;
+  if (pc_gc_run (c, 1) < 0) {
+    violation (v, "drain: pc_gc_run failed");
+    goto out;
+  }
+  for (b = 0; b < nblocks && bad < 5; b++) {
+    uint32_t got = rig_decode_block (bk->dur + b * RIG_BLK, b);
+    if (got != view[b]) {
+      char b1[32], b2[32];
+      violation (v, "drained backend: block %" PRIu64 " holds %s, the cache "
+                 "served %s", b, rig_vname (got, b1, sizeof b1),
+                 rig_vname (view[b], b2, sizeof b2));
+      bad++;
+    }
+  }
+  if (read_all (v, c, bk, nblocks, vals, "after drain") == -1)
+    goto out;
+  for (b = 0; b < nblocks && bad < 5; b++)
+    if (vals[b] != view[b]) {
+      char b1[32], b2[32];
+      violation (v, "after drain and GC: block %" PRIu64 " reads %s, "
+                 "expected %s", b, rig_vname (vals[b], b1, sizeof b1),
+                 rig_vname (view[b], b2, sizeof b2));
+      bad++;
+    }
+ out:
+  if (c)
+    pc_cache_close (c);
+  free (vals);
+  free (buf);
+}
+
+static int
+verify (struct vctx *v)
+{
+  const struct oplog *L = v->L;
+  uint64_t nblocks = wp->backing_size / RIG_BLK, b, last_flush = UINT64_MAX;
+  struct rig_mem bk;
+  struct hist h;
+  uint32_t *vals;
+  pc_cache *c;
+  struct pc_backend bg;
+  int bad = 0;
+
+  rig_log_echo = opt_verbose;
+  pc_set_log (rig_log_fn);
+  pc_pmem_set_hooks (NULL, NULL, NULL);
+  if (rig_mem_init (&bk, wp->backing_size) == -1 ||
+      !(vals = malloc (nblocks * sizeof *vals)))
+    die ("out of memory");
+  if (rig_file_get (v->bk, bk.dur, wp->backing_size) == -1)
+    die ("%s: %m", v->bk);
+  memcpy (bk.vol, bk.dur, wp->backing_size);
+  hist_build (L, nblocks, &h);
+  for (b = 0; b < L->ncompleted; b++)
+    if (L->ops[b].kind == OP_FLUSH)
+      last_flush = b;
+  if (L->nstarted > L->ncompleted)
+    atomic_fetch_add (&st->inflight[L->ops[L->nstarted - 1].kind], 1);
+
+  /* (c) */
+  check_prefix (v, &h, bk.dur, nblocks);
+
+  /* Replay. */
+  {
+    struct pc_config cfg;
+
+    pc_config_init (&cfg);
+    cfg.path = v->img;
+    cfg.cache_on_read = 0;
+    rig_log_clear ();
+    if (pc_cache_open (&cfg, &c) == -1) {
+      if (L->ncompleted == 0 &&
+          (rig_log_has ("not a pcache cache file") || rig_log_has ("corrupt"))) {
+        atomic_fetch_add (&st->format_refused, 1);
+        goto done;
+      }
+      violation (v, "replay refused the crash image: %s", rig_log_buf);
+      goto done;
+    }
+    if (L->ncompleted == 0)
+      atomic_fetch_add (&st->format_opened, 1);
+    if (pc_cache_bind (c, wp->backing_size) == -1) {
+      violation (v, "pc_cache_bind after replay failed: %s", rig_log_buf);
+      pc_cache_close (c);
+      goto done;
+    }
+  }
+  bg = rig_mem_backend (&bk);
+  pc_cache_set_backend (c, &bg);
+
+  /* (a), (b) */
+  if (read_all (v, c, &bk, nblocks, vals, "after replay") == -1) {
+    pc_cache_close (c);
+    goto done;
+  }
+  for (b = 0; b < nblocks; b++) {
+    uint64_t dop;
+
+    if (!block_allowed (L, &h, b, last_flush, vals[b], &dop)) {
+      if (bad++ < 5) {
+        char b1[32], allowed[512];
+        describe_allowed (&h, b, dop, allowed, sizeof allowed);
+        violation (v, "after replay block %" PRIu64 " reads %s; allowed: %s",
+                   b, rig_vname (vals[b], b1, sizeof b1), allowed);
+      }
+    }
+    else if (dop != UINT64_MAX)
+      atomic_fetch_add (&st->acked_durable_blocks, 1);
+  }
+  if (bad) {
+    pc_cache_close (c);
+    goto done;
+  }
+
+  /* (d) */
+  phase_d (v, c, &bk, vals, nblocks);
+
+ done:
+  hist_free (&h);
+  rig_mem_free (&bk);
+  free (vals);
+  return v->violations;
+}
+
+/* Verify one crash image in a forked process; returns its pid. */
+static pid_t
+spawn_verifier (const struct oplog *L, uint64_t point, int variant)
+{
+  pid_t pid;
+
+  fflush (stdout);
+  fflush (stderr);
+  pid = fork ();
+  if (pid == -1)
+    die ("fork: %m");
+  if (pid == 0) {
+    struct vctx v = { .L = L, .point = point, .variant = variant };
+    char keep[PATH_MAX * 2];
+    int n;
+
+    img_paths (point, variant, v.img, v.bk);
+    if (opt_keep) {
+      snprintf (keep, sizeof keep, "%s/%s-s%" PRIu64 "-p%" PRIu64 "%c.img",
+                opt_keep, wp->name, opt_seed, point, "ct"[variant]);
+      rig_file_copy (v.img, keep);
+    }
+    n = verify (&v);
+    if (opt_keep) {
+      if (n == 0)
+        unlink (keep);
+      else {
+        snprintf (keep, sizeof keep, "%s/%s-s%" PRIu64 "-p%" PRIu64 "%c.bk",
+                  opt_keep, wp->name, opt_seed, point, "ct"[variant]);
+        rig_file_copy (v.bk, keep);
+        printf ("  kept %s\n", keep);
+      }
+    }
+    unlink (v.img);
+    unlink (v.bk);
+    atomic_fetch_add (&st->verified, 1);
+    if (variant == V_TORN)
+      atomic_fetch_add (&st->verified_torn, 1);
+    atomic_fetch_add (&st->violations, n);
+    fflush (stdout);
+    _exit (n ? 1 : 0);
+  }
+  return pid;
+}
+
+/* Children the parent waits for: verifiers (snapshot) or trials (kill). */
+struct job {
+  pid_t pid;
+  uint64_t point;
+  int variant;
+};
+static struct job *jobs;
+static int njobs;
+/* The workload child, which reap may collect too. */
+static pid_t wl_pid = -1;
+static int wl_status, wl_done;
+
+static void
+reap (int block)
+{
+  int status, i;
+  pid_t pid = waitpid (-1, &status, block ? 0 : WNOHANG);
+
+  if (pid <= 0)
+    return;
+  if (pid == wl_pid) {
+    wl_status = status;
+    wl_done = 1;
+    return;
+  }
+  for (i = 0; i < njobs; i++)
+    if (jobs[i].pid == pid)
+      break;
+  if (i == njobs)
+    return;
+  if (WIFSIGNALED (status) || (WIFEXITED (status) && WEXITSTATUS (status) > 1)) {
+    printf ("VIOLATION [workload %s seed %" PRIu64 " point %" PRIu64
+            " %s]: verifier died (%s %d)\n", wp->name, opt_seed,
+            jobs[i].point, variant_names[jobs[i].variant],
+            WIFSIGNALED (status) ? "signal" : "status",
+            WIFSIGNALED (status) ? WTERMSIG (status) : WEXITSTATUS (status));
+    atomic_fetch_add (&st->violations, 1);
+    atomic_fetch_add (&st->crashed_verifiers, 1);
+  }
+  jobs[i] = jobs[--njobs];
+}
+
+static void
+add_job (pid_t pid, uint64_t point, int variant)
+{
+  jobs[njobs++] = (struct job) { pid, point, variant };
+}
+
+/* ------------------------------------------------------------------ */
+/* Running the workload child. */
+
+struct run {
+  pid_t pid;
+  int fd;                       /* messages from the child */
+  int go;                       /* go bytes to the child */
+};
+
+static void
+start_child (struct run *R, const struct sel *sel, size_t nsel, int snapshot,
+             int counting)
+{
+  int p[2], g[2];
+
+  if (pipe2 (p, O_CLOEXEC) == -1 || pipe2 (g, O_CLOEXEC) == -1)
+    die ("pipe: %m");
+  fflush (stdout);
+  fflush (stderr);
+  R->pid = fork ();
+  if (R->pid == -1)
+    die ("fork: %m");
+  if (R->pid == 0) {
+    close (p[0]);
+    close (g[1]);
+    child_main (p[1], g[0], sel, nsel, snapshot, counting);
+  }
+  close (p[1]);
+  close (g[0]);
+  wl_pid = R->pid;
+  wl_done = 0;
+  R->fd = p[0];
+  R->go = g[1];
+}
+
+static int
+finish_child (struct run *R, const char *what)
+{
+  int status;
+
+  close (R->fd);
+  close (R->go);
+  if (wl_done)
+    status = wl_status;
+  else
+    while (waitpid (R->pid, &status, 0) == -1)
+      if (errno != EINTR)
+        die ("waitpid: %m");
+  wl_pid = -1;
+  wl_done = 0;
+  if (WIFEXITED (status))
+    return WEXITSTATUS (status);
+  fprintf (stderr, "crash-sim: %s: workload child died of signal %d\n",
+           what, WTERMSIG (status));
+  return 256 + WTERMSIG (status);
+}
+
+/* Count the crash points of the workload. */
+static uint64_t
+count_points (uint64_t *nops)
+{
+  struct run R;
+  struct oplog L = { 0 };
+  struct msg m;
+  int r;
+
+  start_child (&R, NULL, 0, 1, 1);
+  while (read_msg (R.fd, &m))
+    oplog_add (&L, &m);
+  r = finish_child (&R, "counting run");
+  if (r != 0 || !L.ended) {
+    printf ("VIOLATION [workload %s seed %" PRIu64 "]: the workload fails "
+            "without any crash (exit %d)\n", wp->name, opt_seed, r);
+    exit (1);
+  }
+  *nops = L.ncompleted;
+  free (L.ops);
+  return L.end_points;
+}
+
+/* Snapshot mode: one workload run, a verifier per selected point. */
+static void
+run_snapshot (const struct sel *sel, size_t nsel, uint64_t *points_seen)
+{
+  struct run R;
+  struct oplog L = { 0 };
+  struct msg m;
+  int r;
+
+  start_child (&R, sel, nsel, 1, 0);
+  while (read_msg (R.fd, &m)) {
+    if (m.type != M_SNAP) {
+      oplog_add (&L, &m);
+      continue;
+    }
+    while (njobs >= opt_jobs)
+      reap (1);
+    add_job (spawn_verifier (&L, m.a, m.variant), m.a, m.variant);
+    if (write (R.go, "g", 1) != 1)
+      die ("write: %m");
+    reap (0);
+  }
+  r = finish_child (&R, "snapshot run");
+  while (njobs > 0)
+    reap (1);
+  if (r != 0 || !L.ended) {
+    printf ("VIOLATION [workload %s seed %" PRIu64 "]: workload child "
+            "failed (exit %d)\n", wp->name, opt_seed, r);
+    atomic_fetch_add (&st->violations, 1);
+  }
+  *points_seen = L.end_points;
+  free (L.ops);
+}
+
+/* Kill mode: a child per point, which dies there. */
+static void __attribute__ ((noreturn))
+kill_trial (const struct sel *s)
+{
+  struct run R;
+  struct oplog L = { 0 };
+  struct msg m;
+  int r;
+
+  start_child (&R, s, 1, 0, 0);
+  while (read_msg (R.fd, &m))
+    oplog_add (&L, &m);
+  r = finish_child (&R, "kill trial");
+  if (r == EXIT_CRASHED) {
+    int variant = (s->variants & VB_CUT) ? V_CUT : V_TORN;
+    struct vctx v = { .L = &L, .point = s->point, .variant = variant };
+    int n;
+
+    img_paths (s->point, variant, v.img, v.bk);
+    n = verify (&v);
+    unlink (v.img);
+    unlink (v.bk);
+    atomic_fetch_add (&st->verified, 1);
+    if (variant == V_TORN)
+      atomic_fetch_add (&st->verified_torn, 1);
+    atomic_fetch_add (&st->violations, n);
+    fflush (stdout);
+    _exit (n ? 1 : 0);
+  }
+  printf ("VIOLATION [workload %s seed %" PRIu64 " point %" PRIu64 "]: "
+          "workload child did not crash there (exit %d)\n", wp->name,
+          opt_seed, s->point, r);
+  fflush (stdout);
+  _exit (2);
+}
+
+static void
+run_kill (const struct sel *sel, size_t nsel)
+{
+  size_t i;
+
+  for (i = 0; i < nsel; i++) {
+    struct sel one = sel[i];
+    pid_t pid;
+
+    /* One variant per trial. */
+    if ((one.variants & VB_CUT) && (one.variants & VB_TORN)) {
+      one.variants = VB_CUT;
+      while (njobs >= opt_jobs)
+        reap (1);
+      fflush (stdout);
+      pid = fork ();
+      if (pid == 0)
+        kill_trial (&one);
+      add_job (pid, one.point, V_CUT);
+      one.variants = VB_TORN;
+    }
+    while (njobs >= opt_jobs)
+      reap (1);
+    fflush (stdout);
+    pid = fork ();
+    if (pid == -1)
+      die ("fork: %m");
+    if (pid == 0)
+      kill_trial (&one);
+    add_job (pid, one.point, (one.variants & VB_CUT) ? V_CUT : V_TORN);
+  }
+  while (njobs > 0)
+    reap (1);
+}
+
+static int
+sel_cmp (const void *a, const void *b)
+{
+  const struct sel *x = a, *y = b;
+  return x->point < y->point ? -1 : x->point > y->point;
+}
+
+static void
+cleanup_tmpdir (void)
+{
+  char cmd[PATH_MAX + 32];
+
+  if (!tmpdir[0])
+    return;
+  snprintf (cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+  if (system (cmd) != 0)
+    fprintf (stderr, "crash-sim: could not remove %s\n", tmpdir);
+}
+
+static void
+usage (void)
+{
+  fprintf (stderr,
+           "usage: crash-sim [--workload small|large] [--all | --sample N]\n"
+           "                 [--torn] [--kill] [--seed S] [--jobs J]\n"
+           "                 [--keep DIR] [--verbose]\n");
+  exit (2);
+}
+
+int
+main (int argc, char **argv)
+{
+  static const struct option lopts[] = {
+    { "workload", required_argument, NULL, 'w' },
+    { "all", no_argument, NULL, 'a' },
+    { "sample", required_argument, NULL, 's' },
+    { "torn", no_argument, NULL, 't' },
+    { "kill", no_argument, NULL, 'k' },
+    { "seed", required_argument, NULL, 'S' },
+    { "jobs", required_argument, NULL, 'j' },
+    { "keep", required_argument, NULL, 'K' },
+    { "verbose", no_argument, NULL, 'v' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  struct sel *sel = NULL;
+  size_t nsel = 0;
+  uint64_t total, nops, seen = 0;
+  double t0 = now_s ();
+  int o;
+
+  while ((o = getopt_long (argc, argv, "w:as:tkS:j:K:vh", lopts, NULL)) != -1) {
+    switch (o) {
+    case 'w':
+      if (!strcmp (optarg, "small"))
+        wp = &wl_small;
+      else if (!strcmp (optarg, "large"))
+        wp = &wl_large;
+      else
+        usage ();
+      break;
+    case 'a': opt_all = 1; break;
+    case 's': opt_sample = atol (optarg); break;
+    case 't': opt_torn = 1; break;
+    case 'k': opt_kill = 1; break;
+    case 'S': opt_seed = strtoull (optarg, NULL, 0); break;
+    case 'j': opt_jobs = atoi (optarg); break;
+    case 'K': opt_keep = optarg; break;
+    case 'v': opt_verbose++; break;
+    default: usage ();
+    }
+  }
+  if (optind != argc || opt_jobs < 1 || (opt_all && opt_sample >= 0))
+    usage ();
+  if (!opt_all && opt_sample < 0)
+    opt_all = 1;
+  setvbuf (stdout, NULL, _IOLBF, 0);
+  /* The cache files live on tmpfs; treat it as real persistent memory
+   * (flush instructions, no msync).
+   */
+  setenv ("PMEM2_FORCE_GRANULARITY", "CACHE_LINE", 0);
+  if (rig_mkdtemp (tmpdir, sizeof tmpdir, "crash") == -1)
+    die ("mkdtemp: %m");
+  atexit (cleanup_tmpdir);
+  st = mmap (NULL, sizeof *st, PROT_READ | PROT_WRITE,
+             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  jobs = calloc (opt_jobs + 1, sizeof *jobs);
+  if (st == MAP_FAILED || !jobs)
+    die ("out of memory");
+  memset (st, 0, sizeof *st);
+
+  total = count_points (&nops);
+  printf ("crash-sim: workload %s seed %" PRIu64 ": %" PRIu64 " operations, "
+          "%" PRIu64 " crash points (persist points and backend writes)\n",
+          wp->name, opt_seed, nops, total);
+
+  if (opt_all && !opt_kill) {
+    run_snapshot (NULL, 0, &seen);
+  }
+  else {
+    uint64_t r = rig_seed (opt_seed ^ UINT64_C (0xc0ffee));
+    size_t i, want;
+
+    if (opt_all)
+      want = total;
+    else
+      want = opt_sample < (long) total ? (size_t) opt_sample : total;
+    sel = calloc (want ? want : 1, sizeof *sel);
+    if (!sel)
+      die ("out of memory");
+    if (opt_all)
+      for (i = 0; i < want; i++)
+        sel[i] = (struct sel) { i + 1, VB_CUT | (opt_torn ? VB_TORN : 0) };
+    else {
+      /* Distinct random points. */
+      while (nsel < want) {
+        uint64_t p = 1 + rig_below (&r, total);
+        for (i = 0; i < nsel; i++)
+          if (sel[i].point == p)
+            break;
+        if (i < nsel)
+          continue;
+        sel[nsel].point = p;
+        sel[nsel].variants = (opt_torn && (rig_rand (&r) & 1)) ? VB_TORN
+          : VB_CUT;
+        nsel++;
+      }
+      qsort (sel, nsel, sizeof *sel, sel_cmp);
+    }
+    nsel = want;
+    if (opt_kill)
+      run_kill (sel, nsel);
+    else
+      run_snapshot (sel, nsel, &seen);
+  }
+  if (!opt_kill && seen != total) {
+    printf ("VIOLATION [workload %s seed %" PRIu64 "]: the workload is not "
+            "deterministic: %" PRIu64 " crash points, then %" PRIu64 "\n",
+            wp->name, opt_seed, total, seen);
+    atomic_fetch_add (&st->violations, 1);
+  }
+
+  printf ("crash-sim: workload %s seed %" PRIu64 " (%s%s%s): %" PRIu64
+          " crash images verified (%" PRIu64 " torn), %" PRIu64
+          " violations, %.1f s\n",
+          wp->name, opt_seed, opt_kill ? "kill" : "snapshot",
+          opt_all ? ", every point" : ", sampled", opt_torn ? ", torn" : "",
+          (uint64_t) st->verified, (uint64_t) st->verified_torn,
+          (uint64_t) st->violations, now_s () - t0);
+  printf ("crash-sim:   crashes during format %" PRIu64 " (%" PRIu64
+          " refused cleanly as not a pcache file, %" PRIu64 " opened), write %"
+          PRIu64 ", zero/trim %" PRIu64 ", flush %" PRIu64 ", read %" PRIu64
+          ", writeback %" PRIu64 ", gc %" PRIu64 ", close %" PRIu64 "\n",
+          (uint64_t) st->inflight[OP_FORMAT], (uint64_t) st->format_refused,
+          (uint64_t) st->format_opened, (uint64_t) st->inflight[OP_WRITE],
+          (uint64_t) (st->inflight[OP_ZERO] + st->inflight[OP_TRIM]),
+          (uint64_t) st->inflight[OP_FLUSH], (uint64_t) st->inflight[OP_READ],
+          (uint64_t) st->inflight[OP_WB], (uint64_t) st->inflight[OP_GC],
+          (uint64_t) st->inflight[OP_CLOSE]);
+  printf ("crash-sim:   backend prefix: past epoch 0 in %" PRIu64
+          " images, a partial epoch in %" PRIu64 ", highest P %" PRIu64
+          "; blocks checked against a durable ack: %" PRIu64 "\n",
+          (uint64_t) st->prefix_past0, (uint64_t) st->prefix_partial,
+          (uint64_t) st->max_prefix, (uint64_t) st->acked_durable_blocks);
+  free (sel);
+  free (jobs);
+  return st->violations ? 1 : 0;
+}
