@@ -67,6 +67,7 @@ struct pc_cache {
   struct { uint64_t next, run; } streams[8];  /* recent sequential reads */
   unsigned stream_clock;
   unsigned commit_ms;
+  unsigned wb_threads;                /* concurrent writeback writes */
 
   /* Persisted cursors (in ctrl), guarded by ctrl_lock. */
   pthread_mutex_t ctrl_lock;

@@ -116,6 +116,140 @@ struct wb_batch {
   unsigned backoff_ms;
 };
 
+/* Extents of one batch belong to one epoch, so they may go down in any
+ * order: a few threads write them concurrently, which a backend with
+ * latency (a network, a disk queue) turns into throughput.
+ */
+struct wb_pool {
+  pthread_mutex_t lock;               /* also guards the batch tree */
+  pthread_cond_t work_cv, done_cv;
+  struct pc_cache *c;
+  struct wb_batch *batch;
+  uint64_t round;
+  unsigned busy;                      /* helpers still on this round */
+  int err;                            /* first error of the round */
+  int quit;
+  unsigned nhelpers;
+  pthread_t *helpers;
+};
+
+/* Write extents of the batch until none is left, an error happened or
+ * the cache stops.  A failed extent goes back into the tree.
+ */
+static void
+wb_work (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
+{
+  for (;;) {
+    struct pc_key *k = NULL;
+    int err = 0, r, tries = 0;
+
+    pthread_mutex_lock (&p->lock);
+    if (!p->err && !atomic_load (&c->stop_wb)) {
+      k = pc_tree_find (&b->tree, 0, UINT64_MAX);
+      if (k)
+        pc_tree_unlink (&b->tree, k);
+    }
+    pthread_mutex_unlock (&p->lock);
+    if (!k)
+      return;
+    /* A transient error gets two quick retries before the round fails. */
+    while ((r = wb_key (c, k, &err)) == -1 && ++tries < 3)
+      ;
+    if (r == 0) {
+      pc_key_free (k);
+      continue;
+    }
+    pthread_mutex_lock (&p->lock);
+    if (!p->err)
+      p->err = err ? err : EIO;
+    /* It overlaps nothing left in the tree: this cannot fail. */
+    pc_tree_insert (&b->tree, k);
+    pthread_mutex_unlock (&p->lock);
+    return;
+  }
+}
+
+static void *
+wb_helper (void *arg)
+{
+  struct wb_pool *p = arg;
+  uint64_t seen = 0;
+
+  pthread_mutex_lock (&p->lock);
+  for (;;) {
+    while (!p->quit && p->round == seen)
+      pthread_cond_wait (&p->work_cv, &p->lock);
+    if (p->quit)
+      break;
+    seen = p->round;
+    pthread_mutex_unlock (&p->lock);
+    wb_work (p->c, p, p->batch);
+    pthread_mutex_lock (&p->lock);
+    if (--p->busy == 0)
+      pthread_cond_signal (&p->done_cv);
+  }
+  pthread_mutex_unlock (&p->lock);
+  return NULL;
+}
+
+static void
+wb_pool_init (struct pc_cache *c, struct wb_pool *p, unsigned nhelpers)
+{
+  unsigned i;
+
+  memset (p, 0, sizeof *p);
+  p->c = c;
+  pthread_mutex_init (&p->lock, NULL);
+  pthread_cond_init (&p->work_cv, NULL);
+  pthread_cond_init (&p->done_cv, NULL);
+  p->helpers = nhelpers ? calloc (nhelpers, sizeof *p->helpers) : NULL;
+  for (i = 0; p->helpers && i < nhelpers; i++) {
+    if (pthread_create (&p->helpers[i], NULL, wb_helper, p) != 0)
+      break;
+    p->nhelpers++;
+  }
+}
+
+static void
+wb_pool_destroy (struct wb_pool *p)
+{
+  unsigned i;
+
+  pthread_mutex_lock (&p->lock);
+  p->quit = 1;
+  pthread_cond_broadcast (&p->work_cv);
+  pthread_mutex_unlock (&p->lock);
+  for (i = 0; i < p->nhelpers; i++)
+    pthread_join (p->helpers[i], NULL);
+  free (p->helpers);
+  pthread_mutex_destroy (&p->lock);
+  pthread_cond_destroy (&p->work_cv);
+  pthread_cond_destroy (&p->done_cv);
+}
+
+/* Write every extent of the batch with the pool.  Returns 0 or an errno. */
+static int
+wb_write_batch (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
+{
+  int err;
+
+  pthread_mutex_lock (&p->lock);
+  p->batch = b;
+  p->err = 0;
+  p->busy = p->nhelpers;
+  p->round++;
+  pthread_cond_broadcast (&p->work_cv);
+  pthread_mutex_unlock (&p->lock);
+  wb_work (c, p, b);
+  pthread_mutex_lock (&p->lock);
+  while (p->busy > 0)
+    pthread_cond_wait (&p->done_cv, &p->lock);
+  err = p->err;
+  p->batch = NULL;
+  pthread_mutex_unlock (&p->lock);
+  return err;
+}
+
 /* Gather ksets from dirty_tail: at most WB_BATCH_KSETS, all of one client
  * flush epoch.  Returns 1 if a batch was gathered, 0 if nothing is dirty.
  */
@@ -169,9 +303,8 @@ wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
  * retried later).
  */
 static int
-wb_round (struct pc_cache *c, struct wb_batch *b)
+wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
 {
-  struct pc_key *k;
   int err = 0, r;
 
   if (!b->loaded) {
@@ -182,21 +315,14 @@ wb_round (struct pc_cache *c, struct wb_batch *b)
       goto fail;
     }
   }
-  while ((k = pc_tree_find (&b->tree, 0, UINT64_MAX)) != NULL) {
-    /* A transient error gets two quick retries before the round fails. */
-    int tries = 0;
-
-    /* Stopping leaves the batch for the next start: it is retried whole
-     * from dirty_tail, which rewrites what is already down.
-     */
-    if (atomic_load (&c->stop_wb))
-      return 0;
-    while ((r = wb_key (c, k, &err)) == -1 && ++tries < 3)
-      ;
-    if (r == -1)
-      goto fail;
-    pc_tree_remove (&b->tree, k);
-  }
+  err = wb_write_batch (c, p, b);
+  /* Stopping leaves the batch for the next start: it is retried whole
+   * from dirty_tail, which rewrites what is already down.
+   */
+  if (atomic_load (&c->stop_wb))
+    return 0;
+  if (err)
+    goto fail;
   if (c->bg.ops->flush && c->bg.ops->flush (c->bg.ctx, &err) == -1)
     goto fail;
   pc_ctrl_update (c, NULL, &b->end);
@@ -253,16 +379,18 @@ pc_writeback_thread (void *arg)
 {
   struct pc_cache *c = arg;
   struct wb_batch b;
+  struct wb_pool pool;
 
   memset (&b, 0, sizeof b);
   RB_INIT (&b.tree.root);
+  wb_pool_init (c, &pool, c->wb_threads > 1 ? c->wb_threads - 1 : 0);
   pthread_mutex_lock (&c->bg_lock);
   while (!c->stop) {
     uint64_t kicks = c->kicks;
     int r;
 
     pthread_mutex_unlock (&c->bg_lock);
-    r = wb_round (c, &b);
+    r = wb_round (c, &pool, &b);
     pc_gc_run (c, 0);
     pthread_mutex_lock (&c->bg_lock);
     if (c->stop)
@@ -277,6 +405,7 @@ pc_writeback_thread (void *arg)
       timed_wait (c, 1000);       /* idle until something is committed */
   }
   pthread_mutex_unlock (&c->bg_lock);
+  wb_pool_destroy (&pool);
   wb_tree_clear (&b.tree);
   return NULL;
 }
@@ -368,11 +497,14 @@ int
 pc_writeback_step (struct pc_cache *c)
 {
   struct wb_batch b;
+  struct wb_pool pool;
   int r;
 
   memset (&b, 0, sizeof b);
   RB_INIT (&b.tree.root);
-  r = wb_round (c, &b);
+  wb_pool_init (c, &pool, 0);
+  r = wb_round (c, &pool, &b);
+  wb_pool_destroy (&pool);
   wb_tree_clear (&b.tree);
   return r;
 }

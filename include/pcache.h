@@ -61,6 +61,7 @@ struct pc_config {
   int cache_on_read;        /* 0 or 1 */
   enum pc_mode mode;
   uint64_t seq_cutoff;      /* sequential reads past this bypass; 0 = off */
+  unsigned wb_threads;      /* concurrent writeback writes; 0 = default */
   int lenient_replay;       /* a damaged kset mid-log ends the log (else refuse) */
   enum pc_format_policy format;
   const char *backing_id;   /* optional identity string, may be NULL */
@@ -76,6 +77,8 @@ void pc_config_init (struct pc_config *cfg);
 #define PC_MAX_GC_PERCENT     90
 #define PC_MIN_SEGMENTS       8
 #define PC_DEFAULT_COMMIT_MS  1000
+#define PC_DEFAULT_WB_THREADS 16
+#define PC_MAX_WB_THREADS     64
 
 /* Open an existing cache (validate, replay the log) or note that it must
  * be created.  Safe to call before fork: starts no thread.

@@ -212,6 +212,18 @@ pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     backing_id = strdup (value);
     return backing_id ? 0 : -1;
   }
+  else if (strcmp (key, "pcache-writeback-threads") == 0) {
+    unsigned v;
+    if (nbdkit_parse_unsigned ("pcache-writeback-threads", value, &v) == -1)
+      return -1;
+    if (v == 0 || v > PC_MAX_WB_THREADS) {
+      nbdkit_error ("pcache-writeback-threads: %u is out of range 1..%d", v,
+                    PC_MAX_WB_THREADS);
+      return -1;
+    }
+    cfg.wb_threads = v;
+    return 0;
+  }
   else if (strcmp (key, "pcache-commit-ms") == 0) {
     unsigned v;
     if (nbdkit_parse_unsigned ("pcache-commit-ms", value, &v) == -1)
@@ -260,6 +272,7 @@ pcache_config_complete (nbdkit_next_config_complete *next,
   "pcache-cache-on-read=BOOL  Cache data read from the plugin (default true).\n" \
   "pcache-commit-ms=N     Longest wait before a write's key is committed.\n" \
   "pcache-drain=BOOL      At exit write everything back and empty the cache.\n" \
+  "pcache-writeback-threads=N  Concurrent writeback writes (default 16).\n" \
   "pcache-replay=strict|lenient  Refuse a damaged log, or end it there."
 
 /* Open, validate and replay the cache before nbdkit forks, so that
