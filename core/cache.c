@@ -201,6 +201,7 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
     : PC_DEFAULT_WB_THREADS;
   c->gc_percent = cfg->gc_percent == PC_UNSET ? PC_DEFAULT_GC_PERCENT
     : cfg->gc_percent;
+  c->started_ms = pc_now_ms ();
   c->mode = cfg->mode;
   c->seq_cutoff = cfg->seq_cutoff;
   pthread_rwlock_init (&c->mode_lock, NULL);
@@ -453,6 +454,9 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   st->writeback_rounds = c->st.writeback_rounds;
   st->writeback_errors = c->st.writeback_errors;
   st->gc_segments = c->st.gc_segments;
+  st->gc_runs = c->st.gc_runs;
+  st->write_hits = c->st.write_hits;
+  st->uptime_ms = pc_now_ms () - c->started_ms;
   st->dirty_bytes = c->st.dirty_bytes;
   st->seq_bypass_bytes = c->st.seq_bypass_bytes;
   st->write_through_bytes = c->st.write_through_bytes;

@@ -37,7 +37,7 @@ struct pc_counters {
   _Atomic uint64_t read_hits, read_misses, read_hit_bytes, read_miss_bytes;
   _Atomic uint64_t writes, write_bytes;
   _Atomic uint64_t writeback_bytes, writeback_rounds, writeback_errors;
-  _Atomic uint64_t gc_segments;
+  _Atomic uint64_t gc_segments, gc_runs, write_hits;
 };
 
 struct pc_cache {
@@ -97,6 +97,7 @@ struct pc_cache {
   int wb_error;                       /* last writeback errno, 0 if fine */
 
   struct pc_counters st;
+  uint64_t started_ms;
 };
 
 static inline uint8_t *

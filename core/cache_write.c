@@ -99,6 +99,9 @@ log_piece (struct pc_cache *c, const struct pc_key_rec *rec,
   k->gen = rec->gen;
   k->flags = rec->flags;
   pthread_rwlock_wrlock (&t->lock);
+  /* A write hit: the range held cached data already. */
+  if (!(rec->flags & PC_KF_ZERO) && pc_tree_find (t, rec->off, rec->len))
+    atomic_fetch_add (&c->st.write_hits, 1);
   r = pc_publish_key (c, k, rec, seal_gen);
   pthread_rwlock_unlock (&t->lock);
   if (r == -1) {

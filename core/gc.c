@@ -78,6 +78,7 @@ pc_gc_run (struct pc_cache *c, int force)
     for (i = 0; i < nl; i++)
       pc_seg_release (&c->segs, logs[i]);
     atomic_fetch_add (&c->st.gc_segments, freed);
+    atomic_fetch_add (&c->st.gc_runs, 1);
     rounds++;
   }
  out:

@@ -159,7 +159,7 @@ struct pc_stats {
   uint64_t read_hits, read_misses, read_hit_bytes, read_miss_bytes;
   uint64_t writes, write_bytes;
   uint64_t writeback_bytes, writeback_rounds, writeback_errors;
-  uint64_t gc_segments;
+  uint64_t gc_segments, gc_runs, write_hits, uptime_ms;
   uint64_t segs_total, segs_used;
   uint64_t dirty_ksets, dirty_bytes;
   uint64_t seq_bypass_bytes, write_through_bytes;
