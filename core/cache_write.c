@@ -69,14 +69,15 @@ pc_publish_key (struct pc_cache *c, struct pc_key *k,
                 const struct pc_key_rec *rec, uint64_t *seal_gen)
 {
   struct pc_kbuf *kb = pc_kbuf_for (c, rec->off);
-  int r;
+  int hit, r;
 
-  if (pc_tree_insert (pc_index_tree (&c->index, rec->off), k) == -1)
+  hit = pc_tree_insert (pc_index_tree (&c->index, rec->off), k);
+  if (hit == -1)
     return -1;
   pthread_mutex_lock (&kb->lock);
   r = pc_kbuf_add (c, kb, rec, seal_gen);
   pthread_mutex_unlock (&kb->lock);
-  return r;
+  return r == -1 ? -1 : hit;
 }
 
 /* Log one record (payload, if any, already durable) and index it. */
@@ -99,10 +100,10 @@ log_piece (struct pc_cache *c, const struct pc_key_rec *rec,
   k->gen = rec->gen;
   k->flags = rec->flags;
   pthread_rwlock_wrlock (&t->lock);
-  /* A write hit: the range held cached data already. */
-  if (!(rec->flags & PC_KF_ZERO) && pc_tree_find (t, rec->off, rec->len))
-    atomic_fetch_add (&c->st.write_hits, 1);
   r = pc_publish_key (c, k, rec, seal_gen);
+  /* A write hit: the range held cached data already. */
+  if (r == 1 && !(rec->flags & PC_KF_ZERO))
+    atomic_fetch_add (&c->st.write_hits, 1);
   pthread_rwlock_unlock (&t->lock);
   if (r == -1) {
     *err = errno ? errno : EIO;
@@ -213,7 +214,7 @@ invalidate (pc_cache *c, uint64_t off, uint32_t len, int claim,
   k->flags = rec.flags;
   pthread_rwlock_wrlock (&t->lock);
   r = pc_tree_insert (t, k);
-  if (r == 0) {
+  if (r >= 0) {
     pc_tree_remove (t, k);
     pthread_mutex_lock (&kb->lock);
     r = pc_kbuf_add (c, kb, &rec, &sg);

@@ -172,7 +172,13 @@ pc_tree_remove (struct pc_tree *t, struct pc_key *k)
   if (k->flags & PC_KEY_EMPTY)
     k->flags |= PC_KEY_DEAD;
   else
-    free (k);
+    pc_key_free (k);
+}
+
+struct pc_key *
+pc_tree_first (struct pc_tree *t)
+{
+  return RB_MIN (pc_key_tree, &t->root);
 }
 
 int
@@ -182,6 +188,7 @@ pc_tree_insert (struct pc_tree *t, struct pc_key *k)
   struct pc_key *e, *next, *spare = NULL;
   uint64_t eend;
   uint32_t delta;
+  int overlapped;
 
   /* An empty key would violate "no zero-length key in the tree". */
   if (k->len == 0) {
@@ -189,10 +196,11 @@ pc_tree_insert (struct pc_tree *t, struct pc_key *k)
     return -1;
   }
 
-  /* Only the key overlapping k's first byte can hold k strictly inside;
-   * get its clone now so that ENOMEM leaves the tree untouched.
+  /* Only the first overlapping key can hold k strictly inside; get its
+   * clone now so that ENOMEM leaves the tree untouched.
    */
-  e = pc_tree_find (t, k->off, 1);
+  e = pc_tree_find (t, k->off, k->len);
+  overlapped = e != NULL;
   if (e && !(e->flags & PC_KEY_EMPTY) &&
       e->off < k->off && e->off + e->len > nend) {
     spare = pc_key_alloc ();
@@ -202,8 +210,7 @@ pc_tree_insert (struct pc_tree *t, struct pc_key *k)
     }
   }
 
-  for (e = pc_tree_find (t, k->off, k->len); e != NULL && e->off < nend;
-       e = next) {
+  for (; e != NULL && e->off < nend; e = next) {
     next = RB_NEXT (pc_key_tree, &t->root, e);
     eend = e->off + e->len;
 
@@ -214,7 +221,7 @@ pc_tree_insert (struct pc_tree *t, struct pc_key *k)
     }
     else if (e->off >= k->off && eend <= nend) {
       pc_tree_unlink (t, e);
-      free (e);
+      pc_key_free (e);
     }
     else if (e->off >= k->off) {
       /* Front cut.  e stays after k and overlaps nothing else, so
@@ -245,9 +252,9 @@ pc_tree_insert (struct pc_tree *t, struct pc_key *k)
       break;
     }
   }
-  free (spare);
+  pc_key_free (spare);
 
   RB_INSERT (pc_key_tree, &t->root, k);
   t->nkeys++;
-  return 0;
+  return overlapped;
 }

@@ -76,7 +76,8 @@ void pc_key_free (struct pc_key *k);
  *    clone holds the tail after k.
  * A placeholder (PC_KEY_EMPTY) that overlaps k in any way is unlinked
  * whole and marked PC_KEY_DEAD instead of freed: its owner frees it.
- * Returns -1 (ENOMEM) only before anything changed.
+ * Returns 1 if k overlapped keys already there, 0 if not, or -1
+ * (ENOMEM, or EINVAL for an empty key) before anything changed.
  */
 int pc_tree_insert (struct pc_tree *t, struct pc_key *k);
 
@@ -85,6 +86,7 @@ int pc_tree_insert (struct pc_tree *t, struct pc_key *k);
  */
 struct pc_key *pc_tree_find (struct pc_tree *t, uint64_t off, uint64_t len);
 struct pc_key *pc_tree_next (struct pc_tree *t, struct pc_key *k);
+struct pc_key *pc_tree_first (struct pc_tree *t);
 
 /* Caller holds the write lock.  Unlink k; free it unless it is a
  * placeholder, which is marked PC_KEY_DEAD for its owner to free.

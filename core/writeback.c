@@ -101,7 +101,7 @@ wb_tree_clear (struct pc_tree *t)
 {
   struct pc_key *k;
 
-  while ((k = pc_tree_find (t, 0, UINT64_MAX)) != NULL)
+  while ((k = pc_tree_first (t)) != NULL)
     pc_tree_remove (t, k);
 }
 
@@ -145,7 +145,7 @@ wb_work (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
 
     pthread_mutex_lock (&p->lock);
     if (!p->err && !atomic_load (&c->stop_wb)) {
-      k = pc_tree_find (&b->tree, 0, UINT64_MAX);
+      k = pc_tree_first (&b->tree);
       if (k)
         pc_tree_unlink (&b->tree, k);
     }

@@ -58,8 +58,9 @@ static struct pc_key *
 ins (uint64_t off, uint32_t len, uint32_t seg_off, uint32_t flags)
 {
   struct pc_key *k = mk (off, len, seg_off, flags);
+  int overlap = pc_tree_find (t, off, len) != NULL;
 
-  CU_ASSERT_EQUAL_FATAL (pc_tree_insert (t, k), 0);
+  CU_ASSERT_EQUAL_FATAL (pc_tree_insert (t, k), overlap);
   return k;
 }
 
@@ -297,7 +298,7 @@ test_placeholder (void)
 
   /* A placeholder inserted over a payload key is itself a newer key. */
   p = mk (45, 10, 0, PC_KEY_EMPTY);
-  CU_ASSERT_EQUAL_FATAL (pc_tree_insert (t, p), 0);
+  CU_ASSERT_EQUAL_FATAL (pc_tree_insert (t, p), 1);
   EXPECT ({ 0, 10, 1000, D }, { 10, 30, 9000, 0 }, { 40, 5, 3010, D },
           { 45, 10, 0, PC_KEY_EMPTY }, { 60, 10, 0, PC_KEY_EMPTY });
 
@@ -513,6 +514,7 @@ verify_model (int ninserted)
 static void
 random_run (uint64_t seed)
 {
+  int overlap;
   int i, bad = 0;
   uint64_t b;
 
@@ -554,6 +556,11 @@ random_run (uint64_t seed)
     recs[i].flags = k->flags;
     recs[i].ph = k->flags & PC_KEY_EMPTY ? k : NOT_PH;
 
+    /* insert reports whether k covered anything already there. */
+    overlap = 0;
+    for (b = off; b < off + len; b++)
+      overlap |= model[b] >= 0;
+
     /* Model: a placeholder hit anywhere disappears whole. */
     for (b = off; b < off + len; b++) {
       int old = model[b];
@@ -567,7 +574,7 @@ random_run (uint64_t seed)
     for (b = off; b < off + len; b++)
       model[b] = i;
 
-    CU_ASSERT_EQUAL_FATAL (pc_tree_insert (t, k), 0);
+    CU_ASSERT_EQUAL_FATAL (pc_tree_insert (t, k), overlap);
     /* A full check is O(SPACE); every few inserts keeps it quick. */
     if ((i % 8 == 0 || i == NINSERT - 1) && !verify_model (i + 1)) {
       fprintf (stderr, "seed %#" PRIx64 ", insert %d: %" PRIu64 "+%u\n",
