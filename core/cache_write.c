@@ -298,7 +298,7 @@ pc_write (pc_cache *c, const void *buf, uint32_t len, uint64_t off,
   atomic_fetch_add (&c->st.writes, 1);
   atomic_fetch_add (&c->st.write_bytes, len);
   pthread_rwlock_rdlock (&c->mode_lock);
-  switch (c->mode) {
+  switch (atomic_load (&c->mode)) {
   case PC_MODE_WRITEBACK:
     r = write_back (c, buf, len, off, flags, err);
     break;

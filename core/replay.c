@@ -35,8 +35,14 @@ check_key (struct pc_cache *c, const struct pc_key_rec *r, const char **why)
     return -1;
   }
   /* A segment reused since this record was written has a newer
-   * generation: the record is stale.
+   * generation: the record is stale.  A record newer than its segment
+   * cannot be: the generation record is damaged, and trusting it would
+   * silently roll back every key of the segment.
    */
+  if ((int32_t) (r->gen - pc_seg_gen32 (&c->segs, r->seg)) > 0) {
+    *why = "key is newer than its segment's generation record";
+    return -1;
+  }
   if (pc_seg_gen32 (&c->segs, r->seg) != r->gen)
     return 0;
   if (c->segs.seg[r->seg].role == PC_SEG_LOG) {
@@ -75,43 +81,81 @@ index_key (struct pc_cache *c, const struct pc_key_rec *r, int dirty)
   return ret;
 }
 
-/* The log ended at pos.  A crash can only tear the last kset written,
+/* Is there a valid kset after the end of the log at p (p.seq is set)? */
+static int
+later_kset (struct pc_cache *c, const struct pc_pos *end, struct pc_pos *p)
+{
+  const struct pc_kset_hdr *h =
+    (const struct pc_kset_hdr *) pc_seg_addr (c, p->seg, p->off);
+  uint64_t most = (uint64_t) c->nsegs * (c->seg_size / PC_KSET_ALIGN);
+  const char *why;
+
+  /* The kset the log expected (end->seq) found elsewhere counts too:
+   * then a LAST record sent the log to the wrong segment.
+   */
+  if (h->magic != PC_KSET_MAGIC || h->seq < end->seq ||
+      h->seq - end->seq > most)
+    return 0;
+  p->seq = h->seq;
+  return pc_kset_at (c, p, &why) != NULL;
+}
+
+/* The log ended at end.  A crash can only tear the last kset written,
  * because each kset is written after the one before is durable; so a
- * valid kset with a later sequence number further on means a kset in
- * the middle of the log is damaged, and the ones after it hold data
- * that must not be silently dropped.
+ * valid kset with a later sequence number, further on in the head
+ * segment or at the start of a segment off the chain (behind a damaged
+ * LAST record), means the log is damaged in the middle, and the ksets
+ * after the damage hold data that must not be dropped silently.  In
+ * lenient mode they are dropped, and their headers cleared so that no
+ * later open finds them again.
  */
 static int
 log_continues (struct pc_cache *c, const struct pc_pos *end)
 {
-  const char *what = c->cfg.lenient_replay
-    ? "; lenient replay drops it and every kset after it"
-    : " (lenient replay would drop them)";
-  struct pc_pos p = *end;
+  int lenient = c->cfg.lenient_replay, reported = 0;
+  struct pc_pos p;
+  uint32_t s;
 
-  for (p.off = end->off + PC_KSET_ALIGN;
-       p.off + sizeof (struct pc_kset_hdr) <= c->seg_size;
-       p.off += PC_KSET_ALIGN) {
-    const struct pc_kset_hdr *h =
-      (const struct pc_kset_hdr *) pc_seg_addr (c, p.seg, p.off);
-    const char *why;
+  for (s = 0; s < c->nsegs; s++) {
+    uint32_t off = 0;
 
-    if (h->magic != PC_KSET_MAGIC || h->seq <= end->seq ||
-        h->seq > end->seq + c->seg_size / PC_KSET_ALIGN)
+    if (s == end->seg)
+      off = end->off + PC_KSET_ALIGN;
+    else if (c->segs.seg[s].role != PC_SEG_FREE)
       continue;
-    p.seq = h->seq;
-    if (pc_kset_at (c, &p, &why)) {
-      pc_error ("%s: the key log is damaged: kset %" PRIu64 " at segment %u "
-                "offset %u does not validate, but kset %" PRIu64
-                " follows it at offset %u%s", c->path, end->seq, end->seg,
-                end->off, h->seq, p.off, what);
-      if (c->cfg.lenient_replay)
-        return 0;
-      errno = EINVAL;
-      return 1;
+    for (; off + sizeof (struct pc_kset_hdr) <= c->seg_size;
+         off += PC_KSET_ALIGN) {
+      p = (struct pc_pos) { .seg = s, .off = off };
+      if (!later_kset (c, end, &p)) {
+        if (s != end->seg)
+          break;                /* off the chain: only offset 0 counts */
+        continue;
+      }
+      if (!reported++)
+        pc_error ("%s: the key log is damaged: kset %" PRIu64 " at segment "
+                  "%u offset %u does not validate, but kset %" PRIu64 " is "
+                  "at segment %u offset %u%s", c->path, end->seq, end->seg,
+                  end->off, p.seq, p.seg, p.off,
+                  lenient ? "; lenient replay drops it and what follows"
+                  : " (pcache-replay=lenient would drop them)");
+      if (!lenient) {
+        errno = EINVAL;
+        return 1;
+      }
+      pc_pmem_set (c->pm, pc_seg_addr (c, p.seg, p.off), 0,
+                   sizeof (struct pc_kset_hdr));
+      if (s != end->seg)
+        break;
     }
   }
   return 0;
+}
+
+static int
+pos_valid (struct pc_cache *c, const struct pc_pos *p)
+{
+  return p->seg < c->nsegs && p->off % PC_KSET_ALIGN == 0 &&
+    p->off + sizeof (struct pc_kset_hdr) <= c->seg_size;
 }
 
 int
@@ -123,7 +167,7 @@ pc_replay (struct pc_cache *c)
   uint64_t last_epoch = 0, nkeys = 0, nksets = 0;
   const char *why;
 
-  if (pos.seg >= c->nsegs || dt->seg >= c->nsegs || dt->seq < pos.seq)
+  if (!pos_valid (c, &pos) || !pos_valid (c, dt) || dt->seq < pos.seq)
     PC_FAIL (EINVAL, "%s: log cursors in the control record are out of range",
              c->path);
   c->segs.seg[pos.seg].role = PC_SEG_LOG;

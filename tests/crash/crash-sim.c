@@ -159,7 +159,8 @@ struct sel {
 };
 
 /* Kinds of point, for the selection and the report. */
-enum { PK_PMEM_ONE, PK_PMEM_MULTI, PK_DRAIN, PK_BACKEND };
+enum { PK_PMEM_ONE, PK_PMEM_MULTI, PK_PMEM_PAYLOAD, PK_DRAIN, PK_BACKEND,
+       PK_BACKEND_FLUSH };
 
 /* ------------------------------------------------------------------ */
 /* Options and shared statistics. */
@@ -232,7 +233,7 @@ struct sim {
   uint64_t nops;
   uint8_t *buf;
   /* Coverage: what the workload made the engine do. */
-  uint64_t n_last, n_full, n_kset, n_gen, n_ctrl, n_payload;
+  uint64_t n_last, n_full, n_kset, n_gen, n_ctrl, n_payload, n_gen_format;
   int trace;                    /* $CRASH_SIM_TRACE: print LAST and gens */
 };
 
@@ -317,9 +318,13 @@ want (uint64_t point, int kind)
   if (S.counting)
     return 0;
   if (!S.sel) {
+    /* Every point cut; torn where it can differ and matters: records
+     * (not payload, whose key is never durable before it) and backend
+     * flushes (where the disk's volatile cache is fullest).
+     */
     v = VB_CUT;
     if (opt_torn && (kind == PK_PMEM_MULTI ||
-                     (kind == PK_BACKEND && S.bk.dirty)))
+                     (kind == PK_BACKEND_FLUSH && S.bk.dirty)))
       v |= VB_TORN;
     return v;
   }
@@ -355,10 +360,11 @@ crash (int variant, int kind)
     uint64_t i;
 
     memcpy (S.bscratch, S.bk.dur, S.bk.size);
-    for (i = 0; i < S.bk.size; i += RIG_BLK)
-      if (memcmp (S.bk.vol + i, S.bk.dur + i, RIG_BLK) != 0 &&
-          (rig_rand (&r) & 1))
-        memcpy (S.bscratch + i, S.bk.vol + i, RIG_BLK);
+    for (i = 0; i < S.bk.ndirty; i++)
+      if (rig_rand (&r) & 1) {
+        uint64_t o = S.bk.dlist[i] * RIG_BLK;
+        memcpy (S.bscratch + o, S.bk.vol + o, RIG_BLK);
+      }
     bd = S.bscratch;
   }
   img_paths (S.point, variant, img, bk);
@@ -391,6 +397,8 @@ hook_before (void *opaque, const void *addr, size_t len)
   S.point++;
   if (!addr)
     kind = PK_DRAIN;
+  else if (len >= RIG_BLK)
+    kind = PK_PMEM_PAYLOAD;
   else
     kind = (a / LINE != (a + len - 1) / LINE) ? PK_PMEM_MULTI : PK_PMEM_ONE;
   v = want (S.point, kind);
@@ -456,9 +464,8 @@ hook_backend (void *opaque, int op)
   unsigned v;
 
   (void) opaque;
-  (void) op;
   S.point++;
-  v = want (S.point, PK_BACKEND);
+  v = want (S.point, op == RIG_BK_FLUSH ? PK_BACKEND_FLUSH : PK_BACKEND);
   if (v & VB_CUT)
     crash (V_CUT, PK_BACKEND);
   if (v & VB_TORN)
@@ -764,6 +771,7 @@ child_main (int out_fd, int go_fd, const struct sel *sel, size_t nsel,
     child_fail ("pc_cache_bind (format): %m");
   if (S.c->nsegs != wp->nsegs)
     child_fail ("formatted %u segments, expected %u", S.c->nsegs, wp->nsegs);
+  S.n_gen_format = S.n_gen;
   op_done (idx);
   {
     struct pc_backend bg = rig_mem_backend (&S.bk);
@@ -778,10 +786,11 @@ child_main (int out_fd, int go_fd, const struct sel *sel, size_t nsel,
     pc_cache_get_stats (S.c, &ps);
     printf ("crash-sim:   workload coverage: %" PRIu64 " ksets (%" PRIu64
             " full, %" PRIu64 " LAST), %" PRIu64 " payload stores, %" PRIu64
-            " control updates, %" PRIu64 " generation updates, %" PRIu64
-            " log segments freed by GC, %" PRIu64 " writeback rounds, %"
+            " control updates, %" PRIu64 " generation bumps, %" PRIu64
+            " segments freed by GC, %" PRIu64 " writeback rounds, %"
             PRIu64 " backend writes, %" PRIu64 " backend flushes\n",
-            S.n_kset, S.n_full, S.n_last, S.n_payload, S.n_ctrl, S.n_gen,
+            S.n_kset, S.n_full, S.n_last, S.n_payload, S.n_ctrl,
+            S.n_gen - S.n_gen_format,
             ps.gc_segments, ps.writeback_rounds, S.bk.nwrites,
             S.bk.nflushes);
     fflush (stdout);
@@ -961,88 +970,117 @@ nepochs (const struct oplog *L)
   return e;
 }
 
-static int
-bv_differs_from_base (const uint32_t *bv, const uint32_t *base, uint64_t n)
-{
-  uint64_t b;
-
-  for (b = 0; b < n; b++)
-    if (bv[b] != base[b])
-      return 1;
-  return 0;
-}
-
-/* (c): the backend's durable image is epochs < P plus part of epoch P. */
+/* (c): the backend's durable image is epochs < P plus part of epoch P.
+ *
+ * For one block with operations k (epoch e_k, value v_k, in order), the
+ * image fits P if it holds the value before epoch P (the original for
+ * P <= e_0, v_k for e_k < P <= e_{k+1}) or a value of epoch P; so a
+ * value v_k fits P in [e_k, e_{k+1}] (e_{k+1} = E for the last), the
+ * original fits [0, e_0].  A P that every block fits is found by
+ * counting, over P, the blocks that fit.
+ */
 static void
 check_prefix (struct vctx *v, const struct hist *h, const uint8_t *img,
               uint64_t nblocks)
 {
-  uint32_t E = nepochs (v->L), P, *bv, *base;
-  uint64_t *ptr, b, best_bad = UINT64_MAX, best_blk = 0;
-  uint32_t best_p = 0;
+  uint32_t E = nepochs (v->L), *bv;
+  int64_t *diff;
+  uint64_t b, k, fit, best = 0;
+  uint32_t P, bestP = 0;
+  int found = 0;
 
   bv = malloc (nblocks * sizeof *bv);
-  base = malloc (nblocks * sizeof *base);
-  ptr = malloc (nblocks * sizeof *ptr);
-  if (!bv || !base || !ptr)
+  diff = calloc (E + 2, sizeof *diff);
+  if (!bv || !diff)
     die ("out of memory");
   for (b = 0; b < nblocks; b++) {
+    uint64_t s = h->start[b], e = h->start[b + 1];
+    int64_t lo = -1, hi = -1;           /* the interval being merged */
+
     bv[b] = rig_decode_block (img + b * RIG_BLK, b);
-    base[b] = 0;
-    ptr[b] = h->start[b];
+    /* Intervals come in increasing order: merge and add them. */
+#define ADD(a, z) do {                                          \
+      int64_t a_ = (a), z_ = (z);                               \
+      if (lo >= 0 && a_ <= hi + 1) { if (z_ > hi) hi = z_; }    \
+      else {                                                    \
+        if (lo >= 0) { diff[lo]++; diff[hi + 1]--; }            \
+        lo = a_; hi = z_;                                       \
+      }                                                         \
+    } while (0)
+    if (bv[b] == 0)
+      ADD (0, s < e ? h->ent[s].epoch : E);
+    for (k = s; k < e; k++)
+      if (h->ent[k].val == bv[b])
+        ADD (h->ent[k].epoch, k + 1 < e ? h->ent[k + 1].epoch : E);
+#undef ADD
+    if (lo >= 0) {
+      diff[lo]++;
+      diff[hi + 1]--;
+    }
   }
-  for (P = 0; P <= E; P++) {
-    uint64_t bad = 0, first_bad = 0, partial = 0;
+  for (P = 0, fit = 0; P <= E; P++) {
+    fit += diff[P];
+    if (fit == nblocks) {
+      found = 1;
+      bestP = P;
+      break;
+    }
+    if (fit > best) {
+      best = fit;
+      bestP = P;
+    }
+  }
+  if (found) {
+    int partial = 0;
 
-    for (b = 0; b < nblocks; b++) {
-      uint64_t k;
-      uint32_t end = base[b];
-      int ok = bv[b] == base[b];
-
-      for (k = ptr[b]; k < h->start[b + 1] && h->ent[k].epoch == P; k++) {
-        if (bv[b] == h->ent[k].val)
-          ok = 1;
+    /* At an epoch boundary, or part of epoch P? */
+    for (b = 0; b < nblocks && !partial; b++) {
+      uint32_t end = 0;
+      for (k = h->start[b]; k < h->start[b + 1] && h->ent[k].epoch <= bestP;
+           k++)
         end = h->ent[k].val;
-      }
-      if (!ok && bad++ == 0)
-        first_bad = b;
-      /* Not at an epoch boundary: epoch P is partly there. */
-      if (ok && bv[b] != end)
+      if (bv[b] != end)
         partial = 1;
     }
-    if (bad == 0) {
-      if (partial && bv_differs_from_base (bv, base, nblocks))
-        atomic_fetch_add (&st->prefix_partial, 1);
-      if (P > 0)
-        atomic_fetch_add (&st->prefix_past0, 1);
-      for (;;) {
-        uint64_t m = atomic_load (&st->max_prefix);
-        if (P <= m || atomic_compare_exchange_weak (&st->max_prefix, &m, P))
-          break;
-      }
-      goto out;
+    if (partial)
+      atomic_fetch_add (&st->prefix_partial, 1);
+    if (bestP > 0)
+      atomic_fetch_add (&st->prefix_past0, 1);
+    for (;;) {
+      uint64_t m = atomic_load (&st->max_prefix);
+      if (bestP <= m ||
+          atomic_compare_exchange_weak (&st->max_prefix, &m, bestP))
+        break;
     }
-    if (bad < best_bad) {
-      best_bad = bad;
-      best_p = P;
-      best_blk = first_bad;
-    }
-    /* Advance to the state at the end of epoch P. */
-    for (b = 0; b < nblocks; b++)
-      while (ptr[b] < h->start[b + 1] && h->ent[ptr[b]].epoch == P)
-        base[b] = h->ent[ptr[b]++].val;
   }
-  {
+  else {
+    /* Name a block that does not fit the best P. */
+    uint64_t bad_blk = 0;
     char b1[32];
+
+    for (b = 0; b < nblocks; b++) {
+      uint32_t base = 0;
+      int ok;
+
+      for (k = h->start[b]; k < h->start[b + 1] && h->ent[k].epoch < bestP;
+           k++)
+        base = h->ent[k].val;
+      ok = bv[b] == base;
+      for (; k < h->start[b + 1] && h->ent[k].epoch == bestP; k++)
+        if (h->ent[k].val == bv[b])
+          ok = 1;
+      if (!ok) {
+        bad_blk = b;
+        break;
+      }
+    }
     violation (v, "backend durable image is not a prefix of the client's "
-               "epochs: best P=%u of %u has %" PRIu64 " bad blocks, e.g. "
-               "block %" PRIu64 " holds %s", best_p, E, best_bad, best_blk,
-               rig_vname (bv[best_blk], b1, sizeof b1));
+               "epochs: at best P=%u of %u, %" PRIu64 " of %" PRIu64
+               " blocks fit; e.g. block %" PRIu64 " holds %s", bestP, E,
+               best, nblocks, bad_blk, rig_vname (bv[bad_blk], b1, sizeof b1));
   }
- out:
   free (bv);
-  free (base);
-  free (ptr);
+  free (diff);
 }
 
 /* (a) and (b) for one block: is val allowed after the crash? */
@@ -1357,6 +1395,41 @@ verify (struct vctx *v)
   return v->violations;
 }
 
+/* Verify one crash image (in a process of its own) and exit. */
+static void __attribute__ ((noreturn))
+verify_and_exit (const struct oplog *L, uint64_t point, int variant)
+{
+  struct vctx v = { .L = L, .point = point, .variant = variant };
+  char keep[PATH_MAX * 2];
+  int n;
+
+  img_paths (point, variant, v.img, v.bk);
+  if (opt_keep) {
+    snprintf (keep, sizeof keep, "%s/%s-s%" PRIu64 "-p%" PRIu64 "%c.img",
+              opt_keep, wp->name, opt_seed, point, "ct"[variant]);
+    rig_file_copy (v.img, keep);
+  }
+  n = verify (&v);
+  if (opt_keep) {
+    if (n == 0)
+      unlink (keep);
+    else {
+      printf ("  kept %s\n", keep);
+      snprintf (keep, sizeof keep, "%s/%s-s%" PRIu64 "-p%" PRIu64 "%c.bk",
+                opt_keep, wp->name, opt_seed, point, "ct"[variant]);
+      rig_file_copy (v.bk, keep);
+    }
+  }
+  unlink (v.img);
+  unlink (v.bk);
+  atomic_fetch_add (&st->verified, 1);
+  if (variant == V_TORN)
+    atomic_fetch_add (&st->verified_torn, 1);
+  atomic_fetch_add (&st->violations, n);
+  fflush (stdout);
+  _exit (n ? 1 : 0);
+}
+
 /* Verify one crash image in a forked process; returns its pid. */
 static pid_t
 spawn_verifier (const struct oplog *L, uint64_t point, int variant)
@@ -1368,37 +1441,8 @@ spawn_verifier (const struct oplog *L, uint64_t point, int variant)
   pid = fork ();
   if (pid == -1)
     die ("fork: %m");
-  if (pid == 0) {
-    struct vctx v = { .L = L, .point = point, .variant = variant };
-    char keep[PATH_MAX * 2];
-    int n;
-
-    img_paths (point, variant, v.img, v.bk);
-    if (opt_keep) {
-      snprintf (keep, sizeof keep, "%s/%s-s%" PRIu64 "-p%" PRIu64 "%c.img",
-                opt_keep, wp->name, opt_seed, point, "ct"[variant]);
-      rig_file_copy (v.img, keep);
-    }
-    n = verify (&v);
-    if (opt_keep) {
-      if (n == 0)
-        unlink (keep);
-      else {
-        snprintf (keep, sizeof keep, "%s/%s-s%" PRIu64 "-p%" PRIu64 "%c.bk",
-                  opt_keep, wp->name, opt_seed, point, "ct"[variant]);
-        rig_file_copy (v.bk, keep);
-        printf ("  kept %s\n", keep);
-      }
-    }
-    unlink (v.img);
-    unlink (v.bk);
-    atomic_fetch_add (&st->verified, 1);
-    if (variant == V_TORN)
-      atomic_fetch_add (&st->verified_torn, 1);
-    atomic_fetch_add (&st->violations, n);
-    fflush (stdout);
-    _exit (n ? 1 : 0);
-  }
+  if (pid == 0)
+    verify_and_exit (L, point, variant);
   return pid;
 }
 
@@ -1577,22 +1621,14 @@ kill_trial (const struct sel *s)
   while (read_msg (R.fd, &m))
     oplog_add (&L, &m);
   r = finish_child (&R, "kill trial");
-  if (r == EXIT_CRASHED) {
-    int variant = (s->variants & VB_CUT) ? V_CUT : V_TORN;
-    struct vctx v = { .L = &L, .point = s->point, .variant = variant };
-    int n;
-
-    img_paths (s->point, variant, v.img, v.bk);
-    n = verify (&v);
-    unlink (v.img);
-    unlink (v.bk);
-    atomic_fetch_add (&st->verified, 1);
-    if (variant == V_TORN)
-      atomic_fetch_add (&st->verified_torn, 1);
-    atomic_fetch_add (&st->violations, n);
-    fflush (stdout);
-    _exit (n ? 1 : 0);
+  {
+    /* The dead child's cache file. */
+    char cache[PATH_MAX];
+    snprintf (cache, sizeof cache, "%s/cache-%d", tmpdir, (int) R.pid);
+    unlink (cache);
   }
+  if (r == EXIT_CRASHED)
+    verify_and_exit (&L, s->point, (s->variants & VB_CUT) ? V_CUT : V_TORN);
   printf ("VIOLATION [workload %s seed %" PRIu64 " point %" PRIu64 "]: "
           "workload child did not crash there (exit %d)\n", wp->name,
           opt_seed, s->point, r);
@@ -1652,6 +1688,18 @@ cleanup_tmpdir (void)
   snprintf (cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system (cmd) != 0)
     fprintf (stderr, "crash-sim: could not remove %s\n", tmpdir);
+}
+
+static pid_t main_pid;
+
+static void
+on_signal (int sig)
+{
+  /* Only the parent cleans up; children just die. */
+  if (getpid () == main_pid)
+    cleanup_tmpdir ();
+  signal (sig, SIG_DFL);
+  raise (sig);
 }
 
 static void
@@ -1719,6 +1767,10 @@ main (int argc, char **argv)
   if (rig_mkdtemp (tmpdir, sizeof tmpdir, "crash") == -1)
     die ("mkdtemp: %m");
   atexit (cleanup_tmpdir);
+  main_pid = getpid ();
+  signal (SIGINT, on_signal);
+  signal (SIGTERM, on_signal);
+  signal (SIGHUP, on_signal);
   st = mmap (NULL, sizeof *st, PROT_READ | PROT_WRITE,
              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   jobs = calloc (opt_jobs + 1, sizeof *jobs);

@@ -78,7 +78,7 @@ rig_fill_block (void *p, uint64_t blk, uint32_t ver)
   w[2] = ver;
   w[3] = rig_mix ((blk << 32) ^ ver ^ UINT64_C (0x5a5a));
   for (i = 4; i < RIG_BLK / 8; i++)
-    w[i] = rig_mix (w[3] + i);
+    w[i] = w[3] ^ (i * UINT64_C (0x9e3779b97f4a7c15));
 }
 
 /* Decode one block: its version, RIG_V_ZERO or RIG_V_GARBAGE. */
@@ -100,7 +100,7 @@ rig_decode_block (const void *p, uint64_t blk)
       w[3] != rig_mix ((blk << 32) ^ w[2] ^ UINT64_C (0x5a5a)))
     return RIG_V_GARBAGE;
   for (i = 4; i < RIG_BLK / 8; i++)
-    if (w[i] != rig_mix (w[3] + i))
+    if (w[i] != (w[3] ^ (i * UINT64_C (0x9e3779b97f4a7c15))))
       return RIG_V_GARBAGE;
   return (uint32_t) w[2];
 }
@@ -132,6 +132,8 @@ struct rig_mem {
   uint8_t *vol, *dur;
   uint64_t size;
   int dirty;                    /* vol differs from dur (maybe) */
+  uint8_t *dmap;                /* per 4 KiB block: written since flush */
+  uint64_t *dlist, ndirty;      /* those blocks */
   void (*hook) (void *opaque, int op);
   void *hook_opaque;
   /* Fault injection: fail the next n writes / flushes with EIO. */
@@ -149,6 +151,20 @@ rig_mem_range (struct rig_mem *m, uint32_t len, uint64_t off, int *err)
     return -1;
   }
   return 0;
+}
+
+/* Note [off, off+len) as written since the last flush. */
+static inline void
+rig_mem_mark (struct rig_mem *m, uint32_t len, uint64_t off)
+{
+  uint64_t b, e = (off + len + RIG_BLK - 1) / RIG_BLK;
+
+  for (b = off / RIG_BLK; b < e; b++)
+    if (!m->dmap[b]) {
+      m->dmap[b] = 1;
+      m->dlist[m->ndirty++] = b;
+    }
+  m->dirty = 1;
 }
 
 static inline int
@@ -184,7 +200,7 @@ rig_mem_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off,
   if (m->hook)
     m->hook (m->hook_opaque, RIG_BK_WRITE);
   memcpy (m->vol + off, buf, len);
-  m->dirty = 1;
+  rig_mem_mark (m, len, off);
   m->nwrites++;
   return 0;
 }
@@ -200,7 +216,7 @@ rig_mem_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
   if (m->hook)
     m->hook (m->hook_opaque, RIG_BK_ZERO);
   memset (m->vol + off, 0, len);
-  m->dirty = 1;
+  rig_mem_mark (m, len, off);
   m->nwrites++;
   return 0;
 }
@@ -215,7 +231,7 @@ rig_mem_trim (void *ctx, uint32_t len, uint64_t off, int *err)
   if (m->hook)
     m->hook (m->hook_opaque, RIG_BK_TRIM);
   memset (m->vol + off, 0, len);
-  m->dirty = 1;
+  rig_mem_mark (m, len, off);
   m->nwrites++;
   return 0;
 }
@@ -232,8 +248,13 @@ rig_mem_flush (void *ctx, int *err)
   }
   if (m->hook)
     m->hook (m->hook_opaque, RIG_BK_FLUSH);
-  if (m->dirty)
-    memcpy (m->dur, m->vol, m->size);
+  while (m->ndirty > 0) {
+    uint64_t b = m->dlist[--m->ndirty];
+    uint64_t n = m->size - b * RIG_BLK < RIG_BLK ? m->size - b * RIG_BLK
+      : RIG_BLK;
+    memcpy (m->dur + b * RIG_BLK, m->vol + b * RIG_BLK, n);
+    m->dmap[b] = 0;
+  }
   m->dirty = 0;
   m->nflushes++;
   return 0;
@@ -250,13 +271,19 @@ static const struct pc_backend_ops rig_mem_ops = {
 static inline int
 rig_mem_init (struct rig_mem *m, uint64_t size)
 {
+  uint64_t nb = (size + RIG_BLK - 1) / RIG_BLK;
+
   memset (m, 0, sizeof *m);
   m->size = size;
   m->vol = malloc (size);
   m->dur = malloc (size);
-  if (!m->vol || !m->dur) {
+  m->dmap = calloc (nb ? nb : 1, 1);
+  m->dlist = malloc ((nb ? nb : 1) * sizeof *m->dlist);
+  if (!m->vol || !m->dur || !m->dmap || !m->dlist) {
     free (m->vol);
     free (m->dur);
+    free (m->dmap);
+    free (m->dlist);
     return -1;
   }
   return 0;
@@ -267,7 +294,11 @@ rig_mem_free (struct rig_mem *m)
 {
   free (m->vol);
   free (m->dur);
+  free (m->dmap);
+  free (m->dlist);
   m->vol = m->dur = NULL;
+  m->dmap = NULL;
+  m->dlist = NULL;
 }
 
 static inline struct pc_backend

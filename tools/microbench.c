@@ -1,0 +1,725 @@
+/* microbench: in-process microbenchmark of the pcache engine (core/).
+ *
+ * No NBD, no nbdkit: the engine is driven directly through
+ * include/pcache.h, with a null backend whose operations succeed at
+ * once, and compared with the physical limit of the medium, a bare 4K
+ * memcpy + persist on the same kind of mapping (pc_pmem_copy from
+ * core/pmem.h, that is libpmem2's memcpy function for the mapping).
+ *
+ *   microbench [--seconds N] [--threads LIST] [--no-writeback]
+ *              [--dir DIR] [--cache-size SIZE] [--space SIZE]
+ *              [--phases read,bare,write]
+ *
+ * Measures, at each thread count of LIST (default 1,2):
+ *   - 4K pc_read of cached data at random offsets (the whole 1 GiB
+ *     space written first, one key per 4K block);
+ *   - bare 4K pmem memcpy+persist, appended like the log does, over
+ *     pages never mapped before (cold) and over mapped pages (warm);
+ *   - bare 4K memcpy out of the mapping at random offsets (the
+ *     read-side limit);
+ *   - 4K pc_write at random 4K-aligned offsets in the 1 GiB space, on a
+ *     fresh cache (cold: every 4K of log is a first touch of its page)
+ *     and, with writeback, once the log has wrapped (warm);
+ * and reports RAM per cached 4K key (heap and anonymous RSS growth
+ * while the read set is written, divided by the number of keys) next
+ * to sizeof (struct pc_key).
+ *
+ * The writeback and GC workers run (against the null backend) unless
+ * --no-writeback; they take CPU time of their own, which shows at two
+ * threads on a two-CPU machine.
+ *
+ * Cache files go to DIR (default /dev/shm), emulating persistent memory
+ * with PMEM2_FORCE_GRANULARITY=CACHE_LINE unless the environment sets
+ * it otherwise.  They are removed at exit.  Threads are named after
+ * their phase (mb-write, mb-read, ...) for perf report --comms.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include <errno.h>
+#include <getopt.h>
+#include <malloc.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pcache.h"
+#include "pmem.h"
+#include "index.h"
+
+#define BS 4096u
+#define MAX_THREADS 64
+
+static double opt_seconds = 3;
+static unsigned opt_threads[16] = { 1, 2 };
+static unsigned opt_nthreads = 2;
+static int opt_writeback = 1;
+static const char *opt_dir = "/dev/shm";
+static uint64_t opt_cache_size = 2ULL << 30;
+static uint64_t opt_space = 1ULL << 30;
+static int do_read = 1, do_bare = 1, do_write = 1;
+
+static char cache_path[4096], bare_path[4096];
+
+static void
+cleanup_files (void)
+{
+  if (cache_path[0])
+    unlink (cache_path);
+  if (bare_path[0])
+    unlink (bare_path);
+}
+
+static void
+on_signal (int sig)
+{
+  cleanup_files ();
+  signal (sig, SIG_DFL);
+  raise (sig);
+}
+
+static void
+die (const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  fprintf (stderr, "microbench: ");
+  vfprintf (stderr, fmt, ap);
+  fprintf (stderr, "\n");
+  va_end (ap);
+  cleanup_files ();
+  exit (1);
+}
+
+static void
+log_fn (int level, const char *fmt, va_list ap)
+{
+  if (level > 0)
+    return;
+  fprintf (stderr, "microbench: pcache: ");
+  vfprintf (stderr, fmt, ap);
+  fprintf (stderr, "\n");
+}
+
+static double
+now (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t
+xorshift (uint64_t *s)
+{
+  uint64_t x = *s;
+
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return *s = x;
+}
+
+/* Anonymous resident memory in bytes: resident minus file-backed
+ * (shared) pages, so the cache mapping itself is not counted.
+ */
+static uint64_t
+anon_rss (void)
+{
+  unsigned long size, resident, shared;
+  FILE *f = fopen ("/proc/self/statm", "r");
+
+  if (!f)
+    return 0;
+  if (fscanf (f, "%lu %lu %lu", &size, &resident, &shared) != 3)
+    resident = shared = 0;
+  fclose (f);
+  return (uint64_t) (resident - shared) * sysconf (_SC_PAGESIZE);
+}
+
+static int
+parse_size (const char *s, uint64_t *out)
+{
+  char *end;
+  unsigned long long v;
+
+  errno = 0;
+  v = strtoull (s, &end, 10);
+  if (errno || end == s)
+    return -1;
+  switch (*end) {
+  case 'k': case 'K': v <<= 10; end++; break;
+  case 'm': case 'M': v <<= 20; end++; break;
+  case 'g': case 'G': v <<= 30; end++; break;
+  case 't': case 'T': v <<= 40; end++; break;
+  }
+  if (*end == 'i' || *end == 'B')
+    end++;
+  if (*end == 'B')
+    end++;
+  if (*end)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The null backend. */
+
+static _Atomic uint64_t null_reads;
+
+static int
+null_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
+{
+  (void) ctx; (void) off; (void) err;
+  memset (buf, 0, len);
+  atomic_fetch_add_explicit (&null_reads, 1, memory_order_relaxed);
+  return 0;
+}
+
+static int
+null_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off, int *err)
+{
+  (void) ctx; (void) buf; (void) len; (void) off; (void) err;
+  return 0;
+}
+
+static int
+null_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
+{
+  (void) ctx; (void) len; (void) off; (void) may_trim; (void) err;
+  return 0;
+}
+
+static int
+null_trim (void *ctx, uint32_t len, uint64_t off, int *err)
+{
+  (void) ctx; (void) len; (void) off; (void) err;
+  return 0;
+}
+
+static int
+null_flush (void *ctx, int *err)
+{
+  (void) ctx; (void) err;
+  return 0;
+}
+
+static const struct pc_backend_ops null_ops = {
+  .pread = null_pread, .pwrite = null_pwrite, .zero = null_zero,
+  .trim = null_trim, .flush = null_flush,
+};
+static const struct pc_backend null_backend = { &null_ops, NULL };
+
+static pc_cache *
+cache_create (void)
+{
+  struct pc_config cfg;
+  pc_cache *c;
+
+  unlink (cache_path);
+  pc_config_init (&cfg);
+  cfg.path = cache_path;
+  cfg.size = opt_cache_size;
+  cfg.format = PC_FORMAT_FORCE;
+  if (pc_cache_open (&cfg, &c) == -1)
+    die ("cannot open %s: %s", cache_path, strerror (errno));
+  if (pc_cache_bind (c, opt_space) == -1)
+    die ("cannot bind %s: %s", cache_path, strerror (errno));
+  if (opt_writeback && pc_cache_start (c, &null_backend) == -1)
+    die ("cannot start the workers: %s", strerror (errno));
+  return c;
+}
+
+static void
+cache_destroy (pc_cache *c)
+{
+  pc_cache_close (c);
+  unlink (cache_path);
+}
+
+/* ------------------------------------------------------------------ */
+/* Phases. */
+
+enum op {
+  OP_WRITE,          /* pc_write 4K at a random offset */
+  OP_READ,           /* pc_read 4K at a random offset */
+  OP_BARE_COPY,      /* pmem memcpy+persist 4K, appended, wrapping */
+  OP_BARE_COLD,      /* the same, one pass over untouched pages */
+  OP_BARE_READ,      /* memcpy 4K out of the mapping, random */
+};
+
+struct run {
+  enum op op;
+  const char *name;
+  unsigned nthreads;
+  pc_cache *c;
+  struct pc_pmem *pm;
+  uint64_t max_ops;               /* per thread */
+  pthread_barrier_t start;
+  _Atomic int stop;
+  _Atomic int failed;
+  _Atomic unsigned done;
+};
+
+struct worker {
+  struct run *run;
+  unsigned id;
+  uint64_t ops;
+  double secs;
+  pthread_t tid;
+};
+
+static _Atomic unsigned phase_seq;
+
+static void *
+worker_main (void *arg)
+{
+  struct worker *w = arg;
+  struct run *r = w->run;
+  uint64_t seed = 0x9e3779b97f4a7c15ULL *
+    (w->id + 1 + 64 * atomic_fetch_add (&phase_seq, 1)) + (uint64_t) getpid ();
+  uint64_t nblocks = opt_space / BS, ops = 0;
+  uint8_t *buf = aligned_alloc (BS, BS);
+  uint8_t *region = NULL;
+  uint64_t region_len = 0, pos = 0;
+  double t0;
+  int err;
+
+  if (!buf) {
+    atomic_store (&r->failed, 1);
+    pthread_barrier_wait (&r->start);
+    goto out;
+  }
+  memset (buf, 0x5a + w->id, BS);
+  /* Named after the phase, so a profile can tell them apart
+   * (perf report --comms mb-write).
+   */
+  pthread_setname_np (pthread_self (), r->name);
+  if (r->pm) {
+    /* Each thread appends to its own slice of the mapping. */
+    region_len = pc_pmem_size (r->pm) / r->nthreads / BS * BS;
+    region = (uint8_t *) pc_pmem_base (r->pm) + region_len * w->id;
+  }
+
+  pthread_barrier_wait (&r->start);
+  t0 = now ();
+  while (!atomic_load_explicit (&r->stop, memory_order_relaxed) &&
+         ops < r->max_ops) {
+    uint64_t off = (xorshift (&seed) % nblocks) * BS;
+
+    switch (r->op) {
+    case OP_WRITE:
+      if (pc_write (r->c, buf, BS, off, 0, &err) == -1) {
+        fprintf (stderr, "microbench: pc_write: %s\n", strerror (err));
+        atomic_store (&r->failed, 1);
+        goto done;
+      }
+      break;
+    case OP_READ:
+      if (pc_read (r->c, buf, BS, off, &null_backend, &err) == -1) {
+        fprintf (stderr, "microbench: pc_read: %s\n", strerror (err));
+        atomic_store (&r->failed, 1);
+        goto done;
+      }
+      break;
+    case OP_BARE_COPY:
+    case OP_BARE_COLD:
+      pc_pmem_copy (r->pm, region + pos, buf, BS);
+      pos += BS;
+      if (pos >= region_len) {
+        if (r->op == OP_BARE_COLD) {
+          ops++;
+          goto done;
+        }
+        pos = 0;
+      }
+      break;
+    case OP_BARE_READ:
+      memcpy (buf, region + off % region_len, BS);
+      __asm__ volatile ("" : : "r" (buf) : "memory");
+      break;
+    }
+    ops++;
+  }
+ done:
+  w->secs = now () - t0;
+  w->ops = ops;
+ out:
+  atomic_fetch_add (&r->done, 1);
+  free (buf);
+  return NULL;
+}
+
+struct result {
+  int valid;
+  double ops_per_thread;          /* mean over threads */
+  double total;                   /* ops/s, all threads */
+  double us_per_op;               /* per thread */
+};
+
+/* Run op on nthreads threads for secs seconds or until each thread did
+ * max_ops_total / nthreads operations.
+ */
+static struct result
+run_phase (const char *name, enum op op, unsigned nthreads, pc_cache *c,
+           struct pc_pmem *pm, double secs, uint64_t max_ops_total)
+{
+  struct run r = {
+    .op = op, .name = name, .nthreads = nthreads, .c = c, .pm = pm,
+  };
+  struct worker w[MAX_THREADS];
+  struct result res = { 1, 0, 0, 0 };
+  struct timespec step = { 0, 5 * 1000 * 1000 };
+  double ops = 0, tsecs = 0, end;
+  unsigned i;
+
+  r.max_ops = max_ops_total == UINT64_MAX ? UINT64_MAX
+    : max_ops_total / nthreads;
+  pthread_barrier_init (&r.start, NULL, nthreads + 1);
+  for (i = 0; i < nthreads; i++) {
+    w[i] = (struct worker) { .run = &r, .id = i };
+    if (pthread_create (&w[i].tid, NULL, worker_main, &w[i]) != 0)
+      die ("pthread_create failed");
+  }
+  pthread_barrier_wait (&r.start);
+  end = now () + secs;
+  while (now () < end && atomic_load (&r.done) < nthreads)
+    nanosleep (&step, NULL);
+  atomic_store (&r.stop, 1);
+  for (i = 0; i < nthreads; i++) {
+    pthread_join (w[i].tid, NULL);
+    ops += w[i].ops;
+    tsecs += w[i].secs;
+    if (w[i].secs > 0)
+      res.total += w[i].ops / w[i].secs;
+  }
+  pthread_barrier_destroy (&r.start);
+  if (atomic_load (&r.failed))
+    die ("a worker failed");
+  res.ops_per_thread = res.total / nthreads;
+  res.us_per_op = ops > 0 ? tsecs / ops * 1e6 : 0;
+  return res;
+}
+
+/* Write every block of the space once (4K each), with two threads. */
+struct fill_arg {
+  pc_cache *c;
+  uint64_t first, count;
+};
+
+static void *
+fill_main (void *arg)
+{
+  struct fill_arg *a = arg;
+  uint8_t *buf = aligned_alloc (BS, BS);
+  uint64_t i;
+  int err;
+
+  if (!buf)
+    return (void *) 1;
+  memset (buf, 0xa5, BS);
+  for (i = 0; i < a->count; i++)
+    if (pc_write (a->c, buf, BS, (a->first + i) * BS, 0, &err) == -1) {
+      fprintf (stderr, "microbench: fill: pc_write: %s\n", strerror (err));
+      free (buf);
+      return (void *) 1;
+    }
+  free (buf);
+  return NULL;
+}
+
+static void
+fill_space (pc_cache *c)
+{
+  uint64_t nblocks = opt_space / BS;
+  struct fill_arg a[2] = {
+    { c, 0, nblocks / 2 },
+    { c, nblocks / 2, nblocks - nblocks / 2 },
+  };
+  pthread_t t[2];
+  void *rv;
+  int bad = 0, i;
+
+  for (i = 0; i < 2; i++)
+    if (pthread_create (&t[i], NULL, fill_main, &a[i]) != 0)
+      die ("pthread_create failed");
+  for (i = 0; i < 2; i++) {
+    pthread_join (t[i], &rv);
+    bad |= rv != NULL;
+  }
+  if (bad)
+    die ("filling the read set failed");
+}
+
+/* ------------------------------------------------------------------ */
+
+static void
+usage (FILE *f)
+{
+  fprintf (f,
+"usage: microbench [--seconds N] [--threads LIST] [--no-writeback]\n"
+"                  [--dir DIR] [--cache-size SIZE] [--space SIZE]\n"
+"                  [--phases LIST]\n"
+"\n"
+"  --seconds N       length of each measurement (default 3)\n"
+"  --threads LIST    comma-separated thread counts (default 1,2)\n"
+"  --no-writeback    do not start the engine's workers (writeback, GC,\n"
+"                    commit timer); writes then only go to a fresh cache\n"
+"                    and stop at 60%% of it\n"
+"  --dir DIR         where the cache files go (default /dev/shm)\n"
+"  --cache-size SIZE cache file size (default 2G)\n"
+"  --space SIZE      backing size and random-offset space (default 1G)\n"
+"  --phases LIST     which measurements: read,bare,write (default all;\n"
+"                    e.g. --phases write to profile the write path)\n");
+}
+
+static void
+parse_threads (const char *s)
+{
+  char *copy = strdup (s), *tok, *save = NULL;
+
+  opt_nthreads = 0;
+  for (tok = strtok_r (copy, ",", &save); tok;
+       tok = strtok_r (NULL, ",", &save)) {
+    long v = strtol (tok, NULL, 10);
+    if (v < 1 || v > MAX_THREADS || opt_nthreads == 16) {
+      fprintf (stderr, "microbench: bad --threads '%s'\n", s);
+      exit (2);
+    }
+    opt_threads[opt_nthreads++] = v;
+  }
+  free (copy);
+  if (opt_nthreads == 0) {
+    fprintf (stderr, "microbench: bad --threads '%s'\n", s);
+    exit (2);
+  }
+}
+
+static void
+row (const char *name, unsigned t, const struct result *r,
+     const struct result *base)
+{
+  char vs[32];
+
+  if (!r->valid)
+    return;
+  if (base && base->valid && base->us_per_op > 0)
+    snprintf (vs, sizeof vs, "%.2fx", r->us_per_op / base->us_per_op);
+  else
+    snprintf (vs, sizeof vs, "-");
+  printf ("%-34s %7u %12.0f %12.0f %9.3f %9s\n", name, t, r->ops_per_thread,
+          r->total, r->us_per_op, vs);
+}
+
+int
+main (int argc, char **argv)
+{
+  static const struct option longopts[] = {
+    { "seconds", required_argument, NULL, 's' },
+    { "threads", required_argument, NULL, 't' },
+    { "no-writeback", no_argument, NULL, 'n' },
+    { "dir", required_argument, NULL, 'd' },
+    { "cache-size", required_argument, NULL, 'c' },
+    { "space", required_argument, NULL, 'S' },
+    { "phases", required_argument, NULL, 'p' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  struct result wcold[16] = { 0 }, wwarm[16] = { 0 }, rd[16] = { 0 };
+  struct result bcold[16] = { 0 }, bc[16] = { 0 }, br[16] = { 0 };
+  uint64_t rss0 = 0, rss1 = 0, heap0 = 0, heap1 = 0, nkeys, cache_blocks;
+  struct mallinfo2 mi;
+  struct pc_pmem *pm;
+  pc_cache *c;
+  int opt, created;
+  unsigned i;
+
+  while ((opt = getopt_long (argc, argv, "h", longopts, NULL)) != -1) {
+    switch (opt) {
+    case 's':
+      opt_seconds = strtod (optarg, NULL);
+      if (!(opt_seconds > 0 && opt_seconds <= 3600)) {
+        fprintf (stderr, "microbench: bad --seconds '%s'\n", optarg);
+        return 2;
+      }
+      break;
+    case 't': parse_threads (optarg); break;
+    case 'n': opt_writeback = 0; break;
+    case 'd': opt_dir = optarg; break;
+    case 'c':
+      if (parse_size (optarg, &opt_cache_size) == -1) {
+        fprintf (stderr, "microbench: bad --cache-size '%s'\n", optarg);
+        return 2;
+      }
+      break;
+    case 'S':
+      if (parse_size (optarg, &opt_space) == -1 || opt_space < BS * 16) {
+        fprintf (stderr, "microbench: bad --space '%s'\n", optarg);
+        return 2;
+      }
+      opt_space = opt_space / BS * BS;
+      break;
+    case 'p':
+      do_read = strstr (optarg, "read") != NULL;
+      do_bare = strstr (optarg, "bare") != NULL;
+      do_write = strstr (optarg, "write") != NULL;
+      if (!do_read && !do_bare && !do_write) {
+        fprintf (stderr, "microbench: bad --phases '%s'\n", optarg);
+        return 2;
+      }
+      break;
+    case 'h': usage (stdout); return 0;
+    default: usage (stderr); return 2;
+    }
+  }
+  if (optind != argc) {
+    usage (stderr);
+    return 2;
+  }
+  if (opt_space * 2 > opt_cache_size) {
+    fprintf (stderr, "microbench: --cache-size must be at least twice "
+             "--space (the read set must fit)\n");
+    return 2;
+  }
+
+  setenv ("PMEM2_FORCE_GRANULARITY", "CACHE_LINE", 0);
+  pc_set_log (log_fn);
+  snprintf (cache_path, sizeof cache_path, "%s/pcache-microbench.%d.cache",
+            opt_dir, (int) getpid ());
+  snprintf (bare_path, sizeof bare_path, "%s/pcache-microbench.%d.bare",
+            opt_dir, (int) getpid ());
+  atexit (cleanup_files);
+  signal (SIGINT, on_signal);
+  signal (SIGTERM, on_signal);
+  cache_blocks = opt_cache_size / BS;
+
+  printf ("pcache core microbenchmark: %u-byte ops, %g s per measurement, "
+          "%u CPUs online\n", BS, opt_seconds,
+          (unsigned) sysconf (_SC_NPROCESSORS_ONLN));
+  printf ("cache %" PRIu64 " MiB in %s (PMEM2_FORCE_GRANULARITY=%s), "
+          "random offsets in %" PRIu64 " MiB, workers %s\n",
+          opt_cache_size >> 20, opt_dir, getenv ("PMEM2_FORCE_GRANULARITY"),
+          opt_space >> 20,
+          opt_writeback ? "on (null backend)" : "off (--no-writeback)");
+  fflush (stdout);
+
+  /* 1. RAM per key, then reads of cached data.  First, while the heap
+   * is fresh, so that memory freed by earlier phases cannot hide the
+   * growth.
+   */
+  if (do_read) {
+    c = cache_create ();
+    mi = mallinfo2 ();
+    heap0 = mi.uordblks + mi.hblkhd;
+    rss0 = anon_rss ();
+    fill_space (c);
+    if (opt_writeback) {
+      int err;
+      /* Let writeback finish so that its batch memory is freed. */
+      if (pc_cache_drain (c, &err) == -1)
+        die ("drain failed: %s", strerror (err));
+    }
+    mi = mallinfo2 ();
+    heap1 = mi.uordblks + mi.hblkhd;
+    rss1 = anon_rss ();
+    atomic_store (&null_reads, 0);
+    for (i = 0; i < opt_nthreads; i++)
+      rd[i] = run_phase ("mb-read", OP_READ, opt_threads[i], c, NULL,
+                         opt_seconds, UINT64_MAX);
+    cache_destroy (c);
+    if (atomic_load (&null_reads))
+      fprintf (stderr, "microbench: warning: %" PRIu64 " reads missed the "
+               "cache\n", (uint64_t) atomic_load (&null_reads));
+  }
+
+  /* 2. The bare copy on the same kind of mapping: once over fresh
+   * (allocated but never mapped) pages, then over mapped ones.
+   */
+  for (i = 0; do_bare && i < opt_nthreads; i++) {
+    unlink (bare_path);
+    if (pc_pmem_open (bare_path, opt_cache_size, 1, &pm, &created) == -1)
+      die ("cannot map %s: %s", bare_path, strerror (errno));
+    if (i == 0) {
+      printf ("mapping granularity: %s\n", pc_pmem_granularity (pm));
+      fflush (stdout);
+    }
+    bcold[i] = run_phase ("mb-bare-cold", OP_BARE_COLD, opt_threads[i],
+                          NULL, pm, opt_seconds, UINT64_MAX);
+    memset (pc_pmem_base (pm), 0, pc_pmem_size (pm));
+    bc[i] = run_phase ("mb-bare-copy", OP_BARE_COPY, opt_threads[i],
+                       NULL, pm, opt_seconds, UINT64_MAX);
+    br[i] = run_phase ("mb-bare-read", OP_BARE_READ, opt_threads[i],
+                       NULL, pm, opt_seconds, UINT64_MAX);
+    pc_pmem_close (pm);
+    unlink (bare_path);
+  }
+
+  /* 3. Writes, on a fresh cache for each thread count: first while the
+   * log runs over never-mapped pages (cold), then, with writeback, once
+   * the log has wrapped and every page is mapped (warm).
+   */
+  for (i = 0; do_write && i < opt_nthreads; i++) {
+    unsigned t = opt_threads[i];
+
+    c = cache_create ();
+    wcold[i] = run_phase ("mb-write-cold", OP_WRITE, t, c, NULL,
+                          opt_seconds, cache_blocks * 6 / 10);
+    if (opt_writeback) {
+      /* Wrap the log: write the cache's size once more. */
+      run_phase ("mb-wrap", OP_WRITE, 2, c, NULL, 600,
+                 cache_blocks * 12 / 10);
+      wwarm[i] = run_phase ("mb-write", OP_WRITE, t, c, NULL, opt_seconds,
+                            UINT64_MAX);
+    }
+    cache_destroy (c);
+  }
+
+  printf ("\n%-34s %7s %12s %12s %9s %9s\n", "operation", "threads",
+          "ops/s/thread", "ops/s total", "us/op", "vs bare");
+  for (i = 0; i < opt_nthreads; i++) {
+    unsigned t = opt_threads[i];
+
+    row ("bare 4K memcpy+persist, cold", t, &bcold[i], NULL);
+    row ("pc_write 4K, cold (fresh cache)", t, &wcold[i], &bcold[i]);
+    row ("bare 4K memcpy+persist", t, &bc[i], NULL);
+    row ("pc_write 4K, warm (log wrapped)", t, &wwarm[i], &bc[i]);
+    row ("bare 4K memcpy (read)", t, &br[i], NULL);
+    row ("pc_read 4K, cache hit", t, &rd[i], &br[i]);
+  }
+  if (do_write && do_bare) {
+    /* Warm against warm; without writeback the log cannot wrap, so
+     * cold against cold.
+     */
+    printf ("\nwrite cost / bare copy (target <= 2x):");
+    for (i = 0; i < opt_nthreads; i++) {
+      const struct result *w = opt_writeback ? &wwarm[i] : &wcold[i];
+      const struct result *b = opt_writeback ? &bc[i] : &bcold[i];
+      printf ("  %u thread%s %.2fx", opt_threads[i],
+              opt_threads[i] == 1 ? "" : "s", w->us_per_op / b->us_per_op);
+    }
+    printf ("%s\n", opt_writeback ? " (warm)" : " (cold)");
+  }
+  if (!do_read)
+    return 0;
+  nkeys = opt_space / BS;
+  printf ("\nRAM per cached 4K key: %.1f bytes of heap, %.1f bytes of "
+          "anonymous RSS (+%.1f MiB over %" PRIu64 " keys);\n"
+          "sizeof (struct pc_key) = %zu bytes\n",
+          (double) (heap1 - heap0) / nkeys,
+          (double) (int64_t) (rss1 - rss0) / nkeys,
+          (double) (int64_t) (rss1 - rss0) / 1048576.0, nkeys,
+          sizeof (struct pc_key));
+  return 0;
+}
