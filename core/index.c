@@ -98,13 +98,30 @@ pc_index_destroy (struct pc_index *ix)
 
 #define KEY_CACHE_MAX 256
 
-/* Keys freed by a thread that it may reuse.  A thread that exits leaves
- * at most KEY_CACHE_MAX keys behind, unreachable: that is bounded.
- */
-static __thread struct {
+/* Keys freed by a thread, for it to reuse; freed when it exits. */
+struct key_cache {
   unsigned n;
+  int registered;
   struct pc_key *v[KEY_CACHE_MAX];
-} key_cache;
+};
+static __thread struct key_cache key_cache;
+static pthread_key_t key_cache_exit;
+static pthread_once_t key_cache_once = PTHREAD_ONCE_INIT;
+
+static void
+key_cache_drop (void *arg)
+{
+  struct key_cache *kc = arg;
+
+  while (kc->n > 0)
+    free (kc->v[--kc->n]);
+}
+
+static void
+key_cache_init (void)
+{
+  pthread_key_create (&key_cache_exit, key_cache_drop);
+}
 
 struct pc_key *
 pc_key_alloc (void)
@@ -123,7 +140,15 @@ pc_key_alloc (void)
 void
 pc_key_free (struct pc_key *k)
 {
-  if (k && key_cache.n < KEY_CACHE_MAX)
+  if (!k)
+    return;
+  if (!key_cache.registered) {
+    /* Have the cache emptied when this thread exits. */
+    pthread_once (&key_cache_once, key_cache_init);
+    pthread_setspecific (key_cache_exit, &key_cache);
+    key_cache.registered = 1;
+  }
+  if (key_cache.n < KEY_CACHE_MAX)
     key_cache.v[key_cache.n++] = k;
   else
     free (k);
