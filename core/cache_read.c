@@ -170,11 +170,7 @@ pc_fill_placeholder (struct pc_cache *c, struct pc_tree *t, struct pc_key *ph,
       int queued = 0;
 
       if (k) {
-        k->off = recs[i].off;
-        k->len = recs[i].len;
-        k->seg = recs[i].seg;
-        k->seg_off = recs[i].seg_off;
-        k->gen = recs[i].gen;
+        pc_key_from_rec (k, &recs[i]);
         if (pc_tree_insert (t, k) == -1)
           pc_key_free (k);
         else {

@@ -93,12 +93,7 @@ log_piece (struct pc_cache *c, const struct pc_key_rec *rec,
     *err = ENOMEM;
     return -1;
   }
-  k->off = rec->off;
-  k->len = rec->len;
-  k->seg = rec->seg;
-  k->seg_off = rec->seg_off;
-  k->gen = rec->gen;
-  k->flags = rec->flags;
+  pc_key_from_rec (k, rec);
   pthread_rwlock_wrlock (&t->lock);
   r = pc_publish_key (c, k, rec, seal_gen);
   /* A write hit: the range held cached data already. */

@@ -63,6 +63,18 @@ pc_index_stripe_end (const struct pc_index *ix, uint64_t off)
   return ((off >> ix->stripe_shift) + 1) << ix->stripe_shift;
 }
 
+/* The index key for a log record. */
+static inline void
+pc_key_from_rec (struct pc_key *k, const struct pc_key_rec *r)
+{
+  k->off = r->off;
+  k->len = r->len;
+  k->seg = r->seg;
+  k->seg_off = r->seg_off;
+  k->gen = r->gen;
+  k->flags = r->flags;
+}
+
 struct pc_key *pc_key_alloc (void);
 void pc_key_free (struct pc_key *k);
 

@@ -66,12 +66,9 @@ index_key (struct pc_cache *c, const struct pc_key_rec *r, int dirty)
 
   if (!k)
     return -1;
-  k->off = r->off;
-  k->len = r->len;
-  k->seg = r->seg;
-  k->seg_off = r->seg_off;
-  k->gen = r->gen;
-  k->flags = r->flags & ~(dirty ? 0 : PC_KF_DIRTY);
+  pc_key_from_rec (k, r);
+  if (!dirty)
+    k->flags &= ~PC_KF_DIRTY;
   t = pc_index_tree (&c->index, r->off);
   ret = pc_tree_insert (t, k);
   if (ret == -1)

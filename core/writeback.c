@@ -66,12 +66,7 @@ wb_collect (struct pc_cache *c, struct pc_tree *t, const struct pc_key_rec *r,
     *err = ENOMEM;
     return -1;
   }
-  k->off = r->off;
-  k->len = r->len;
-  k->seg = r->seg;
-  k->seg_off = r->seg_off;
-  k->gen = r->gen;
-  k->flags = r->flags;
+  pc_key_from_rec (k, r);
   if (pc_tree_insert (t, k) == -1) {
     pc_key_free (k);
     *err = ENOMEM;
