@@ -17,6 +17,7 @@ pc_config_init (struct pc_config *cfg)
   memset (cfg, 0, sizeof *cfg);
   cfg->data_crc = PC_UNSET;
   cfg->gc_percent = PC_UNSET;
+  cfg->wb_percent = PC_UNSET;
   cfg->cache_on_read = 1;
   cfg->format = PC_FORMAT_AUTO;
 }
@@ -197,6 +198,8 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
   c->cfg.backing_id = c->backing_id;
   c->cache_on_read = cfg->cache_on_read;
   c->commit_ms = cfg->commit_ms ? cfg->commit_ms : PC_DEFAULT_COMMIT_MS;
+  c->wb_percent = cfg->wb_percent == PC_UNSET ? PC_DEFAULT_WB_PERCENT
+    : PC_MIN (cfg->wb_percent, 100);
   c->wb_threads = cfg->wb_threads ? PC_MIN (cfg->wb_threads, PC_MAX_WB_THREADS)
     : PC_DEFAULT_WB_THREADS;
   c->gc_percent = cfg->gc_percent == PC_UNSET ? PC_DEFAULT_GC_PERCENT

@@ -24,6 +24,7 @@
 #define PC_ALLOC_ALIGN    64          /* payload allocation granule */
 #define PC_LOG_RESERVE    2           /* free segments kept for the log */
 #define PC_DRAIN_GRACE_MS 30000       /* a drain gives up after failing so long */
+#define PC_WB_IDLE_MS     200         /* a client this quiet lets writeback run */
 
 /* A data head: the segment that new payload is carved from. */
 struct pc_head {
@@ -68,6 +69,9 @@ struct pc_cache {
   unsigned stream_clock;
   unsigned commit_ms;
   unsigned wb_threads;                /* concurrent writeback writes */
+  unsigned wb_percent;                /* dirty share that starts writeback */
+  _Atomic uint64_t last_write_ms;     /* when the client last wrote */
+  _Atomic unsigned drainers;          /* threads waiting in a drain */
 
   /* Persisted cursors (in ctrl), guarded by ctrl_lock. */
   pthread_mutex_t ctrl_lock;

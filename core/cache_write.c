@@ -292,6 +292,7 @@ pc_write (pc_cache *c, const void *buf, uint32_t len, uint64_t off,
     return -1;
   atomic_fetch_add (&c->st.writes, 1);
   atomic_fetch_add (&c->st.write_bytes, len);
+  atomic_store (&c->last_write_ms, pc_now_ms ());
   pthread_rwlock_rdlock (&c->mode_lock);
   switch (atomic_load (&c->mode)) {
   case PC_MODE_WRITEBACK:
@@ -320,6 +321,7 @@ log_range (pc_cache *c, uint64_t len, uint64_t off, uint32_t kflags,
 
   if (check_range (c, len, off, err) == -1)
     return -1;
+  atomic_store (&c->last_write_ms, pc_now_ms ());
   pthread_rwlock_rdlock (&c->mode_lock);
   if (c->mode != PC_MODE_WRITEBACK && have_backend (c, err) == -1)
     r = -1;

@@ -369,6 +369,25 @@ timed_wait (struct pc_cache *c, unsigned ms)
   timed_wait_on (c, &c->bg_cv, ms);
 }
 
+/* Write back now?  While a client writes, writeback waits until dirty
+ * data passes pcache-writeback-percent of the cache, so that it does not
+ * take CPU and backend bandwidth from a burst the cache can absorb; it
+ * runs anyway when the client has been quiet for PC_WB_IDLE_MS, when
+ * space or a drain is waited for, or when GC needs clean segments.
+ */
+static int
+wb_wanted (struct pc_cache *c)
+{
+  uint64_t dirty = atomic_load (&c->st.dirty_bytes);
+  uint64_t size = (uint64_t) c->nsegs << c->seg_shift;
+  uint64_t used = c->nsegs - pc_segs_nfree (&c->segs);
+
+  return dirty == 0 || dirty * 100 >= size * c->wb_percent ||
+    pc_now_ms () - atomic_load (&c->last_write_ms) >= PC_WB_IDLE_MS ||
+    atomic_load (&c->drainers) > 0 || pc_segs_waiters (&c->segs) > 0 ||
+    used * 100 > (uint64_t) c->nsegs * atomic_load (&c->gc_percent);
+}
+
 void *
 pc_writeback_thread (void *arg)
 {
@@ -385,7 +404,7 @@ pc_writeback_thread (void *arg)
     int r;
 
     pthread_mutex_unlock (&c->bg_lock);
-    r = wb_round (c, &pool, &b);
+    r = b.loaded || wb_wanted (c) ? wb_round (c, &pool, &b) : 0;
     pc_gc_run (c, 0);
     pthread_mutex_lock (&c->bg_lock);
     if (c->stop)
@@ -397,7 +416,8 @@ pc_writeback_thread (void *arg)
         timed_wait (c, until - pc_now_ms ());
     }
     else if (r == 0 && c->kicks == kicks)
-      timed_wait (c, 1000);       /* idle until something is committed */
+      /* Idle until something is committed, or the client goes quiet. */
+      timed_wait (c, PC_WB_IDLE_MS);
   }
   pthread_mutex_unlock (&c->bg_lock);
   wb_pool_destroy (&pool);
@@ -424,8 +444,8 @@ pc_timer_thread (void *arg)
   return NULL;
 }
 
-int
-pc_cache_drain (pc_cache *c, int *err)
+static int
+drain_wait (pc_cache *c, int *err)
 {
   uint64_t target, last = 0, since = pc_now_ms ();
 
@@ -468,6 +488,18 @@ pc_cache_drain (pc_cache *c, int *err)
   }
   pthread_mutex_unlock (&c->bg_lock);
   return 0;
+}
+
+int
+pc_cache_drain (pc_cache *c, int *err)
+{
+  int r;
+
+  /* Writeback holds back during bursts; a drain wants it now. */
+  atomic_fetch_add (&c->drainers, 1);
+  r = drain_wait (c, err);
+  atomic_fetch_sub (&c->drainers, 1);
+  return r;
 }
 
 int

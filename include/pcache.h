@@ -62,6 +62,8 @@ struct pc_config {
   enum pc_mode mode;
   uint64_t seq_cutoff;      /* sequential reads past this bypass; 0 = off */
   unsigned wb_threads;      /* concurrent writeback writes; 0 = default */
+  int wb_percent;           /* PC_UNSET or 0..100: dirty share before
+                               writeback runs while the client writes */
   int lenient_replay;       /* a damaged kset mid-log ends the log (else refuse) */
   enum pc_format_policy format;
   const char *backing_id;   /* optional identity string, may be NULL */
@@ -78,6 +80,7 @@ void pc_config_init (struct pc_config *cfg);
 #define PC_MIN_SEGMENTS       8
 #define PC_DEFAULT_COMMIT_MS  1000
 #define PC_DEFAULT_WB_THREADS 16
+#define PC_DEFAULT_WB_PERCENT 10
 #define PC_MAX_WB_THREADS     64
 
 /* Open an existing cache (validate, replay the log) or note that it must

@@ -212,6 +212,17 @@ pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     backing_id = strdup (value);
     return backing_id ? 0 : -1;
   }
+  else if (strcmp (key, "pcache-writeback-percent") == 0) {
+    int v;
+    if (nbdkit_parse_int ("pcache-writeback-percent", value, &v) == -1)
+      return -1;
+    if (v < 0 || v > 100) {
+      nbdkit_error ("pcache-writeback-percent: %d is out of range 0..100", v);
+      return -1;
+    }
+    cfg.wb_percent = v;
+    return 0;
+  }
   else if (strcmp (key, "pcache-writeback-threads") == 0) {
     unsigned v;
     if (nbdkit_parse_unsigned ("pcache-writeback-threads", value, &v) == -1)
@@ -273,6 +284,7 @@ pcache_config_complete (nbdkit_next_config_complete *next,
   "pcache-commit-ms=N     Longest wait before a write's key is committed.\n" \
   "pcache-drain=BOOL      At exit write everything back and empty the cache.\n" \
   "pcache-writeback-threads=N  Concurrent writeback writes (default 16).\n" \
+  "pcache-writeback-percent=N  Dirty share that starts writeback during a burst.\n" \
   "pcache-replay=strict|lenient  Refuse a damaged log, or end it there."
 
 /* Open, validate and replay the cache before nbdkit forks, so that
