@@ -1,6 +1,5 @@
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "layout.h"
 #include "meta.h"
@@ -127,18 +126,9 @@ pc_seg_alloc (struct pc_segs *s, enum pc_seg_role role, uint32_t reserve)
 void
 pc_segs_wait (struct pc_segs *s, unsigned timeout_ms)
 {
-  struct timespec ts;
-
-  clock_gettime (CLOCK_REALTIME, &ts);
-  ts.tv_sec += timeout_ms / 1000;
-  ts.tv_nsec += (long) (timeout_ms % 1000) * 1000000;
-  if (ts.tv_nsec >= 1000000000) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000;
-  }
   pthread_mutex_lock (&s->free_lock);
   s->waiters++;
-  pthread_cond_timedwait (&s->free_cv, &s->free_lock, &ts);
+  pc_cond_wait_ms (&s->free_cv, &s->free_lock, timeout_ms);
   s->waiters--;
   pthread_mutex_unlock (&s->free_lock);
 }

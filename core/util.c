@@ -46,6 +46,21 @@ pc_debug (const char *fmt, ...)
   errno = saved;
 }
 
+int
+pc_cond_wait_ms (pthread_cond_t *cv, pthread_mutex_t *m, unsigned ms)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long) (ms % 1000) * 1000000;
+  if (ts.tv_nsec >= 1000000000) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000;
+  }
+  return pthread_cond_timedwait (cv, m, &ts);
+}
+
 uint64_t
 pc_now_ms (void)
 {

@@ -21,4 +21,8 @@ void pc_debug (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 
 uint64_t pc_now_ms (void);
 
+#include <pthread.h>
+/* pthread_cond_timedwait for at most ms milliseconds. */
+int pc_cond_wait_ms (pthread_cond_t *cv, pthread_mutex_t *m, unsigned ms);
+
 #endif /* PC_UTIL_H */

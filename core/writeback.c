@@ -8,7 +8,6 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cache_internal.h"
 #include "crc.h"
@@ -351,16 +350,7 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
 static void
 timed_wait_on (struct pc_cache *c, pthread_cond_t *cv, unsigned ms)
 {
-  struct timespec ts;
-
-  clock_gettime (CLOCK_REALTIME, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (long) (ms % 1000) * 1000000;
-  if (ts.tv_nsec >= 1000000000) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000;
-  }
-  pthread_cond_timedwait (cv, &c->bg_lock, &ts);
+  pc_cond_wait_ms (cv, &c->bg_lock, ms);
 }
 
 static void
