@@ -71,7 +71,7 @@ kill_nbdkit "$tmp/pid"
 # 1b. Write, zero and trim errors below pcache, 48 MiB through 16 MiB.
 fresh 16384                                     # 64 MiB
 start "$tmp/log1b" --filter=error file "$disk" \
-    error-pwrite=EIO error-pwrite-rate=20% \
+    error-pwrite=EIO error-pwrite-rate=50% \
     error-zero=EIO error-zero-rate=50% error-trim=EIO error-trim-rate=50% \
     pcache-dev="$cache" pcache-size=16M pcache-segment-size=1M \
     pcache-gc-percent=20 pcache-commit-ms=50 pcache-drain=true
