@@ -337,6 +337,18 @@ pc_cache_is_new (const pc_cache *c)
   return c->is_new;
 }
 
+/* The first kset not yet written back. */
+struct pc_pos
+pc_dirty_tail (struct pc_cache *c)
+{
+  struct pc_pos p;
+
+  pthread_mutex_lock (&c->ctrl_lock);
+  p = c->ctrl.dirty_tail;
+  pthread_mutex_unlock (&c->ctrl_lock);
+  return p;
+}
+
 void
 pc_ctrl_update (struct pc_cache *c, const struct pc_pos *key_tail,
                 const struct pc_pos *dirty_tail)

@@ -123,6 +123,7 @@ pc_kbuf_for (struct pc_cache *c, uint64_t off)
 }
 
 /* cache.c */
+struct pc_pos pc_dirty_tail (struct pc_cache *c);
 void pc_ctrl_update (struct pc_cache *c, const struct pc_pos *key_tail,
                      const struct pc_pos *dirty_tail);
 void pc_kick_workers (struct pc_cache *c);

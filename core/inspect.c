@@ -78,11 +78,8 @@ key_rec (void *opaque, const struct pc_kset_hdr *h, const struct pc_key_rec *r)
 int
 pc_cache_walk (pc_cache *c, pc_key_fn fn, void *opaque)
 {
-  struct key_walk w = { c, 0, fn, opaque, 0 };
+  struct key_walk w = { c, pc_dirty_tail (c).seq, fn, opaque, 0 };
 
-  pthread_mutex_lock (&c->ctrl_lock);
-  w.dirty_seq = c->ctrl.dirty_tail.seq;
-  pthread_mutex_unlock (&c->ctrl_lock);
   return walk_records (c, key_rec, &w);
 }
 

@@ -251,12 +251,9 @@ static int
 wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
 {
   uint64_t head = atomic_load (&c->log.head_seq), epoch = 0;
-  struct pc_pos pos;
+  struct pc_pos pos = pc_dirty_tail (c);
   unsigned n = 0;
 
-  pthread_mutex_lock (&c->ctrl_lock);
-  pos = c->ctrl.dirty_tail;
-  pthread_mutex_unlock (&c->ctrl_lock);
   if (pos.seq >= head)
     return 0;
 
@@ -447,11 +444,8 @@ drain_wait (pc_cache *c, int *err)
   pc_kick_workers (c);
   pthread_mutex_lock (&c->bg_lock);
   for (;;) {
-    uint64_t dt;
+    uint64_t dt = pc_dirty_tail (c).seq;
 
-    pthread_mutex_lock (&c->ctrl_lock);
-    dt = c->ctrl.dirty_tail.seq;
-    pthread_mutex_unlock (&c->ctrl_lock);
     if (dt >= target)
       break;
     if (c->stop || !c->running) {

@@ -369,6 +369,18 @@ static struct pc_backend_ops bg_ops = {
   .pwrite = bg_pwrite,
 };
 
+/* The plugin must be the size the cache was made for. */
+static int
+check_size (int64_t size)
+{
+  if ((uint64_t) size == pc_cache_backing_size (cache))
+    return 0;
+  nbdkit_error ("pcache: plugin size %" PRIi64 " differs from the size the "
+                "cache was made for (%" PRIu64 ")", size,
+                pc_cache_backing_size (cache));
+  return -1;
+}
+
 static int
 pcache_after_fork (nbdkit_backend *backend)
 {
@@ -401,10 +413,7 @@ pcache_after_fork (nbdkit_backend *backend)
     unusable = 1;
     return 0;
   }
-  if ((uint64_t) size != pc_cache_backing_size (cache)) {
-    nbdkit_error ("pcache: plugin size %" PRIi64 " differs from the size "
-                  "the cache was made for (%" PRIu64 ")", size,
-                  pc_cache_backing_size (cache));
+  if (check_size (size) == -1) {
     unusable = 1;
     return 0;
   }
@@ -452,13 +461,7 @@ pcache_prepare (nbdkit_next *next, void *handle, int readonly)
   }
   if (size == -1)
     return -1;
-  if ((uint64_t) size != pc_cache_backing_size (cache)) {
-    nbdkit_error ("pcache: plugin size %" PRIi64 " differs from the size the "
-                  "cache was made for (%" PRIu64 ")", size,
-                  pc_cache_backing_size (cache));
-    return -1;
-  }
-  return 0;
+  return check_size (size);
 }
 
 static int
