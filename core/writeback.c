@@ -147,8 +147,12 @@ wb_work (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
     if (!k)
       return;
     /* A transient error gets two quick retries before the round fails. */
-    while ((r = wb_key (c, k, &err)) == -1 && ++tries < 3)
-      ;
+    while ((r = wb_key (c, k, &err)) == -1) {
+      /* Every failed backend request counts, retried or not. */
+      atomic_fetch_add (&c->st.writeback_errors, 1);
+      if (++tries == 3)
+        break;
+    }
     if (r == 0) {
       pc_key_free (k);
       continue;
@@ -303,6 +307,7 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
     if (r <= 0) {
       if (r == 0)
         return 0;
+      atomic_fetch_add (&c->st.writeback_errors, 1);
       goto fail;
     }
   }
@@ -314,8 +319,10 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
     return 0;
   if (err)
     goto fail;
-  if (c->bg.ops->flush && c->bg.ops->flush (c->bg.ctx, &err) == -1)
+  if (c->bg.ops->flush && c->bg.ops->flush (c->bg.ctx, &err) == -1) {
+    atomic_fetch_add (&c->st.writeback_errors, 1);
     goto fail;
+  }
   pc_ctrl_update (c, NULL, &b->end);
   atomic_fetch_sub (&c->st.dirty_bytes, b->bytes);
   b->loaded = 0;
@@ -328,7 +335,6 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
   return 1;
 
  fail:
-  atomic_fetch_add (&c->st.writeback_errors, 1);
   b->backoff_ms = b->backoff_ms ? PC_MIN (b->backoff_ms * 2, 1000u) : 10;
   pthread_mutex_lock (&c->bg_lock);
   /* Report when writeback starts failing, not at every retry. */
