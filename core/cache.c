@@ -188,9 +188,11 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
 
   if (check_config (cfg) == -1)
     return -1;
-  c = calloc (1, sizeof *c);
+  /* Aligned: the sharded members own whole cache lines. */
+  c = aligned_alloc (PC_CACHELINE, PC_ALIGN_UP (sizeof *c, PC_CACHELINE));
   if (!c)
     return -1;
+  memset (c, 0, sizeof *c);
   c->cfg = *cfg;
   c->path = strdup (cfg->path);
   c->backing_id = cfg->backing_id ? strdup (cfg->backing_id) : NULL;
@@ -207,7 +209,12 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
   c->started_ms = pc_now_ms ();
   c->mode = cfg->mode;
   c->seq_cutoff = cfg->seq_cutoff;
-  pthread_rwlock_init (&c->mode_lock, NULL);
+  if (pc_brlock_init (&c->mode_lock) == -1) {
+    free (c->path);
+    free (c->backing_id);
+    free (c);
+    return -1;
+  }
   pthread_mutex_init (&c->seq_lock, NULL);
   pthread_mutex_init (&c->ctrl_lock, NULL);
   pthread_mutex_init (&c->bg_lock, NULL);
@@ -440,7 +447,7 @@ pc_cache_close (pc_cache *c)
     pc_log_destroy (c);
   pc_segs_destroy (&c->segs);
   pc_pmem_close (c->pm);
-  pthread_rwlock_destroy (&c->mode_lock);
+  pc_brlock_destroy (&c->mode_lock);
   pthread_mutex_destroy (&c->seq_lock);
   pthread_mutex_destroy (&c->ctrl_lock);
   pthread_mutex_destroy (&c->bg_lock);
@@ -459,22 +466,22 @@ void
 pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
 {
   memset (st, 0, sizeof *st);
-  st->read_hits = c->st.read_hits;
-  st->read_misses = c->st.read_misses;
-  st->read_hit_bytes = c->st.read_hit_bytes;
-  st->read_miss_bytes = c->st.read_miss_bytes;
-  st->writes = c->st.writes;
-  st->write_bytes = c->st.write_bytes;
-  st->writeback_bytes = c->st.writeback_bytes;
-  st->writeback_rounds = c->st.writeback_rounds;
-  st->writeback_errors = c->st.writeback_errors;
-  st->gc_segments = c->st.gc_segments;
-  st->gc_runs = c->st.gc_runs;
-  st->write_hits = c->st.write_hits;
+  st->read_hits = PC_COUNTED (c, read_hits);
+  st->read_misses = PC_COUNTED (c, read_misses);
+  st->read_hit_bytes = PC_COUNTED (c, read_hit_bytes);
+  st->read_miss_bytes = PC_COUNTED (c, read_miss_bytes);
+  st->writes = PC_COUNTED (c, writes);
+  st->write_bytes = PC_COUNTED (c, write_bytes);
+  st->writeback_bytes = PC_COUNTED (c, writeback_bytes);
+  st->writeback_rounds = PC_COUNTED (c, writeback_rounds);
+  st->writeback_errors = PC_COUNTED (c, writeback_errors);
+  st->gc_segments = PC_COUNTED (c, gc_segments);
+  st->gc_runs = PC_COUNTED (c, gc_runs);
+  st->write_hits = PC_COUNTED (c, write_hits);
   st->uptime_ms = pc_now_ms () - c->started_ms;
-  st->dirty_bytes = c->st.dirty_bytes;
-  st->seq_bypass_bytes = c->st.seq_bypass_bytes;
-  st->write_through_bytes = c->st.write_through_bytes;
+  st->dirty_bytes = PC_COUNTED (c, dirty_bytes);
+  st->seq_bypass_bytes = PC_COUNTED (c, seq_bypass_bytes);
+  st->write_through_bytes = PC_COUNTED (c, write_through_bytes);
   st->mode = c->mode;
   st->gc_percent = c->gc_percent;
   st->segs_total = c->nsegs;
@@ -526,14 +533,14 @@ pc_cache_set_mode (pc_cache *c, enum pc_mode mode, int *err)
     *err = EINVAL;
     return -1;
   }
-  pthread_rwlock_wrlock (&c->mode_lock);
+  pc_brlock_wrlock (&c->mode_lock);
   if (c->mode == PC_MODE_WRITEBACK && mode != PC_MODE_WRITEBACK)
     r = pc_cache_drain (c, err);
   if (r == 0) {
     c->mode = mode;
     pc_debug ("%s: mode is now %s", c->path, pc_mode_name (mode));
   }
-  pthread_rwlock_unlock (&c->mode_lock);
+  pc_brlock_wrunlock (&c->mode_lock);
   return r;
 }
 

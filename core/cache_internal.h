@@ -16,11 +16,12 @@
 #include "index.h"
 #include "segment.h"
 #include "kset.h"
+#include "shard.h"
 
 #define PC_STRIPE_SHIFT   22          /* 4 MiB stripes */
 #define PC_MAX_TREES      4096
 #define PC_NKBUFS         8
-#define PC_MAX_HEADS      4
+#define PC_MAX_HEADS      8
 #define PC_ALLOC_ALIGN    64          /* payload allocation granule */
 #define PC_LOG_RESERVE    2           /* free segments kept for the log */
 #define PC_DRAIN_GRACE_MS 30000       /* a drain gives up after failing so long */
@@ -31,15 +32,27 @@ struct pc_head {
   pthread_mutex_t lock;
   int64_t seg;                        /* -1: none */
   uint32_t off;
-};
+} __attribute__ ((aligned (PC_CACHELINE)));
 
+/* Statistics, sharded per thread (shard.h): PC_COUNT adds to this
+ * thread's shard, PC_COUNTED sums them all.
+ */
 struct pc_counters {
   _Atomic uint64_t dirty_bytes, seq_bypass_bytes, write_through_bytes;
   _Atomic uint64_t read_hits, read_misses, read_hit_bytes, read_miss_bytes;
   _Atomic uint64_t writes, write_bytes;
   _Atomic uint64_t writeback_bytes, writeback_rounds, writeback_errors;
   _Atomic uint64_t gc_segments, gc_runs, write_hits;
-};
+} __attribute__ ((aligned (PC_CACHELINE)));
+
+#define PC_COUNT(c, f, n) \
+  atomic_fetch_add_explicit (&(c)->st[pc_thread_shard ()].f, (n), \
+                             memory_order_relaxed)
+#define PC_UNCOUNT(c, f, n) \
+  atomic_fetch_sub_explicit (&(c)->st[pc_thread_shard ()].f, (n), \
+                             memory_order_relaxed)
+#define PC_COUNTED(c, f) \
+  pc_shard_sum (&(c)->st[0].f, sizeof (struct pc_counters), PC_NSHARDS)
 
 struct pc_cache {
   struct pc_config cfg;
@@ -62,7 +75,7 @@ struct pc_cache {
   _Atomic int gc_percent;
   int cache_on_read;
   _Atomic int mode;                   /* enum pc_mode */
-  pthread_rwlock_t mode_lock;         /* writers share; a switch excludes */
+  struct pc_brlock mode_lock;         /* writers share; a switch excludes */
   uint64_t seq_cutoff;
   pthread_mutex_t seq_lock;
   struct { uint64_t next, run; } streams[8];  /* recent sequential reads */
@@ -100,7 +113,7 @@ struct pc_cache {
   uint64_t kicks;                     /* bumped by every pc_kick_workers */
   int wb_error;                       /* last writeback errno, 0 if fine */
 
-  struct pc_counters st;
+  struct pc_counters st[PC_NSHARDS];
   uint64_t started_ms;
 };
 

@@ -250,16 +250,16 @@ read_piece (struct pc_cache *c, uint8_t *buf, uint32_t len, uint64_t off,
     if (it->kind == RD_HIT) {
       memcpy (dst, pc_seg_addr (c, it->seg, it->seg_off), it->len);
       pc_seg_put (&c->segs, it->seg);
-      atomic_fetch_add (&c->st.read_hit_bytes, it->len);
+      PC_COUNT (c, read_hit_bytes, it->len);
     }
     else if (it->kind == RD_ZERO)
       memset (dst, 0, it->len);
   }
   if (gaps == 0) {
-    atomic_fetch_add (&c->st.read_hits, 1);
+    PC_COUNT (c, read_hits, 1);
     return 0;
   }
-  atomic_fetch_add (&c->st.read_misses, 1);
+  PC_COUNT (c, read_misses, 1);
 
   for (i = 0; i < l->n; i++) {
     struct rd_item *it = &l->v[i];
@@ -271,7 +271,7 @@ read_piece (struct pc_cache *c, uint8_t *buf, uint32_t len, uint64_t off,
       rd_drop_placeholders (t, l);
       return -1;
     }
-    atomic_fetch_add (&c->st.read_miss_bytes, it->len);
+    PC_COUNT (c, read_miss_bytes, it->len);
   }
   for (i = 0; i < l->n; i++)
     if (l->v[i].ph) {
@@ -307,7 +307,7 @@ seq_bypass (struct pc_cache *c, uint64_t off, uint32_t len)
   bypass = c->streams[i].run > c->seq_cutoff;
   pthread_mutex_unlock (&c->seq_lock);
   if (bypass)
-    atomic_fetch_add (&c->st.seq_bypass_bytes, len);
+    PC_COUNT (c, seq_bypass_bytes, len);
   return bypass;
 }
 

@@ -9,12 +9,19 @@
 static unsigned
 my_head (struct pc_cache *c)
 {
-  static _Atomic unsigned next;
-  static __thread unsigned id = -1u;
+  return pc_thread_shard () % c->nheads;
+}
 
-  if (id == -1u)
-    id = atomic_fetch_add (&next, 1);
-  return id % c->nheads;
+/* Note the time of a client write for the writeback hold-back; stored
+ * only when it changes, so that the line is not dirtied on every write.
+ */
+static void
+note_write (struct pc_cache *c)
+{
+  uint64_t now = pc_now_ms ();
+
+  if (atomic_load_explicit (&c->last_write_ms, memory_order_relaxed) != now)
+    atomic_store_explicit (&c->last_write_ms, now, memory_order_relaxed);
 }
 
 int
@@ -98,7 +105,7 @@ log_piece (struct pc_cache *c, const struct pc_key_rec *rec,
   r = pc_publish_key (c, k, rec, seal_gen);
   /* A write hit: the range held cached data already. */
   if (r == 1 && !(rec->flags & PC_KF_ZERO))
-    atomic_fetch_add (&c->st.write_hits, 1);
+    PC_COUNT (c, write_hits, 1);
   pthread_rwlock_unlock (&t->lock);
   if (r == -1) {
     *err = errno ? errno : EIO;
@@ -171,7 +178,7 @@ write_back (pc_cache *c, const uint8_t *src, uint32_t len, uint64_t off,
       pc_seg_put (&c->segs, rec.seg);
       return -1;
     }
-    atomic_fetch_add (&c->st.dirty_bytes, rec.len);
+    PC_COUNT (c, dirty_bytes, rec.len);
     fua_note (c, &fs, off, sg);
     src += rec.len;
     off += rec.len;
@@ -270,7 +277,7 @@ write_through (pc_cache *c, const uint8_t *src, uint32_t len, uint64_t off,
         pc_drop_placeholder (pc_index_tree (&c->index, off), ph);
       return -1;
     }
-    atomic_fetch_add (&c->st.write_through_bytes, piece);
+    PC_COUNT (c, write_through_bytes, piece);
     if (ph)
       pc_fill_placeholder (c, pc_index_tree (&c->index, off), ph, src);
     src += piece;
@@ -290,10 +297,10 @@ pc_write (pc_cache *c, const void *buf, uint32_t len, uint64_t off,
 
   if (check_range (c, len, off, err) == -1)
     return -1;
-  atomic_fetch_add (&c->st.writes, 1);
-  atomic_fetch_add (&c->st.write_bytes, len);
-  atomic_store (&c->last_write_ms, pc_now_ms ());
-  pthread_rwlock_rdlock (&c->mode_lock);
+  PC_COUNT (c, writes, 1);
+  PC_COUNT (c, write_bytes, len);
+  note_write (c);
+  pc_brlock_rdlock (&c->mode_lock);
   switch (atomic_load (&c->mode)) {
   case PC_MODE_WRITEBACK:
     r = write_back (c, buf, len, off, flags, err);
@@ -305,7 +312,7 @@ pc_write (pc_cache *c, const void *buf, uint32_t len, uint64_t off,
     r = write_through (c, buf, len, off, flags, 0, err);
     break;
   }
-  pthread_rwlock_unlock (&c->mode_lock);
+  pc_brlock_rdunlock (&c->mode_lock);
   return r;
 }
 
@@ -321,8 +328,8 @@ log_range (pc_cache *c, uint64_t len, uint64_t off, uint32_t kflags,
 
   if (check_range (c, len, off, err) == -1)
     return -1;
-  atomic_store (&c->last_write_ms, pc_now_ms ());
-  pthread_rwlock_rdlock (&c->mode_lock);
+  note_write (c);
+  pc_brlock_rdlock (&c->mode_lock);
   if (c->mode != PC_MODE_WRITEBACK && have_backend (c, err) == -1)
     r = -1;
   while (len > 0 && r == 0) {
@@ -339,7 +346,7 @@ log_range (pc_cache *c, uint64_t len, uint64_t off, uint32_t kflags,
         r = pc_backend_zero (c, &rec, err);
     }
     else if ((r = log_piece (c, &rec, &sg, err)) == 0) {
-      atomic_fetch_add (&c->st.dirty_bytes, rec.len);
+      PC_COUNT (c, dirty_bytes, rec.len);
       fua_note (c, &fs, off, sg);
     }
     off += rec.len;
@@ -351,7 +358,7 @@ log_range (pc_cache *c, uint64_t len, uint64_t off, uint32_t kflags,
     else if (c->bg.ops->flush)
       r = c->bg.ops->flush (c->bg.ctx, err);
   }
-  pthread_rwlock_unlock (&c->mode_lock);
+  pc_brlock_rdunlock (&c->mode_lock);
   return r;
 }
 

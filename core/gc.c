@@ -77,8 +77,8 @@ pc_gc_run (struct pc_cache *c, int force)
       freed += pc_seg_put (&c->segs, puts[i]);
     for (i = 0; i < nl; i++)
       pc_seg_release (&c->segs, logs[i]);
-    atomic_fetch_add (&c->st.gc_segments, freed);
-    atomic_fetch_add (&c->st.gc_runs, 1);
+    PC_COUNT (c, gc_segments, freed);
+    PC_COUNT (c, gc_runs, 1);
     rounds++;
   }
  out:

@@ -43,11 +43,13 @@ pc_index_init (struct pc_index *ix, uint64_t size, unsigned stripe_shift,
   ix->size = size;
   ix->stripe_shift = stripe_shift;
   ix->ntrees = nstripes < max_trees ? (unsigned) nstripes : max_trees;
-  ix->trees = calloc (ix->ntrees, sizeof *ix->trees);
+  ix->trees = aligned_alloc (_Alignof (struct pc_tree),
+                             ix->ntrees * sizeof *ix->trees);
   if (ix->trees == NULL) {
     errno = ENOMEM;
     return -1;
   }
+  memset (ix->trees, 0, ix->ntrees * sizeof *ix->trees);
 
   for (i = 0; i < ix->ntrees; i++) {
     r = pthread_rwlock_init (&ix->trees[i].lock, NULL);

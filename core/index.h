@@ -37,7 +37,7 @@ struct pc_tree {
   pthread_rwlock_t lock;
   struct pc_key_tree root;
   size_t nkeys;
-};
+} __attribute__ ((aligned (64)));       /* no line shared between trees */
 
 struct pc_index {
   uint64_t size;

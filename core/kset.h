@@ -23,7 +23,7 @@ struct pc_kbuf {
   uint64_t first_ms;                  /* when the oldest pending key came */
   uint64_t seals;                     /* commits so far */
   struct pc_key_rec keys[PC_KSET_MAX_KEYS];
-};
+} __attribute__ ((aligned (64)));       /* no line shared between buffers */
 
 struct pc_log {
   pthread_mutex_t lock;

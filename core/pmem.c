@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <libpmem2.h>
@@ -48,6 +49,25 @@ done_hook (const void *addr, size_t len)
     hook_after (hook_opaque, addr, len);
 }
 
+/* Map every page of a pmem mapping now, so that log appends do not
+ * take a page fault each (on fsdax or an emulated mapping, first
+ * touches cost more than the copy).  Not for a page-granularity
+ * mapping: that is the page cache, and populating it would read the
+ * whole file into memory.  Only an optimisation: old kernels lack it.
+ */
+static void
+prefault (struct pc_pmem *p, const char *path)
+{
+#ifdef MADV_POPULATE_WRITE
+  if (p->gran != PMEM2_GRANULARITY_PAGE &&
+      madvise (p->base, p->size, MADV_POPULATE_WRITE) == -1)
+    pc_debug ("%s: cannot prefault the mapping: %m", path);
+#else
+  (void) p;
+  (void) path;
+#endif
+}
+
 static int
 map_fd (struct pc_pmem *p, const char *path)
 {
@@ -77,6 +97,7 @@ map_fd (struct pc_pmem *p, const char *path)
   p->drain = pmem2_get_drain_fn (p->map);
   p->memcpy_fn = pmem2_get_memcpy_fn (p->map);
   p->memset_fn = pmem2_get_memset_fn (p->map);
+  prefault (p, path);
   r = 0;
  out:
   if (src)

@@ -204,7 +204,7 @@ pc_replay (struct pc_cache *c)
         c->segs.seg[r->seg].refs++;
       }
       if (past_dirty && (r->flags & PC_KF_DIRTY))
-        c->st.dirty_bytes += r->len;
+        PC_COUNT (c, dirty_bytes, r->len);
       if (index_key (c, r, past_dirty) == -1)
         PC_FAIL (ENOMEM, "%s: out of memory indexing the cache", c->path);
       nkeys++;

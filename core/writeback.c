@@ -86,7 +86,7 @@ wb_key (struct pc_cache *c, const struct pc_key *k, int *err)
   if (c->bg.ops->pwrite (c->bg.ctx, pc_seg_addr (c, k->seg, k->seg_off),
                          k->len, k->off, err) == -1)
     return -1;
-  atomic_fetch_add (&c->st.writeback_bytes, k->len);
+  PC_COUNT (c, writeback_bytes, k->len);
   return 0;
 }
 
@@ -149,7 +149,7 @@ wb_work (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
     /* A transient error gets two quick retries before the round fails. */
     while ((r = wb_key (c, k, &err)) == -1) {
       /* Every failed backend request counts, retried or not. */
-      atomic_fetch_add (&c->st.writeback_errors, 1);
+      PC_COUNT (c, writeback_errors, 1);
       if (++tries == 3)
         break;
     }
@@ -307,7 +307,7 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
     if (r <= 0) {
       if (r == 0)
         return 0;
-      atomic_fetch_add (&c->st.writeback_errors, 1);
+      PC_COUNT (c, writeback_errors, 1);
       goto fail;
     }
   }
@@ -320,14 +320,14 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
   if (err)
     goto fail;
   if (c->bg.ops->flush && c->bg.ops->flush (c->bg.ctx, &err) == -1) {
-    atomic_fetch_add (&c->st.writeback_errors, 1);
+    PC_COUNT (c, writeback_errors, 1);
     goto fail;
   }
   pc_ctrl_update (c, NULL, &b->end);
-  atomic_fetch_sub (&c->st.dirty_bytes, b->bytes);
+  PC_UNCOUNT (c, dirty_bytes, b->bytes);
   b->loaded = 0;
   b->backoff_ms = 0;
-  atomic_fetch_add (&c->st.writeback_rounds, 1);
+  PC_COUNT (c, writeback_rounds, 1);
   pthread_mutex_lock (&c->bg_lock);
   c->wb_error = 0;
   pthread_cond_broadcast (&c->drain_cv);
@@ -371,7 +371,7 @@ timed_wait (struct pc_cache *c, unsigned ms)
 static int
 wb_wanted (struct pc_cache *c)
 {
-  uint64_t dirty = atomic_load (&c->st.dirty_bytes);
+  uint64_t dirty = PC_COUNTED (c, dirty_bytes);
   uint64_t size = (uint64_t) c->nsegs << c->seg_shift;
   uint64_t used = c->nsegs - pc_segs_nfree (&c->segs);
 

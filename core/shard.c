@@ -1,0 +1,62 @@
+/* Per-thread shards (see shard.h). */
+#include <errno.h>
+
+#include "shard.h"
+
+uint64_t
+pc_shard_sum (const void *first, size_t stride, unsigned n)
+{
+  const char *p = first;
+  uint64_t sum = 0;
+  unsigned i;
+
+  for (i = 0; i < n; i++, p += stride)
+    sum += atomic_load_explicit ((const _Atomic uint64_t *) p,
+                                 memory_order_relaxed);
+  return sum;
+}
+
+int
+pc_brlock_init (struct pc_brlock *b)
+{
+  unsigned i;
+  int r;
+
+  for (i = 0; i < PC_NSHARDS; i++) {
+    r = pthread_rwlock_init (&b->s[i].l, NULL);
+    if (r != 0) {
+      while (i-- > 0)
+        pthread_rwlock_destroy (&b->s[i].l);
+      errno = r;
+      return -1;
+    }
+  }
+  return 0;
+}
+
+void
+pc_brlock_destroy (struct pc_brlock *b)
+{
+  unsigned i;
+
+  for (i = 0; i < PC_NSHARDS; i++)
+    pthread_rwlock_destroy (&b->s[i].l);
+}
+
+void
+pc_brlock_wrlock (struct pc_brlock *b)
+{
+  unsigned i;
+
+  for (i = 0; i < PC_NSHARDS; i++)
+    pthread_rwlock_wrlock (&b->s[i].l);
+}
+
+void
+pc_brlock_wrunlock (struct pc_brlock *b)
+{
+  unsigned i = PC_NSHARDS;
+
+  while (i-- > 0)
+    pthread_rwlock_unlock (&b->s[i].l);
+}
