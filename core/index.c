@@ -159,23 +159,53 @@ pc_key_free (struct pc_key *k)
 struct pc_key *
 pc_tree_find (struct pc_tree *t, uint64_t off, uint64_t len)
 {
-  struct pc_key q = { .off = off };
-  struct pc_key *n, *p;
+  struct pc_key *x = RB_ROOT (&t->root), *p = NULL, *n = NULL;
 
   if (len == 0)
     return NULL;
 
-  /* n: first key starting at or after off; p: the one before it, the
-   * only key starting before off that can reach into the range.
+  /* One descent finds both neighbours of off (every level is a cache
+   * miss on a large index, so no second walk): p, the last key starting
+   * before off, the only one that can reach into the range; n, the
+   * first key starting at or after off.
    */
-  n = RB_NFIND (pc_key_tree, &t->root, &q);
-  p = n ? RB_PREV (pc_key_tree, &t->root, n) : RB_MAX (pc_key_tree, &t->root);
+  while (x) {
+    if (x->off < off) {
+      p = x;
+      x = RB_RIGHT (x, rb);
+    }
+    else {
+      n = x;
+      x = RB_LEFT (x, rb);
+    }
+  }
   if (p && p->off + p->len > off)
     return p;
   /* n->off >= off, so the subtraction cannot wrap. */
   if (n && n->off - off < len)
     return n;
   return NULL;
+}
+
+/* Put k where e is in the tree: an overwrite of exactly the same range,
+ * the common case of random writes, needs no rebalancing.
+ */
+static void
+tree_replace (struct pc_tree *t, struct pc_key *e, struct pc_key *k)
+{
+  struct pc_key *parent = RB_PARENT (e, rb);
+
+  k->rb = e->rb;
+  if (parent == NULL)
+    RB_ROOT (&t->root) = k;
+  else if (RB_LEFT (parent, rb) == e)
+    RB_LEFT (parent, rb) = k;
+  else
+    RB_RIGHT (parent, rb) = k;
+  if (RB_LEFT (k, rb))
+    RB_PARENT (RB_LEFT (k, rb), rb) = k;
+  if (RB_RIGHT (k, rb))
+    RB_PARENT (RB_RIGHT (k, rb), rb) = k;
 }
 
 struct pc_key *
@@ -228,6 +258,14 @@ pc_tree_insert (struct pc_tree *t, struct pc_key *k)
    */
   e = pc_tree_find (t, k->off, k->len);
   overlapped = e != NULL;
+  if (e && e->off == k->off && e->len == k->len) {
+    tree_replace (t, e, k);
+    if (e->flags & PC_KEY_EMPTY)
+      e->flags |= PC_KEY_DEAD;
+    else
+      pc_key_free (e);
+    return 1;
+  }
   if (e && !(e->flags & PC_KEY_EMPTY) &&
       e->off < k->off && e->off + e->len > nend) {
     spare = pc_key_alloc ();

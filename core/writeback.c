@@ -121,6 +121,7 @@ struct wb_pool {
   struct wb_batch *batch;
   uint64_t round;
   unsigned busy;                      /* helpers still on this round */
+  unsigned width, active;             /* writers allowed, writers working */
   int err;                            /* first error of the round */
   int quit;
   unsigned nhelpers;
@@ -133,6 +134,13 @@ struct wb_pool {
 static void
 wb_work (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
 {
+  pthread_mutex_lock (&p->lock);
+  if (p->active >= p->width) {
+    pthread_mutex_unlock (&p->lock);
+    return;
+  }
+  p->active++;
+  pthread_mutex_unlock (&p->lock);
   for (;;) {
     struct pc_key *k = NULL;
     int err = 0, r, tries = 0;
@@ -225,14 +233,19 @@ wb_pool_destroy (struct wb_pool *p)
   pthread_cond_destroy (&p->done_cv);
 }
 
-/* Write every extent of the batch with the pool.  Returns 0 or an errno. */
+/* Write every extent of the batch with at most width writers of the
+ * pool.  Returns 0 or an errno.
+ */
 static int
-wb_write_batch (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
+wb_write_batch (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
+                unsigned width)
 {
   int err;
 
   pthread_mutex_lock (&p->lock);
   p->batch = b;
+  p->width = width;
+  p->active = 0;
   p->err = 0;
   p->busy = p->nhelpers;
   p->round++;
@@ -298,7 +311,8 @@ wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
  * retried later).
  */
 static int
-wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
+wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
+          unsigned width)
 {
   int err = 0, r;
 
@@ -311,7 +325,7 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
       goto fail;
     }
   }
-  err = wb_write_batch (c, p, b);
+  err = wb_write_batch (c, p, b, width);
   /* Stopping leaves the batch for the next start: it is retried whole
    * from dirty_tail, which rewrites what is already down.
    */
@@ -362,23 +376,37 @@ timed_wait (struct pc_cache *c, unsigned ms)
   timed_wait_on (c, &c->bg_cv, ms);
 }
 
-/* Write back now?  While a client writes, writeback waits until dirty
- * data passes pcache-writeback-percent of the cache, so that it does not
- * take CPU and backend bandwidth from a burst the cache can absorb; it
- * runs anyway when the client has been quiet for PC_WB_IDLE_MS, when
- * space or a drain is waited for, or when GC needs clean segments.
+/* How many concurrent writers writeback may use now; 0 holds it back.
+ * While a client writes, writeback waits until dirty data passes
+ * pcache-writeback-percent of the cache, so that it does not take CPU
+ * and backend bandwidth from a burst the cache can absorb.  Past that it
+ * starts with one writer and adds writers as dirty data grows towards
+ * the GC threshold, so a long burst meets a writeback rate that matches
+ * the backlog rather than a cliff.  Every writer runs when the client
+ * has been quiet for PC_WB_IDLE_MS, when space or a drain is waited
+ * for, or when GC needs clean segments.
  */
-static int
-wb_wanted (struct pc_cache *c)
+static unsigned
+wb_width (struct pc_cache *c)
 {
   uint64_t dirty = PC_COUNTED (c, dirty_bytes);
   uint64_t size = (uint64_t) c->nsegs << c->seg_shift;
   uint64_t used = c->nsegs - pc_segs_nfree (&c->segs);
+  unsigned gc_pct = atomic_load (&c->gc_percent), pct, n;
 
-  return dirty == 0 || dirty * 100 >= size * c->wb_percent ||
-    pc_now_ms () - atomic_load (&c->last_write_ms) >= PC_WB_IDLE_MS ||
-    atomic_load (&c->drainers) > 0 || pc_segs_waiters (&c->segs) > 0 ||
-    used * 100 > (uint64_t) c->nsegs * atomic_load (&c->gc_percent);
+  if (dirty == 0 ||
+      pc_now_ms () - atomic_load (&c->last_write_ms) >= PC_WB_IDLE_MS ||
+      atomic_load (&c->drainers) > 0 || pc_segs_waiters (&c->segs) > 0 ||
+      used * 100 > (uint64_t) c->nsegs * gc_pct)
+    return c->wb_threads;
+  pct = dirty * 100 / size;
+  if (pct < c->wb_percent)
+    return 0;
+  if (gc_pct <= c->wb_percent)
+    return c->wb_threads;
+  n = 1 + (uint64_t) (c->wb_threads - 1) * (pct - c->wb_percent)
+    / (gc_pct - c->wb_percent);
+  return PC_MIN (n, c->wb_threads);
 }
 
 void *
@@ -394,10 +422,15 @@ pc_writeback_thread (void *arg)
   pthread_mutex_lock (&c->bg_lock);
   while (!c->stop) {
     uint64_t kicks = c->kicks;
+    unsigned width;
     int r;
 
     pthread_mutex_unlock (&c->bg_lock);
-    r = b.loaded || wb_wanted (c) ? wb_round (c, &pool, &b) : 0;
+    width = wb_width (c);
+    /* A batch already started (a retry) goes on, if slowly. */
+    if (b.loaded && width == 0)
+      width = 1;
+    r = width ? wb_round (c, &pool, &b, width) : 0;
     pc_gc_run (c, 0);
     pthread_mutex_lock (&c->bg_lock);
     if (c->stop)
@@ -520,7 +553,7 @@ pc_writeback_step (struct pc_cache *c)
   memset (&b, 0, sizeof b);
   RB_INIT (&b.tree.root);
   wb_pool_init (c, &pool, 0);
-  r = wb_round (c, &pool, &b);
+  r = wb_round (c, &pool, &b, 1);
   wb_pool_destroy (&pool);
   wb_tree_clear (&b.tree);
   return r;
