@@ -162,6 +162,67 @@ test_equal (void)
   clear ();
 }
 
+/* Links of the subtree under k: every child points back at its parent,
+ * offsets are in order within (lo, hi).  Returns the number of keys.
+ */
+static size_t
+check_links (struct pc_key *k, struct pc_key *parent, uint64_t lo,
+             uint64_t hi)
+{
+  if (k == NULL)
+    return 0;
+  CU_ASSERT_PTR_EQUAL_FATAL (RB_PARENT (k, rb), parent);
+  CU_ASSERT_FATAL (k->off >= lo && k->off < hi);
+  return 1 + check_links (RB_LEFT (k, rb), k, lo, k->off) +
+    check_links (RB_RIGHT (k, rb), k, k->off + 1, hi);
+}
+
+/* Overwrites of exactly the same range take the old key's place in a
+ * tree of many keys, placeholders included, and leave it well linked.
+ */
+static void
+test_equal_many (void)
+{
+  enum { N = 1000 };
+  static struct pc_key *ph[N];
+  uint64_t st = 42;
+  unsigned i, n;
+
+  for (i = 0; i < N; i++) {
+    unsigned j = (i * 617) % N;           /* 617 is prime to N */
+
+    if (j % 10 == 0) {
+      ph[j] = ins (j * 4096ULL, 4096, 0, PC_KEY_EMPTY);
+    }
+    else
+      ins (j * 4096ULL, 4096, j, D);
+  }
+  for (n = 0; n < 3 * N; n++) {
+    st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+    i = (st >> 33) % N;
+    ins (i * 4096ULL, 4096, 100000 + n, 0);
+    if (ph[i]) {
+      CU_ASSERT (ph[i]->flags & PC_KEY_DEAD);
+      pc_key_free (ph[i]);
+      ph[i] = NULL;
+    }
+  }
+  CU_ASSERT_EQUAL (check_links (RB_ROOT (&t->root), NULL, 0, UINT64_MAX),
+                   t->nkeys);
+  CU_ASSERT_EQUAL (t->nkeys, N);
+  for (i = 0; i < N; i++) {
+    struct pc_key *k = pc_tree_find (t, i * 4096ULL, 1);
+
+    CU_ASSERT_FATAL (k != NULL && k->off == i * 4096ULL && k->len == 4096);
+  }
+  clear ();
+  for (i = 0; i < N; i++)
+    if (ph[i]) {
+      pc_key_free (ph[i]);
+      ph[i] = NULL;
+    }
+}
+
 static void
 test_front_cut (void)
 {
@@ -697,6 +758,7 @@ main (void)
       !CU_add_test (s, "no overlap", test_no_overlap) ||
       !CU_add_test (s, "existing inside new", test_inside) ||
       !CU_add_test (s, "equal ranges", test_equal) ||
+      !CU_add_test (s, "equal ranges, many keys", test_equal_many) ||
       !CU_add_test (s, "front cut", test_front_cut) ||
       !CU_add_test (s, "back cut", test_back_cut) ||
       !CU_add_test (s, "split", test_split) ||
