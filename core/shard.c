@@ -3,6 +3,19 @@
 
 #include "shard.h"
 
+__thread unsigned pc_shard_slot;
+
+unsigned
+pc_shard_assign (void)
+{
+  static _Atomic unsigned next;
+  unsigned s = atomic_fetch_add_explicit (&next, 1, memory_order_relaxed)
+    % PC_NSHARDS;
+
+  pc_shard_slot = s + 1;
+  return s;
+}
+
 uint64_t
 pc_shard_sum (const void *first, size_t stride, unsigned n)
 {

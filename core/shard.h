@@ -16,16 +16,17 @@
 #define PC_NSHARDS 16
 #define PC_CACHELINE 64
 
+/* This thread's shard plus one, 0 until it has one.  One variable for
+ * the whole engine, so a thread has the same shard in every file.
+ */
+extern __thread unsigned pc_shard_slot;
+unsigned pc_shard_assign (void);
+
 /* This thread's shard: fixed for its life, handed out round robin. */
 static inline unsigned
 pc_thread_shard (void)
 {
-  static _Atomic unsigned next;
-  static __thread unsigned id = -1u;
-
-  if (id == -1u)
-    id = atomic_fetch_add_explicit (&next, 1, memory_order_relaxed);
-  return id % PC_NSHARDS;
+  return pc_shard_slot ? pc_shard_slot - 1 : pc_shard_assign ();
 }
 
 /* Sum a uint64_t field over n shards laid out stride bytes apart. */
