@@ -67,7 +67,10 @@ rd_walk (struct pc_cache *c, struct pc_tree *t, uint64_t off, uint32_t len,
     struct rd_item it = { .off = ks, .len = ke - ks, .kind = RD_HIT };
     int foreign = !!(k->flags & PC_KEY_EMPTY);
 
-    next = pc_tree_next (t, k);
+    /* Keys never overlap: one ending at or past end is the last in the
+     * range, and looking at the next would only cost a cache miss.
+     */
+    next = k->off + k->len < end ? pc_tree_next (t, k) : NULL;
     if (ks > pos) {
       if (rd_push (l, (struct rd_item) { .off = pos, .len = ks - pos,
                                          .kind = RD_GAP }) == -1)

@@ -201,47 +201,43 @@ invalidate (pc_cache *c, uint64_t off, uint32_t len, int claim,
   struct pc_key_rec rec = {
     .off = off, .len = len, .flags = PC_KF_ZERO | PC_KF_INVAL,
   };
-  struct pc_key *k = pc_key_alloc (), *p = claim ? pc_key_alloc () : NULL;
+  struct pc_key *k = pc_key_alloc ();
   uint64_t sg;
   int r;
 
-  if (!k || (claim && !p)) {
-    pc_key_free (k);
-    pc_key_free (p);
+  if (!k) {
     *err = ENOMEM;
     return -1;
   }
+  /* Inserting cuts every key in the range, whatever k is; a claim then
+   * leaves k there as the placeholder, else it goes at once.
+   */
   k->off = off;
   k->len = len;
-  k->flags = rec.flags;
+  k->flags = claim ? PC_KEY_EMPTY : rec.flags;
   pthread_rwlock_wrlock (&t->lock);
   r = pc_tree_insert (t, k);
   if (r >= 0) {
-    pc_tree_remove (t, k);
+    if (!claim)
+      pc_tree_remove (t, k);
     pthread_mutex_lock (&kb->lock);
     r = pc_kbuf_add (c, kb, &rec, &sg);
     pthread_mutex_unlock (&kb->lock);
   }
-  else
+  else {
     pc_key_free (k);
-  if (r == 0 && p) {
-    p->off = off;
-    p->len = len;
-    p->flags = PC_KEY_EMPTY;
-    pc_tree_insert (t, p);        /* the range is empty: cannot fail */
+    k = NULL;
   }
   pthread_rwlock_unlock (&t->lock);
   if (r == 0)
     r = pc_kbuf_commit_upto (c, kb, sg);
   if (r == -1) {
-    if (p && (p->flags & PC_KEY_EMPTY))
-      pc_drop_placeholder (t, p);
-    else
-      pc_key_free (p);
+    if (claim && k)
+      pc_drop_placeholder (t, k);
     *err = errno ? errno : EIO;
     return -1;
   }
-  *ph = p;
+  *ph = claim ? k : NULL;
   return 0;
 }
 

@@ -1,5 +1,14 @@
-/* Striped multi-tree index (see index.h). */
+/* Striped multi-tree index (see index.h).
+ *
+ * Each subtree is a B+tree.  Leaves hold keys in offset order and are
+ * linked both ways; an interior node holds children, child i with the
+ * separator off[i] (i > 0): every key under child i is >= off[i] and
+ * < off[i + 1].  off[0] of an interior node is not used for search.
+ * Separators are lower bounds, not always the exact smallest key: a
+ * removal leaves them be.  No node is ever empty.
+ */
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdint.h>
@@ -8,18 +17,177 @@
 
 #include "index.h"
 
-static int
-key_cmp (const struct pc_key *a, const struct pc_key *b)
+#define BT_ORDER 14            /* entries per node: a node is 4 cache lines */
+#define BT_MIN   4             /* fewer than this: try to merge with a sibling */
+
+struct pc_bnode {
+  uint16_t n;                           /* entries in use */
+  uint8_t level;                        /* 0 for a leaf */
+  struct pc_bnode *parent;
+  uint64_t off[BT_ORDER];
+  union {
+    struct pc_key *key[BT_ORDER];       /* leaf */
+    struct pc_bnode *child[BT_ORDER];   /* interior */
+  };
+  struct pc_bnode *prev, *next;         /* leaves, in offset order */
+} __attribute__ ((aligned (64)));
+
+/* Per-thread free lists of keys and nodes, emptied when the thread
+ * exits: keys and nodes come and go on every write.
+ */
+#define KEY_CACHE_MAX 256
+#define NODE_CACHE_MAX 64
+
+struct free_cache {
+  unsigned nkeys, nnodes;
+  int registered;
+  struct pc_key *keys[KEY_CACHE_MAX];
+  struct pc_bnode *nodes[NODE_CACHE_MAX];
+};
+static __thread struct free_cache fc;
+static pthread_key_t fc_exit;
+static pthread_once_t fc_once = PTHREAD_ONCE_INIT;
+
+static void
+fc_drop (void *arg)
 {
-  return a->off < b->off ? -1 : a->off > b->off;
+  struct free_cache *c = arg;
+
+  while (c->nkeys > 0)
+    free (c->keys[--c->nkeys]);
+  while (c->nnodes > 0)
+    free (c->nodes[--c->nnodes]);
 }
 
-/* RB_GENERATE_STATIC relies on __unused, which libbsd leaves undefined
- * (it clashes with Linux struct members), so spell the attribute out:
- * the generated functions we never call must not warn.
- */
-RB_GENERATE_INTERNAL (pc_key_tree, pc_key, rb, key_cmp,
-                      __attribute__ ((__unused__)) static)
+static void
+fc_init (void)
+{
+  pthread_key_create (&fc_exit, fc_drop);
+}
+
+static void
+fc_register (void)
+{
+  if (!fc.registered) {
+    pthread_once (&fc_once, fc_init);
+    pthread_setspecific (fc_exit, &fc);
+    fc.registered = 1;
+  }
+}
+
+struct pc_key *
+pc_key_alloc (void)
+{
+  struct pc_key *k;
+
+  if (fc.nkeys > 0) {
+    k = fc.keys[--fc.nkeys];
+    memset (k, 0, sizeof *k);
+    return k;
+  }
+  return calloc (1, sizeof (struct pc_key));
+}
+
+void
+pc_key_free (struct pc_key *k)
+{
+  if (!k)
+    return;
+  fc_register ();
+  if (fc.nkeys < KEY_CACHE_MAX)
+    fc.keys[fc.nkeys++] = k;
+  else
+    free (k);
+}
+
+/* Only ever called after pc_tree_reserve: cannot fail. */
+static struct pc_bnode *
+node_get (unsigned level)
+{
+  struct pc_bnode *x = fc.nodes[--fc.nnodes];
+
+  memset (x, 0, sizeof *x);
+  x->level = level;
+  return x;
+}
+
+static void
+node_put (struct pc_bnode *x)
+{
+  fc_register ();
+  if (fc.nnodes < NODE_CACHE_MAX)
+    fc.nodes[fc.nnodes++] = x;
+  else
+    free (x);
+}
+
+static unsigned
+height (const struct pc_tree *t)
+{
+  return t->root ? t->root->level + 1u : 0;
+}
+
+int
+pc_tree_reserve (const struct pc_tree *t)
+{
+  /* An insert may split a node on every level and add a root, twice
+   * (the clone of a split key, then the key).
+   */
+  unsigned want = 2 * (height (t) + 2);
+
+  if (want > NODE_CACHE_MAX) {
+    errno = ENOMEM;
+    return -1;
+  }
+  fc_register ();
+  while (fc.nnodes < want) {
+    struct pc_bnode *x = aligned_alloc (_Alignof (struct pc_bnode),
+                                        sizeof *x);
+    if (x == NULL) {
+      errno = ENOMEM;
+      return -1;
+    }
+    fc.nodes[fc.nnodes++] = x;
+  }
+  return 0;
+}
+
+static int
+tree_init (struct pc_tree *t)
+{
+  int r = pthread_rwlock_init (&t->lock, NULL);
+
+  if (r != 0) {
+    errno = r;
+    return -1;
+  }
+  t->root = NULL;
+  return 0;
+}
+
+/* Post-order: no rebalancing, recursion only as deep as the tree. */
+static void
+free_nodes (struct pc_bnode *x)
+{
+  unsigned i;
+
+  for (i = 0; i < x->n; i++) {
+    if (x->level > 0)
+      free_nodes (x->child[i]);
+    else
+      free (x->key[i]);
+  }
+  free (x);
+}
+
+static void
+tree_destroy (struct pc_tree *t)
+{
+  if (t->root)
+    free_nodes (t->root);
+  t->root = NULL;
+  pthread_rwlock_destroy (&t->lock);
+}
 
 int
 pc_index_init (struct pc_index *ix, uint64_t size, unsigned stripe_shift,
@@ -27,7 +195,6 @@ pc_index_init (struct pc_index *ix, uint64_t size, unsigned stripe_shift,
 {
   uint64_t nstripes;
   unsigned i;
-  int r;
 
   if (max_trees == 0 || stripe_shift < 12 || stripe_shift > 40) {
     errno = EINVAL;
@@ -52,32 +219,18 @@ pc_index_init (struct pc_index *ix, uint64_t size, unsigned stripe_shift,
   memset (ix->trees, 0, ix->ntrees * sizeof *ix->trees);
 
   for (i = 0; i < ix->ntrees; i++) {
-    r = pthread_rwlock_init (&ix->trees[i].lock, NULL);
-    if (r != 0) {
+    if (tree_init (&ix->trees[i]) == -1) {
+      int e = errno;
+
       while (i-- > 0)
         pthread_rwlock_destroy (&ix->trees[i].lock);
       free (ix->trees);
       ix->trees = NULL;
-      errno = r;
+      errno = e;
       return -1;
     }
-    RB_INIT (&ix->trees[i].root);
-    ix->trees[i].nkeys = 0;
   }
   return 0;
-}
-
-/* Post-order free: no rebalancing, and the depth is bounded by the
- * red-black height (about 2 log2 n).
- */
-static void
-free_subtree (struct pc_key *k)
-{
-  if (k == NULL)
-    return;
-  free_subtree (RB_LEFT (k, rb));
-  free_subtree (RB_RIGHT (k, rb));
-  free (k);
 }
 
 void
@@ -87,139 +240,355 @@ pc_index_destroy (struct pc_index *ix)
 
   if (ix->trees == NULL)
     return;
-  for (i = 0; i < ix->ntrees; i++) {
-    free_subtree (RB_ROOT (&ix->trees[i].root));
-    RB_INIT (&ix->trees[i].root);
-    ix->trees[i].nkeys = 0;
-    pthread_rwlock_destroy (&ix->trees[i].lock);
-  }
+  for (i = 0; i < ix->ntrees; i++)
+    tree_destroy (&ix->trees[i]);
   free (ix->trees);
   ix->trees = NULL;
   ix->ntrees = 0;
 }
 
-#define KEY_CACHE_MAX 256
-
-/* Keys freed by a thread, for it to reuse; freed when it exits. */
-struct key_cache {
-  unsigned n;
-  int registered;
-  struct pc_key *v[KEY_CACHE_MAX];
-};
-static __thread struct key_cache key_cache;
-static pthread_key_t key_cache_exit;
-static pthread_once_t key_cache_once = PTHREAD_ONCE_INIT;
-
-static void
-key_cache_drop (void *arg)
+/* Leaf: the first slot whose key starts at or after off.  Counting
+ * instead of searching: no unpredictable branch, and the compiler may
+ * vectorise it.
+ */
+static unsigned
+leaf_slot (const struct pc_bnode *x, uint64_t off)
 {
-  struct key_cache *kc = arg;
+  unsigned i, c = 0;
 
-  while (kc->n > 0)
-    free (kc->v[--kc->n]);
+  for (i = 0; i < x->n; i++)
+    c += x->off[i] < off;
+  return c;
 }
 
-static void
-key_cache_init (void)
+/* Interior: the last child whose separator is <= off (child 0 if none). */
+static unsigned
+child_slot (const struct pc_bnode *x, uint64_t off)
 {
-  pthread_key_create (&key_cache_exit, key_cache_drop);
+  unsigned i, c = 0;
+
+  for (i = 1; i < x->n; i++)
+    c += x->off[i] <= off;
+  return c;
 }
 
-struct pc_key *
-pc_key_alloc (void)
+/* Slot of child x in its parent. */
+static unsigned
+slot_in_parent (const struct pc_bnode *x)
 {
-  struct pc_key *k;
+  const struct pc_bnode *p = x->parent;
+  unsigned i = 0;
 
-  /* Keys come and go on every write: keep a few per thread. */
-  if (key_cache.n > 0) {
-    k = key_cache.v[--key_cache.n];
-    memset (k, 0, sizeof *k);
-    return k;
-  }
-  return calloc (1, sizeof (struct pc_key));
+  while (p->child[i] != x)
+    i++;
+  return i;
 }
 
-void
-pc_key_free (struct pc_key *k)
+/* Slot of a linked key in its leaf: offsets in a tree are unique. */
+static unsigned
+key_slot (const struct pc_key *k)
 {
-  if (!k)
-    return;
-  if (!key_cache.registered) {
-    /* Have the cache emptied when this thread exits. */
-    pthread_once (&key_cache_once, key_cache_init);
-    pthread_setspecific (key_cache_exit, &key_cache);
-    key_cache.registered = 1;
-  }
-  if (key_cache.n < KEY_CACHE_MAX)
-    key_cache.v[key_cache.n++] = k;
-  else
-    free (k);
+  return leaf_slot (k->leaf, k->off);
+}
+
+static struct pc_bnode *
+leaf_for (const struct pc_tree *t, uint64_t off)
+{
+  struct pc_bnode *x = t->root;
+
+  while (x && x->level > 0)
+    x = x->child[child_slot (x, off)];
+  return x;
 }
 
 struct pc_key *
 pc_tree_find (struct pc_tree *t, uint64_t off, uint64_t len)
 {
-  struct pc_key *x = RB_ROOT (&t->root), *p = NULL, *n = NULL;
+  struct pc_bnode *x;
+  struct pc_key *p, *n;
+  unsigned j;
 
-  if (len == 0)
+  if (len == 0 || (x = leaf_for (t, off)) == NULL)
     return NULL;
 
-  /* One descent finds both neighbours of off (every level is a cache
-   * miss on a large index, so no second walk): p, the last key starting
-   * before off, the only one that can reach into the range; n, the
-   * first key starting at or after off.
+  /* Keys in earlier leaves start before off, keys in later leaves after
+   * it: p, the last key starting before off, is the only one that can
+   * reach into the range, and n is the first starting at or after it.
    */
-  while (x) {
-    if (x->off < off) {
-      p = x;
-      x = RB_RIGHT (x, rb);
-    }
-    else {
-      n = x;
-      x = RB_LEFT (x, rb);
-    }
-  }
+  j = leaf_slot (x, off);
+  /* A key starting at off: no earlier key reaches past it (keys never
+   * overlap), so it is the answer without reading p.
+   */
+  if (j < x->n && x->off[j] == off)
+    return x->key[j];
+  if (j > 0)
+    p = x->key[j - 1];
+  else
+    p = x->prev ? x->prev->key[x->prev->n - 1] : NULL;
   if (p && p->off + p->len > off)
     return p;
+  if (j < x->n)
+    n = x->key[j];
+  else
+    n = x->next ? x->next->key[0] : NULL;
   /* n->off >= off, so the subtraction cannot wrap. */
   if (n && n->off - off < len)
     return n;
   return NULL;
 }
 
-/* Put k where e is in the tree: an overwrite of exactly the same range,
- * the common case of random writes, needs no rebalancing.
- */
-static void
-tree_replace (struct pc_tree *t, struct pc_key *e, struct pc_key *k)
-{
-  struct pc_key *parent = RB_PARENT (e, rb);
-
-  k->rb = e->rb;
-  if (parent == NULL)
-    RB_ROOT (&t->root) = k;
-  else if (RB_LEFT (parent, rb) == e)
-    RB_LEFT (parent, rb) = k;
-  else
-    RB_RIGHT (parent, rb) = k;
-  if (RB_LEFT (k, rb))
-    RB_PARENT (RB_LEFT (k, rb), rb) = k;
-  if (RB_RIGHT (k, rb))
-    RB_PARENT (RB_RIGHT (k, rb), rb) = k;
-}
-
 struct pc_key *
 pc_tree_next (struct pc_tree *t, struct pc_key *k)
 {
+  struct pc_bnode *x = k->leaf;
+  unsigned j = key_slot (k);
+
   (void) t;
-  return RB_NEXT (pc_key_tree, &t->root, k);
+  if (j + 1u < x->n)
+    return x->key[j + 1];
+  return x->next ? x->next->key[0] : NULL;
+}
+
+struct pc_key *
+pc_tree_first (struct pc_tree *t)
+{
+  struct pc_bnode *x = t->root;
+
+  if (x == NULL)
+    return NULL;
+  while (x->level > 0)
+    x = x->child[0];
+  return x->key[0];
+}
+
+/* Whether x is the last node of its level. */
+static int
+rightmost (const struct pc_bnode *x)
+{
+  for (; x->parent; x = x->parent)
+    if (x->parent->child[x->parent->n - 1] != x)
+      return 0;
+  return 1;
+}
+
+/* Link right into left's parent just after left, with separator sep,
+ * splitting full nodes upwards and growing a root when the top splits.
+ */
+static void
+parent_insert (struct pc_tree *t, struct pc_bnode *left, uint64_t sep,
+               struct pc_bnode *right)
+{
+  struct pc_bnode *p = left->parent, *q;
+  unsigned i, half;
+
+  if (p == NULL) {
+    p = node_get (left->level + 1);
+    p->n = 2;
+    p->off[0] = left->off[0];
+    p->child[0] = left;
+    p->off[1] = sep;
+    p->child[1] = right;
+    left->parent = right->parent = p;
+    t->root = p;
+    return;
+  }
+
+  i = slot_in_parent (left) + 1;
+  if (p->n == BT_ORDER && i == BT_ORDER && rightmost (p)) {
+    /* Growing at the right edge (see leaf_insert): a new node of one. */
+    q = node_get (p->level);
+    q->n = 1;
+    q->off[0] = sep;
+    q->child[0] = right;
+    right->parent = q;
+    parent_insert (t, p, sep, q);
+    return;
+  }
+  if (p->n == BT_ORDER) {
+    half = BT_ORDER / 2;
+    q = node_get (p->level);
+    q->n = BT_ORDER - half;
+    memcpy (q->off, p->off + half, q->n * sizeof q->off[0]);
+    memcpy (q->child, p->child + half, q->n * sizeof q->child[0]);
+    for (unsigned c = 0; c < q->n; c++)
+      q->child[c]->parent = q;
+    p->n = half;
+    /* Link q first, so right lands in a node that has a parent. */
+    parent_insert (t, p, q->off[0], q);
+    if (i > half) {
+      p = q;
+      i -= half;
+    }
+  }
+  memmove (p->off + i + 1, p->off + i, (p->n - i) * sizeof p->off[0]);
+  memmove (p->child + i + 1, p->child + i, (p->n - i) * sizeof p->child[0]);
+  p->off[i] = sep;
+  p->child[i] = right;
+  right->parent = p;
+  p->n++;
+}
+
+/* Put k at slot j of leaf x, splitting x if it is full. */
+static void
+leaf_insert (struct pc_tree *t, struct pc_bnode *x, unsigned j,
+             struct pc_key *k)
+{
+  if (x->n == BT_ORDER && j == BT_ORDER && x->next == NULL) {
+    /* Appending at the right edge, as a sequential fill does: leave x
+     * full and start a new leaf, or such a fill would leave every leaf
+     * half empty.
+     */
+    struct pc_bnode *r = node_get (0);
+
+    r->n = 1;
+    r->off[0] = k->off;
+    r->key[0] = k;
+    k->leaf = r;
+    r->prev = x;
+    x->next = r;
+    parent_insert (t, x, k->off, r);
+    return;
+  }
+  if (x->n == BT_ORDER) {
+    const unsigned half = BT_ORDER / 2;
+    struct pc_bnode *r = node_get (0);
+
+    r->n = BT_ORDER - half;
+    memcpy (r->off, x->off + half, r->n * sizeof r->off[0]);
+    memcpy (r->key, x->key + half, r->n * sizeof r->key[0]);
+    for (unsigned c = 0; c < r->n; c++)
+      r->key[c]->leaf = r;
+    x->n = half;
+    r->prev = x;
+    r->next = x->next;
+    if (x->next)
+      x->next->prev = r;
+    x->next = r;
+    parent_insert (t, x, r->off[0], r);
+    if (j > half) {
+      x = r;
+      j -= half;
+    }
+  }
+  memmove (x->off + j + 1, x->off + j, (x->n - j) * sizeof x->off[0]);
+  memmove (x->key + j + 1, x->key + j, (x->n - j) * sizeof x->key[0]);
+  x->off[j] = k->off;
+  x->key[j] = k;
+  k->leaf = x;
+  x->n++;
+}
+
+/* Link k, which overlaps nothing in t. */
+static void
+tree_link (struct pc_tree *t, struct pc_key *k)
+{
+  struct pc_bnode *x = leaf_for (t, k->off);
+
+  if (x == NULL) {
+    x = node_get (0);
+    t->root = x;
+  }
+  leaf_insert (t, x, leaf_slot (x, k->off), k);
+}
+
+/* Drop slot i of node x (entries only; the caller deals with what the
+ * slot pointed at).
+ */
+static void
+node_cut (struct pc_bnode *x, unsigned i)
+{
+  memmove (x->off + i, x->off + i + 1, (x->n - i - 1) * sizeof x->off[0]);
+  memmove (x->key + i, x->key + i + 1, (x->n - i - 1) * sizeof x->key[0]);
+  x->n--;
+}
+
+/* Move every entry of src to the end of dst, src being dst's right
+ * sibling under the same parent, whose separator there is sep.
+ */
+static void
+node_merge (struct pc_bnode *dst, struct pc_bnode *src, uint64_t sep)
+{
+  unsigned c;
+
+  if (src->level > 0)
+    src->off[0] = sep;                /* its first child's lower bound */
+  memcpy (dst->off + dst->n, src->off, src->n * sizeof src->off[0]);
+  memcpy (dst->key + dst->n, src->key, src->n * sizeof src->key[0]);
+  for (c = 0; c < src->n; c++) {
+    if (src->level > 0)
+      src->child[c]->parent = dst;
+    else
+      src->key[c]->leaf = dst;
+  }
+  dst->n += src->n;
+  src->n = 0;
+  if (src->level == 0) {
+    dst->next = src->next;
+    if (src->next)
+      src->next->prev = dst;
+  }
+}
+
+/* x lost an entry: free it if empty, merge it into a sibling if small,
+ * and carry on upwards; drop a root left with one child.
+ */
+static void
+rebalance (struct pc_tree *t, struct pc_bnode *x)
+{
+  for (;;) {
+    struct pc_bnode *p = x->parent, *gone;
+    unsigned i;
+
+    if (p == NULL) {
+      if (x->n == 0) {
+        t->root = NULL;
+        node_put (x);
+        return;
+      }
+      while (x->level > 0 && x->n == 1) {
+        t->root = x->child[0];
+        t->root->parent = NULL;
+        node_put (x);
+        x = t->root;
+      }
+      return;
+    }
+    if (x->n >= BT_MIN)
+      return;
+    i = slot_in_parent (x);
+    if (x->n == 0) {
+      if (x->level == 0) {
+        if (x->prev)
+          x->prev->next = x->next;
+        if (x->next)
+          x->next->prev = x->prev;
+      }
+      gone = x;
+    }
+    else if (i > 0 && p->child[i - 1]->n + x->n <= BT_ORDER) {
+      node_merge (p->child[i - 1], x, p->off[i]);
+      gone = x;
+    }
+    else if (i + 1u < p->n && p->child[i + 1]->n + x->n <= BT_ORDER) {
+      gone = p->child[++i];
+      node_merge (x, gone, p->off[i]);
+    }
+    else
+      return;
+    node_cut (p, i);
+    node_put (gone);
+    x = p;
+  }
 }
 
 void
 pc_tree_unlink (struct pc_tree *t, struct pc_key *k)
 {
-  RB_REMOVE (pc_key_tree, &t->root, k);
-  t->nkeys--;
+  struct pc_bnode *x = k->leaf;
+
+  node_cut (x, key_slot (k));
+  k->leaf = NULL;
+  rebalance (t, x);
 }
 
 void
@@ -230,12 +599,6 @@ pc_tree_remove (struct pc_tree *t, struct pc_key *k)
     k->flags |= PC_KEY_DEAD;
   else
     pc_key_free (k);
-}
-
-struct pc_key *
-pc_tree_first (struct pc_tree *t)
-{
-  return RB_MIN (pc_key_tree, &t->root);
 }
 
 int
@@ -252,20 +615,29 @@ pc_tree_insert (struct pc_tree *t, struct pc_key *k)
     errno = EINVAL;
     return -1;
   }
+  if (pc_tree_reserve (t) == -1)
+    return -1;
 
-  /* Only the first overlapping key can hold k strictly inside; get its
-   * clone now so that ENOMEM leaves the tree untouched.
-   */
   e = pc_tree_find (t, k->off, k->len);
   overlapped = e != NULL;
   if (e && e->off == k->off && e->len == k->len) {
-    tree_replace (t, e, k);
+    /* An overwrite of exactly the same range, the common case of
+     * random writes: k takes e's slot, nothing moves.
+     */
+    struct pc_bnode *x = e->leaf;
+
+    x->key[key_slot (e)] = k;
+    k->leaf = x;
+    e->leaf = NULL;
     if (e->flags & PC_KEY_EMPTY)
       e->flags |= PC_KEY_DEAD;
     else
       pc_key_free (e);
     return 1;
   }
+  /* Only the first overlapping key can hold k strictly inside; get its
+   * clone now so that ENOMEM leaves the tree untouched.
+   */
   if (e && !(e->flags & PC_KEY_EMPTY) &&
       e->off < k->off && e->off + e->len > nend) {
     spare = pc_key_alloc ();
@@ -276,8 +648,8 @@ pc_tree_insert (struct pc_tree *t, struct pc_key *k)
   }
 
   for (; e != NULL && e->off < nend; e = next) {
-    next = RB_NEXT (pc_key_tree, &t->root, e);
     eend = e->off + e->len;
+    next = eend < nend ? pc_tree_next (t, e) : NULL;
 
     if (e->flags & PC_KEY_EMPTY) {
       /* Never trim a placeholder: its owner fills the whole range. */
@@ -289,14 +661,17 @@ pc_tree_insert (struct pc_tree *t, struct pc_key *k)
       pc_key_free (e);
     }
     else if (e->off >= k->off) {
-      /* Front cut.  e stays after k and overlaps nothing else, so
-       * moving its offset in place keeps the tree ordered.
+      /* Front cut.  e is relinked rather than moved in place: its new
+       * offset may pass the separator of the next leaf, which is only a
+       * lower bound of that leaf's keys.
        */
+      pc_tree_unlink (t, e);
       delta = nend - e->off;
       e->off += delta;
       e->len -= delta;
       if (!(e->flags & PC_KF_ZERO))
         e->seg_off += delta;
+      tree_link (t, e);
       break;
     }
     else if (eend <= nend) {
@@ -306,20 +681,98 @@ pc_tree_insert (struct pc_tree *t, struct pc_key *k)
     else {
       /* Split: e keeps its head, the spare takes the tail. */
       *spare = *e;
+      spare->leaf = NULL;
       spare->off = nend;
       spare->len = eend - nend;
       if (!(spare->flags & PC_KF_ZERO))
         spare->seg_off += nend - e->off;
       e->len = k->off - e->off;
-      RB_INSERT (pc_key_tree, &t->root, spare);
-      t->nkeys++;
+      tree_link (t, spare);
       spare = NULL;
       break;
     }
   }
   pc_key_free (spare);
 
-  RB_INSERT (pc_key_tree, &t->root, k);
-  t->nkeys++;
+  tree_link (t, k);
   return overlapped;
+}
+
+/* pc_tree_check: walk x, whose keys must lie in [lo, hi).  Returns the
+ * number of keys under it, or -1.  *leaf is the previous leaf in order.
+ */
+static long
+check_node (const struct pc_bnode *x, const struct pc_bnode *parent,
+            uint64_t lo, uint64_t hi, const struct pc_bnode **leaf)
+{
+  long total = 0, c;
+  unsigned i;
+
+#define BAD(...) do { fprintf (stderr, "pc_tree_check: " __VA_ARGS__); \
+                      fputc ('\n', stderr); return -1; } while (0)
+  if (x->parent != parent)
+    BAD ("node %p: parent link %p, not %p", (void *) x, (void *) x->parent,
+         (void *) parent);
+  if (x->n == 0 || x->n > BT_ORDER)
+    BAD ("node %p: %u entries", (void *) x, x->n);
+  if (parent && x->level + 1 != parent->level)
+    BAD ("node %p: level %u under level %u", (void *) x, x->level,
+         parent->level);
+  if (x->level == 0) {
+    if (x->prev != *leaf)
+      BAD ("leaf %p: prev link %p, not %p", (void *) x, (void *) x->prev,
+           (void *) *leaf);
+    if (*leaf && (*leaf)->next != x)
+      BAD ("leaf %p: next link %p, not %p", (void *) *leaf,
+           (void *) (*leaf)->next, (void *) x);
+    *leaf = x;
+    for (i = 0; i < x->n; i++) {
+      const struct pc_key *k = x->key[i];
+
+      if (k->leaf != x)
+        BAD ("key at %lu: leaf link %p, not %p", (unsigned long) k->off,
+             (void *) k->leaf, (void *) x);
+      if (k->off != x->off[i])
+        BAD ("key at %lu: leaf says %lu", (unsigned long) k->off,
+             (unsigned long) x->off[i]);
+      if (k->off < lo || k->off >= hi || k->len == 0)
+        BAD ("key at %lu+%u: outside [%lu, %lu)", (unsigned long) k->off,
+             k->len, (unsigned long) lo, (unsigned long) hi);
+      if (i > 0 && x->key[i - 1]->off + x->key[i - 1]->len > k->off)
+        BAD ("key at %lu: overlaps the one before", (unsigned long) k->off);
+    }
+    return x->n;
+  }
+  for (i = 0; i < x->n; i++) {
+    uint64_t clo = i > 0 ? x->off[i] : lo;
+    uint64_t chi = i + 1u < x->n ? x->off[i + 1] : hi;
+
+    if (clo < lo || chi > hi || clo > chi)
+      BAD ("node %p: separators out of order", (void *) x);
+    if ((c = check_node (x->child[i], x, clo, chi, leaf)) == -1)
+      return -1;
+    total += c;
+  }
+  return total;
+#undef BAD
+}
+
+long
+pc_tree_check (const struct pc_tree *t)
+{
+  const struct pc_bnode *leaf = NULL;
+  long n;
+
+  if (t->root == NULL)
+    return 0;
+  n = check_node (t->root, NULL, 0, UINT64_MAX, &leaf);
+  if (n != -1 && leaf->next != NULL) {
+    fprintf (stderr, "pc_tree_check: last leaf has a next link\n");
+    return -1;
+  }
+  if (n != -1 && t->root->level > 0 && t->root->n < 2) {
+    fprintf (stderr, "pc_tree_check: interior root with one child\n");
+    return -1;
+  }
+  return n;
 }

@@ -147,8 +147,10 @@ wb_work (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
 
     pthread_mutex_lock (&p->lock);
     if (!p->err && !atomic_load (&c->stop_wb)) {
-      k = pc_tree_first (&b->tree);
-      if (k)
+      /* Nodes for putting k back if it fails, so it is never lost. */
+      if (pc_tree_reserve (&b->tree) == -1)
+        p->err = ENOMEM;
+      else if ((k = pc_tree_first (&b->tree)) != NULL)
         pc_tree_unlink (&b->tree, k);
     }
     pthread_mutex_unlock (&p->lock);
@@ -168,7 +170,9 @@ wb_work (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
     pthread_mutex_lock (&p->lock);
     if (!p->err)
       p->err = err ? err : EIO;
-    /* It overlaps nothing left in the tree: this cannot fail. */
+    /* It overlaps nothing left in the tree, and the nodes are reserved:
+     * this cannot fail.
+     */
     pc_tree_insert (&b->tree, k);
     pthread_mutex_unlock (&p->lock);
     return;
@@ -416,8 +420,7 @@ pc_writeback_thread (void *arg)
   struct wb_batch b;
   struct wb_pool pool;
 
-  memset (&b, 0, sizeof b);
-  RB_INIT (&b.tree.root);
+  memset (&b, 0, sizeof b);             /* a zeroed tree is empty */
   wb_pool_init (c, &pool, c->wb_threads > 1 ? c->wb_threads - 1 : 0);
   pthread_mutex_lock (&c->bg_lock);
   while (!c->stop) {
@@ -550,8 +553,7 @@ pc_writeback_step (struct pc_cache *c)
   struct wb_pool pool;
   int r;
 
-  memset (&b, 0, sizeof b);
-  RB_INIT (&b.tree.root);
+  memset (&b, 0, sizeof b);             /* a zeroed tree is empty */
   wb_pool_init (c, &pool, 0);
   r = wb_round (c, &pool, &b, 1);
   wb_pool_destroy (&pool);

@@ -1,6 +1,6 @@
 /* Unit tests for core/index.c: overlap fix-up, find, stripes, a
- * randomized comparison against a per-byte model, and a threaded smoke
- * test.
+ * randomized comparison against a per-byte model, churn through a deep
+ * tree, and a threaded smoke test.
  */
 
 #include <stdio.h>
@@ -74,7 +74,7 @@ clear (void)
     pc_tree_unlink (t, k);
     pc_key_free (k);
   }
-  CU_ASSERT_EQUAL (t->nkeys, 0);
+  CU_ASSERT_EQUAL (pc_tree_check (t), 0);
 }
 
 struct exp { uint64_t off; uint32_t len, seg_off, flags; };
@@ -84,14 +84,14 @@ dump (struct pc_tree *tr)
 {
   struct pc_key *k;
 
-  fprintf (stderr, "  tree (nkeys %zu):", tr->nkeys);
+  fprintf (stderr, "  tree (check %ld):", pc_tree_check (tr));
   for (k = pc_tree_find (tr, 0, UINT64_MAX); k; k = pc_tree_next (tr, k))
     fprintf (stderr, " [%" PRIu64 "+%u so=%u f=%#x]",
              k->off, k->len, k->seg_off, k->flags);
   fprintf (stderr, "\n");
 }
 
-/* The tree holds exactly e[0..n), in order, and nkeys agrees. */
+/* The tree holds exactly e[0..n), in order, and is well formed. */
 static int
 keys_are (struct pc_tree *tr, const struct exp *e, size_t n)
 {
@@ -103,7 +103,7 @@ keys_are (struct pc_tree *tr, const struct exp *e, size_t n)
         k->seg_off != e[i].seg_off || k->flags != e[i].flags)
       goto bad;
   }
-  if (i != n || tr->nkeys != n)
+  if (i != n || pc_tree_check (tr) != (long) n)
     goto bad;
   return 1;
  bad:
@@ -162,21 +162,6 @@ test_equal (void)
   clear ();
 }
 
-/* Links of the subtree under k: every child points back at its parent,
- * offsets are in order within (lo, hi).  Returns the number of keys.
- */
-static size_t
-check_links (struct pc_key *k, struct pc_key *parent, uint64_t lo,
-             uint64_t hi)
-{
-  if (k == NULL)
-    return 0;
-  CU_ASSERT_PTR_EQUAL_FATAL (RB_PARENT (k, rb), parent);
-  CU_ASSERT_FATAL (k->off >= lo && k->off < hi);
-  return 1 + check_links (RB_LEFT (k, rb), k, lo, k->off) +
-    check_links (RB_RIGHT (k, rb), k, k->off + 1, hi);
-}
-
 /* Overwrites of exactly the same range take the old key's place in a
  * tree of many keys, placeholders included, and leave it well linked.
  */
@@ -212,9 +197,7 @@ test_equal_many (void)
       ph[i] = NULL;
     }
   }
-  CU_ASSERT_EQUAL (check_links (RB_ROOT (&t->root), NULL, 0, UINT64_MAX),
-                   t->nkeys);
-  CU_ASSERT_EQUAL (t->nkeys, N);
+  CU_ASSERT_EQUAL (pc_tree_check (t), N);
   for (i = 0; i < N; i++) {
     struct pc_key *k = pc_tree_find (t, i * 4096ULL, 1);
 
@@ -550,8 +533,8 @@ verify_model (int ninserted)
     }
     covered += k->len;
   }
-  if (n != t->nkeys) {
-    fprintf (stderr, "nkeys %zu, walked %zu\n", t->nkeys, n);
+  if (pc_tree_check (t) != (long) n) {
+    fprintf (stderr, "tree check failed, or disagrees: walked %zu\n", n);
     return 0;
   }
   for (b = 0; b < SPACE; b++)
@@ -661,6 +644,137 @@ test_random (void)
   random_run (UINT64_C (42));
 }
 
+/* Churn: thousands of 4K and 8K keys at 4K slots, overwritten, cut and
+ * removed at random, so that the tree grows several levels deep, then
+ * splits, merges and shrinks back to nothing.  The model holds, per
+ * slot, the insert that last wrote it; each run of equal ids is exactly
+ * one key.
+ */
+#define CSLOTS 8192
+#define CBS 4096u
+
+static int cmodel[CSLOTS];
+
+static long
+churn_runs (void)
+{
+  long runs = 0;
+  unsigned i;
+
+  for (i = 0; i < CSLOTS; i++)
+    if (cmodel[i] >= 0 && (i == 0 || cmodel[i - 1] != cmodel[i]))
+      runs++;
+  return runs;
+}
+
+static int
+churn_agrees (void)
+{
+  struct pc_key *k;
+  long n = 0;
+
+  for (k = pc_tree_first (t); k; k = pc_tree_next (t, k), n++) {
+    uint64_t s;
+
+    for (s = k->off / CBS; s < (k->off + k->len) / CBS; s++)
+      if (cmodel[s] != (int) k->seg)
+        return 0;
+  }
+  return n == churn_runs () && pc_tree_check (t) == n;
+}
+
+static void
+test_churn (void)
+{
+  uint64_t st = 7;
+  long most = 0;
+  unsigned i, s;
+  int bad = 0;
+
+#define NEXT() (st = st * 6364136223846793005ULL + 1442695040888963407ULL, \
+                (unsigned) (st >> 33))
+  for (s = 0; s < CSLOTS; s++)
+    cmodel[s] = -1;
+  for (i = 0; i < 60000 && !bad; i++) {
+    unsigned r = NEXT (), slot = NEXT () % CSLOTS;
+
+    if (i < 40000 && r % 4 != 0) {
+      unsigned n = (r & 16) && slot + 1 < CSLOTS ? 2 : 1;
+      struct pc_key *k = mk ((uint64_t) slot * CBS, n * CBS, 0, 0);
+
+      k->seg = i;
+      CU_ASSERT_NOT_EQUAL_FATAL (pc_tree_insert (t, k), -1);
+      for (s = slot; s < slot + n; s++)
+        cmodel[s] = (int) i;
+    }
+    else {
+      /* Remove whatever covers the slot, most of all later on. */
+      struct pc_key *k = pc_tree_find (t, (uint64_t) slot * CBS, CBS);
+
+      if (k) {
+        for (s = k->off / CBS; s < (k->off + k->len) / CBS; s++)
+          cmodel[s] = -1;
+        pc_tree_remove (t, k);
+      }
+    }
+    if (i % 500 == 0 || i == 59999) {
+      long n = pc_tree_check (t);
+
+      if (n > most)
+        most = n;
+      bad = !churn_agrees ();
+    }
+  }
+  CU_ASSERT_FALSE (bad);
+  /* Deep enough to have split and merged interior nodes. */
+  CU_ASSERT (most > 3000);
+  /* Down to nothing, checking the shape as it shrinks. */
+  for (s = 0; s < CSLOTS && !bad; s++) {
+    struct pc_key *k = pc_tree_find (t, (uint64_t) ((s * 5407) % CSLOTS) * CBS,
+                                     CBS);
+
+    if (k) {
+      unsigned x;
+
+      for (x = k->off / CBS; x < (k->off + k->len) / CBS; x++)
+        cmodel[x] = -1;
+      pc_tree_remove (t, k);
+    }
+    if (s % 64 == 0)
+      bad = !churn_agrees ();
+  }
+  CU_ASSERT_FALSE (bad);
+  CU_ASSERT_PTR_NULL (pc_tree_first (t));
+  CU_ASSERT_EQUAL (pc_tree_check (t), 0);
+#undef NEXT
+}
+
+/* A sequential fill grows the tree at its right edge, where nodes are
+ * left full instead of split in half; it must stay well formed there,
+ * and as keys go from the front.
+ */
+static void
+test_sequential (void)
+{
+  enum { N = 5000 };
+  unsigned i;
+
+  for (i = 0; i < N; i++)
+    ins (i * 4096ULL, 4096, i, 0);
+  CU_ASSERT_EQUAL_FATAL (pc_tree_check (t), N);
+  for (i = 0; i < N; i++) {
+    struct pc_key *k = pc_tree_find (t, i * 4096ULL + 100, 1);
+
+    CU_ASSERT_FATAL (k != NULL && k->off == i * 4096ULL && k->seg_off == i);
+  }
+  for (i = 0; i < N; i++) {
+    pc_tree_remove (t, pc_tree_first (t));
+    if (i % 97 == 0)
+      CU_ASSERT_EQUAL_FATAL (pc_tree_check (t), N - i - 1);
+  }
+  CU_ASSERT_EQUAL (pc_tree_check (t), 0);
+}
+
 /* Threads: each owns a stripe; write under wrlock, read under rdlock. */
 
 #define TSTRIPE_SHIFT 12
@@ -740,8 +854,8 @@ test_threads (void)
     pthread_join (th[i].th, NULL);
     CU_ASSERT_EQUAL (th[i].errors, 0);
   }
-  CU_ASSERT (tix.trees[0].nkeys > 0);
-  CU_ASSERT (tix.trees[1].nkeys > 0);
+  CU_ASSERT (pc_tree_check (&tix.trees[0]) > 0);
+  CU_ASSERT (pc_tree_check (&tix.trees[1]) > 0);
   pc_index_destroy (&tix);
 }
 
@@ -769,6 +883,8 @@ main (void)
       !CU_add_test (s, "zero-length insert", test_zero_len) ||
       !CU_add_test (s, "stripes", test_stripes) ||
       !CU_add_test (s, "randomized vs model", test_random) ||
+      !CU_add_test (s, "churn through a deep tree", test_churn) ||
+      !CU_add_test (s, "sequential fill", test_sequential) ||
       !CU_add_test (s, "threads", test_threads)) {
     CU_cleanup_registry ();
     return EXIT_FAILURE;
