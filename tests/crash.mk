@@ -21,7 +21,6 @@ CRASH_LDADD = \
 	core/libpcachecore.la \
 	$(LIBPMEM2_LIBS) \
 	$(LIBISAL_LIBS) \
-	$(LIBBSD_LIBS) \
 	-lpthread
 
 tests_crash_crash_sim_SOURCES = tests/crash/crash-sim.c tests/crash/rig.h
@@ -51,9 +50,9 @@ check-crash: $(CRASH_BINS) $(filter_LTLIBRARIES)
 	FUZZ_TIME='$(FUZZ_TIME)'; export FUZZ_TIME; \
 	CRASH_STEPS='$(CRASH_STEPS)'; export CRASH_STEPS; \
 	CRASH_CLANG='$(CLANG)'; export CRASH_CLANG; \
-	CRASH_FUZZ_CFLAGS='$(LIBPMEM2_CFLAGS) $(LIBISAL_CFLAGS) $(LIBBSD_CFLAGS)'; \
+	CRASH_FUZZ_CFLAGS='$(LIBPMEM2_CFLAGS) $(LIBISAL_CFLAGS)'; \
 	export CRASH_FUZZ_CFLAGS; \
-	CRASH_FUZZ_LIBS='$(LIBPMEM2_LIBS) $(LIBISAL_LIBS) $(LIBBSD_LIBS)'; \
+	CRASH_FUZZ_LIBS='$(LIBPMEM2_LIBS) $(LIBISAL_LIBS)'; \
 	export CRASH_FUZZ_LIBS; \
 	CRASH_CORE_SOURCES='$(core_libpcachecore_la_SOURCES)'; \
 	export CRASH_CORE_SOURCES; \
