@@ -32,11 +32,85 @@ struct pc_bnode {
   struct pc_bnode *prev, *next;         /* leaves, in offset order */
 } __attribute__ ((aligned (64)));
 
-/* Per-thread free lists of keys and nodes, emptied when the thread
- * exits: keys and nodes come and go on every write.
+/* Keys and nodes come and go on every write: each thread keeps a few
+ * free ones of each.
+ *
+ * Keys come from slabs and are never handed back to malloc, which would
+ * add 16 bytes to each 32-byte key of an index holding millions: a
+ * thread's spare keys go in batches to a shared free list, and the
+ * slabs stay for the life of the process, as large as the most keys
+ * ever held at once.
  */
 #define KEY_CACHE_MAX 256
+#define KEY_BATCH 64
+#define KEY_SLAB 2048
 #define NODE_CACHE_MAX 64
+
+struct key_slab {
+  struct key_slab *next;
+  struct pc_key keys[KEY_SLAB];
+};
+static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct key_slab *slabs;          /* every slab, for good */
+static struct pc_key *slab_free;        /* linked through their first bytes */
+
+static struct pc_key *
+link_of (const struct pc_key *k)
+{
+  struct pc_key *next;
+
+  memcpy (&next, k, sizeof next);
+  return next;
+}
+
+static void
+set_link (struct pc_key *k, struct pc_key *next)
+{
+  memcpy (k, &next, sizeof next);
+}
+
+/* Hand keys v[0..n) to the shared list. */
+static void
+slab_give (struct pc_key **v, unsigned n)
+{
+  unsigned i;
+
+  pthread_mutex_lock (&slab_lock);
+  for (i = 0; i < n; i++) {
+    set_link (v[i], slab_free);
+    slab_free = v[i];
+  }
+  pthread_mutex_unlock (&slab_lock);
+}
+
+/* Take up to n keys from the shared list into v, carving a new slab if
+ * it is empty.  Returns how many.
+ */
+static unsigned
+slab_take (struct pc_key **v, unsigned n)
+{
+  unsigned i = 0;
+
+  pthread_mutex_lock (&slab_lock);
+  if (slab_free == NULL) {
+    struct key_slab *sl = malloc (sizeof *sl);
+
+    if (sl) {
+      sl->next = slabs;
+      slabs = sl;
+      for (unsigned j = KEY_SLAB; j-- > 0;) {
+        set_link (&sl->keys[j], slab_free);
+        slab_free = &sl->keys[j];
+      }
+    }
+  }
+  while (i < n && slab_free) {
+    v[i++] = slab_free;
+    slab_free = link_of (slab_free);
+  }
+  pthread_mutex_unlock (&slab_lock);
+  return i;
+}
 
 struct free_cache {
   unsigned nkeys, nnodes;
@@ -53,8 +127,8 @@ fc_drop (void *arg)
 {
   struct free_cache *c = arg;
 
-  while (c->nkeys > 0)
-    free (c->keys[--c->nkeys]);
+  slab_give (c->keys, c->nkeys);
+  c->nkeys = 0;
   while (c->nnodes > 0)
     free (c->nodes[--c->nnodes]);
 }
@@ -80,12 +154,15 @@ pc_key_alloc (void)
 {
   struct pc_key *k;
 
-  if (fc.nkeys > 0) {
-    k = fc.keys[--fc.nkeys];
-    memset (k, 0, sizeof *k);
-    return k;
+  if (fc.nkeys == 0) {
+    fc_register ();
+    fc.nkeys = slab_take (fc.keys, KEY_BATCH);
+    if (fc.nkeys == 0)
+      return NULL;
   }
-  return calloc (1, sizeof (struct pc_key));
+  k = fc.keys[--fc.nkeys];
+  memset (k, 0, sizeof *k);
+  return k;
 }
 
 void
@@ -94,10 +171,11 @@ pc_key_free (struct pc_key *k)
   if (!k)
     return;
   fc_register ();
-  if (fc.nkeys < KEY_CACHE_MAX)
-    fc.keys[fc.nkeys++] = k;
-  else
-    free (k);
+  if (fc.nkeys == KEY_CACHE_MAX) {
+    fc.nkeys -= KEY_BATCH;
+    slab_give (fc.keys + fc.nkeys, KEY_BATCH);
+  }
+  fc.keys[fc.nkeys++] = k;
 }
 
 /* Only ever called after pc_tree_reserve: cannot fail. */
@@ -175,7 +253,7 @@ free_nodes (struct pc_bnode *x)
     if (x->level > 0)
       free_nodes (x->child[i]);
     else
-      free (x->key[i]);
+      pc_key_free (x->key[i]);
   }
   free (x);
 }
@@ -284,13 +362,6 @@ slot_in_parent (const struct pc_bnode *x)
   return i;
 }
 
-/* Slot of a linked key in its leaf: offsets in a tree are unique. */
-static unsigned
-key_slot (const struct pc_key *k)
-{
-  return leaf_slot (k->leaf, k->off);
-}
-
 static struct pc_bnode *
 leaf_for (const struct pc_tree *t, uint64_t off)
 {
@@ -301,8 +372,23 @@ leaf_for (const struct pc_tree *t, uint64_t off)
   return x;
 }
 
-struct pc_key *
-pc_tree_find (struct pc_tree *t, uint64_t off, uint64_t len)
+/* Leaf and slot of a linked key.  Keys do not point back at their leaf:
+ * that would cost 8 bytes a key, and a store into every key a split or
+ * merge moves.  Offsets in a tree are unique, so a descent finds it.
+ */
+static struct pc_bnode *
+locate (const struct pc_tree *t, const struct pc_key *k, unsigned *slot)
+{
+  struct pc_bnode *x = leaf_for (t, k->off);
+
+  *slot = leaf_slot (x, k->off);
+  return x;
+}
+
+/* pc_tree_find, also giving the leaf and slot of what it finds. */
+static struct pc_key *
+find_at (const struct pc_tree *t, uint64_t off, uint64_t len,
+         struct pc_bnode **leaf, unsigned *slot)
 {
   struct pc_bnode *x;
   struct pc_key *p, *n;
@@ -319,18 +405,31 @@ pc_tree_find (struct pc_tree *t, uint64_t off, uint64_t len)
   /* A key starting at off: no earlier key reaches past it (keys never
    * overlap), so it is the answer without reading p.
    */
-  if (j < x->n && x->off[j] == off)
+  if (j < x->n && x->off[j] == off) {
+    *leaf = x;
+    *slot = j;
     return x->key[j];
-  if (j > 0)
-    p = x->key[j - 1];
-  else
-    p = x->prev ? x->prev->key[x->prev->n - 1] : NULL;
+  }
+  if (j > 0) {
+    *leaf = x;
+    *slot = j - 1;
+  }
+  else if (x->prev) {
+    *leaf = x->prev;
+    *slot = x->prev->n - 1;
+  }
+  p = j > 0 || x->prev ? (*leaf)->key[*slot] : NULL;
   if (p && p->off + p->len > off)
     return p;
-  if (j < x->n)
-    n = x->key[j];
-  else
-    n = x->next ? x->next->key[0] : NULL;
+  if (j < x->n) {
+    *leaf = x;
+    *slot = j;
+  }
+  else if (x->next) {
+    *leaf = x->next;
+    *slot = 0;
+  }
+  n = j < x->n || x->next ? (*leaf)->key[*slot] : NULL;
   /* n->off >= off, so the subtraction cannot wrap. */
   if (n && n->off - off < len)
     return n;
@@ -338,12 +437,20 @@ pc_tree_find (struct pc_tree *t, uint64_t off, uint64_t len)
 }
 
 struct pc_key *
+pc_tree_find (struct pc_tree *t, uint64_t off, uint64_t len)
+{
+  struct pc_bnode *x;
+  unsigned j;
+
+  return find_at (t, off, len, &x, &j);
+}
+
+struct pc_key *
 pc_tree_next (struct pc_tree *t, struct pc_key *k)
 {
-  struct pc_bnode *x = k->leaf;
-  unsigned j = key_slot (k);
+  unsigned j;
+  struct pc_bnode *x = locate (t, k, &j);
 
-  (void) t;
   if (j + 1u < x->n)
     return x->key[j + 1];
   return x->next ? x->next->key[0] : NULL;
@@ -443,7 +550,6 @@ leaf_insert (struct pc_tree *t, struct pc_bnode *x, unsigned j,
     r->n = 1;
     r->off[0] = k->off;
     r->key[0] = k;
-    k->leaf = r;
     r->prev = x;
     x->next = r;
     parent_insert (t, x, k->off, r);
@@ -456,8 +562,6 @@ leaf_insert (struct pc_tree *t, struct pc_bnode *x, unsigned j,
     r->n = BT_ORDER - half;
     memcpy (r->off, x->off + half, r->n * sizeof r->off[0]);
     memcpy (r->key, x->key + half, r->n * sizeof r->key[0]);
-    for (unsigned c = 0; c < r->n; c++)
-      r->key[c]->leaf = r;
     x->n = half;
     r->prev = x;
     r->next = x->next;
@@ -474,7 +578,6 @@ leaf_insert (struct pc_tree *t, struct pc_bnode *x, unsigned j,
   memmove (x->key + j + 1, x->key + j, (x->n - j) * sizeof x->key[0]);
   x->off[j] = k->off;
   x->key[j] = k;
-  k->leaf = x;
   x->n++;
 }
 
@@ -514,12 +617,9 @@ node_merge (struct pc_bnode *dst, struct pc_bnode *src, uint64_t sep)
     src->off[0] = sep;                /* its first child's lower bound */
   memcpy (dst->off + dst->n, src->off, src->n * sizeof src->off[0]);
   memcpy (dst->key + dst->n, src->key, src->n * sizeof src->key[0]);
-  for (c = 0; c < src->n; c++) {
-    if (src->level > 0)
+  if (src->level > 0)
+    for (c = 0; c < src->n; c++)
       src->child[c]->parent = dst;
-    else
-      src->key[c]->leaf = dst;
-  }
   dst->n += src->n;
   src->n = 0;
   if (src->level == 0) {
@@ -584,10 +684,10 @@ rebalance (struct pc_tree *t, struct pc_bnode *x)
 void
 pc_tree_unlink (struct pc_tree *t, struct pc_key *k)
 {
-  struct pc_bnode *x = k->leaf;
+  unsigned j;
+  struct pc_bnode *x = locate (t, k, &j);
 
-  node_cut (x, key_slot (k));
-  k->leaf = NULL;
+  node_cut (x, j);
   rebalance (t, x);
 }
 
@@ -606,6 +706,8 @@ pc_tree_insert (struct pc_tree *t, struct pc_key *k)
 {
   const uint64_t nend = k->off + k->len;
   struct pc_key *e, *next, *spare = NULL;
+  struct pc_bnode *ex;
+  unsigned ej;
   uint64_t eend;
   uint32_t delta;
   int overlapped;
@@ -618,17 +720,13 @@ pc_tree_insert (struct pc_tree *t, struct pc_key *k)
   if (pc_tree_reserve (t) == -1)
     return -1;
 
-  e = pc_tree_find (t, k->off, k->len);
+  e = find_at (t, k->off, k->len, &ex, &ej);
   overlapped = e != NULL;
   if (e && e->off == k->off && e->len == k->len) {
     /* An overwrite of exactly the same range, the common case of
      * random writes: k takes e's slot, nothing moves.
      */
-    struct pc_bnode *x = e->leaf;
-
-    x->key[key_slot (e)] = k;
-    k->leaf = x;
-    e->leaf = NULL;
+    ex->key[ej] = k;
     if (e->flags & PC_KEY_EMPTY)
       e->flags |= PC_KEY_DEAD;
     else
@@ -681,7 +779,6 @@ pc_tree_insert (struct pc_tree *t, struct pc_key *k)
     else {
       /* Split: e keeps its head, the spare takes the tail. */
       *spare = *e;
-      spare->leaf = NULL;
       spare->off = nend;
       spare->len = eend - nend;
       if (!(spare->flags & PC_KF_ZERO))
@@ -729,9 +826,6 @@ check_node (const struct pc_bnode *x, const struct pc_bnode *parent,
     for (i = 0; i < x->n; i++) {
       const struct pc_key *k = x->key[i];
 
-      if (k->leaf != x)
-        BAD ("key at %lu: leaf link %p, not %p", (unsigned long) k->off,
-             (void *) k->leaf, (void *) x);
       if (k->off != x->off[i])
         BAD ("key at %lu: leaf says %lu", (unsigned long) k->off,
              (unsigned long) x->off[i]);

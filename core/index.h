@@ -27,7 +27,6 @@
 struct pc_bnode;                        /* a B+tree node, private to index.c */
 
 struct pc_key {
-  struct pc_bnode *leaf;                /* the leaf holding it, while linked */
   uint64_t off;
   uint32_t len;
   uint32_t seg;
