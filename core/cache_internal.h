@@ -17,6 +17,7 @@
 #include "segment.h"
 #include "kset.h"
 #include "shard.h"
+#include "util.h"
 
 #define PC_STRIPE_SHIFT   22          /* 4 MiB stripes */
 #define PC_MAX_TREES      4096
@@ -83,7 +84,7 @@ struct pc_cache {
   unsigned commit_ms;
   unsigned wb_threads;                /* concurrent writeback writes */
   unsigned wb_percent;                /* dirty share that starts writeback */
-  _Atomic uint64_t last_write_ms;     /* when the client last wrote */
+  _Atomic uint64_t last_io_ms;        /* when the client last read or wrote */
   _Atomic unsigned drainers;          /* threads waiting in a drain */
 
   /* Persisted cursors (in ctrl), guarded by ctrl_lock. */
@@ -168,6 +169,19 @@ int pc_writeback_step (struct pc_cache *c);
 
 /* replay.c */
 int pc_replay (struct pc_cache *c);
+
+/* Note a client request for the writeback hold-back; stored only when
+ * the millisecond changes, so that the line is not dirtied on every
+ * request.
+ */
+static inline void
+pc_note_io (struct pc_cache *c)
+{
+  uint64_t now = pc_now_ms ();
+
+  if (atomic_load_explicit (&c->last_io_ms, memory_order_relaxed) != now)
+    atomic_store_explicit (&c->last_io_ms, now, memory_order_relaxed);
+}
 
 /* writeback.c / gc.c */
 void *pc_writeback_thread (void *arg);

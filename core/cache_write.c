@@ -12,18 +12,6 @@ my_head (struct pc_cache *c)
   return pc_thread_shard () % c->nheads;
 }
 
-/* Note the time of a client write for the writeback hold-back; stored
- * only when it changes, so that the line is not dirtied on every write.
- */
-static void
-note_write (struct pc_cache *c)
-{
-  uint64_t now = pc_now_ms ();
-
-  if (atomic_load_explicit (&c->last_write_ms, memory_order_relaxed) != now)
-    atomic_store_explicit (&c->last_write_ms, now, memory_order_relaxed);
-}
-
 int
 pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
                   uint32_t *seg, uint32_t *seg_off, uint32_t *got,
@@ -87,10 +75,14 @@ pc_publish_key (struct pc_cache *c, struct pc_key *k,
   return r == -1 ? -1 : hit;
 }
 
-/* Log one record (payload, if any, already durable) and index it. */
+/* Log one record and index it.  With src, its payload is copied in
+ * first, under the subtree's lock: the index lookup that follows then
+ * overlaps the copy's stores draining to the medium, which the lock's
+ * atomic would otherwise wait for.
+ */
 static int
 log_piece (struct pc_cache *c, const struct pc_key_rec *rec,
-           uint64_t *seal_gen, int *err)
+           const void *src, uint64_t *seal_gen, int *err)
 {
   struct pc_tree *t = pc_index_tree (&c->index, rec->off);
   struct pc_key *k = pc_key_alloc ();
@@ -102,6 +94,10 @@ log_piece (struct pc_cache *c, const struct pc_key_rec *rec,
   }
   pc_key_from_rec (k, rec);
   pthread_rwlock_wrlock (&t->lock);
+  /* The payload is durable before its key can be. */
+  if (src)
+    pc_pmem_copy (c->pm, pc_seg_addr (c, rec->seg, rec->seg_off), src,
+                  rec->len);
   r = pc_publish_key (c, k, rec, seal_gen);
   /* A write hit: the range held cached data already. */
   if (r == 1 && !(rec->flags & PC_KF_ZERO))
@@ -170,11 +166,9 @@ write_back (pc_cache *c, const uint8_t *src, uint32_t len, uint64_t off,
       *err = errno;
       return -1;
     }
-    /* The payload is durable before its key can be. */
-    pc_pmem_copy (c->pm, pc_seg_addr (c, rec.seg, rec.seg_off), src, rec.len);
     if (c->data_crc)
       rec.data_crc = pc_crc32c (src, rec.len);
-    if (log_piece (c, &rec, &sg, err) == -1) {
+    if (log_piece (c, &rec, src, &sg, err) == -1) {
       pc_seg_put (&c->segs, rec.seg);
       return -1;
     }
@@ -295,7 +289,7 @@ pc_write (pc_cache *c, const void *buf, uint32_t len, uint64_t off,
     return -1;
   PC_COUNT (c, writes, 1);
   PC_COUNT (c, write_bytes, len);
-  note_write (c);
+  pc_note_io (c);
   pc_brlock_rdlock (&c->mode_lock);
   switch (atomic_load (&c->mode)) {
   case PC_MODE_WRITEBACK:
@@ -324,7 +318,7 @@ log_range (pc_cache *c, uint64_t len, uint64_t off, uint32_t kflags,
 
   if (check_range (c, len, off, err) == -1)
     return -1;
-  note_write (c);
+  pc_note_io (c);
   pc_brlock_rdlock (&c->mode_lock);
   if (c->mode != PC_MODE_WRITEBACK && have_backend (c, err) == -1)
     r = -1;
@@ -341,7 +335,7 @@ log_range (pc_cache *c, uint64_t len, uint64_t off, uint32_t kflags,
       if (r == 0)
         r = pc_backend_zero (c, &rec, err);
     }
-    else if ((r = log_piece (c, &rec, &sg, err)) == 0) {
+    else if ((r = log_piece (c, &rec, NULL, &sg, err)) == 0) {
       PC_COUNT (c, dirty_bytes, rec.len);
       fua_note (c, &fs, off, sg);
     }

@@ -381,7 +381,7 @@ timed_wait (struct pc_cache *c, unsigned ms)
 }
 
 /* How many concurrent writers writeback may use now; 0 holds it back.
- * While a client writes, writeback waits until dirty data passes
+ * While a client reads or writes, writeback waits until dirty data passes
  * pcache-writeback-percent of the cache, so that it does not take CPU
  * and backend bandwidth from a burst the cache can absorb.  Past that it
  * starts with one writer and adds writers as dirty data grows towards
@@ -399,7 +399,7 @@ wb_width (struct pc_cache *c)
   unsigned gc_pct = atomic_load (&c->gc_percent), pct, n;
 
   if (dirty == 0 ||
-      pc_now_ms () - atomic_load (&c->last_write_ms) >= PC_WB_IDLE_MS ||
+      pc_now_ms () - atomic_load (&c->last_io_ms) >= PC_WB_IDLE_MS ||
       atomic_load (&c->drainers) > 0 || pc_segs_waiters (&c->segs) > 0 ||
       used * 100 > (uint64_t) c->nsegs * gc_pct)
     return c->wb_threads;
