@@ -52,21 +52,24 @@ struct key_slab {
 };
 static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct key_slab *slabs;          /* every slab, for good */
-static struct pc_key *slab_free;        /* linked through their first bytes */
+static struct pc_key *slab_free;        /* linked through their off field */
+
+_Static_assert (sizeof (struct pc_key *) <= sizeof (uint64_t),
+                "a free key's link fits in its offset");
 
 static struct pc_key *
 link_of (const struct pc_key *k)
 {
   struct pc_key *next;
 
-  memcpy (&next, k, sizeof next);
+  memcpy (&next, &k->off, sizeof next);
   return next;
 }
 
 static void
 set_link (struct pc_key *k, struct pc_key *next)
 {
-  memcpy (k, &next, sizeof next);
+  memcpy (&k->off, &next, sizeof next);
 }
 
 /* Hand keys v[0..n) to the shared list. */
