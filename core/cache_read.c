@@ -18,19 +18,30 @@ struct rd_item {
   struct pc_key *ph;              /* RD_GAP: our placeholder, or NULL */
 };
 
+/* Most reads are one or two extents: those need no allocation. */
+#define RD_INLINE 4
+
 struct rd_list {
   struct rd_item *v;
   size_t n, cap;
+  struct rd_item inl[RD_INLINE];
 };
 
 static int
 rd_push (struct rd_list *l, struct rd_item it)
 {
+  if (l->v == NULL) {
+    l->v = l->inl;
+    l->cap = RD_INLINE;
+  }
   if (l->n == l->cap) {
-    size_t cap = l->cap ? l->cap * 2 : 16;
-    struct rd_item *v = realloc (l->v, cap * sizeof *v);
+    size_t cap = l->cap * 2;
+    struct rd_item *v = l->v == l->inl ? malloc (cap * sizeof *v)
+      : realloc (l->v, cap * sizeof *v);
     if (!v)
       return -1;
+    if (l->v == l->inl)
+      memcpy (v, l->inl, sizeof l->inl);
     l->v = v;
     l->cap = cap;
   }
@@ -318,7 +329,7 @@ int
 pc_read (pc_cache *c, void *buf, uint32_t len, uint64_t off,
          const struct pc_backend *fg, int *err)
 {
-  struct rd_list l = { NULL, 0, 0 };
+  struct rd_list l = { .v = NULL };
   uint8_t *dst = buf;
   int r = 0, fill;
 
@@ -336,7 +347,8 @@ pc_read (pc_cache *c, void *buf, uint32_t len, uint64_t off,
     off += piece;
     len -= piece;
   }
-  free (l.v);
+  if (l.v != l.inl)
+    free (l.v);
   return r;
 }
 
