@@ -183,6 +183,9 @@ pc_note_io (struct pc_cache *c)
     atomic_store_explicit (&c->last_io_ms, now, memory_order_relaxed);
 }
 
+/* writeback.c: how many writers writeback may use now (0: held back). */
+unsigned pc_wb_width (struct pc_cache *c);
+
 /* writeback.c / gc.c */
 void *pc_writeback_thread (void *arg);
 void *pc_timer_thread (void *arg);

@@ -390,8 +390,8 @@ timed_wait (struct pc_cache *c, unsigned ms)
  * has been quiet for PC_WB_IDLE_MS, when space or a drain is waited
  * for, or when GC needs clean segments.
  */
-static unsigned
-wb_width (struct pc_cache *c)
+unsigned
+pc_wb_width (struct pc_cache *c)
 {
   uint64_t dirty = PC_COUNTED (c, dirty_bytes);
   uint64_t size = (uint64_t) c->nsegs << c->seg_shift;
@@ -429,7 +429,7 @@ pc_writeback_thread (void *arg)
     int r;
 
     pthread_mutex_unlock (&c->bg_lock);
-    width = wb_width (c);
+    width = pc_wb_width (c);
     /* A batch already started (a retry) goes on, if slowly. */
     if (b.loaded && width == 0)
       width = 1;

@@ -458,6 +458,81 @@ test_ordering_backlog (void)
 /* Five times the cache's size written through a small cache: the
  * workers make room, nothing hangs, nothing is lost.
  */
+/* Writeback's width, on an idle rig (no workers) whose dirty count and
+ * client activity are set by hand: held back below
+ * pcache-writeback-percent while the client is busy, one writer just
+ * past it, more as the backlog grows, all of them at the GC threshold,
+ * and all of them whenever the client is quiet or a drain waits.
+ */
+static void
+test_wb_width (void)
+{
+  struct pc_config cfg;
+  struct rig r;
+  uint64_t size, dirty = 0;
+  unsigned pct, w, prev = 0;
+
+  pc_config_init (&cfg);
+  cfg.wb_percent = 10;
+  cfg.gc_percent = 70;
+  cfg.wb_threads = 16;
+  CU_ASSERT_EQUAL_FATAL (rig_open_idle (&r, "wbw", &cfg, CSIZE, 0), 0);
+  size = (uint64_t) r.c->nsegs << r.c->seg_shift;
+
+  /* Nothing dirty: nothing to hold back. */
+  atomic_store (&r.c->last_io_ms, pc_now_ms ());
+  CU_ASSERT_EQUAL (pc_wb_width (r.c), 16);
+  for (pct = 1; pct <= 75; pct++) {
+    uint64_t want = size * pct / 100;
+
+    PC_COUNT (r.c, dirty_bytes, want - dirty);
+    dirty = want;
+    /* A busy client, whatever the time the loop has taken. */
+    atomic_store (&r.c->last_io_ms, pc_now_ms ());
+    w = pc_wb_width (r.c);
+    /* At 10 and 70 the percentage the cache works out may round down. */
+    if (pct < 10) {
+      CU_ASSERT_EQUAL (w, 0);
+    }
+    else if (pct == 10) {
+      CU_ASSERT (w <= 1);
+    }
+    else if (pct == 11) {
+      CU_ASSERT_EQUAL (w, 1);
+    }
+    else if (pct > 70) {
+      CU_ASSERT_EQUAL (w, 16);
+    }
+    else {
+      CU_ASSERT (w >= prev && w >= 1 && w <= 16);
+    }
+    prev = w;
+  }
+  /* Halfway between the thresholds: about half the writers. */
+  PC_UNCOUNT (r.c, dirty_bytes, dirty - size * 40 / 100);
+  dirty = size * 40 / 100;
+  atomic_store (&r.c->last_io_ms, pc_now_ms ());
+  w = pc_wb_width (r.c);
+  CU_ASSERT (w >= 7 && w <= 9);
+
+  /* Below the threshold again: held back, unless the client is quiet
+   * or someone drains.
+   */
+  PC_UNCOUNT (r.c, dirty_bytes, dirty - size * 5 / 100);
+  atomic_store (&r.c->last_io_ms, pc_now_ms ());
+  CU_ASSERT_EQUAL (pc_wb_width (r.c), 0);
+  atomic_store (&r.c->last_io_ms, pc_now_ms () - PC_WB_IDLE_MS - 1);
+  CU_ASSERT_EQUAL (pc_wb_width (r.c), 16);
+  atomic_store (&r.c->last_io_ms, pc_now_ms ());
+  atomic_fetch_add (&r.c->drainers, 1);
+  CU_ASSERT_EQUAL (pc_wb_width (r.c), 16);
+  atomic_fetch_sub (&r.c->drainers, 1);
+
+  /* The count is not real dirty data: clear it before closing. */
+  PC_UNCOUNT (r.c, dirty_bytes, size * 5 / 100);
+  rig_close (&r);
+}
+
 static void
 test_full_cache (void)
 {
@@ -819,6 +894,8 @@ main (void)
       !CU_add_test (s, "writeback ordering, backlog",
                     test_ordering_backlog) ||
       !CU_add_test (s, "full cache", test_full_cache) ||
+      !CU_add_test (s, "writeback width follows the backlog",
+                    test_wb_width) ||
       !CU_add_test (s, "backend errors", test_backend_errors) ||
       !CU_add_test (s, "concurrent clients", test_concurrency) ||
       !CU_add_test (s, "restart with dirty data", test_restart_dirty)) {
