@@ -407,9 +407,9 @@ static struct pc_key *
 find_at (const struct pc_tree *t, uint64_t off, uint64_t len,
          struct pc_bnode **leaf, unsigned *slot)
 {
-  struct pc_bnode *x;
-  struct pc_key *p, *n;
-  unsigned j;
+  struct pc_bnode *x, *pl, *nl;
+  struct pc_key *p;
+  unsigned j, ps, ns;
 
   if (len == 0 || (x = leaf_for (t, off)) == NULL)
     return NULL;
@@ -427,29 +427,28 @@ find_at (const struct pc_tree *t, uint64_t off, uint64_t len,
     *slot = j;
     return x->key[j];
   }
-  if (j > 0) {
-    *leaf = x;
-    *slot = j - 1;
+  /* p: in this leaf before j, or the last of the previous leaf. */
+  pl = j > 0 ? x : x->prev;
+  if (pl) {
+    ps = j > 0 ? j - 1 : pl->n - 1u;
+    p = pl->key[ps];
+    if (p->off + p->len > off) {
+      *leaf = pl;
+      *slot = ps;
+      return p;
+    }
   }
-  else if (x->prev) {
-    *leaf = x->prev;
-    *slot = x->prev->n - 1;
+  /* n: at j in this leaf, or the first of the next leaf.  Its offset is
+   * in the leaf, so a key out of range is never read; n >= off, so the
+   * subtraction cannot wrap.
+   */
+  nl = j < x->n ? x : x->next;
+  ns = j < x->n ? j : 0;
+  if (nl && nl->off[ns] - off < len) {
+    *leaf = nl;
+    *slot = ns;
+    return nl->key[ns];
   }
-  p = j > 0 || x->prev ? (*leaf)->key[*slot] : NULL;
-  if (p && p->off + p->len > off)
-    return p;
-  if (j < x->n) {
-    *leaf = x;
-    *slot = j;
-  }
-  else if (x->next) {
-    *leaf = x->next;
-    *slot = 0;
-  }
-  n = j < x->n || x->next ? (*leaf)->key[*slot] : NULL;
-  /* n->off >= off, so the subtraction cannot wrap. */
-  if (n && n->off - off < len)
-    return n;
   return NULL;
 }
 
@@ -495,15 +494,17 @@ rightmost (const struct pc_bnode *x)
   return 1;
 }
 
+static void node_insert (struct pc_tree *t, struct pc_bnode *x, unsigned i,
+                         uint64_t off, void *ptr);
+
 /* Link right into left's parent just after left, with separator sep,
- * splitting full nodes upwards and growing a root when the top splits.
+ * growing a root when left is the top.
  */
 static void
 parent_insert (struct pc_tree *t, struct pc_bnode *left, uint64_t sep,
                struct pc_bnode *right)
 {
-  struct pc_bnode *p = left->parent, *q;
-  unsigned i, half;
+  struct pc_bnode *p = left->parent;
 
   if (p == NULL) {
     p = node_get (left->level + 1);
@@ -516,86 +517,68 @@ parent_insert (struct pc_tree *t, struct pc_bnode *left, uint64_t sep,
     t->root = p;
     return;
   }
-
-  i = slot_in_parent (left) + 1;
-  if (p->n == BT_ORDER && i == BT_ORDER && rightmost (p)) {
-    /* Growing at the right edge (see leaf_insert): a new node of one. */
-    q = node_get (p->level);
-    q->n = 1;
-    q->off[0] = sep;
-    q->child[0] = right;
-    right->parent = q;
-    parent_insert (t, p, sep, q);
-    return;
-  }
-  if (p->n == BT_ORDER) {
-    half = BT_ORDER / 2;
-    q = node_get (p->level);
-    q->n = BT_ORDER - half;
-    memcpy (q->off, p->off + half, q->n * sizeof q->off[0]);
-    memcpy (q->child, p->child + half, q->n * sizeof q->child[0]);
-    for (unsigned c = 0; c < q->n; c++)
-      q->child[c]->parent = q;
-    p->n = half;
-    /* Link q first, so right lands in a node that has a parent. */
-    parent_insert (t, p, q->off[0], q);
-    if (i > half) {
-      p = q;
-      i -= half;
-    }
-  }
-  memmove (p->off + i + 1, p->off + i, (p->n - i) * sizeof p->off[0]);
-  memmove (p->child + i + 1, p->child + i, (p->n - i) * sizeof p->child[0]);
-  p->off[i] = sep;
-  p->child[i] = right;
-  right->parent = p;
-  p->n++;
+  node_insert (t, p, slot_in_parent (left) + 1, sep, right);
 }
 
-/* Put k at slot j of leaf x, splitting x if it is full. */
+/* Put off and ptr at slot i of x, which has room. */
 static void
-leaf_insert (struct pc_tree *t, struct pc_bnode *x, unsigned j,
-             struct pc_key *k)
+node_place (struct pc_bnode *x, unsigned i, uint64_t off, void *ptr)
 {
-  if (x->n == BT_ORDER && j == BT_ORDER && x->next == NULL) {
-    /* Appending at the right edge, as a sequential fill does: leave x
-     * full and start a new leaf, or such a fill would leave every leaf
-     * half empty.
-     */
-    struct pc_bnode *r = node_get (0);
+  memmove (x->off + i + 1, x->off + i, (x->n - i) * sizeof x->off[0]);
+  memmove (x->key + i + 1, x->key + i, (x->n - i) * sizeof x->key[0]);
+  x->off[i] = off;
+  if (x->level > 0) {
+    x->child[i] = ptr;
+    x->child[i]->parent = x;
+  }
+  else
+    x->key[i] = ptr;
+  x->n++;
+}
 
-    r->n = 1;
-    r->off[0] = k->off;
-    r->key[0] = k;
-    r->prev = x;
-    x->next = r;
-    parent_insert (t, x, k->off, r);
+/* Put off and ptr (a key in a leaf, a child in an interior node) at
+ * slot i of x, splitting x if it is full and linking the new node into
+ * the level above.
+ */
+static void
+node_insert (struct pc_tree *t, struct pc_bnode *x, unsigned i,
+             uint64_t off, void *ptr)
+{
+  struct pc_bnode *r;
+  unsigned keep, c;
+
+  if (x->n < BT_ORDER) {
+    node_place (x, i, off, ptr);
     return;
   }
-  if (x->n == BT_ORDER) {
-    const unsigned half = BT_ORDER / 2;
-    struct pc_bnode *r = node_get (0);
-
-    r->n = BT_ORDER - half;
-    memcpy (r->off, x->off + half, r->n * sizeof r->off[0]);
-    memcpy (r->key, x->key + half, r->n * sizeof r->key[0]);
-    x->n = half;
+  /* Appending at the right edge of the tree, as a sequential fill does,
+   * leaves x full and starts a new node: halving would leave every node
+   * of such a fill half empty.
+   */
+  keep = i == BT_ORDER && rightmost (x) ? BT_ORDER : BT_ORDER / 2;
+  r = node_get (x->level);
+  r->n = BT_ORDER - keep;
+  memcpy (r->off, x->off + keep, r->n * sizeof r->off[0]);
+  memcpy (r->key, x->key + keep, r->n * sizeof r->key[0]);
+  x->n = keep;
+  if (x->level > 0)
+    for (c = 0; c < r->n; c++)
+      r->child[c]->parent = r;
+  else {
     r->prev = x;
     r->next = x->next;
     if (x->next)
       x->next->prev = r;
     x->next = r;
-    parent_insert (t, x, r->off[0], r);
-    if (j > half) {
-      x = r;
-      j -= half;
-    }
   }
-  memmove (x->off + j + 1, x->off + j, (x->n - j) * sizeof x->off[0]);
-  memmove (x->key + j + 1, x->key + j, (x->n - j) * sizeof x->key[0]);
-  x->off[j] = k->off;
-  x->key[j] = k;
-  x->n++;
+  /* The entry goes to r's slot 0 only when r starts empty, so r's first
+   * offset is final before r is linked.
+   */
+  if (i > keep || keep == BT_ORDER)
+    node_place (r, i - keep, off, ptr);
+  else
+    node_place (x, i, off, ptr);
+  parent_insert (t, x, r->off[0], r);
 }
 
 /* Link k, which overlaps nothing in t. */
@@ -608,7 +591,7 @@ tree_link (struct pc_tree *t, struct pc_key *k)
     x = node_get (0);
     t->root = x;
   }
-  leaf_insert (t, x, leaf_slot (x, k->off), k);
+  node_insert (t, x, leaf_slot (x, k->off), k->off, k);
 }
 
 /* Drop slot i of node x (entries only; the caller deals with what the
