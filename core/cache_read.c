@@ -30,10 +30,6 @@ struct rd_list {
 static int
 rd_push (struct rd_list *l, struct rd_item it)
 {
-  if (l->v == NULL) {
-    l->v = l->inl;
-    l->cap = RD_INLINE;
-  }
   if (l->n == l->cap) {
     size_t cap = l->cap * 2;
     struct rd_item *v = l->v == l->inl ? malloc (cap * sizeof *v)
@@ -329,9 +325,13 @@ int
 pc_read (pc_cache *c, void *buf, uint32_t len, uint64_t off,
          const struct pc_backend *fg, int *err)
 {
-  struct rd_list l = { .v = NULL };
+  struct rd_list l;
   uint8_t *dst = buf;
   int r = 0, fill;
+
+  l.v = l.inl;
+  l.n = 0;
+  l.cap = RD_INLINE;
 
   if (off > c->backing_size || len > c->backing_size - off) {
     *err = EINVAL;
