@@ -387,6 +387,7 @@ pc_cache_start (pc_cache *c, const struct pc_backend *bg)
   if (!c->bound)
     PC_FAIL (EINVAL, "%s: cache is not bound to a backing store", c->path);
   c->bg = *bg;
+  pc_pmem_prefault (c->pm);
   c->stop = 0;
   atomic_store (&c->stop_wb, 0);
   e = pthread_create (&c->wb_thread, NULL, pc_writeback_thread, c);

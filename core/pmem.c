@@ -49,22 +49,19 @@ done_hook (const void *addr, size_t len)
     hook_after (hook_opaque, addr, len);
 }
 
-/* Map every page of a pmem mapping now, so that log appends do not
- * take a page fault each (on fsdax or an emulated mapping, first
- * touches cost more than the copy).  Not for a page-granularity
- * mapping: that is the page cache, and populating it would read the
- * whole file into memory.  Only an optimisation: old kernels lack it.
+/* Not for a page-granularity mapping: that is the page cache, and
+ * populating it would read the whole file into memory.  Only an
+ * optimisation: old kernels lack it.
  */
-static void
-prefault (struct pc_pmem *p, const char *path)
+void
+pc_pmem_prefault (struct pc_pmem *p)
 {
 #ifdef MADV_POPULATE_WRITE
   if (p->gran != PMEM2_GRANULARITY_PAGE &&
       madvise (p->base, p->size, MADV_POPULATE_WRITE) == -1)
-    pc_debug ("%s: cannot prefault the mapping: %m", path);
+    pc_debug ("cannot prefault the cache mapping: %m");
 #else
   (void) p;
-  (void) path;
 #endif
 }
 
@@ -97,7 +94,6 @@ map_fd (struct pc_pmem *p, const char *path)
   p->drain = pmem2_get_drain_fn (p->map);
   p->memcpy_fn = pmem2_get_memcpy_fn (p->map);
   p->memset_fn = pmem2_get_memset_fn (p->map);
-  prefault (p, path);
   r = 0;
  out:
   if (src)

@@ -25,6 +25,14 @@ void *pc_pmem_base (const struct pc_pmem *p);
 uint64_t pc_pmem_size (const struct pc_pmem *p);
 const char *pc_pmem_granularity (const struct pc_pmem *p);
 
+/* Map every page now, so that log appends do not take a page fault
+ * each (on fsdax or an emulated mapping a first touch costs more than
+ * the 4K copy).  Call it in the process that serves: a fork copies no
+ * page table entries of a shared mapping, so nbdkit's server process
+ * starts with none.
+ */
+void pc_pmem_prefault (struct pc_pmem *p);
+
 /* Flush a range (and fence, unless the _nodrain variant). */
 void pc_pmem_persist (struct pc_pmem *p, const void *addr, size_t len);
 void pc_pmem_flush (struct pc_pmem *p, const void *addr, size_t len);
