@@ -37,9 +37,13 @@ struct pc_bnode {
  *
  * Keys come from slabs and are never handed back to malloc, which would
  * add 16 bytes to each 32-byte key of an index holding millions: a
- * thread's spare keys go in batches to a shared free list, and the
- * slabs stay for the life of the process, as large as the most keys
- * ever held at once.
+ * thread's spare keys go in batches to a shared list, and the slabs
+ * stay for the life of the process, as large as the most keys ever
+ * held at once.  Threads that mostly free keys (writeback, GC) feed
+ * those that mostly take them (clients), so a batch moves as a chain
+ * linked through the keys themselves: handing one over is O(1) under
+ * the lock, and its taker follows one link per allocation, on the line
+ * it is about to fill anyway.
  */
 #define KEY_CACHE_MAX 256
 #define KEY_BATCH 64
@@ -50,74 +54,94 @@ struct key_slab {
   struct key_slab *next;
   struct pc_key keys[KEY_SLAB];
 };
+
+/* What a free key holds instead of its fields. */
+struct key_link {
+  struct pc_key *next;                  /* in its chain */
+  struct pc_key *batch;                 /* a chain's first key: next chain */
+};
+_Static_assert (sizeof (struct key_link) <= sizeof (struct pc_key),
+                "a free key holds its links");
+
 static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct key_slab *slabs;          /* every slab, for good */
-static struct pc_key *slab_free;        /* linked through their off field */
+static struct pc_key *batches;          /* chains of free keys */
 
-_Static_assert (sizeof (struct pc_key *) <= sizeof (uint64_t),
-                "a free key's link fits in its offset");
-
-static struct pc_key *
+static struct key_link
 link_of (const struct pc_key *k)
 {
-  struct pc_key *next;
+  struct key_link l;
 
-  memcpy (&next, &k->off, sizeof next);
-  return next;
+  memcpy (&l, k, sizeof l);
+  return l;
 }
 
 static void
-set_link (struct pc_key *k, struct pc_key *next)
+set_link (struct pc_key *k, struct pc_key *next, struct pc_key *batch)
 {
-  memcpy (&k->off, &next, sizeof next);
+  struct key_link l = { .next = next, .batch = batch };
+
+  memcpy (k, &l, sizeof l);
 }
 
-/* Hand keys v[0..n) to the shared list. */
+/* Hand keys v[0..n) to the shared list as one chain. */
 static void
 slab_give (struct pc_key **v, unsigned n)
 {
   unsigned i;
 
+  if (n == 0)
+    return;
+  for (i = 0; i + 1 < n; i++)
+    set_link (v[i], v[i + 1], NULL);
+  set_link (v[n - 1], NULL, NULL);
   pthread_mutex_lock (&slab_lock);
-  for (i = 0; i < n; i++) {
-    set_link (v[i], slab_free);
-    slab_free = v[i];
-  }
+  set_link (v[0], n > 1 ? v[1] : NULL, batches);
+  batches = v[0];
   pthread_mutex_unlock (&slab_lock);
 }
 
-/* Take up to n keys from the shared list into v, carving a new slab if
- * it is empty.  Returns how many.
+/* Take a chain of free keys from the shared list, carving a new slab
+ * into chains if it is empty.  NULL when out of memory.
  */
-static unsigned
-slab_take (struct pc_key **v, unsigned n)
+static struct pc_key *
+slab_take (void)
 {
-  unsigned i = 0;
+  struct pc_key *chain;
 
   pthread_mutex_lock (&slab_lock);
-  if (slab_free == NULL) {
+  if (batches == NULL) {
     struct key_slab *sl = malloc (sizeof *sl);
 
     if (sl) {
+      unsigned j;
+
       sl->next = slabs;
       slabs = sl;
-      for (unsigned j = KEY_SLAB; j-- > 0;) {
-        set_link (&sl->keys[j], slab_free);
-        slab_free = &sl->keys[j];
+      for (j = 0; j < KEY_SLAB; j++) {
+        struct pc_key *next = (j + 1) % KEY_BATCH ? &sl->keys[j + 1] : NULL;
+
+        set_link (&sl->keys[j], next, NULL);
+      }
+      for (j = KEY_SLAB; j > 0; j -= KEY_BATCH) {
+        struct pc_key *head = &sl->keys[j - KEY_BATCH];
+
+        set_link (head, link_of (head).next, batches);
+        batches = head;
       }
     }
   }
-  while (i < n && slab_free) {
-    v[i++] = slab_free;
-    slab_free = link_of (slab_free);
-  }
+  chain = batches;
+  if (chain)
+    batches = link_of (chain).batch;
   pthread_mutex_unlock (&slab_lock);
-  return i;
+  return chain;
 }
 
 struct free_cache {
   unsigned nkeys, nnodes;
   int registered;
+  struct pc_key *chain;                 /* taken from the shared list */
   struct pc_key *keys[KEY_CACHE_MAX];
   struct pc_bnode *nodes[NODE_CACHE_MAX];
 };
@@ -132,6 +156,13 @@ fc_drop (void *arg)
 
   slab_give (c->keys, c->nkeys);
   c->nkeys = 0;
+  if (c->chain) {
+    pthread_mutex_lock (&slab_lock);
+    set_link (c->chain, link_of (c->chain).next, batches);
+    batches = c->chain;
+    pthread_mutex_unlock (&slab_lock);
+    c->chain = NULL;
+  }
   while (c->nnodes > 0)
     free (c->nodes[--c->nnodes]);
 }
@@ -157,13 +188,18 @@ pc_key_alloc (void)
 {
   struct pc_key *k;
 
-  if (fc.nkeys == 0) {
-    fc_register ();
-    fc.nkeys = slab_take (fc.keys, KEY_BATCH);
-    if (fc.nkeys == 0)
-      return NULL;
+  if (fc.nkeys > 0)
+    k = fc.keys[--fc.nkeys];
+  else {
+    if (fc.chain == NULL) {
+      fc_register ();
+      fc.chain = slab_take ();
+      if (fc.chain == NULL)
+        return NULL;
+    }
+    k = fc.chain;
+    fc.chain = link_of (k).next;
   }
-  k = fc.keys[--fc.nkeys];
   memset (k, 0, sizeof *k);
   return k;
 }
@@ -175,8 +211,10 @@ pc_key_free (struct pc_key *k)
     return;
   fc_register ();
   if (fc.nkeys == KEY_CACHE_MAX) {
+    /* The oldest spares go: the newest are likelier still in cache. */
+    slab_give (fc.keys, KEY_BATCH);
     fc.nkeys -= KEY_BATCH;
-    slab_give (fc.keys + fc.nkeys, KEY_BATCH);
+    memmove (fc.keys, fc.keys + KEY_BATCH, fc.nkeys * sizeof *fc.keys);
   }
   fc.keys[fc.nkeys++] = k;
 }

@@ -1,6 +1,6 @@
 /* Unit tests for core/index.c: overlap fix-up, find, stripes, a
  * randomized comparison against a per-byte model, churn through a deep
- * tree, and a threaded smoke test.
+ * tree, a threaded smoke test, and keys handed between threads.
  */
 
 #include <stdio.h>
@@ -859,6 +859,100 @@ test_threads (void)
   pc_index_destroy (&tix);
 }
 
+/* Keys one thread takes and another frees travel back through the
+ * shared list: after two such round trips, a third taker gets the same
+ * keys again (but for the rest of the first slab), each one once, each
+ * zeroed.  A batch dropped on the way would show as fresh addresses.
+ */
+#define XKEYS 10000
+
+struct xfer {
+  struct pc_key **v;
+  int ok;
+};
+
+static void *
+xfer_take (void *arg)
+{
+  struct xfer *x = arg;
+  static const struct pc_key zero;
+  unsigned i;
+
+  x->ok = 1;
+  for (i = 0; i < XKEYS; i++) {
+    x->v[i] = pc_key_alloc ();
+    if (x->v[i] == NULL || memcmp (x->v[i], &zero, sizeof zero) != 0)
+      x->ok = 0;
+    else
+      x->v[i]->off = i + 1;        /* not zero when taken again */
+  }
+  return NULL;
+}
+
+static void *
+xfer_free (void *arg)
+{
+  struct xfer *x = arg;
+  unsigned i;
+
+  for (i = 0; i < XKEYS; i++)
+    pc_key_free (x->v[i]);
+  return NULL;
+}
+
+static int
+cmp_ptr (const void *a, const void *b)
+{
+  uintptr_t x = (uintptr_t) *(struct pc_key *const *) a;
+  uintptr_t y = (uintptr_t) *(struct pc_key *const *) b;
+
+  return x < y ? -1 : x > y;
+}
+
+static void
+xfer_round (struct pc_key **v, int *ok)
+{
+  struct xfer x = { .v = v };
+  pthread_t th;
+
+  CU_ASSERT_EQUAL_FATAL (pthread_create (&th, NULL, xfer_take, &x), 0);
+  pthread_join (th, NULL);
+  *ok = x.ok;
+  memcpy (v + XKEYS, v, XKEYS * sizeof *v);   /* what was handed out */
+  CU_ASSERT_EQUAL_FATAL (pthread_create (&th, NULL, xfer_free, &x), 0);
+  pthread_join (th, NULL);
+}
+
+static void
+test_key_handover (void)
+{
+  struct pc_key **first = calloc (2 * XKEYS, sizeof *first);
+  struct pc_key **v = calloc (2 * XKEYS, sizeof *v);
+  unsigned i, fresh = 0;
+  int ok;
+
+  CU_ASSERT_FATAL (first != NULL && v != NULL);
+  xfer_round (first, &ok);
+  CU_ASSERT (ok);
+  qsort (first + XKEYS, XKEYS, sizeof *first, cmp_ptr);
+  xfer_round (v, &ok);
+  CU_ASSERT (ok);
+  xfer_round (v, &ok);
+  CU_ASSERT (ok);
+  qsort (v + XKEYS, XKEYS, sizeof *v, cmp_ptr);
+  for (i = 0; i < XKEYS; i++) {
+    if (i > 0 && v[XKEYS + i] == v[XKEYS + i - 1])
+      CU_FAIL ("a key handed out twice at once");
+    if (!bsearch (&v[XKEYS + i], first + XKEYS, XKEYS, sizeof *first,
+                  cmp_ptr))
+      fresh++;
+  }
+  /* Only what the first slabs had beyond the first XKEYS may be new. */
+  CU_ASSERT (fresh < XKEYS / 4);
+  free (first);
+  free (v);
+}
+
 int
 main (void)
 {
@@ -885,7 +979,8 @@ main (void)
       !CU_add_test (s, "randomized vs model", test_random) ||
       !CU_add_test (s, "churn through a deep tree", test_churn) ||
       !CU_add_test (s, "sequential fill", test_sequential) ||
-      !CU_add_test (s, "threads", test_threads)) {
+      !CU_add_test (s, "threads", test_threads) ||
+      !CU_add_test (s, "keys handed between threads", test_key_handover)) {
     CU_cleanup_registry ();
     return EXIT_FAILURE;
   }
