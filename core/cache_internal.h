@@ -33,6 +33,7 @@ struct pc_head {
   pthread_mutex_t lock;
   int64_t seg;                        /* -1: none */
   uint32_t off;
+  uint32_t spare;                     /* references taken, not handed out */
 } __attribute__ ((aligned (PC_CACHELINE)));
 
 /* Statistics, sharded per thread (shard.h): PC_COUNT adds to this

@@ -24,13 +24,19 @@ pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
     if (h->seg >= 0 && h->off < c->seg_size)
       break;
     if (h->seg >= 0) {
-      /* Retire the full segment: drop the head's own reference. */
-      pc_seg_put (&c->segs, h->seg);
+      /* Retire the full segment: drop the head's own reference and
+       * those it took for records that never came.
+       */
+      pc_seg_put_n (&c->segs, h->seg, 1 + h->spare);
       h->seg = -1;
     }
     h->seg = pc_seg_alloc (&c->segs, PC_SEG_DATA, PC_LOG_RESERVE);
     if (h->seg >= 0) {
-      pc_seg_get (&c->segs, h->seg);
+      /* One reference for each record the segment can hold, taken at
+       * once, so that an allocation needs no segment lock.
+       */
+      h->spare = c->seg_size / PC_ALLOC_ALIGN;
+      pc_seg_get_n (&c->segs, h->seg, 1 + h->spare);
       h->off = 0;
       break;
     }
@@ -54,7 +60,7 @@ pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
   *got = PC_MIN ((uint64_t) want, c->seg_size - h->off);
   *gen = pc_seg_gen32 (&c->segs, h->seg);
   h->off = PC_MIN (c->seg_size, h->off + PC_ALIGN_UP (*got, PC_ALLOC_ALIGN));
-  pc_seg_get (&c->segs, h->seg);          /* the key record's reference */
+  h->spare--;                           /* the key record's reference */
   pthread_mutex_unlock (&h->lock);
   return 0;
 }

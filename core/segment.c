@@ -156,10 +156,10 @@ pc_segs_waiters (struct pc_segs *s)
 }
 
 void
-pc_seg_get (struct pc_segs *s, uint32_t id)
+pc_seg_get_n (struct pc_segs *s, uint32_t id, uint32_t n)
 {
   pthread_mutex_lock (seg_lock (s, id));
-  s->seg[id].refs++;
+  s->seg[id].refs += n;
   pthread_mutex_unlock (seg_lock (s, id));
 }
 
@@ -215,13 +215,14 @@ pc_seg_gen_is (struct pc_segs *s, uint32_t id, uint32_t gen)
 }
 
 int
-pc_seg_put (struct pc_segs *s, uint32_t id)
+pc_seg_put_n (struct pc_segs *s, uint32_t id, uint32_t n)
 {
   struct pc_seg *g = &s->seg[id];
   int freed = 0;
 
   pthread_mutex_lock (seg_lock (s, id));
-  if (--g->refs == 0 && g->role == PC_SEG_DATA) {
+  g->refs -= n;
+  if (g->refs == 0 && g->role == PC_SEG_DATA) {
     bump_gen_locked (s, id);
     freed = 1;
   }

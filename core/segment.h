@@ -59,11 +59,23 @@ void pc_segs_wait (struct pc_segs *s, unsigned timeout_ms);
 uint32_t pc_segs_nfree (struct pc_segs *s);
 uint32_t pc_segs_waiters (struct pc_segs *s);
 
-void pc_seg_get (struct pc_segs *s, uint32_t id);
+void pc_seg_get_n (struct pc_segs *s, uint32_t id, uint32_t n);
 /* Take a reference only if the segment is live at generation gen. */
 int pc_seg_get_if_gen (struct pc_segs *s, uint32_t id, uint32_t gen);
-/* Drop a reference; the last one frees a data segment (returns 1). */
-int pc_seg_put (struct pc_segs *s, uint32_t id);
+/* Drop n references; the last one frees a data segment (returns 1). */
+int pc_seg_put_n (struct pc_segs *s, uint32_t id, uint32_t n);
+
+static inline void
+pc_seg_get (struct pc_segs *s, uint32_t id)
+{
+  pc_seg_get_n (s, id, 1);
+}
+
+static inline int
+pc_seg_put (struct pc_segs *s, uint32_t id)
+{
+  return pc_seg_put_n (s, id, 1);
+}
 /* Is the segment at generation gen? */
 int pc_seg_gen_is (struct pc_segs *s, uint32_t id, uint32_t gen);
 /* Free a log segment that the log has moved past. */
