@@ -82,7 +82,7 @@ init_runtime (struct pc_cache *c)
   if (c->nheads == 0)
     c->nheads = 1;
   for (i = 0; i < c->nheads; i++) {
-    pthread_mutex_init (&c->heads[i].lock, NULL);
+    pc_lock_init (&c->heads[i].lock);
     c->heads[i].seg = -1;
   }
   if (pc_index_init (&c->index, c->backing_size ? c->backing_size : 1,

@@ -16,6 +16,7 @@
 #include "index.h"
 #include "segment.h"
 #include "kset.h"
+#include "lock.h"
 #include "shard.h"
 #include "util.h"
 
@@ -113,6 +114,7 @@ struct pc_cache {
   int stop;
   _Atomic int stop_wb;                /* c->stop, readable without bg_lock */
   uint64_t kicks;                     /* bumped by every pc_kick_workers */
+  _Atomic uint64_t wb_wake_seq;       /* a commit reaching it wakes writeback */
   int wb_error;                       /* last writeback errno, 0 if fine */
 
   struct pc_counters st[PC_NSHARDS];

@@ -171,7 +171,7 @@ pc_fill_placeholder (struct pc_cache *c, struct pc_tree *t, struct pc_key *ph,
     n++;
   }
 
-  pthread_rwlock_wrlock (&t->lock);
+  pc_wrlock (&t->lock);
   if (done == ph->len && !(ph->flags & PC_KEY_DEAD)) {
     pc_tree_unlink (t, ph);
     for (i = 0; i < n; i++) {
@@ -208,7 +208,7 @@ pc_fill_placeholder (struct pc_cache *c, struct pc_tree *t, struct pc_key *ph,
 void
 pc_drop_placeholder (struct pc_tree *t, struct pc_key *ph)
 {
-  pthread_rwlock_wrlock (&t->lock);
+  pc_wrlock (&t->lock);
   if (!(ph->flags & PC_KEY_DEAD))
     pc_tree_unlink (t, ph);
   pthread_rwlock_unlock (&t->lock);
@@ -237,12 +237,12 @@ read_piece (struct pc_cache *c, uint8_t *buf, uint32_t len, uint64_t off,
   size_t i;
 
   l->n = 0;
-  pthread_rwlock_rdlock (&t->lock);
+  pc_rdlock (&t->lock);
   gaps = rd_walk (c, t, off, len, 0, 0, l);
   pthread_rwlock_unlock (&t->lock);
   if (gaps > 0) {
     rd_unpin (c, l);
-    pthread_rwlock_wrlock (&t->lock);
+    pc_wrlock (&t->lock);
     gaps = rd_walk (c, t, off, len, 1, fill, l);
     pthread_rwlock_unlock (&t->lock);
   }
@@ -366,7 +366,7 @@ pc_map (pc_cache *c, uint64_t off, uint64_t len, pc_map_fn fn, void *opaque)
     struct pc_key *k;
     int r = 0;
 
-    pthread_rwlock_rdlock (&t->lock);
+    pc_rdlock (&t->lock);
     for (k = pc_tree_find (t, off, pend - off); k && k->off < pend && r == 0;
          k = pc_tree_next (t, k)) {
       uint64_t ks = PC_MAX (k->off, pos), ke = PC_MIN (k->off + k->len, pend);

@@ -99,7 +99,7 @@ log_piece (struct pc_cache *c, const struct pc_key_rec *rec,
     return -1;
   }
   pc_key_from_rec (k, rec);
-  pthread_rwlock_wrlock (&t->lock);
+  pc_wrlock (&t->lock);
   /* The payload is durable before its key can be. */
   if (src)
     pc_pmem_copy (c->pm, pc_seg_addr (c, rec->seg, rec->seg_off), src,
@@ -215,7 +215,7 @@ invalidate (pc_cache *c, uint64_t off, uint32_t len, int claim,
   k->off = off;
   k->len = len;
   k->flags = claim ? PC_KEY_EMPTY : rec.flags;
-  pthread_rwlock_wrlock (&t->lock);
+  pc_wrlock (&t->lock);
   r = pc_tree_insert (t, k);
   if (r >= 0) {
     if (!claim)

@@ -10,12 +10,12 @@ pc_log_init (struct pc_cache *c)
 {
   unsigned i;
 
-  pthread_mutex_init (&c->log.lock, NULL);
+  pc_lock_init (&c->log.lock);
   c->log.scratch = aligned_alloc (64, pc_kset_span (PC_KSET_MAX_KEYS));
   if (!c->log.scratch)
     return -1;
   for (i = 0; i < PC_NKBUFS; i++) {
-    pthread_mutex_init (&c->kbufs[i].lock, NULL);
+    pc_lock_init (&c->kbufs[i].lock);
     c->kbufs[i].nkeys = 0;
     c->kbufs[i].seals = 0;
   }

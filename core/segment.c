@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "layout.h"
+#include "lock.h"
 #include "meta.h"
 #include "segment.h"
 #include "util.h"
@@ -31,8 +32,8 @@ pc_segs_init (struct pc_segs *s, uint32_t nsegs, struct pc_pmem *pm,
     return -1;
   }
   for (i = 0; i < PC_SEG_LOCKS; i++)
-    pthread_mutex_init (&s->locks[i], NULL);
-  pthread_mutex_init (&s->free_lock, NULL);
+    pc_lock_init (&s->locks[i]);
+  pc_lock_init (&s->free_lock);
   pthread_cond_init (&s->free_cv, NULL);
   return 0;
 }

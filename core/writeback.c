@@ -19,6 +19,7 @@
 #include "util.h"
 
 #define WB_BATCH_KSETS 32
+#define WB_WAKE_KSETS 8         /* committed ksets that wake idle writeback */
 
 int
 pc_backend_zero (struct pc_cache *c, const struct pc_key_rec *r, int *err)
@@ -216,7 +217,7 @@ wb_pool_init (struct pc_cache *c, struct wb_pool *p, unsigned nhelpers)
 
   memset (p, 0, sizeof *p);
   p->c = c;
-  pthread_mutex_init (&p->lock, NULL);
+  pc_lock_init (&p->lock);
   pthread_cond_init (&p->work_cv, NULL);
   pthread_cond_init (&p->done_cv, NULL);
   p->helpers = nhelpers ? calloc (nhelpers, sizeof *p->helpers) : NULL;
@@ -452,9 +453,17 @@ pc_writeback_thread (void *arg)
       while (!c->stop && pc_now_ms () < until)
         timed_wait (c, until - pc_now_ms ());
     }
-    else if (r == 0 && c->kicks == kicks)
-      /* Idle until something is committed, or the client goes quiet. */
-      timed_wait (c, PC_WB_IDLE_MS);
+    else if (r == 0 && c->kicks == kicks) {
+      /* Idle until a few ksets are committed, or the client goes
+       * quiet (see wake_writeback in kset.c).
+       */
+      uint64_t wake = atomic_load (&c->log.head_seq) + WB_WAKE_KSETS;
+
+      atomic_store (&c->wb_wake_seq, wake);
+      if (atomic_load (&c->log.head_seq) < wake)
+        timed_wait (c, PC_WB_IDLE_MS);
+      atomic_store (&c->wb_wake_seq, UINT64_MAX);
+    }
   }
   pthread_mutex_unlock (&c->bg_lock);
   wb_pool_destroy (&pool);

@@ -1,0 +1,64 @@
+/* Locks held for well under a microsecond: the index subtrees, key
+ * buffers, data heads and segment counts.
+ *
+ * A futex sleep and wake-up cost several microseconds and can leave a
+ * CPU idle, many times what these critical sections hold a lock for, so
+ * a thread that finds one taken spins a little before it sleeps.
+ */
+#ifndef PC_LOCK_H
+#define PC_LOCK_H
+
+#include <pthread.h>
+
+#define PC_LOCK_SPINS 200               /* about a microsecond of pauses */
+
+static inline void
+pc_cpu_relax (void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause ();
+#endif
+}
+
+/* glibc's adaptive mutex spins before it sleeps. */
+static inline int
+pc_lock_init (pthread_mutex_t *m)
+{
+  pthread_mutexattr_t a;
+  int r;
+
+  pthread_mutexattr_init (&a);
+  pthread_mutexattr_settype (&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+  r = pthread_mutex_init (m, &a);
+  pthread_mutexattr_destroy (&a);
+  return r;
+}
+
+/* glibc's rwlock has no such mode: try, pause, then block. */
+static inline void
+pc_wrlock (pthread_rwlock_t *l)
+{
+  int i;
+
+  for (i = 0; i < PC_LOCK_SPINS; i++) {
+    if (pthread_rwlock_trywrlock (l) == 0)
+      return;
+    pc_cpu_relax ();
+  }
+  pthread_rwlock_wrlock (l);
+}
+
+static inline void
+pc_rdlock (pthread_rwlock_t *l)
+{
+  int i;
+
+  for (i = 0; i < PC_LOCK_SPINS; i++) {
+    if (pthread_rwlock_tryrdlock (l) == 0)
+      return;
+    pc_cpu_relax ();
+  }
+  pthread_rwlock_rdlock (l);
+}
+
+#endif /* PC_LOCK_H */
