@@ -14,12 +14,13 @@
  *   - 4K pc_read of cached data at random offsets (the whole 1 GiB
  *     space written first, one key per 4K block);
  *   - bare 4K pmem memcpy+persist, appended like the log does, over
- *     pages never mapped before (cold) and over mapped pages (warm);
+ *     pages never written before (cold) and over written ones (warm),
+ *     the mapping prefaulted first as the engine does;
  *   - bare 4K memcpy out of the mapping at random offsets (the
  *     read-side limit);
  *   - 4K pc_write at random 4K-aligned offsets in the 1 GiB space, on a
- *     fresh cache (cold: every 4K of log is a first touch of its page)
- *     and, with writeback, once the log has wrapped (warm);
+ *     fresh cache (cold: the log runs over pages never written) and,
+ *     with writeback, once the log has wrapped (warm);
  * and reports RAM per cached 4K key (heap and anonymous RSS growth
  * while the read set is written, divided by the number of keys) next
  * to sizeof (struct pc_key).
@@ -277,9 +278,30 @@ struct worker {
   struct run *run;
   unsigned id;
   uint64_t ops;
-  double secs;
+  double secs, cpu;                /* wall and thread CPU seconds */
   pthread_t tid;
 };
+
+static double
+cpu_clock (clockid_t id)
+{
+  struct timespec ts;
+
+  clock_gettime (id, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double
+cpu_now (void)
+{
+  return cpu_clock (CLOCK_PROCESS_CPUTIME_ID);
+}
+
+static double
+thread_cpu (void)
+{
+  return cpu_clock (CLOCK_THREAD_CPUTIME_ID);
+}
 
 static _Atomic unsigned phase_seq;
 
@@ -294,7 +316,7 @@ worker_main (void *arg)
   uint8_t *buf = aligned_alloc (BS, BS);
   uint8_t *region = NULL;
   uint64_t region_len = 0, pos = 0;
-  double t0;
+  double t0, cpu0;
   int err;
 
   if (!buf) {
@@ -315,6 +337,7 @@ worker_main (void *arg)
 
   pthread_barrier_wait (&r->start);
   t0 = now ();
+  cpu0 = thread_cpu ();
   while (!atomic_load_explicit (&r->stop, memory_order_relaxed) &&
          ops < r->max_ops) {
     uint64_t off = (xorshift (&seed) % nblocks) * BS;
@@ -356,6 +379,7 @@ worker_main (void *arg)
  done:
   w->secs = now () - t0;
   w->ops = ops;
+  w->cpu = thread_cpu () - cpu0;
  out:
   atomic_fetch_add (&r->done, 1);
   free (buf);
@@ -367,7 +391,10 @@ struct result {
   double ops_per_thread;          /* mean over threads */
   double total;                   /* ops/s, all threads */
   double us_per_op;               /* per thread */
+  double op_cpu_us;               /* CPU of the measured threads, per op */
+  double cpu_us_per_op;           /* CPU of the whole process, per op */
 };
+
 
 /* Run op on nthreads threads for secs seconds or until each thread did
  * max_ops_total / nthreads operations.
@@ -380,9 +407,9 @@ run_phase (const char *name, enum op op, unsigned nthreads, pc_cache *c,
     .op = op, .name = name, .nthreads = nthreads, .c = c, .pm = pm,
   };
   struct worker w[MAX_THREADS];
-  struct result res = { 1, 0, 0, 0 };
+  struct result res = { 1, 0, 0, 0, 0, 0 };
   struct timespec step = { 0, 5 * 1000 * 1000 };
-  double ops = 0, tsecs = 0, end;
+  double ops = 0, tsecs = 0, tcpu = 0, end, cpu0;
   unsigned i;
 
   r.max_ops = max_ops_total == UINT64_MAX ? UINT64_MAX
@@ -394,6 +421,7 @@ run_phase (const char *name, enum op op, unsigned nthreads, pc_cache *c,
       die ("pthread_create failed");
   }
   pthread_barrier_wait (&r.start);
+  cpu0 = cpu_now ();
   end = now () + secs;
   while (now () < end && atomic_load (&r.done) < nthreads)
     nanosleep (&step, NULL);
@@ -402,14 +430,17 @@ run_phase (const char *name, enum op op, unsigned nthreads, pc_cache *c,
     pthread_join (w[i].tid, NULL);
     ops += w[i].ops;
     tsecs += w[i].secs;
+    tcpu += w[i].cpu;
     if (w[i].secs > 0)
       res.total += w[i].ops / w[i].secs;
   }
+  res.cpu_us_per_op = ops > 0 ? (cpu_now () - cpu0) / ops * 1e6 : 0;
   pthread_barrier_destroy (&r.start);
   if (atomic_load (&r.failed))
     die ("a worker failed");
   res.ops_per_thread = res.total / nthreads;
   res.us_per_op = ops > 0 ? tsecs / ops * 1e6 : 0;
+  res.op_cpu_us = ops > 0 ? tcpu / ops * 1e6 : 0;
   return res;
 }
 
@@ -519,8 +550,8 @@ row (const char *name, unsigned t, const struct result *r,
     snprintf (vs, sizeof vs, "%.2fx", r->us_per_op / base->us_per_op);
   else
     snprintf (vs, sizeof vs, "-");
-  printf ("%-34s %7u %12.0f %12.0f %9.3f %9s\n", name, t, r->ops_per_thread,
-          r->total, r->us_per_op, vs);
+  printf ("%-34s %7u %12.0f %9.3f %7s %9.3f %9.3f\n", name, t,
+          r->total, r->us_per_op, vs, r->op_cpu_us, r->cpu_us_per_op);
 }
 
 int
@@ -644,13 +675,15 @@ main (int argc, char **argv)
                "cache\n", (uint64_t) atomic_load (&null_reads));
   }
 
-  /* 2. The bare copy on the same kind of mapping: once over fresh
-   * (allocated but never mapped) pages, then over mapped ones.
+  /* 2. The bare copy on the same kind of mapping, prefaulted as
+   * pc_cache_start does: once over fresh (allocated, never written)
+   * pages, then over written ones.
    */
   for (i = 0; do_bare && i < opt_nthreads; i++) {
     unlink (bare_path);
     if (pc_pmem_open (bare_path, opt_cache_size, 1, &pm, &created) == -1)
       die ("cannot map %s: %s", bare_path, strerror (errno));
+    pc_pmem_prefault (pm);
     if (i == 0) {
       printf ("mapping granularity: %s\n", pc_pmem_granularity (pm));
       fflush (stdout);
@@ -667,8 +700,8 @@ main (int argc, char **argv)
   }
 
   /* 3. Writes, on a fresh cache for each thread count: first while the
-   * log runs over never-mapped pages (cold), then, with writeback, once
-   * the log has wrapped and every page is mapped (warm).
+   * log runs over pages never written (cold), then, with writeback,
+   * once the log has wrapped (warm).
    */
   for (i = 0; do_write && i < opt_nthreads; i++) {
     unsigned t = opt_threads[i];
@@ -686,8 +719,12 @@ main (int argc, char **argv)
     cache_destroy (c);
   }
 
-  printf ("\n%-34s %7s %12s %12s %9s %9s\n", "operation", "threads",
-          "ops/s/thread", "ops/s total", "us/op", "vs bare");
+  /* us/op: wall time per op and thread.  CPU/op: CPU time of the
+   * threads measured, per op.  all CPU/op: CPU time of the whole
+   * process (the engine's writeback and GC too) per op.
+   */
+  printf ("\n%-34s %7s %12s %9s %7s %9s %9s\n", "operation", "threads",
+          "ops/s total", "us/op", "vs bare", "CPU/op", "all CPU/op");
   for (i = 0; i < opt_nthreads; i++) {
     unsigned t = opt_threads[i];
 
@@ -702,14 +739,20 @@ main (int argc, char **argv)
     /* Warm against warm; without writeback the log cannot wrap, so
      * cold against cold.
      */
-    printf ("\nwrite cost / bare copy (target <= 2x):");
+    printf ("\nwrite cost / bare copy (target <= 2x), %s:\n",
+            opt_writeback ? "warm" : "cold");
     for (i = 0; i < opt_nthreads; i++) {
       const struct result *w = opt_writeback ? &wwarm[i] : &wcold[i];
       const struct result *b = opt_writeback ? &bc[i] : &bcold[i];
-      printf ("  %u thread%s %.2fx", opt_threads[i],
-              opt_threads[i] == 1 ? "" : "s", w->us_per_op / b->us_per_op);
+
+      if (!w->valid || !b->valid || b->us_per_op <= 0 || b->op_cpu_us <= 0)
+        continue;
+      printf ("  %u thread%s: %.2fx in time per op, %.2fx in the writer's "
+              "CPU per op, %.2fx in the process's CPU per op\n",
+              opt_threads[i], opt_threads[i] == 1 ? "" : "s",
+              w->us_per_op / b->us_per_op, w->op_cpu_us / b->op_cpu_us,
+              w->cpu_us_per_op / b->cpu_us_per_op);
     }
-    printf ("%s\n", opt_writeback ? " (warm)" : " (cold)");
   }
   if (!do_read)
     return 0;
