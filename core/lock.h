@@ -10,7 +10,7 @@
 
 #include <pthread.h>
 
-#define PC_LOCK_SPINS 200               /* about a microsecond of pauses */
+#define PC_LOCK_SPINS 50                /* a pause takes 10-40 ns */
 
 static inline void
 pc_cpu_relax (void)
