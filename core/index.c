@@ -16,6 +16,7 @@
 #include <pthread.h>
 
 #include "index.h"
+#include "slab.h"
 
 #define BT_ORDER 14            /* entries per node: a node is 4 cache lines */
 #define BT_MIN   4             /* fewer than this: try to merge with a sibling */
@@ -32,198 +33,40 @@ struct pc_bnode {
   struct pc_bnode *prev, *next;         /* leaves, in offset order */
 } __attribute__ ((aligned (64)));
 
-/* Keys and nodes come and go on every write: each thread keeps a few
- * free ones of each.
- *
- * Keys come from slabs and are never handed back to malloc, which would
- * add 16 bytes to each 32-byte key of an index holding millions: a
- * thread's spare keys go in batches to a shared list, and the slabs
- * stay for the life of the process, as large as the most keys ever
- * held at once.  Threads that mostly free keys (writeback, GC) feed
- * those that mostly take them (clients), so a batch moves as a chain
- * linked through the keys themselves: handing one over is O(1) under
- * the lock, and its taker follows one link per allocation, on the line
- * it is about to fill anyway.
- */
-#define KEY_CACHE_MAX 256
-#define KEY_BATCH 64
-#define KEY_SLAB 2048
-#define NODE_CACHE_MAX 64
+/* Keys and nodes come from pools of huge-page chunks (slab.h). */
+static struct pc_slab key_pool = PC_SLAB_INIT (sizeof (struct pc_key), 0);
+static struct pc_slab node_pool = PC_SLAB_INIT (sizeof (struct pc_bnode), 1);
 
-struct key_slab {
-  struct key_slab *next;
-  struct pc_key keys[KEY_SLAB];
-};
+_Static_assert ((sizeof (struct pc_key) & (sizeof (struct pc_key) - 1)) == 0,
+                "a key's size is a power of two");
+_Static_assert ((sizeof (struct pc_bnode) & (sizeof (struct pc_bnode) - 1))
+                == 0, "a node's size is a power of two");
 
-/* What a free key holds instead of its fields. */
-struct key_link {
-  struct pc_key *next;                  /* in its chain */
-  struct pc_key *batch;                 /* a chain's first key: next chain */
-};
-_Static_assert (sizeof (struct key_link) <= sizeof (struct pc_key),
-                "a free key holds its links");
-
-static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct key_slab *slabs;          /* every slab, for good */
-static struct pc_key *batches;          /* chains of free keys */
-
-static struct key_link
-link_of (const struct pc_key *k)
-{
-  struct key_link l;
-
-  memcpy (&l, k, sizeof l);
-  return l;
-}
-
-static void
-set_link (struct pc_key *k, struct pc_key *next, struct pc_key *batch)
-{
-  struct key_link l = { .next = next, .batch = batch };
-
-  memcpy (k, &l, sizeof l);
-}
-
-/* Hand keys v[0..n) to the shared list as one chain. */
-static void
-slab_give (struct pc_key **v, unsigned n)
-{
-  unsigned i;
-
-  if (n == 0)
-    return;
-  for (i = 0; i + 1 < n; i++)
-    set_link (v[i], v[i + 1], NULL);
-  set_link (v[n - 1], NULL, NULL);
-  pthread_mutex_lock (&slab_lock);
-  set_link (v[0], n > 1 ? v[1] : NULL, batches);
-  batches = v[0];
-  pthread_mutex_unlock (&slab_lock);
-}
-
-/* Take a chain of free keys from the shared list, carving a new slab
- * into chains if it is empty.  NULL when out of memory.
- */
-static struct pc_key *
-slab_take (void)
-{
-  struct pc_key *chain;
-
-  pthread_mutex_lock (&slab_lock);
-  if (batches == NULL) {
-    struct key_slab *sl = malloc (sizeof *sl);
-
-    if (sl) {
-      unsigned j;
-
-      sl->next = slabs;
-      slabs = sl;
-      for (j = 0; j < KEY_SLAB; j++) {
-        struct pc_key *next = (j + 1) % KEY_BATCH ? &sl->keys[j + 1] : NULL;
-
-        set_link (&sl->keys[j], next, NULL);
-      }
-      for (j = KEY_SLAB; j > 0; j -= KEY_BATCH) {
-        struct pc_key *head = &sl->keys[j - KEY_BATCH];
-
-        set_link (head, link_of (head).next, batches);
-        batches = head;
-      }
-    }
-  }
-  chain = batches;
-  if (chain)
-    batches = link_of (chain).batch;
-  pthread_mutex_unlock (&slab_lock);
-  return chain;
-}
-
-struct free_cache {
-  unsigned nkeys, nnodes;
-  int registered;
-  struct pc_key *chain;                 /* taken from the shared list */
-  struct pc_key *keys[KEY_CACHE_MAX];
-  struct pc_bnode *nodes[NODE_CACHE_MAX];
-};
-static __thread struct free_cache fc;
-static pthread_key_t fc_exit;
-static pthread_once_t fc_once = PTHREAD_ONCE_INIT;
-
-static void
-fc_drop (void *arg)
-{
-  struct free_cache *c = arg;
-
-  slab_give (c->keys, c->nkeys);
-  c->nkeys = 0;
-  if (c->chain) {
-    pthread_mutex_lock (&slab_lock);
-    set_link (c->chain, link_of (c->chain).next, batches);
-    batches = c->chain;
-    pthread_mutex_unlock (&slab_lock);
-    c->chain = NULL;
-  }
-  while (c->nnodes > 0)
-    free (c->nodes[--c->nnodes]);
-}
-
-static void
-fc_init (void)
-{
-  pthread_key_create (&fc_exit, fc_drop);
-}
-
-static void
-fc_register (void)
-{
-  if (!fc.registered) {
-    pthread_once (&fc_once, fc_init);
-    pthread_setspecific (fc_exit, &fc);
-    fc.registered = 1;
-  }
-}
+/* Nodes an insert may need; pc_tree_reserve holds them ready. */
+#define NODE_RESERVE_MAX 64
 
 struct pc_key *
 pc_key_alloc (void)
 {
-  struct pc_key *k;
+  struct pc_key *k = pc_slab_alloc (&key_pool);
 
-  if (fc.nkeys > 0)
-    k = fc.keys[--fc.nkeys];
-  else {
-    if (fc.chain == NULL) {
-      fc_register ();
-      fc.chain = slab_take ();
-      if (fc.chain == NULL)
-        return NULL;
-    }
-    k = fc.chain;
-    fc.chain = link_of (k).next;
-  }
-  memset (k, 0, sizeof *k);
+  if (k)
+    memset (k, 0, sizeof *k);
   return k;
 }
 
 void
 pc_key_free (struct pc_key *k)
 {
-  if (!k)
-    return;
-  fc_register ();
-  if (fc.nkeys == KEY_CACHE_MAX) {
-    /* The oldest spares go: the newest are likelier still in cache. */
-    slab_give (fc.keys, KEY_BATCH);
-    fc.nkeys -= KEY_BATCH;
-    memmove (fc.keys, fc.keys + KEY_BATCH, fc.nkeys * sizeof *fc.keys);
-  }
-  fc.keys[fc.nkeys++] = k;
+  if (k)
+    pc_slab_free (&key_pool, k);
 }
 
 /* Only ever called after pc_tree_reserve: cannot fail. */
 static struct pc_bnode *
 node_get (unsigned level)
 {
-  struct pc_bnode *x = fc.nodes[--fc.nnodes];
+  struct pc_bnode *x = pc_slab_alloc (&node_pool);
 
   memset (x, 0, sizeof *x);
   x->level = level;
@@ -233,11 +76,7 @@ node_get (unsigned level)
 static void
 node_put (struct pc_bnode *x)
 {
-  fc_register ();
-  if (fc.nnodes < NODE_CACHE_MAX)
-    fc.nodes[fc.nnodes++] = x;
-  else
-    free (x);
+  pc_slab_free (&node_pool, x);
 }
 
 static unsigned
@@ -254,19 +93,9 @@ pc_tree_reserve (const struct pc_tree *t)
    */
   unsigned want = 2 * (height (t) + 2);
 
-  if (want > NODE_CACHE_MAX) {
+  if (want > NODE_RESERVE_MAX || pc_slab_reserve (&node_pool, want) == -1) {
     errno = ENOMEM;
     return -1;
-  }
-  fc_register ();
-  while (fc.nnodes < want) {
-    struct pc_bnode *x = aligned_alloc (_Alignof (struct pc_bnode),
-                                        sizeof *x);
-    if (x == NULL) {
-      errno = ENOMEM;
-      return -1;
-    }
-    fc.nodes[fc.nnodes++] = x;
   }
   return 0;
 }
@@ -296,7 +125,7 @@ free_nodes (struct pc_bnode *x)
     else
       pc_key_free (x->key[i]);
   }
-  free (x);
+  node_put (x);
 }
 
 static void

@@ -21,9 +21,9 @@
  *   - 4K pc_write at random 4K-aligned offsets in the 1 GiB space, on a
  *     fresh cache (cold: the log runs over pages never written) and,
  *     with writeback, once the log has wrapped (warm);
- * and reports RAM per cached 4K key (heap and anonymous RSS growth
- * while the read set is written, divided by the number of keys) next
- * to sizeof (struct pc_key).
+ * and reports RAM per cached 4K key (growth of the heap and the index's
+ * chunks, and of anonymous RSS, while the read set is written, divided
+ * by the number of keys) next to sizeof (struct pc_key).
  *
  * The writeback and GC workers run (against the null backend) unless
  * --no-writeback; they take CPU time of their own, which shows at two
@@ -56,6 +56,7 @@
 #include "pcache.h"
 #include "pmem.h"
 #include "index.h"
+#include "slab.h"
 
 #define BS 4096u
 #define MAX_THREADS 64
@@ -653,7 +654,7 @@ main (int argc, char **argv)
   if (do_read) {
     c = cache_create ();
     mi = mallinfo2 ();
-    heap0 = mi.uordblks + mi.hblkhd;
+    heap0 = mi.uordblks + mi.hblkhd + pc_slab_bytes ();
     rss0 = anon_rss ();
     fill_space (c);
     if (opt_writeback) {
@@ -663,7 +664,7 @@ main (int argc, char **argv)
         die ("drain failed: %s", strerror (err));
     }
     mi = mallinfo2 ();
-    heap1 = mi.uordblks + mi.hblkhd;
+    heap1 = mi.uordblks + mi.hblkhd + pc_slab_bytes ();
     rss1 = anon_rss ();
     atomic_store (&null_reads, 0);
     for (i = 0; i < opt_nthreads; i++)
@@ -757,7 +758,8 @@ main (int argc, char **argv)
   if (!do_read)
     return 0;
   nkeys = opt_space / BS;
-  printf ("\nRAM per cached 4K key: %.1f bytes of heap, %.1f bytes of "
+  printf ("\nRAM per cached 4K key: %.1f bytes of heap and index chunks, "
+          "%.1f bytes of "
           "anonymous RSS (+%.1f MiB over %" PRIu64 " keys);\n"
           "sizeof (struct pc_key) = %zu bytes\n",
           (double) (heap1 - heap0) / nkeys,

@@ -861,7 +861,7 @@ test_threads (void)
 
 /* Keys one thread takes and another frees travel back through the
  * shared list: after two such round trips, a third taker gets the same
- * keys again (but for the rest of the first slab), each one once, each
+ * keys again (but for the rest of the first chunk), each one once, each
  * zeroed.  A batch dropped on the way would show as fresh addresses.
  */
 #define XKEYS 10000
@@ -947,7 +947,7 @@ test_key_handover (void)
                   cmp_ptr))
       fresh++;
   }
-  /* Only what the first slabs had beyond the first XKEYS may be new. */
+  /* Only what the first chunk had beyond the first XKEYS may be new. */
   CU_ASSERT (fresh < XKEYS / 4);
   free (first);
   free (v);

@@ -1,0 +1,230 @@
+/* Fixed-size objects from huge-page chunks (see slab.h). */
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "slab.h"
+
+#define CHUNK (UINT64_C (2) << 20)
+#define CACHE_MAX 128                   /* spares a thread keeps per pool */
+#define BATCH 32                        /* spares handed over at once */
+
+/* What a free object holds instead of its contents. */
+struct link {
+  void *next;                           /* in its chain */
+  void *batch;                          /* a chain's first object: next chain */
+};
+
+static _Atomic uint64_t mapped;
+
+struct cache {
+  struct pc_slab *pool;
+  unsigned n;
+  void *chain;                          /* taken from the pool */
+  void *v[CACHE_MAX];
+};
+
+static __thread struct cache tc[PC_SLAB_POOLS];
+static __thread int registered;
+static pthread_key_t exit_key;
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+
+static struct link
+link_of (const void *p)
+{
+  struct link l;
+
+  memcpy (&l, p, sizeof l);
+  return l;
+}
+
+static void
+set_link (void *p, void *next, void *batch)
+{
+  struct link l = { .next = next, .batch = batch };
+
+  memcpy (p, &l, sizeof l);
+}
+
+/* Push a chain, first object head, onto the pool. */
+static void
+push_chain (struct pc_slab *s, void *head)
+{
+  pthread_mutex_lock (&s->lock);
+  set_link (head, link_of (head).next, s->batches);
+  s->batches = head;
+  pthread_mutex_unlock (&s->lock);
+}
+
+/* Hand v[0..n) to the pool as one chain. */
+static void
+give (struct pc_slab *s, void **v, unsigned n)
+{
+  unsigned i;
+
+  if (n == 0)
+    return;
+  for (i = 0; i + 1 < n; i++)
+    set_link (v[i], v[i + 1], NULL);
+  set_link (v[n - 1], NULL, NULL);
+  push_chain (s, v[0]);
+}
+
+/* A 2 MiB chunk at a 2 MiB boundary, so that one huge page can back it:
+ * map twice the size and trim.
+ */
+static void *
+map_chunk (void)
+{
+  uint8_t *p = mmap (NULL, 2 * CHUNK, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  uint64_t lead;
+
+  if (p == MAP_FAILED)
+    return NULL;
+  lead = (CHUNK - (uintptr_t) p % CHUNK) % CHUNK;
+  if (lead)
+    munmap (p, lead);
+  munmap (p + lead + CHUNK, CHUNK - lead);
+  p += lead;
+  /* Only advice: without transparent huge pages, 4K pages serve. */
+  madvise (p, CHUNK, MADV_HUGEPAGE);
+  atomic_fetch_add (&mapped, CHUNK);
+  return p;
+}
+
+/* Take a chain of free objects, carving a new chunk into chains if the
+ * pool has none.  NULL when out of memory.
+ */
+static void *
+take_chain (struct pc_slab *s)
+{
+  void *chain;
+
+  pthread_mutex_lock (&s->lock);
+  if (s->batches == NULL) {
+    uint8_t *m = map_chunk ();
+
+    if (m) {
+      uint64_t n = CHUNK / s->size, j;
+
+      for (j = n; j > 0; j--) {
+        uint8_t *p = m + (j - 1) * s->size;
+        void *next = j % BATCH ? p + s->size : NULL;
+
+        if ((j - 1) % BATCH == 0) {
+          set_link (p, next, s->batches);
+          s->batches = p;
+        }
+        else
+          set_link (p, next, NULL);
+      }
+    }
+  }
+  chain = s->batches;
+  if (chain)
+    s->batches = link_of (chain).batch;
+  pthread_mutex_unlock (&s->lock);
+  return chain;
+}
+
+static void
+drop_caches (void *arg)
+{
+  unsigned i;
+
+  (void) arg;
+  for (i = 0; i < PC_SLAB_POOLS; i++) {
+    struct cache *c = &tc[i];
+
+    if (!c->pool)
+      continue;
+    give (c->pool, c->v, c->n);
+    c->n = 0;
+    if (c->chain)
+      push_chain (c->pool, c->chain);
+    c->chain = NULL;
+  }
+}
+
+static void
+make_exit_key (void)
+{
+  pthread_key_create (&exit_key, drop_caches);
+}
+
+/* This thread's cache of pool s; its spares go back when it exits. */
+static struct cache *
+cache_of (struct pc_slab *s)
+{
+  struct cache *c = &tc[s->id];
+
+  if (!registered) {
+    pthread_once (&exit_once, make_exit_key);
+    /* Any non-NULL value: the destructor works on this thread's tc. */
+    pthread_setspecific (exit_key, tc);
+    registered = 1;
+  }
+  c->pool = s;
+  return c;
+}
+
+static void *
+take_one (struct pc_slab *s, struct cache *c)
+{
+  void *p;
+
+  if (c->chain == NULL) {
+    c->chain = take_chain (s);
+    if (c->chain == NULL)
+      return NULL;
+  }
+  p = c->chain;
+  c->chain = link_of (p).next;
+  return p;
+}
+
+void *
+pc_slab_alloc (struct pc_slab *s)
+{
+  struct cache *c = &tc[s->id];
+
+  if (c->n > 0)
+    return c->v[--c->n];
+  return take_one (s, cache_of (s));
+}
+
+void
+pc_slab_free (struct pc_slab *s, void *p)
+{
+  struct cache *c = cache_of (s);
+
+  if (c->n == CACHE_MAX) {
+    /* The oldest spares go: the newest are likelier still in cache. */
+    give (s, c->v, BATCH);
+    c->n -= BATCH;
+    memmove (c->v, c->v + BATCH, c->n * sizeof *c->v);
+  }
+  c->v[c->n++] = p;
+}
+
+int
+pc_slab_reserve (struct pc_slab *s, unsigned n)
+{
+  struct cache *c = cache_of (s);
+
+  while (c->n < n) {
+    void *p = take_one (s, c);
+
+    if (p == NULL)
+      return -1;
+    c->v[c->n++] = p;
+  }
+  return 0;
+}
+
+uint64_t
+pc_slab_bytes (void)
+{
+  return atomic_load (&mapped);
+}
