@@ -109,7 +109,8 @@ struct pc_cache {
   pthread_cond_t bg_cv;               /* wakes the writeback worker */
   pthread_cond_t timer_cv;            /* wakes the commit timer (to stop) */
   pthread_mutex_t gc_lock;            /* one garbage collector at a time */
-  uint32_t *gc_puts, *gc_logs;        /* its scratch space */
+  void *gc_puts;                      /* its scratch space (gc.c) */
+  uint32_t *gc_logs;
   pthread_cond_t drain_cv;            /* dirty_tail moved */
   int stop;
   _Atomic int stop_wb;                /* c->stop, readable without bg_lock */

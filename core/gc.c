@@ -11,6 +11,13 @@
 
 #define GC_BATCH_KSETS 64
 
+/* References to drop: records of a kset mostly point into one segment,
+ * so they are counted in runs and each run is one locked update.
+ */
+struct gc_put {
+  uint32_t seg, n;
+};
+
 static int
 gc_needed (struct pc_cache *c, int force)
 {
@@ -23,7 +30,8 @@ gc_needed (struct pc_cache *c, int force)
 int
 pc_gc_run (struct pc_cache *c, int force)
 {
-  uint32_t *puts, *logs;
+  struct gc_put *puts;
+  uint32_t *logs;
   int rounds = 0;
 
   if (!gc_needed (c, force))
@@ -42,6 +50,7 @@ pc_gc_run (struct pc_cache *c, int force)
   while (gc_needed (c, force)) {
     struct pc_pos kt, dt;
     unsigned n = 0, np = 0, nl = 0, freed, i;
+    uint32_t run_gen = 0;
 
     pthread_mutex_lock (&c->ctrl_lock);
     kt = c->ctrl.key_tail;
@@ -63,10 +72,19 @@ pc_gc_run (struct pc_cache *c, int force)
         logs[nl++] = kt.seg;
       for (i = 0; i < h->nkeys; i++) {
         const struct pc_key_rec *r = (const struct pc_key_rec *) (h + 1) + i;
+
+        if (r->flags & PC_KF_ZERO)
+          continue;
+        /* The run's segment cannot be freed while GC holds its
+         * references, so a record of the same generation is live too.
+         */
+        if (np > 0 && puts[np - 1].seg == r->seg && run_gen == r->gen)
+          puts[np - 1].n++;
         /* Replay took no reference for a stale record. */
-        if (!(r->flags & PC_KF_ZERO) &&
-            pc_seg_gen_is (&c->segs, r->seg, r->gen))
-          puts[np++] = r->seg;
+        else if (pc_seg_gen_is (&c->segs, r->seg, r->gen)) {
+          puts[np++] = (struct gc_put) { r->seg, 1 };
+          run_gen = r->gen;
+        }
       }
       pc_kset_next (c, h, &kt);
       n++;
@@ -74,7 +92,7 @@ pc_gc_run (struct pc_cache *c, int force)
     pc_ctrl_update (c, &kt, NULL);
     freed = nl;
     for (i = 0; i < np; i++)
-      freed += pc_seg_put (&c->segs, puts[i]);
+      freed += pc_seg_put_n (&c->segs, puts[i].seg, puts[i].n);
     for (i = 0; i < nl; i++)
       pc_seg_release (&c->segs, logs[i]);
     PC_COUNT (c, gc_segments, freed);
