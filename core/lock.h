@@ -36,29 +36,29 @@ pc_lock_init (pthread_mutex_t *m)
 
 /* glibc's rwlock has no such mode: try, pause, then block. */
 static inline void
-pc_wrlock (pthread_rwlock_t *l)
+pc_rwlock_spin (pthread_rwlock_t *l, int (*try) (pthread_rwlock_t *),
+                int (*block) (pthread_rwlock_t *))
 {
   int i;
 
   for (i = 0; i < PC_LOCK_SPINS; i++) {
-    if (pthread_rwlock_trywrlock (l) == 0)
+    if (try (l) == 0)
       return;
     pc_cpu_relax ();
   }
-  pthread_rwlock_wrlock (l);
+  block (l);
+}
+
+static inline void
+pc_wrlock (pthread_rwlock_t *l)
+{
+  pc_rwlock_spin (l, pthread_rwlock_trywrlock, pthread_rwlock_wrlock);
 }
 
 static inline void
 pc_rdlock (pthread_rwlock_t *l)
 {
-  int i;
-
-  for (i = 0; i < PC_LOCK_SPINS; i++) {
-    if (pthread_rwlock_tryrdlock (l) == 0)
-      return;
-    pc_cpu_relax ();
-  }
-  pthread_rwlock_rdlock (l);
+  pc_rwlock_spin (l, pthread_rwlock_tryrdlock, pthread_rwlock_rdlock);
 }
 
 #endif /* PC_LOCK_H */
