@@ -474,6 +474,7 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   st->writes = PC_COUNTED (c, writes);
   st->write_bytes = PC_COUNTED (c, write_bytes);
   st->writeback_bytes = PC_COUNTED (c, writeback_bytes);
+  st->writeback_skipped_bytes = PC_COUNTED (c, writeback_skipped_bytes);
   st->writeback_rounds = PC_COUNTED (c, writeback_rounds);
   st->writeback_errors = PC_COUNTED (c, writeback_errors);
   st->gc_segments = PC_COUNTED (c, gc_segments);

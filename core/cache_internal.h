@@ -44,7 +44,8 @@ struct pc_counters {
   _Atomic uint64_t dirty_bytes, seq_bypass_bytes, write_through_bytes;
   _Atomic uint64_t read_hits, read_misses, read_hit_bytes, read_miss_bytes;
   _Atomic uint64_t writes, write_bytes;
-  _Atomic uint64_t writeback_bytes, writeback_rounds, writeback_errors;
+  _Atomic uint64_t writeback_bytes, writeback_skipped_bytes;
+  _Atomic uint64_t writeback_rounds, writeback_errors;
   _Atomic uint64_t gc_segments, gc_runs, write_hits;
 } __attribute__ ((aligned (PC_CACHELINE)));
 

@@ -179,7 +179,8 @@ pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
     ",\"read_hit_bytes\":%" PRIu64 ",\"read_miss_bytes\":%" PRIu64
     ",\"writes\":%" PRIu64 ",\"write_hits\":%" PRIu64
     ",\"write_bytes\":%" PRIu64
-    ",\"writeback_bytes\":%" PRIu64 ",\"writeback_rounds\":%" PRIu64
+    ",\"writeback_bytes\":%" PRIu64 ",\"writeback_skipped_bytes\":%" PRIu64
+    ",\"writeback_rounds\":%" PRIu64
     ",\"writeback_errors\":%" PRIu64 ",\"gc_runs\":%" PRIu64
     ",\"gc_segments\":%" PRIu64
     ",\"segments_total\":%" PRIu64 ",\"segments_used\":%" PRIu64
@@ -188,7 +189,7 @@ pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
     ",\"mode\":\"%s\",\"gc_percent\":%d,\"uptime_ms\":%" PRIu64 "}",
     st->read_hits, st->read_misses, st->read_hit_bytes, st->read_miss_bytes,
     st->writes, st->write_hits, st->write_bytes, st->writeback_bytes,
-    st->writeback_rounds, st->writeback_errors, st->gc_runs, st->gc_segments,
+    st->writeback_skipped_bytes, st->writeback_rounds, st->writeback_errors, st->gc_runs, st->gc_segments,
     st->segs_total, st->segs_used, st->dirty_ksets, st->dirty_bytes, st->seq_bypass_bytes,
     st->write_through_bytes, pc_mode_name (st->mode), st->gc_percent,
     st->uptime_ms);

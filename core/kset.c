@@ -42,10 +42,11 @@ kset_crc (struct pc_cache *c, const struct pc_kset_hdr *h)
 }
 
 /* A new log segment: take one (the log may dip into the reserve), and
- * clear its first header so nothing there passes for a kset.
+ * clear its first header so nothing there passes for a kset.  Without
+ * wait, fail with ENOSPC rather than wait for the workers to free one.
  */
 static int64_t
-new_log_seg (struct pc_cache *c)
+new_log_seg (struct pc_cache *c, int wait)
 {
   for (;;) {
     int64_t id = pc_seg_alloc (&c->segs, PC_SEG_LOG, 0);
@@ -53,6 +54,10 @@ new_log_seg (struct pc_cache *c)
       pc_pmem_set (c->pm, pc_seg_addr (c, id, 0), 0,
                    sizeof (struct pc_kset_hdr));
       return id;
+    }
+    if (!wait) {
+      errno = ENOSPC;
+      return -1;
     }
     if (c->stop && !c->running) {
       pc_error ("%s: no free segment for the key log", c->path);
@@ -66,7 +71,8 @@ new_log_seg (struct pc_cache *c)
 
 /* Caller holds the log lock.  Append one kset. */
 static int
-log_write (struct pc_cache *c, const struct pc_key_rec *keys, uint32_t n)
+log_write (struct pc_cache *c, const struct pc_key_rec *keys, uint32_t n,
+           int wait)
 {
   struct pc_log *lg = &c->log;
   struct pc_kset_hdr *h = (struct pc_kset_hdr *) lg->scratch;
@@ -74,7 +80,7 @@ log_write (struct pc_cache *c, const struct pc_key_rec *keys, uint32_t n)
 
   /* Keep room behind every kset for the LAST record that may follow. */
   if (lg->head.off + span + PC_KSET_ALIGN > c->seg_size) {
-    int64_t next = new_log_seg (c);
+    int64_t next = new_log_seg (c, wait);
     struct pc_kset_hdr last = {
       .magic = PC_KSET_MAGIC, .seq = lg->head.seq, .epoch = lg->epoch,
       .flags = PC_KSET_LAST, .next_seg = (uint32_t) next,
@@ -111,15 +117,15 @@ log_write (struct pc_cache *c, const struct pc_key_rec *keys, uint32_t n)
   return 0;
 }
 
-int
-pc_kbuf_commit (struct pc_cache *c, struct pc_kbuf *kb)
+static int
+kbuf_commit (struct pc_cache *c, struct pc_kbuf *kb, int wait)
 {
   int r;
 
   if (kb->nkeys == 0)
     return 0;
   pthread_mutex_lock (&c->log.lock);
-  r = log_write (c, kb->keys, kb->nkeys);
+  r = log_write (c, kb->keys, kb->nkeys, wait);
   pthread_mutex_unlock (&c->log.lock);
   if (r == 0) {
     kb->nkeys = 0;
@@ -127,6 +133,12 @@ pc_kbuf_commit (struct pc_cache *c, struct pc_kbuf *kb)
     pc_kick_workers (c);
   }
   return r;
+}
+
+int
+pc_kbuf_commit (struct pc_cache *c, struct pc_kbuf *kb)
+{
+  return kbuf_commit (c, kb, 1);
 }
 
 int
@@ -181,6 +193,35 @@ pc_log_commit_all (struct pc_cache *c, int end_epoch)
     pthread_mutex_unlock (&c->log.lock);
   }
   return r;
+}
+
+int
+pc_log_commit_nowait (struct pc_cache *c, uint64_t *epoch)
+{
+  unsigned i;
+
+  for (i = 0; i < PC_NKBUFS; i++) {
+    int r;
+
+    pthread_mutex_lock (&c->kbufs[i].lock);
+    r = kbuf_commit (c, &c->kbufs[i], 0);
+    pthread_mutex_unlock (&c->kbufs[i].lock);
+    if (r == -1)
+      return -1;
+  }
+  *epoch = pc_log_epoch (c);
+  return 0;
+}
+
+uint64_t
+pc_log_epoch (struct pc_cache *c)
+{
+  uint64_t e;
+
+  pthread_mutex_lock (&c->log.lock);
+  e = c->log.epoch;
+  pthread_mutex_unlock (&c->log.lock);
+  return e;
 }
 
 int

@@ -54,6 +54,13 @@ int pc_kbuf_commit_upto (struct pc_cache *c, struct pc_kbuf *kb,
                          uint64_t seal_gen);
 /* Commit every buffer; with end_epoch, start a new flush epoch. */
 int pc_log_commit_all (struct pc_cache *c, int end_epoch);
+/* Commit every buffer, failing with ENOSPC instead of waiting for log
+ * space; then *epoch receives the current epoch, which is at least that
+ * of every record committed so far.
+ */
+int pc_log_commit_nowait (struct pc_cache *c, uint64_t *epoch);
+/* The client flush epoch that ksets committed now belong to. */
+uint64_t pc_log_epoch (struct pc_cache *c);
 /* Commit buffers whose oldest key is older than age_ms. */
 int pc_log_commit_aged (struct pc_cache *c, uint64_t age_ms);
 

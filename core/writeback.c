@@ -46,36 +46,127 @@ pc_backend_zero (struct pc_cache *c, const struct pc_key_rec *r, int *err)
   return 0;
 }
 
-/* Check a dirty record and add it to the batch tree; a later record of
- * the batch cuts or replaces what it overlaps (newest wins), so data
- * overwritten within one epoch goes down once.
+/* A batch being written back.  It survives a failed attempt, so a retry
+ * resumes with the extents not yet written instead of starting over.
+ */
+struct wb_batch {
+  struct pc_tree tree;
+  int loaded;
+  struct pc_pos end;                  /* dirty_tail once the batch is down */
+  uint64_t bytes;                     /* dirty bytes the batch retires */
+  uint64_t skipped;                   /* of which, overwritten later */
+  unsigned backoff_ms;
+};
+
+/* A dirty payload record's parts that writeback may leave out: the
+ * ranges where the index maps a newer dirty record instead of r.  If
+ * that record belongs to r's flush epoch (wb_load makes sure), r's data
+ * there is overwritten before the epoch ends, and the backend never
+ * needs it: cross-kset coalescing, which dm-pcache does not do.
+ */
+#define WB_PIECES 8
+
+struct wb_piece {
+  uint64_t off;
+  uint32_t len;
+};
+
+static int
+wb_own (const struct pc_key_rec *r, const struct pc_key *k)
+{
+  return !(k->flags & PC_KF_ZERO) && k->seg == r->seg && k->gen == r->gen &&
+    (uint64_t) k->seg_off + r->off == (uint64_t) r->seg_off + k->off;
+}
+
+/* The parts of r to write, at most WB_PIECES (else r whole).  Returns
+ * how many, with the bytes left out added to *skipped.
+ */
+static unsigned
+wb_sift (struct pc_cache *c, const struct pc_key_rec *r,
+         struct wb_piece *p, uint64_t *skipped)
+{
+  struct pc_tree *t = pc_index_tree (&c->index, r->off);
+  uint64_t pos = r->off, end = r->off + r->len, left = 0;
+  struct pc_key *k;
+  unsigned n = 0;
+
+  pc_rdlock (&t->lock);
+  for (k = pc_tree_find (t, r->off, r->len); k && k->off < end;
+       k = pc_tree_next (t, k)) {
+    uint64_t ks = PC_MAX (k->off, pos), ke = PC_MIN (k->off + k->len, end);
+
+    if ((k->flags & PC_KEY_EMPTY) || !(k->flags & PC_KF_DIRTY) ||
+        wb_own (r, k))
+      continue;
+    if (ks > pos) {
+      if (n == WB_PIECES)
+        break;
+      p[n++] = (struct wb_piece) { pos, ks - pos };
+    }
+    left += ke - ks;
+    pos = ke;
+  }
+  pthread_rwlock_unlock (&t->lock);
+  if (k && k->off < end) {
+    /* Too fragmented to be worth it: all of r goes down. */
+    p[0] = (struct wb_piece) { r->off, r->len };
+    return 1;
+  }
+  if (pos < end) {
+    if (n == WB_PIECES) {
+      p[0] = (struct wb_piece) { r->off, r->len };
+      return 1;
+    }
+    p[n++] = (struct wb_piece) { pos, end - pos };
+  }
+  *skipped += left;
+  return n;
+}
+
+/* Check a dirty record and add what of it must go down to the batch
+ * tree; a later record of the batch cuts or replaces what it overlaps
+ * (newest wins), so data overwritten within the batch goes down once.
+ * With sift, so does data overwritten by later batches of the epoch.
  */
 static int
-wb_collect (struct pc_cache *c, struct pc_tree *t, const struct pc_key_rec *r,
-            uint64_t *bytes, int *err)
+wb_collect (struct pc_cache *c, struct wb_batch *b, const struct pc_key_rec *r,
+            int sift, int *err)
 {
-  struct pc_key *k;
+  struct wb_piece p[WB_PIECES] = { { r->off, r->len } };
+  unsigned n = 1, i;
 
   if (!(r->flags & PC_KF_DIRTY))
     return 0;
-  *bytes += r->len;
-  if (!(r->flags & PC_KF_ZERO) && c->data_crc &&
-      pc_crc32c (pc_seg_addr (c, r->seg, r->seg_off), r->len) != r->data_crc) {
+  b->bytes += r->len;
+  if (r->flags & PC_KF_ZERO)
+    ;                                   /* no payload to tell it by */
+  else if (sift && (n = wb_sift (c, r, p, &b->skipped)) == 0)
+    return 0;
+  else if (c->data_crc &&
+           pc_crc32c (pc_seg_addr (c, r->seg, r->seg_off), r->len) !=
+           r->data_crc) {
     pc_error ("%s: payload checksum mismatch for offset %" PRIu64
               " (segment %u): not written back", c->path, r->off, r->seg);
     *err = EIO;
     return -1;
   }
-  k = pc_key_alloc ();
-  if (!k) {
-    *err = ENOMEM;
-    return -1;
-  }
-  pc_key_from_rec (k, r);
-  if (pc_tree_insert (t, k) == -1) {
-    pc_key_free (k);
-    *err = ENOMEM;
-    return -1;
+  for (i = 0; i < n; i++) {
+    struct pc_key *k = pc_key_alloc ();
+
+    if (!k) {
+      *err = ENOMEM;
+      return -1;
+    }
+    pc_key_from_rec (k, r);
+    k->off = p[i].off;
+    k->len = p[i].len;
+    if (!(r->flags & PC_KF_ZERO))
+      k->seg_off += p[i].off - r->off;
+    if (pc_tree_insert (&b->tree, k) == -1) {
+      pc_key_free (k);
+      *err = ENOMEM;
+      return -1;
+    }
   }
   return 0;
 }
@@ -105,16 +196,6 @@ wb_tree_clear (struct pc_tree *t)
     pc_tree_remove (t, k);
 }
 
-/* A batch being written back.  It survives a failed attempt, so a retry
- * resumes with the extents not yet written instead of starting over.
- */
-struct wb_batch {
-  struct pc_tree tree;
-  int loaded;
-  struct pc_pos end;                  /* dirty_tail once the batch is down */
-  uint64_t bytes;                     /* dirty bytes the batch retires */
-  unsigned backoff_ms;
-};
 
 /* Extents of one batch belong to one epoch, so they may go down in any
  * order: a few threads write them concurrently, which a backend with
@@ -274,19 +355,21 @@ wb_write_batch (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
 }
 
 /* Gather ksets from dirty_tail: at most WB_BATCH_KSETS, all of one client
- * flush epoch.  Returns 1 if a batch was gathered, 0 if nothing is dirty.
+ * flush epoch.  With sift, leave out data that newer records overwrite.
+ * Returns 1 if a batch was gathered, 0 if nothing is dirty.
  */
 static int
-wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
+wb_gather (struct pc_cache *c, struct wb_batch *b, int sift, uint64_t *epoch,
+           int *err)
 {
-  uint64_t head = atomic_load (&c->log.head_seq), epoch = 0;
+  uint64_t head = atomic_load (&c->log.head_seq);
   struct pc_pos pos = pc_dirty_tail (c);
   unsigned n = 0;
 
   if (pos.seq >= head)
     return 0;
 
-  b->bytes = 0;
+  b->bytes = b->skipped = 0;
   while (pos.seq < head && n < WB_BATCH_KSETS) {
     const char *why;
     const struct pc_kset_hdr *h = pc_kset_at (c, &pos, &why);
@@ -301,12 +384,17 @@ wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
       return -1;
     }
     /* Never mix two client flush epochs in one backend flush. */
-    if (n > 0 && h->epoch != epoch)
+    if (n > 0 && h->epoch != *epoch)
       break;
-    epoch = h->epoch;
+    /* Only the epoch the client is still writing can be sifted: a record
+     * of a later one must never stand in for one of an earlier.
+     */
+    if (n == 0 && sift && h->epoch != pc_log_epoch (c))
+      sift = 0;
+    *epoch = h->epoch;
     for (i = 0; i < h->nkeys; i++)
-      if (wb_collect (c, &b->tree, (const struct pc_key_rec *) (h + 1) + i,
-                      &b->bytes, err) == -1) {
+      if (wb_collect (c, b, (const struct pc_key_rec *) (h + 1) + i, sift,
+                      err) == -1) {
         wb_tree_clear (&b->tree);
         return -1;
       }
@@ -314,8 +402,32 @@ wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
     n++;
   }
   b->end = pos;
-  b->loaded = 1;
   return 1;
+}
+
+/* Gather a batch, sifted if that is safe.  Data left out relies on the
+ * newer records that overwrite it: they must be in the log, in the same
+ * epoch, before dirty_tail passes what they replace, or a crash (or the
+ * loss of the cache) would leave neither on the backend.  Committing
+ * every buffer puts them in the log; the epoch read after that bounds
+ * theirs, which is at least the batch's since they come later in the
+ * log.  If the client flushed meanwhile, or the log is out of space, the
+ * batch is gathered again unsifted.
+ */
+static int
+wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
+{
+  uint64_t epoch = 0, now;
+  int r = wb_gather (c, b, 1, &epoch, err);
+
+  if (r == 1 && b->skipped > 0 &&
+      (pc_log_commit_nowait (c, &now) == -1 || now != epoch)) {
+    wb_tree_clear (&b->tree);
+    r = wb_gather (c, b, 0, &epoch, err);
+  }
+  if (r == 1)
+    b->loaded = 1;
+  return r;
 }
 
 /* Write back one batch.  Returns 1 if dirty_tail moved, 0 if there was
@@ -351,6 +463,7 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
   }
   pc_ctrl_update (c, NULL, &b->end);
   PC_UNCOUNT (c, dirty_bytes, b->bytes);
+  PC_COUNT (c, writeback_skipped_bytes, b->skipped);
   b->loaded = 0;
   b->backoff_ms = 0;
   PC_COUNT (c, writeback_rounds, 1);

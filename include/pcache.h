@@ -161,7 +161,8 @@ int pc_cache_detach (pc_cache *c, int *err);
 struct pc_stats {
   uint64_t read_hits, read_misses, read_hit_bytes, read_miss_bytes;
   uint64_t writes, write_bytes;
-  uint64_t writeback_bytes, writeback_rounds, writeback_errors;
+  uint64_t writeback_bytes, writeback_skipped_bytes;
+  uint64_t writeback_rounds, writeback_errors;
   uint64_t gc_segments, gc_runs, write_hits, uptime_ms;
   uint64_t segs_total, segs_used;
   uint64_t dirty_ksets, dirty_bytes;

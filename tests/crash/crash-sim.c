@@ -788,11 +788,12 @@ child_main (int out_fd, int go_fd, const struct sel *sel, size_t nsel,
             " full, %" PRIu64 " LAST), %" PRIu64 " payload stores, %" PRIu64
             " control updates, %" PRIu64 " generation bumps, %" PRIu64
             " segments freed by GC, %" PRIu64 " writeback rounds, %"
-            PRIu64 " backend writes, %" PRIu64 " backend flushes\n",
+            PRIu64 " backend writes, %" PRIu64 " backend flushes, %"
+            PRIu64 " bytes left out as overwritten\n",
             S.n_kset, S.n_full, S.n_last, S.n_payload, S.n_ctrl,
             S.n_gen - S.n_gen_format,
             ps.gc_segments, ps.writeback_rounds, S.bk.nwrites,
-            S.bk.nflushes);
+            S.bk.nflushes, ps.writeback_skipped_bytes);
     fflush (stdout);
   }
   o = (struct op) { .kind = OP_CLOSE };

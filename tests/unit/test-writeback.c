@@ -1,0 +1,340 @@
+/* Unit tests for writeback's coalescing across batches: data that a
+ * newer record of the same flush epoch overwrites is left out, never
+ * data whose replacement belongs to a later epoch or is not yet in the
+ * log.  Writeback runs a batch at a time (pc_writeback_step) on a cache
+ * without workers, so every batch boundary is where the test puts it.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <CUnit/CUnit.h>
+#include <CUnit/Basic.h>
+
+#include "cache_internal.h"
+#include "testutil.h"
+
+#define CSIZE (24 * TU_MIB)
+#define BSIZE (32 * TU_MIB)
+#define FILLER (16 * TU_MIB)    /* where unrelated writes go */
+
+static const char *
+fresh (const char *name)
+{
+  const char *p = tu_path (name);
+
+  unlink (p);
+  return p;
+}
+
+static pc_cache *
+open_at (const char *path)
+{
+  struct pc_config cfg;
+
+  tu_config (&cfg, path, CSIZE);
+  cfg.cache_on_read = 0;
+  return tu_open (&cfg, BSIZE);
+}
+
+static void
+wr (pc_cache *c, uint64_t off, uint32_t len, uint32_t seed)
+{
+  uint8_t *b = malloc (len);
+  int err = 0;
+
+  tu_fill (b, len, off, seed);
+  CU_ASSERT_EQUAL (pc_write (c, b, len, off, 0, &err), 0);
+  free (b);
+}
+
+/* Put pending keys in the log as a kset, in the current epoch. */
+static void
+commit (pc_cache *c)
+{
+  CU_ASSERT_EQUAL (pc_log_commit_all (c, 0), 0);
+}
+
+static void
+flush (pc_cache *c)
+{
+  int err = 0;
+
+  CU_ASSERT_EQUAL (pc_flush (c, &err), 0);
+}
+
+/* n ksets of one 4K write each, away from the data under test. */
+static void
+fillers (pc_cache *c, unsigned n, uint32_t seed)
+{
+  unsigned i;
+
+  for (i = 0; i < n; i++) {
+    wr (c, FILLER + i * 4096, 4096, seed);
+    commit (c);
+  }
+}
+
+/* Bytes of backend writes that overlap [off, off+len) before log entry
+ * upto (or all of them with upto = SIZE_MAX).
+ */
+static uint64_t
+written (struct tu_mem *m, uint64_t off, uint64_t len, size_t upto)
+{
+  uint64_t n = 0;
+  size_t i;
+
+  pthread_mutex_lock (&m->lock);
+  for (i = 0; i < m->nlog && i < upto; i++) {
+    const struct tu_log_ent *e = &m->log[i];
+    uint64_t s = PC_MAX (e->off, off), x = PC_MIN (e->off + e->len, off + len);
+
+    if (e->op == TU_OP_WRITE && s < x)
+      n += x - s;
+  }
+  pthread_mutex_unlock (&m->lock);
+  return n;
+}
+
+static size_t
+first_flush (struct tu_mem *m)
+{
+  size_t i;
+
+  pthread_mutex_lock (&m->lock);
+  for (i = 0; i < m->nlog && m->log[i].op != TU_OP_FLUSH; i++)
+    ;
+  pthread_mutex_unlock (&m->lock);
+  return i;
+}
+
+static void
+write_back_all (pc_cache *c)
+{
+  int r, n = 0;
+
+  while ((r = pc_writeback_step (c)) == 1 && ++n < 1000)
+    ;
+  CU_ASSERT_EQUAL (r, 0);
+}
+
+static uint64_t
+skipped (pc_cache *c)
+{
+  struct pc_stats st;
+
+  pc_cache_get_stats (c, &st);
+  return st.writeback_skipped_bytes;
+}
+
+/* A (8K) is in the first batch; B overwrites its second half in a later
+ * batch of the same epoch.  The backend gets A's first half and B, and
+ * never A's second half.
+ */
+static void
+test_overwritten_later (void)
+{
+  const char *p = fresh ("later");
+  struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
+  struct pc_backend bg = tu_mem_backend (mem);
+  pc_cache *c = open_at (p);
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  pc_cache_set_backend (c, &bg);
+  tu_mem_log (mem, 1);
+  wr (c, 0, 8192, 1);                             /* A */
+  commit (c);
+  fillers (c, 40, 2);                             /* A's batch ends here */
+  wr (c, 4096, 4096, 3);                          /* B */
+  commit (c);
+  write_back_all (c);
+  CU_ASSERT_EQUAL (written (mem, 0, 4096, SIZE_MAX), 4096);
+  CU_ASSERT_EQUAL (written (mem, 4096, 4096, SIZE_MAX), 4096);
+  CU_ASSERT_EQUAL (tu_check (mem->buf, 4096, 0, 1), -1);
+  CU_ASSERT_EQUAL (tu_check (mem->buf + 4096, 4096, 4096, 3), -1);
+  CU_ASSERT_EQUAL (skipped (c), 4096);
+  CU_ASSERT_EQUAL (tu_check (mem->buf + FILLER, 40 * 4096, FILLER, 2), -1);
+  pc_cache_close (c);
+  tu_mem_free (mem);
+  unlink (p);
+}
+
+/* B comes after a client flush: A's epoch must reach the backend whole
+ * before that flush, overwritten later or not.
+ */
+static void
+test_overwritten_next_epoch (void)
+{
+  const char *p = fresh ("epoch");
+  struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
+  struct pc_backend bg = tu_mem_backend (mem);
+  pc_cache *c = open_at (p);
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  pc_cache_set_backend (c, &bg);
+  tu_mem_log (mem, 1);
+  wr (c, 0, 8192, 1);                             /* A */
+  flush (c);
+  wr (c, 4096, 4096, 3);                          /* B */
+  commit (c);
+  write_back_all (c);
+  CU_ASSERT_EQUAL (written (mem, 4096, 4096, first_flush (mem)), 4096);
+  CU_ASSERT_EQUAL (written (mem, 4096, 4096, SIZE_MAX), 8192);
+  CU_ASSERT_EQUAL (tu_check (mem->buf + 4096, 4096, 4096, 3), -1);
+  CU_ASSERT_EQUAL (skipped (c), 0);
+  pc_cache_close (c);
+  tu_mem_free (mem);
+  unlink (p);
+}
+
+/* B is still in a RAM key buffer when A's batch goes down: writeback
+ * commits it before dirty_tail passes A, so a crash right after (the
+ * file copied as it is) still finds B.  Left in RAM, B would be lost and
+ * A, behind dirty_tail, would read back although the backend never got
+ * it.
+ */
+static void
+test_overwriter_committed (void)
+{
+  const char *p = fresh ("commit"), *q = fresh ("commit-crash");
+  struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
+  struct tu_mem *ee = tu_mem_new (BSIZE, 0xEE);
+  struct pc_backend bg = tu_mem_backend (mem), eeb = tu_mem_backend (ee);
+  uint8_t b[4096];
+  pc_cache *c = open_at (p);
+  int err = 0;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  pc_cache_set_backend (c, &bg);
+  tu_mem_log (mem, 1);
+  wr (c, 0, 8192, 1);                             /* A */
+  commit (c);
+  fillers (c, 40, 2);
+  wr (c, 4096, 4096, 3);                          /* B, not committed */
+  CU_ASSERT_EQUAL_FATAL (pc_writeback_step (c), 1);
+  CU_ASSERT_EQUAL (written (mem, 4096, 4096, SIZE_MAX), 0);
+  CU_ASSERT_EQUAL (skipped (c), 4096);
+  CU_ASSERT_EQUAL_FATAL (tu_file_copy (p, q), 0);
+
+  pc_cache_close (c);
+  c = open_at (q);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  CU_ASSERT_EQUAL (pc_read (c, b, 4096, 4096, &eeb, &err), 0);
+  CU_ASSERT_EQUAL (tu_check (b, 4096, 4096, 3), -1);
+  pc_cache_set_backend (c, &bg);
+  write_back_all (c);
+  CU_ASSERT_EQUAL (tu_check (mem->buf, 4096, 0, 1), -1);
+  CU_ASSERT_EQUAL (tu_check (mem->buf + 4096, 4096, 4096, 3), -1);
+  pc_cache_close (c);
+  tu_mem_free (mem);
+  tu_mem_free (ee);
+  unlink (p);
+  unlink (q);
+}
+
+/* A record cut by many newer ones goes down whole, not in pieces; the
+ * newer records then land on top of it.
+ */
+static void
+test_fragmented (void)
+{
+  const char *p = fresh ("frag");
+  struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
+  struct pc_backend bg = tu_mem_backend (mem);
+  uint8_t *model = malloc (65536);
+  pc_cache *c = open_at (p);
+  unsigned i;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  pc_cache_set_backend (c, &bg);
+  tu_mem_log (mem, 1);
+  wr (c, 0, 65536, 1);                            /* A */
+  tu_fill (model, 65536, 0, 1);
+  commit (c);
+  fillers (c, 40, 2);
+  for (i = 0; i < 12; i++) {                      /* 13 gaps between */
+    wr (c, 4096 + i * 4608, 512, 10 + i);
+    tu_fill (model + 4096 + i * 4608, 512, 4096 + i * 4608, 10 + i);
+  }
+  commit (c);
+  CU_ASSERT_EQUAL_FATAL (pc_writeback_step (c), 1);
+  CU_ASSERT_EQUAL (written (mem, 0, 65536, SIZE_MAX), 65536);
+  CU_ASSERT_EQUAL (skipped (c), 0);
+  write_back_all (c);
+  CU_ASSERT_EQUAL (memcmp (mem->buf, model, 65536), 0);
+  pc_cache_close (c);
+  free (model);
+  tu_mem_free (mem);
+  unlink (p);
+}
+
+/* A few newer records: A goes down in the pieces between them. */
+static void
+test_pieces (void)
+{
+  const char *p = fresh ("pieces");
+  struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
+  struct pc_backend bg = tu_mem_backend (mem);
+  uint8_t *model = malloc (65536);
+  pc_cache *c = open_at (p);
+  unsigned i;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  pc_cache_set_backend (c, &bg);
+  tu_mem_log (mem, 1);
+  wr (c, 0, 65536, 1);                            /* A */
+  tu_fill (model, 65536, 0, 1);
+  commit (c);
+  fillers (c, 40, 2);
+  for (i = 0; i < 3; i++) {
+    wr (c, 8192 + i * 16384, 4096, 10 + i);
+    tu_fill (model + 8192 + i * 16384, 4096, 8192 + i * 16384, 10 + i);
+  }
+  commit (c);
+  CU_ASSERT_EQUAL_FATAL (pc_writeback_step (c), 1);
+  CU_ASSERT_EQUAL (written (mem, 0, 65536, SIZE_MAX), 65536 - 3 * 4096);
+  CU_ASSERT_EQUAL (skipped (c), 3 * 4096);
+  write_back_all (c);
+  CU_ASSERT_EQUAL (written (mem, 0, 65536, SIZE_MAX), 65536);
+  CU_ASSERT_EQUAL (memcmp (mem->buf, model, 65536), 0);
+  pc_cache_close (c);
+  free (model);
+  tu_mem_free (mem);
+  unlink (p);
+}
+
+int
+main (void)
+{
+  CU_pSuite s;
+  int fails;
+
+  alarm (120);                  /* a hang is a failure */
+  tu_log_install ();
+  if (!tu_dir_create ())
+    return 1;
+  if (CU_initialize_registry () != CUE_SUCCESS)
+    return 1;
+  s = CU_add_suite ("writeback", NULL, NULL);
+  if (!s ||
+      !CU_add_test (s, "overwritten in a later batch",
+                    test_overwritten_later) ||
+      !CU_add_test (s, "overwritten in the next epoch",
+                    test_overwritten_next_epoch) ||
+      !CU_add_test (s, "overwriter committed first",
+                    test_overwriter_committed) ||
+      !CU_add_test (s, "fragmented record goes whole", test_fragmented) ||
+      !CU_add_test (s, "record in pieces", test_pieces)) {
+    CU_cleanup_registry ();
+    return 1;
+  }
+  CU_basic_set_mode (CU_BRM_VERBOSE);
+  CU_basic_run_tests ();
+  fails = CU_get_number_of_failures () != 0 || CU_get_error () != CUE_SUCCESS;
+  CU_cleanup_registry ();
+  tu_dir_remove ();
+  return fails ? 1 : 0;
+}
