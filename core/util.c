@@ -1,3 +1,9 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1             /* pthread_setname_np, SCHED_BATCH */
+#endif
+
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
@@ -68,4 +74,14 @@ pc_now_ms (void)
 
   clock_gettime (CLOCK_MONOTONIC, &ts);
   return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+pc_thread_background (const char *name)
+{
+  struct sched_param sp = { .sched_priority = 0 };
+
+  pthread_setname_np (pthread_self (), name);
+  /* Best effort: without it the thread only runs as an ordinary one. */
+  pthread_setschedparam (pthread_self (), SCHED_BATCH, &sp);
 }

@@ -25,4 +25,11 @@ uint64_t pc_now_ms (void);
 /* pthread_cond_timedwait for at most ms milliseconds. */
 int pc_cond_wait_ms (pthread_cond_t *cv, pthread_mutex_t *m, unsigned ms);
 
+/* Name the calling background thread and make it SCHED_BATCH: it keeps
+ * its fair share of CPU, but its wake-ups (a backend write completing,
+ * a timer) never preempt a thread serving a client, which might be
+ * holding nbdkit's connection lock.
+ */
+void pc_thread_background (const char *name);
+
 #endif /* PC_UTIL_H */

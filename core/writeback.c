@@ -6,10 +6,6 @@
  * state after some prefix of the client's epochs, plus possibly part of
  * the epoch being written back (as a disk with a volatile cache would).
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1             /* pthread_setname_np */
-#endif
-
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,7 +268,7 @@ wb_helper (void *arg)
   struct wb_pool *p = arg;
   uint64_t seen = 0;
 
-  pthread_setname_np (pthread_self (), "pcache-wb-io");
+  pc_thread_background ("pcache-wb-io");
 
   pthread_mutex_lock (&p->lock);
   for (;;) {
@@ -541,7 +537,7 @@ pc_writeback_thread (void *arg)
   struct wb_batch b;
   struct wb_pool pool;
 
-  pthread_setname_np (pthread_self (), "pcache-wb");
+  pc_thread_background ("pcache-wb");
   memset (&b, 0, sizeof b);             /* a zeroed tree is empty */
   wb_pool_init (c, &pool, c->wb_threads > 1 ? c->wb_threads - 1 : 0);
   pthread_mutex_lock (&c->bg_lock);
@@ -590,7 +586,7 @@ pc_timer_thread (void *arg)
   struct pc_cache *c = arg;
   unsigned tick = PC_MAX (c->commit_ms / 4, 10u);
 
-  pthread_setname_np (pthread_self (), "pcache-timer");
+  pc_thread_background ("pcache-timer");
   pthread_mutex_lock (&c->bg_lock);
   while (!c->stop) {
     timed_wait_on (c, &c->timer_cv, tick);

@@ -173,10 +173,33 @@ check_prefaulted ()
     fi
 }
 
+# check_background: the serving process's writeback and timer threads
+# run as SCHED_BATCH (policy 3 in /proc/PID/task/TID/sched), so that
+# their wake-ups do not preempt the threads that serve clients.
+check_background ()
+{
+    local pid=$(<"$pidfile") t comm policy n=0
+    for t in /proc/$pid/task/*; do
+        comm=$(<"$t/comm")
+        case $comm in pcache-*) ;; *) continue ;; esac
+        policy=$(awk '$1 == "policy" { print $3 }' "$t/sched")
+        if [ "$policy" != 3 ]; then
+            echo "$0: thread $comm has scheduling policy $policy, not SCHED_BATCH" >&2
+            exit 1
+        fi
+        n=$((n + 1))
+    done
+    if [ $n -lt 3 ]; then
+        echo "$0: only $n pcache threads in the serving process" >&2
+        exit 1
+    fi
+}
+
 for variant in file memory; do
     start $variant pcache-size=256M pcache-segment-size=1M
     run_cycle $variant 0
     check_prefaulted "$tmp/cache-$variant"
+    check_background
 
     for cycle in 1 2 3; do
         crash "$pidfile" "$tmp/cache-$variant"
