@@ -117,6 +117,9 @@ log_write (struct pc_cache *c, const struct pc_key_rec *keys, uint32_t n,
   return 0;
 }
 
+/* Without wait, give up (EBUSY) on a log lock held so long that its
+ * holder may be waiting for space that only the caller can free.
+ */
 static int
 kbuf_commit (struct pc_cache *c, struct pc_kbuf *kb, int wait)
 {
@@ -124,7 +127,12 @@ kbuf_commit (struct pc_cache *c, struct pc_kbuf *kb, int wait)
 
   if (kb->nkeys == 0)
     return 0;
-  pthread_mutex_lock (&c->log.lock);
+  if (wait)
+    pthread_mutex_lock (&c->log.lock);
+  else if (pc_mutex_lock_ms (&c->log.lock, PC_NOWAIT_LOCK_MS) != 0) {
+    errno = EBUSY;
+    return -1;
+  }
   r = log_write (c, kb->keys, kb->nkeys, wait);
   pthread_mutex_unlock (&c->log.lock);
   if (r == 0) {
@@ -203,7 +211,13 @@ pc_log_commit_nowait (struct pc_cache *c, uint64_t *epoch)
   for (i = 0; i < PC_NKBUFS; i++) {
     int r;
 
-    pthread_mutex_lock (&c->kbufs[i].lock);
+    /* A writer holding a buffer may be waiting for log space, which
+     * the caller (writeback, and GC after it) may be the one to free.
+     */
+    if (pc_mutex_lock_ms (&c->kbufs[i].lock, PC_NOWAIT_LOCK_MS) != 0) {
+      errno = EBUSY;
+      return -1;
+    }
     r = kbuf_commit (c, &c->kbufs[i], 0);
     pthread_mutex_unlock (&c->kbufs[i].lock);
     if (r == -1)
@@ -216,12 +230,7 @@ pc_log_commit_nowait (struct pc_cache *c, uint64_t *epoch)
 uint64_t
 pc_log_epoch (struct pc_cache *c)
 {
-  uint64_t e;
-
-  pthread_mutex_lock (&c->log.lock);
-  e = c->log.epoch;
-  pthread_mutex_unlock (&c->log.lock);
-  return e;
+  return atomic_load (&c->log.epoch);
 }
 
 int

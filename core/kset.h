@@ -29,7 +29,8 @@ struct pc_log {
   pthread_mutex_t lock;
   struct pc_pos head;                 /* where the next kset goes */
   _Atomic uint64_t head_seq;          /* head.seq, readable without lock */
-  uint64_t epoch;                     /* client flushes so far */
+  _Atomic uint64_t epoch;             /* client flushes so far; changed
+                                         under the lock */
   uint8_t *scratch;
 };
 
@@ -54,10 +55,12 @@ int pc_kbuf_commit_upto (struct pc_cache *c, struct pc_kbuf *kb,
                          uint64_t seal_gen);
 /* Commit every buffer; with end_epoch, start a new flush epoch. */
 int pc_log_commit_all (struct pc_cache *c, int end_epoch);
-/* Commit every buffer, failing with ENOSPC instead of waiting for log
- * space; then *epoch receives the current epoch, which is at least that
- * of every record committed so far.
+/* Commit every buffer without waiting for log space (ENOSPC) or for a
+ * lock held longer than PC_NOWAIT_LOCK_MS (EBUSY); then *epoch receives
+ * the current epoch, which is at least that of every record committed
+ * so far.
  */
+#define PC_NOWAIT_LOCK_MS 10
 int pc_log_commit_nowait (struct pc_cache *c, uint64_t *epoch);
 /* The client flush epoch that ksets committed now belong to. */
 uint64_t pc_log_epoch (struct pc_cache *c);

@@ -52,8 +52,8 @@ pc_debug (const char *fmt, ...)
   errno = saved;
 }
 
-int
-pc_cond_wait_ms (pthread_cond_t *cv, pthread_mutex_t *m, unsigned ms)
+static struct timespec
+deadline_ms (unsigned ms)
 {
   struct timespec ts;
 
@@ -64,7 +64,26 @@ pc_cond_wait_ms (pthread_cond_t *cv, pthread_mutex_t *m, unsigned ms)
     ts.tv_sec++;
     ts.tv_nsec -= 1000000000;
   }
+  return ts;
+}
+
+int
+pc_cond_wait_ms (pthread_cond_t *cv, pthread_mutex_t *m, unsigned ms)
+{
+  struct timespec ts = deadline_ms (ms);
+
   return pthread_cond_timedwait (cv, m, &ts);
+}
+
+int
+pc_mutex_lock_ms (pthread_mutex_t *m, unsigned ms)
+{
+  struct timespec ts;
+
+  if (pthread_mutex_trylock (m) == 0)
+    return 0;
+  ts = deadline_ms (ms);
+  return pthread_mutex_timedlock (m, &ts);
 }
 
 uint64_t

@@ -24,6 +24,8 @@ uint64_t pc_now_ms (void);
 #include <pthread.h>
 /* pthread_cond_timedwait for at most ms milliseconds. */
 int pc_cond_wait_ms (pthread_cond_t *cv, pthread_mutex_t *m, unsigned ms);
+/* pthread_mutex_lock, giving up after ms milliseconds (ETIMEDOUT). */
+int pc_mutex_lock_ms (pthread_mutex_t *m, unsigned ms);
 
 /* Name the calling background thread and make it SCHED_BATCH: it keeps
  * its fair share of CPU, but its wake-ups (a backend write completing,

@@ -407,8 +407,9 @@ wb_gather (struct pc_cache *c, struct wb_batch *b, int sift, uint64_t *epoch,
  * loss of the cache) would leave neither on the backend.  Committing
  * every buffer puts them in the log; the epoch read after that bounds
  * theirs, which is at least the batch's since they come later in the
- * log.  If the client flushed meanwhile, or the log is out of space, the
- * batch is gathered again unsifted.
+ * log.  If the client flushed meanwhile, the log is out of space or a
+ * key buffer stays locked (its holder may be waiting for space that this
+ * thread's GC would free), the batch is gathered again unsifted.
  */
 static int
 wb_load (struct pc_cache *c, struct wb_batch *b, int *err)

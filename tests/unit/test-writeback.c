@@ -6,6 +6,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,6 +308,65 @@ test_pieces (void)
   unlink (p);
 }
 
+/* Holds a key buffer's lock until told to let go. */
+struct holder {
+  pthread_mutex_t *m;
+  atomic_int held, release;
+};
+
+static void *
+hold (void *arg)
+{
+  struct holder *h = arg;
+
+  pthread_mutex_lock (h->m);
+  atomic_store (&h->held, 1);
+  while (!atomic_load (&h->release))
+    usleep (1000);
+  pthread_mutex_unlock (h->m);
+  return NULL;
+}
+
+/* A key buffer another thread keeps locked (a writer waiting for log
+ * space would): writeback must not wait for it, since its own GC may be
+ * what frees the space.  It writes the batch unsifted instead.
+ */
+static void
+test_busy_buffer (void)
+{
+  const char *p = fresh ("busy");
+  struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
+  struct pc_backend bg = tu_mem_backend (mem);
+  pc_cache *c = open_at (p);
+  struct holder h;
+  pthread_t t;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  pc_cache_set_backend (c, &bg);
+  tu_mem_log (mem, 1);
+  wr (c, 0, 8192, 1);                             /* A */
+  commit (c);
+  fillers (c, 40, 2);
+  wr (c, 4096, 4096, 3);                          /* B */
+  commit (c);
+  h.m = &c->kbufs[PC_NKBUFS - 1].lock;
+  atomic_init (&h.held, 0);
+  atomic_init (&h.release, 0);
+  CU_ASSERT_EQUAL_FATAL (pthread_create (&t, NULL, hold, &h), 0);
+  while (!atomic_load (&h.held))
+    usleep (1000);
+  CU_ASSERT_EQUAL (pc_writeback_step (c), 1);
+  atomic_store (&h.release, 1);
+  pthread_join (t, NULL);
+  CU_ASSERT_EQUAL (written (mem, 4096, 4096, first_flush (mem)), 4096);
+  CU_ASSERT_EQUAL (skipped (c), 0);
+  write_back_all (c);
+  CU_ASSERT_EQUAL (tu_check (mem->buf + 4096, 4096, 4096, 3), -1);
+  pc_cache_close (c);
+  tu_mem_free (mem);
+  unlink (p);
+}
+
 int
 main (void)
 {
@@ -327,7 +388,8 @@ main (void)
       !CU_add_test (s, "overwriter committed first",
                     test_overwriter_committed) ||
       !CU_add_test (s, "fragmented record goes whole", test_fragmented) ||
-      !CU_add_test (s, "record in pieces", test_pieces)) {
+      !CU_add_test (s, "record in pieces", test_pieces) ||
+      !CU_add_test (s, "busy key buffer", test_busy_buffer)) {
     CU_cleanup_registry ();
     return 1;
   }
