@@ -219,6 +219,7 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
   pthread_mutex_init (&c->ctrl_lock, NULL);
   pthread_mutex_init (&c->bg_lock, NULL);
   pthread_cond_init (&c->bg_cv, NULL);
+  atomic_init (&c->wb_wake_seq, UINT64_MAX);   /* not idle yet */
   pthread_cond_init (&c->timer_cv, NULL);
   pthread_mutex_init (&c->gc_lock, NULL);
   pthread_cond_init (&c->drain_cv, NULL);

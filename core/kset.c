@@ -117,6 +117,21 @@ log_write (struct pc_cache *c, const struct pc_key_rec *keys, uint32_t n,
   return 0;
 }
 
+/* Wake idle writeback once the log has grown by the few ksets it waits
+ * for, not at every commit: a commit runs under the writer's subtree and
+ * buffer locks, and a wake-up there costs a system call and may switch
+ * away from the writer while it holds them.  The head_seq store before
+ * this load and writeback's wb_wake_seq store before its head_seq load
+ * (both sequentially consistent) make sure one of the two sees the
+ * other's, so no wake-up is lost.
+ */
+static void
+wake_writeback (struct pc_cache *c)
+{
+  if (atomic_load (&c->log.head_seq) >= atomic_load (&c->wb_wake_seq))
+    pc_kick_workers (c);
+}
+
 /* Without wait, give up (EBUSY) on a log lock held so long that its
  * holder may be waiting for space that only the caller can free.
  */
@@ -138,7 +153,7 @@ kbuf_commit (struct pc_cache *c, struct pc_kbuf *kb, int wait)
   if (r == 0) {
     kb->nkeys = 0;
     kb->seals++;
-    pc_kick_workers (c);
+    wake_writeback (c);
   }
   return r;
 }

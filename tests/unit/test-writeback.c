@@ -367,6 +367,29 @@ test_busy_buffer (void)
   unlink (p);
 }
 
+/* Commits wake idle writeback only once the log has grown to the
+ * sequence it waits for (wb_wake_seq), and never while it is busy.
+ */
+static void
+test_commit_wakes (void)
+{
+  const char *p = fresh ("wake");
+  pc_cache *c = open_at (p);
+  uint64_t kicks;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  kicks = c->kicks;
+  fillers (c, 4, 1);                    /* writeback busy: no wake-up */
+  CU_ASSERT_EQUAL (c->kicks, kicks);
+  atomic_store (&c->wb_wake_seq, atomic_load (&c->log.head_seq) + 3);
+  fillers (c, 2, 2);
+  CU_ASSERT_EQUAL (c->kicks, kicks);
+  fillers (c, 1, 3);                    /* the third kset wakes it */
+  CU_ASSERT_EQUAL (c->kicks, kicks + 1);
+  pc_cache_close (c);
+  unlink (p);
+}
+
 int
 main (void)
 {
@@ -389,7 +412,9 @@ main (void)
                     test_overwriter_committed) ||
       !CU_add_test (s, "fragmented record goes whole", test_fragmented) ||
       !CU_add_test (s, "record in pieces", test_pieces) ||
-      !CU_add_test (s, "busy key buffer", test_busy_buffer)) {
+      !CU_add_test (s, "busy key buffer", test_busy_buffer) ||
+      !CU_add_test (s, "commits wake idle writeback",
+                    test_commit_wakes)) {
     CU_cleanup_registry ();
     return 1;
   }
