@@ -50,11 +50,13 @@ fresh ()
 }
 
 # --------------------------------------------------------------------
-# 1a. Read errors below pcache.
+# 1a. Read errors below pcache.  The cache holds all 16 MiB below the
+# GC threshold: once written back (whenever the client pauses), the
+# filled blocks are clean, and GC would be free to reclaim them.
 fresh 4096                                      # 16 MiB
 start "$tmp/log1a" --filter=error file "$disk" \
     error-pread=EIO error-pread-rate=30% \
-    pcache-dev="$cache" pcache-size=24M pcache-segment-size=1M
+    pcache-dev="$cache" pcache-size=32M pcache-segment-size=1M
 "${F[@]}" fill "$uri" 0 512 1 --flush
 "${F[@]}" check "$uri" 0 512 1                  # hits: no backend reads
 for i in 1 2 3; do
