@@ -564,10 +564,12 @@ pc_writeback_thread (void *arg)
         timed_wait (c, until - pc_now_ms ());
     }
     else if (r == 0 && c->kicks == kicks) {
-      /* Idle until a few ksets are committed, or the client goes
-       * quiet (see wake_writeback in kset.c).
+      /* Idle until a few ksets are committed (any one, if writeback
+       * is not to wait for a backlog), or the client goes quiet (see
+       * wake_writeback in kset.c).
        */
-      uint64_t wake = atomic_load (&c->log.head_seq) + WB_WAKE_KSETS;
+      uint64_t wake = atomic_load (&c->log.head_seq) +
+        (c->wb_percent == 0 ? 1 : WB_WAKE_KSETS);
 
       atomic_store (&c->wb_wake_seq, wake);
       if (atomic_load (&c->log.head_seq) < wake)
