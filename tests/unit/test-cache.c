@@ -872,6 +872,47 @@ test_restart_dirty (void)
 
 /* ------------------------------------------------------------------ */
 
+/* A cache opened in write-through mode over dirty data of a write-back
+ * run writes that data back before taking a write: else the older data
+ * would later land over the newer on the backend.  A read just before
+ * the start keeps writeback held back, as a busy client would.
+ */
+static void
+test_reopen_writethrough (void)
+{
+  const char *p = fresh ("reopen-wt");
+  struct tu_mem *m = tu_mem_new (BSIZE, 0xEE);
+  struct pc_backend be = tu_mem_backend (m);
+  struct pc_config cfg;
+  uint8_t buf[4096];
+  pc_cache *c;
+  int err = 0;
+
+  tu_config (&cfg, p, CSIZE);
+  c = tu_open (&cfg, BSIZE);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  tu_fill (buf, sizeof buf, 8192, 1);
+  CU_ASSERT_EQUAL (pc_write (c, buf, sizeof buf, 8192, 0, &err), 0);
+  CU_ASSERT_EQUAL (pc_flush (c, &err), 0);
+  pc_cache_close (c);                   /* never started: still dirty */
+  CU_ASSERT_EQUAL (m->npwrite, 0);
+
+  cfg.mode = PC_MODE_WRITETHROUGH;
+  c = tu_open (&cfg, BSIZE);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  CU_ASSERT_EQUAL (pc_read (c, buf, sizeof buf, 0, &be, &err), 0);
+  CU_ASSERT_EQUAL_FATAL (pc_cache_start (c, &be), 0);
+  tu_fill (buf, sizeof buf, 8192, 2);
+  CU_ASSERT_EQUAL (pc_write (c, buf, sizeof buf, 8192, 0, &err), 0);
+  CU_ASSERT_EQUAL (pc_cache_drain (c, &err), 0);
+  CU_ASSERT_EQUAL (tu_check (m->buf + 8192, sizeof buf, 8192, 2), -1);
+  CU_ASSERT_EQUAL (pc_read (c, buf, sizeof buf, 8192, &be, &err), 0);
+  CU_ASSERT_EQUAL (tu_check (buf, sizeof buf, 8192, 2), -1);
+  pc_cache_close (c);
+  tu_mem_free (m);
+  unlink (p);
+}
+
 int
 main (void)
 {
@@ -898,7 +939,9 @@ main (void)
                     test_wb_width) ||
       !CU_add_test (s, "backend errors", test_backend_errors) ||
       !CU_add_test (s, "concurrent clients", test_concurrency) ||
-      !CU_add_test (s, "restart with dirty data", test_restart_dirty)) {
+      !CU_add_test (s, "restart with dirty data", test_restart_dirty) ||
+      !CU_add_test (s, "reopened in write-through over dirty data",
+                    test_reopen_writethrough)) {
     CU_cleanup_registry ();
     return 1;
   }
