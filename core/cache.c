@@ -407,19 +407,17 @@ pc_cache_start (pc_cache *c, const struct pc_backend *bg)
   c->running = 1;
   /* Write-through and write-around put writes straight on the backend,
    * where dirty data left by a write-back run would later land over
-   * them: it goes down first, as when the mode is switched.
+   * them: it goes down first, as when the mode is switched.  No client
+   * is served yet, so nothing can write meanwhile.
    */
-  if (c->mode != PC_MODE_WRITEBACK &&
-      pc_dirty_tail (c).seq < atomic_load (&c->log.head_seq)) {
-    enum pc_mode mode = c->mode;
+  if (c->mode != PC_MODE_WRITEBACK) {
     int err = 0;
 
-    c->mode = PC_MODE_WRITEBACK;
-    if (pc_cache_set_mode (c, mode, &err) == -1) {
+    if (pc_cache_drain (c, &err) == -1) {
       pc_cache_stop (c);
       PC_FAIL (err, "%s: dirty data from a write-back run could not be "
                "written back, so %s mode cannot start: %s", c->path,
-               pc_mode_name (mode), strerror (err));
+               pc_mode_name (c->mode), strerror (err));
     }
   }
   return 0;
