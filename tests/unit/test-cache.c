@@ -455,9 +455,6 @@ test_ordering_backlog (void)
   ordering (0);
 }
 
-/* Five times the cache's size written through a small cache: the
- * workers make room, nothing hangs, nothing is lost.
- */
 /* Writeback's width, on an idle rig (no workers) whose dirty count and
  * client activity are set by hand: held back below
  * pcache-writeback-percent while the client is busy, one writer just
