@@ -182,7 +182,7 @@ int pc_replay (struct pc_cache *c);
 static inline void
 pc_note_io (struct pc_cache *c)
 {
-  uint64_t now = pc_now_ms ();
+  uint64_t now = pc_now_ms_coarse ();    /* read on every request */
 
   if (atomic_load_explicit (&c->last_io_ms, memory_order_relaxed) != now)
     atomic_store_explicit (&c->last_io_ms, now, memory_order_relaxed);

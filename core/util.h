@@ -20,6 +20,10 @@ void pc_debug (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 #define PC_ALIGN_UP(x, a) (((x) + (a) - 1) & ~((uint64_t) (a) - 1))
 
 uint64_t pc_now_ms (void);
+/* The same clock as of the last timer tick: never ahead of pc_now_ms,
+ * and several times cheaper to read.
+ */
+uint64_t pc_now_ms_coarse (void);
 
 #include <pthread.h>
 /* pthread_cond_timedwait for at most ms milliseconds. */
