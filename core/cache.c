@@ -480,6 +480,14 @@ pc_cache_close (pc_cache *c)
 }
 
 void
+pc_cache_index_usage (pc_cache *c, uint64_t *keys, uint64_t *bytes)
+{
+  uint64_t nodes;
+
+  *bytes = pc_index_usage (&c->index, keys, &nodes);
+}
+
+void
 pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
 {
   memset (st, 0, sizeof *st);

@@ -195,6 +195,35 @@ pc_index_destroy (struct pc_index *ix)
   ix->ntrees = 0;
 }
 
+static void
+tree_usage (const struct pc_bnode *x, uint64_t *keys, uint64_t *nodes)
+{
+  unsigned i;
+
+  if (x == NULL)
+    return;
+  (*nodes)++;
+  if (x->level == 0)
+    *keys += x->n;
+  else
+    for (i = 0; i < x->n; i++)
+      tree_usage (x->child[i], keys, nodes);
+}
+
+uint64_t
+pc_index_usage (struct pc_index *ix, uint64_t *keys, uint64_t *nodes)
+{
+  unsigned i;
+
+  *keys = *nodes = 0;
+  for (i = 0; i < ix->ntrees; i++) {
+    pthread_rwlock_rdlock (&ix->trees[i].lock);
+    tree_usage (ix->trees[i].root, keys, nodes);
+    pthread_rwlock_unlock (&ix->trees[i].lock);
+  }
+  return *keys * sizeof (struct pc_key) + *nodes * sizeof (struct pc_bnode);
+}
+
 /* Leaf: the first slot whose key starts at or after off.  Counting
  * instead of searching: no unpredictable branch, and the compiler may
  * vectorise it.
@@ -418,11 +447,22 @@ node_insert (struct pc_tree *t, struct pc_bnode *x, unsigned i,
     node_place (x, i, off, ptr);
     return;
   }
-  /* Appending at the right edge of the tree, as a sequential fill does,
-   * leaves x full and starts a new node: halving would leave every node
-   * of such a fill half empty.
+  /* Appending at the right edge of the tree, or a sequential fill
+   * anywhere in it (each key right where the last one ends, before a
+   * gap: several streams, or one that meets data cached before), leaves
+   * x full and starts a new node: halving would leave every node of the
+   * fill half empty.  Other inserts halve: keys that come later go in
+   * either half.
    */
-  keep = i == BT_ORDER && rightmost (x) ? BT_ORDER : BT_ORDER / 2;
+  keep = BT_ORDER / 2;
+  if (i == BT_ORDER) {
+    const struct pc_key *last = x->key[BT_ORDER - 1], *k = ptr;
+
+    if (rightmost (x) ||
+        (x->level == 0 && last->off + last->len == off &&
+         (x->next == NULL || x->next->off[0] > off + k->len)))
+      keep = BT_ORDER;
+  }
   r = node_get (x->level);
   r->n = BT_ORDER - keep;
   memcpy (r->off, x->off + keep, r->n * sizeof r->off[0]);

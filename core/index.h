@@ -119,6 +119,12 @@ void pc_tree_remove (struct pc_tree *t, struct pc_key *k);
  */
 void pc_tree_unlink (struct pc_tree *t, struct pc_key *k);
 
+/* Keys (placeholders too) and B+tree nodes in the index, each tree
+ * read-locked in turn.  Returns the bytes they take.
+ */
+uint64_t pc_index_usage (struct pc_index *ix, uint64_t *keys,
+                         uint64_t *nodes);
+
 /* Check every structural rule of t (order, links, separators, no empty
  * node); for tests.  Returns the number of keys, or -1 after printing
  * the first broken rule to stderr.

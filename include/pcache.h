@@ -170,6 +170,11 @@ struct pc_stats {
   int mode, gc_percent;
 };
 void pc_cache_get_stats (pc_cache *c, struct pc_stats *st);
+/* The index's extents and the bytes of RAM its keys and nodes take (not
+ * counting the unused part of the chunks they come from).  A walk of
+ * the whole index: for tools and benchmarks, not for every request.
+ */
+void pc_cache_index_usage (pc_cache *c, uint64_t *keys, uint64_t *bytes);
 /* The statistics as one line of JSON; returns its length or -1. */
 int pc_stats_json (const struct pc_stats *st, char *buf, size_t len);
 

@@ -21,9 +21,11 @@
  *   - 4K pc_write at random 4K-aligned offsets in the 1 GiB space, on a
  *     fresh cache (cold: the log runs over pages never written) and,
  *     with writeback, once the log has wrapped (warm);
- * and reports RAM per cached 4K key (growth of the heap and the index's
- * chunks, and of anonymous RSS, while the read set is written, divided
- * by the number of keys) next to sizeof (struct pc_key).
+ * and reports RAM per cached 4K key: the keys and B+tree nodes the
+ * index holds, and the growth of the heap and the index's chunks, and of
+ * anonymous RSS, while the read set is written (these two in whole
+ * 2 MiB chunks), each divided by the number of keys, next to
+ * sizeof (struct pc_key).
  *
  * The writeback and GC workers run (against the null backend) unless
  * --no-writeback; they take CPU time of their own, which shows at two
@@ -572,6 +574,7 @@ main (int argc, char **argv)
   struct result wcold[16] = { 0 }, wwarm[16] = { 0 }, rd[16] = { 0 };
   struct result bcold[16] = { 0 }, bc[16] = { 0 }, br[16] = { 0 };
   uint64_t rss0 = 0, rss1 = 0, heap0 = 0, heap1 = 0, nkeys, cache_blocks;
+  uint64_t ix_keys = 0, ix_bytes = 0;
   struct mallinfo2 mi;
   struct pc_pmem *pm;
   pc_cache *c;
@@ -666,6 +669,7 @@ main (int argc, char **argv)
     mi = mallinfo2 ();
     heap1 = mi.uordblks + mi.hblkhd + pc_slab_bytes ();
     rss1 = anon_rss ();
+    pc_cache_index_usage (c, &ix_keys, &ix_bytes);
     atomic_store (&null_reads, 0);
     for (i = 0; i < opt_nthreads; i++)
       rd[i] = run_phase ("mb-read", OP_READ, opt_threads[i], c, NULL,
@@ -758,10 +762,13 @@ main (int argc, char **argv)
   if (!do_read)
     return 0;
   nkeys = opt_space / BS;
-  printf ("\nRAM per cached 4K key: %.1f bytes of heap and index chunks, "
-          "%.1f bytes of "
-          "anonymous RSS (+%.1f MiB over %" PRIu64 " keys);\n"
+  printf ("\nRAM per cached 4K key: %.1f bytes of keys and B+tree nodes "
+          "in use (%" PRIu64 " keys); "
+          "%.1f bytes of heap and index chunks, %.1f bytes of "
+          "anonymous RSS (+%.1f MiB over %" PRIu64 " keys), both in "
+          "whole 2 MiB chunks;\n"
           "sizeof (struct pc_key) = %zu bytes\n",
+          ix_keys ? (double) ix_bytes / ix_keys : 0.0, ix_keys,
           (double) (heap1 - heap0) / nkeys,
           (double) (int64_t) (rss1 - rss0) / nkeys,
           (double) (int64_t) (rss1 - rss0) / 1048576.0, nkeys,

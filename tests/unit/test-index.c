@@ -636,6 +636,32 @@ random_run (uint64_t seed)
   clear ();
 }
 
+/* Sequential fills, two at once (two clients, or one meeting data
+ * cached before): a full node that a fill appends to stays full, so the
+ * index takes little more than a key and a share of a full leaf per
+ * extent, not a half-empty leaf's.
+ */
+static void
+test_fill_density (void)
+{
+  const uint64_t n = 4096, half = n * 4096;
+  uint64_t i, keys, nodes, bytes;
+
+  for (i = 0; i < n / 2; i++) {
+    ins (i * 4096, 4096, 0, D);
+    ins (half + i * 4096, 4096, 0, D);
+  }
+  bytes = pc_index_usage (&ix, &keys, &nodes);
+  CU_ASSERT_EQUAL (keys, n);
+  CU_ASSERT_EQUAL (pc_tree_check (t), (long) n);
+  /* Full leaves: 32 + 256 / 14 = 50.3 bytes a key; half-full: 68.6. */
+  CU_ASSERT (bytes < keys * 54);
+  if (bytes >= keys * 54)
+    fprintf (stderr, "%.1f bytes a key in %" PRIu64 " nodes\n",
+             (double) bytes / keys, nodes);
+  clear ();
+}
+
 static void
 test_random (void)
 {
@@ -979,6 +1005,8 @@ main (void)
       !CU_add_test (s, "randomized vs model", test_random) ||
       !CU_add_test (s, "churn through a deep tree", test_churn) ||
       !CU_add_test (s, "sequential fill", test_sequential) ||
+      !CU_add_test (s, "two sequential fills keep nodes full",
+                    test_fill_density) ||
       !CU_add_test (s, "threads", test_threads) ||
       !CU_add_test (s, "keys handed between threads", test_key_handover)) {
     CU_cleanup_registry ();
