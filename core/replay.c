@@ -199,10 +199,8 @@ pc_replay (struct pc_cache *c)
                  "): %s", c->path, h->seq, i, r->off, why);
       if (!live)
         continue;
-      if (!(r->flags & PC_KF_ZERO)) {
-        c->segs.seg[r->seg].role = PC_SEG_DATA;
-        c->segs.seg[r->seg].refs++;
-      }
+      if (!(r->flags & PC_KF_ZERO))
+        pc_seg_hold_replayed (&c->segs, r->seg);
       if (past_dirty && (r->flags & PC_KF_DIRTY))
         PC_COUNT (c, dirty_bytes, r->len);
       if (index_key (c, r, past_dirty) == -1)

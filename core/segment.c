@@ -13,6 +13,13 @@ seg_lock (struct pc_segs *s, uint32_t id)
   return &s->locks[id % PC_SEG_LOCKS];
 }
 
+/* The pin word of a segment at generation gen with no references. */
+static inline uint64_t
+pin_word (uint64_t gen, int live)
+{
+  return (uint64_t) (uint32_t) gen << 32 | (live ? PC_PIN_LIVE : 0);
+}
+
 int
 pc_segs_init (struct pc_segs *s, uint32_t nsegs, struct pc_pmem *pm,
               uint8_t *table)
@@ -71,6 +78,7 @@ pc_segs_format (struct pc_segs *s)
     pc_gen_store (s->pm, s->table + (uint64_t) i * PC_SEGTAB_ENTRY, 0,
                   &g->gen_seq, &slot);
     g->gen_slot = slot;
+    atomic_store (&g->pin, pin_word (0, 0));
   }
 }
 
@@ -88,6 +96,7 @@ pc_segs_load (struct pc_segs *s, uint32_t *bad)
       return -1;
     }
     g->gen_slot = slot;
+    atomic_store (&g->pin, pin_word (g->gen, 0));
   }
   return 0;
 }
@@ -118,7 +127,8 @@ pc_seg_alloc (struct pc_segs *s, enum pc_seg_role role, uint32_t reserve)
   if (id >= 0) {
     pthread_mutex_lock (seg_lock (s, id));
     s->seg[id].role = role;
-    s->seg[id].refs = 0;
+    atomic_store (&s->seg[id].pin,
+                  pin_word (s->seg[id].gen, role == PC_SEG_DATA));
     pthread_mutex_unlock (seg_lock (s, id));
   }
   return id;
@@ -159,23 +169,33 @@ pc_segs_waiters (struct pc_segs *s)
 void
 pc_seg_get_n (struct pc_segs *s, uint32_t id, uint32_t n)
 {
-  pthread_mutex_lock (seg_lock (s, id));
-  s->seg[id].refs += n;
-  pthread_mutex_unlock (seg_lock (s, id));
+  atomic_fetch_add (&s->seg[id].pin, n);
+}
+
+void
+pc_seg_hold_replayed (struct pc_segs *s, uint32_t id)
+{
+  struct pc_seg *g = &s->seg[id];
+
+  g->role = PC_SEG_DATA;
+  atomic_store (&g->pin, (atomic_load (&g->pin) + 1) | PC_PIN_LIVE);
 }
 
 int
 pc_seg_get_if_gen (struct pc_segs *s, uint32_t id, uint32_t gen)
 {
   struct pc_seg *g = &s->seg[id];
-  int ok;
+  uint64_t w = atomic_load (&g->pin);
 
-  pthread_mutex_lock (seg_lock (s, id));
-  ok = g->role == PC_SEG_DATA && g->refs > 0 && (uint32_t) g->gen == gen;
-  if (ok)
-    g->refs++;
-  pthread_mutex_unlock (seg_lock (s, id));
-  return ok;
+  /* Only a count above zero may grow: at zero the segment is on its way
+   * to the free list, and its generation about to change.
+   */
+  do {
+    if (!(w & PC_PIN_LIVE) || !(w & PC_PIN_REFS) ||
+        (uint32_t) (w >> 32) != gen)
+      return 0;
+  } while (!atomic_compare_exchange_weak (&g->pin, &w, w + 1));
+  return 1;
 }
 
 /* Bump and persist the generation, then hand the segment out again.
@@ -202,6 +222,7 @@ bump_gen_locked (struct pc_segs *s, uint32_t id)
                 &g->gen_seq, &slot);
   g->gen_slot = slot;
   g->role = PC_SEG_FREE;
+  atomic_store (&g->pin, pin_word (g->gen, 0));
 }
 
 int
@@ -219,18 +240,23 @@ int
 pc_seg_put_n (struct pc_segs *s, uint32_t id, uint32_t n)
 {
   struct pc_seg *g = &s->seg[id];
-  int freed = 0;
+  uint64_t w = atomic_fetch_sub (&g->pin, n);
 
-  pthread_mutex_lock (seg_lock (s, id));
-  g->refs -= n;
-  if (g->refs == 0 && g->role == PC_SEG_DATA) {
-    bump_gen_locked (s, id);
-    freed = 1;
+  if ((w & PC_PIN_REFS) < n) {
+    pc_error ("segment %u: %u references dropped, %u held", id, n,
+              (unsigned) (w & PC_PIN_REFS));
+    abort ();
   }
+  /* Only the last reference of a live data segment frees it; no other
+   * can be taken once the count is zero.
+   */
+  if ((w & PC_PIN_REFS) != n || !(w & PC_PIN_LIVE))
+    return 0;
+  pthread_mutex_lock (seg_lock (s, id));
+  bump_gen_locked (s, id);
   pthread_mutex_unlock (seg_lock (s, id));
-  if (freed)
-    seg_free (s, id);
-  return freed;
+  seg_free (s, id);
+  return 1;
 }
 
 void

@@ -5,19 +5,29 @@
  * taken by readers.  When the count drops to zero its generation is
  * bumped and persisted before it is reused, so index entries that still
  * point at it (carrying the old generation) read as misses.
+ *
+ * The count shares one atomic word with the generation's low 32 bits
+ * and a live bit (a data segment in use), so that a cache hit pins its
+ * payload with one compare-and-swap and drops it with one subtraction,
+ * taking no lock; the segment locks guard the role and the persistent
+ * generation.
  */
 #ifndef PC_SEGMENT_H
 #define PC_SEGMENT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "pmem.h"
 
 enum pc_seg_role { PC_SEG_FREE = 0, PC_SEG_DATA, PC_SEG_LOG };
 
+#define PC_PIN_LIVE (UINT64_C (1) << 31)
+#define PC_PIN_REFS (PC_PIN_LIVE - 1)
+
 struct pc_seg {
-  uint32_t refs;
+  _Atomic uint64_t pin;                 /* gen << 32 | live | references */
   uint8_t role;
   uint8_t gen_slot;
   uint32_t gen_seq;
@@ -78,8 +88,19 @@ pc_seg_put (struct pc_segs *s, uint32_t id)
 }
 /* Is the segment at generation gen? */
 int pc_seg_gen_is (struct pc_segs *s, uint32_t id, uint32_t gen);
+/* Replay found a live record in the segment: it is a data segment, and
+ * the record holds a reference.  Single-threaded, before any client.
+ */
+void pc_seg_hold_replayed (struct pc_segs *s, uint32_t id);
 /* Free a log segment that the log has moved past. */
 void pc_seg_release (struct pc_segs *s, uint32_t id);
+
+/* References held, for tests and inspection. */
+static inline uint32_t
+pc_seg_refs (struct pc_segs *s, uint32_t id)
+{
+  return (uint32_t) (atomic_load (&s->seg[id].pin) & PC_PIN_REFS);
+}
 
 static inline uint32_t
 pc_seg_gen32 (struct pc_segs *s, uint32_t id)

@@ -1265,7 +1265,7 @@ test_generation_stale_record (void)
   CU_ASSERT_EQUAL (c->segs.seg[xs].gen, 1);
   /* Nothing live points into X's segment. */
   CU_ASSERT_EQUAL (c->segs.seg[xs].role, PC_SEG_FREE);
-  CU_ASSERT_EQUAL (c->segs.seg[xs].refs, 0);
+  CU_ASSERT_EQUAL (pc_seg_refs (&c->segs, xs), 0);
   CU_ASSERT_EQUAL (map_type (c, GZ, 4096), PC_MAP_ZERO);
   CU_ASSERT_EQUAL (map_type (c, GW, 4096), PC_MAP_UNCACHED);
   CU_ASSERT_TRUE (is_uncached (c, GW, 4096));
@@ -1369,7 +1369,7 @@ test_gc_skips_stale_record (void)
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   CU_ASSERT_EQUAL (c->log.head.seq, k3seq + 1);
   CU_ASSERT_EQUAL (c->segs.seg[xs].role, PC_SEG_DATA);
-  CU_ASSERT_EQUAL (c->segs.seg[xs].refs, 2);
+  CU_ASSERT_EQUAL (pc_seg_refs (&c->segs, xs), 2);
   CU_ASSERT_TRUE (has_pattern (c, 24 * TU_MIB, 4096, 603));
   /* Write back K1, then K2; K3 stays dirty. */
   pc_cache_set_backend (c, &bg);
@@ -1379,7 +1379,7 @@ test_gc_skips_stale_record (void)
   CU_ASSERT_EQUAL (tu_check_byte (mem->buf + 24 * TU_MIB, 4096, 0xEE), -1);
   pc_gc_run (c, 1);
   CU_ASSERT_EQUAL (c->ctrl.key_tail.seq, k3seq);
-  CU_ASSERT_EQUAL (c->segs.seg[xs].refs, 1);
+  CU_ASSERT_EQUAL (pc_seg_refs (&c->segs, xs), 1);
   CU_ASSERT_EQUAL (c->segs.seg[xs].role, PC_SEG_DATA);
   CU_ASSERT_EQUAL (c->segs.seg[xs].gen, 1);
   CU_ASSERT_TRUE (has_pattern (c, 24 * TU_MIB, 4096, 603));
