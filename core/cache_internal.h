@@ -88,6 +88,7 @@ struct pc_cache {
   unsigned wb_threads;                /* concurrent writeback writes */
   unsigned wb_percent;                /* dirty share that starts writeback */
   _Atomic uint64_t last_io_ms;        /* when the client last read or wrote */
+  _Atomic uint64_t last_write_ms;     /* when it last wrote, zeroed or trimmed */
   _Atomic unsigned drainers;          /* threads waiting in a drain */
 
   /* Persisted cursors (in ctrl), guarded by ctrl_lock. */
@@ -180,12 +181,20 @@ int pc_replay (struct pc_cache *c);
  * request.
  */
 static inline void
-pc_note_io (struct pc_cache *c)
+pc_note_stamp (_Atomic uint64_t *stamp, uint64_t now)
+{
+  if (atomic_load_explicit (stamp, memory_order_relaxed) != now)
+    atomic_store_explicit (stamp, now, memory_order_relaxed);
+}
+
+static inline void
+pc_note_io (struct pc_cache *c, int write)
 {
   uint64_t now = pc_now_ms_coarse ();    /* read on every request */
 
-  if (atomic_load_explicit (&c->last_io_ms, memory_order_relaxed) != now)
-    atomic_store_explicit (&c->last_io_ms, now, memory_order_relaxed);
+  pc_note_stamp (&c->last_io_ms, now);
+  if (write)
+    pc_note_stamp (&c->last_write_ms, now);
 }
 
 /* writeback.c: how many writers writeback may use now (0: held back). */

@@ -337,7 +337,7 @@ pc_read (pc_cache *c, void *buf, uint32_t len, uint64_t off,
     *err = EINVAL;
     return -1;
   }
-  pc_note_io (c);
+  pc_note_io (c, 0);
   fill = c->cache_on_read && !seq_bypass (c, off, len);
   while (len > 0 && r == 0) {
     uint32_t piece = PC_MIN ((uint64_t) len, pc_stripe_end (c, off) - off);

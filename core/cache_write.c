@@ -295,7 +295,7 @@ pc_write (pc_cache *c, const void *buf, uint32_t len, uint64_t off,
     return -1;
   PC_COUNT (c, writes, 1);
   PC_COUNT (c, write_bytes, len);
-  pc_note_io (c);
+  pc_note_io (c, 1);
   pc_brlock_rdlock (&c->mode_lock);
   switch (atomic_load (&c->mode)) {
   case PC_MODE_WRITEBACK:
@@ -324,7 +324,7 @@ log_range (pc_cache *c, uint64_t len, uint64_t off, uint32_t kflags,
 
   if (check_range (c, len, off, err) == -1)
     return -1;
-  pc_note_io (c);
+  pc_note_io (c, 1);
   pc_brlock_rdlock (&c->mode_lock);
   if (c->mode != PC_MODE_WRITEBACK && have_backend (c, err) == -1)
     r = -1;

@@ -504,9 +504,11 @@ timed_wait (struct pc_cache *c, unsigned ms)
  * and backend bandwidth from a burst the cache can absorb.  Past that it
  * starts with one writer and adds writers as dirty data grows towards
  * the GC threshold, so a long burst meets a writeback rate that matches
- * the backlog rather than a cliff.  Every writer runs when the client
- * has been quiet for PC_WB_IDLE_MS, when space or a drain is waited
- * for, or when GC needs clean segments.
+ * the backlog rather than a cliff.  A client that only reads adds no
+ * dirty data: while it has not written for PC_WB_IDLE_MS, writeback
+ * below that level waits, and leaves it the CPU.  Every writer runs when
+ * the client has been quiet for PC_WB_IDLE_MS, when space or a drain is
+ * waited for, or when GC needs clean segments.
  */
 unsigned
 pc_wb_width (struct pc_cache *c)
@@ -522,7 +524,9 @@ pc_wb_width (struct pc_cache *c)
       used * 100 > (uint64_t) c->nsegs * gc_pct)
     return c->wb_threads;
   pct = dirty * 100 / size;
-  if (pct < c->wb_percent)
+  if (pct < c->wb_percent ||
+      (c->wb_percent > 0 && pct < gc_pct &&
+       pc_now_ms () - atomic_load (&c->last_write_ms) >= PC_WB_IDLE_MS))
     return 0;
   if (gc_pct <= c->wb_percent)
     return c->wb_threads;

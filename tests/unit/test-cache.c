@@ -459,8 +459,19 @@ test_ordering_backlog (void)
  * client activity are set by hand: held back below
  * pcache-writeback-percent while the client is busy, one writer just
  * past it, more as the backlog grows, all of them at the GC threshold,
- * and all of them whenever the client is quiet or a drain waits.
+ * and all of them whenever the client is quiet or a drain waits.  A
+ * client that only reads holds it back below the GC threshold.
  */
+static void
+busy (pc_cache *c, int writing)
+{
+  atomic_store (&c->last_io_ms, pc_now_ms ());
+  if (writing)
+    atomic_store (&c->last_write_ms, pc_now_ms ());
+  else
+    atomic_store (&c->last_write_ms, pc_now_ms () - PC_WB_IDLE_MS - 1);
+}
+
 static void
 test_wb_width (void)
 {
@@ -477,7 +488,7 @@ test_wb_width (void)
   size = (uint64_t) r.c->nsegs << r.c->seg_shift;
 
   /* Nothing dirty: nothing to hold back. */
-  atomic_store (&r.c->last_io_ms, pc_now_ms ());
+  busy (r.c, 1);
   CU_ASSERT_EQUAL (pc_wb_width (r.c), 16);
   for (pct = 1; pct <= 75; pct++) {
     uint64_t want = size * pct / 100;
@@ -485,7 +496,7 @@ test_wb_width (void)
     PC_COUNT (r.c, dirty_bytes, want - dirty);
     dirty = want;
     /* A busy client, whatever the time the loop has taken. */
-    atomic_store (&r.c->last_io_ms, pc_now_ms ());
+    busy (r.c, 1);
     w = pc_wb_width (r.c);
     /* At 10 and 70 the percentage the cache works out may round down. */
     if (pct < 10) {
@@ -508,19 +519,26 @@ test_wb_width (void)
   /* Halfway between the thresholds: about half the writers. */
   PC_UNCOUNT (r.c, dirty_bytes, dirty - size * 40 / 100);
   dirty = size * 40 / 100;
-  atomic_store (&r.c->last_io_ms, pc_now_ms ());
+  busy (r.c, 1);
   w = pc_wb_width (r.c);
   CU_ASSERT (w >= 7 && w <= 9);
+  /* Reads only: nothing new to absorb, writeback waits. */
+  busy (r.c, 0);
+  CU_ASSERT_EQUAL (pc_wb_width (r.c), 0);
+  /* Past the GC threshold it goes on regardless. */
+  PC_COUNT (r.c, dirty_bytes, size * 35 / 100);
+  CU_ASSERT_EQUAL (pc_wb_width (r.c), 16);
+  PC_UNCOUNT (r.c, dirty_bytes, size * 35 / 100);
 
   /* Below the threshold again: held back, unless the client is quiet
    * or someone drains.
    */
   PC_UNCOUNT (r.c, dirty_bytes, dirty - size * 5 / 100);
-  atomic_store (&r.c->last_io_ms, pc_now_ms ());
+  busy (r.c, 1);
   CU_ASSERT_EQUAL (pc_wb_width (r.c), 0);
   atomic_store (&r.c->last_io_ms, pc_now_ms () - PC_WB_IDLE_MS - 1);
   CU_ASSERT_EQUAL (pc_wb_width (r.c), 16);
-  atomic_store (&r.c->last_io_ms, pc_now_ms ());
+  busy (r.c, 1);
   atomic_fetch_add (&r.c->drainers, 1);
   CU_ASSERT_EQUAL (pc_wb_width (r.c), 16);
   atomic_fetch_sub (&r.c->drainers, 1);
