@@ -86,22 +86,25 @@ pc_mutex_lock_ms (pthread_mutex_t *m, unsigned ms)
   return pthread_mutex_timedlock (m, &ts);
 }
 
-uint64_t
-pc_now_ms (void)
+static uint64_t
+clock_ms (clockid_t id)
 {
   struct timespec ts;
 
-  clock_gettime (CLOCK_MONOTONIC, &ts);
+  clock_gettime (id, &ts);
   return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t
+pc_now_ms (void)
+{
+  return clock_ms (CLOCK_MONOTONIC);
 }
 
 uint64_t
 pc_now_ms_coarse (void)
 {
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC_COARSE, &ts);
-  return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return clock_ms (CLOCK_MONOTONIC_COARSE);
 }
 
 void
