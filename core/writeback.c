@@ -516,17 +516,17 @@ pc_wb_width (struct pc_cache *c)
   uint64_t dirty = PC_COUNTED (c, dirty_bytes);
   uint64_t size = (uint64_t) c->nsegs << c->seg_shift;
   uint64_t used = c->nsegs - pc_segs_nfree (&c->segs);
+  uint64_t now = pc_now_ms ();
   unsigned gc_pct = atomic_load (&c->gc_percent), pct, n;
 
-  if (dirty == 0 ||
-      pc_now_ms () - atomic_load (&c->last_io_ms) >= PC_WB_IDLE_MS ||
+  if (dirty == 0 || now - atomic_load (&c->last_io_ms) >= PC_WB_IDLE_MS ||
       atomic_load (&c->drainers) > 0 || pc_segs_waiters (&c->segs) > 0 ||
       used * 100 > (uint64_t) c->nsegs * gc_pct)
     return c->wb_threads;
   pct = dirty * 100 / size;
   if (pct < c->wb_percent ||
       (c->wb_percent > 0 && pct < gc_pct &&
-       pc_now_ms () - atomic_load (&c->last_write_ms) >= PC_WB_IDLE_MS))
+       now - atomic_load (&c->last_write_ms) >= PC_WB_IDLE_MS))
     return 0;
   if (gc_pct <= c->wb_percent)
     return c->wb_threads;
