@@ -206,13 +206,18 @@ struct wb_pool {
   unsigned busy;                      /* helpers still on this round */
   unsigned width, active;             /* writers allowed, writers working */
   int err;                            /* first error of the round */
+  int may_pause;                      /* when pc_wb_width says so */
+  int paused;                         /* the round stopped for the client */
   int quit;
   unsigned nhelpers;
   pthread_t *helpers;
 };
 
-/* Write extents of the batch until none is left, an error happened or
- * the cache stops.  A failed extent goes back into the tree.
+/* Write extents of the batch until none is left, an error happened,
+ * the cache stops or writeback is to wait (pc_wb_width is 0: the client
+ * turned to reads only, which a batch of a slow backend can outlast by
+ * seconds).  A failed extent goes back into the tree; one not started
+ * stays there for the next round.
  */
 static void
 wb_work (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
@@ -227,9 +232,12 @@ wb_work (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
   for (;;) {
     struct pc_key *k = NULL;
     int err = 0, r, tries = 0;
+    int hold = p->may_pause && pc_wb_width (c) == 0;
 
     pthread_mutex_lock (&p->lock);
-    if (!p->err && !atomic_load (&c->stop_wb)) {
+    if (hold)
+      p->paused = 1;
+    if (!p->err && !p->paused && !atomic_load (&c->stop_wb)) {
       /* Nodes for putting k back if it fails, so it is never lost. */
       if (pc_tree_reserve (&b->tree) == -1)
         p->err = ENOMEM;
@@ -288,12 +296,14 @@ wb_helper (void *arg)
 }
 
 static void
-wb_pool_init (struct pc_cache *c, struct wb_pool *p, unsigned nhelpers)
+wb_pool_init (struct pc_cache *c, struct wb_pool *p, unsigned nhelpers,
+              int may_pause)
 {
   unsigned i;
 
   memset (p, 0, sizeof *p);
   p->c = c;
+  p->may_pause = may_pause;
   pc_lock_init (&p->lock);
   pthread_cond_init (&p->work_cv, NULL);
   pthread_cond_init (&p->done_cv, NULL);
@@ -336,6 +346,7 @@ wb_write_batch (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
   p->width = width;
   p->active = 0;
   p->err = 0;
+  p->paused = 0;
   p->busy = p->nhelpers;
   p->round++;
   pthread_cond_broadcast (&p->work_cv);
@@ -428,8 +439,8 @@ wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
 }
 
 /* Write back one batch.  Returns 1 if dirty_tail moved, 0 if there was
- * nothing to do, -1 on error (dirty_tail stays; the rest of the batch is
- * retried later).
+ * nothing to do or the batch paused, -1 on error (dirty_tail stays; the
+ * rest of the batch is retried later).
  */
 static int
 wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
@@ -454,6 +465,9 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
     return 0;
   if (err)
     goto fail;
+  /* Paused: what is left waits, loaded, for writeback to run again. */
+  if (p->paused && pc_tree_first (&b->tree))
+    return 0;
   if (c->bg.ops->flush && c->bg.ops->flush (c->bg.ctx, &err) == -1) {
     PC_COUNT (c, writeback_errors, 1);
     goto fail;
@@ -544,7 +558,7 @@ pc_writeback_thread (void *arg)
 
   pc_thread_background ("pcache-wb");
   memset (&b, 0, sizeof b);             /* a zeroed tree is empty */
-  wb_pool_init (c, &pool, c->wb_threads > 1 ? c->wb_threads - 1 : 0);
+  wb_pool_init (c, &pool, c->wb_threads > 1 ? c->wb_threads - 1 : 0, 1);
   pthread_mutex_lock (&c->bg_lock);
   while (!c->stop) {
     uint64_t kicks = c->kicks;
@@ -553,9 +567,6 @@ pc_writeback_thread (void *arg)
 
     pthread_mutex_unlock (&c->bg_lock);
     width = pc_wb_width (c);
-    /* A batch already started (a retry) goes on, if slowly. */
-    if (b.loaded && width == 0)
-      width = 1;
     r = width ? wb_round (c, &pool, &b, width) : 0;
     pc_gc_run (c, 0);
     pthread_mutex_lock (&c->bg_lock);
@@ -688,7 +699,7 @@ pc_writeback_step (struct pc_cache *c)
   int r;
 
   memset (&b, 0, sizeof b);             /* a zeroed tree is empty */
-  wb_pool_init (c, &pool, 0);
+  wb_pool_init (c, &pool, 0, 0);
   r = wb_round (c, &pool, &b, 1);
   wb_pool_destroy (&pool);
   wb_tree_clear (&b.tree);

@@ -5,6 +5,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -548,6 +550,164 @@ test_wb_width (void)
   rig_close (&r);
 }
 
+/* A backend that holds its n-th write until opened. */
+struct gate {
+  struct pc_backend inner;
+  pthread_mutex_t lock;
+  pthread_cond_t cv;
+  unsigned writes, at;
+  int held, open;
+};
+
+static int
+gate_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
+{
+  struct gate *g = ctx;
+
+  return g->inner.ops->pread (g->inner.ctx, buf, len, off, err);
+}
+
+static int
+gate_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off, int *err)
+{
+  struct gate *g = ctx;
+
+  pthread_mutex_lock (&g->lock);
+  if (++g->writes == g->at) {
+    g->held = 1;
+    pthread_cond_broadcast (&g->cv);
+    while (!g->open)
+      pthread_cond_wait (&g->cv, &g->lock);
+  }
+  pthread_mutex_unlock (&g->lock);
+  return g->inner.ops->pwrite (g->inner.ctx, buf, len, off, err);
+}
+
+static int
+gate_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
+{
+  struct gate *g = ctx;
+
+  return g->inner.ops->zero (g->inner.ctx, len, off, may_trim, err);
+}
+
+static int
+gate_trim (void *ctx, uint32_t len, uint64_t off, int *err)
+{
+  struct gate *g = ctx;
+
+  return g->inner.ops->trim (g->inner.ctx, len, off, err);
+}
+
+static int
+gate_flush (void *ctx, int *err)
+{
+  struct gate *g = ctx;
+
+  return g->inner.ops->flush (g->inner.ctx, err);
+}
+
+static const struct pc_backend_ops gate_ops = {
+  gate_pread, gate_pwrite, gate_zero, gate_trim, gate_flush,
+};
+
+static unsigned
+gate_writes (struct gate *g)
+{
+  unsigned n;
+
+  pthread_mutex_lock (&g->lock);
+  n = g->writes;
+  pthread_mutex_unlock (&g->lock);
+  return n;
+}
+
+/* A cache hit: the client is busy, and only reading. */
+static void
+hit (pc_cache *c, uint64_t off)
+{
+  uint8_t b[4096];
+  int err = 0;
+
+  CU_ASSERT_EQUAL (pc_read (c, b, sizeof b, off, 0, &err), 0);
+}
+
+/* A client that turns to reads only in the middle of a batch pauses it
+ * at the next extent; when the client goes quiet, the batch goes on
+ * where it stopped rather than from the start.
+ */
+static void
+test_wb_pause (void)
+{
+  struct pc_config cfg;
+  struct rig r;
+  struct gate g = { .at = 4 };
+  struct pc_backend gb = { &gate_ops, &g };
+  struct pc_stats st;
+  const unsigned n = 64;
+  uint64_t size, extra, t0;
+  unsigned i;
+
+  pc_config_init (&cfg);
+  cfg.wb_percent = 10;
+  cfg.gc_percent = 70;
+  cfg.wb_threads = 1;                 /* one writer: extents in order */
+  CU_ASSERT_EQUAL_FATAL (rig_open_idle (&r, "wbp", &cfg, CSIZE, 0), 0);
+  pthread_mutex_init (&g.lock, NULL);
+  pthread_cond_init (&g.cv, NULL);
+  g.inner = r.be;
+  CU_ASSERT_EQUAL_FATAL (pc_cache_start (r.c, &gb), 0);
+  size = (uint64_t) r.c->nsegs << r.c->seg_shift;
+
+  /* Below pcache-writeback-percent with a busy client: held.  Then a
+   * backlog between the thresholds (counted, not written) starts it.
+   */
+  for (i = 0; i < n; i++)
+    rig_write (&r, i * 8192, 4096, 500 + i);
+  CU_ASSERT_EQUAL (pc_log_commit_all (r.c, 0), 0);
+  extra = size * 40 / 100;
+  PC_COUNT (r.c, dirty_bytes, extra);
+  busy (r.c, 1);
+  pc_kick_workers (r.c);
+
+  /* At the gate, the client stops writing and reads. */
+  pthread_mutex_lock (&g.lock);
+  while (!g.held)
+    pthread_cond_wait (&g.cv, &g.lock);
+  busy (r.c, 0);
+  g.open = 1;
+  pthread_cond_broadcast (&g.cv);
+  pthread_mutex_unlock (&g.lock);
+
+  /* Reading on until writeback waits again: nothing past the gate. */
+  t0 = pc_now_ms ();
+  while (atomic_load (&r.c->wb_wake_seq) == UINT64_MAX &&
+         pc_now_ms () - t0 < 20000)
+    hit (r.c, 0);
+  CU_ASSERT_NOT_EQUAL (atomic_load (&r.c->wb_wake_seq), UINT64_MAX);
+  hit (r.c, 0);
+  CU_ASSERT_EQUAL (gate_writes (&g), g.at);
+  pc_cache_get_stats (r.c, &st);
+  CU_ASSERT_EQUAL (st.writeback_rounds, 0);
+
+  /* Quiet: the rest of the batch, each extent once. */
+  atomic_store (&r.c->last_io_ms, pc_now_ms () - PC_WB_IDLE_MS - 1);
+  pc_kick_workers (r.c);
+  t0 = pc_now_ms ();
+  do
+    pc_cache_get_stats (r.c, &st);
+  while (st.writeback_rounds == 0 && pc_now_ms () - t0 < 20000 &&
+         sched_yield () == 0);
+  CU_ASSERT_EQUAL (st.writeback_rounds, 1);
+  CU_ASSERT_EQUAL (gate_writes (&g), n);
+  CU_ASSERT_EQUAL (memcmp (r.mem->buf, r.model, n * 8192), 0);
+
+  PC_UNCOUNT (r.c, dirty_bytes, extra);
+  rig_close (&r);
+  pthread_mutex_destroy (&g.lock);
+  pthread_cond_destroy (&g.cv);
+}
+
 static void
 test_full_cache (void)
 {
@@ -952,6 +1112,7 @@ main (void)
       !CU_add_test (s, "full cache", test_full_cache) ||
       !CU_add_test (s, "writeback width follows the backlog",
                     test_wb_width) ||
+      !CU_add_test (s, "a read-only client pauses a batch", test_wb_pause) ||
       !CU_add_test (s, "backend errors", test_backend_errors) ||
       !CU_add_test (s, "concurrent clients", test_concurrency) ||
       !CU_add_test (s, "restart with dirty data", test_restart_dirty) ||
