@@ -153,8 +153,9 @@ int pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
                       uint32_t *seg, uint32_t *seg_off, uint32_t *got,
                       uint32_t *gen);
 /* Insert a key into the index and queue its record; caller holds the
- * subtree write lock.  *seal_gen receives the buffer's seal count.
- * Returns 1 if the key covered cached data, 0 if not, -1 on error.
+ * subtree write lock.  The key is the index's (or freed) afterwards.
+ * *seal_gen receives the buffer's seal count.  Returns 1 if the key
+ * covered cached data, 0 if not, -1 on error.
  */
 int pc_publish_key (struct pc_cache *c, struct pc_key *k,
                     const struct pc_key_rec *rec, uint64_t *seal_gen);

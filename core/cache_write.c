@@ -72,9 +72,11 @@ pc_publish_key (struct pc_cache *c, struct pc_key *k,
   struct pc_kbuf *kb = pc_kbuf_for (c, rec->off);
   int hit, r;
 
-  hit = pc_tree_insert (pc_index_tree (&c->index, rec->off), k);
-  if (hit == -1)
+  hit = pc_tree_put (pc_index_tree (&c->index, rec->off), k);
+  if (hit == -1) {
+    pc_key_free (k);
     return -1;
+  }
   pthread_mutex_lock (&kb->lock);
   r = pc_kbuf_add (c, kb, rec, seal_gen);
   pthread_mutex_unlock (&kb->lock);

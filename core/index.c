@@ -608,8 +608,8 @@ pc_tree_remove (struct pc_tree *t, struct pc_key *k)
     pc_key_free (k);
 }
 
-int
-pc_tree_insert (struct pc_tree *t, struct pc_key *k)
+static int
+tree_insert (struct pc_tree *t, struct pc_key *k, int put)
 {
   const uint64_t nend = k->off + k->len;
   struct pc_key *e, *next, *spare = NULL;
@@ -631,8 +631,13 @@ pc_tree_insert (struct pc_tree *t, struct pc_key *k)
   overlapped = e != NULL;
   if (e && e->off == k->off && e->len == k->len) {
     /* An overwrite of exactly the same range, the common case of
-     * random writes: k takes e's slot, nothing moves.
+     * random writes: k takes e's slot, or e k's fields, nothing moves.
      */
+    if (put && !(e->flags & PC_KEY_EMPTY)) {
+      *e = *k;
+      pc_key_free (k);
+      return 1;
+    }
     ex->key[ej] = k;
     if (e->flags & PC_KEY_EMPTY)
       e->flags |= PC_KEY_DEAD;
@@ -700,6 +705,18 @@ pc_tree_insert (struct pc_tree *t, struct pc_key *k)
 
   tree_link (t, k);
   return overlapped;
+}
+
+int
+pc_tree_insert (struct pc_tree *t, struct pc_key *k)
+{
+  return tree_insert (t, k, 0);
+}
+
+int
+pc_tree_put (struct pc_tree *t, struct pc_key *k)
+{
+  return tree_insert (t, k, 1);
 }
 
 /* pc_tree_check: walk x, whose keys must lie in [lo, hi).  Returns the

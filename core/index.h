@@ -101,6 +101,12 @@ int pc_tree_reserve (const struct pc_tree *t);
  * (ENOMEM, or EINVAL for an empty key) before anything changed.
  */
 int pc_tree_insert (struct pc_tree *t, struct pc_key *k);
+/* pc_tree_insert for a key that the caller does not use again: where k
+ * has exactly the range of a key already there (not a placeholder),
+ * that key takes k's fields and k is freed.  The leaf is not stored to,
+ * and the key just read is the only line written.
+ */
+int pc_tree_put (struct pc_tree *t, struct pc_key *k);
 
 /* Caller holds the lock.  First key whose range overlaps [off, off+len),
  * or NULL.  pc_tree_next walks on in offset order.

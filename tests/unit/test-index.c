@@ -162,6 +162,39 @@ test_equal (void)
   clear ();
 }
 
+/* pc_tree_put: an exact overwrite of a payload key updates that key
+ * in place; over a placeholder, or any other overlap, it inserts.
+ */
+static void
+test_put (void)
+{
+  struct pc_key *a = ins (100, 50, 1000, D), *k, *ph;
+
+  k = mk (100, 50, 2000, 0);
+  k->gen = 9;
+  CU_ASSERT_EQUAL (pc_tree_put (t, k), 1);
+  CU_ASSERT_PTR_EQUAL (pc_tree_find (t, 100, 50), a);
+  CU_ASSERT_EQUAL (a->gen, 9);
+  EXPECT ({ 100, 50, 2000, 0 });
+
+  /* Not the same range: linked as pc_tree_insert would. */
+  k = mk (120, 50, 3000, D);
+  CU_ASSERT_EQUAL (pc_tree_put (t, k), 1);
+  CU_ASSERT_PTR_EQUAL (pc_tree_find (t, 120, 1), k);
+  EXPECT ({ 100, 20, 2000, 0 }, { 120, 50, 3000, D });
+
+  /* A placeholder is its reader's: marked dead, never reused. */
+  ph = mk (200, 10, 0, PC_KEY_EMPTY);
+  CU_ASSERT_EQUAL_FATAL (pc_tree_insert (t, ph), 0);
+  k = mk (200, 10, 4000, D);
+  CU_ASSERT_EQUAL (pc_tree_put (t, k), 1);
+  CU_ASSERT (ph->flags & PC_KEY_DEAD);
+  CU_ASSERT_PTR_EQUAL (pc_tree_find (t, 200, 10), k);
+  pc_key_free (ph);
+  EXPECT ({ 100, 20, 2000, 0 }, { 120, 50, 3000, D }, { 200, 10, 4000, D });
+  clear ();
+}
+
 /* Overwrites of exactly the same range take the old key's place in a
  * tree of many keys, placeholders included, and leave it well linked.
  */
@@ -993,6 +1026,7 @@ main (void)
       !CU_add_test (s, "existing inside new", test_inside) ||
       !CU_add_test (s, "equal ranges", test_equal) ||
       !CU_add_test (s, "equal ranges, many keys", test_equal_many) ||
+      !CU_add_test (s, "put updates an equal key in place", test_put) ||
       !CU_add_test (s, "front cut", test_front_cut) ||
       !CU_add_test (s, "back cut", test_back_cut) ||
       !CU_add_test (s, "split", test_split) ||
