@@ -313,9 +313,9 @@ thread_cpu (void)
 
 static _Atomic unsigned phase_seq;
 
-/* With --pin, measured thread i runs on the i-th CPU from the last: a
- * writer that migrates varies by 20% here, a pinned one by 5%.  The
- * engine's workers are left to the scheduler.
+/* With --pin, measured thread i runs on the i-th CPU from the last, so
+ * that a migration mid-measurement cannot move its figure.  The engine's
+ * workers are left to the scheduler.
  */
 static void
 pin (unsigned i)

@@ -622,14 +622,14 @@ gate_writes (struct gate *g)
   return n;
 }
 
-/* A cache hit: the client is busy, and only reading. */
+/* A read of cached data: the client is busy, and only reading. */
 static void
-hit (pc_cache *c, uint64_t off)
+hit (struct rig *r, uint64_t off)
 {
   uint8_t b[4096];
   int err = 0;
 
-  CU_ASSERT_EQUAL (pc_read (c, b, sizeof b, off, 0, &err), 0);
+  CU_ASSERT_EQUAL (pc_read (r->c, b, sizeof b, off, &r->be, &err), 0);
 }
 
 /* A client that turns to reads only in the middle of a batch pauses it
@@ -683,9 +683,9 @@ test_wb_pause (void)
   t0 = pc_now_ms ();
   while (atomic_load (&r.c->wb_wake_seq) == UINT64_MAX &&
          pc_now_ms () - t0 < 20000)
-    hit (r.c, 0);
+    hit (&r, 0);
   CU_ASSERT_NOT_EQUAL (atomic_load (&r.c->wb_wake_seq), UINT64_MAX);
-  hit (r.c, 0);
+  hit (&r, 0);
   CU_ASSERT_EQUAL (gate_writes (&g), g.at);
   pc_cache_get_stats (r.c, &st);
   CU_ASSERT_EQUAL (st.writeback_rounds, 0);
