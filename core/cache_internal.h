@@ -173,6 +173,10 @@ int pc_backend_zero (struct pc_cache *c, const struct pc_key_rec *r, int *err);
  */
 void pc_cache_set_backend (struct pc_cache *c, const struct pc_backend *bg);
 int pc_writeback_step (struct pc_cache *c);
+/* The same with the pool of the writeback thread (pcache-writeback-threads
+ * writers) and at most width of them at work.
+ */
+int pc_writeback_step_width (struct pc_cache *c, unsigned width);
 
 /* replay.c */
 int pc_replay (struct pc_cache *c);

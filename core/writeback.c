@@ -202,8 +202,8 @@ struct wb_pool {
   pthread_cond_t work_cv, done_cv;
   struct pc_cache *c;
   struct wb_batch *batch;
-  uint64_t round;
-  unsigned busy;                      /* helpers still on this round */
+  unsigned want;                      /* helper slots not yet taken */
+  unsigned busy;                      /* slots not yet done */
   unsigned width, active;             /* writers allowed, writers working */
   int err;                            /* first error of the round */
   int may_pause;                      /* when pc_wb_width says so */
@@ -274,17 +274,16 @@ static void *
 wb_helper (void *arg)
 {
   struct wb_pool *p = arg;
-  uint64_t seen = 0;
 
   pc_thread_background ("pcache-wb-io");
 
   pthread_mutex_lock (&p->lock);
   for (;;) {
-    while (!p->quit && p->round == seen)
+    while (!p->quit && p->want == 0)
       pthread_cond_wait (&p->work_cv, &p->lock);
     if (p->quit)
       break;
-    seen = p->round;
+    p->want--;
     pthread_mutex_unlock (&p->lock);
     wb_work (p->c, p, p->batch);
     pthread_mutex_lock (&p->lock);
@@ -339,6 +338,7 @@ static int
 wb_write_batch (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
                 unsigned width)
 {
+  unsigned i;
   int err;
 
   pthread_mutex_lock (&p->lock);
@@ -347,9 +347,15 @@ wb_write_batch (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
   p->active = 0;
   p->err = 0;
   p->paused = 0;
-  p->busy = p->nhelpers;
-  p->round++;
-  pthread_cond_broadcast (&p->work_cv);
+  /* Wake only the helpers the width lets work: the others would wake,
+   * find no room and sleep again, a context switch each per round.
+   */
+  p->want = p->busy = PC_MIN (width > 0 ? width - 1 : 0, p->nhelpers);
+  if (p->want == p->nhelpers)
+    pthread_cond_broadcast (&p->work_cv);
+  else
+    for (i = 0; i < p->want; i++)
+      pthread_cond_signal (&p->work_cv);
   pthread_mutex_unlock (&p->lock);
   wb_work (c, p, b);
   pthread_mutex_lock (&p->lock);
@@ -691,17 +697,29 @@ pc_cache_set_backend (struct pc_cache *c, const struct pc_backend *bg)
   c->bg = *bg;
 }
 
-int
-pc_writeback_step (struct pc_cache *c)
+static int
+step (struct pc_cache *c, unsigned nhelpers, unsigned width)
 {
   struct wb_batch b;
   struct wb_pool pool;
   int r;
 
   memset (&b, 0, sizeof b);             /* a zeroed tree is empty */
-  wb_pool_init (c, &pool, 0, 0);
-  r = wb_round (c, &pool, &b, 1);
+  wb_pool_init (c, &pool, nhelpers, 0);
+  r = wb_round (c, &pool, &b, width);
   wb_pool_destroy (&pool);
   wb_tree_clear (&b.tree);
   return r;
+}
+
+int
+pc_writeback_step (struct pc_cache *c)
+{
+  return step (c, 0, 1);
+}
+
+int
+pc_writeback_step_width (struct pc_cache *c, unsigned width)
+{
+  return step (c, c->wb_threads > 1 ? c->wb_threads - 1 : 0, width);
 }

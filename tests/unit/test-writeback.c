@@ -3,6 +3,7 @@
  * data whose replacement belongs to a later epoch or is not yet in the
  * log.  Writeback runs a batch at a time (pc_writeback_step) on a cache
  * without workers, so every batch boundary is where the test puts it.
+ * Last, the number of writers a round puts to work.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -390,6 +391,128 @@ test_commit_wakes (void)
   unlink (p);
 }
 
+/* A backend that meters concurrency: the first `want` writes wait for
+ * one another (up to 5 s, then it gives up and says so), and it keeps
+ * the most writes it ever had in flight.
+ */
+struct meter {
+  struct pc_backend inner;
+  pthread_mutex_t lock;
+  pthread_cond_t cv;
+  unsigned want, now, most;
+  int met, gave_up;
+};
+
+static int
+meter_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
+{
+  struct meter *m = ctx;
+
+  return m->inner.ops->pread (m->inner.ctx, buf, len, off, err);
+}
+
+static int
+meter_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off,
+              int *err)
+{
+  struct meter *m = ctx;
+  uint64_t t0 = pc_now_ms ();
+  int r;
+
+  pthread_mutex_lock (&m->lock);
+  m->now++;
+  m->most = PC_MAX (m->most, m->now);
+  if (m->now >= m->want)
+    m->met = 1;
+  pthread_cond_broadcast (&m->cv);
+  while (!m->met && !m->gave_up) {
+    if (pc_now_ms () - t0 >= 5000)
+      m->gave_up = 1;
+    else
+      pc_cond_wait_ms (&m->cv, &m->lock, 100);
+  }
+  pthread_mutex_unlock (&m->lock);
+  r = m->inner.ops->pwrite (m->inner.ctx, buf, len, off, err);
+  pthread_mutex_lock (&m->lock);
+  m->now--;
+  pthread_mutex_unlock (&m->lock);
+  return r;
+}
+
+static int
+meter_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
+{
+  struct meter *m = ctx;
+
+  return m->inner.ops->zero (m->inner.ctx, len, off, may_trim, err);
+}
+
+static int
+meter_trim (void *ctx, uint32_t len, uint64_t off, int *err)
+{
+  struct meter *m = ctx;
+
+  return m->inner.ops->trim (m->inner.ctx, len, off, err);
+}
+
+static int
+meter_flush (void *ctx, int *err)
+{
+  struct meter *m = ctx;
+
+  return m->inner.ops->flush (m->inner.ctx, err);
+}
+
+static const struct pc_backend_ops meter_ops = {
+  meter_pread, meter_pwrite, meter_zero, meter_trim, meter_flush,
+};
+
+/* A round of width w has exactly w writers at work, whether the pool
+ * wakes all of its helpers (w = pcache-writeback-threads) or some.
+ */
+static void
+test_width (void)
+{
+  static const unsigned widths[] = { 1, 3, 8 };
+  const unsigned n = 64;
+  unsigned i, j;
+
+  for (i = 0; i < sizeof widths / sizeof widths[0]; i++) {
+    const char *p = fresh ("width");
+    struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
+    struct meter m = { .inner = tu_mem_backend (mem), .want = widths[i] };
+    struct pc_backend bg = { &meter_ops, &m };
+    struct pc_config cfg;
+    pc_cache *c;
+    int r, rounds = 0;
+
+    pthread_mutex_init (&m.lock, NULL);
+    pthread_cond_init (&m.cv, NULL);
+    tu_config (&cfg, p, CSIZE);
+    cfg.cache_on_read = 0;
+    cfg.wb_threads = 8;
+    c = tu_open (&cfg, BSIZE);
+    CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+    pc_cache_set_backend (c, &bg);
+    /* Every other block: no two extents merge into one write. */
+    for (j = 0; j < n; j++)
+      wr (c, j * 8192, 4096, 7);
+    commit (c);
+    while ((r = pc_writeback_step_width (c, widths[i])) == 1 && ++rounds < 100)
+      ;
+    CU_ASSERT_EQUAL (r, 0);
+    CU_ASSERT_EQUAL (m.gave_up, 0);
+    CU_ASSERT_EQUAL (m.most, widths[i]);
+    for (j = 0; j < n; j++)
+      CU_ASSERT_EQUAL (tu_check (mem->buf + j * 8192, 4096, j * 8192, 7), -1);
+    pc_cache_close (c);
+    tu_mem_free (mem);
+    pthread_mutex_destroy (&m.lock);
+    pthread_cond_destroy (&m.cv);
+    unlink (p);
+  }
+}
+
 int
 main (void)
 {
@@ -414,7 +537,8 @@ main (void)
       !CU_add_test (s, "record in pieces", test_pieces) ||
       !CU_add_test (s, "busy key buffer", test_busy_buffer) ||
       !CU_add_test (s, "commits wake idle writeback",
-                    test_commit_wakes)) {
+                    test_commit_wakes) ||
+      !CU_add_test (s, "a round has width writers", test_width)) {
     CU_cleanup_registry ();
     return 1;
   }
