@@ -552,25 +552,17 @@ test_wb_width (void)
 
 /* A backend that holds its n-th write until opened. */
 struct gate {
-  struct pc_backend inner;
+  struct tu_hook hook;                  /* first: the hook is the gate */
   pthread_mutex_t lock;
   pthread_cond_t cv;
   unsigned writes, at;
   int held, open;
 };
 
-static int
-gate_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
+static void
+gate_before (struct tu_hook *h)
 {
-  struct gate *g = ctx;
-
-  return g->inner.ops->pread (g->inner.ctx, buf, len, off, err);
-}
-
-static int
-gate_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off, int *err)
-{
-  struct gate *g = ctx;
+  struct gate *g = (struct gate *) h;
 
   pthread_mutex_lock (&g->lock);
   if (++g->writes == g->at) {
@@ -580,36 +572,7 @@ gate_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off, int *err)
       pthread_cond_wait (&g->cv, &g->lock);
   }
   pthread_mutex_unlock (&g->lock);
-  return g->inner.ops->pwrite (g->inner.ctx, buf, len, off, err);
 }
-
-static int
-gate_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
-{
-  struct gate *g = ctx;
-
-  return g->inner.ops->zero (g->inner.ctx, len, off, may_trim, err);
-}
-
-static int
-gate_trim (void *ctx, uint32_t len, uint64_t off, int *err)
-{
-  struct gate *g = ctx;
-
-  return g->inner.ops->trim (g->inner.ctx, len, off, err);
-}
-
-static int
-gate_flush (void *ctx, int *err)
-{
-  struct gate *g = ctx;
-
-  return g->inner.ops->flush (g->inner.ctx, err);
-}
-
-static const struct pc_backend_ops gate_ops = {
-  gate_pread, gate_pwrite, gate_zero, gate_trim, gate_flush,
-};
 
 static unsigned
 gate_writes (struct gate *g)
@@ -641,8 +604,8 @@ test_wb_pause (void)
 {
   struct pc_config cfg;
   struct rig r;
-  struct gate g = { .at = 4 };
-  struct pc_backend gb = { &gate_ops, &g };
+  struct gate g = { .hook.before = gate_before, .at = 4 };
+  struct pc_backend gb = tu_hook_backend (&g.hook);
   struct pc_stats st;
   const unsigned n = 64;
   uint64_t size, extra, t0;
@@ -655,7 +618,7 @@ test_wb_pause (void)
   CU_ASSERT_EQUAL_FATAL (rig_open_idle (&r, "wbp", &cfg, CSIZE, 0), 0);
   pthread_mutex_init (&g.lock, NULL);
   pthread_cond_init (&g.cv, NULL);
-  g.inner = r.be;
+  g.hook.inner = r.be;
   CU_ASSERT_EQUAL_FATAL (pc_cache_start (r.c, &gb), 0);
   size = (uint64_t) r.c->nsegs << r.c->seg_shift;
 

@@ -396,28 +396,18 @@ test_commit_wakes (void)
  * the most writes it ever had in flight.
  */
 struct meter {
-  struct pc_backend inner;
+  struct tu_hook hook;                  /* first: the hook is the meter */
   pthread_mutex_t lock;
   pthread_cond_t cv;
   unsigned want, now, most;
   int met, gave_up;
 };
 
-static int
-meter_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
+static void
+meter_before (struct tu_hook *h)
 {
-  struct meter *m = ctx;
-
-  return m->inner.ops->pread (m->inner.ctx, buf, len, off, err);
-}
-
-static int
-meter_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off,
-              int *err)
-{
-  struct meter *m = ctx;
+  struct meter *m = (struct meter *) h;
   uint64_t t0 = pc_now_ms ();
-  int r;
 
   pthread_mutex_lock (&m->lock);
   m->now++;
@@ -432,40 +422,17 @@ meter_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off,
       pc_cond_wait_ms (&m->cv, &m->lock, 100);
   }
   pthread_mutex_unlock (&m->lock);
-  r = m->inner.ops->pwrite (m->inner.ctx, buf, len, off, err);
+}
+
+static void
+meter_after (struct tu_hook *h)
+{
+  struct meter *m = (struct meter *) h;
+
   pthread_mutex_lock (&m->lock);
   m->now--;
   pthread_mutex_unlock (&m->lock);
-  return r;
 }
-
-static int
-meter_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
-{
-  struct meter *m = ctx;
-
-  return m->inner.ops->zero (m->inner.ctx, len, off, may_trim, err);
-}
-
-static int
-meter_trim (void *ctx, uint32_t len, uint64_t off, int *err)
-{
-  struct meter *m = ctx;
-
-  return m->inner.ops->trim (m->inner.ctx, len, off, err);
-}
-
-static int
-meter_flush (void *ctx, int *err)
-{
-  struct meter *m = ctx;
-
-  return m->inner.ops->flush (m->inner.ctx, err);
-}
-
-static const struct pc_backend_ops meter_ops = {
-  meter_pread, meter_pwrite, meter_zero, meter_trim, meter_flush,
-};
 
 /* A round of width w has exactly w writers at work, whether the pool
  * wakes all of its helpers (w = pcache-writeback-threads) or some.
@@ -480,8 +447,11 @@ test_width (void)
   for (i = 0; i < sizeof widths / sizeof widths[0]; i++) {
     const char *p = fresh ("width");
     struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
-    struct meter m = { .inner = tu_mem_backend (mem), .want = widths[i] };
-    struct pc_backend bg = { &meter_ops, &m };
+    struct meter m = {
+      .hook = { tu_mem_backend (mem), meter_before, meter_after },
+      .want = widths[i],
+    };
+    struct pc_backend bg = tu_hook_backend (&m.hook);
     struct pc_config cfg;
     pc_cache *c;
     int r, rounds = 0;

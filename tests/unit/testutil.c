@@ -307,6 +307,67 @@ tu_fail_backend (void)
   return (struct pc_backend) { .ops = &fail_ops, .ctx = NULL };
 }
 
+static int
+hook_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
+{
+  struct tu_hook *h = ctx;
+
+  return h->inner.ops->pread (h->inner.ctx, buf, len, off, err);
+}
+
+static int
+hook_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off,
+             int *err)
+{
+  struct tu_hook *h = ctx;
+  int r;
+
+  if (h->before)
+    h->before (h);
+  r = h->inner.ops->pwrite (h->inner.ctx, buf, len, off, err);
+  if (h->after)
+    h->after (h);
+  return r;
+}
+
+static int
+hook_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
+{
+  struct tu_hook *h = ctx;
+
+  return h->inner.ops->zero (h->inner.ctx, len, off, may_trim, err);
+}
+
+static int
+hook_trim (void *ctx, uint32_t len, uint64_t off, int *err)
+{
+  struct tu_hook *h = ctx;
+
+  return h->inner.ops->trim (h->inner.ctx, len, off, err);
+}
+
+static int
+hook_flush (void *ctx, int *err)
+{
+  struct tu_hook *h = ctx;
+
+  return h->inner.ops->flush (h->inner.ctx, err);
+}
+
+static const struct pc_backend_ops hook_ops = {
+  .pread = hook_pread,
+  .pwrite = hook_pwrite,
+  .zero = hook_zero,
+  .trim = hook_trim,
+  .flush = hook_flush,
+};
+
+struct pc_backend
+tu_hook_backend (struct tu_hook *h)
+{
+  return (struct pc_backend) { .ops = &hook_ops, .ctx = h };
+}
+
 /* ------------------------------------------------------------------ */
 /* Patterns. */
 

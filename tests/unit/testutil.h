@@ -76,6 +76,17 @@ void tu_mem_get (struct tu_mem *m, void *dst, uint32_t len, uint64_t off);
 /* A backend that only fails (EIO), for paths that must not reach it. */
 struct pc_backend tu_fail_backend (void);
 
+/* A backend that forwards every call to inner, and calls before and
+ * after (each if set) around every pwrite: a test embeds it first in a
+ * struct of its own to hold or meter writeback's writes.
+ */
+struct tu_hook {
+  struct pc_backend inner;
+  void (*before) (struct tu_hook *h);
+  void (*after) (struct tu_hook *h);
+};
+struct pc_backend tu_hook_backend (struct tu_hook *h);
+
 /* ------------------------------------------------------------------ */
 /* Data patterns: byte i of a pattern depends on the absolute offset
  * (off + i) and a seed, so misplaced data never matches.
