@@ -69,14 +69,18 @@ new_log_seg (struct pc_cache *c, int wait)
   }
 }
 
-/* Caller holds the log lock.  Append one kset. */
+/* Caller holds the log lock and those of kbs[0..nkb).  Append one kset
+ * of their records, n in all (at most PC_KSET_MAX_KEYS).
+ */
 static int
-log_write (struct pc_cache *c, const struct pc_key_rec *keys, uint32_t n,
-           int wait)
+log_write (struct pc_cache *c, struct pc_kbuf *const *kbs, unsigned nkb,
+           uint32_t n, int wait)
 {
   struct pc_log *lg = &c->log;
   struct pc_kset_hdr *h = (struct pc_kset_hdr *) lg->scratch;
+  struct pc_key_rec *rec = (struct pc_key_rec *) (h + 1);
   uint32_t span = pc_kset_span (n);
+  unsigned i;
 
   /* Keep room behind every kset for the LAST record that may follow. */
   if (lg->head.off + span + PC_KSET_ALIGN > c->seg_size) {
@@ -107,7 +111,10 @@ log_write (struct pc_cache *c, const struct pc_key_rec *keys, uint32_t n,
   h->seq = lg->head.seq;
   h->epoch = lg->epoch;
   h->nkeys = n;
-  memcpy (h + 1, keys, n * sizeof *keys);
+  for (i = 0; i < nkb; i++) {
+    memcpy (rec, kbs[i]->keys, kbs[i]->nkeys * sizeof *rec);
+    rec += kbs[i]->nkeys;
+  }
   h->crc = kset_crc (c, h);
   pc_pmem_copy (c->pm, pc_seg_addr (c, lg->head.seg, lg->head.off), h,
                 PC_KSET_BYTES (n));
@@ -135,6 +142,14 @@ wake_writeback (struct pc_cache *c)
 /* Without wait, give up (EBUSY) on a log lock held so long that its
  * holder may be waiting for space that only the caller can free.
  */
+/* Caller holds the buffer's lock.  The buffer's records are in the log. */
+static void
+kbuf_sealed (struct pc_kbuf *kb)
+{
+  kb->nkeys = 0;
+  kb->seals++;
+}
+
 static int
 kbuf_commit (struct pc_cache *c, struct pc_kbuf *kb, int wait)
 {
@@ -148,11 +163,10 @@ kbuf_commit (struct pc_cache *c, struct pc_kbuf *kb, int wait)
     errno = EBUSY;
     return -1;
   }
-  r = log_write (c, kb->keys, kb->nkeys, wait);
+  r = log_write (c, &kb, 1, kb->nkeys, wait);
   pthread_mutex_unlock (&c->log.lock);
   if (r == 0) {
-    kb->nkeys = 0;
-    kb->seals++;
+    kbuf_sealed (kb);
     wake_writeback (c);
   }
   return r;
@@ -195,18 +209,48 @@ pc_kbuf_commit_upto (struct pc_cache *c, struct pc_kbuf *kb,
   return r;
 }
 
+/* Every buffer into as few ksets as hold them, a buffer never split
+ * between two (so that one that fails stays whole, to be retried): a
+ * flush after writes spread over the buffers then writes and drains one
+ * kset instead of one a buffer.  Records of two buffers never overlap
+ * (a stripe has one buffer), so their order in a kset does not matter.
+ * Buffers are locked in index order, the log lock after them, as
+ * everywhere.
+ */
 int
 pc_log_commit_all (struct pc_cache *c, int end_epoch)
 {
-  unsigned i;
+  struct pc_kbuf *kbs[PC_NKBUFS];
+  unsigned i, j, nkb = 0;
+  uint32_t n = 0;
   int r = 0;
 
-  for (i = 0; i < PC_NKBUFS; i++) {
+  for (i = 0; i < PC_NKBUFS; i++)
     pthread_mutex_lock (&c->kbufs[i].lock);
-    if (pc_kbuf_commit (c, &c->kbufs[i]) == -1)
-      r = -1;
-    pthread_mutex_unlock (&c->kbufs[i].lock);
+  pthread_mutex_lock (&c->log.lock);
+  for (i = 0; i <= PC_NKBUFS; i++) {
+    struct pc_kbuf *kb = i < PC_NKBUFS ? &c->kbufs[i] : NULL;
+
+    if (kb && kb->nkeys == 0)
+      continue;
+    if (nkb > 0 && (!kb || n + kb->nkeys > PC_KSET_MAX_KEYS)) {
+      if (log_write (c, kbs, nkb, n, 1) == 0)
+        for (j = 0; j < nkb; j++)
+          kbuf_sealed (kbs[j]);
+      else
+        r = -1;
+      nkb = 0;
+      n = 0;
+    }
+    if (kb) {
+      kbs[nkb++] = kb;
+      n += kb->nkeys;
+    }
   }
+  pthread_mutex_unlock (&c->log.lock);
+  for (i = 0; i < PC_NKBUFS; i++)
+    pthread_mutex_unlock (&c->kbufs[i].lock);
+  wake_writeback (c);
   /* Ksets written from now on belong to the next epoch; writeback
    * flushes the backend between epochs.
    */

@@ -798,6 +798,53 @@ test_replay_full_kset (void)
   unlink (img);
 }
 
+/* A flush puts every key buffer in as few ksets as hold them, never a
+ * buffer split between two; after a crash, replay finds every record.
+ */
+static void
+test_flush_merges_ksets (void)
+{
+  const char *p = fresh ("merge"), *img = fresh ("merge.crash");
+  const uint64_t stripe = UINT64_C (1) << PC_STRIPE_SHIFT;
+  pc_cache *c;
+  uint64_t seq;
+  unsigned i;
+
+  c = reopen (p);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  /* One write in each stripe: one key in each of the PC_NKBUFS buffers. */
+  CU_ASSERT_EQUAL_FATAL (BSIZE / stripe, PC_NKBUFS);
+  seq = c->log.head.seq;
+  for (i = 0; i < PC_NKBUFS; i++)
+    wr (c, i * stripe, 4096, 300 + i);
+  flush (c);
+  CU_ASSERT_EQUAL (c->log.head.seq, seq + 1);
+  /* 100 keys in each of two buffers: 200 do not fit one kset. */
+  seq = c->log.head.seq;
+  for (i = 0; i < 100; i++) {
+    wr (c, 8192 + i * 8192, 4096, 400);
+    wr (c, stripe + 8192 + i * 8192, 4096, 401);
+  }
+  flush (c);
+  CU_ASSERT_EQUAL (c->log.head.seq, seq + 2);
+  CU_ASSERT_EQUAL (tu_file_copy (p, img), 0);       /* crash now */
+  pc_cache_close (c);
+
+  c = reopen (img);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  for (i = 0; i < PC_NKBUFS; i++)
+    CU_ASSERT_TRUE (has_pattern (c, i * stripe, 4096, 300 + i));
+  for (i = 0; i < 100; i++)
+    if (!has_pattern (c, 8192 + i * 8192, 4096, 400) ||
+        !has_pattern (c, stripe + 8192 + i * 8192, 4096, 401)) {
+      CU_FAIL ("a flushed write lost");
+      break;
+    }
+  pc_cache_close (c);
+  unlink (p);
+  unlink (img);
+}
+
 #define KA 0
 #define KB (64 * 1024)
 #define KC (128 * 1024)
@@ -1462,6 +1509,8 @@ main (void)
       !CU_add_test (s, "replay", test_replay_basic) ||
       !CU_add_test (s, "replay after crash: full kset",
                     test_replay_full_kset) ||
+      !CU_add_test (s, "a flush merges key buffers",
+                    test_flush_merges_ksets) ||
       !CU_add_test (s, "kset CRC ends replay", test_kset_crc_ends_replay) ||
       !CU_add_test (s, "torn kset ends replay", test_kset_torn_tail) ||
       !CU_add_test (s, "kset seq ends replay", test_kset_seq_ends_replay) ||
