@@ -73,7 +73,10 @@ static int opt_pin;
 static const char *opt_dir = "/dev/shm";
 static uint64_t opt_cache_size = 2ULL << 30;
 static uint64_t opt_space = 1ULL << 30;
-static int do_read = 1, do_bare = 1, do_write = 1;
+static int do_read = 1, do_bare = 1, do_write = 1, do_flush = 1;
+
+/* The flush phase: a pc_flush after this many writes of each thread. */
+#define FLUSH_EVERY 16
 
 static char cache_path[4096], bare_path[4096];
 
@@ -263,6 +266,7 @@ cache_destroy (pc_cache *c)
 
 enum op {
   OP_WRITE,          /* pc_write 4K at a random offset */
+  OP_WRITE_FLUSH,    /* the same, and a pc_flush every FLUSH_EVERY */
   OP_READ,           /* pc_read 4K at a random offset */
   OP_BARE_COPY,      /* pmem memcpy+persist 4K, appended, wrapping */
   OP_BARE_COLD,      /* the same, one pass over untouched pages */
@@ -370,8 +374,15 @@ worker_main (void *arg)
 
     switch (r->op) {
     case OP_WRITE:
+    case OP_WRITE_FLUSH:
       if (pc_write (r->c, buf, BS, off, 0, &err) == -1) {
         fprintf (stderr, "microbench: pc_write: %s\n", strerror (err));
+        atomic_store (&r->failed, 1);
+        goto done;
+      }
+      if (r->op == OP_WRITE_FLUSH && (ops + 1) % FLUSH_EVERY == 0 &&
+          pc_flush (r->c, &err) == -1) {
+        fprintf (stderr, "microbench: pc_flush: %s\n", strerror (err));
         atomic_store (&r->failed, 1);
         goto done;
       }
@@ -551,8 +562,9 @@ usage (FILE *f)
 "  --dir DIR         where the cache files go (default /dev/shm)\n"
 "  --cache-size SIZE cache file size (default 2G)\n"
 "  --space SIZE      backing size and random-offset space (default 1G)\n"
-"  --phases LIST     which measurements: read,bare,write (default all;\n"
-"                    e.g. --phases write to profile the write path)\n"
+"  --phases LIST     which measurements: read,bare,write,flush (default\n"
+"                    all; e.g. --phases write to profile the write path;\n"
+"                    flush: burst writes with a pc_flush every 16)\n"
 "  --pin             run measured thread i on the i-th CPU from the last:\n"
 "                    steadier figures for the phases without workers,\n"
 "                    but writers pinned beside running workers get less\n"
@@ -613,6 +625,7 @@ main (int argc, char **argv)
     { NULL, 0, NULL, 0 },
   };
   struct result wcold[16] = { 0 }, wwarm[16] = { 0 }, rd[16] = { 0 };
+  struct result wflush[16] = { 0 };
   struct result bcold[16] = { 0 }, bc[16] = { 0 }, br[16] = { 0 };
   uint64_t rss0 = 0, rss1 = 0, heap0 = 0, heap1 = 0, nkeys, cache_blocks;
   uint64_t ix_keys = 0, ix_bytes = 0;
@@ -652,7 +665,8 @@ main (int argc, char **argv)
       do_read = strstr (optarg, "read") != NULL;
       do_bare = strstr (optarg, "bare") != NULL;
       do_write = strstr (optarg, "write") != NULL;
-      if (!do_read && !do_bare && !do_write) {
+      do_flush = strstr (optarg, "flush") != NULL;
+      if (!do_read && !do_bare && !do_write && !do_flush) {
         fprintf (stderr, "microbench: bad --phases '%s'\n", optarg);
         return 2;
       }
@@ -769,6 +783,17 @@ main (int argc, char **argv)
     cache_destroy (c);
   }
 
+  /* 4. Burst writes again, each thread flushing after every FLUSH_EVERY
+   * of its writes, as a file system or database does: the difference
+   * from the burst is what the flushes cost.
+   */
+  for (i = 0; do_flush && i < opt_nthreads; i++) {
+    c = cache_create (100);
+    wflush[i] = run_phase ("mb-write-flush", OP_WRITE_FLUSH, opt_threads[i],
+                           c, NULL, opt_seconds, cache_blocks * 6 / 10);
+    cache_destroy (c);
+  }
+
   /* us/op: wall time per op and thread.  CPU/op: CPU time of the
    * threads measured, per op.  all CPU/op: CPU time of the whole
    * process (the engine's writeback and GC too) per op.
@@ -782,6 +807,7 @@ main (int argc, char **argv)
     row ("pc_write 4K, burst (fresh cache)", t, &wcold[i], &bcold[i]);
     row ("bare 4K memcpy+persist", t, &bc[i], NULL);
     row ("pc_write 4K, warm (log wrapped)", t, &wwarm[i], &bc[i]);
+    row ("pc_write 4K, burst, flush every 16", t, &wflush[i], &bcold[i]);
     row ("bare 4K memcpy (read)", t, &br[i], NULL);
     row ("pc_read 4K, cache hit", t, &rd[i], &br[i]);
   }
@@ -795,6 +821,17 @@ main (int argc, char **argv)
       if (opt_writeback)
         cost ("warm", opt_threads[i], &wwarm[i], &bc[i]);
     }
+  }
+  if (do_write && do_flush) {
+    printf ("\nflush cost (burst writes, a pc_flush after every %d of each "
+            "thread's):\n", FLUSH_EVERY);
+    for (i = 0; i < opt_nthreads; i++)
+      if (wflush[i].valid && wcold[i].valid)
+        printf ("  %u thread%s: %.2f us per flush in time, %.2f us in the "
+                "writer's CPU\n", opt_threads[i],
+                opt_threads[i] == 1 ? "" : "s",
+                (wflush[i].us_per_op - wcold[i].us_per_op) * FLUSH_EVERY,
+                (wflush[i].op_cpu_us - wcold[i].op_cpu_us) * FLUSH_EVERY);
   }
   if (!do_read)
     return 0;
