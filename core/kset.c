@@ -247,18 +247,15 @@ pc_log_commit_all (struct pc_cache *c, int end_epoch)
       n += kb->nkeys;
     }
   }
+  /* Ksets written from now on belong to the next epoch; writeback
+   * flushes the backend between epochs.
+   */
+  if (end_epoch && r == 0)
+    c->log.epoch++;
   pthread_mutex_unlock (&c->log.lock);
   for (i = 0; i < PC_NKBUFS; i++)
     pthread_mutex_unlock (&c->kbufs[i].lock);
   wake_writeback (c);
-  /* Ksets written from now on belong to the next epoch; writeback
-   * flushes the backend between epochs.
-   */
-  if (end_epoch && r == 0) {
-    pthread_mutex_lock (&c->log.lock);
-    c->log.epoch++;
-    pthread_mutex_unlock (&c->log.lock);
-  }
   return r;
 }
 
