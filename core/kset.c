@@ -139,17 +139,27 @@ wake_writeback (struct pc_cache *c)
     pc_kick_workers (c);
 }
 
+/* Caller holds the log lock and the buffers' locks.  One kset of the
+ * nkb buffers' n records; they are emptied if it is written.
+ */
+static int
+commit_group (struct pc_cache *c, struct pc_kbuf *const *kbs, unsigned nkb,
+              uint32_t n, int wait)
+{
+  unsigned i;
+
+  if (log_write (c, kbs, nkb, n, wait) == -1)
+    return -1;
+  for (i = 0; i < nkb; i++) {
+    kbs[i]->nkeys = 0;
+    kbs[i]->seals++;
+  }
+  return 0;
+}
+
 /* Without wait, give up (EBUSY) on a log lock held so long that its
  * holder may be waiting for space that only the caller can free.
  */
-/* Caller holds the buffer's lock.  The buffer's records are in the log. */
-static void
-kbuf_sealed (struct pc_kbuf *kb)
-{
-  kb->nkeys = 0;
-  kb->seals++;
-}
-
 static int
 kbuf_commit (struct pc_cache *c, struct pc_kbuf *kb, int wait)
 {
@@ -163,12 +173,10 @@ kbuf_commit (struct pc_cache *c, struct pc_kbuf *kb, int wait)
     errno = EBUSY;
     return -1;
   }
-  r = log_write (c, &kb, 1, kb->nkeys, wait);
+  r = commit_group (c, &kb, 1, kb->nkeys, wait);
   pthread_mutex_unlock (&c->log.lock);
-  if (r == 0) {
-    kbuf_sealed (kb);
+  if (r == 0)
     wake_writeback (c);
-  }
   return r;
 }
 
@@ -221,32 +229,29 @@ int
 pc_log_commit_all (struct pc_cache *c, int end_epoch)
 {
   struct pc_kbuf *kbs[PC_NKBUFS];
-  unsigned i, j, nkb = 0;
+  unsigned i, nkb = 0;
   uint32_t n = 0;
   int r = 0;
 
   for (i = 0; i < PC_NKBUFS; i++)
     pthread_mutex_lock (&c->kbufs[i].lock);
   pthread_mutex_lock (&c->log.lock);
-  for (i = 0; i <= PC_NKBUFS; i++) {
-    struct pc_kbuf *kb = i < PC_NKBUFS ? &c->kbufs[i] : NULL;
+  for (i = 0; i < PC_NKBUFS; i++) {
+    struct pc_kbuf *kb = &c->kbufs[i];
 
-    if (kb && kb->nkeys == 0)
+    if (kb->nkeys == 0)
       continue;
-    if (nkb > 0 && (!kb || n + kb->nkeys > PC_KSET_MAX_KEYS)) {
-      if (log_write (c, kbs, nkb, n, 1) == 0)
-        for (j = 0; j < nkb; j++)
-          kbuf_sealed (kbs[j]);
-      else
+    if (n + kb->nkeys > PC_KSET_MAX_KEYS) {
+      if (commit_group (c, kbs, nkb, n, 1) == -1)
         r = -1;
       nkb = 0;
       n = 0;
     }
-    if (kb) {
-      kbs[nkb++] = kb;
-      n += kb->nkeys;
-    }
+    kbs[nkb++] = kb;
+    n += kb->nkeys;
   }
+  if (nkb > 0 && commit_group (c, kbs, nkb, n, 1) == -1)
+    r = -1;
   /* Ksets written from now on belong to the next epoch; writeback
    * flushes the backend between epochs.
    */

@@ -8,7 +8,7 @@
  *
  *   microbench [--seconds N] [--threads LIST] [--no-writeback]
  *              [--dir DIR] [--cache-size SIZE] [--space SIZE]
- *              [--phases read,bare,write] [--pin]
+ *              [--phases read,bare,write,flush] [--pin]
  *
  * Measures, at each thread count of LIST (default 1,2):
  *   - 4K pc_read of cached data at random offsets (the whole 1 GiB
@@ -23,6 +23,8 @@
  *     write-back waits, as it does while the cache absorbs a burst) and,
  *     with writeback, once the log has wrapped (warm: write-back and GC
  *     at full depth beside the writers);
+ *   - the burst again with a pc_flush after every FLUSH_EVERY writes of
+ *     each thread, and the cost per flush that implies;
  * and reports RAM per cached 4K key: the keys and B+tree nodes the
  * index holds, and the growth of the heap and the index's chunks, and of
  * anonymous RSS, while the read set is written (these two in whole
