@@ -223,6 +223,7 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
   pthread_cond_init (&c->timer_cv, NULL);
   pthread_mutex_init (&c->gc_lock, NULL);
   pthread_cond_init (&c->drain_cv, NULL);
+  pc_clean_init (c);
 
   if (cfg->format == PC_FORMAT_FORCE ||
       (stat (c->path, &st) == -1 && errno == ENOENT)) {
@@ -474,6 +475,7 @@ pc_cache_close (pc_cache *c)
   free (c->gc_puts);
   free (c->gc_logs);
   pthread_cond_destroy (&c->drain_cv);
+  pc_clean_destroy (c);
   free (c->path);
   free (c->backing_id);
   free (c);
@@ -562,6 +564,12 @@ pc_cache_set_mode (pc_cache *c, enum pc_mode mode, int *err)
   pc_brlock_wrlock (&c->mode_lock);
   if (c->mode == PC_MODE_WRITEBACK && mode != PC_MODE_WRITEBACK)
     r = pc_cache_drain (c, err);
+  /* Clean keys waiting for the backend's flush are logged now: write-back
+   * mode would not flush for them.
+   */
+  else if (c->mode != PC_MODE_WRITEBACK && mode == PC_MODE_WRITEBACK &&
+           c->bg.ops)
+    r = pc_backend_flush (c, err);
   if (r == 0) {
     c->mode = mode;
     pc_debug ("%s: mode is now %s", c->path, pc_mode_name (mode));

@@ -58,6 +58,22 @@ struct pc_counters {
 #define PC_COUNTED(c, f) \
   pc_shard_sum (&(c)->st[0].f, sizeof (struct pc_counters), PC_NSHARDS)
 
+/* Clean keys waiting for a backend flush before they are logged. */
+#define PC_CLEAN_WAIT 1024
+
+struct pc_clean_wait {
+  struct pc_key_rec rec;
+  uint64_t need;                      /* wt_ended when its data was read */
+};
+
+struct pc_clean {
+  _Atomic uint64_t wt_ended;          /* write-through backend changes ended */
+  pthread_mutex_t lock;               /* guards the rest */
+  uint64_t flushed;                   /* wt_ended as the last good flush began */
+  size_t n;
+  struct pc_clean_wait wait[PC_CLEAN_WAIT];
+};
+
 struct pc_cache {
   struct pc_config cfg;
   char *path;
@@ -120,6 +136,8 @@ struct pc_cache {
   _Atomic uint64_t wb_wake_seq;       /* a commit reaching it wakes writeback */
   int wb_error;                       /* last writeback errno, 0 if fine */
 
+  struct pc_clean clean;
+
   struct pc_counters st[PC_NSHARDS];
   uint64_t started_ms;
 };
@@ -164,6 +182,20 @@ int pc_publish_key (struct pc_cache *c, struct pc_key *k,
 void pc_fill_placeholder (struct pc_cache *c, struct pc_tree *t,
                           struct pc_key *ph, const uint8_t *data);
 void pc_drop_placeholder (struct pc_tree *t, struct pc_key *ph);
+
+/* clean.c: log a clean key's record, or keep it waiting (RAM only)
+ * until the backend has flushed what the key's data was read after.
+ * Caller holds the key's tree write lock.  Returns 0 if queued (the
+ * record owns a payload reference), 1 if deferred and -1 on error (the
+ * caller gives the reference back).
+ */
+void pc_clean_init (struct pc_cache *c);
+void pc_clean_destroy (struct pc_cache *c);
+int pc_clean_log (struct pc_cache *c, const struct pc_key_rec *r);
+/* A write-through or write-around change reached the backend. */
+void pc_clean_wt_ended (struct pc_cache *c);
+/* Flush the backend, then log the clean keys that waited for it. */
+int pc_backend_flush (struct pc_cache *c, int *err);
 
 /* writeback.c: send a zero or trim record to the backend. */
 int pc_backend_zero (struct pc_cache *c, const struct pc_key_rec *r, int *err);

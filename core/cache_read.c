@@ -118,7 +118,10 @@ rd_walk (struct pc_cache *c, struct pc_tree *t, uint64_t off, uint32_t len,
       return -1;
     gaps++;
   }
-  if (!write || !fill)
+  /* While an overtaken write-through is in flight, what the backend
+   * returns may still be overwritten by it: read, but cache nothing.
+   */
+  if (!write || !fill || t->orphans > 0)
     return gaps;
 
   /* Claim each true gap with a placeholder. */
@@ -142,6 +145,22 @@ rd_walk (struct pc_cache *c, struct pc_tree *t, uint64_t off, uint32_t len,
       it->ph = ph;
   }
   return gaps;
+}
+
+/* Caller holds t's write lock.  Take ph out of the tree, or, if a newer
+ * key already did, account for it: an overtaken writer's backend write
+ * has now ended.  Returns whether ph was still live.
+ */
+static int
+ph_release (struct pc_tree *t, struct pc_key *ph)
+{
+  if (!(ph->flags & PC_KEY_DEAD)) {
+    pc_tree_unlink (t, ph);
+    return 1;
+  }
+  if (ph->flags & PC_KEY_WRITER)
+    t->orphans--;
+  return 0;
 }
 
 /* Put data for a placeholder into the cache as clean keys, unless a
@@ -172,10 +191,8 @@ pc_fill_placeholder (struct pc_cache *c, struct pc_tree *t, struct pc_key *ph,
   }
 
   pc_wrlock (&t->lock);
-  if (done == ph->len && !(ph->flags & PC_KEY_DEAD)) {
-    pc_tree_unlink (t, ph);
+  if (ph_release (t, ph) && done == ph->len) {
     for (i = 0; i < n; i++) {
-      struct pc_kbuf *kb = pc_kbuf_for (c, recs[i].off);
       struct pc_key *k = pc_key_alloc ();
       int queued = 0;
 
@@ -183,11 +200,8 @@ pc_fill_placeholder (struct pc_cache *c, struct pc_tree *t, struct pc_key *ph,
         pc_key_from_rec (k, &recs[i]);
         if (pc_tree_insert (t, k) == -1)
           pc_key_free (k);
-        else {
-          pthread_mutex_lock (&kb->lock);
-          queued = pc_kbuf_add (c, kb, &recs[i], NULL) == 0;
-          pthread_mutex_unlock (&kb->lock);
-        }
+        else
+          queued = pc_clean_log (c, &recs[i]) == 0;
       }
       /* A record that is not logged gives its reference back; a key
        * indexed without one just turns stale when the space is reused.
@@ -197,8 +211,6 @@ pc_fill_placeholder (struct pc_cache *c, struct pc_tree *t, struct pc_key *ph,
     }
     n = 0;
   }
-  else if (!(ph->flags & PC_KEY_DEAD))
-    pc_tree_unlink (t, ph);
   pthread_rwlock_unlock (&t->lock);
   for (i = 0; i < n; i++)
     pc_seg_put (&c->segs, recs[i].seg);
@@ -209,8 +221,7 @@ void
 pc_drop_placeholder (struct pc_tree *t, struct pc_key *ph)
 {
   pc_wrlock (&t->lock);
-  if (!(ph->flags & PC_KEY_DEAD))
-    pc_tree_unlink (t, ph);
+  ph_release (t, ph);
   pthread_rwlock_unlock (&t->lock);
   pc_key_free (ph);
 }

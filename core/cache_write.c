@@ -52,7 +52,7 @@ pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
     if (pc_log_commit_all (c, 0) == -1)
       return -1;
     pc_kick_workers (c);
-    pc_segs_wait (&c->segs, 100);
+    pc_segs_wait (&c->segs, PC_LOG_RESERVE);
     pthread_mutex_lock (&h->lock);
   }
   *seg = h->seg;
@@ -189,13 +189,31 @@ write_back (pc_cache *c, const uint8_t *src, uint32_t len, uint64_t off,
   return (flags & PC_FUA) ? fua_commit (c, &fs, err) : 0;
 }
 
-/* Uncache one stripe piece durably: an INVAL record cuts every key it
- * covers, here and at replay, so nothing older can resurface once the
- * backend holds newer data.  With claim, a placeholder takes the range
- * so that the new data can be cached unless a racing write wins.
+/* Caller holds t's write lock.  The writers' placeholders over [off,
+ * off+len), which a new key there is about to overtake.
+ */
+static unsigned
+writers_in (struct pc_tree *t, uint64_t off, uint32_t len)
+{
+  struct pc_key *k;
+  unsigned n = 0;
+
+  for (k = pc_tree_find (t, off, len); k && k->off < off + len;
+       k = pc_tree_next (t, k))
+    if (k->flags & PC_KEY_WRITER)
+      n++;
+  return n;
+}
+
+/* Uncache one stripe piece durably before the backend changes it: an
+ * INVAL record cuts every key it covers, here and at replay, so nothing
+ * older can resurface once the backend holds newer data.  A placeholder
+ * of the writer's then holds the range until the backend write ends, so
+ * that a read meanwhile, which may get old or new data, caches neither.
+ * The caller fills it with the new data if *keep says so, else drops it.
  */
 static int
-invalidate (pc_cache *c, uint64_t off, uint32_t len, int claim,
+invalidate (pc_cache *c, uint64_t off, uint32_t len, int *keep,
             struct pc_key **ph, int *err)
 {
   struct pc_tree *t = pc_index_tree (&c->index, off);
@@ -205,23 +223,25 @@ invalidate (pc_cache *c, uint64_t off, uint32_t len, int claim,
   };
   struct pc_key *k = pc_key_alloc ();
   uint64_t sg;
+  unsigned writers;
   int r;
 
   if (!k) {
     *err = ENOMEM;
     return -1;
   }
-  /* Inserting cuts every key in the range, whatever k is; a claim then
-   * leaves k there as the placeholder, else it goes at once.
-   */
   k->off = off;
   k->len = len;
-  k->flags = claim ? PC_KEY_EMPTY : rec.flags;
+  k->flags = PC_KEY_EMPTY | PC_KEY_WRITER;
   pc_wrlock (&t->lock);
+  writers = writers_in (t, off, len);
   r = pc_tree_insert (t, k);
   if (r >= 0) {
-    if (!claim)
-      pc_tree_remove (t, k);
+    /* Two writes to the backend that overlap may land in either order:
+     * then neither one's data is known to be what the backend holds.
+     */
+    t->orphans += writers;
+    *keep = *keep && t->orphans == 0;
     pthread_mutex_lock (&kb->lock);
     r = pc_kbuf_add (c, kb, &rec, &sg);
     pthread_mutex_unlock (&kb->lock);
@@ -234,13 +254,26 @@ invalidate (pc_cache *c, uint64_t off, uint32_t len, int claim,
   if (r == 0)
     r = pc_kbuf_commit_upto (c, kb, sg);
   if (r == -1) {
-    if (claim && k)
+    if (k)
       pc_drop_placeholder (t, k);
     *err = errno ? errno : EIO;
     return -1;
   }
-  *ph = claim ? k : NULL;
+  *ph = k;
   return 0;
+}
+
+/* The backend write behind a placeholder of invalidate's has ended. */
+static void
+settle (pc_cache *c, uint64_t off, struct pc_key *ph, const void *data,
+        int keep)
+{
+  struct pc_tree *t = pc_index_tree (&c->index, off);
+
+  if (keep)
+    pc_fill_placeholder (c, t, ph, data);
+  else
+    pc_drop_placeholder (t, ph);
 }
 
 static int
@@ -267,22 +300,21 @@ write_through (pc_cache *c, const uint8_t *src, uint32_t len, uint64_t off,
   while (len > 0) {
     uint32_t piece = PC_MIN ((uint64_t) len, pc_stripe_end (c, off) - off);
     struct pc_key *ph;
+    int fill = keep, r;
 
-    if (invalidate (c, off, piece, keep, &ph, err) == -1)
+    if (invalidate (c, off, piece, &fill, &ph, err) == -1)
       return -1;
-    if (ops->pwrite (c->bg.ctx, src, piece, off, err) == -1) {
-      if (ph)
-        pc_drop_placeholder (pc_index_tree (&c->index, off), ph);
+    r = ops->pwrite (c->bg.ctx, src, piece, off, err);
+    pc_clean_wt_ended (c);
+    settle (c, off, ph, src, fill && r == 0);
+    if (r == -1)
       return -1;
-    }
     PC_COUNT (c, write_through_bytes, piece);
-    if (ph)
-      pc_fill_placeholder (c, pc_index_tree (&c->index, off), ph, src);
     src += piece;
     off += piece;
     len -= piece;
   }
-  if ((flags & PC_FUA) && ops->flush && ops->flush (c->bg.ctx, err) == -1)
+  if ((flags & PC_FUA) && pc_backend_flush (c, err) == -1)
     return -1;
   return 0;
 }
@@ -336,12 +368,16 @@ log_range (pc_cache *c, uint64_t len, uint64_t off, uint32_t kflags,
     };
     struct pc_key *ph;
     uint64_t sg;
+    int keep = 0;
 
     rec.len = PC_MIN (len, pc_stripe_end (c, off) - off);
     if (c->mode != PC_MODE_WRITEBACK) {
-      r = invalidate (c, off, rec.len, 0, &ph, err);
-      if (r == 0)
+      r = invalidate (c, off, rec.len, &keep, &ph, err);
+      if (r == 0) {
         r = pc_backend_zero (c, &rec, err);
+        pc_clean_wt_ended (c);
+        settle (c, off, ph, NULL, 0);
+      }
     }
     else if ((r = log_piece (c, &rec, NULL, &sg, err)) == 0) {
       PC_COUNT (c, dirty_bytes, rec.len);
@@ -353,8 +389,8 @@ log_range (pc_cache *c, uint64_t len, uint64_t off, uint32_t kflags,
   if (r == 0 && (flags & PC_FUA)) {
     if (c->mode == PC_MODE_WRITEBACK)
       r = fua_commit (c, &fs, err);
-    else if (c->bg.ops->flush)
-      r = c->bg.ops->flush (c->bg.ctx, err);
+    else
+      r = pc_backend_flush (c, err);
   }
   pc_brlock_rdunlock (&c->mode_lock);
   return r;
@@ -382,7 +418,7 @@ pc_flush (pc_cache *c, int *err)
   }
   /* Outside write-back, acknowledged writes are on the backend only. */
   if (pc_cache_get_mode (c) != PC_MODE_WRITEBACK && c->bg.ops &&
-      c->bg.ops->flush && c->bg.ops->flush (c->bg.ctx, err) == -1)
+      pc_backend_flush (c, err) == -1)
     return -1;
   return 0;
 }

@@ -23,6 +23,7 @@
 /* RAM-only flags, above the PC_KF_* media flags. */
 #define PC_KEY_EMPTY   (1u << 8)   /* placeholder for a miss in flight */
 #define PC_KEY_DEAD    (1u << 9)   /* placeholder removed by a newer key */
+#define PC_KEY_WRITER  (1u << 10)  /* placeholder of a write to the backend */
 
 struct pc_bnode;                        /* a B+tree node, private to index.c */
 
@@ -39,6 +40,12 @@ struct pc_key {
 struct pc_tree {
   pthread_rwlock_t lock;
   struct pc_bnode *root;
+  /* Writers' placeholders that a newer key unlinked while their backend
+   * write was still in flight (cache_write.c): until those writes end,
+   * what the backend returns may be overwritten by them, so no clean
+   * data is cached in this tree.  Guarded by the write lock.
+   */
+  unsigned orphans;
 } __attribute__ ((aligned (64)));       /* no line shared between trees */
 
 struct pc_index {

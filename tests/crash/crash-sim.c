@@ -121,13 +121,14 @@ cache_size_for (const struct wl_params *wp)
 
 enum op_kind {
   OP_FORMAT = 1, OP_WRITE, OP_ZERO, OP_TRIM, OP_FLUSH, OP_READ, OP_WB,
-  OP_GC, OP_CLOSE,
+  OP_GC, OP_MODE, OP_CLOSE,
 };
 
 static const char *const op_names[] = {
   [OP_FORMAT] = "format", [OP_WRITE] = "write", [OP_ZERO] = "zero",
   [OP_TRIM] = "trim", [OP_FLUSH] = "flush", [OP_READ] = "read",
-  [OP_WB] = "writeback-step", [OP_GC] = "gc", [OP_CLOSE] = "close",
+  [OP_WB] = "writeback-step", [OP_GC] = "gc", [OP_MODE] = "mode",
+  [OP_CLOSE] = "close",
 };
 
 struct op {
@@ -596,6 +597,29 @@ w_gc (int force)
   op_done (idx);
 }
 
+/* Switch to another mode.  Leaving write-back drains first; with no
+ * worker threads here, the workload writes back before the switch, so
+ * the drain inside it finds nothing left to wait for.
+ */
+static void
+w_mode (enum pc_mode m)
+{
+  struct op o = { .kind = OP_MODE, .block = m };
+  uint64_t idx;
+  int err = 0, n = 0;
+
+  if (pc_cache_get_mode (S.c) == PC_MODE_WRITEBACK && m != PC_MODE_WRITEBACK) {
+    w_flush ();
+    while (w_wb () == 1)
+      if (++n > 100000)
+        child_fail ("writeback does not finish");
+  }
+  idx = op_start (o);
+  if (pc_cache_set_mode (S.c, m, &err) == -1)
+    child_fail ("pc_cache_set_mode %s: %s", pc_mode_name (m), strerror (err));
+  op_done (idx);
+}
+
 static uint32_t
 nfree (void)
 {
@@ -717,6 +741,11 @@ workload (void)
       w_wb ();
     if (rig_below (&S.rng, 3) == 0)
       w_gc (1);
+    /* Now and then a round in write-through or write-around: their
+     * invalidations and clean copies must replay as coherently.
+     */
+    if (rig_below (&S.rng, 6) == 0)
+      w_mode ((enum pc_mode) rig_below (&S.rng, 3));
   }
 }
 
@@ -1840,13 +1869,14 @@ main (int argc, char **argv)
   printf ("crash-sim:   crashes during format %" PRIu64 " (%" PRIu64
           " refused cleanly as not a pcache file, %" PRIu64 " opened), write %"
           PRIu64 ", zero/trim %" PRIu64 ", flush %" PRIu64 ", read %" PRIu64
-          ", writeback %" PRIu64 ", gc %" PRIu64 ", close %" PRIu64 "\n",
+          ", writeback %" PRIu64 ", gc %" PRIu64 ", mode switch %" PRIu64
+          ", close %" PRIu64 "\n",
           (uint64_t) st->inflight[OP_FORMAT], (uint64_t) st->format_refused,
           (uint64_t) st->format_opened, (uint64_t) st->inflight[OP_WRITE],
           (uint64_t) (st->inflight[OP_ZERO] + st->inflight[OP_TRIM]),
           (uint64_t) st->inflight[OP_FLUSH], (uint64_t) st->inflight[OP_READ],
           (uint64_t) st->inflight[OP_WB], (uint64_t) st->inflight[OP_GC],
-          (uint64_t) st->inflight[OP_CLOSE]);
+          (uint64_t) st->inflight[OP_MODE], (uint64_t) st->inflight[OP_CLOSE]);
   printf ("crash-sim:   backend prefix: past epoch 0 in %" PRIu64
           " images, a partial epoch in %" PRIu64 ", highest P %" PRIu64
           "; blocks checked against a durable ack: %" PRIu64 "\n",

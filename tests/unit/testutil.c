@@ -307,12 +307,23 @@ tu_fail_backend (void)
   return (struct pc_backend) { .ops = &fail_ops, .ctx = NULL };
 }
 
+static void
+hook_op (struct tu_hook *h, char op, uint64_t off, int done)
+{
+  if (h->op)
+    h->op (h, op, off, done);
+}
+
 static int
 hook_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
 {
   struct tu_hook *h = ctx;
+  int r;
 
-  return h->inner.ops->pread (h->inner.ctx, buf, len, off, err);
+  hook_op (h, TU_OP_READ, off, 0);
+  r = h->inner.ops->pread (h->inner.ctx, buf, len, off, err);
+  hook_op (h, TU_OP_READ, off, 1);
+  return r;
 }
 
 static int
@@ -322,11 +333,13 @@ hook_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off,
   struct tu_hook *h = ctx;
   int r;
 
+  hook_op (h, TU_OP_WRITE, off, 0);
   if (h->before)
     h->before (h);
   r = h->inner.ops->pwrite (h->inner.ctx, buf, len, off, err);
   if (h->after)
     h->after (h);
+  hook_op (h, TU_OP_WRITE, off, 1);
   return r;
 }
 
@@ -334,24 +347,36 @@ static int
 hook_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
 {
   struct tu_hook *h = ctx;
+  int r;
 
-  return h->inner.ops->zero (h->inner.ctx, len, off, may_trim, err);
+  hook_op (h, TU_OP_ZERO, off, 0);
+  r = h->inner.ops->zero (h->inner.ctx, len, off, may_trim, err);
+  hook_op (h, TU_OP_ZERO, off, 1);
+  return r;
 }
 
 static int
 hook_trim (void *ctx, uint32_t len, uint64_t off, int *err)
 {
   struct tu_hook *h = ctx;
+  int r;
 
-  return h->inner.ops->trim (h->inner.ctx, len, off, err);
+  hook_op (h, TU_OP_TRIM, off, 0);
+  r = h->inner.ops->trim (h->inner.ctx, len, off, err);
+  hook_op (h, TU_OP_TRIM, off, 1);
+  return r;
 }
 
 static int
 hook_flush (void *ctx, int *err)
 {
   struct tu_hook *h = ctx;
+  int r;
 
-  return h->inner.ops->flush (h->inner.ctx, err);
+  hook_op (h, TU_OP_FLUSH, 0, 0);
+  r = h->inner.ops->flush (h->inner.ctx, err);
+  hook_op (h, TU_OP_FLUSH, 0, 1);
+  return r;
 }
 
 static const struct pc_backend_ops hook_ops = {

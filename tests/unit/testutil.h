@@ -33,7 +33,7 @@ void tu_dir_remove (void);
 /* In-memory backend. */
 
 enum tu_op { TU_OP_WRITE = 'w', TU_OP_ZERO = 'z', TU_OP_TRIM = 't',
-             TU_OP_FLUSH = 'f' };
+             TU_OP_FLUSH = 'f', TU_OP_READ = 'r' };
 
 struct tu_log_ent {
   char op;                      /* enum tu_op */
@@ -78,12 +78,15 @@ struct pc_backend tu_fail_backend (void);
 
 /* A backend that forwards every call to inner, and calls before and
  * after (each if set) around every pwrite: a test embeds it first in a
- * struct of its own to hold or meter writeback's writes.
+ * struct of its own to hold or meter writeback's writes.  op, if set,
+ * is called around every call of any kind (enum tu_op), with done 0
+ * before the inner call and 1 after it.
  */
 struct tu_hook {
   struct pc_backend inner;
   void (*before) (struct tu_hook *h);
   void (*after) (struct tu_hook *h);
+  void (*op) (struct tu_hook *h, char op, uint64_t off, int done);
 };
 struct pc_backend tu_hook_backend (struct tu_hook *h);
 
