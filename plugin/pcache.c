@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <link.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -24,6 +25,21 @@ static char *dev_path;
 static char *backing_id;
 static pc_cache *cache;
 static int drain_on_exit;
+/* pcache-assume-shared: the user vouches that every connection to the
+ * plugin sees one and the same disk.
+ */
+static int assume_shared;
+/* The plugin was given dir= or directory= (the file plugin then serves
+ * one export per file), or dynamic-export=true (the nbd plugin then
+ * passes the client's export name on): such a plugin cannot be opened
+ * without an export name.
+ */
+static int plugin_dir_param;
+static int plugin_dynamic_export;
+/* The plugin is one known to show every connection the same remote
+ * image although it does not advertise multi-conn.
+ */
+static int plugin_known_shared;
 /* Set when the cache could not be tied to the plugin after the fork.
  * nbdkit 1.32 cannot exit cleanly from there (a --run command would
  * wait on the listening socket forever), so every connection fails
@@ -167,6 +183,8 @@ pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     return parse_bool_param (key, value, &cfg.data_crc);
   else if (strcmp (key, "pcache-drain") == 0)
     return parse_bool_param (key, value, &drain_on_exit);
+  else if (strcmp (key, "pcache-assume-shared") == 0)
+    return parse_bool_param (key, value, &assume_shared);
   else if (strcmp (key, "pcache-cache-on-read") == 0)
     return parse_bool_param (key, value, &cfg.cache_on_read);
   else if (strcmp (key, "pcache-gc-percent") == 0) {
@@ -250,7 +268,80 @@ pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     nbdkit_error ("%s: unknown pcache parameter", key);
     return -1;
   }
+  if (strcmp (key, "dir") == 0 || strcmp (key, "directory") == 0)
+    plugin_dir_param = 1;
+  else if (strcmp (key, "dynamic-export") == 0)
+    plugin_dynamic_export = nbdkit_parse_bool (value) == 1;
   return next (nxdata, key, value);
+}
+
+/* The filter API of nbdkit 1.32 does not name the plugin, but nbdkit
+ * loads exactly one, as a shared object named nbdkit-NAME-plugin.so
+ * when the plugin is given by name.  Sets *opaque to a copy of NAME.
+ */
+static int
+match_plugin_so (struct dl_phdr_info *info, size_t size, void *opaque)
+{
+  static const char prefix[] = "nbdkit-", suffix[] = "-plugin.so";
+  const size_t plen = sizeof prefix - 1, slen = sizeof suffix - 1;
+  const char *base = strrchr (info->dlpi_name, '/');
+  char **name = opaque;
+  size_t len;
+
+  (void) size;
+  base = base ? base + 1 : info->dlpi_name;
+  len = strlen (base);
+  if (len <= plen + slen || strncmp (base, prefix, plen) != 0 ||
+      strcmp (base + len - slen, suffix) != 0)
+    return 0;
+  *name = strndup (base + plen, len - plen - slen);
+  return 1;
+}
+
+/* Plugins known to give connections different disks, or that cannot
+ * be opened without an export name as pcache's write-back connection
+ * is (nbdkit 1.32 gives a plugin no export name there: file dir= and
+ * nbd dynamic-export=true crash, ondemand fails).  pcache-assume-shared
+ * cannot override this.  A plugin loaded from a path of another name
+ * is not known.
+ */
+static int
+refuse_known_plugin (void)
+{
+  char *name = NULL;
+  int r = -1;
+
+  dl_iterate_phdr (match_plugin_so, &name);
+  if (!name)
+    return 0;
+  if (strcmp (name, "tmpdisk") == 0)
+    nbdkit_error ("pcache: the tmpdisk plugin gives every connection a "
+                  "private disk of its own; one cache in front of it would "
+                  "let a client read another's data, so pcache cannot be "
+                  "used with tmpdisk");
+  else if (strcmp (name, "ondemand") == 0)
+    nbdkit_error ("pcache: the ondemand plugin's exports are not supported "
+                  "yet: pcache serves only a plugin's default export, which "
+                  "ondemand cannot open without a client's export name");
+  else if (strcmp (name, "file") == 0 && plugin_dir_param)
+    nbdkit_error ("pcache: the file plugin's exports (dir=) are not "
+                  "supported yet: pcache serves only a plugin's default "
+                  "export, and file dir= has none");
+  else if (strcmp (name, "nbd") == 0 && plugin_dynamic_export)
+    nbdkit_error ("pcache: the nbd plugin's exports (dynamic-export=true) "
+                  "are not supported yet: pcache serves only a plugin's "
+                  "default export, which the nbd plugin then cannot open "
+                  "without a client's export name");
+  else {
+    /* Remote images every connection reads alike, whose plugins leave
+     * multi-conn off only because they hold no cache of their own.
+     */
+    plugin_known_shared = strcmp (name, "curl") == 0 ||
+      strcmp (name, "ssh") == 0 || strcmp (name, "vddk") == 0;
+    r = 0;
+  }
+  free (name);
+  return r;
 }
 
 static int
@@ -261,6 +352,8 @@ pcache_config_complete (nbdkit_next_config_complete *next,
     nbdkit_error ("pcache-dev: parameter is required");
     return -1;
   }
+  if (refuse_known_plugin () == -1)
+    return -1;
   cfg.path = dev_path;
   cfg.backing_id = backing_id;
   ready_backend = nxdata;
@@ -283,43 +376,75 @@ pcache_config_complete (nbdkit_next_config_complete *next,
   "pcache-cache-on-read=BOOL  Cache data read from the plugin (default true).\n" \
   "pcache-commit-ms=N     Longest wait before a write's key is committed.\n" \
   "pcache-drain=BOOL      At exit write everything back and empty the cache.\n" \
+  "pcache-assume-shared=BOOL  Trust that all plugin connections share one disk.\n" \
   "pcache-writeback-threads=N  Concurrent writeback writes (default 16).\n" \
   "pcache-writeback-percent=N  Dirty share that starts writeback during a burst.\n" \
   "pcache-replay=strict|lenient  Refuse a damaged log, or end it there."
 
-/* Open, validate and replay the cache before nbdkit forks, so that
- * errors reach the user's terminal.
+/* pcache reaches the plugin through several connections at once: each
+ * client's, for cache misses, and its own, for write-back.  They must
+ * all see one disk, which is what a plugin promises by advertising
+ * multi-conn.  MULTI_CONN is the plugin's can_multi_conn answer.
  */
-/* The plugin's size through a short-lived context, or -1. */
-static int64_t
-probe_size (void)
+static int
+check_multi_conn (int multi_conn)
+{
+  if (multi_conn == -1)
+    return -1;
+  if (multi_conn == 1 || assume_shared || plugin_known_shared)
+    return 0;
+  nbdkit_error ("pcache: the plugin does not advertise multi-conn, so its "
+                "connections may each see a disk of their own, and one "
+                "cache in front of them could show a client another's "
+                "data; if every connection to this plugin sees the same "
+                "disk, set pcache-assume-shared=true");
+  return -1;
+}
+
+/* The plugin's size and multi-conn answer through a short-lived
+ * context.  -1 if the plugin cannot tell them yet.
+ */
+static int
+probe_plugin (int64_t *size, int *multi_conn)
 {
   nbdkit_next *n = nbdkit_next_context_open (ready_backend, 1, "", 1);
-  int64_t size = -1;
+  int r = -1;
 
   if (!n)
     return -1;
-  if (n->prepare (n) != -1)
-    size = n->get_size (n);
+  if (n->prepare (n) != -1) {
+    *size = n->get_size (n);
+    *multi_conn = n->can_multi_conn (n);
+    if (*size >= 0 && *multi_conn >= 0)
+      r = 0;
+  }
   n->finalize (n);
   nbdkit_next_context_close (n);
-  return size;
+  return r;
 }
 
+/* Open, validate and replay the cache before nbdkit forks, so that
+ * errors reach the user's terminal.
+ */
 static int
 pcache_get_ready (int thread_model)
 {
   int64_t size;
+  int multi_conn;
+  int probed;
 
   serialize = thread_model != NBDKIT_THREAD_MODEL_PARALLEL;
+  /* Check the plugin now if it can be asked this early, so that a wrong
+   * backend is refused before nbdkit forks, with an exit status, and
+   * before a cache file is made for it.  Otherwise after_fork ties the
+   * cache to it, and every connection checks it.
+   */
+  probed = probe_plugin (&size, &multi_conn) == 0;
+  if (probed && check_multi_conn (multi_conn) == -1)
+    return -1;
   if (pc_cache_open (&cfg, &cache) == -1)
     return -1;
-  /* Tie the cache to the plugin now if the plugin can tell its size
-   * this early, so that a wrong backend is refused before nbdkit forks,
-   * with an exit status.  Otherwise after_fork does it.
-   */
-  size = probe_size ();
-  if (size >= 0) {
+  if (probed) {
     if (pc_cache_bind (cache, size) == -1)
       return -1;
     bound = 1;
@@ -447,6 +572,64 @@ pcache_cleanup (nbdkit_backend *backend)
   }
 }
 
+/* The cache holds one export: the plugin's default export, which
+ * pcache names "".  Its write-back connection reaches the plugin with
+ * no export name at all (nbdkit 1.32 gives a plugin none outside a
+ * client connection), so a plugin that names its default export could
+ * serve another disk there.
+ */
+static const char *
+pcache_default_export (nbdkit_next_default_export *next,
+                       nbdkit_backend *nxdata, int readonly, int is_tls)
+{
+  const char *name = next (nxdata, readonly);
+
+  (void) is_tls;
+  if (!name)
+    return NULL;
+  if (*name && !assume_shared) {
+    nbdkit_error ("pcache: the plugin names its default export '%s', but "
+                  "pcache writes back with no export name, so it cannot "
+                  "tell that it writes to export '%s'; if the plugin "
+                  "serves the same disk with no name, set "
+                  "pcache-assume-shared=true", name, name);
+    return NULL;
+  }
+  return "";
+}
+
+/* List only the export that is served. */
+static int
+pcache_list_exports (nbdkit_next_list_exports *next, nbdkit_backend *nxdata,
+                     int readonly, int is_tls, struct nbdkit_exports *exports)
+{
+  (void) next;
+  (void) nxdata;
+  (void) readonly;
+  (void) is_tls;
+  return nbdkit_use_default_export (exports);
+}
+
+/* A client asking for the default export gets "" here (see
+ * pcache_default_export); any other name is another export, whose data
+ * must not meet this cache's.
+ */
+static void *
+pcache_open (nbdkit_next_open *next, nbdkit_context *context, int readonly,
+             const char *exportname, int is_tls)
+{
+  (void) is_tls;
+  if (*exportname) {
+    nbdkit_error ("pcache: export '%s' refused: the cache serves only the "
+                  "plugin's default export (\"\"); other exports are not "
+                  "supported yet", exportname);
+    return NULL;
+  }
+  if (next (context, readonly, "") == -1)
+    return NULL;
+  return NBDKIT_HANDLE_NOT_NEEDED;
+}
+
 static int
 pcache_prepare (nbdkit_next *next, void *handle, int readonly)
 {
@@ -459,9 +642,9 @@ pcache_prepare (nbdkit_next *next, void *handle, int readonly)
                   "error at startup)", dev_path);
     return -1;
   }
-  if (size == -1)
+  if (size == -1 || check_size (size) == -1)
     return -1;
-  return check_size (size);
+  return check_multi_conn (next->can_multi_conn (next));
 }
 
 static int
@@ -674,6 +857,9 @@ static struct nbdkit_filter filter = {
   .get_ready         = pcache_get_ready,
   .after_fork        = pcache_after_fork,
   .cleanup           = pcache_cleanup,
+  .list_exports      = pcache_list_exports,
+  .default_export    = pcache_default_export,
+  .open              = pcache_open,
   .prepare           = pcache_prepare,
   .can_flush         = pcache_can_flush,
   .can_fua           = pcache_can_fua,
