@@ -1,10 +1,6 @@
-/* Side channels of the pcache filter: a statistics file rewritten
- * periodically and at exit, and a control socket that answers one
- * request line with one reply line.
- *
- * The statistics file is written to FILE.tmp, created exclusively (a
- * name already there is removed, never followed), and renamed over
- * FILE.
+/* Side channels of the pcache filter: the statistics file (stats.c)
+ * and a control socket that answers one request line (request.c) with
+ * one reply line.
  *
  * The control socket has an acceptor thread that hands each connection
  * to a thread of its own, at most MAX_CLIENTS at a time, so a silent,
@@ -17,7 +13,6 @@
  */
 #include <config.h>
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -35,13 +30,14 @@
 #include <nbdkit-filter.h>
 
 #include "control.h"
+#include "request.h"
+#include "stats.h"
 
 #define MAX_LINE 255            /* longest request, without its newline */
 #define MAX_CLIENTS 16          /* control connections served at once */
 #define REQUEST_MS 5000         /* to send the request line, from connecting */
 #define REPLY_MS 5000           /* to take the reply */
 #define DISCARD_MAX (1 << 20)   /* of an over-long line, read after the reply */
-#define USAGE "stats, gc-percent N, mode MODE or drain"
 
 enum slot_state { SLOT_FREE, SLOT_BUSY, SLOT_DONE };
 
@@ -55,301 +51,15 @@ struct client {
 enum req_status { REQ_LINE, REQ_TOO_LONG, REQ_TIMEOUT, REQ_STOP, REQ_CLOSED };
 
 static pc_cache *cache;
-static char *stats_path;
-static unsigned stats_interval;
-static int stats_failing;       /* the last write failed: report once */
 static char *sock_path;
 static dev_t sock_dev;          /* the socket we made, to unlink only it */
 static ino_t sock_ino;
 static int listen_fd = -1;
 static int stop_pipe[2] = { -1, -1 };
-static pthread_t stats_thread, sock_thread;
-static int stats_running, sock_running;
+static pthread_t sock_thread;
+static int sock_running;
 static struct client clients[MAX_CLIENTS];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-static int stopping;
-/* Serialises gc-percent changes from concurrent clients. */
-static pthread_mutex_t gc_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static int
-stats_line (char *buf, size_t len)
-{
-  struct pc_stats st;
-
-  pc_cache_get_stats (cache, &st);
-  return pc_stats_json (&st, buf, len);
-}
-
-/* ---------------------------------------------------------------------
- * The statistics file.
- */
-
-static void
-stats_error (const char *path)
-{
-  if (!stats_failing)
-    nbdkit_error ("pcache-stats: %s: %m", path);
-  else
-    nbdkit_debug ("pcache-stats: %s: %m", path);
-  stats_failing = 1;
-}
-
-/* Create TMP for writing, never through a symlink or into a file that
- * is already there: whatever has that name (a leftover of a crash, or
- * something planted) is removed first; unlink does not follow links.
- */
-static int
-create_tmp (const char *tmp)
-{
-  const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-  int fd = open (tmp, flags, 0644);
-
-  if (fd == -1 && errno == EEXIST) {
-    if (unlink (tmp) == -1)
-      return -1;
-    fd = open (tmp, flags, 0644);
-  }
-  return fd;
-}
-
-static int
-write_all (int fd, const char *buf, size_t len)
-{
-  while (len > 0) {
-    ssize_t r = write (fd, buf, len);
-
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r == -1)
-      return -1;
-    buf += r;
-    len -= r;
-  }
-  return 0;
-}
-
-/* Replace the file atomically, so readers never see half of it. */
-static void
-write_stats_file (void)
-{
-  char buf[2048], *tmp;
-  int n = stats_line (buf, sizeof buf - 1), fd;
-
-  if (n < 0 || asprintf (&tmp, "%s.tmp", stats_path) == -1)
-    return;
-  buf[n++] = '\n';
-  fd = create_tmp (tmp);
-  if (fd == -1) {
-    stats_error (tmp);
-    free (tmp);
-    return;
-  }
-  if (write_all (fd, buf, n) == -1 || close (fd) == -1) {
-    stats_error (tmp);
-    unlink (tmp);
-  }
-  else if (rename (tmp, stats_path) == -1) {
-    stats_error (stats_path);
-    unlink (tmp);
-  }
-  else
-    stats_failing = 0;
-  free (tmp);
-}
-
-static void *
-stats_main (void *arg)
-{
-  (void) arg;
-  pthread_mutex_lock (&lock);
-  while (!stopping) {
-    struct timespec ts;
-
-    pthread_mutex_unlock (&lock);
-    write_stats_file ();
-    pthread_mutex_lock (&lock);
-    clock_gettime (CLOCK_REALTIME, &ts);
-    ts.tv_sec += stats_interval;
-    while (!stopping &&
-           pthread_cond_timedwait (&cond, &lock, &ts) != ETIMEDOUT)
-      ;
-  }
-  pthread_mutex_unlock (&lock);
-  return NULL;
-}
-
-/* ---------------------------------------------------------------------
- * Requests.
- */
-
-/* A whole number 0..max, digits only: no sign, no junk, no overflow. */
-static int
-parse_percent (const char *s, int max, int *out, const char **why)
-{
-  int v = 0;
-
-  if (!*s) {
-    *why = "is empty";
-    return -1;
-  }
-  for (; *s; s++) {
-    if (!isdigit ((unsigned char) *s)) {
-      *why = "is not a whole number";
-      return -1;
-    }
-    v = v * 10 + (*s - '0');
-    if (v > max) {
-      *why = "is out of range";
-      return -1;
-    }
-  }
-  *out = v;
-  return 0;
-}
-
-static void
-req_gc_percent (char **args, int nargs, char *reply, size_t len)
-{
-  const char *why;
-  int v, r;
-
-  if (nargs != 1) {
-    snprintf (reply, len, "error: gc-percent takes one argument, a "
-              "percentage 0..%d", PC_MAX_GC_PERCENT);
-    return;
-  }
-  if (parse_percent (args[0], PC_MAX_GC_PERCENT, &v, &why) == -1) {
-    snprintf (reply, len, "error: gc-percent: '%s' %s (0..%d)", args[0],
-              why, PC_MAX_GC_PERCENT);
-    return;
-  }
-  pthread_mutex_lock (&gc_lock);
-  r = pc_cache_set_gc_percent (cache, v);
-  pthread_mutex_unlock (&gc_lock);
-  if (r == -1)
-    snprintf (reply, len, "error: gc-percent: %m");
-  else
-    snprintf (reply, len, "ok");
-}
-
-/* A cache call failed with ERR. */
-static void
-cache_error (char *reply, size_t len, const char *req, int err)
-{
-  if (err == ESHUTDOWN)
-    snprintf (reply, len, "error: %s: nbdkit is shutting down", req);
-  else
-    snprintf (reply, len, "error: %s: %s", req, strerror (err));
-}
-
-static void
-req_mode (char **args, int nargs, char *reply, size_t len)
-{
-  enum pc_mode m;
-  int err = 0;
-
-  if (nargs != 1)
-    snprintf (reply, len, "error: mode takes one argument: writeback, "
-              "writethrough or writearound");
-  else if (pc_mode_parse (args[0], &m) == -1)
-    snprintf (reply, len, "error: unknown mode '%s' (writeback, "
-              "writethrough, writearound)", args[0]);
-  else if (pc_cache_set_mode (cache, m, &err) == -1)
-    cache_error (reply, len, "mode", err);
-  else
-    snprintf (reply, len, "ok");
-}
-
-static void
-req_stats (char **args, int nargs, char *reply, size_t len)
-{
-  if (nargs != 0)
-    snprintf (reply, len, "error: stats takes no argument");
-  else if (stats_line (reply, len) < 0)
-    snprintf (reply, len, "error: stats do not fit");
-}
-
-static void
-req_drain (char **args, int nargs, char *reply, size_t len)
-{
-  int err = 0;
-
-  if (nargs != 0)
-    snprintf (reply, len, "error: drain takes no argument");
-  else if (pc_cache_drain (cache, &err) == -1)
-    cache_error (reply, len, "drain", err);
-  else
-    snprintf (reply, len, "ok");
-}
-
-/* Split LINE in place into at most MAX words at blanks; returns the
- * number of words, more than MAX if there are more.
- */
-static int
-split_words (char *line, char **words, int max)
-{
-  int n = 0;
-  char *p = line;
-
-  for (;;) {
-    p += strspn (p, " \t");
-    if (!*p)
-      return n;
-    if (n < max)
-      words[n] = p;
-    n++;
-    p += strcspn (p, " \t");
-    if (*p)
-      *p++ = '\0';
-  }
-}
-
-static int
-has_control_char (const char *line, size_t len)
-{
-  for (size_t i = 0; i < len; i++) {
-    unsigned char ch = line[i];
-
-    if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
-      return 1;
-  }
-  return 0;
-}
-
-/* LINE holds LEN bytes (no newline) and room for one more. */
-static void
-handle (char *line, size_t len, char *reply, size_t rlen)
-{
-  char *w[3];
-  int n;
-
-  if (len > 0 && line[len - 1] == '\r')
-    len--;
-  if (has_control_char (line, len)) {
-    snprintf (reply, rlen, "error: the request contains a control "
-              "character");
-    return;
-  }
-  line[len] = '\0';
-  n = split_words (line, w, 3);
-  if (n == 0)
-    snprintf (reply, rlen, "error: empty request (expected " USAGE ")");
-  else if (n > 3)
-    snprintf (reply, rlen, "error: too many words in the request "
-              "(expected " USAGE ")");
-  else if (strcmp (w[0], "stats") == 0)
-    req_stats (w + 1, n - 1, reply, rlen);
-  else if (strcmp (w[0], "gc-percent") == 0)
-    req_gc_percent (w + 1, n - 1, reply, rlen);
-  else if (strcmp (w[0], "mode") == 0)
-    req_mode (w + 1, n - 1, reply, rlen);
-  else if (strcmp (w[0], "drain") == 0)
-    req_drain (w + 1, n - 1, reply, rlen);
-  else
-    snprintf (reply, rlen, "error: unknown request '%s' (expected "
-              USAGE ")", w[0]);
-}
 
 /* ---------------------------------------------------------------------
  * One client connection.
@@ -472,7 +182,7 @@ serve (int fd)
 
   switch (st) {
   case REQ_LINE:
-    handle (req, len, reply, sizeof reply - 1);
+    pcache_request (cache, req, len, reply, sizeof reply - 1);
     break;
   case REQ_TOO_LONG:
     snprintf (reply, sizeof reply - 1, "error: request longer than %d "
@@ -726,14 +436,8 @@ int
 pcache_control_config (const char *stats, unsigned interval,
                        const char *sock)
 {
-  if (stats) {
-    free (stats_path);
-    stats_path = nbdkit_absolute_path (stats);
-    if (!stats_path)
-      return -1;
-  }
-  if (interval)
-    stats_interval = interval;
+  if (pcache_stats_config (stats, interval) == -1)
+    return -1;
   if (sock) {
     free (sock_path);
     sock_path = nbdkit_absolute_path (sock);
@@ -762,20 +466,9 @@ start_socket (void)
 int
 pcache_control_start (pc_cache *c)
 {
-  int e;
-
   cache = c;
-  stopping = 0;
-  if (!stats_interval)
-    stats_interval = 5;
-  if (stats_path) {
-    e = pthread_create (&stats_thread, NULL, stats_main, NULL);
-    if (e) {
-      nbdkit_error ("pcache-stats: pthread_create: %s", strerror (e));
-      return -1;
-    }
-    stats_running = 1;
-  }
+  if (pcache_stats_start (c) == -1)
+    return -1;
   if (sock_path && start_socket () == -1) {
     pcache_control_stop ();
     return -1;
@@ -790,14 +483,7 @@ pcache_control_start (pc_cache *c)
 void
 pcache_control_stop (void)
 {
-  pthread_mutex_lock (&lock);
-  stopping = 1;
-  pthread_cond_broadcast (&cond);
-  pthread_mutex_unlock (&lock);
-  if (stats_running) {
-    pthread_join (stats_thread, NULL);
-    stats_running = 0;
-  }
+  pcache_stats_stop ();
   if (stop_pipe[1] >= 0 && write (stop_pipe[1], "x", 1) == -1)
     nbdkit_debug ("pcache-control: stop: %m");
   if (sock_running) {
@@ -824,15 +510,14 @@ void
 pcache_control_final (void)
 {
   end_clients ();
-  if (stats_path && cache)
-    write_stats_file ();
+  pcache_stats_final ();
 }
 
 void
 pcache_control_free (void)
 {
   end_clients ();
-  free (stats_path);
+  pcache_stats_free ();
   free (sock_path);
-  stats_path = sock_path = NULL;
+  sock_path = NULL;
 }

@@ -1,0 +1,24 @@
+/* The statistics file of the pcache filter (pcache-stats). */
+#ifndef PCACHE_STATS_H
+#define PCACHE_STATS_H
+
+#include <stddef.h>
+
+#include "pcache.h"
+
+/* From .config: PATH may be NULL and INTERVAL 0 to leave them as they
+ * are.
+ */
+int pcache_stats_config (const char *path, unsigned interval);
+/* Start rewriting the file, if one was configured. */
+int pcache_stats_start (pc_cache *c);
+/* Stop the thread that rewrites it. */
+void pcache_stats_stop (void);
+/* Write it a last time, after the engine stopped. */
+void pcache_stats_final (void);
+void pcache_stats_free (void);
+
+/* The statistics of C as one line of JSON in BUF; its length, or -1. */
+int pcache_stats_line (pc_cache *c, char *buf, size_t len);
+
+#endif /* PCACHE_STATS_H */
