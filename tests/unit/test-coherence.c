@@ -200,6 +200,36 @@ tc_read (struct tcase *t, uint8_t *buf)
   return pc_read (t->c, buf, BLK, OFF, &t->gb, &err);
 }
 
+/* A cache in MODE over a backend of pattern 1 behind an unarmed gate. */
+static void
+tc_setup (struct tcase *t, const char *name, enum pc_mode mode,
+          enum change ch)
+{
+  memset (t, 0, sizeof *t);
+  tu_config (&t->cfg, fresh (name), CSIZE);
+  t->cfg.mode = mode;
+  t->ch = ch;
+  t->mem = tu_mem_new (BSIZE, 0);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (t->mem);
+  tu_fill (t->mem->buf, BSIZE, 0, 1);
+  pthread_mutex_init (&t->g.lock, NULL);
+  pthread_cond_init (&t->g.cv, NULL);
+  t->g.hook.op = gate_op;
+  t->g.hook.inner = tu_mem_backend (t->mem);
+  t->gb = tu_hook_backend (&t->g.hook);
+  CU_ASSERT_EQUAL_FATAL (tc_open (t), 0);
+}
+
+static void
+tc_teardown (struct tcase *t)
+{
+  pc_cache_close (t->c);
+  unlink (t->cfg.path);
+  tu_mem_free (t->mem);
+  pthread_mutex_destroy (&t->g.lock);
+  pthread_cond_destroy (&t->g.cv);
+}
+
 static void
 run_phase (struct tcase *t, enum phase ph)
 {
@@ -255,21 +285,9 @@ one_case (enum pc_mode mode, enum change ch, enum phase ph)
   int wb = mode == PC_MODE_WRITEBACK, err = 0, i;
   char name[64];
 
-  memset (&t, 0, sizeof t);
   snprintf (name, sizeof name, "%s-%s-%s", pc_mode_name (mode),
             change_name[ch], phase_name[ph]);
-  tu_config (&t.cfg, fresh (name), CSIZE);
-  t.cfg.mode = mode;
-  t.ch = ch;
-  t.mem = tu_mem_new (BSIZE, 0);
-  CU_ASSERT_PTR_NOT_NULL_FATAL (t.mem);
-  tu_fill (t.mem->buf, BSIZE, 0, 1);
-  pthread_mutex_init (&t.g.lock, NULL);
-  pthread_cond_init (&t.g.cv, NULL);
-  t.g.hook.op = gate_op;
-  t.g.hook.inner = tu_mem_backend (t.mem);
-  t.gb = tu_hook_backend (&t.g.hook);
-  CU_ASSERT_EQUAL_FATAL (tc_open (&t), 0);
+  tc_setup (&t, name, mode, ch);
 
   run_phase (&t, ph);
 
@@ -297,11 +315,7 @@ one_case (enum pc_mode mode, enum change ch, enum phase ph)
     CU_ASSERT_EQUAL (t.r, 0);
     CU_ASSERT (is_new (&t, t.mem->buf + OFF));
   }
-  pc_cache_close (t.c);
-  unlink (t.cfg.path);
-  tu_mem_free (t.mem);
-  pthread_mutex_destroy (&t.g.lock);
-  pthread_cond_destroy (&t.g.cv);
+  tc_teardown (&t);
 }
 
 static void
@@ -331,19 +345,7 @@ test_overlapping_writes (void)
   uint8_t b[BLK];
   int err = 0;
 
-  memset (&t, 0, sizeof t);
-  tu_config (&t.cfg, fresh ("overlap"), CSIZE);
-  t.cfg.mode = PC_MODE_WRITETHROUGH;
-  t.ch = CH_WRITE;
-  t.mem = tu_mem_new (BSIZE, 0);
-  CU_ASSERT_PTR_NOT_NULL_FATAL (t.mem);
-  tu_fill (t.mem->buf, BSIZE, 0, 1);
-  pthread_mutex_init (&t.g.lock, NULL);
-  pthread_cond_init (&t.g.cv, NULL);
-  t.g.hook.op = gate_op;
-  t.g.hook.inner = tu_mem_backend (t.mem);
-  t.gb = tu_hook_backend (&t.g.hook);
-  CU_ASSERT_EQUAL_FATAL (tc_open (&t), 0);
+  tc_setup (&t, "overlap", PC_MODE_WRITETHROUGH, CH_WRITE);
 
   gate_arm (&t.g, TU_OP_WRITE, 0);
   CU_ASSERT_EQUAL_FATAL (pthread_create (&th, NULL, change_thread, &t), 0);
@@ -363,11 +365,7 @@ test_overlapping_writes (void)
   CU_ASSERT (is_new (&t, b));
   CU_ASSERT_EQUAL (tc_read (&t, b), 0);
   CU_ASSERT (is_new (&t, b));
-  pc_cache_close (t.c);
-  unlink (t.cfg.path);
-  tu_mem_free (t.mem);
-  pthread_mutex_destroy (&t.g.lock);
-  pthread_cond_destroy (&t.g.cv);
+  tc_teardown (&t);
 }
 
 /* ------------------------------------------------------------------ */
