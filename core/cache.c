@@ -312,6 +312,33 @@ format (struct pc_cache *c, uint64_t backing_size)
   return pc_replay (c);
 }
 
+/* Give every generation record both slots again (pc_gen_store): after
+ * an update cut off between its two stores, or one slot found damaged,
+ * or a cache written one slot at a time.  Left as they were, one more
+ * bad slot would lose the segment or fall back to an older generation.
+ * Done when the cache is bound for use, not by a read-only inspection.
+ */
+static void
+sync_gen_records (struct pc_cache *c)
+{
+  uint32_t i, n = 0;
+
+  for (i = 0; i < c->nsegs; i++) {
+    struct pc_seg *g = &c->segs.seg[i];
+    uint8_t *entry = c->segs.table + (uint64_t) i * PC_SEGTAB_ENTRY;
+    int slot = g->gen_slot;
+
+    if (pc_gen_agree (entry))
+      continue;
+    pc_gen_store (c->pm, entry, g->gen, &g->gen_seq, &slot);
+    g->gen_slot = slot;
+    n++;
+  }
+  if (n)
+    pc_debug ("%s: rewrote %u generation record%s to both slots", c->path, n,
+              n == 1 ? "" : "s");
+}
+
 int
 pc_cache_bind (pc_cache *c, uint64_t backing_size)
 {
@@ -327,6 +354,8 @@ pc_cache_bind (pc_cache *c, uint64_t backing_size)
     PC_FAIL (EINVAL, "%s: cache was made for a backing store of %" PRIu64
              " bytes but this one has %" PRIu64 " bytes", c->path,
              c->sb.backing_size, backing_size);
+  else
+    sync_gen_records (c);
   /* Store a gc percent given on the command line. */
   if ((uint32_t) c->gc_percent != c->ctrl.gc_percent)
     pc_ctrl_update (c, NULL, NULL);

@@ -52,7 +52,7 @@ pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
     if (pc_log_commit_all (c, 0) == -1)
       return -1;
     pc_kick_workers (c);
-    pc_segs_wait (&c->segs, 100);
+    pc_segs_wait (&c->segs, PC_LOG_RESERVE);
     pthread_mutex_lock (&h->lock);
   }
   *seg = h->seg;

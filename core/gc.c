@@ -18,12 +18,18 @@ struct gc_put {
   uint32_t seg, n;
 };
 
+/* Also when data has no room (the log's reserve is all that is left),
+ * whatever pcache-gc-percent says: a writer that found none kicks the
+ * workers before it counts as a waiter, so the waiter count alone can
+ * miss it.
+ */
 static int
 gc_needed (struct pc_cache *c, int force)
 {
-  uint64_t used = c->nsegs - pc_segs_nfree (&c->segs);
+  uint32_t nfree = pc_segs_nfree (&c->segs);
+  uint64_t used = c->nsegs - nfree;
 
-  return force || pc_segs_waiters (&c->segs) > 0 ||
+  return force || nfree <= PC_LOG_RESERVE || pc_segs_waiters (&c->segs) > 0 ||
     used * 100 > (uint64_t) c->nsegs * atomic_load (&c->gc_percent);
 }
 

@@ -65,7 +65,7 @@ new_log_seg (struct pc_cache *c, int wait)
       return -1;
     }
     pc_kick_workers (c);
-    pc_segs_wait (&c->segs, 100);
+    pc_segs_wait (&c->segs, 0);
   }
 }
 

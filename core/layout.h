@@ -9,8 +9,10 @@
  *
  * Every record begins with a CRC32C of the rest of the record.  Records
  * that change (control, generations) have two slots with a sequence
- * number; an update goes to the slot that does not hold the newest
- * valid copy, so a torn update always leaves the previous one.
+ * number; the newest valid slot wins.  A control update goes to the
+ * slot that does not hold the newest valid copy, so a torn update
+ * leaves the previous one.  A generation update writes that slot, then
+ * the other, so a complete update survives one damaged slot.
  *
  * A segment is either a log segment (a chain of ksets) or a data
  * segment (payload).  Its role lives only in RAM and is rebuilt by replay.

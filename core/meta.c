@@ -101,6 +101,11 @@ pc_ctrl_store (struct pc_pmem *pm, uint8_t *base, struct pc_ctrl *c,
   *slot = to;
 }
 
+/* Both slots carry the newest generation once an update is complete
+ * (see pc_gen_store), so one damaged slot leaves the other, with the
+ * same value.  Two valid slots that differ mean an update was cut off
+ * after its first copy was durable: that copy is the newer one.
+ */
 int
 pc_gen_load (const uint8_t *entry, uint64_t *gen, uint32_t *seq)
 {
@@ -121,15 +126,42 @@ pc_gen_load (const uint8_t *entry, uint64_t *gen, uint32_t *seq)
   return i;
 }
 
+int
+pc_gen_agree (const uint8_t *entry)
+{
+  struct pc_gen_slot s[2];
+
+  memcpy (s, entry, sizeof s);
+  return s[0].crc == pc_rec_crc (&s[0], sizeof s[0]) &&
+    memcmp (&s[0], &s[1], sizeof s[0]) == 0;
+}
+
+/* Write the new record to both slots, one after the other: first to the
+ * slot other than *slot (the newest copy loaded or written last), so a
+ * torn first store leaves the previous generation in *slot, as if the
+ * update had not begun (the segment is handed out again only after
+ * this returns); a torn second store leaves the new one in the first.
+ * A single slot per update (as once written) made one flipped bit in
+ * the newest slot fall back to the older generation, which makes stale
+ * keys of the segment's previous use look live, or, at generation 0
+ * with the other slot never written, lose the segment.
+ *
+ * The format version stays 1: the slot layout, the CRC and the rule
+ * "newest valid slot wins" are unchanged, so a cache written one slot
+ * at a time opens as before (pc_cache_bind then fills in its second
+ * slots), and code that writes one slot reads both slots written here
+ * as its newest record.
+ */
 void
 pc_gen_store (struct pc_pmem *pm, uint8_t *entry, uint64_t gen,
               uint32_t *seq, int *slot)
 {
   struct pc_gen_slot s = { .seq = *seq + 1, .gen = gen };
-  int to = *slot ^ 1;
+  int first = *slot ^ 1;
 
   s.crc = pc_rec_crc (&s, sizeof s);
-  pc_pmem_copy (pm, entry + to * sizeof s, &s, sizeof s);
+  pc_pmem_copy (pm, entry + first * sizeof s, &s, sizeof s);
+  pc_pmem_copy (pm, entry + (first ^ 1) * sizeof s, &s, sizeof s);
   *seq = s.seq;
-  *slot = to;
+  *slot = first;
 }

@@ -23,10 +23,16 @@ int pc_ctrl_load (const uint8_t *base, struct pc_ctrl *out);
 void pc_ctrl_store (struct pc_pmem *pm, uint8_t *base, struct pc_ctrl *c,
                     int *slot);
 
-/* Segment generation record of one segment (entry = its two slots). */
+/* Segment generation record of one segment (entry = its two slots).
+ * Load returns the slot of the newest valid copy, or -1 if neither is
+ * valid.  Store writes gen (seq bumped) to both slots, the one other
+ * than *slot first; *slot becomes that one.
+ */
 int pc_gen_load (const uint8_t *entry, uint64_t *gen, uint32_t *seq);
 void pc_gen_store (struct pc_pmem *pm, uint8_t *entry, uint64_t gen,
                    uint32_t *seq, int *slot);
+/* Do both slots hold the same valid record? */
+int pc_gen_agree (const uint8_t *entry);
 
 /* Newer of two wrapping sequence numbers. */
 static inline int

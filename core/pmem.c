@@ -1,3 +1,7 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1             /* SEEK_HOLE */
+#endif
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +108,68 @@ map_fd (struct pc_pmem *p, const char *path)
 }
 
 int
+pc_pmem_sparse (int fd, uint64_t *hole, uint64_t *size)
+{
+  struct stat st;
+  off_t h;
+
+  if (fstat (fd, &st) == -1)
+    return -1;
+  *size = st.st_size;
+  /* Blocks covering the size mean no hole.  Checked first: SEEK_HOLE
+   * reports the unwritten extents of a preallocated file on ext4 or XFS
+   * as holes, though they are allocated.
+   */
+  if (!S_ISREG (st.st_mode) ||
+      (uint64_t) st.st_blocks * 512 >= (uint64_t) st.st_size)
+    return 0;
+  h = lseek (fd, 0, SEEK_HOLE);
+  if (h == -1) {
+    if (errno != EINVAL)
+      return -1;
+    h = 0;                      /* no SEEK_HOLE: trust the block count */
+  }
+  /* A compressed file has fewer blocks than bytes and no hole. */
+  if ((uint64_t) h >= (uint64_t) st.st_size)
+    return 0;
+  *hole = h;
+  return 1;
+}
+
+/* An existing cache file copied sparse (cp --sparse, rsync -S) would
+ * kill the process with SIGBUS at the first store into a hole, or even
+ * a read on tmpfs, once its filesystem is full: allocate it now, while
+ * failing is still an error message.
+ */
+static int
+allocate_holes (int fd, const char *path)
+{
+  uint64_t hole, size;
+  int r = pc_pmem_sparse (fd, &hole, &size), e;
+
+  if (r == -1) {
+    e = errno;
+    pc_error ("%s: cannot tell whether the file is sparse: %m", path);
+    errno = e;
+    return -1;
+  }
+  if (r == 0)
+    return 0;
+  pc_debug ("%s: sparse (a hole at offset %" PRIu64 "): allocating it", path,
+            hole);
+  e = posix_fallocate (fd, 0, size);
+  if (e) {
+    errno = e;
+    pc_error ("%s: the cache file is sparse (a hole at offset %" PRIu64
+              ") and its %" PRIu64 " bytes cannot be allocated: %m", path,
+              hole, size);
+    errno = e;
+    return -1;
+  }
+  return 0;
+}
+
+int
 pc_pmem_open (const char *path, uint64_t create_size, int create,
               struct pc_pmem **out, int *created)
 {
@@ -141,6 +207,8 @@ pc_pmem_open (const char *path, uint64_t create_size, int create,
     pc_error ("%s: cache is in use by another process", path);
     goto fail;
   }
+  if (!*created && allocate_holes (p->fd, path) == -1)
+    goto fail;
   if (map_fd (p, path) == -1) {
     errno = EINVAL;
     goto fail;

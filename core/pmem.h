@@ -21,6 +21,14 @@ int pc_pmem_open (const char *path, uint64_t create_size, int create,
                   struct pc_pmem **out, int *created);
 void pc_pmem_close (struct pc_pmem *p);
 
+/* Does the regular file fd have holes?  Returns 1 with *hole set to the
+ * first one and *size to the file size, 0 if every byte is allocated
+ * (always for a device such as devdax), -1 with errno on error.
+ * Touching a hole through a mapping can raise SIGBUS (tmpfs allocates
+ * on a read fault, and on a full filesystem cannot).
+ */
+int pc_pmem_sparse (int fd, uint64_t *hole, uint64_t *size);
+
 void *pc_pmem_base (const struct pc_pmem *p);
 uint64_t pc_pmem_size (const struct pc_pmem *p);
 const char *pc_pmem_granularity (const struct pc_pmem *p);

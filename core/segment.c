@@ -30,6 +30,7 @@ pc_segs_init (struct pc_segs *s, uint32_t nsegs, struct pc_pmem *pm,
   s->nsegs = nsegs;
   s->pm = pm;
   s->table = table;
+  s->wait_ms = PC_SEGS_WAIT_MS;
   s->seg = calloc (nsegs, sizeof *s->seg);
   s->free_stack = calloc (nsegs, sizeof *s->free_stack);
   if (!s->seg || !s->free_stack) {
@@ -70,9 +71,7 @@ pc_segs_format (struct pc_segs *s)
     struct pc_seg *g = &s->seg[i];
     int slot = 1;
 
-    /* Clear both slots, then write generation 0 to slot 0. */
-    pc_pmem_set (s->pm, s->table + (uint64_t) i * PC_SEGTAB_ENTRY, 0,
-                 PC_SEGTAB_ENTRY);
+    /* Generation 0 in both slots (pc_gen_store). */
     g->gen = 0;
     g->gen_seq = 0;
     pc_gen_store (s->pm, s->table + (uint64_t) i * PC_SEGTAB_ENTRY, 0,
@@ -135,11 +134,19 @@ pc_seg_alloc (struct pc_segs *s, enum pc_seg_role role, uint32_t reserve)
 }
 
 void
-pc_segs_wait (struct pc_segs *s, unsigned timeout_ms)
+pc_segs_wait (struct pc_segs *s, uint32_t reserve)
 {
+  uint64_t end = pc_now_ms () + s->wait_ms, now, seq;
+
   pthread_mutex_lock (&s->free_lock);
   s->waiters++;
-  pc_cond_wait_ms (&s->free_cv, &s->free_lock, timeout_ms);
+  seq = s->frees;
+  /* Any free ends the wait, even one another thread takes first: that
+   * thread may have taken it for the data head the caller shares.
+   */
+  while (s->nfree <= reserve && s->frees == seq &&
+         (now = pc_now_ms ()) < end)
+    pc_cond_wait_ms (&s->free_cv, &s->free_lock, (unsigned) (end - now));
   s->waiters--;
   pthread_mutex_unlock (&s->free_lock);
 }
@@ -207,7 +214,10 @@ seg_free (struct pc_segs *s, uint32_t id)
 {
   pthread_mutex_lock (&s->free_lock);
   s->free_stack[s->nfree++] = id;
-  pthread_cond_broadcast (&s->free_cv);
+  s->frees++;
+  /* Under the lock: a waiter checks nfree under it before it sleeps. */
+  if (s->waiters > 0)
+    pthread_cond_broadcast (&s->free_cv);
   pthread_mutex_unlock (&s->free_lock);
 }
 

@@ -35,6 +35,7 @@ struct pc_seg {
 };
 
 #define PC_SEG_LOCKS 64
+#define PC_SEGS_WAIT_MS 100             /* default wait_ms */
 
 struct pc_segs {
   uint32_t nsegs;
@@ -45,6 +46,8 @@ struct pc_segs {
   uint32_t *free_stack;
   uint32_t nfree;
   uint32_t waiters;
+  uint64_t frees;                       /* segments freed so far */
+  unsigned wait_ms;                     /* pc_segs_wait's (tests raise it) */
   struct pc_pmem *pm;
   uint8_t *table;                       /* generation slots on pmem */
 };
@@ -64,8 +67,14 @@ void pc_segs_build_free (struct pc_segs *s);
  */
 int64_t pc_seg_alloc (struct pc_segs *s, enum pc_seg_role role,
                       uint32_t reserve);
-/* Wait until a segment is freed or timeout_ms passes. */
-void pc_segs_wait (struct pc_segs *s, unsigned timeout_ms);
+/* Wait until more than reserve segments are free (what pc_seg_alloc
+ * with that reserve needs) or a segment is freed, counting as a waiter
+ * meanwhile.  Checked under the free lock, which every free takes to
+ * wake waiters, so a segment freed since the caller's failed
+ * pc_seg_alloc ends the wait at once.  At most s->wait_ms: a safety
+ * net, after which the caller commits and kicks the workers again.
+ */
+void pc_segs_wait (struct pc_segs *s, uint32_t reserve);
 uint32_t pc_segs_nfree (struct pc_segs *s);
 uint32_t pc_segs_waiters (struct pc_segs *s);
 

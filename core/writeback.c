@@ -528,20 +528,22 @@ timed_wait (struct pc_cache *c, unsigned ms)
  * dirty data: while it has not written for PC_WB_IDLE_MS, writeback
  * below that level waits, and leaves it the CPU.  Every writer runs when
  * the client has been quiet for PC_WB_IDLE_MS, when space or a drain is
- * waited for, or when GC needs clean segments.
+ * waited for (or data has no room left: see gc_needed), or when GC needs
+ * clean segments.
  */
 unsigned
 pc_wb_width (struct pc_cache *c)
 {
   uint64_t dirty = PC_COUNTED (c, dirty_bytes);
   uint64_t size = (uint64_t) c->nsegs << c->seg_shift;
-  uint64_t used = c->nsegs - pc_segs_nfree (&c->segs);
+  uint32_t nfree = pc_segs_nfree (&c->segs);
+  uint64_t used = c->nsegs - nfree;
   uint64_t now = pc_now_ms ();
   unsigned gc_pct = atomic_load (&c->gc_percent), pct, n;
 
   if (dirty == 0 || now - atomic_load (&c->last_io_ms) >= PC_WB_IDLE_MS ||
       atomic_load (&c->drainers) > 0 || pc_segs_waiters (&c->segs) > 0 ||
-      used * 100 > (uint64_t) c->nsegs * gc_pct)
+      nfree <= PC_LOG_RESERVE || used * 100 > (uint64_t) c->nsegs * gc_pct)
     return c->wb_threads;
   pct = dirty * 100 / size;
   if (pct < c->wb_percent ||

@@ -112,6 +112,49 @@ requires_nbdsh ()
     requires nbdsh -c 'import nbd; exit(0)'
 }
 
+# requires_pcachectl
+#
+# The admin tool must have been built: sets $pcachectl from $PCACHECTL,
+# which the Makefile sets (make check).
+requires_pcachectl ()
+{
+    if [ -z "${PCACHECTL:-}" ] || [ ! -x "$PCACHECTL" ]; then
+        echo "$0: PCACHECTL is not set to the built pcachectl (run the tests with make check)"
+        exit 1
+    fi
+    pcachectl=$PCACHECTL
+}
+
+# ---------------------------------------------------------------------
+# Checking a command's outcome.
+
+# expect_status N CMD [ARGS...]
+#
+# Run CMD, keep its output in $tmp/out (shown too), and fail unless it
+# exits with status N.
+expect_status ()
+{
+    local want=$1 rc=0
+    shift
+    "$@" >"$tmp/out" 2>&1 || rc=$?
+    cat "$tmp/out"
+    if [ "$rc" -ne "$want" ]; then
+        echo "$0: expected exit status $want, got $rc: $*"
+        exit 1
+    fi
+}
+
+# expect_output REGEX
+#
+# The output kept by the last expect_status must match REGEX (grep -E).
+expect_output ()
+{
+    if ! grep -Eq -- "$1" "$tmp/out"; then
+        echo "$0: output does not match '$1'"
+        exit 1
+    fi
+}
+
 # ---------------------------------------------------------------------
 # Temporary directory.
 

@@ -12,37 +12,10 @@ requires_filter_built
 requires_nbdsh
 requires python3 -c 'pass'
 
-if [ -z "${PCACHECTL:-}" ] || [ ! -x "$PCACHECTL" ]; then
-    echo "$0: PCACHECTL is not set to the built pcachectl (run the tests with make check)"
-    exit 1
-fi
-pcachectl=$PCACHECTL
+requires_pcachectl
 tmpdir
 
 MiB=1048576
-
-# expect_status N CMD [ARGS...]: run CMD, keep its output in $tmp/out,
-# and fail unless it exits with status N.
-expect_status ()
-{
-    local want=$1 rc=0
-    shift
-    "$@" >"$tmp/out" 2>&1 || rc=$?
-    cat "$tmp/out"
-    if [ "$rc" -ne "$want" ]; then
-        echo "$0: expected exit status $want, got $rc: $*"
-        exit 1
-    fi
-}
-
-# expect_output REGEX: the last output must match.
-expect_output ()
-{
-    if ! grep -Eq -- "$1" "$tmp/out"; then
-        echo "$0: output does not match '$1'"
-        exit 1
-    fi
-}
 
 # The writes, and what a backing store that started as 0xff bytes must
 # read back once they are written back.  The trimmed range may read as

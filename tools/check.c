@@ -359,6 +359,12 @@ cmd_check (int argc, char **argv)
       problem (&ck, "%s", strip_path (log_message (i), ck.path));
     printf ("%s: the cache cannot be opened: it is damaged\n", ck.path);
     report (&ck);
+    for (i = 0; i < log_count (); i++)
+      if (strstr (log_message (i), "generation record")) {
+        printf ("  pcachectl drain can still write back the dirty data "
+                "that the cache proves\n");
+        break;
+      }
     free_check (&ck);
     return EXIT_FAILED;
   }

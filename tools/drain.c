@@ -20,6 +20,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/file.h>
+
+#include "crc.h"
+#include "kset.h"
+#include "meta.h"
 #include "pcachectl.h"
 
 #define POLL_MS 200
@@ -103,6 +108,357 @@ recorded_id (const char *path, char id[PC_BACKING_ID_LEN])
   }
 }
 
+/* ------------------------------------------------------------------ */
+/* Rescue: a segment whose generation record is lost in both slots makes
+ * the cache unopenable, since nothing tells its live keys from stale
+ * ones (left from an earlier use of the segment).  The dirty keys the
+ * cache can still prove are written back here, in log order, straight
+ * from a read-only mapping: keys without payload (zero, trim), keys in
+ * segments whose record is intact and whose generation matches, and
+ * keys in a segment whose record is lost if the cache was made with
+ * data-crc and the payload matches its checksum: then it is the data
+ * the key wrote.  A stale key that passes is older than a key further
+ * on in the log for the same range (that is how a dirty key goes
+ * stale), which is written after it, so the backing store still ends up
+ * as the log says.  Everything else of a lost segment is skipped and
+ * reported.  The cache itself is not changed.
+ */
+
+#define MAX_SHOWN_SKIPS 20
+
+struct rescue {
+  const char *path;
+  struct raw_cache r;
+  struct backend *be;
+  struct pc_ctrl ctrl;
+  uint32_t seed;
+  uint64_t seg_size;
+  int data_crc;
+  uint64_t *gen;                /* per segment */
+  uint8_t *lost, *is_log;
+  const struct pc_kset_hdr **ksets;     /* from dirty_tail on */
+  size_t nksets;
+  uint64_t written, written_bytes, skipped, skipped_bytes, stale;
+};
+
+/* Count the segments whose generation record is lost in both slots. */
+static uint32_t
+load_gens (struct rescue *x)
+{
+  uint32_t i, n = 0, seq;
+
+  for (i = 0; i < x->r.sb.nsegs; i++) {
+    const uint8_t *e = x->r.base + PC_SEGTAB_OFF + (uint64_t) i *
+      PC_SEGTAB_ENTRY;
+
+    if (pc_gen_load (e, &x->gen[i], &seq) < 0) {
+      x->lost[i] = 1;
+      n++;
+    }
+  }
+  return n;
+}
+
+static const struct pc_kset_hdr *
+kset_at (struct rescue *x, const struct pc_pos *pos)
+{
+  const struct pc_kset_hdr *h;
+
+  if (pos->seg >= x->r.sb.nsegs || pos->off % PC_KSET_ALIGN ||
+      pos->off + sizeof *h > x->seg_size)
+    return NULL;
+  h = (const struct pc_kset_hdr *) (raw_seg (&x->r, pos->seg) + pos->off);
+  if (h->magic != PC_KSET_MAGIC || h->seq != pos->seq ||
+      h->nkeys > PC_KSET_MAX_KEYS ||
+      pos->off + PC_KSET_BYTES (h->nkeys) > x->seg_size ||
+      h->crc != pc_crc32c_cont (x->seed, (const uint8_t *) h + 4,
+                                PC_KSET_BYTES (h->nkeys) - 4))
+    return NULL;
+  if ((h->flags & PC_KSET_LAST) &&
+      (h->nkeys != 0 || h->next_seg >= x->r.sb.nsegs))
+    return NULL;
+  return h;
+}
+
+/* Walk the log from key_tail as replay does, noting its segments and
+ * the ksets from dirty_tail on.  Returns 0, or -1 after a message.
+ */
+static int
+walk_log (struct rescue *x)
+{
+  struct pc_pos pos = x->ctrl.key_tail;
+  const struct pc_pos *dt = &x->ctrl.dirty_tail;
+  uint64_t most = (uint64_t) x->r.sb.nsegs * (x->seg_size / PC_KSET_ALIGN);
+  int past_dirty = 0;
+
+  x->ksets = calloc (most, sizeof *x->ksets);
+  if (!x->ksets) {
+    errmsg ("out of memory");
+    return -1;
+  }
+  while (x->nksets < most) {
+    const struct pc_kset_hdr *h;
+
+    if (pos.seg == dt->seg && pos.off == dt->off && pos.seq == dt->seq)
+      past_dirty = 1;
+    if (pos.seg < x->r.sb.nsegs)
+      x->is_log[pos.seg] = 1;
+    h = kset_at (x, &pos);
+    if (!h)
+      break;
+    if (past_dirty)
+      x->ksets[x->nksets++] = h;
+    if (h->flags & PC_KSET_LAST) {
+      pos.seg = h->next_seg;
+      pos.off = 0;
+    }
+    else
+      pos.off += pc_kset_span (h->nkeys);
+    pos.seq++;
+  }
+  if (!past_dirty) {
+    errmsg ("%s: the log ends at kset %" PRIu64 ", before its dirty tail "
+            "(kset %" PRIu64 "): nothing can be rescued", x->path, pos.seq,
+            dt->seq);
+    return -1;
+  }
+  return 0;
+}
+
+static void
+skip_key (struct rescue *x, const struct pc_kset_hdr *h,
+          const struct pc_key_rec *k, const char *why)
+{
+  if (x->skipped++ < MAX_SHOWN_SKIPS)
+    errmsg ("%s: kset %" PRIu64 ": dirty extent at offset %" PRIu64
+            ", length %" PRIu32 " (segment %" PRIu32 "): skipped, %s",
+            x->path, h->seq, k->off, k->len, k->seg, why);
+  x->skipped_bytes += k->len;
+}
+
+/* Which dirty key to write back: 1 yes, 0 stale, -1 skipped. */
+static int
+key_proven (struct rescue *x, const struct pc_kset_hdr *h,
+            const struct pc_key_rec *k)
+{
+  const uint8_t *data;
+
+  if (k->len == 0 || k->off >= x->r.sb.backing_size ||
+      k->len > x->r.sb.backing_size - k->off || (k->flags & ~PC_KF_MEDIA)) {
+    skip_key (x, h, k, "its range or flags are out of bounds");
+    return -1;
+  }
+  if (k->flags & PC_KF_ZERO)
+    return 1;
+  if (k->seg >= x->r.sb.nsegs || k->seg_off > x->seg_size ||
+      k->len > x->seg_size - k->seg_off || x->is_log[k->seg]) {
+    skip_key (x, h, k, "its payload position is out of bounds");
+    return -1;
+  }
+  data = raw_seg (&x->r, k->seg) + k->seg_off;
+  if (x->lost[k->seg]) {
+    if (!x->data_crc) {
+      skip_key (x, h, k, "the generation record of its segment is lost, "
+                "and without data-crc nothing proves the payload current");
+      return -1;
+    }
+    if (pc_crc32c (data, k->len) != k->data_crc) {
+      skip_key (x, h, k, "the generation record of its segment is lost, "
+                "and the payload does not match its checksum (the "
+                "segment was reused or damaged)");
+      return -1;
+    }
+    return 1;
+  }
+  if ((uint32_t) x->gen[k->seg] != k->gen)
+    return 0;
+  if (x->data_crc && pc_crc32c (data, k->len) != k->data_crc) {
+    skip_key (x, h, k, "the payload does not match its checksum");
+    return -1;
+  }
+  return 1;
+}
+
+static int
+write_key (struct rescue *x, const struct pc_key_rec *k, int *err)
+{
+  const struct pc_backend_ops *ops = &x->be->ops;
+  void *ctx = x->be->pb.ctx;
+  static const uint8_t zeroes[65536];
+  uint32_t done, n;
+
+  if (!(k->flags & PC_KF_ZERO))
+    return ops->pwrite (ctx, raw_seg (&x->r, k->seg) + k->seg_off, k->len,
+                        k->off, err);
+  /* As write-back does: a trim reads back as anything. */
+  if (k->flags & PC_KF_TRIM)
+    return ops->trim ? ops->trim (ctx, k->len, k->off, err) : 0;
+  if (ops->zero)
+    return ops->zero (ctx, k->len, k->off, !!(k->flags & PC_KF_MAY_TRIM),
+                      err);
+  for (done = 0; done < k->len; done += n) {
+    n = k->len - done < sizeof zeroes ? k->len - done : sizeof zeroes;
+    if (ops->pwrite (ctx, zeroes, n, k->off + done, err) == -1)
+      return -1;
+  }
+  return 0;
+}
+
+static int
+flush_backend (struct rescue *x, int *err)
+{
+  return x->be->ops.flush ? x->be->ops.flush (x->be->pb.ctx, err) : 0;
+}
+
+/* Write back in log order, flushing the backend at each epoch boundary
+ * so that it always holds a prefix of the client's flush epochs.
+ */
+static int
+write_back (struct rescue *x)
+{
+  uint64_t epoch = x->nksets ? x->ksets[0]->epoch : 0;
+  size_t i;
+  unsigned j;
+  int err = 0;
+
+  for (i = 0; i < x->nksets; i++) {
+    const struct pc_kset_hdr *h = x->ksets[i];
+    const struct pc_key_rec *keys = (const struct pc_key_rec *) (h + 1);
+
+    if (h->epoch != epoch && flush_backend (x, &err) == -1)
+      goto fail;
+    epoch = h->epoch;
+    for (j = 0; j < h->nkeys; j++) {
+      int p;
+
+      if (!(keys[j].flags & PC_KF_DIRTY))
+        continue;
+      p = key_proven (x, h, &keys[j]);
+      if (p == 0)
+        x->stale++;
+      if (p != 1)
+        continue;
+      if (write_key (x, &keys[j], &err) == -1)
+        goto fail;
+      x->written++;
+      x->written_bytes += keys[j].len;
+    }
+  }
+  if (flush_backend (x, &err) == -1)
+    goto fail;
+  return 0;
+
+ fail:
+  errmsg ("%s: writing to %s failed: %s%s%s", x->path, x->be->name,
+          strerror (err), x->be->last_error[0] ? ": " : "",
+          x->be->last_error);
+  return -1;
+}
+
+static void
+rescue_report (struct rescue *x, uint32_t nlost, const char *to)
+{
+  char h1[32], h2[32];
+
+  if (x->skipped > MAX_SHOWN_SKIPS)
+    errmsg ("%s: ... and %" PRIu64 " more dirty extents skipped", x->path,
+            x->skipped - MAX_SHOWN_SKIPS);
+  printf ("%s: rescue: %" PRIu32 " segment%s lost %s generation record; "
+          "wrote back %" PRIu64 " dirty extent%s (%s) that the cache still "
+          "proves to %s; skipped %" PRIu64 " (%s)%s\n", x->path, nlost,
+          nlost == 1 ? "" : "s", nlost == 1 ? "its" : "their", x->written,
+          x->written == 1 ? "" : "s",
+          human_size (x->written_bytes, h1, sizeof h1), to, x->skipped,
+          human_size (x->skipped_bytes, h2, sizeof h2),
+          x->skipped ? ", whose data is lost" : "");
+  printf ("%s: the cache was not changed and cannot be opened as it is: "
+          "format it again (pcache-format=force) to use it\n", x->path);
+}
+
+static void
+rescue_free (struct rescue *x)
+{
+  free (x->gen);
+  free (x->lost);
+  free (x->is_log);
+  free (x->ksets);
+  if (x->be)
+    x->be->close (x->be);
+  raw_close (&x->r);
+}
+
+/* Returns -1 if the cache needs no rescue (every generation record is
+ * readable, or the file is not a cache: the engine says why), else the
+ * exit status.
+ */
+static int
+rescue (const char *path, const char *to, const char *want_id)
+{
+  struct rescue x;
+  uint32_t nlost;
+  int r = EXIT_FAILED;
+
+  memset (&x, 0, sizeof x);
+  x.path = path;
+  if (raw_open (path, &x.r) == -1)
+    return -1;
+  if (!x.r.sb_ok) {
+    raw_close (&x.r);
+    return -1;
+  }
+  x.gen = calloc (x.r.sb.nsegs, sizeof *x.gen);
+  x.lost = calloc (x.r.sb.nsegs, 1);
+  x.is_log = calloc (x.r.sb.nsegs, 1);
+  if (!x.gen || !x.lost || !x.is_log) {
+    errmsg ("out of memory");
+    goto out;
+  }
+  nlost = load_gens (&x);
+  if (nlost == 0) {
+    rescue_free (&x);
+    return -1;
+  }
+  errmsg ("%s: the generation record of %" PRIu32 " segment%s is corrupt "
+          "in both slots, so the cache cannot be opened; writing back what "
+          "its checksums still prove", path, nlost, nlost == 1 ? "" : "s");
+  if (flock (x.r.fd, LOCK_EX | LOCK_NB) == -1) {
+    errmsg ("%s: cache is in use by another process", path);
+    goto out;
+  }
+  if (want_id && strncmp (want_id, x.r.sb.backing_id, PC_BACKING_ID_LEN)) {
+    errmsg ("%s: cache belongs to backing \"%.*s\", not \"%s\"", path,
+            PC_BACKING_ID_LEN, x.r.sb.backing_id, want_id);
+    goto out;
+  }
+  if (pc_ctrl_load (x.r.base, &x.ctrl) < 0) {
+    errmsg ("%s: the control record is corrupt in both slots too: the log "
+            "cannot be found", path);
+    goto out;
+  }
+  x.seed = pc_crc32c (x.r.sb.uuid, sizeof x.r.sb.uuid);
+  x.seg_size = 1ULL << x.r.sb.seg_shift;
+  x.data_crc = !!(x.r.sb.features & PC_FEAT_DATA_CRC);
+  if (walk_log (&x) == -1)
+    goto out;
+  x.be = strstr (to, "://") ? backend_nbd_open (to)
+    : backend_file_open (to, path);
+  if (!x.be)
+    goto out;
+  if (x.be->size != x.r.sb.backing_size) {
+    errmsg ("%s: the cache was made for a backing store of %" PRIu64
+            " bytes but %s has %" PRIu64 " bytes", path,
+            x.r.sb.backing_size, to, x.be->size);
+    goto out;
+  }
+  if (write_back (&x) == -1)
+    goto out;
+  rescue_report (&x, nlost, to);
+  r = x.skipped ? EXIT_FAILED : EXIT_OK;
+ out:
+  rescue_free (&x);
+  return r;
+}
+
 int
 cmd_drain (int argc, char **argv)
 {
@@ -167,6 +523,12 @@ cmd_drain (int argc, char **argv)
   if (want_id && strlen (want_id) >= PC_BACKING_ID_LEN)
     usage_error ("--backing-id: longer than %d bytes", PC_BACKING_ID_LEN - 1);
 
+  /* Drain writes to the cache: a sparse one is allocated first (the
+   * engine would, but open_cache refuses a sparse file).
+   */
+  if (raw_allocate (path) == -1)
+    return EXIT_FAILED;
+
   /* A cache made for an identified backing store is only drained to a
    * store the user names as that one: its size alone proves little.
    */
@@ -177,6 +539,11 @@ cmd_drain (int argc, char **argv)
             id, to);
     return EXIT_FAILED;
   }
+
+  r = rescue (path, to, want_id);
+  if (r != -1)
+    return r;
+  r = EXIT_FAILED;
 
   if (open_cache (path, want_id, &cache) == -1)
     return EXIT_FAILED;

@@ -251,6 +251,11 @@ open_cache (const char *path, const char *want_id, pc_cache **out)
     errno = EISDIR;
     return -1;
   }
+  /* The engine would allocate the holes of a sparse file: drain does
+   * that itself, before this; the other commands only read.
+   */
+  if (raw_refuse_sparse (path) == -1)
+    return -1;
 
   /* The engine refuses a cache whose recorded backing identity differs
    * from the one given, so read it from the superblock first.  If the

@@ -70,6 +70,13 @@ void raw_close (struct raw_cache *r);
 const uint8_t *raw_seg (const struct raw_cache *r, uint32_t seg);
 /* True if [off, off + len) of a regular file is a hole (reads as 0). */
 int raw_is_hole (const struct raw_cache *r, uint64_t off, uint64_t len);
+/* A sparse cache file: refuse it (-1, errno EINVAL, reported), for the
+ * commands that only read; or allocate it (-1 if that fails, reported),
+ * for those that write.  A file that cannot be opened passes: the open
+ * that follows reports it.
+ */
+int raw_refuse_sparse (const char *path);
+int raw_allocate (const char *path);
 
 /* Backends for drain: a file or block device (io_uring) or an NBD URI
  * (libnbd).

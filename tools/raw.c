@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -21,6 +22,7 @@
 
 #include "crc.h"
 #include "pcachectl.h"
+#include "pmem.h"
 
 /* Size of a device DAX character device, from sysfs. */
 static int
@@ -82,11 +84,15 @@ raw_open (const char *path, struct raw_cache *r)
   r->base = p;
 
   /* Both copies are written at format and never again: either valid one
-   * is the superblock.
+   * is the superblock.  Read, not through the mapping: a hole there (a
+   * file that is not a cache) would raise SIGBUS on a full tmpfs.
    */
-  memcpy (&r->sb, r->base + PC_SB_OFF, sizeof r->sb);
-  if (!sb_valid (&r->sb))
-    memcpy (&r->sb, r->base + PC_SB_OFF + PC_SB_SLOT, sizeof r->sb);
+  if (pread (r->fd, &r->sb, sizeof r->sb, PC_SB_OFF) != sizeof r->sb ||
+      !sb_valid (&r->sb)) {
+    if (pread (r->fd, &r->sb, sizeof r->sb, PC_SB_OFF + PC_SB_SLOT) !=
+        sizeof r->sb)
+      memset (&r->sb, 0, sizeof r->sb);
+  }
   r->sb_ok = sb_valid (&r->sb) && r->sb.version == PC_FORMAT_VERSION &&
     r->sb.seg_shift >= 20 && r->sb.seg_shift <= 30 &&
     r->sb.seg_area_off + ((uint64_t) r->sb.nsegs << r->sb.seg_shift)
@@ -131,4 +137,67 @@ const uint8_t *
 raw_seg (const struct raw_cache *r, uint32_t seg)
 {
   return r->base + r->sb.seg_area_off + ((uint64_t) seg << r->sb.seg_shift);
+}
+
+/* Is the cache file sparse?  Returns 1 (and says so if what is given),
+ * 0 if not, -1 after an error message.
+ */
+static int
+sparse (const char *path, int fd, const char *what, uint64_t *size)
+{
+  uint64_t hole;
+  int r = pc_pmem_sparse (fd, &hole, size);
+
+  if (r == -1)
+    errmsg ("%s: cannot tell whether the file is sparse: %m", path);
+  else if (r == 1 && what)
+    errmsg ("%s: the cache file is sparse (a hole at offset %" PRIu64 "): "
+            "%s", path, hole, what);
+  return r;
+}
+
+int
+raw_refuse_sparse (const char *path)
+{
+  int fd = open (path, O_RDONLY | O_CLOEXEC), r;
+  uint64_t size;
+
+  if (fd == -1)
+    return 0;                   /* the open that follows reports it */
+  r = sparse (path, fd, "reading it could raise SIGBUS once its "
+              "filesystem is full, and inspecting a cache does not change "
+              "it; allocate it first with fallocate -l SIZE, or by "
+              "starting nbdkit or pcachectl drain on it", &size);
+  close (fd);
+  if (r != 0) {
+    errno = EINVAL;
+    return -1;
+  }
+  return 0;
+}
+
+int
+raw_allocate (const char *path)
+{
+  int fd = open (path, O_RDWR | O_CLOEXEC), r, e;
+  uint64_t size;
+
+  if (fd == -1)
+    return 0;                   /* the open that follows reports it */
+  r = sparse (path, fd, NULL, &size);
+  if (r == 1) {
+    e = posix_fallocate (fd, 0, size);
+    if (e) {
+      errno = e;
+      errmsg ("%s: the cache file is sparse and its %" PRIu64 " bytes "
+              "cannot be allocated: %m", path, size);
+      r = -1;
+    }
+    else {
+      dbgmsg ("%s: was sparse: allocated", path);
+      r = 0;
+    }
+  }
+  close (fd);
+  return r;
 }

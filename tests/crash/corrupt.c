@@ -716,6 +716,54 @@ static int d_gen_old (struct img *m, int *l)
   flip (m, PC_SEGTAB_OFF + s * PC_SEGTAB_ENTRY + (newest_gen_slot (m, s) ^ 1) * 16 + 8, 1);
   return 0;
 }
+/* A segment holding the payload of a live dirty key of a flushed epoch
+ * (from dirty_tail on), preferring one still at generation 0 (where a
+ * single-slot record once had no second copy at all).
+ */
+static int
+dirty_seg (struct img *m, uint32_t *seg)
+{
+  unsigned i, k;
+  int found = 0;
+
+  for (i = m->dirty_idx > 0 ? m->dirty_idx : 0; i < m->nks; i++) {
+    struct pc_kset_hdr *h = hdr_at (m, i);
+
+    for (k = 0; !(h->flags & PC_KSET_LAST) && k < h->nkeys; k++) {
+      struct pc_key_rec *r = key_of (m, i, k);
+      uint64_t g;
+      uint32_t seq;
+
+      if (!(r->flags & PC_KF_DIRTY) || (r->flags & PC_KF_ZERO) ||
+          pc_gen_load (m->p + PC_SEGTAB_OFF + (uint64_t) r->seg *
+                       PC_SEGTAB_ENTRY, &g, &seq) < 0 ||
+          (uint32_t) g != r->gen)
+        continue;
+      if (!found || g == 0)
+        *seg = r->seg;
+      found = 1;
+      if (g == 0)
+        return 0;
+    }
+  }
+  return found ? 0 : -1;
+}
+static int
+flip_dirty_gen (struct img *m, int slot0, int slot1)
+{
+  uint32_t s;
+
+  if (dirty_seg (m, &s) == -1)
+    return -1;
+  if (slot0)
+    flip (m, PC_SEGTAB_OFF + s * PC_SEGTAB_ENTRY + 8, 0x04);
+  if (slot1)
+    flip (m, PC_SEGTAB_OFF + s * PC_SEGTAB_ENTRY + 16 + 8, 0x04);
+  return 0;
+}
+static int d_gen_dirty_0 (struct img *m, int *l) { (void) l; return flip_dirty_gen (m, 1, 0); }
+static int d_gen_dirty_1 (struct img *m, int *l) { (void) l; return flip_dirty_gen (m, 0, 1); }
+static int d_gen_dirty_both (struct img *m, int *l) { (void) l; return flip_dirty_gen (m, 1, 1); }
 static int d_gen_both (struct img *m, int *l)
 {
   (void) l;
@@ -993,9 +1041,13 @@ static const struct tcase cases[] = {
   { "control key_tail misaligned (valid CRC)", B_PLAIN, d_ctrl_kt_misaligned, X_REFUSE, NULL },
   { "control key_tail offset 4G-64 (valid CRC)", B_PLAIN, d_ctrl_kt_off_huge, X_EITHER, NULL },
   { "control newest = stale cursors (valid CRC)", B_PLAIN, d_ctrl_stale_valid, X_REPORT, NULL },
-  { "generation newest slot flipped", B_PLAIN, d_gen_new, X_REPORT, NULL },
+  { "generation newest slot flipped", B_PLAIN, d_gen_new, X_EXACT, NULL },
   { "generation older slot flipped", B_PLAIN, d_gen_old, X_EXACT, NULL },
   { "generation both slots flipped", B_PLAIN, d_gen_both, X_REFUSE, "generation record" },
+  { "generation slot 0 of a dirty segment flipped", B_PLAIN, d_gen_dirty_0, X_EXACT, NULL },
+  { "generation slot 1 of a dirty segment flipped", B_PLAIN, d_gen_dirty_1, X_EXACT, NULL },
+  { "generation slot 0 of a dirty segment flipped (data CRC)", B_CRC, d_gen_dirty_0, X_EXACT, NULL },
+  { "generation both slots of a dirty segment flipped", B_PLAIN, d_gen_dirty_both, X_REFUSE, "generation record" },
   { "kset mid-log header flipped (strict)", B_PLAIN, d_kset_mid_hdr, X_REFUSE, "damaged" },
   { "kset mid-log key flipped (strict)", B_PLAIN, d_kset_mid_key, X_REFUSE, "damaged" },
   { "kset mid-log key flipped (lenient)", B_PLAIN, d_kset_mid_lenient, X_ALLOWED, NULL },

@@ -633,20 +633,37 @@ test_gen_slots_unit (void)
   CU_ASSERT_EQUAL (pc_gen_load (e, &gen, &seq), 0);
   CU_ASSERT_EQUAL (gen, 7);
   CU_ASSERT_EQUAL (seq, 1);
+  CU_ASSERT_TRUE (pc_gen_agree (e));
   pc_gen_store (pm, e, 8, &sseq, &slot);
   CU_ASSERT_EQUAL (slot, 1);
-  CU_ASSERT_EQUAL (pc_gen_load (e, &gen, &seq), 1);
+  CU_ASSERT (pc_gen_load (e, &gen, &seq) >= 0);
   CU_ASSERT_EQUAL (gen, 8);
+  /* Both slots hold the newest record. */
+  CU_ASSERT_TRUE (pc_gen_agree (e));
 
-  /* One slot corrupt: the other is used, whichever it is. */
+  /* One slot corrupt: the other is used, whichever it is, and it holds
+   * the newest generation, never the one before.
+   */
   e[sizeof s + 9] ^= 1;                 /* slot 1's gen */
   CU_ASSERT_EQUAL (pc_gen_load (e, &gen, &seq), 0);
-  CU_ASSERT_EQUAL (gen, 7);
+  CU_ASSERT_EQUAL (gen, 8);
+  CU_ASSERT_FALSE (pc_gen_agree (e));
   e[sizeof s + 9] ^= 1;
   e[2] ^= 1;                            /* slot 0's crc */
   CU_ASSERT_EQUAL (pc_gen_load (e, &gen, &seq), 1);
   CU_ASSERT_EQUAL (gen, 8);
   e[2] ^= 1;
+
+  /* An update cut off after its first store: that store is newer. */
+  s = (struct pc_gen_slot) { .seq = sseq + 1, .gen = 9 };
+  s.crc = pc_rec_crc (&s, sizeof s);
+  memcpy (e + (slot ^ 1) * sizeof s, &s, sizeof s);
+  CU_ASSERT_EQUAL (pc_gen_load (e, &gen, &seq), slot ^ 1);
+  CU_ASSERT_EQUAL (gen, 9);
+  /* ... torn in its first store: the update did not happen. */
+  e[(slot ^ 1) * sizeof s + 9] ^= 1;
+  CU_ASSERT_EQUAL (pc_gen_load (e, &gen, &seq), slot);
+  CU_ASSERT_EQUAL (gen, 8);
 
   /* Wrap-around of the 32-bit seq: the newest always wins. */
   s = (struct pc_gen_slot) { .seq = UINT32_MAX - 2, .gen = 100 };
@@ -658,9 +675,10 @@ test_gen_slots_unit (void)
   slot = 0;
   for (i = 1; i <= 6; i++) {
     pc_gen_store (pm, e, 100 + i, &sseq, &slot);
-    CU_ASSERT_EQUAL (pc_gen_load (e, &gen, &seq), slot);
+    CU_ASSERT (pc_gen_load (e, &gen, &seq) >= 0);
     CU_ASSERT_EQUAL (gen, 100u + i);
     CU_ASSERT_EQUAL (seq, (uint32_t) (UINT32_MAX - 2 + i));
+    CU_ASSERT_TRUE (pc_gen_agree (e));
   }
   CU_ASSERT_TRUE (pc_seq32_newer (0, UINT32_MAX));
   CU_ASSERT_FALSE (pc_seq32_newer (UINT32_MAX, 0));
@@ -695,19 +713,28 @@ test_gen_slots_cache (void)
   slot = c->segs.seg[3].gen_slot;
   pc_cache_close (c);
 
-  /* Newest slot corrupt: the previous generation. */
+  /* Either slot corrupt: the newest generation all the same, and the
+   * open (bound) writes the bad slot again.
+   */
   CU_ASSERT_EQUAL (tu_file_xor (p, ent + slot * sizeof (struct pc_gen_slot)
                                 + 8, 4), 0);
   c = reopen (p);
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   gen = c->segs.seg[3].gen;
-  CU_ASSERT_EQUAL (gen, 1);
+  CU_ASSERT_EQUAL (gen, 2);
+  CU_ASSERT_TRUE (pc_gen_agree (c->segs.table + 3 * PC_SEGTAB_ENTRY));
+  pc_cache_close (c);
+  CU_ASSERT_EQUAL (tu_file_xor (p, ent + (slot ^ 1) *
+                                sizeof (struct pc_gen_slot) + 8, 4), 0);
+  c = reopen (p);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  CU_ASSERT_EQUAL (c->segs.seg[3].gen, 2);
   pc_cache_close (c);
 
   /* Both: refused, naming the segment. */
-  CU_ASSERT_EQUAL (tu_file_xor (p, ent + (slot ^ 1) * sizeof (struct
-                                                              pc_gen_slot)
-                                + 8, 4), 0);
+  CU_ASSERT_EQUAL (tu_file_xor (p, ent + 8, 4), 0);
+  CU_ASSERT_EQUAL (tu_file_xor (p, ent + sizeof (struct pc_gen_slot) + 8, 4),
+                   0);
   tu_log_clear ();
   c = reopen (p);
   CU_ASSERT_PTR_NULL (c);

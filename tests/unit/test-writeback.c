@@ -3,7 +3,8 @@
  * data whose replacement belongs to a later epoch or is not yet in the
  * log.  Writeback runs a batch at a time (pc_writeback_step) on a cache
  * without workers, so every batch boundary is where the test puts it.
- * Last, the number of writers a round puts to work.
+ * Last, the number of writers a round puts to work, and the wake-up of
+ * a writer waiting for space.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -483,6 +484,153 @@ test_width (void)
   }
 }
 
+/* Waiting for space.  A cache of under 16 segments has one data head,
+ * and with pcache-gc-percent at its maximum, the log's reserve can be
+ * all that is free while usage stays below the GC threshold.
+ */
+#define SPACE_CSIZE (14 * TU_MIB)
+
+struct space_writer {
+  pc_cache *c;
+  pthread_t t;
+  pthread_mutex_t lock;
+  pthread_cond_t cv;
+  int r, done;
+};
+
+static void *
+space_write (void *arg)
+{
+  struct space_writer *w = arg;
+  uint8_t b[4096];
+  int err = 0, r;
+
+  tu_fill (b, sizeof b, 0, 9);
+  r = pc_write (w->c, b, sizeof b, 0, 0, &err);
+  pthread_mutex_lock (&w->lock);
+  w->r = r;
+  w->done = 1;
+  pthread_cond_signal (&w->cv);
+  pthread_mutex_unlock (&w->lock);
+  return NULL;
+}
+
+static void
+start_writer (struct space_writer *w)
+{
+  w->done = 0;
+  CU_ASSERT_EQUAL_FATAL (pthread_create (&w->t, NULL, space_write, w), 0);
+}
+
+/* Fill every segment but the log's reserve, the head's too, with
+ * written-back data that only GC frees: the next write must wait.
+ */
+static void
+fill_clean (pc_cache *c)
+{
+  uint64_t off = 0;
+
+  while (pc_segs_nfree (&c->segs) > PC_LOG_RESERVE ||
+         c->heads[0].off < c->seg_size) {
+    wr (c, off % FILLER, 4096, 5);
+    off += 4096;
+  }
+  commit (c);
+  write_back_all (c);
+}
+
+/* The writer's wait has no timeout to fall back on: if it is not done
+ * within 30 s, it missed its wake-up.  It is then freed (GC, and a
+ * broadcast for a wait that would not check for space) to end the test.
+ */
+static void
+join_writer (struct space_writer *w)
+{
+  uint64_t end = pc_now_ms () + 30000;
+  int missed = 0;
+
+  pthread_mutex_lock (&w->lock);
+  while (!w->done) {
+    if (pc_now_ms () < end) {
+      pc_cond_wait_ms (&w->cv, &w->lock, 1000);
+      continue;
+    }
+    missed = 1;
+    pthread_mutex_unlock (&w->lock);
+    pc_gc_run (w->c, 1);
+    pthread_mutex_lock (&w->c->segs.free_lock);
+    pthread_cond_broadcast (&w->c->segs.free_cv);
+    pthread_mutex_unlock (&w->c->segs.free_lock);
+    pthread_mutex_lock (&w->lock);
+    pc_cond_wait_ms (&w->cv, &w->lock, 1000);
+  }
+  pthread_mutex_unlock (&w->lock);
+  pthread_join (w->t, NULL);
+  CU_ASSERT_EQUAL (missed, 0);
+  CU_ASSERT_EQUAL (w->r, 0);
+}
+
+/* A writer that finds no free segment is woken by the GC that frees
+ * one, whether GC runs before the writer waits or while it does, and
+ * without the timed retry.
+ */
+static void
+test_space_wakes (void)
+{
+  const char *p = fresh ("space");
+  struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
+  struct pc_backend bg = tu_mem_backend (mem);
+  struct space_writer w;
+  struct pc_config cfg;
+  pc_cache *c;
+  uint64_t seq;
+  int err = 0;
+
+  tu_config (&cfg, p, SPACE_CSIZE);
+  cfg.cache_on_read = 0;
+  cfg.gc_percent = PC_MAX_GC_PERCENT;
+  c = tu_open (&cfg, BSIZE);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  CU_ASSERT_EQUAL_FATAL (c->nheads, 1);
+  CU_ASSERT_FATAL ((uint64_t) (c->nsegs - PC_LOG_RESERVE) * 100 <=
+                   (uint64_t) c->nsegs * PC_MAX_GC_PERCENT);
+  pc_cache_set_backend (c, &bg);
+  c->segs.wait_ms = 3600 * 1000;
+  w.c = c;
+  pthread_mutex_init (&w.lock, NULL);
+  pthread_cond_init (&w.cv, NULL);
+
+  /* GC between the writer's failed allocation and its wait: the writer
+   * is held where it kicks the (absent) workers, after it committed the
+   * key buffers, which the zero record shows.
+   */
+  fill_clean (c);
+  CU_ASSERT_EQUAL (pc_zero (c, 4096, FILLER, 0, &err), 0);
+  pthread_mutex_lock (&c->bg_lock);
+  seq = atomic_load (&c->log.head_seq);
+  start_writer (&w);
+  while (atomic_load (&c->log.head_seq) == seq)
+    usleep (1000);
+  /* Not yet a waiter, below the threshold: GC must see it is needed. */
+  CU_ASSERT (pc_gc_run (c, 0) > 0);
+  pthread_mutex_unlock (&c->bg_lock);
+  join_writer (&w);
+
+  /* GC while the writer waits. */
+  fill_clean (c);
+  start_writer (&w);
+  while (pc_segs_waiters (&c->segs) == 0)
+    usleep (1000);
+  CU_ASSERT (pc_gc_run (c, 0) > 0);
+  join_writer (&w);
+
+  pc_cache_close (c);
+  tu_mem_free (mem);
+  pthread_mutex_destroy (&w.lock);
+  pthread_cond_destroy (&w.cv);
+  unlink (p);
+}
+
 int
 main (void)
 {
@@ -508,7 +656,8 @@ main (void)
       !CU_add_test (s, "busy key buffer", test_busy_buffer) ||
       !CU_add_test (s, "commits wake idle writeback",
                     test_commit_wakes) ||
-      !CU_add_test (s, "a round has width writers", test_width)) {
+      !CU_add_test (s, "a round has width writers", test_width) ||
+      !CU_add_test (s, "freed space wakes a writer", test_space_wakes)) {
     CU_cleanup_registry ();
     return 1;
   }
