@@ -50,18 +50,15 @@ step ()
 }
 
 # The libFuzzer target, built with clang from the engine's sources.
-# cache_write.c switches on an _Atomic int, which clang 14 refuses, so
-# the sources are compiled from copies where that switch reads the
-# value with atomic_load.
 fuzz ()
 {
     local clang=${CRASH_CLANG:-clang} out=$top_builddir/tests/fuzz
-    local exe=$out/fuzz-replay src f srcs=()
+    local exe=$out/fuzz-replay f srcs=()
     if [ "$fuzz_time" = 0 ]; then
         echo "fuzz: FUZZ_TIME=0"
         return 77
     fi
-    mkdir -p "$out/core" "$out/corpus" "$out/artifacts"
+    mkdir -p "$out/corpus" "$out/artifacts"
     if ! echo 'int LLVMFuzzerTestOneInput (const char *d, long n) { return 0; }' |
             "$clang" -x c -fsanitize=fuzzer,address,undefined - \
                 -o "$out/probe" >/dev/null 2>&1; then
@@ -85,15 +82,25 @@ fuzz ()
     # Seeds from the source tree (reproducers of bugs found before) are
     # read; new inputs go to the build tree's corpus.  The cache file
     # goes to a directory removed afterwards (a crash skips atexit).
-    local dir rc
+    # libFuzzer's own -timeout misses a unit stuck where its alarm
+    # handler cannot report (a lock the report needs), so a watchdog
+    # aborts the run past its time: libFuzzer then prints the stack
+    # and saves the unit as a crash artifact; SIGKILL 30 s later.
+    local dir rc log=$out/fuzz.log limit=$((fuzz_time + 240))
     dir=$(mktemp -d "$( [ -w /dev/shm ] && echo /dev/shm || echo "${TMPDIR:-/tmp}")/pcache-fuzz.XXXXXX")
     PCACHE_FUZZ_DIR=$dir ASAN_OPTIONS=detect_leaks=1 \
         UBSAN_OPTIONS=print_stacktrace=1 \
+        timeout -s ABRT -k 30 "$limit" \
         "$exe" -max_total_time="$fuzz_time" -timeout=20 -rss_limit_mb=4096 \
         -print_final_stats=1 -artifact_prefix="$out/artifacts/" \
-        "$out/corpus" "$top_srcdir/tests/fuzz/seeds" 2>&1 |
-        grep -v '^#[0-9]\|# Uses: \|^###' | tail -n 40
-    rc=${PIPESTATUS[0]}
+        "$out/corpus" "$top_srcdir/tests/fuzz/seeds" > "$log" 2>&1
+    rc=$?
+    grep -a -v '^#[0-9]\|# Uses: \|^###' "$log" | tail -n 40
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+        echo "fuzz: still running after $limit s: aborted (exit $rc);" \
+             "the unit is in $out/artifacts, the whole log in $log"
+        ls -l "$out/artifacts"
+    fi
     rm -rf "$dir"
     return "$rc"
 }
