@@ -7,9 +7,15 @@
 #include <unistd.h>
 
 #include "cache_internal.h"
+#include "clean.h"
 #include "crc.h"
+#include "ctrl.h"
 #include "meta.h"
+#include "replay.h"
+#include "timer.h"
 #include "util.h"
+#include "workers.h"
+#include "writeback.h"
 
 void
 pc_config_init (struct pc_config *cfg)
@@ -26,19 +32,19 @@ static int
 check_config (const struct pc_config *cfg)
 {
   if (!cfg->path || !*cfg->path)
-    PC_FAIL (EINVAL, "no cache file given");
+    return pc_fail (EINVAL, "no cache file given");
   if (cfg->gc_percent != PC_UNSET &&
       (cfg->gc_percent < 0 || cfg->gc_percent > PC_MAX_GC_PERCENT))
-    PC_FAIL (EINVAL, "gc percent %d is out of range 0..%d", cfg->gc_percent,
-             PC_MAX_GC_PERCENT);
+    return pc_fail (EINVAL, "gc percent %d is out of range 0..%d",
+                    cfg->gc_percent, PC_MAX_GC_PERCENT);
   if (cfg->seg_size &&
       (cfg->seg_size < PC_MIN_SEG_SIZE || cfg->seg_size > PC_MAX_SEG_SIZE ||
        (cfg->seg_size & (cfg->seg_size - 1))))
-    PC_FAIL (EINVAL, "segment size %" PRIu64 " is not a power of two "
-             "between 1M and 1G", cfg->seg_size);
+    return pc_fail (EINVAL, "segment size %" PRIu64 " is not a power of two "
+                    "between 1M and 1G", cfg->seg_size);
   if (cfg->backing_id && strlen (cfg->backing_id) >= PC_BACKING_ID_LEN)
-    PC_FAIL (EINVAL, "backing identity is longer than %d bytes",
-             PC_BACKING_ID_LEN - 1);
+    return pc_fail (EINVAL, "backing identity is longer than %d bytes",
+                    PC_BACKING_ID_LEN - 1);
   return 0;
 }
 
@@ -102,28 +108,31 @@ check_existing (struct pc_cache *c)
   const char *id = c->backing_id ? c->backing_id : "";
 
   if (c->sb.file_size != fsize)
-    PC_FAIL (EINVAL, "%s: cache was made %" PRIu64 " bytes long but is now "
-             "%" PRIu64 " bytes", c->path, c->sb.file_size, fsize);
+    return pc_fail (EINVAL, "%s: cache was made %" PRIu64 " bytes long but is "
+                    "now %" PRIu64 " bytes", c->path, c->sb.file_size, fsize);
   if (c->sb.seg_shift < 20 || c->sb.seg_shift > 30 ||
       layout_for (fsize, c->sb.seg_shift, &nsegs, &area) == -1 ||
       nsegs != c->sb.nsegs || area != c->sb.seg_area_off)
-    PC_FAIL (EINVAL, "%s: superblock geometry is inconsistent", c->path);
+    return pc_fail (EINVAL, "%s: superblock geometry is inconsistent",
+                    c->path);
   if (cfg->size && cfg->size != fsize)
-    PC_FAIL (EINVAL, "%s: size %" PRIu64 " was asked for but the cache is "
-             "%" PRIu64 " bytes (use pcache-format=force to remake it)",
-             c->path, cfg->size, fsize);
+    return pc_fail (EINVAL, "%s: size %" PRIu64 " was asked for but the cache "
+                    "is %" PRIu64 " bytes (use pcache-format=force to remake "
+                    "it)", c->path, cfg->size, fsize);
   if (cfg->seg_size && cfg->seg_size != (1ULL << c->sb.seg_shift))
-    PC_FAIL (EINVAL, "%s: segment size %" PRIu64 " was asked for but the "
-             "cache was made with %llu", c->path, cfg->seg_size,
-             1ULL << c->sb.seg_shift);
+    return pc_fail (EINVAL, "%s: segment size %" PRIu64 " was asked for but "
+                    "the cache was made with %llu", c->path, cfg->seg_size,
+                    1ULL << c->sb.seg_shift);
   if (cfg->data_crc != PC_UNSET &&
       !!cfg->data_crc != !!(c->sb.features & PC_FEAT_DATA_CRC))
-    PC_FAIL (EINVAL, "%s: data-crc=%s was asked for but the cache was made "
-             "with data-crc=%s", c->path, cfg->data_crc ? "true" : "false",
-             (c->sb.features & PC_FEAT_DATA_CRC) ? "true" : "false");
+    return pc_fail (EINVAL, "%s: data-crc=%s was asked for but the cache was "
+                    "made with data-crc=%s", c->path,
+                    cfg->data_crc ? "true" : "false",
+                    (c->sb.features & PC_FEAT_DATA_CRC) ? "true" : "false");
   if (strncmp (id, c->sb.backing_id, PC_BACKING_ID_LEN) != 0)
-    PC_FAIL (EINVAL, "%s: cache belongs to backing \"%.*s\", not \"%s\"",
-             c->path, PC_BACKING_ID_LEN, c->sb.backing_id, id);
+    return pc_fail (EINVAL, "%s: cache belongs to backing \"%.*s\", not "
+                    "\"%s\"", c->path, PC_BACKING_ID_LEN, c->sb.backing_id,
+                    id);
   return 0;
 }
 
@@ -144,9 +153,9 @@ check_new_size (struct pc_cache *c)
   if (!size)
     return 0;
   if (layout_for (size, __builtin_ctzll (seg), &nsegs, &area) == -1)
-    PC_FAIL (EINVAL, "%s: %" PRIu64 " bytes is too small: a cache needs at "
-             "least %d segments of %" PRIu64 " bytes", c->path, size,
-             PC_MIN_SEGMENTS, seg);
+    return pc_fail (EINVAL, "%s: %" PRIu64 " bytes is too small: a cache "
+                    "needs at least %d segments of %" PRIu64 " bytes", c->path,
+                    size, PC_MIN_SEGMENTS, seg);
   return 0;
 }
 
@@ -162,18 +171,20 @@ open_existing (struct pc_cache *c)
   c->base = pc_pmem_base (c->pm);
   if (pc_sb_load (c->base, pc_pmem_size (c->pm), &c->sb, &why) == -1) {
     if (c->sb.magic == PC_SB_MAGIC && c->sb.version != PC_FORMAT_VERSION)
-      PC_FAIL (EINVAL, "%s: cache has format version %u, this pcache reads "
-               "version %u", c->path, c->sb.version, PC_FORMAT_VERSION);
-    PC_FAIL (EINVAL, "%s: %s", c->path, why);
+      return pc_fail (EINVAL, "%s: cache has format version %u, this pcache "
+                      "reads version %u", c->path, c->sb.version,
+                      PC_FORMAT_VERSION);
+    return pc_fail (EINVAL, "%s: %s", c->path, why);
   }
   if (check_existing (c) == -1 || init_runtime (c) == -1)
     return -1;
   c->ctrl_slot = pc_ctrl_load (c->base, &c->ctrl);
   if (c->ctrl_slot < 0)
-    PC_FAIL (EINVAL, "%s: control record is corrupt in both slots", c->path);
+    return pc_fail (EINVAL, "%s: control record is corrupt in both slots",
+                    c->path);
   if (pc_segs_load (&c->segs, &bad) == -1)
-    PC_FAIL (EINVAL, "%s: generation record of segment %u is corrupt in "
-             "both slots", c->path, bad);
+    return pc_fail (EINVAL, "%s: generation record of segment %u is corrupt "
+                    "in both slots", c->path, bad);
   if (c->cfg.gc_percent == PC_UNSET)
     c->gc_percent = c->ctrl.gc_percent <= PC_MAX_GC_PERCENT
       ? (int) c->ctrl.gc_percent : PC_DEFAULT_GC_PERCENT;
@@ -266,8 +277,8 @@ format (struct pc_cache *c, uint64_t backing_size)
   c->base = pc_pmem_base (c->pm);
   fsize = pc_pmem_size (c->pm);
   if (c->cfg.size && c->cfg.size != fsize && !created)
-    PC_FAIL (EINVAL, "%s: is %" PRIu64 " bytes, not the %" PRIu64 " asked for",
-             c->path, fsize, c->cfg.size);
+    return pc_fail (EINVAL, "%s: is %" PRIu64 " bytes, not the %" PRIu64 " "
+                    "asked for", c->path, fsize, c->cfg.size);
 
   memset (sb, 0, sizeof *sb);
   sb->magic = PC_SB_MAGIC;
@@ -277,11 +288,11 @@ format (struct pc_cache *c, uint64_t backing_size)
   sb->file_size = fsize;
   sb->backing_size = backing_size;
   if (layout_for (fsize, sb->seg_shift, &sb->nsegs, &sb->seg_area_off) == -1)
-    PC_FAIL (EINVAL, "%s: %" PRIu64 " bytes is too small: a cache needs at "
-             "least %d segments of %" PRIu64 " bytes", c->path, fsize,
-             PC_MIN_SEGMENTS, seg_size);
+    return pc_fail (EINVAL, "%s: %" PRIu64 " bytes is too small: a cache "
+                    "needs at least %d segments of %" PRIu64 " bytes", c->path,
+                    fsize, PC_MIN_SEGMENTS, seg_size);
   if (getrandom (sb->uuid, sizeof sb->uuid, 0) != sizeof sb->uuid)
-    PC_FAIL (EIO, "getrandom: %m");
+    return pc_fail (EIO, "getrandom: %m");
   if (c->backing_id)
     strncpy (sb->backing_id, c->backing_id, PC_BACKING_ID_LEN - 1);
   pc_sb_seal (sb);
@@ -351,9 +362,9 @@ pc_cache_bind (pc_cache *c, uint64_t backing_size)
     }
   }
   else if (c->sb.backing_size != backing_size)
-    PC_FAIL (EINVAL, "%s: cache was made for a backing store of %" PRIu64
-             " bytes but this one has %" PRIu64 " bytes", c->path,
-             c->sb.backing_size, backing_size);
+    return pc_fail (EINVAL, "%s: cache was made for a backing store of %"
+                    PRIu64 " bytes but this one has %" PRIu64 " bytes",
+                    c->path, c->sb.backing_size, backing_size);
   else
     sync_gen_records (c);
   /* Store a gc percent given on the command line. */
@@ -375,55 +386,21 @@ pc_cache_is_new (const pc_cache *c)
   return c->is_new;
 }
 
-/* The first kset not yet written back. */
-struct pc_pos
-pc_dirty_tail (struct pc_cache *c)
-{
-  struct pc_pos p;
-
-  pthread_mutex_lock (&c->ctrl_lock);
-  p = c->ctrl.dirty_tail;
-  pthread_mutex_unlock (&c->ctrl_lock);
-  return p;
-}
-
-void
-pc_ctrl_update (struct pc_cache *c, const struct pc_pos *key_tail,
-                const struct pc_pos *dirty_tail)
-{
-  pthread_mutex_lock (&c->ctrl_lock);
-  if (key_tail)
-    c->ctrl.key_tail = *key_tail;
-  if (dirty_tail)
-    c->ctrl.dirty_tail = *dirty_tail;
-  c->ctrl.gc_percent = c->gc_percent;
-  pc_ctrl_store (c->pm, c->base, &c->ctrl, &c->ctrl_slot);
-  pthread_mutex_unlock (&c->ctrl_lock);
-}
-
-void
-pc_kick_workers (struct pc_cache *c)
-{
-  pthread_mutex_lock (&c->bg_lock);
-  c->kicks++;
-  pthread_cond_broadcast (&c->bg_cv);
-  pthread_mutex_unlock (&c->bg_lock);
-}
-
 int
 pc_cache_start (pc_cache *c, const struct pc_backend *bg)
 {
   int e;
 
   if (!c->bound)
-    PC_FAIL (EINVAL, "%s: cache is not bound to a backing store", c->path);
+    return pc_fail (EINVAL, "%s: cache is not bound to a backing store",
+                    c->path);
   c->bg = *bg;
   pc_pmem_prefault (c->pm);
   c->stop = 0;
   atomic_store (&c->stop_wb, 0);
   e = pthread_create (&c->wb_thread, NULL, pc_writeback_thread, c);
   if (e)
-    PC_FAIL (e, "pthread_create: %s", strerror (e));
+    return pc_fail (e, "pthread_create: %s", strerror (e));
   e = pthread_create (&c->timer_thread, NULL, pc_timer_thread, c);
   if (e) {
     pthread_mutex_lock (&c->bg_lock);
@@ -432,7 +409,7 @@ pc_cache_start (pc_cache *c, const struct pc_backend *bg)
     pthread_cond_broadcast (&c->timer_cv);
     pthread_mutex_unlock (&c->bg_lock);
     pthread_join (c->wb_thread, NULL);
-    PC_FAIL (e, "pthread_create: %s", strerror (e));
+    return pc_fail (e, "pthread_create: %s", strerror (e));
   }
   c->running = 1;
   /* Write-through and write-around put writes straight on the backend,
@@ -445,9 +422,9 @@ pc_cache_start (pc_cache *c, const struct pc_backend *bg)
 
     if (pc_cache_drain (c, &err) == -1) {
       pc_cache_stop (c);
-      PC_FAIL (err, "%s: dirty data from a write-back run could not be "
-               "written back, so %s mode cannot start: %s", c->path,
-               pc_mode_name (c->mode), strerror (err));
+      return pc_fail (err, "%s: dirty data from a write-back run could not be "
+                      "written back, so %s mode cannot start: %s", c->path,
+                      pc_mode_name (c->mode), strerror (err));
     }
   }
   return 0;
@@ -544,77 +521,24 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   st->segs_total = c->nsegs;
   if (c->segs.seg)
     st->segs_used = c->nsegs - pc_segs_nfree (&c->segs);
-  pthread_mutex_lock (&c->ctrl_lock);
-  st->dirty_ksets = atomic_load (&c->log.head_seq) - c->ctrl.dirty_tail.seq;
-  pthread_mutex_unlock (&c->ctrl_lock);
+  st->dirty_ksets = atomic_load (&c->log.head_seq) - pc_dirty_tail (c).seq;
 }
 
-static const char *const mode_names[] = {
-  [PC_MODE_WRITEBACK] = "writeback",
-  [PC_MODE_WRITETHROUGH] = "writethrough",
-  [PC_MODE_WRITEAROUND] = "writearound",
-};
-
-const char *
-pc_mode_name (enum pc_mode mode)
-{
-  return (unsigned) mode <= PC_MODE_WRITEAROUND ? mode_names[mode] : "?";
-}
-
-int
-pc_mode_parse (const char *name, enum pc_mode *mode)
-{
-  unsigned i;
-
-  for (i = 0; i <= PC_MODE_WRITEAROUND; i++)
-    if (strcmp (name, mode_names[i]) == 0) {
-      *mode = i;
-      return 0;
-    }
-  errno = EINVAL;
-  return -1;
-}
-
-enum pc_mode
-pc_cache_get_mode (pc_cache *c)
-{
-  return atomic_load (&c->mode);
-}
-
-int
-pc_cache_set_mode (pc_cache *c, enum pc_mode mode, int *err)
-{
-  int r = 0;
-
-  if ((unsigned) mode > PC_MODE_WRITEAROUND) {
-    *err = EINVAL;
-    return -1;
-  }
-  pc_brlock_wrlock (&c->mode_lock);
-  if (c->mode == PC_MODE_WRITEBACK && mode != PC_MODE_WRITEBACK)
-    r = pc_cache_drain (c, err);
-  /* Clean keys waiting for the backend's flush are logged now: write-back
-   * mode would not flush for them.
-   */
-  else if (c->mode != PC_MODE_WRITEBACK && mode == PC_MODE_WRITEBACK &&
-           c->bg.ops)
-    r = pc_backend_flush (c, err);
-  if (r == 0) {
-    c->mode = mode;
-    pc_debug ("%s: mode is now %s", c->path, pc_mode_name (mode));
-  }
-  pc_brlock_wrunlock (&c->mode_lock);
-  return r;
-}
 
 int
 pc_cache_set_gc_percent (pc_cache *c, int percent)
 {
   if (percent < 0 || percent > PC_MAX_GC_PERCENT)
-    PC_FAIL (EINVAL, "gc percent %d is out of range 0..%d", percent,
-             PC_MAX_GC_PERCENT);
+    return pc_fail (EINVAL, "gc percent %d is out of range 0..%d", percent,
+                    PC_MAX_GC_PERCENT);
   c->gc_percent = percent;
   pc_ctrl_update (c, NULL, NULL);
   pc_kick_workers (c);
   return 0;
+}
+
+void
+pc_cache_set_backend (struct pc_cache *c, const struct pc_backend *bg)
+{
+  c->bg = *bg;
 }

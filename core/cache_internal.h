@@ -1,7 +1,61 @@
 /* The cache handle and what its modules share.
  *
- * Lock order (outer first): index subtree -> kset buffer -> log ->
- * segment free list -> segment lock.  ctrl_lock is taken alone.
+ * How the engine works, in five minutes
+ * -------------------------------------
+ * The cache file (format: layout.h) holds two superblocks, two control
+ * slots (key_tail, dirty_tail: ctrl.c), a generation record per segment
+ * (meta.c, segment.c), and equal segments (pcache-segment-size), each
+ * either a data segment (payload) or a log segment (a chain of ksets).
+ * Only pmem.c makes stores durable.
+ *
+ * A write (cache_write.c, pc_write):
+ *  1. payload.c carves space from this thread's data head and copies
+ *     the data there with pc_pmem_copy (durable before the key exists);
+ *  2. under the stripe's index lock (index.c: one B+tree per 4 MiB
+ *     stripe), the key replaces what it overlaps, and its 32-byte record
+ *     goes to the stripe's kset buffer (kset.c), so records of one range
+ *     reach the log in index order;
+ *  3. a buffer is committed to the log head as one kset (CRC-sealed;
+ *     a torn kset ends the log) when it is full, when the client
+ *     flushes or writes with FUA (the epoch ends: pc_log_commit_all),
+ *     or when timer.c finds it older than pcache-commit-ms;
+ *  4. writeback.c (its thread, woken through workers.c) reads ksets from
+ *     dirty_tail in log order, a batch at a time, never past a flush
+ *     epoch, writes their still-current extents to the backend, flushes
+ *     it, then moves dirty_tail (ctrl.c): the backend always holds a
+ *     prefix of the client's epochs;
+ *  5. gc.c retires written-back ksets from key_tail, dropping the
+ *     segment references their records held; a segment whose last
+ *     reference goes is free again (segment.c), its generation bumped so
+ *     that stale keys of its earlier use never look live.
+ * Write-through and write-around (mode.c) send the write to the backend
+ * instead, holding a placeholder (placeholder.c) over the range during
+ * the call; clean.c logs clean keys only once a backend flush covers
+ * what they were read after.
+ *
+ * A read (cache_read.c, pc_read) walks the stripe's tree: hits are
+ * copied from pmem (segment references pin them), gaps are read from
+ * the backend behind placeholders, and, unless the read is sequential
+ * (pcache-seq-cutoff) or a write overtook it, the data is cached as
+ * clean keys (placeholder.c, clean.c).
+ *
+ * At open (cache.c), replay.c walks the log from key_tail, checks every
+ * kset and key (CRC, bounds, generation) and rebuilds the index; the
+ * kset after the last valid one must not validate either, or the cache
+ * is refused as damaged.  drain.c waits for writeback (mode switches,
+ * detach); inspect.c serves pcachectl.
+ *
+ * Lock order (outer first; a lock is never taken while one after it in
+ * its chain is held):
+ *   mode_lock (shared by requests; a mode switch holds it exclusively
+ *   across a drain) -> index subtree -> kset buffer -> log -> bg_lock ->
+ *   ctrl_lock;  log -> segment free list -> segment lock;
+ *   index subtree -> clean.lock;  heads[].lock -> segment free list;
+ *   gc_lock -> ctrl_lock, segment free list;  writeback pool lock ->
+ *   slab lock.
+ * ctrl_lock, clean.lock, seq_lock, the segment locks and the slab lock
+ * are leaves.  heads[].lock is dropped before a writer waits for space;
+ * the drain waits on bg_lock holding no other lock.
  */
 #ifndef PC_CACHE_INTERNAL_H
 #define PC_CACHE_INTERNAL_H
@@ -160,58 +214,10 @@ pc_kbuf_for (struct pc_cache *c, uint64_t off)
   return &c->kbufs[(off >> PC_STRIPE_SHIFT) % PC_NKBUFS];
 }
 
-/* cache.c */
-struct pc_pos pc_dirty_tail (struct pc_cache *c);
-void pc_ctrl_update (struct pc_cache *c, const struct pc_pos *key_tail,
-                     const struct pc_pos *dirty_tail);
-void pc_kick_workers (struct pc_cache *c);
-
-/* cache_write.c: carve payload space; blocks for space if wait. */
-int pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
-                      uint32_t *seg, uint32_t *seg_off, uint32_t *got,
-                      uint32_t *gen);
-/* Insert a key into the index and queue its record; caller holds the
- * subtree write lock.  The key is the index's (or freed) afterwards.
- * *seal_gen receives the buffer's seal count.  Returns 1 if the key
- * covered cached data, 0 if not, -1 on error.
- */
-int pc_publish_key (struct pc_cache *c, struct pc_key *k,
-                    const struct pc_key_rec *rec, uint64_t *seal_gen);
-
-/* cache_read.c: complete or abandon a placeholder (frees it). */
-void pc_fill_placeholder (struct pc_cache *c, struct pc_tree *t,
-                          struct pc_key *ph, const uint8_t *data);
-void pc_drop_placeholder (struct pc_tree *t, struct pc_key *ph);
-
-/* clean.c: log a clean key's record, or keep it waiting (RAM only)
- * until the backend has flushed what the key's data was read after.
- * Caller holds the key's tree write lock.  Returns 0 if queued (the
- * record owns a payload reference), 1 if deferred and -1 on error (the
- * caller gives the reference back).
- */
-void pc_clean_init (struct pc_cache *c);
-void pc_clean_destroy (struct pc_cache *c);
-int pc_clean_log (struct pc_cache *c, const struct pc_key_rec *r);
-/* A write-through or write-around change reached the backend. */
-void pc_clean_wt_ended (struct pc_cache *c);
-/* Flush the backend, then log the clean keys that waited for it. */
-int pc_backend_flush (struct pc_cache *c, int *err);
-
-/* writeback.c: send a zero or trim record to the backend. */
-int pc_backend_zero (struct pc_cache *c, const struct pc_key_rec *r, int *err);
-
-/* writeback.c: for deterministic tests without worker threads: use bg
- * as the backend, and write back one batch now (1 done, 0 idle, -1).
+/* cache.c: for deterministic tests without worker threads, use bg as
+ * the backend (see pc_writeback_step).
  */
 void pc_cache_set_backend (struct pc_cache *c, const struct pc_backend *bg);
-int pc_writeback_step (struct pc_cache *c);
-/* The same with the pool of the writeback thread (pcache-writeback-threads
- * writers) and at most width of them at work.
- */
-int pc_writeback_step_width (struct pc_cache *c, unsigned width);
-
-/* replay.c */
-int pc_replay (struct pc_cache *c);
 
 /* Note a client request for the writeback hold-back; stored only when
  * the millisecond changes, so that the line is not dirtied on every
@@ -233,13 +239,5 @@ pc_note_io (struct pc_cache *c, int write)
   if (write)
     pc_note_stamp (&c->last_write_ms, now);
 }
-
-/* writeback.c: how many writers writeback may use now (0: held back). */
-unsigned pc_wb_width (struct pc_cache *c);
-
-/* writeback.c / gc.c */
-void *pc_writeback_thread (void *arg);
-void *pc_timer_thread (void *arg);
-int pc_gc_run (struct pc_cache *c, int force);
 
 #endif /* PC_CACHE_INTERNAL_H */

@@ -3,75 +3,27 @@
 #include <pthread.h>
 
 #include "cache_internal.h"
+#include "backend.h"
+#include "clean.h"
 #include "crc.h"
+#include "payload.h"
+#include "placeholder.h"
 #include "util.h"
+#include "workers.h"
 
-static unsigned
-my_head (struct pc_cache *c)
-{
-  return pc_thread_shard () % c->nheads;
-}
-
-int
-pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
-                  uint32_t *seg, uint32_t *seg_off, uint32_t *got,
-                  uint32_t *gen)
-{
-  struct pc_head *h = &c->heads[my_head (c)];
-
-  pthread_mutex_lock (&h->lock);
-  for (;;) {
-    if (h->seg >= 0 && h->off < c->seg_size)
-      break;
-    if (h->seg >= 0) {
-      /* Retire the full segment: drop the head's own reference and
-       * those it took for records that never came.
-       */
-      pc_seg_put_n (&c->segs, h->seg, 1 + h->spare);
-      h->seg = -1;
-    }
-    h->seg = pc_seg_alloc (&c->segs, PC_SEG_DATA, PC_LOG_RESERVE);
-    if (h->seg >= 0) {
-      /* One reference for each record the segment can hold, taken at
-       * once, so that an allocation needs no segment lock.
-       */
-      h->spare = c->seg_size / PC_ALLOC_ALIGN;
-      pc_seg_get_n (&c->segs, h->seg, 1 + h->spare);
-      h->off = 0;
-      break;
-    }
-    if (!wait) {
-      pthread_mutex_unlock (&h->lock);
-      errno = ENOSPC;
-      return -1;
-    }
-    /* Full: uncommitted keys pin their payload, so commit them, let
-     * writeback and GC run, and wait for a free segment.
-     */
-    pthread_mutex_unlock (&h->lock);
-    if (pc_log_commit_all (c, 0) == -1)
-      return -1;
-    pc_kick_workers (c);
-    pc_segs_wait (&c->segs, PC_LOG_RESERVE);
-    pthread_mutex_lock (&h->lock);
-  }
-  *seg = h->seg;
-  *seg_off = h->off;
-  *got = PC_MIN ((uint64_t) want, c->seg_size - h->off);
-  *gen = pc_seg_gen32 (&c->segs, h->seg);
-  h->off = PC_MIN (c->seg_size, h->off + PC_ALIGN_UP (*got, PC_ALLOC_ALIGN));
-  h->spare--;                           /* the key record's reference */
-  pthread_mutex_unlock (&h->lock);
-  return 0;
-}
-
-int
-pc_publish_key (struct pc_cache *c, struct pc_key *k,
+/* Insert a key into the index and queue its record; caller holds the
+ * subtree write lock.  The key is the index's (or freed) afterwards.
+ * *seal_gen receives the buffer's seal count.  Returns 1 if the key
+ * covered cached data, 0 if not, -1 on error.
+ */
+static int
+publish_key (struct pc_cache *c, struct pc_key *k,
                 const struct pc_key_rec *rec, uint64_t *seal_gen)
 {
   struct pc_kbuf *kb = pc_kbuf_for (c, rec->off);
   int hit, r;
 
+  pc_assert_wrheld (&pc_index_tree (&c->index, rec->off)->lock);
   hit = pc_tree_put (pc_index_tree (&c->index, rec->off), k);
   if (hit == -1) {
     pc_key_free (k);
@@ -106,7 +58,7 @@ log_piece (struct pc_cache *c, const struct pc_key_rec *rec,
   if (src)
     pc_pmem_copy (c->pm, pc_seg_addr (c, rec->seg, rec->seg_off), src,
                   rec->len);
-  r = pc_publish_key (c, k, rec, seal_gen);
+  r = publish_key (c, k, rec, seal_gen);
   /* A write hit: the range held cached data already. */
   if (r == 1 && !(rec->flags & PC_KF_ZERO))
     PC_COUNT (c, write_hits, 1);
@@ -198,6 +150,7 @@ writers_in (struct pc_tree *t, uint64_t off, uint32_t len)
   struct pc_key *k;
   unsigned n = 0;
 
+  pc_assert_wrheld (&t->lock);
   for (k = pc_tree_find (t, off, len); k && k->off < off + len;
        k = pc_tree_next (t, k))
     if (k->flags & PC_KEY_WRITER)

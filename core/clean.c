@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cache_internal.h"
+#include "clean.h"
 
 void
 pc_clean_init (struct pc_cache *c)

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 
 #include "cache_internal.h"
+#include "ctrl.h"
+#include "gc.h"
 #include "util.h"
 
 #define GC_BATCH_KSETS 64
@@ -58,10 +60,7 @@ pc_gc_run (struct pc_cache *c, int force)
     unsigned n = 0, np = 0, nl = 0, freed, i;
     uint32_t run_gen = 0;
 
-    pthread_mutex_lock (&c->ctrl_lock);
-    kt = c->ctrl.key_tail;
-    dt = c->ctrl.dirty_tail;
-    pthread_mutex_unlock (&c->ctrl_lock);
+    pc_ctrl_tails (c, &kt, &dt);
     if (kt.seq >= dt.seq)
       break;
 

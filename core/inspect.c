@@ -6,6 +6,7 @@
 
 #include "cache_internal.h"
 #include "crc.h"
+#include "ctrl.h"
 #include "util.h"
 
 static struct pc_cursor
@@ -21,14 +22,12 @@ typedef int (*rec_fn) (void *opaque, const struct pc_kset_hdr *h,
 static int
 walk_records (pc_cache *c, rec_fn fn, void *opaque)
 {
-  struct pc_pos pos;
+  struct pc_pos pos, dirty_tail;
   uint64_t head;
 
   if (c->is_new)
-    PC_FAIL (EINVAL, "%s: cache is not formatted yet", c->path);
-  pthread_mutex_lock (&c->ctrl_lock);
-  pos = c->ctrl.key_tail;
-  pthread_mutex_unlock (&c->ctrl_lock);
+    return pc_fail (EINVAL, "%s: cache is not formatted yet", c->path);
+  pc_ctrl_tails (c, &pos, &dirty_tail);
   head = atomic_load (&c->log.head_seq);
 
   while (pos.seq < head) {
@@ -38,7 +37,7 @@ walk_records (pc_cache *c, rec_fn fn, void *opaque)
     int ret;
 
     if (!h)
-      PC_FAIL (EIO, "%s: kset %" PRIu64 ": %s", c->path, pos.seq, why);
+      return pc_fail (EIO, "%s: kset %" PRIu64 ": %s", c->path, pos.seq, why);
     for (i = 0; i < h->nkeys; i++)
       if ((ret = fn (opaque, h, (const struct pc_key_rec *) (h + 1) + i)))
         return ret;
@@ -104,11 +103,12 @@ int
 pc_cache_info (pc_cache *c, struct pc_info *info)
 {
   struct tally t = { 0, 0, 0 };
+  struct pc_pos kt, dt;
   uint32_t i;
 
   memset (info, 0, sizeof *info);
   if (c->is_new)
-    PC_FAIL (EINVAL, "%s: cache is not formatted yet", c->path);
+    return pc_fail (EINVAL, "%s: cache is not formatted yet", c->path);
   info->version = c->sb.version;
   info->features = c->sb.features;
   info->file_size = c->sb.file_size;
@@ -128,10 +128,9 @@ pc_cache_info (pc_cache *c, struct pc_info *info)
   pthread_mutex_lock (&c->log.lock);
   info->key_head = cursor (&c->log.head);
   pthread_mutex_unlock (&c->log.lock);
-  pthread_mutex_lock (&c->ctrl_lock);
-  info->dirty_tail = cursor (&c->ctrl.dirty_tail);
-  info->key_tail = cursor (&c->ctrl.key_tail);
-  pthread_mutex_unlock (&c->ctrl_lock);
+  pc_ctrl_tails (c, &kt, &dt);
+  info->dirty_tail = cursor (&dt);
+  info->key_tail = cursor (&kt);
   info->dirty_ksets = info->key_head.seq - info->dirty_tail.seq;
   info->gc_percent = atomic_load (&c->gc_percent);
   info->granularity = pc_pmem_granularity (c->pm);

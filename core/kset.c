@@ -4,6 +4,7 @@
 #include "cache_internal.h"
 #include "crc.h"
 #include "util.h"
+#include "workers.h"
 
 int
 pc_log_init (struct pc_cache *c)
@@ -82,6 +83,9 @@ log_write (struct pc_cache *c, struct pc_kbuf *const *kbs, unsigned nkb,
   uint32_t span = pc_kset_span (n);
   unsigned i;
 
+  pc_assert_held (&lg->lock);
+  for (i = 0; i < nkb; i++)
+    pc_assert_held (&kbs[i]->lock);
   /* Keep room behind every kset for the LAST record that may follow. */
   if (lg->head.off + span + PC_KSET_ALIGN > c->seg_size) {
     int64_t next = new_log_seg (c, wait);
@@ -183,6 +187,7 @@ kbuf_commit (struct pc_cache *c, struct pc_kbuf *kb, int wait)
 int
 pc_kbuf_commit (struct pc_cache *c, struct pc_kbuf *kb)
 {
+  pc_assert_held (&kb->lock);
   return kbuf_commit (c, kb, 1);
 }
 
@@ -190,6 +195,7 @@ int
 pc_kbuf_add (struct pc_cache *c, struct pc_kbuf *kb,
              const struct pc_key_rec *rec, uint64_t *seal_gen)
 {
+  pc_assert_held (&kb->lock);
   /* A buffer left full by a failed commit must drain before it grows. */
   if (kb->nkeys == PC_KSET_MAX_KEYS && pc_kbuf_commit (c, kb) == -1)
     return -1;

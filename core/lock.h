@@ -10,6 +10,45 @@
 
 #include <pthread.h>
 
+#ifdef PC_DEBUG_LOCKS
+#include <assert.h>
+#include <errno.h>
+#endif
+
+/* Debug builds (configure --enable-sanitizers defines PC_DEBUG_LOCKS):
+ * check a "caller holds" contract.  A trylock cannot tell which thread
+ * holds the lock, but a caller that forgot it is caught whenever no
+ * other thread holds it at that moment, as in single-threaded tests.
+ */
+static inline void
+pc_assert_held (pthread_mutex_t *m)
+{
+#ifdef PC_DEBUG_LOCKS
+  int r = pthread_mutex_trylock (m);
+
+  if (r == 0)
+    pthread_mutex_unlock (m);
+  assert (r == EBUSY && "caller holds the mutex");
+#else
+  (void) m;
+#endif
+}
+
+/* The write lock: a read lock cannot be had while it is held. */
+static inline void
+pc_assert_wrheld (pthread_rwlock_t *l)
+{
+#ifdef PC_DEBUG_LOCKS
+  int r = pthread_rwlock_tryrdlock (l);
+
+  if (r == 0)
+    pthread_rwlock_unlock (l);
+  assert (r != 0 && "caller holds the write lock");
+#else
+  (void) l;
+#endif
+}
+
 #define PC_LOCK_SPINS 50                /* a pause takes 10-40 ns */
 
 static inline void

@@ -6,6 +6,7 @@
 
 #include "cache_internal.h"
 #include "crc.h"
+#include "replay.h"
 #include "util.h"
 
 static int
@@ -165,8 +166,8 @@ pc_replay (struct pc_cache *c)
   const char *why;
 
   if (!pos_valid (c, &pos) || !pos_valid (c, dt) || dt->seq < pos.seq)
-    PC_FAIL (EINVAL, "%s: log cursors in the control record are out of range",
-             c->path);
+    return pc_fail (EINVAL, "%s: log cursors in the control record are out "
+                    "of range", c->path);
   c->segs.seg[pos.seg].role = PC_SEG_LOG;
 
   for (;;) {
@@ -184,8 +185,9 @@ pc_replay (struct pc_cache *c)
       struct pc_seg *next = &c->segs.seg[h->next_seg];
 
       if (next->role != PC_SEG_FREE)
-        PC_FAIL (EINVAL, "%s: log segment %u is linked twice or holds data "
-                 "(kset %" PRIu64 ")", c->path, h->next_seg, h->seq);
+        return pc_fail (EINVAL, "%s: log segment %u is linked twice or holds "
+                        "data (kset %" PRIu64 ")", c->path, h->next_seg,
+                        h->seq);
       next->role = PC_SEG_LOG;
       pc_kset_next (c, h, &pos);
       continue;
@@ -195,8 +197,8 @@ pc_replay (struct pc_cache *c)
       int live = check_key (c, r, &why);
 
       if (live < 0)
-        PC_FAIL (EINVAL, "%s: kset %" PRIu64 " key %u (offset %" PRIu64
-                 "): %s", c->path, h->seq, i, r->off, why);
+        return pc_fail (EINVAL, "%s: kset %" PRIu64 " key %u (offset %" PRIu64
+                        "): %s", c->path, h->seq, i, r->off, why);
       if (!live)
         continue;
       if (!(r->flags & PC_KF_ZERO))
@@ -204,7 +206,8 @@ pc_replay (struct pc_cache *c)
       if (past_dirty && (r->flags & PC_KF_DIRTY))
         PC_COUNT (c, dirty_bytes, r->len);
       if (index_key (c, r, past_dirty) == -1)
-        PC_FAIL (ENOMEM, "%s: out of memory indexing the cache", c->path);
+        return pc_fail (ENOMEM, "%s: out of memory indexing the cache",
+                        c->path);
       nkeys++;
     }
     pc_kset_next (c, h, &pos);
@@ -212,9 +215,9 @@ pc_replay (struct pc_cache *c)
   if (log_continues (c, &pos))
     return -1;
   if (!past_dirty)
-    PC_FAIL (EINVAL, "%s: the dirty cursor (kset %" PRIu64 ") is not on the "
-             "key log, which ends at kset %" PRIu64, c->path, dt->seq,
-             pos.seq);
+    return pc_fail (EINVAL, "%s: the dirty cursor (kset %" PRIu64 ") is not "
+                    "on the key log, which ends at kset %" PRIu64, c->path,
+                    dt->seq, pos.seq);
 
   /* Nothing may be written where the log ended: a data segment in the
    * log chain is corruption (checked as LAST records were followed).

@@ -40,6 +40,18 @@ pc_error (const char *fmt, ...)
   errno = saved;
 }
 
+int
+pc_fail (int e, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  log_fn (0, fmt, ap);
+  va_end (ap);
+  errno = e;
+  return -1;
+}
+
 void
 pc_debug (const char *fmt, ...)
 {

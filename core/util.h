@@ -12,8 +12,9 @@ void pc_error (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 void pc_debug (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 
 /* Log and fail with errno set to e. */
-#define PC_FAIL(e, ...) \
-  do { pc_error (__VA_ARGS__); errno = (e); return -1; } while (0)
+/* Log an error, set errno to e and return -1: "return pc_fail (...)". */
+int pc_fail (int e, const char *fmt, ...)
+  __attribute__ ((format (printf, 2, 3)));
 
 #define PC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define PC_MAX(a, b) ((a) > (b) ? (a) : (b))

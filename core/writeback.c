@@ -11,36 +11,16 @@
 #include <string.h>
 
 #include "cache_internal.h"
+#include "backend.h"
 #include "crc.h"
+#include "ctrl.h"
+#include "gc.h"
 #include "util.h"
+#include "workers.h"
+#include "writeback.h"
 
 #define WB_BATCH_KSETS 32
 #define WB_WAKE_KSETS 8         /* committed ksets that wake idle writeback */
-
-int
-pc_backend_zero (struct pc_cache *c, const struct pc_key_rec *r, int *err)
-{
-  const struct pc_backend_ops *ops = c->bg.ops;
-  static const uint8_t zeroes[65536];
-  uint64_t done = 0;
-
-  if (r->flags & PC_KF_TRIM) {
-    /* Trimmed data reads back as anything; only a backend that can
-     * discard is told.
-     */
-    return ops->trim ? ops->trim (c->bg.ctx, r->len, r->off, err) : 0;
-  }
-  if (ops->zero)
-    return ops->zero (c->bg.ctx, r->len, r->off,
-                      !!(r->flags & PC_KF_MAY_TRIM), err);
-  while (done < r->len) {
-    uint32_t n = PC_MIN (r->len - done, sizeof zeroes);
-    if (ops->pwrite (c->bg.ctx, zeroes, n, r->off + done, err) == -1)
-      return -1;
-    done += n;
-  }
-  return 0;
-}
 
 /* A batch being written back.  It survives a failed attempt, so a retry
  * resumes with the extents not yet written instead of starting over.
@@ -506,16 +486,12 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
   return -1;
 }
 
-static void
-timed_wait_on (struct pc_cache *c, pthread_cond_t *cv, unsigned ms)
-{
-  pc_cond_wait_ms (cv, &c->bg_lock, ms);
-}
-
+/* Caller holds bg_lock. */
 static void
 timed_wait (struct pc_cache *c, unsigned ms)
 {
-  timed_wait_on (c, &c->bg_cv, ms);
+  pc_assert_held (&c->bg_lock);
+  pc_cond_wait_ms (&c->bg_cv, &c->bg_lock, ms);
 }
 
 /* How many concurrent writers writeback may use now; 0 holds it back.
@@ -604,99 +580,6 @@ pc_writeback_thread (void *arg)
   wb_pool_destroy (&pool);
   wb_tree_clear (&b.tree);
   return NULL;
-}
-
-void *
-pc_timer_thread (void *arg)
-{
-  struct pc_cache *c = arg;
-  unsigned tick = PC_MAX (c->commit_ms / 4, 10u);
-
-  pc_thread_background ("pcache-timer");
-  pthread_mutex_lock (&c->bg_lock);
-  while (!c->stop) {
-    timed_wait_on (c, &c->timer_cv, tick);
-    if (c->stop)
-      break;
-    pthread_mutex_unlock (&c->bg_lock);
-    pc_log_commit_aged (c, c->commit_ms);
-    pthread_mutex_lock (&c->bg_lock);
-  }
-  pthread_mutex_unlock (&c->bg_lock);
-  return NULL;
-}
-
-static int
-drain_wait (pc_cache *c, int *err)
-{
-  uint64_t target, last = 0, since = pc_now_ms ();
-
-  if (pc_log_commit_all (c, 1) == -1) {
-    *err = errno ? errno : EIO;
-    return -1;
-  }
-  target = atomic_load (&c->log.head_seq);
-  pc_kick_workers (c);
-  pthread_mutex_lock (&c->bg_lock);
-  for (;;) {
-    uint64_t dt = pc_dirty_tail (c).seq;
-
-    if (dt >= target)
-      break;
-    if (c->stop || !c->running) {
-      pthread_mutex_unlock (&c->bg_lock);
-      *err = ESHUTDOWN;
-      return -1;
-    }
-    /* Wait as long as writeback makes progress or has not failed; a
-     * backend that keeps failing for the whole grace period ends the
-     * wait (the data stays in the cache).
-     */
-    if (c->wb_error && dt == last && pc_now_ms () - since >= PC_DRAIN_GRACE_MS) {
-      *err = c->wb_error;
-      pthread_mutex_unlock (&c->bg_lock);
-      pc_error ("%s: drain gave up: writeback has failed for %u s",
-                c->path, PC_DRAIN_GRACE_MS / 1000);
-      return -1;
-    }
-    if (dt != last) {
-      last = dt;
-      since = pc_now_ms ();
-    }
-    timed_wait_on (c, &c->drain_cv, 500);
-  }
-  pthread_mutex_unlock (&c->bg_lock);
-  return 0;
-}
-
-int
-pc_cache_drain (pc_cache *c, int *err)
-{
-  int r;
-
-  /* Writeback holds back during bursts; a drain wants it now. */
-  atomic_fetch_add (&c->drainers, 1);
-  r = drain_wait (c, err);
-  atomic_fetch_sub (&c->drainers, 1);
-  return r;
-}
-
-int
-pc_cache_detach (pc_cache *c, int *err)
-{
-  if (pc_cache_drain (c, err) == -1)
-    return -1;
-  /* Everything is on the backend: drop clean data too, so a later user
-   * of this cache cannot serve blocks the backend has since changed.
-   */
-  pc_gc_run (c, 1);
-  return 0;
-}
-
-void
-pc_cache_set_backend (struct pc_cache *c, const struct pc_backend *bg)
-{
-  c->bg = *bg;
 }
 
 static int

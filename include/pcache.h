@@ -4,8 +4,19 @@
  * backing store is reached through struct pc_backend, supplied by the
  * caller (the nbdkit filter, the admin tool or a test).
  *
- * All functions return 0 on success and -1 on failure with errno set;
- * a human readable reason is passed to the log function (pc_set_log).
+ * Errors, by family:
+ *  - setup, settings and inspection (pc_cache_open, _bind, _start,
+ *    pc_cache_set_gc_percent, pc_mode_parse, pc_map, pc_cache_info,
+ *    _walk, _verify_data): -1 with errno set, and a reason passed to the
+ *    log function (pc_set_log);
+ *  - requests, and whatever may wait for the backend (pc_read, pc_write,
+ *    pc_zero, pc_trim, pc_flush, pc_cache_set_mode, pc_cache_drain,
+ *    pc_cache_detach): -1 with *err set to a positive errno, the value
+ *    a server returns to its client (as nbdkit's callbacks do); errno
+ *    is then unspecified.  Backend failures are logged by the engine.
+ *
+ * Threads: every function may be called from any thread once
+ * pc_cache_start has returned, except pc_cache_stop and pc_cache_close.
  */
 #ifndef PCACHE_H
 #define PCACHE_H
@@ -95,8 +106,12 @@ int pc_cache_open (const struct pc_config *cfg, pc_cache **out);
 int pc_cache_bind (pc_cache *c, uint64_t backing_size);
 
 /* Start the background workers (kset commit timer, ordered writeback,
- * garbage collection).  bg is used only from those workers and must stay
- * valid until pc_cache_stop.
+ * garbage collection).  bg must stay valid until pc_cache_stop.  The
+ * workers use it, and so do requests that the cache does not absorb:
+ * writes, zeroes and trims in write-through and write-around mode,
+ * flushes outside write-back mode, and mode switches.  Its operations
+ * are therefore called from several threads at once and must be safe
+ * for that.
  */
 int pc_cache_start (pc_cache *c, const struct pc_backend *bg);
 

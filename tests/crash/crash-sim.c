@@ -71,6 +71,8 @@
 
 #include "pcache.h"
 #include "cache_internal.h"
+#include "gc.h"
+#include "writeback.h"
 #include "pmem.h"
 #include "util.h"
 #include "rig.h"

@@ -34,6 +34,8 @@
 
 #include "pcache.h"
 #include "cache_internal.h"
+#include "gc.h"
+#include "writeback.h"
 #include "crc.h"
 #include "layout.h"
 #include "meta.h"

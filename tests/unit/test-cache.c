@@ -17,6 +17,8 @@
 #include <CUnit/Basic.h>
 
 #include "cache_internal.h"
+#include "workers.h"
+#include "writeback.h"
 #include "testutil.h"
 
 #define CSIZE (24 * TU_MIB)     /* 23 segments of 1 MiB */

@@ -23,6 +23,7 @@
 #include <CUnit/Basic.h>
 
 #include "cache_internal.h"
+#include "writeback.h"
 #include "testutil.h"
 
 #define CSIZE (12 * TU_MIB)     /* 11 segments of 1 MiB */

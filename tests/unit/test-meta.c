@@ -17,6 +17,9 @@
 #include <CUnit/Basic.h>
 
 #include "cache_internal.h"
+#include "ctrl.h"
+#include "gc.h"
+#include "writeback.h"
 #include "crc.h"
 #include "layout.h"
 #include "meta.h"

@@ -19,6 +19,8 @@
 #include <CUnit/Basic.h>
 
 #include "cache_internal.h"
+#include "gc.h"
+#include "writeback.h"
 #include "testutil.h"
 
 #define CSIZE (24 * TU_MIB)

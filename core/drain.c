@@ -1,0 +1,79 @@
+/* Drain: wait until everything logged so far is written back (mode
+ * switches, pcachectl drain, detach).
+ */
+#include <errno.h>
+#include <pthread.h>
+
+#include "cache_internal.h"
+#include "ctrl.h"
+#include "gc.h"
+#include "kset.h"
+#include "util.h"
+#include "workers.h"
+
+static int
+drain_wait (pc_cache *c, int *err)
+{
+  uint64_t target, last = 0, since = pc_now_ms ();
+
+  if (pc_log_commit_all (c, 1) == -1) {
+    *err = errno ? errno : EIO;
+    return -1;
+  }
+  target = atomic_load (&c->log.head_seq);
+  pc_kick_workers (c);
+  pthread_mutex_lock (&c->bg_lock);
+  for (;;) {
+    uint64_t dt = pc_dirty_tail (c).seq;
+
+    if (dt >= target)
+      break;
+    if (c->stop || !c->running) {
+      pthread_mutex_unlock (&c->bg_lock);
+      *err = ESHUTDOWN;
+      return -1;
+    }
+    /* Wait as long as writeback makes progress or has not failed; a
+     * backend that keeps failing for the whole grace period ends the
+     * wait (the data stays in the cache).
+     */
+    if (c->wb_error && dt == last && pc_now_ms () - since >= PC_DRAIN_GRACE_MS) {
+      *err = c->wb_error;
+      pthread_mutex_unlock (&c->bg_lock);
+      pc_error ("%s: drain gave up: writeback has failed for %u s",
+                c->path, PC_DRAIN_GRACE_MS / 1000);
+      return -1;
+    }
+    if (dt != last) {
+      last = dt;
+      since = pc_now_ms ();
+    }
+    pc_cond_wait_ms (&c->drain_cv, &c->bg_lock, 500);
+  }
+  pthread_mutex_unlock (&c->bg_lock);
+  return 0;
+}
+
+int
+pc_cache_drain (pc_cache *c, int *err)
+{
+  int r;
+
+  /* Writeback holds back during bursts; a drain wants it now. */
+  atomic_fetch_add (&c->drainers, 1);
+  r = drain_wait (c, err);
+  atomic_fetch_sub (&c->drainers, 1);
+  return r;
+}
+
+int
+pc_cache_detach (pc_cache *c, int *err)
+{
+  if (pc_cache_drain (c, err) == -1)
+    return -1;
+  /* Everything is on the backend: drop clean data too, so a later user
+   * of this cache cannot serve blocks the backend has since changed.
+   */
+  pc_gc_run (c, 1);
+  return 0;
+}
