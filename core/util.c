@@ -28,6 +28,14 @@ pc_set_log (pc_log_fn fn)
   log_fn = fn ? fn : default_log;
 }
 
+unsigned pc_trace_mask;
+
+void
+pc_set_trace (unsigned mask)
+{
+  pc_trace_mask = mask;
+}
+
 void
 pc_error (const char *fmt, ...)
 {

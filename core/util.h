@@ -11,6 +11,13 @@
 void pc_error (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 void pc_debug (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 
+/* The PC_TRACE_* kinds being traced (pc_set_trace). */
+extern unsigned pc_trace_mask;
+
+/* A debug line if kind (a PC_TRACE_*) is traced. */
+#define PC_TRACE(kind, ...) \
+  do { if (pc_trace_mask & (kind)) pc_debug (__VA_ARGS__); } while (0)
+
 /* Log and fail with errno set to e. */
 #define PC_FAIL(e, ...) \
   do { pc_error (__VA_ARGS__); errno = (e); return -1; } while (0)

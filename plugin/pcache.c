@@ -66,6 +66,14 @@ static pthread_mutex_t plugin_lock = PTHREAD_MUTEX_INITIALIZER;
      if (serialize) pthread_mutex_unlock (&plugin_lock);        \
      r_; })
 
+/* Debug flags, set by nbdkit from -D pcache.writeback=1 and
+ * -D pcache.gc=1 (nbdkit-filter(3), "DEBUG FLAGS"): the engine then
+ * traces each batch written back and each GC round, through
+ * nbdkit_debug (shown with -v).
+ */
+NBDKIT_DLL_PUBLIC int pcache_debug_writeback;
+NBDKIT_DLL_PUBLIC int pcache_debug_gc;
+
 static void
 log_to_nbdkit (int level, const char *fmt, va_list ap)
 {
@@ -481,6 +489,8 @@ pcache_get_ready (int thread_model)
   int probed;
 
   serialize = thread_model != NBDKIT_THREAD_MODEL_PARALLEL;
+  pc_set_trace ((pcache_debug_writeback ? PC_TRACE_WRITEBACK : 0) |
+                (pcache_debug_gc ? PC_TRACE_GC : 0));
   /* Check the plugin now if it can be asked this early, so that a wrong
    * backend is refused before nbdkit forks, with an exit status, and
    * before a cache file is made for it.  Otherwise after_fork ties the
