@@ -40,8 +40,8 @@
  * it otherwise.  They are removed at exit.  Threads are named after
  * their phase (mb-write, mb-read, ...) for perf report --comms.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
+#ifdef HAVE_CONFIG_H
+#include <config.h>
 #endif
 
 #include <errno.h>
