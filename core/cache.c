@@ -1,4 +1,8 @@
 /* Opening, formatting and closing a cache; the worker lifecycle. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,10 @@
 /* Read path: hits from pmem, gaps from the backend, misses inserted as
  * clean keys behind placeholders so that a racing write always wins.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
 #include <stdlib.h>
 #include <string.h>
 

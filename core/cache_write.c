@@ -1,4 +1,8 @@
 /* Write path: payload to pmem, key to the index and the log. */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
 #include <string.h>
 #include <pthread.h>
 

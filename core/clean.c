@@ -11,6 +11,10 @@
  * unchanged.  Write-back mode is untouched: its own writes to the
  * backend are flushed before their keys stop covering the data.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
 #include <string.h>
 
 #include "cache_internal.h"

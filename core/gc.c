@@ -102,6 +102,7 @@ pc_gc_run (struct pc_cache *c, int force)
       pc_seg_release (&c->segs, logs[i]);
     PC_COUNT (c, gc_segments, freed);
     PC_COUNT (c, gc_runs, 1);
+    PC_TRACE (PC_TRACE_GC, "%s: gc: %u segments freed, key_tail at kset %" PRIu64, c->path, freed, kt.seq);
     rounds++;
   }
  out:

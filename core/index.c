@@ -8,6 +8,10 @@
  * removal leaves them be.  No node is ever empty.
  */
 
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,10 @@
 /* Read-only views of a cache for the admin tool: geometry, cursors and
  * the key log.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
 #include <stdio.h>
 #include <string.h>
 

@@ -1,3 +1,7 @@
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+/* Also without config.h (the fuzz target of check-crash). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1             /* SEEK_HOLE */
 #endif

@@ -2,6 +2,10 @@
  * first kset that does not validate (the normal end of the log, or a
  * torn commit), and index every key found.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
 #include <string.h>
 
 #include "cache_internal.h"

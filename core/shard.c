@@ -1,4 +1,8 @@
 /* Per-thread shards (see shard.h). */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
 #include <errno.h>
 
 #include "shard.h"

@@ -1,4 +1,8 @@
 /* Fixed-size objects from huge-page chunks (see slab.h). */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>

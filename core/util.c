@@ -1,3 +1,7 @@
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+/* Also without config.h (the fuzz target of check-crash). */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1             /* pthread_setname_np, SCHED_BATCH */
 #endif
@@ -26,6 +30,14 @@ void
 pc_set_log (pc_log_fn fn)
 {
   log_fn = fn ? fn : default_log;
+}
+
+unsigned pc_trace_mask;
+
+void
+pc_set_trace (unsigned mask)
+{
+  pc_trace_mask = mask;
 }
 
 void

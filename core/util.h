@@ -11,6 +11,13 @@
 void pc_error (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 void pc_debug (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 
+/* The PC_TRACE_* kinds being traced (pc_set_trace). */
+extern unsigned pc_trace_mask;
+
+/* A debug line if kind (a PC_TRACE_*) is traced. */
+#define PC_TRACE(kind, ...) \
+  do { if (pc_trace_mask & (kind)) pc_debug (__VA_ARGS__); } while (0)
+
 /* Log and fail with errno set to e. */
 /* Log an error, set errno to e and return -1: "return pc_fail (...)". */
 int pc_fail (int e, const char *fmt, ...)

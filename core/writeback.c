@@ -464,6 +464,7 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
   b->loaded = 0;
   b->backoff_ms = 0;
   PC_COUNT (c, writeback_rounds, 1);
+  PC_TRACE (PC_TRACE_WRITEBACK, "%s: writeback: %" PRIu64 " bytes down, dirty_tail at kset %" PRIu64, c->path, b->bytes, b->end.seq);
   pthread_mutex_lock (&c->bg_lock);
   c->wb_error = 0;
   pthread_cond_broadcast (&c->drain_cv);

@@ -232,6 +232,14 @@ int64_t pc_cache_verify_data (pc_cache *c, pc_key_fn bad, void *opaque);
 typedef void (*pc_log_fn) (int level, const char *fmt, va_list ap);
 void pc_set_log (pc_log_fn fn);
 
+/* Tracing: debug-level lines (through the log function) for the kinds
+ * of background work in mask, an OR of PC_TRACE_*.  Off by default; set
+ * it before the caches start their workers.
+ */
+#define PC_TRACE_WRITEBACK 0x1u   /* each batch written back */
+#define PC_TRACE_GC        0x2u   /* each garbage collection round */
+void pc_set_trace (unsigned mask);
+
 #ifdef __cplusplus
 }
 #endif

@@ -66,6 +66,14 @@ static pthread_mutex_t plugin_lock = PTHREAD_MUTEX_INITIALIZER;
      if (serialize) pthread_mutex_unlock (&plugin_lock);        \
      r_; })
 
+/* Debug flags, set by nbdkit from -D pcache.writeback=1 and
+ * -D pcache.gc=1 (nbdkit-filter(3), "DEBUG FLAGS"): the engine then
+ * traces each batch written back and each GC round, through
+ * nbdkit_debug (shown with -v).
+ */
+NBDKIT_DLL_PUBLIC int pcache_debug_writeback;
+NBDKIT_DLL_PUBLIC int pcache_debug_gc;
+
 static void
 log_to_nbdkit (int level, const char *fmt, va_list ap)
 {
@@ -118,9 +126,11 @@ parse_size_param (const char *key, const char *value, int64_t *out)
   return 0;
 }
 
+/* The cache file: where, how large, how it is formatted.
+ * Returns 0 or -1, or 1 if key is not one of them.
+ */
 static int
-pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
-               const char *key, const char *value)
+config_file (const char *key, const char *value)
 {
   if (strcmp (key, "pcache-dev") == 0) {
     free (dev_path);
@@ -150,7 +160,38 @@ pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     cfg.seg_size = r;
     return 0;
   }
-  else if (strcmp (key, "pcache-mode") == 0) {
+  else if (strcmp (key, "pcache-format") == 0) {
+    if (strcmp (value, "auto") == 0)
+      cfg.format = PC_FORMAT_AUTO;
+    else if (strcmp (value, "force") == 0)
+      cfg.format = PC_FORMAT_FORCE;
+    else {
+      nbdkit_error ("pcache-format: '%s' must be auto or force", value);
+      return -1;
+    }
+    return 0;
+  }
+  else if (strcmp (key, "pcache-data-crc") == 0)
+    return parse_bool_param (key, value, &cfg.data_crc);
+  else if (strcmp (key, "pcache-backing-id") == 0) {
+    if (strlen (value) >= 64) {
+      nbdkit_error ("pcache-backing-id: longer than 63 bytes");
+      return -1;
+    }
+    free (backing_id);
+    backing_id = strdup (value);
+    return backing_id ? 0 : -1;
+  }
+  return 1;
+}
+
+/* What is cached and how the log is replayed.
+ * Returns 0 or -1, or 1 if key is not one of them.
+ */
+static int
+config_policy (const char *key, const char *value)
+{
+  if (strcmp (key, "pcache-mode") == 0) {
     if (pc_mode_parse (value, &cfg.mode) == -1) {
       nbdkit_error ("pcache-mode: unknown mode '%s' (writeback, "
                     "writethrough, writearound)", value);
@@ -165,51 +206,8 @@ pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     cfg.seq_cutoff = r;
     return 0;
   }
-  else if (strcmp (key, "pcache-stats") == 0)
-    return pcache_control_config (value, 0, NULL);
-  else if (strcmp (key, "pcache-stats-interval") == 0) {
-    unsigned v;
-    if (nbdkit_parse_unsigned ("pcache-stats-interval", value, &v) == -1)
-      return -1;
-    if (v == 0 || v > 3600) {
-      nbdkit_error ("pcache-stats-interval: %u is out of range 1..3600", v);
-      return -1;
-    }
-    return pcache_control_config (NULL, v, NULL);
-  }
-  else if (strcmp (key, "pcache-control") == 0)
-    return pcache_control_config (NULL, 0, value);
-  else if (strcmp (key, "pcache-data-crc") == 0)
-    return parse_bool_param (key, value, &cfg.data_crc);
-  else if (strcmp (key, "pcache-drain") == 0)
-    return parse_bool_param (key, value, &drain_on_exit);
-  else if (strcmp (key, "pcache-assume-shared") == 0)
-    return parse_bool_param (key, value, &assume_shared);
   else if (strcmp (key, "pcache-cache-on-read") == 0)
     return parse_bool_param (key, value, &cfg.cache_on_read);
-  else if (strcmp (key, "pcache-gc-percent") == 0) {
-    int v;
-    if (nbdkit_parse_int ("pcache-gc-percent", value, &v) == -1)
-      return -1;
-    if (v < 0 || v > PC_MAX_GC_PERCENT) {
-      nbdkit_error ("pcache-gc-percent: %d is out of range 0..%d", v,
-                    PC_MAX_GC_PERCENT);
-      return -1;
-    }
-    cfg.gc_percent = v;
-    return 0;
-  }
-  else if (strcmp (key, "pcache-format") == 0) {
-    if (strcmp (value, "auto") == 0)
-      cfg.format = PC_FORMAT_AUTO;
-    else if (strcmp (value, "force") == 0)
-      cfg.format = PC_FORMAT_FORCE;
-    else {
-      nbdkit_error ("pcache-format: '%s' must be auto or force", value);
-      return -1;
-    }
-    return 0;
-  }
   else if (strcmp (key, "pcache-replay") == 0) {
     if (strcmp (value, "strict") == 0)
       cfg.lenient_replay = 0;
@@ -221,14 +219,26 @@ pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     }
     return 0;
   }
-  else if (strcmp (key, "pcache-backing-id") == 0) {
-    if (strlen (value) >= 64) {
-      nbdkit_error ("pcache-backing-id: longer than 63 bytes");
+  return 1;
+}
+
+/* The background workers: GC, write-back and the commit timer.
+ * Returns 0 or -1, or 1 if key is not one of them.
+ */
+static int
+config_workers (const char *key, const char *value)
+{
+  if (strcmp (key, "pcache-gc-percent") == 0) {
+    int v;
+    if (nbdkit_parse_int ("pcache-gc-percent", value, &v) == -1)
+      return -1;
+    if (v < 0 || v > PC_MAX_GC_PERCENT) {
+      nbdkit_error ("pcache-gc-percent: %d is out of range 0..%d", v,
+                    PC_MAX_GC_PERCENT);
       return -1;
     }
-    free (backing_id);
-    backing_id = strdup (value);
-    return backing_id ? 0 : -1;
+    cfg.gc_percent = v;
+    return 0;
   }
   else if (strcmp (key, "pcache-writeback-percent") == 0) {
     int v;
@@ -264,9 +274,54 @@ pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     cfg.commit_ms = v;
     return 0;
   }
-  else if (strncmp (key, "pcache-", 7) == 0) {
-    nbdkit_error ("%s: unknown pcache parameter", key);
-    return -1;
+  return 1;
+}
+
+/* The filter itself: statistics, control socket, exit and sharing.
+ * Returns 0 or -1, or 1 if key is not one of them.
+ */
+static int
+config_filter (const char *key, const char *value)
+{
+  if (strcmp (key, "pcache-stats") == 0)
+    return pcache_control_config (value, 0, NULL);
+  else if (strcmp (key, "pcache-stats-interval") == 0) {
+    unsigned v;
+    if (nbdkit_parse_unsigned ("pcache-stats-interval", value, &v) == -1)
+      return -1;
+    if (v == 0 || v > 3600) {
+      nbdkit_error ("pcache-stats-interval: %u is out of range 1..3600", v);
+      return -1;
+    }
+    return pcache_control_config (NULL, v, NULL);
+  }
+  else if (strcmp (key, "pcache-control") == 0)
+    return pcache_control_config (NULL, 0, value);
+  else if (strcmp (key, "pcache-drain") == 0)
+    return parse_bool_param (key, value, &drain_on_exit);
+  else if (strcmp (key, "pcache-assume-shared") == 0)
+    return parse_bool_param (key, value, &assume_shared);
+  return 1;
+}
+
+static int
+pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
+               const char *key, const char *value)
+{
+  if (strncmp (key, "pcache-", 7) == 0) {
+    int r = config_file (key, value);
+
+    if (r == 1)
+      r = config_policy (key, value);
+    if (r == 1)
+      r = config_workers (key, value);
+    if (r == 1)
+      r = config_filter (key, value);
+    if (r == 1) {
+      nbdkit_error ("%s: unknown pcache parameter", key);
+      return -1;
+    }
+    return r;
   }
   if (strcmp (key, "dir") == 0 || strcmp (key, "directory") == 0)
     plugin_dir_param = 1;
@@ -434,6 +489,8 @@ pcache_get_ready (int thread_model)
   int probed;
 
   serialize = thread_model != NBDKIT_THREAD_MODEL_PARALLEL;
+  pc_set_trace ((pcache_debug_writeback ? PC_TRACE_WRITEBACK : 0) |
+                (pcache_debug_gc ? PC_TRACE_GC : 0));
   /* Check the plugin now if it can be asked this early, so that a wrong
    * backend is refused before nbdkit forks, with an exit status, and
    * before a cache file is made for it.  Otherwise after_fork ties the

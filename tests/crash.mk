@@ -24,8 +24,10 @@ CRASH_LDADD = \
 	-lpthread
 
 tests_crash_crash_sim_SOURCES = tests/crash/crash-sim.c tests/crash/rig.h
+tests_crash_crash_sim_CPPFLAGS = $(CORE_INCLUDES)
 tests_crash_crash_sim_LDADD = $(CRASH_LDADD)
 tests_crash_corrupt_SOURCES = tests/crash/corrupt.c tests/crash/rig.h
+tests_crash_corrupt_CPPFLAGS = $(CORE_INCLUDES)
 tests_crash_corrupt_LDADD = $(CRASH_LDADD)
 
 EXTRA_DIST += \

@@ -280,6 +280,36 @@ nbdsh -u "nbd+unix://?socket=$tmp/sock1" \
 kill_nbdkit "$tmp/pid1"
 
 # ---------------------------------------------------------------------
+# Debug flags: -D pcache.writeback=1 and -D pcache.gc=1 trace each batch
+# written back and each GC round (debug lines, shown with -v).  With
+# pcache-drain=true the exit writes everything back and collects it, so
+# both kinds of line are certain.
+
+# traced [-D FLAG...]: write and flush once; $tmp/trace gets stderr.
+traced ()
+{
+    rm -f "$tmp/trace-cache"
+    if ! nbdkit -f -v -U - --filter="$PCACHE_FILTER" "$@" "${m64[@]}" \
+         pcache-dev="$tmp/trace-cache" pcache-size=32M \
+         pcache-segment-size=1M pcache-drain=true \
+         --run 'nbdsh -u "$uri" -c "h.pwrite(bytes(range(256)) * 256, 0)" \
+                                -c "h.flush()"' 2>"$tmp/trace"; then
+        cat "$tmp/trace"
+        fail "nbdkit with the debug flags '$*' failed"
+    fi
+}
+
+traced -D pcache.writeback=1 -D pcache.gc=1
+grep -E ': writeback: [0-9]+ bytes down, dirty_tail at kset [0-9]+$' \
+     "$tmp/trace" || fail "-D pcache.writeback=1: no writeback trace line"
+grep -E ': gc: [0-9]+ segments freed, key_tail at kset [0-9]+$' \
+     "$tmp/trace" || fail "-D pcache.gc=1: no gc trace line"
+traced
+if grep -E ': (writeback|gc): .* at kset ' "$tmp/trace"; then
+    fail "trace lines without the debug flags"
+fi
+
+# ---------------------------------------------------------------------
 
 if [ ${#failures[@]} -ne 0 ]; then
     set +x

@@ -5,9 +5,6 @@
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
 
 #include <ctype.h>
 #include <errno.h>
@@ -34,23 +31,22 @@ is_socket (const char *path)
   return stat (path, &st) == 0 && S_ISSOCK (st.st_mode);
 }
 
-char *
-ctl_request (const char *sock, const char *req, int timeout_ms)
+/* A connected socket to the filter's control socket, or -1. */
+static int
+ctl_connect (const char *sock)
 {
   struct sockaddr_un addr = { .sun_family = AF_UNIX };
-  size_t len = strlen (req), got = 0, cap = 4096;
-  char *line = NULL, *buf = NULL;
   int fd;
 
   if (strlen (sock) >= sizeof addr.sun_path) {
     errmsg ("%s: socket path too long", sock);
-    return NULL;
+    return -1;
   }
   strcpy (addr.sun_path, sock);
   fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd == -1) {
     errmsg ("socket: %m");
-    return NULL;
+    return -1;
   }
   if (connect (fd, (struct sockaddr *) &addr, sizeof addr) == -1) {
     if (errno == ECONNREFUSED)
@@ -58,14 +54,23 @@ ctl_request (const char *sock, const char *req, int timeout_ms)
               "pcache-control=%s?)", sock, sock);
     else
       errmsg ("%s: %m", sock);
-    goto out;
+    close (fd);
+    return -1;
   }
+  return fd;
+}
+
+/* Send req as one line. */
+static int
+ctl_send (int fd, const char *sock, const char *req)
+{
+  size_t len = strlen (req) + 1;
+  char *line;
 
   if (asprintf (&line, "%s\n", req) == -1) {
     errmsg ("out of memory");
-    goto out;
+    return -1;
   }
-  len++;
   for (size_t done = 0; done < len;) {
     ssize_t r = send (fd, line + done, len - done, MSG_NOSIGNAL);
 
@@ -73,15 +78,53 @@ ctl_request (const char *sock, const char *req, int timeout_ms)
       if (errno == EINTR)
         continue;
       errmsg ("%s: send: %m", sock);
-      goto out;
+      free (line);
+      return -1;
     }
     done += r;
   }
+  free (line);
+  return 0;
+}
 
-  buf = malloc (cap);
+/* Make room for one more byte and a terminator in *buf (*cap bytes,
+ * got used), doubling it up to MAX_REPLY.
+ */
+static int
+reply_grow (char **buf, size_t *cap, size_t got, const char *sock)
+{
+  char *n;
+
+  if (got + 1 < *cap)
+    return 0;
+  if (*cap >= MAX_REPLY) {
+    errmsg ("%s: reply too long", sock);
+    return -1;
+  }
+  n = realloc (*buf, *cap * 2);
+  if (!n) {
+    errmsg ("out of memory");
+    return -1;
+  }
+  *buf = n;
+  *cap *= 2;
+  return 0;
+}
+
+/* Read until the first line break or the end of the connection, waiting
+ * at most timeout_ms (-1: for ever) for each piece of it.  Returns the
+ * bytes read, terminated, with their length in *got; NULL on failure.
+ */
+static char *
+ctl_receive (int fd, const char *sock, int timeout_ms, size_t *got)
+{
+  size_t cap = 4096;
+  char *buf = malloc (cap);
+
+  *got = 0;
   if (!buf) {
     errmsg ("out of memory");
-    goto out;
+    return NULL;
   }
   for (;;) {
     struct pollfd p = { .fd = fd, .events = POLLIN };
@@ -98,22 +141,9 @@ ctl_request (const char *sock, const char *req, int timeout_ms)
       errmsg ("%s: no reply within %d s", sock, timeout_ms / 1000);
       goto fail;
     }
-    if (got + 1 >= cap) {
-      char *n;
-
-      if (cap >= MAX_REPLY) {
-        errmsg ("%s: reply too long", sock);
-        goto fail;
-      }
-      n = realloc (buf, cap * 2);
-      if (!n) {
-        errmsg ("out of memory");
-        goto fail;
-      }
-      buf = n;
-      cap *= 2;
-    }
-    r = read (fd, buf + got, cap - 1 - got);
+    if (reply_grow (&buf, &cap, *got, sock) == -1)
+      goto fail;
+    r = read (fd, buf + *got, cap - 1 - *got);
     if (r == -1 && errno == EINTR)
       continue;
     if (r == -1) {
@@ -122,24 +152,39 @@ ctl_request (const char *sock, const char *req, int timeout_ms)
     }
     if (r == 0)
       break;
-    got += r;
-    if (memchr (buf + got - r, '\n', r))
+    *got += r;
+    if (memchr (buf + *got - r, '\n', r))
       break;
   }
-  buf[got] = '\0';
-  buf[strcspn (buf, "\r\n")] = '\0';
-  if (got == 0) {
-    errmsg ("%s: the connection was closed without a reply", sock);
-    goto fail;
-  }
-  goto out;
+  buf[*got] = '\0';
+  return buf;
 
  fail:
   free (buf);
-  buf = NULL;
- out:
-  free (line);
+  return NULL;
+}
+
+/* See pcachectl.h: connect, send, receive, keep the first line. */
+char *
+ctl_request (const char *sock, const char *req, int timeout_ms)
+{
+  size_t got;
+  char *buf = NULL;
+  int fd = ctl_connect (sock);
+
+  if (fd == -1)
+    return NULL;
+  if (ctl_send (fd, sock, req) == 0)
+    buf = ctl_receive (fd, sock, timeout_ms, &got);
   close (fd);
+  if (!buf)
+    return NULL;
+  buf[strcspn (buf, "\r\n")] = '\0';
+  if (got == 0) {
+    errmsg ("%s: the connection was closed without a reply", sock);
+    free (buf);
+    return NULL;
+  }
   return buf;
 }
 

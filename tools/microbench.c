@@ -40,8 +40,8 @@
  * it otherwise.  They are removed at exit.  Threads are named after
  * their phase (mb-write, mb-read, ...) for perf report --comms.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
+#ifdef HAVE_CONFIG_H
+#include <config.h>
 #endif
 
 #include <errno.h>
@@ -336,6 +336,53 @@ pin (unsigned i)
   pthread_setaffinity_np (pthread_self (), sizeof set, &set);
 }
 
+/* One operation of thread w: 0 to go on, 1 when the thread is done
+ * (the cold pass is over), -1 on failure.  *pos is where the bare copy
+ * appends in region (region_len bytes).
+ */
+static int
+worker_op (struct run *r, uint8_t *buf, uint64_t off, uint64_t ops,
+           uint8_t *region, uint64_t region_len, uint64_t *pos)
+{
+  int err;
+
+  switch (r->op) {
+  case OP_WRITE:
+  case OP_WRITE_FLUSH:
+    if (pc_write (r->c, buf, BS, off, 0, &err) == -1) {
+      fprintf (stderr, "microbench: pc_write: %s\n", strerror (err));
+      return -1;
+    }
+    if (r->op == OP_WRITE_FLUSH && (ops + 1) % FLUSH_EVERY == 0 &&
+        pc_flush (r->c, &err) == -1) {
+      fprintf (stderr, "microbench: pc_flush: %s\n", strerror (err));
+      return -1;
+    }
+    break;
+  case OP_READ:
+    if (pc_read (r->c, buf, BS, off, &null_backend, &err) == -1) {
+      fprintf (stderr, "microbench: pc_read: %s\n", strerror (err));
+      return -1;
+    }
+    break;
+  case OP_BARE_COPY:
+  case OP_BARE_COLD:
+    pc_pmem_copy (r->pm, region + *pos, buf, BS);
+    *pos += BS;
+    if (*pos >= region_len) {
+      if (r->op == OP_BARE_COLD)
+        return 1;
+      *pos = 0;
+    }
+    break;
+  case OP_BARE_READ:
+    memcpy (buf, region + off % region_len, BS);
+    __asm__ volatile ("" : : "r" (buf) : "memory");
+    break;
+  }
+  return 0;
+}
+
 static void *
 worker_main (void *arg)
 {
@@ -348,7 +395,6 @@ worker_main (void *arg)
   uint8_t *region = NULL;
   uint64_t region_len = 0, pos = 0;
   double t0, cpu0;
-  int err;
 
   if (!buf) {
     atomic_store (&r->failed, 1);
@@ -373,49 +419,16 @@ worker_main (void *arg)
   while (!atomic_load_explicit (&r->stop, memory_order_relaxed) &&
          ops < r->max_ops) {
     uint64_t off = (xorshift (&seed) % nblocks) * BS;
+    int rc = worker_op (r, buf, off, ops, region, region_len, &pos);
 
-    switch (r->op) {
-    case OP_WRITE:
-    case OP_WRITE_FLUSH:
-      if (pc_write (r->c, buf, BS, off, 0, &err) == -1) {
-        fprintf (stderr, "microbench: pc_write: %s\n", strerror (err));
-        atomic_store (&r->failed, 1);
-        goto done;
-      }
-      if (r->op == OP_WRITE_FLUSH && (ops + 1) % FLUSH_EVERY == 0 &&
-          pc_flush (r->c, &err) == -1) {
-        fprintf (stderr, "microbench: pc_flush: %s\n", strerror (err));
-        atomic_store (&r->failed, 1);
-        goto done;
-      }
-      break;
-    case OP_READ:
-      if (pc_read (r->c, buf, BS, off, &null_backend, &err) == -1) {
-        fprintf (stderr, "microbench: pc_read: %s\n", strerror (err));
-        atomic_store (&r->failed, 1);
-        goto done;
-      }
-      break;
-    case OP_BARE_COPY:
-    case OP_BARE_COLD:
-      pc_pmem_copy (r->pm, region + pos, buf, BS);
-      pos += BS;
-      if (pos >= region_len) {
-        if (r->op == OP_BARE_COLD) {
-          ops++;
-          goto done;
-        }
-        pos = 0;
-      }
-      break;
-    case OP_BARE_READ:
-      memcpy (buf, region + off % region_len, BS);
-      __asm__ volatile ("" : : "r" (buf) : "memory");
+    if (rc == -1) {
+      atomic_store (&r->failed, 1);
       break;
     }
     ops++;
+    if (rc == 1)
+      break;
   }
- done:
   w->secs = now () - t0;
   w->ops = ops;
   w->cpu = thread_cpu () - cpu0;
@@ -611,8 +624,68 @@ row (const char *name, unsigned t, const struct result *r,
           r->total, r->us_per_op, vs, r->op_cpu_us, r->cpu_us_per_op);
 }
 
-int
-main (int argc, char **argv)
+/* The figures of every phase, one entry per thread count of --threads. */
+struct results {
+  struct result wcold[16], wwarm[16], wflush[16], rd[16];
+  struct result bcold[16], bc[16], br[16];
+};
+
+/* RAM per key: heap and anonymous RSS before and after the read set is
+ * written, and the index's own count.
+ */
+struct ram {
+  uint64_t rss0, rss1, heap0, heap1;
+  uint64_t ix_keys, ix_bytes;
+};
+
+/* One option; -1 to go on, else the exit status. */
+static int
+parse_option (int opt, const char *arg)
+{
+  switch (opt) {
+  case 's':
+    opt_seconds = strtod (arg, NULL);
+    if (!(opt_seconds > 0 && opt_seconds <= 3600)) {
+      fprintf (stderr, "microbench: bad --seconds '%s'\n", arg);
+      return 2;
+    }
+    break;
+  case 't': parse_threads (arg); break;
+  case 'n': opt_writeback = 0; break;
+  case 'P': opt_pin = 1; break;
+  case 'd': opt_dir = arg; break;
+  case 'c':
+    if (parse_size (arg, &opt_cache_size) == -1) {
+      fprintf (stderr, "microbench: bad --cache-size '%s'\n", arg);
+      return 2;
+    }
+    break;
+  case 'S':
+    if (parse_size (arg, &opt_space) == -1 || opt_space < BS * 16) {
+      fprintf (stderr, "microbench: bad --space '%s'\n", arg);
+      return 2;
+    }
+    opt_space = opt_space / BS * BS;
+    break;
+  case 'p':
+    do_read = strstr (arg, "read") != NULL;
+    do_bare = strstr (arg, "bare") != NULL;
+    do_write = strstr (arg, "write") != NULL;
+    do_flush = strstr (arg, "flush") != NULL;
+    if (!do_read && !do_bare && !do_write && !do_flush) {
+      fprintf (stderr, "microbench: bad --phases '%s'\n", arg);
+      return 2;
+    }
+    break;
+  case 'h': usage (stdout); return 0;
+  default: usage (stderr); return 2;
+  }
+  return -1;
+}
+
+/* The command line; -1 to go on, else the exit status. */
+static int
+parse_options (int argc, char **argv)
 {
   static const struct option longopts[] = {
     { "seconds", required_argument, NULL, 's' },
@@ -626,57 +699,11 @@ main (int argc, char **argv)
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  struct result wcold[16] = { 0 }, wwarm[16] = { 0 }, rd[16] = { 0 };
-  struct result wflush[16] = { 0 };
-  struct result bcold[16] = { 0 }, bc[16] = { 0 }, br[16] = { 0 };
-  uint64_t rss0 = 0, rss1 = 0, heap0 = 0, heap1 = 0, nkeys, cache_blocks;
-  uint64_t ix_keys = 0, ix_bytes = 0;
-  struct mallinfo2 mi;
-  struct pc_pmem *pm;
-  pc_cache *c;
-  int opt, created;
-  unsigned i;
+  int opt, r;
 
-  while ((opt = getopt_long (argc, argv, "h", longopts, NULL)) != -1) {
-    switch (opt) {
-    case 's':
-      opt_seconds = strtod (optarg, NULL);
-      if (!(opt_seconds > 0 && opt_seconds <= 3600)) {
-        fprintf (stderr, "microbench: bad --seconds '%s'\n", optarg);
-        return 2;
-      }
-      break;
-    case 't': parse_threads (optarg); break;
-    case 'n': opt_writeback = 0; break;
-    case 'P': opt_pin = 1; break;
-    case 'd': opt_dir = optarg; break;
-    case 'c':
-      if (parse_size (optarg, &opt_cache_size) == -1) {
-        fprintf (stderr, "microbench: bad --cache-size '%s'\n", optarg);
-        return 2;
-      }
-      break;
-    case 'S':
-      if (parse_size (optarg, &opt_space) == -1 || opt_space < BS * 16) {
-        fprintf (stderr, "microbench: bad --space '%s'\n", optarg);
-        return 2;
-      }
-      opt_space = opt_space / BS * BS;
-      break;
-    case 'p':
-      do_read = strstr (optarg, "read") != NULL;
-      do_bare = strstr (optarg, "bare") != NULL;
-      do_write = strstr (optarg, "write") != NULL;
-      do_flush = strstr (optarg, "flush") != NULL;
-      if (!do_read && !do_bare && !do_write && !do_flush) {
-        fprintf (stderr, "microbench: bad --phases '%s'\n", optarg);
-        return 2;
-      }
-      break;
-    case 'h': usage (stdout); return 0;
-    default: usage (stderr); return 2;
-    }
-  }
+  while ((opt = getopt_long (argc, argv, "h", longopts, NULL)) != -1)
+    if ((r = parse_option (opt, optarg)) != -1)
+      return r;
   if (optind != argc) {
     usage (stderr);
     return 2;
@@ -686,7 +713,15 @@ main (int argc, char **argv)
              "--space (the read set must fit)\n");
     return 2;
   }
+  return -1;
+}
 
+/* The environment, the file names and their removal at exit, and the
+ * heading.
+ */
+static void
+setup (void)
+{
   setenv ("PMEM2_FORCE_GRANULARITY", "CACHE_LINE", 0);
   pc_set_log (log_fn);
   snprintf (cache_path, sizeof cache_path, "%s/pcache-microbench.%d.cache",
@@ -696,7 +731,6 @@ main (int argc, char **argv)
   atexit (cleanup_files);
   signal (SIGINT, on_signal);
   signal (SIGTERM, on_signal);
-  cache_blocks = opt_cache_size / BS;
 
   printf ("pcache core microbenchmark: %u-byte ops, %g s per measurement, "
           "%u CPUs online\n", BS, opt_seconds,
@@ -707,42 +741,60 @@ main (int argc, char **argv)
           opt_space >> 20,
           opt_writeback ? "on (null backend)" : "off (--no-writeback)");
   fflush (stdout);
+}
 
-  /* 1. RAM per key, then reads of cached data.  First, while the heap
-   * is fresh, so that memory freed by earlier phases cannot hide the
-   * growth.
-   */
-  if (do_read) {
-    c = cache_create (PC_UNSET);
-    mi = mallinfo2 ();
-    heap0 = mi.uordblks + mi.hblkhd + pc_slab_bytes ();
-    rss0 = anon_rss ();
-    fill_space (c);
-    if (opt_writeback) {
-      int err;
-      /* Let writeback finish so that its batch memory is freed. */
-      if (pc_cache_drain (c, &err) == -1)
-        die ("drain failed: %s", strerror (err));
-    }
-    mi = mallinfo2 ();
-    heap1 = mi.uordblks + mi.hblkhd + pc_slab_bytes ();
-    rss1 = anon_rss ();
-    pc_cache_index_usage (c, &ix_keys, &ix_bytes);
-    atomic_store (&null_reads, 0);
-    for (i = 0; i < opt_nthreads; i++)
-      rd[i] = run_phase ("mb-read", OP_READ, opt_threads[i], c, NULL,
-                         opt_seconds, UINT64_MAX);
-    cache_destroy (c);
-    if (atomic_load (&null_reads))
-      fprintf (stderr, "microbench: warning: %" PRIu64 " reads missed the "
-               "cache\n", (uint64_t) atomic_load (&null_reads));
+/* The heap in use, with the engine's slabs. */
+static uint64_t
+heap_bytes (void)
+{
+  struct mallinfo2 mi = mallinfo2 ();
+
+  return mi.uordblks + mi.hblkhd + pc_slab_bytes ();
+}
+
+/* 1. RAM per key, then reads of cached data.  First, while the heap is
+ * fresh, so that memory freed by earlier phases cannot hide the growth.
+ */
+static void
+phase_read (struct results *res, struct ram *ram)
+{
+  pc_cache *c = cache_create (PC_UNSET);
+  unsigned i;
+
+  ram->heap0 = heap_bytes ();
+  ram->rss0 = anon_rss ();
+  fill_space (c);
+  if (opt_writeback) {
+    int err;
+    /* Let writeback finish so that its batch memory is freed. */
+    if (pc_cache_drain (c, &err) == -1)
+      die ("drain failed: %s", strerror (err));
   }
+  ram->heap1 = heap_bytes ();
+  ram->rss1 = anon_rss ();
+  pc_cache_index_usage (c, &ram->ix_keys, &ram->ix_bytes);
+  atomic_store (&null_reads, 0);
+  for (i = 0; i < opt_nthreads; i++)
+    res->rd[i] = run_phase ("mb-read", OP_READ, opt_threads[i], c, NULL,
+                            opt_seconds, UINT64_MAX);
+  cache_destroy (c);
+  if (atomic_load (&null_reads))
+    fprintf (stderr, "microbench: warning: %" PRIu64 " reads missed the "
+             "cache\n", (uint64_t) atomic_load (&null_reads));
+}
 
-  /* 2. The bare copy on the same kind of mapping, prefaulted as
-   * pc_cache_start does: once over fresh (allocated, never written)
-   * pages, then over written ones.
-   */
-  for (i = 0; do_bare && i < opt_nthreads; i++) {
+/* 2. The bare copy on the same kind of mapping, prefaulted as
+ * pc_cache_start does: once over fresh (allocated, never written)
+ * pages, then over written ones.
+ */
+static void
+phase_bare (struct results *res)
+{
+  struct pc_pmem *pm;
+  int created;
+  unsigned i;
+
+  for (i = 0; i < opt_nthreads; i++) {
     unlink (bare_path);
     if (pc_pmem_open (bare_path, opt_cache_size, 1, &pm, &created) == -1)
       die ("cannot map %s: %s", bare_path, strerror (errno));
@@ -751,103 +803,173 @@ main (int argc, char **argv)
       printf ("mapping granularity: %s\n", pc_pmem_granularity (pm));
       fflush (stdout);
     }
-    bcold[i] = run_phase ("mb-bare-cold", OP_BARE_COLD, opt_threads[i],
-                          NULL, pm, opt_seconds, UINT64_MAX);
+    res->bcold[i] = run_phase ("mb-bare-cold", OP_BARE_COLD, opt_threads[i],
+                               NULL, pm, opt_seconds, UINT64_MAX);
     memset (pc_pmem_base (pm), 0, pc_pmem_size (pm));
-    bc[i] = run_phase ("mb-bare-copy", OP_BARE_COPY, opt_threads[i],
-                       NULL, pm, opt_seconds, UINT64_MAX);
-    br[i] = run_phase ("mb-bare-read", OP_BARE_READ, opt_threads[i],
-                       NULL, pm, opt_seconds, UINT64_MAX);
+    res->bc[i] = run_phase ("mb-bare-copy", OP_BARE_COPY, opt_threads[i],
+                            NULL, pm, opt_seconds, UINT64_MAX);
+    res->br[i] = run_phase ("mb-bare-read", OP_BARE_READ, opt_threads[i],
+                            NULL, pm, opt_seconds, UINT64_MAX);
     pc_pmem_close (pm);
     unlink (bare_path);
   }
+}
 
-  /* 3. Writes, on a fresh cache for each thread count: first while the
-   * log runs over pages never written, then, with writeback, once the
-   * log has wrapped (warm).  With pcache-writeback-percent=100,
-   * write-back waits until GC needs space: the first writes are a burst
-   * that the cache absorbs, and the warm ones have write-back and GC
-   * running flat out, as they must to keep up.
-   */
-  for (i = 0; do_write && i < opt_nthreads; i++) {
+/* 3. Writes, on a fresh cache for each thread count: first while the
+ * log runs over pages never written, then, with writeback, once the log
+ * has wrapped (warm).  With pcache-writeback-percent=100, write-back
+ * waits until GC needs space: the first writes are a burst that the
+ * cache absorbs, and the warm ones have write-back and GC running flat
+ * out, as they must to keep up.
+ */
+static void
+phase_write (struct results *res)
+{
+  uint64_t cache_blocks = opt_cache_size / BS;
+  unsigned i;
+
+  for (i = 0; i < opt_nthreads; i++) {
     unsigned t = opt_threads[i];
+    pc_cache *c = cache_create (100);
 
-    c = cache_create (100);
-    wcold[i] = run_phase ("mb-write-cold", OP_WRITE, t, c, NULL,
-                          opt_seconds, cache_blocks * 6 / 10);
+    res->wcold[i] = run_phase ("mb-write-cold", OP_WRITE, t, c, NULL,
+                               opt_seconds, cache_blocks * 6 / 10);
     if (opt_writeback) {
       /* Wrap the log: write the cache's size once more. */
       run_phase ("mb-wrap", OP_WRITE, 2, c, NULL, 600,
                  cache_blocks * 12 / 10);
-      wwarm[i] = run_phase ("mb-write", OP_WRITE, t, c, NULL, opt_seconds,
-                            UINT64_MAX);
+      res->wwarm[i] = run_phase ("mb-write", OP_WRITE, t, c, NULL,
+                                 opt_seconds, UINT64_MAX);
     }
     cache_destroy (c);
   }
+}
 
-  /* 4. Burst writes again, each thread flushing after every FLUSH_EVERY
-   * of its writes, as a file system or database does: the difference
-   * from the burst is what the flushes cost.
-   */
-  for (i = 0; do_flush && i < opt_nthreads; i++) {
-    c = cache_create (100);
-    wflush[i] = run_phase ("mb-write-flush", OP_WRITE_FLUSH, opt_threads[i],
-                           c, NULL, opt_seconds, cache_blocks * 6 / 10);
+/* 4. Burst writes again, each thread flushing after every FLUSH_EVERY of
+ * its writes, as a file system or database does: the difference from
+ * the burst is what the flushes cost.
+ */
+static void
+phase_flush (struct results *res)
+{
+  uint64_t cache_blocks = opt_cache_size / BS;
+  unsigned i;
+
+  for (i = 0; i < opt_nthreads; i++) {
+    pc_cache *c = cache_create (100);
+
+    res->wflush[i] = run_phase ("mb-write-flush", OP_WRITE_FLUSH,
+                                opt_threads[i], c, NULL, opt_seconds,
+                                cache_blocks * 6 / 10);
     cache_destroy (c);
   }
+}
 
-  /* us/op: wall time per op and thread.  CPU/op: CPU time of the
-   * threads measured, per op.  all CPU/op: CPU time of the whole
-   * process (the engine's writeback and GC too) per op.
-   */
+/* us/op: wall time per op and thread.  CPU/op: CPU time of the threads
+ * measured, per op.  all CPU/op: CPU time of the whole process (the
+ * engine's writeback and GC too) per op.
+ */
+static void
+print_table (const struct results *res)
+{
+  unsigned i;
+
   printf ("\n%-34s %7s %12s %9s %7s %9s %9s\n", "operation", "threads",
           "ops/s total", "us/op", "vs bare", "CPU/op", "all CPU/op");
   for (i = 0; i < opt_nthreads; i++) {
     unsigned t = opt_threads[i];
 
-    row ("bare 4K memcpy+persist, cold", t, &bcold[i], NULL);
-    row ("pc_write 4K, burst (fresh cache)", t, &wcold[i], &bcold[i]);
-    row ("bare 4K memcpy+persist", t, &bc[i], NULL);
-    row ("pc_write 4K, warm (log wrapped)", t, &wwarm[i], &bc[i]);
-    row ("pc_write 4K, burst, flush every 16", t, &wflush[i], &bcold[i]);
-    row ("bare 4K memcpy (read)", t, &br[i], NULL);
-    row ("pc_read 4K, cache hit", t, &rd[i], &br[i]);
+    row ("bare 4K memcpy+persist, cold", t, &res->bcold[i], NULL);
+    row ("pc_write 4K, burst (fresh cache)", t, &res->wcold[i],
+         &res->bcold[i]);
+    row ("bare 4K memcpy+persist", t, &res->bc[i], NULL);
+    row ("pc_write 4K, warm (log wrapped)", t, &res->wwarm[i], &res->bc[i]);
+    row ("pc_write 4K, burst, flush every 16", t, &res->wflush[i],
+         &res->bcold[i]);
+    row ("bare 4K memcpy (read)", t, &res->br[i], NULL);
+    row ("pc_read 4K, cache hit", t, &res->rd[i], &res->br[i]);
   }
-  if (do_write && do_bare) {
-    /* Burst against cold, warm against warm (without writeback the log
-     * cannot wrap).
-     */
-    printf ("\nwrite cost / bare copy (target <= 2x):\n");
-    for (i = 0; i < opt_nthreads; i++) {
-      cost ("burst", opt_threads[i], &wcold[i], &bcold[i]);
-      if (opt_writeback)
-        cost ("warm", opt_threads[i], &wwarm[i], &bc[i]);
-    }
+}
+
+/* Write cost against the bare copy: burst against cold, warm against
+ * warm (without writeback the log cannot wrap).
+ */
+static void
+print_write_cost (const struct results *res)
+{
+  unsigned i;
+
+  printf ("\nwrite cost / bare copy (target <= 2x):\n");
+  for (i = 0; i < opt_nthreads; i++) {
+    cost ("burst", opt_threads[i], &res->wcold[i], &res->bcold[i]);
+    if (opt_writeback)
+      cost ("warm", opt_threads[i], &res->wwarm[i], &res->bc[i]);
   }
-  if (do_write && do_flush) {
-    printf ("\nflush cost (burst writes, a pc_flush after every %d of each "
-            "thread's):\n", FLUSH_EVERY);
-    for (i = 0; i < opt_nthreads; i++)
-      if (wflush[i].valid && wcold[i].valid)
-        printf ("  %u thread%s: %.2f us per flush in time, %.2f us in the "
-                "writer's CPU\n", opt_threads[i],
-                opt_threads[i] == 1 ? "" : "s",
-                (wflush[i].us_per_op - wcold[i].us_per_op) * FLUSH_EVERY,
-                (wflush[i].op_cpu_us - wcold[i].op_cpu_us) * FLUSH_EVERY);
+}
+
+static void
+print_flush_cost (const struct results *res)
+{
+  unsigned i;
+
+  printf ("\nflush cost (burst writes, a pc_flush after every %d of each "
+          "thread's):\n", FLUSH_EVERY);
+  for (i = 0; i < opt_nthreads; i++) {
+    const struct result *f = &res->wflush[i], *w = &res->wcold[i];
+
+    if (f->valid && w->valid)
+      printf ("  %u thread%s: %.2f us per flush in time, %.2f us in the "
+              "writer's CPU\n", opt_threads[i],
+              opt_threads[i] == 1 ? "" : "s",
+              (f->us_per_op - w->us_per_op) * FLUSH_EVERY,
+              (f->op_cpu_us - w->op_cpu_us) * FLUSH_EVERY);
   }
-  if (!do_read)
-    return 0;
-  nkeys = opt_space / BS;
+}
+
+static void
+print_ram (const struct ram *ram)
+{
+  uint64_t nkeys = opt_space / BS;
+
   printf ("\nRAM per cached 4K key: %.1f bytes of keys and B+tree nodes "
           "in use (%" PRIu64 " keys); "
           "%.1f bytes of heap and index chunks, %.1f bytes of "
           "anonymous RSS (+%.1f MiB over %" PRIu64 " keys), both in "
           "whole 2 MiB chunks;\n"
           "sizeof (struct pc_key) = %zu bytes\n",
-          ix_keys ? (double) ix_bytes / ix_keys : 0.0, ix_keys,
-          (double) (heap1 - heap0) / nkeys,
-          (double) (int64_t) (rss1 - rss0) / nkeys,
-          (double) (int64_t) (rss1 - rss0) / 1048576.0, nkeys,
+          ram->ix_keys ? (double) ram->ix_bytes / ram->ix_keys : 0.0,
+          ram->ix_keys,
+          (double) (ram->heap1 - ram->heap0) / nkeys,
+          (double) (int64_t) (ram->rss1 - ram->rss0) / nkeys,
+          (double) (int64_t) (ram->rss1 - ram->rss0) / 1048576.0, nkeys,
           sizeof (struct pc_key));
+}
+
+int
+main (int argc, char **argv)
+{
+  static struct results res;
+  struct ram ram = { 0 };
+  int r = parse_options (argc, argv);
+
+  if (r != -1)
+    return r;
+  setup ();
+  if (do_read)
+    phase_read (&res, &ram);
+  if (do_bare)
+    phase_bare (&res);
+  if (do_write)
+    phase_write (&res);
+  if (do_flush)
+    phase_flush (&res);
+
+  print_table (&res);
+  if (do_write && do_bare)
+    print_write_cost (&res);
+  if (do_write && do_flush)
+    print_flush_cost (&res);
+  if (do_read)
+    print_ram (&ram);
   return 0;
 }

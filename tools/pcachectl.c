@@ -6,9 +6,6 @@
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
-#endif
 
 #include <errno.h>
 #include <getopt.h>
@@ -362,6 +359,72 @@ print_size_h (const char *label, uint64_t n)
     printf ("%-19s %" PRIu64 " (%s)\n", label, n, human_size (n, h, sizeof h));
 }
 
+/* info --json: one JSON object on one line. */
+static void
+print_info_json (const char *path, const struct pc_info *in)
+{
+  int data_crc = !!(in->features & PC_FEAT_DATA_CRC);
+  char uuid[37];
+
+  format_uuid (in->uuid, uuid);
+  printf ("{\"path\":");
+  json_string (path);
+  printf (",\"version\":%" PRIu32 ",\"features\":[%s]"
+          ",\"data_crc\":%s"
+          ",\"file_size\":%" PRIu64 ",\"backing_size\":%" PRIu64
+          ",\"backing_id\":",
+          in->version, data_crc ? "\"data-crc\"" : "",
+          data_crc ? "true" : "false", in->file_size, in->backing_size);
+  json_string (in->backing_id);
+  printf (",\"uuid\":\"%s\",\"segment_size\":%" PRIu64
+          ",\"segments\":{\"total\":%" PRIu32 ",\"free\":%" PRIu32
+          ",\"log\":%" PRIu32 ",\"data\":%" PRIu32 "}",
+          uuid, in->seg_size, in->nsegs, in->segs_free, in->segs_log,
+          in->segs_data);
+  print_cursor_j ("key_tail", &in->key_tail);
+  print_cursor_j ("dirty_tail", &in->dirty_tail);
+  print_cursor_j ("key_head", &in->key_head);
+  printf (",\"dirty_ksets\":%" PRIu64 ",\"dirty_keys\":%" PRIu64
+          ",\"dirty_bytes\":%" PRIu64 ",\"cached_keys\":%" PRIu64
+          ",\"gc_percent\":%d,\"granularity\":",
+          in->dirty_ksets, in->dirty_keys, in->dirty_bytes, in->cached_keys,
+          in->gc_percent);
+  json_string (in->granularity ? in->granularity : "");
+  printf ("}\n");
+}
+
+/* info: one labelled line a field. */
+static void
+print_info_text (const char *path, const struct pc_info *in)
+{
+  int data_crc = !!(in->features & PC_FEAT_DATA_CRC);
+  char uuid[37];
+
+  format_uuid (in->uuid, uuid);
+  printf ("%-19s %s\n", "cache:", path);
+  printf ("%-19s %" PRIu32 "\n", "format version:", in->version);
+  printf ("%-19s %s\n", "features:", data_crc ? "data-crc" : "none");
+  print_size_h ("file size:", in->file_size);
+  print_size_h ("backing size:", in->backing_size);
+  printf ("%-19s %s\n", "backing id:",
+          in->backing_id[0] ? in->backing_id : "(none)");
+  printf ("%-19s %s\n", "uuid:", uuid);
+  print_size_h ("segment size:", in->seg_size);
+  printf ("%-19s %" PRIu32 " total, %" PRIu32 " free, %" PRIu32 " log, %"
+          PRIu32 " data\n", "segments:", in->nsegs, in->segs_free,
+          in->segs_log, in->segs_data);
+  print_cursor_h ("key tail:", &in->key_tail);
+  print_cursor_h ("dirty tail:", &in->dirty_tail);
+  print_cursor_h ("key head:", &in->key_head);
+  printf ("%-19s %" PRIu64 "\n", "dirty ksets:", in->dirty_ksets);
+  printf ("%-19s %" PRIu64 "\n", "dirty keys:", in->dirty_keys);
+  print_size_h ("dirty bytes:", in->dirty_bytes);
+  printf ("%-19s %" PRIu64 "\n", "cached keys:", in->cached_keys);
+  printf ("%-19s %d\n", "gc percent:", in->gc_percent);
+  printf ("%-19s %s\n", "store granularity:",
+          in->granularity ? in->granularity : "unknown");
+}
+
 int
 cmd_info (int argc, char **argv)
 {
@@ -375,8 +438,6 @@ cmd_info (int argc, char **argv)
   const char *path;
   pc_cache *cache;
   struct pc_info in;
-  char uuid[37];
-  int data_crc;
 
   while ((c = cmd_getopt (argc, argv, ":hvj", opts)) != -1)
     if (c == 'j')
@@ -390,59 +451,10 @@ cmd_info (int argc, char **argv)
     pc_cache_close (cache);
     return EXIT_FAILED;
   }
-  format_uuid (in.uuid, uuid);
-  data_crc = !!(in.features & PC_FEAT_DATA_CRC);
-
-  if (json) {
-    printf ("{\"path\":");
-    json_string (path);
-    printf (",\"version\":%" PRIu32 ",\"features\":[%s]"
-            ",\"data_crc\":%s"
-            ",\"file_size\":%" PRIu64 ",\"backing_size\":%" PRIu64
-            ",\"backing_id\":",
-            in.version, data_crc ? "\"data-crc\"" : "",
-            data_crc ? "true" : "false", in.file_size, in.backing_size);
-    json_string (in.backing_id);
-    printf (",\"uuid\":\"%s\",\"segment_size\":%" PRIu64
-            ",\"segments\":{\"total\":%" PRIu32 ",\"free\":%" PRIu32
-            ",\"log\":%" PRIu32 ",\"data\":%" PRIu32 "}",
-            uuid, in.seg_size, in.nsegs, in.segs_free, in.segs_log,
-            in.segs_data);
-    print_cursor_j ("key_tail", &in.key_tail);
-    print_cursor_j ("dirty_tail", &in.dirty_tail);
-    print_cursor_j ("key_head", &in.key_head);
-    printf (",\"dirty_ksets\":%" PRIu64 ",\"dirty_keys\":%" PRIu64
-            ",\"dirty_bytes\":%" PRIu64 ",\"cached_keys\":%" PRIu64
-            ",\"gc_percent\":%d,\"granularity\":",
-            in.dirty_ksets, in.dirty_keys, in.dirty_bytes, in.cached_keys,
-            in.gc_percent);
-    json_string (in.granularity ? in.granularity : "");
-    printf ("}\n");
-  }
-  else {
-    printf ("%-19s %s\n", "cache:", path);
-    printf ("%-19s %" PRIu32 "\n", "format version:", in.version);
-    printf ("%-19s %s\n", "features:", data_crc ? "data-crc" : "none");
-    print_size_h ("file size:", in.file_size);
-    print_size_h ("backing size:", in.backing_size);
-    printf ("%-19s %s\n", "backing id:",
-            in.backing_id[0] ? in.backing_id : "(none)");
-    printf ("%-19s %s\n", "uuid:", uuid);
-    print_size_h ("segment size:", in.seg_size);
-    printf ("%-19s %" PRIu32 " total, %" PRIu32 " free, %" PRIu32 " log, %"
-            PRIu32 " data\n", "segments:", in.nsegs, in.segs_free,
-            in.segs_log, in.segs_data);
-    print_cursor_h ("key tail:", &in.key_tail);
-    print_cursor_h ("dirty tail:", &in.dirty_tail);
-    print_cursor_h ("key head:", &in.key_head);
-    printf ("%-19s %" PRIu64 "\n", "dirty ksets:", in.dirty_ksets);
-    printf ("%-19s %" PRIu64 "\n", "dirty keys:", in.dirty_keys);
-    print_size_h ("dirty bytes:", in.dirty_bytes);
-    printf ("%-19s %" PRIu64 "\n", "cached keys:", in.cached_keys);
-    printf ("%-19s %d\n", "gc percent:", in.gc_percent);
-    printf ("%-19s %s\n", "store granularity:",
-            in.granularity ? in.granularity : "unknown");
-  }
+  if (json)
+    print_info_json (path, &in);
+  else
+    print_info_text (path, &in);
   pc_cache_close (cache);
   return EXIT_OK;
 }
