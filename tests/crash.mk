@@ -17,17 +17,21 @@
 CRASH_BINS = tests/crash/crash-sim tests/crash/corrupt
 check_PROGRAMS += $(CRASH_BINS)
 
+# The test library (tests/unit/testutil.h): backends, block contents,
+# log capture, files and the PRNG.
+CRASH_CPPFLAGS = $(CORE_INCLUDES) -I$(srcdir)/tests/unit
 CRASH_LDADD = \
+	tests/unit/libtestutil.la \
 	core/libpcachecore.la \
 	$(LIBPMEM2_LIBS) \
 	$(LIBISAL_LIBS) \
 	-lpthread
 
-tests_crash_crash_sim_SOURCES = tests/crash/crash-sim.c tests/crash/rig.h
-tests_crash_crash_sim_CPPFLAGS = $(CORE_INCLUDES)
+tests_crash_crash_sim_SOURCES = tests/crash/crash-sim.c
+tests_crash_crash_sim_CPPFLAGS = $(CRASH_CPPFLAGS)
 tests_crash_crash_sim_LDADD = $(CRASH_LDADD)
-tests_crash_corrupt_SOURCES = tests/crash/corrupt.c tests/crash/rig.h
-tests_crash_corrupt_CPPFLAGS = $(CORE_INCLUDES)
+tests_crash_corrupt_SOURCES = tests/crash/corrupt.c
+tests_crash_corrupt_CPPFLAGS = $(CRASH_CPPFLAGS)
 tests_crash_corrupt_LDADD = $(CRASH_LDADD)
 
 EXTRA_DIST += \

@@ -43,11 +43,11 @@
 #include "layout.h"
 #include "meta.h"
 #include "util.h"
-#include "rig.h"
+#include "testutil.h"
 
 #define NSEGS       10
 #define BACKING     ((uint64_t) (4 << 20) + (512 << 10))
-#define NBLOCKS     (BACKING / RIG_BLK)
+#define NBLOCKS     (BACKING / TU_BLK)
 #define PHASE_VER   0x40000000u
 
 static char dir[256];
@@ -116,9 +116,9 @@ allowed (const struct base *B, uint64_t blk, uint32_t v)
 struct bctx {
   struct base *B;
   pc_cache *c;
-  struct rig_mem bk;
+  struct tu_mem *bk;
   uint32_t ver;
-  uint8_t buf[RIG_BLK] __attribute__ ((aligned (64)));
+  uint8_t buf[TU_BLK] __attribute__ ((aligned (64)));
 };
 
 static void
@@ -126,8 +126,8 @@ b_write (struct bctx *x, uint64_t blk)
 {
   int err;
 
-  rig_fill_block (x->buf, blk, ++x->ver);
-  if (pc_write (x->c, x->buf, RIG_BLK, blk * RIG_BLK, 0, &err) == -1)
+  tu_block_fill (x->buf, blk, ++x->ver);
+  if (pc_write (x->c, x->buf, TU_BLK, blk * TU_BLK, 0, &err) == -1)
     die ("base: pc_write: %s", strerror (err));
   hist_add (x->B, blk, x->ver);
 }
@@ -138,12 +138,12 @@ b_zero (struct bctx *x, uint64_t blk, int trim)
   int err, r;
 
   if (trim)
-    r = pc_trim (x->c, RIG_BLK, blk * RIG_BLK, 0, &err);
+    r = pc_trim (x->c, TU_BLK, blk * TU_BLK, 0, &err);
   else
-    r = pc_zero (x->c, RIG_BLK, blk * RIG_BLK, 0, &err);
+    r = pc_zero (x->c, TU_BLK, blk * TU_BLK, 0, &err);
   if (r == -1)
     die ("base: pc_zero: %s", strerror (err));
-  hist_add (x->B, blk, RIG_V_ZERO);
+  hist_add (x->B, blk, TU_V_ZERO);
 }
 
 static void
@@ -190,11 +190,11 @@ make_base (enum base_kind kind)
   snprintf (B->path, sizeof B->path, "%s/base-%s", dir, base_names[kind]);
   B->size = PC_ALIGN_UP (PC_SEGTAB_OFF + NSEGS * PC_SEGTAB_ENTRY, 4096) +
     (uint64_t) NSEGS * PC_MIN_SEG_SIZE;
-  if (rig_mem_init (&x.bk, BACKING) == -1)
+  if (!(x.bk = tu_mem_new_volatile (BACKING, 0)))
     die ("out of memory");
   for (b = 0; b < NBLOCKS; b++)
-    rig_fill_block (x.bk.vol + b * RIG_BLK, b, 0);
-  memcpy (x.bk.dur, x.bk.vol, BACKING);
+    tu_block_fill (x.bk->buf + b * TU_BLK, b, 0);
+  memcpy (x.bk->dur, x.bk->buf, BACKING);
 
   pc_config_init (&cfg);
   cfg.path = B->path;
@@ -202,8 +202,8 @@ make_base (enum base_kind kind)
   cfg.seg_size = PC_MIN_SEG_SIZE;
   cfg.data_crc = kind == B_CRC;
   if (pc_cache_open (&cfg, &x.c) == -1 || pc_cache_bind (x.c, BACKING) == -1)
-    die ("base: cannot make %s: %s", B->path, rig_log_buf);
-  bg = rig_mem_backend (&x.bk);
+    die ("base: cannot make %s: %s", B->path, tu_log_text ());
+  bg = tu_mem_backend (x.bk);
   pc_cache_set_backend (x.c, &bg);
 
   for (b = 0; b < 300; b++)
@@ -219,12 +219,12 @@ make_base (enum base_kind kind)
     b_flush (&x);
     for (i = 0; i < 260 * (int) PC_KSET_MAX_KEYS; i++) {
       int err;
-      if (pc_zero (x.c, RIG_BLK, (1000 + i % 8) * (uint64_t) RIG_BLK, 0,
+      if (pc_zero (x.c, TU_BLK, (1000 + i % 8) * (uint64_t) TU_BLK, 0,
                    &err) == -1)
         die ("base: pc_zero: %s", strerror (err));
     }
     for (i = 0; i < 8; i++)
-      hist_add (B, 1000 + i, RIG_V_ZERO);
+      hist_add (B, 1000 + i, TU_V_ZERO);
     b_flush (&x);
   }
 
@@ -241,9 +241,9 @@ make_base (enum base_kind kind)
   for (i = 0; i < 50; i++)
     b_write (&x, 700 + i * 7);
   pc_cache_close (x.c);
-  B->backend = x.bk.vol;
-  x.bk.vol = NULL;
-  rig_mem_free (&x.bk);
+  B->backend = x.bk->buf;
+  x.bk->buf = NULL;
+  tu_mem_free (x.bk);
 }
 
 /* ------------------------------------------------------------------ */
@@ -415,29 +415,29 @@ try_open (const struct base *B, const char *path, int lenient, int light,
 {
   struct pc_config cfg;
   pc_cache *c;
-  struct rig_mem bk;
+  struct tu_mem *bk;
   struct pc_backend fg;
-  uint8_t *buf = malloc (64 * RIG_BLK);
+  uint8_t *buf = malloc (64 * TU_BLK);
   uint64_t b;
   int err, i;
   unsigned bad = 0;
 
   memset (res, 0, sizeof *res);
-  if (!buf || rig_mem_init (&bk, BACKING) == -1)
+  if (!buf || !(bk = tu_mem_new_volatile (BACKING, 0)))
     die ("out of memory");
-  memcpy (bk.vol, B->backend, BACKING);
-  memcpy (bk.dur, B->backend, BACKING);
-  fg = rig_mem_backend (&bk);
+  memcpy (bk->buf, B->backend, BACKING);
+  memcpy (bk->dur, B->backend, BACKING);
+  fg = tu_mem_backend (bk);
 
   pc_config_init (&cfg);
   cfg.path = path;
   cfg.cache_on_read = 0;
   cfg.lenient_replay = lenient;
-  rig_log_clear ();
+  tu_log_clear ();
   if (pc_cache_open (&cfg, &c) == -1 || (pc_cache_bind (c, BACKING) == -1 &&
                                          (pc_cache_close (c), 1))) {
     res->o = O_REFUSED;
-    snprintf (res->msg, sizeof res->msg, "%s", rig_log_buf);
+    snprintf (res->msg, sizeof res->msg, "%s", tu_log_text ());
     if (!res->msg[0])
       snprintf (res->msg, sizeof res->msg, "(refused without a message!)");
     goto out;
@@ -447,7 +447,7 @@ try_open (const struct base *B, const char *path, int lenient, int light,
   for (b = 0; b < NBLOCKS; b += 64) {
     unsigned n = NBLOCKS - b < 64 ? NBLOCKS - b : 64, j;
 
-    if (pc_read (c, buf, n * RIG_BLK, b * RIG_BLK, &fg, &err) == -1) {
+    if (pc_read (c, buf, n * TU_BLK, b * TU_BLK, &fg, &err) == -1) {
       res->o = O_BROKEN;
       snprintf (res->msg, sizeof res->msg, "pc_read of block %" PRIu64
                 " failed: %s", b, strerror (err));
@@ -455,7 +455,7 @@ try_open (const struct base *B, const char *path, int lenient, int light,
       goto out;
     }
     for (j = 0; j < n; j++) {
-      uint32_t v = rig_decode_block (buf + (uint64_t) j * RIG_BLK, b + j);
+      uint32_t v = tu_block_decode (buf + (uint64_t) j * TU_BLK, b + j);
       int a = allowed (B, b + j, v);
 
       if (a == 2)
@@ -464,8 +464,9 @@ try_open (const struct base *B, const char *path, int lenient, int light,
         char b1[32], b2[32];
         res->o = O_WRONG;
         snprintf (res->msg, sizeof res->msg, "block %" PRIu64 " reads %s "
-                  "(last written: %s)", b + j, rig_vname (v, b1, sizeof b1),
-                  rig_vname (final_of (B, b + j), b2, sizeof b2));
+                  "(last written: %s)", b + j,
+                  tu_block_name (v, b1, sizeof b1),
+                  tu_block_name (final_of (B, b + j), b2, sizeof b2));
       }
     }
   }
@@ -482,9 +483,9 @@ try_open (const struct base *B, const char *path, int lenient, int light,
 
   /* Go on: write, flush, write back, GC, reopen, read back. */
   for (i = 0; i < 8; i++) {
-    rig_fill_block (buf + (uint64_t) i * RIG_BLK, 900 + i, PHASE_VER + i);
-    if (pc_write (c, buf + (uint64_t) i * RIG_BLK, RIG_BLK,
-                  (900 + i) * (uint64_t) RIG_BLK, 0, &err) == -1)
+    tu_block_fill (buf + (uint64_t) i * TU_BLK, 900 + i, PHASE_VER + i);
+    if (pc_write (c, buf + (uint64_t) i * TU_BLK, TU_BLK,
+                  (900 + i) * (uint64_t) TU_BLK, 0, &err) == -1)
       break;
   }
   if (i < 8 || pc_flush (c, &err) == -1) {
@@ -499,19 +500,19 @@ try_open (const struct base *B, const char *path, int lenient, int light,
   pc_gc_run (c, 1);
   pc_cache_close (c);
   cfg.lenient_replay = 0;
-  rig_log_clear ();
+  tu_log_clear ();
   if (pc_cache_open (&cfg, &c) == -1 || (pc_cache_bind (c, BACKING) == -1 &&
                                          (pc_cache_close (c), 1))) {
     res->o = O_BROKEN;
-    snprintf (res->msg, sizeof res->msg, "reopen failed: %s", rig_log_buf);
+    snprintf (res->msg, sizeof res->msg, "reopen failed: %s", tu_log_text ());
     goto out;
   }
   pc_cache_set_backend (c, &fg);
-  if (pc_read (c, buf, 8 * RIG_BLK, 900 * (uint64_t) RIG_BLK, &fg, &err) == -1)
+  if (pc_read (c, buf, 8 * TU_BLK, 900 * (uint64_t) TU_BLK, &fg, &err) == -1)
     i = -1;
   else
     for (i = 0; i < 8; i++)
-      if (rig_decode_block (buf + (uint64_t) i * RIG_BLK, 900 + i) !=
+      if (tu_block_decode (buf + (uint64_t) i * TU_BLK, 900 + i) !=
           PHASE_VER + (uint32_t) i)
         break;
   if (i != 8) {
@@ -522,7 +523,7 @@ try_open (const struct base *B, const char *path, int lenient, int light,
   pc_cache_close (c);
  out:
   res->stores = nstores;
-  rig_mem_free (&bk);
+  tu_mem_free (bk);
   free (buf);
 }
 
@@ -1127,7 +1128,7 @@ run_case (const struct tcase *t, unsigned idx)
   char line[300];
 
   snprintf (path, sizeof path, "%s/case-%u", dir, idx);
-  if (rig_file_copy (B->path, path) == -1 || img_map (path, &m) == -1)
+  if (tu_file_copy (B->path, path) == -1 || img_map (path, &m) == -1)
     die ("%s: %m", path);
   rc = t->damage (&m, &lenient);
   img_unmap (&m);
@@ -1176,17 +1177,17 @@ sweep_one (const struct base *B, const char *path, uint64_t off, uint8_t x,
   struct result r;
   uint8_t b;
 
-  if (rig_file_pread (path, &b, 1, off) == -1)
+  if (tu_file_read (path, off, &b, 1) == -1)
     die ("pread: %m");
   b ^= x;
-  if (rig_file_pwrite (path, &b, 1, off) == -1)
+  if (tu_file_write (path, off, &b, 1) == -1)
     die ("pwrite: %m");
   judge (B, path, 0, 1, &r);
   if ((r.o == O_EXACT || r.o == O_ROLLBACK) && k % 16 == 0) {
     char full[PATH_MAX];
 
     snprintf (full, sizeof full, "%s/full-%d", dir, job);
-    if (rig_file_copy (path, full) == -1)
+    if (tu_file_copy (path, full) == -1)
       die ("%s: %m", full);
     judge (B, full, 0, 0, &r);
     unlink (full);
@@ -1220,12 +1221,12 @@ sweep_one (const struct base *B, const char *path, uint64_t off, uint8_t x,
     }
   }
   if (r.stores) {
-    if (rig_file_copy (B->path, path) == -1)
+    if (tu_file_copy (B->path, path) == -1)
       die ("%s: %m", path);
   }
   else {
     b ^= x;
-    if (rig_file_pwrite (path, &b, 1, off) == -1)
+    if (tu_file_write (path, off, &b, 1) == -1)
       die ("pwrite: %m");
   }
 }
@@ -1250,7 +1251,7 @@ sweep (const struct base *B, const char *region, uint64_t off, uint64_t len,
 
       close (p[0]);
       snprintf (path, sizeof path, "%s/sweep-%d", dir, j);
-      if (rig_file_copy (B->path, path) == -1)
+      if (tu_file_copy (B->path, path) == -1)
         die ("%s: %m", path);
       for (i = 0; i < len; i += stride, k++)
         if ((int) (k % opt_jobs) == j)
@@ -1298,7 +1299,7 @@ run_sweeps (void)
   clock_gettime (CLOCK_MONOTONIC, &ts);
   t0 = ts.tv_sec + ts.tv_nsec / 1e9;
   snprintf (path, sizeof path, "%s/parse", dir);
-  if (rig_file_copy (B->path, path) == -1 || img_map (path, &m) == -1)
+  if (tu_file_copy (B->path, path) == -1 || img_map (path, &m) == -1)
     die ("%s: %m", path);
   sweep (B, "superblock A", PC_SB_OFF, sizeof (struct pc_sb), quick ? 5 : 1, &ss);
   sweep (B, "superblock B", PC_SB_SLOT, sizeof (struct pc_sb), quick ? 5 : 1, &ss);
@@ -1320,7 +1321,7 @@ run_sweeps (void)
     struct base *BL = &bases[B_LAST];
     int k;
 
-    if (rig_file_copy (BL->path, path) == -1 || img_map (path, &m) == -1)
+    if (tu_file_copy (BL->path, path) == -1 || img_map (path, &m) == -1)
       die ("%s: %m", path);
     k = find_last (&m);
     if (k >= 0) {
@@ -1388,9 +1389,9 @@ main (int argc, char **argv)
     opt_jobs = 2;
   setvbuf (stdout, NULL, _IOLBF, 0);
   setenv ("PMEM2_FORCE_GRANULARITY", "CACHE_LINE", 0);
-  rig_log_echo = verbose;
-  pc_set_log (rig_log_fn);
-  if (rig_mkdtemp (dir, sizeof dir, "corrupt") == -1)
+  tu_log_echo (verbose);
+  tu_log_install ();
+  if (tu_mkdtemp (dir, sizeof dir, "corrupt") == -1)
     die ("mkdtemp: %m");
   atexit (cleanup);
   main_pid = getpid ();

@@ -75,10 +75,10 @@
 #include "writeback.h"
 #include "pmem.h"
 #include "util.h"
-#include "rig.h"
+#include "testutil.h"
 
 #define LINE            64u
-#define STRIPE_BLOCKS   ((1u << PC_STRIPE_SHIFT) / RIG_BLK)
+#define STRIPE_BLOCKS   ((1u << PC_STRIPE_SHIFT) / TU_BLK)
 #define EXIT_CRASHED    42
 #define EXIT_WL_FAIL    3
 #define PHASE_D_VER     0x40000000u
@@ -220,7 +220,7 @@ struct sim {
   uint8_t *dur;                 /* durable image of the cache file */
   uint8_t *scratch;             /* torn images are built here */
   uint8_t *bscratch;
-  struct rig_mem bk;
+  struct tu_mem *bk;
   uint64_t point;               /* crash points so far */
   uint64_t torn_at;             /* point whose after-hook makes a torn image */
   int snapshot;                 /* snapshot mode: report and go on */
@@ -327,7 +327,7 @@ want (uint64_t point, int kind)
      */
     v = VB_CUT;
     if (opt_torn && (kind == PK_PMEM_MULTI ||
-                     (kind == PK_BACKEND_FLUSH && S.bk.dirty)))
+                     (kind == PK_BACKEND_FLUSH && S.bk->dirty)))
       v |= VB_TORN;
     return v;
   }
@@ -345,8 +345,8 @@ static void
 crash (int variant, int kind)
 {
   char img[PATH_MAX], bk[PATH_MAX];
-  const uint8_t *pm = S.dur, *bd = S.bk.dur;
-  uint64_t r = rig_seed (opt_seed ^ (S.point * 7919) ^ variant);
+  const uint8_t *pm = S.dur, *bd = S.bk->dur;
+  uint64_t r = tu_seed (opt_seed ^ (S.point * 7919) ^ variant);
 
   if (variant == V_TORN && kind != PK_BACKEND && S.map) {
     /* Lines stored but not yet persisted: some reach the media. */
@@ -354,25 +354,25 @@ crash (int variant, int kind)
 
     memcpy (S.scratch, S.dur, S.cache_size);
     for (i = 0; i < S.cache_size; i += LINE)
-      if (memcmp (S.map + i, S.dur + i, LINE) != 0 && (rig_rand (&r) & 1))
+      if (memcmp (S.map + i, S.dur + i, LINE) != 0 && (tu_rand (&r) & 1))
         memcpy (S.scratch + i, S.map + i, LINE);
     pm = S.scratch;
   }
-  if (variant == V_TORN && S.bk.dirty) {
+  if (variant == V_TORN && S.bk->dirty) {
     /* The disk wrote some of its volatile cache. */
     uint64_t i;
 
-    memcpy (S.bscratch, S.bk.dur, S.bk.size);
-    for (i = 0; i < S.bk.ndirty; i++)
-      if (rig_rand (&r) & 1) {
-        uint64_t o = S.bk.dlist[i] * RIG_BLK;
-        memcpy (S.bscratch + o, S.bk.vol + o, RIG_BLK);
+    memcpy (S.bscratch, S.bk->dur, S.bk->size);
+    for (i = 0; i < S.bk->ndirty; i++)
+      if (tu_rand (&r) & 1) {
+        uint64_t o = S.bk->dlist[i] * TU_BLK;
+        memcpy (S.bscratch + o, S.bk->buf + o, TU_BLK);
       }
     bd = S.bscratch;
   }
   img_paths (S.point, variant, img, bk);
-  if (rig_file_put (img, pm, S.cache_size) == -1 ||
-      rig_file_put (bk, bd, S.bk.size) == -1)
+  if (tu_file_put (img, pm, S.cache_size) == -1 ||
+      tu_file_put (bk, bd, S.bk->size) == -1)
     child_fail ("writing crash image: %m");
   if (!S.snapshot)
     _exit (EXIT_CRASHED);
@@ -400,7 +400,7 @@ hook_before (void *opaque, const void *addr, size_t len)
   S.point++;
   if (!addr)
     kind = PK_DRAIN;
-  else if (len >= RIG_BLK)
+  else if (len >= TU_BLK)
     kind = PK_PMEM_PAYLOAD;
   else
     kind = (a / LINE != (a + len - 1) / LINE) ? PK_PMEM_MULTI : PK_PMEM_ONE;
@@ -446,7 +446,7 @@ hook_after (void *opaque, const void *addr, size_t len)
       if (h->nkeys == PC_KSET_MAX_KEYS)
         S.n_full++;
     }
-    else if (len >= RIG_BLK)
+    else if (len >= TU_BLK)
       S.n_payload++;
   }
   else if ((uint64_t) (p - S.map) >= PC_SEGTAB_OFF) {
@@ -468,7 +468,7 @@ hook_backend (void *opaque, int op)
 
   (void) opaque;
   S.point++;
-  v = want (S.point, op == RIG_BK_FLUSH ? PK_BACKEND_FLUSH : PK_BACKEND);
+  v = want (S.point, op == TU_OP_FLUSH ? PK_BACKEND_FLUSH : PK_BACKEND);
   if (v & VB_CUT)
     crash (V_CUT, PK_BACKEND);
   if (v & VB_TORN)
@@ -513,9 +513,9 @@ w_write (uint64_t blk, unsigned n, int fua)
   int err = 0;
 
   for (i = 0; i < n; i++)
-    rig_fill_block (S.buf + (uint64_t) i * RIG_BLK, blk + i, o.ver);
+    tu_block_fill (S.buf + (uint64_t) i * TU_BLK, blk + i, o.ver);
   idx = op_start (o);
-  if (pc_write (S.c, S.buf, n * RIG_BLK, blk * RIG_BLK, fua ? PC_FUA : 0,
+  if (pc_write (S.c, S.buf, n * TU_BLK, blk * TU_BLK, fua ? PC_FUA : 0,
                 &err) == -1)
     child_fail ("pc_write: %s", strerror (err));
   model_set (blk, n, o.ver);
@@ -531,12 +531,12 @@ w_zero (int kind, uint64_t blk, unsigned n, int fua, int may_trim)
   int err = 0, r;
 
   if (kind == OP_ZERO)
-    r = pc_zero (S.c, (uint64_t) n * RIG_BLK, blk * RIG_BLK, flags, &err);
+    r = pc_zero (S.c, (uint64_t) n * TU_BLK, blk * TU_BLK, flags, &err);
   else
-    r = pc_trim (S.c, (uint64_t) n * RIG_BLK, blk * RIG_BLK, flags, &err);
+    r = pc_trim (S.c, (uint64_t) n * TU_BLK, blk * TU_BLK, flags, &err);
   if (r == -1)
     child_fail ("pc_%s: %s", op_names[kind], strerror (err));
-  model_set (blk, n, RIG_V_ZERO);
+  model_set (blk, n, TU_V_ZERO);
   op_done (idx);
 }
 
@@ -557,20 +557,21 @@ w_read (uint64_t blk, unsigned n)
 {
   struct op o = { .kind = OP_READ, .nblocks = n, .block = blk };
   uint64_t idx = op_start (o);
-  struct pc_backend fg = rig_mem_backend (&S.bk);
+  struct pc_backend fg = tu_mem_backend (S.bk);
   unsigned i;
   int err = 0;
 
-  if (pc_read (S.c, S.buf, n * RIG_BLK, blk * RIG_BLK, &fg, &err) == -1)
+  if (pc_read (S.c, S.buf, n * TU_BLK, blk * TU_BLK, &fg, &err) == -1)
     child_fail ("pc_read: %s", strerror (err));
   for (i = 0; i < n; i++) {
-    uint32_t got = rig_decode_block (S.buf + (uint64_t) i * RIG_BLK, blk + i);
+    uint32_t got = tu_block_decode (S.buf + (uint64_t) i * TU_BLK, blk + i);
     char b1[32], b2[32];
 
     if (got != S.cur[blk + i])
       child_fail ("read of block %" PRIu64 " returned %s, expected %s "
-                  "(no crash yet)", blk + i, rig_vname (got, b1, sizeof b1),
-                  rig_vname (S.cur[blk + i], b2, sizeof b2));
+                  "(no crash yet)", blk + i,
+                  tu_block_name (got, b1, sizeof b1),
+                  tu_block_name (S.cur[blk + i], b2, sizeof b2));
   }
   op_done (idx);
 }
@@ -653,14 +654,14 @@ make_room (uint32_t want_free)
 static uint64_t
 pick_block (unsigned n)
 {
-  uint64_t r = rig_below (&S.rng, 100), b;
+  uint64_t r = tu_below (&S.rng, 100), b;
 
   if (r < 45)                                 /* a hot set */
-    b = rig_below (&S.rng, 64);
+    b = tu_below (&S.rng, 64);
   else if (r < 55 && S.nblocks > STRIPE_BLOCKS) /* across a stripe edge */
-    b = STRIPE_BLOCKS - n / 2 - rig_below (&S.rng, 2);
+    b = STRIPE_BLOCKS - n / 2 - tu_below (&S.rng, 2);
   else
-    b = rig_below (&S.rng, S.nblocks);
+    b = tu_below (&S.rng, S.nblocks);
   if (b + n > S.nblocks)
     b = S.nblocks - n;
   return b;
@@ -669,26 +670,26 @@ pick_block (unsigned n)
 static void
 one_op (void)
 {
-  uint64_t x = rig_below (&S.rng, 100);
+  uint64_t x = tu_below (&S.rng, 100);
   unsigned n;
 
   if (x < 55) {
-    n = rig_below (&S.rng, 5) == 0
-      ? 2 + rig_below (&S.rng, wp->max_write_blocks - 1) : 1;
+    n = tu_below (&S.rng, 5) == 0
+      ? 2 + tu_below (&S.rng, wp->max_write_blocks - 1) : 1;
     make_room (5);
-    w_write (pick_block (n), n, rig_below (&S.rng, 100) < 15);
+    w_write (pick_block (n), n, tu_below (&S.rng, 100) < 15);
   }
   else if (x < 62) {
-    n = 1 + rig_below (&S.rng, 4);
-    w_zero (OP_ZERO, pick_block (n), n, rig_below (&S.rng, 10) == 0,
-            rig_below (&S.rng, 2));
+    n = 1 + tu_below (&S.rng, 4);
+    w_zero (OP_ZERO, pick_block (n), n, tu_below (&S.rng, 10) == 0,
+            tu_below (&S.rng, 2));
   }
   else if (x < 67) {
-    n = 1 + rig_below (&S.rng, 4);
-    w_zero (OP_TRIM, pick_block (n), n, rig_below (&S.rng, 10) == 0, 0);
+    n = 1 + tu_below (&S.rng, 4);
+    w_zero (OP_TRIM, pick_block (n), n, tu_below (&S.rng, 10) == 0, 0);
   }
   else if (x < 80) {
-    n = 1 + rig_below (&S.rng, 8);
+    n = 1 + tu_below (&S.rng, 8);
     make_room (5);
     w_read (pick_block (n), n);
   }
@@ -697,7 +698,7 @@ one_op (void)
   else if (x < 93)
     w_wb ();
   else
-    w_gc (rig_below (&S.rng, 2));
+    w_gc (tu_below (&S.rng, 2));
 }
 
 /* Many zero/trim keys on a few blocks of one stripe: full ksets of 128
@@ -714,13 +715,13 @@ burst (void)
   for (k = 0; k < wp->burst_ksets; k++) {
     make_room (4);
     for (i = 0; i < PC_KSET_MAX_KEYS; i++) {
-      uint64_t b = base + rig_below (&S.rng, 8);
-      w_zero (rig_below (&S.rng, 4) == 0 ? OP_TRIM : OP_ZERO, b, 1,
-              i == PC_KSET_MAX_KEYS - 1 && rig_below (&S.rng, 8) == 0, 0);
+      uint64_t b = base + tu_below (&S.rng, 8);
+      w_zero (tu_below (&S.rng, 4) == 0 ? OP_TRIM : OP_ZERO, b, 1,
+              i == PC_KSET_MAX_KEYS - 1 && tu_below (&S.rng, 8) == 0, 0);
     }
-    if (rig_below (&S.rng, 16) == 0)
+    if (tu_below (&S.rng, 16) == 0)
       w_flush ();
-    if (rig_below (&S.rng, 8) == 0)
+    if (tu_below (&S.rng, 8) == 0)
       w_wb ();
   }
 }
@@ -731,23 +732,23 @@ workload (void)
   int r, i, n;
 
   for (r = 0; r < wp->rounds; r++) {
-    n = 4 + rig_below (&S.rng, wp->ops_per_round);
+    n = 4 + tu_below (&S.rng, wp->ops_per_round);
     for (i = 0; i < n; i++)
       one_op ();
     if (wp->burst_every && r % wp->burst_every == wp->burst_every - 1)
       burst ();
-    if (rig_below (&S.rng, 10) < 7)
+    if (tu_below (&S.rng, 10) < 7)
       w_flush ();
-    n = rig_below (&S.rng, 4);
+    n = tu_below (&S.rng, 4);
     for (i = 0; i < n; i++)
       w_wb ();
-    if (rig_below (&S.rng, 3) == 0)
+    if (tu_below (&S.rng, 3) == 0)
       w_gc (1);
     /* Now and then a round in write-through or write-around: their
      * invalidations and clean copies must replay as coherently.
      */
-    if (rig_below (&S.rng, 6) == 0)
-      w_mode ((enum pc_mode) rig_below (&S.rng, 3));
+    if (tu_below (&S.rng, 6) == 0)
+      w_mode ((enum pc_mode) tu_below (&S.rng, 3));
   }
 }
 
@@ -767,26 +768,26 @@ child_main (int out_fd, int go_fd, const struct sel *sel, size_t nsel,
   S.snapshot = snapshot;
   S.counting = counting;
   S.trace = counting && getenv ("CRASH_SIM_TRACE") != NULL;
-  S.rng = rig_seed (opt_seed);
+  S.rng = tu_seed (opt_seed);
   S.cache_size = cache_size_for (wp);
-  S.nblocks = wp->backing_size / RIG_BLK;
+  S.nblocks = wp->backing_size / TU_BLK;
   snprintf (S.cache_path, sizeof S.cache_path, "%s/cache-%d", tmpdir,
             (int) getpid ());
   S.dur = calloc (1, S.cache_size);       /* format creates a zero file */
   S.scratch = malloc (S.cache_size);
   S.cur = calloc (S.nblocks, sizeof *S.cur);
-  S.buf = malloc ((uint64_t) (wp->max_write_blocks + 8) * RIG_BLK);
+  S.buf = malloc ((uint64_t) (wp->max_write_blocks + 8) * TU_BLK);
   if (!S.dur || !S.scratch || !S.cur || !S.buf ||
-      rig_mem_init (&S.bk, wp->backing_size) == -1 ||
+      !(S.bk = tu_mem_new_volatile (wp->backing_size, 0)) ||
       !(S.bscratch = malloc (wp->backing_size)))
     child_fail ("out of memory");
   for (b = 0; b < S.nblocks; b++)
-    rig_fill_block (S.bk.dur + b * RIG_BLK, b, 0);
-  memcpy (S.bk.vol, S.bk.dur, wp->backing_size);
-  S.bk.hook = hook_backend;
+    tu_block_fill (S.bk->dur + b * TU_BLK, b, 0);
+  memcpy (S.bk->buf, S.bk->dur, wp->backing_size);
+  S.bk->hook = hook_backend;
 
-  rig_log_echo = 1;
-  pc_set_log (rig_log_fn);
+  tu_log_echo (1);
+  tu_log_install ();
   pc_pmem_set_hooks (hook_before, hook_after, NULL);
 
   pc_config_init (&cfg);
@@ -805,7 +806,7 @@ child_main (int out_fd, int go_fd, const struct sel *sel, size_t nsel,
   S.n_gen_format = S.n_gen;
   op_done (idx);
   {
-    struct pc_backend bg = rig_mem_backend (&S.bk);
+    struct pc_backend bg = tu_mem_backend (S.bk);
     pc_cache_set_backend (S.c, &bg);
   }
 
@@ -823,8 +824,9 @@ child_main (int out_fd, int go_fd, const struct sel *sel, size_t nsel,
             PRIu64 " bytes left out as overwritten\n",
             S.n_kset, S.n_full, S.n_last, S.n_payload, S.n_ctrl,
             S.n_gen - S.n_gen_format,
-            ps.gc_segments, ps.writeback_rounds, S.bk.nwrites,
-            S.bk.nflushes, ps.writeback_skipped_bytes);
+            ps.gc_segments, ps.writeback_rounds,
+            S.bk->npwrite + S.bk->nzero + S.bk->ntrim,
+            S.bk->nflush, ps.writeback_skipped_bytes);
     fflush (stdout);
   }
   o = (struct op) { .kind = OP_CLOSE };
@@ -973,7 +975,7 @@ hist_build (const struct oplog *L, uint64_t nblocks, struct hist *h)
         uint64_t b = o->block + j;
         struct hent *e = &h->ent[h->start[b] + fill[b]++];
         e->op = i;
-        e->val = o->kind == OP_WRITE ? o->ver : RIG_V_ZERO;
+        e->val = o->kind == OP_WRITE ? o->ver : TU_V_ZERO;
         e->epoch = epoch;
       }
     }
@@ -1029,7 +1031,7 @@ check_prefix (struct vctx *v, const struct hist *h, const uint8_t *img,
     uint64_t s = h->start[b], e = h->start[b + 1];
     int64_t lo = -1, hi = -1;           /* the interval being merged */
 
-    bv[b] = rig_decode_block (img + b * RIG_BLK, b);
+    bv[b] = tu_block_decode (img + b * TU_BLK, b);
     /* Intervals come in increasing order: merge and add them. */
 #define ADD(a, z) do {                                          \
       int64_t a_ = (a), z_ = (z);                               \
@@ -1109,7 +1111,8 @@ check_prefix (struct vctx *v, const struct hist *h, const uint8_t *img,
     violation (v, "backend durable image is not a prefix of the client's "
                "epochs: at best P=%u of %u, %" PRIu64 " of %" PRIu64
                " blocks fit; e.g. block %" PRIu64 " holds %s", bestP, E,
-               best, nblocks, bad_blk, rig_vname (bv[bad_blk], b1, sizeof b1));
+               best, nblocks, bad_blk,
+               tu_block_name (bv[bad_blk], b1, sizeof b1));
   }
   free (bv);
   free (diff);
@@ -1159,19 +1162,19 @@ describe_allowed (const struct hist *h, uint64_t b, uint64_t durable_op,
       continue;
     n += snprintf (out + n, len - n, "%s%s(op %" PRIu64 ")",
                    (first && durable_op != UINT64_MAX) ? "" : ", ",
-                   rig_vname (h->ent[k].val, b1, sizeof b1), h->ent[k].op);
+                   tu_block_name (h->ent[k].val, b1, sizeof b1), h->ent[k].op);
     first = 0;
   }
 }
 
 /* Read every block through the cache into vals. */
 static int
-read_all (struct vctx *v, pc_cache *c, struct rig_mem *bk, uint64_t nblocks,
+read_all (struct vctx *v, pc_cache *c, struct tu_mem *bk, uint64_t nblocks,
           uint32_t *vals, const char *what)
 {
-  struct pc_backend fg = rig_mem_backend (bk);
+  struct pc_backend fg = tu_mem_backend (bk);
   const unsigned chunk = 64;
-  uint8_t *buf = malloc (chunk * RIG_BLK);
+  uint8_t *buf = malloc (chunk * TU_BLK);
   uint64_t b;
   int err = 0;
 
@@ -1180,14 +1183,14 @@ read_all (struct vctx *v, pc_cache *c, struct rig_mem *bk, uint64_t nblocks,
   for (b = 0; b < nblocks; b += chunk) {
     unsigned n = nblocks - b < chunk ? nblocks - b : chunk, i;
 
-    if (pc_read (c, buf, n * RIG_BLK, b * RIG_BLK, &fg, &err) == -1) {
+    if (pc_read (c, buf, n * TU_BLK, b * TU_BLK, &fg, &err) == -1) {
       violation (v, "%s: pc_read of block %" PRIu64 " failed: %s", what, b,
                  strerror (err));
       free (buf);
       return -1;
     }
     for (i = 0; i < n; i++)
-      vals[b + i] = rig_decode_block (buf + (uint64_t) i * RIG_BLK, b + i);
+      vals[b + i] = tu_block_decode (buf + (uint64_t) i * TU_BLK, b + i);
   }
   free (buf);
   return 0;
@@ -1202,13 +1205,13 @@ v_open (struct vctx *v, const char *img, int cache_on_read, const char *what)
   pc_config_init (&cfg);
   cfg.path = img;
   cfg.cache_on_read = cache_on_read;
-  rig_log_clear ();
+  tu_log_clear ();
   if (pc_cache_open (&cfg, &c) == -1) {
-    violation (v, "%s: pc_cache_open failed: %s", what, rig_log_buf);
+    violation (v, "%s: pc_cache_open failed: %s", what, tu_log_text ());
     return NULL;
   }
   if (pc_cache_bind (c, wp->backing_size) == -1) {
-    violation (v, "%s: pc_cache_bind failed: %s", what, rig_log_buf);
+    violation (v, "%s: pc_cache_bind failed: %s", what, tu_log_text ());
     pc_cache_close (c);
     return NULL;
   }
@@ -1225,7 +1228,7 @@ wb_all (struct vctx *v, pc_cache *c, const char *what)
       break;
   if (r != 0) {
     violation (v, "%s: writeback did not finish (%d): %s", what, r,
-               rig_log_buf);
+               tu_log_text ());
     return -1;
   }
   return 0;
@@ -1233,13 +1236,13 @@ wb_all (struct vctx *v, pc_cache *c, const char *what)
 
 /* (d): the replayed cache works on. */
 static void
-phase_d (struct vctx *v, pc_cache *c, struct rig_mem *bk, uint32_t *view,
+phase_d (struct vctx *v, pc_cache *c, struct tu_mem *bk, uint32_t *view,
          uint64_t nblocks)
 {
-  uint64_t r = rig_seed (opt_seed * 31 + v->point * 2 + v->variant);
+  uint64_t r = tu_seed (opt_seed * 31 + v->point * 2 + v->variant);
   uint32_t *vals = malloc (nblocks * sizeof *vals);
-  uint8_t *buf = malloc (RIG_BLK);
-  struct pc_backend bg = rig_mem_backend (bk);
+  uint8_t *buf = malloc (TU_BLK);
+  struct pc_backend bg = tu_mem_backend (bk);
   uint64_t b;
   unsigned i;
   int err = 0, bad = 0;
@@ -1250,17 +1253,17 @@ phase_d (struct vctx *v, pc_cache *c, struct rig_mem *bk, uint32_t *view,
   for (i = 0; i < 16; i++) {
     uint32_t ver = PHASE_D_VER + i;
 
-    b = rig_below (&r, nblocks);
+    b = tu_below (&r, nblocks);
     if (i < 2) {
-      if (pc_zero (c, RIG_BLK, b * RIG_BLK, 0, &err) == -1) {
+      if (pc_zero (c, TU_BLK, b * TU_BLK, 0, &err) == -1) {
         violation (v, "after replay: pc_zero failed: %s", strerror (err));
         goto out;
       }
-      view[b] = RIG_V_ZERO;
+      view[b] = TU_V_ZERO;
       continue;
     }
-    rig_fill_block (buf, b, ver);
-    if (pc_write (c, buf, RIG_BLK, b * RIG_BLK, (i & 1) ? PC_FUA : 0,
+    tu_block_fill (buf, b, ver);
+    if (pc_write (c, buf, TU_BLK, b * TU_BLK, (i & 1) ? PC_FUA : 0,
                   &err) == -1) {
       violation (v, "after replay: pc_write failed: %s", strerror (err));
       goto out;
@@ -1292,8 +1295,8 @@ phase_d (struct vctx *v, pc_cache *c, struct rig_mem *bk, uint32_t *view,
     if (vals[b] != view[b]) {
       char b1[32], b2[32];
       violation (v, "second reopen: block %" PRIu64 " reads %s, expected %s",
-                 b, rig_vname (vals[b], b1, sizeof b1),
-                 rig_vname (view[b], b2, sizeof b2));
+                 b, tu_block_name (vals[b], b1, sizeof b1),
+                 tu_block_name (view[b], b2, sizeof b2));
       bad++;
     }
   /* Drain: then the backend alone must hold what the cache serves. */
@@ -1308,12 +1311,12 @@ phase_d (struct vctx *v, pc_cache *c, struct rig_mem *bk, uint32_t *view,
     goto out;
   }
   for (b = 0; b < nblocks && bad < 5; b++) {
-    uint32_t got = rig_decode_block (bk->dur + b * RIG_BLK, b);
+    uint32_t got = tu_block_decode (bk->dur + b * TU_BLK, b);
     if (got != view[b]) {
       char b1[32], b2[32];
       violation (v, "drained backend: block %" PRIu64 " holds %s, the cache "
-                 "served %s", b, rig_vname (got, b1, sizeof b1),
-                 rig_vname (view[b], b2, sizeof b2));
+                 "served %s", b, tu_block_name (got, b1, sizeof b1),
+                 tu_block_name (view[b], b2, sizeof b2));
       bad++;
     }
   }
@@ -1323,8 +1326,8 @@ phase_d (struct vctx *v, pc_cache *c, struct rig_mem *bk, uint32_t *view,
     if (vals[b] != view[b]) {
       char b1[32], b2[32];
       violation (v, "after drain and GC: block %" PRIu64 " reads %s, "
-                 "expected %s", b, rig_vname (vals[b], b1, sizeof b1),
-                 rig_vname (view[b], b2, sizeof b2));
+                 "expected %s", b, tu_block_name (vals[b], b1, sizeof b1),
+                 tu_block_name (view[b], b2, sizeof b2));
       bad++;
     }
  out:
@@ -1338,23 +1341,23 @@ static int
 verify (struct vctx *v)
 {
   const struct oplog *L = v->L;
-  uint64_t nblocks = wp->backing_size / RIG_BLK, b, last_flush = UINT64_MAX;
-  struct rig_mem bk;
+  uint64_t nblocks = wp->backing_size / TU_BLK, b, last_flush = UINT64_MAX;
+  struct tu_mem *bk;
   struct hist h;
   uint32_t *vals;
   pc_cache *c;
   struct pc_backend bg;
   int bad = 0;
 
-  rig_log_echo = opt_verbose;
-  pc_set_log (rig_log_fn);
+  tu_log_echo (opt_verbose);
+  tu_log_install ();
   pc_pmem_set_hooks (NULL, NULL, NULL);
-  if (rig_mem_init (&bk, wp->backing_size) == -1 ||
+  if (!(bk = tu_mem_new_volatile (wp->backing_size, 0)) ||
       !(vals = malloc (nblocks * sizeof *vals)))
     die ("out of memory");
-  if (rig_file_get (v->bk, bk.dur, wp->backing_size) == -1)
+  if (tu_file_read (v->bk, 0, bk->dur, wp->backing_size) == -1)
     die ("%s: %m", v->bk);
-  memcpy (bk.vol, bk.dur, wp->backing_size);
+  memcpy (bk->buf, bk->dur, wp->backing_size);
   hist_build (L, nblocks, &h);
   for (b = 0; b < L->ncompleted; b++)
     if (L->ops[b].kind == OP_FLUSH)
@@ -1363,7 +1366,7 @@ verify (struct vctx *v)
     atomic_fetch_add (&st->inflight[L->ops[L->nstarted - 1].kind], 1);
 
   /* (c) */
-  check_prefix (v, &h, bk.dur, nblocks);
+  check_prefix (v, &h, bk->dur, nblocks);
 
   /* Replay. */
   {
@@ -1372,29 +1375,29 @@ verify (struct vctx *v)
     pc_config_init (&cfg);
     cfg.path = v->img;
     cfg.cache_on_read = 0;
-    rig_log_clear ();
+    tu_log_clear ();
     if (pc_cache_open (&cfg, &c) == -1) {
       if (L->ncompleted == 0 &&
-          (rig_log_has ("not a pcache cache file") || rig_log_has ("corrupt"))) {
+          (tu_log_has ("not a pcache cache file") || tu_log_has ("corrupt"))) {
         atomic_fetch_add (&st->format_refused, 1);
         goto done;
       }
-      violation (v, "replay refused the crash image: %s", rig_log_buf);
+      violation (v, "replay refused the crash image: %s", tu_log_text ());
       goto done;
     }
     if (L->ncompleted == 0)
       atomic_fetch_add (&st->format_opened, 1);
     if (pc_cache_bind (c, wp->backing_size) == -1) {
-      violation (v, "pc_cache_bind after replay failed: %s", rig_log_buf);
+      violation (v, "pc_cache_bind after replay failed: %s", tu_log_text ());
       pc_cache_close (c);
       goto done;
     }
   }
-  bg = rig_mem_backend (&bk);
+  bg = tu_mem_backend (bk);
   pc_cache_set_backend (c, &bg);
 
   /* (a), (b) */
-  if (read_all (v, c, &bk, nblocks, vals, "after replay") == -1) {
+  if (read_all (v, c, bk, nblocks, vals, "after replay") == -1) {
     pc_cache_close (c);
     goto done;
   }
@@ -1406,7 +1409,7 @@ verify (struct vctx *v)
         char b1[32], allowed[512];
         describe_allowed (&h, b, dop, allowed, sizeof allowed);
         violation (v, "after replay block %" PRIu64 " reads %s; allowed: %s",
-                   b, rig_vname (vals[b], b1, sizeof b1), allowed);
+                   b, tu_block_name (vals[b], b1, sizeof b1), allowed);
       }
     }
     else if (dop != UINT64_MAX)
@@ -1418,11 +1421,11 @@ verify (struct vctx *v)
   }
 
   /* (d) */
-  phase_d (v, c, &bk, vals, nblocks);
+  phase_d (v, c, bk, vals, nblocks);
 
  done:
   hist_free (&h);
-  rig_mem_free (&bk);
+  tu_mem_free (bk);
   free (vals);
   return v->violations;
 }
@@ -1439,7 +1442,7 @@ verify_and_exit (const struct oplog *L, uint64_t point, int variant)
   if (opt_keep) {
     snprintf (keep, sizeof keep, "%s/%s-s%" PRIu64 "-p%" PRIu64 "%c.img",
               opt_keep, wp->name, opt_seed, point, "ct"[variant]);
-    rig_file_copy (v.img, keep);
+    tu_file_copy (v.img, keep);
   }
   n = verify (&v);
   if (opt_keep) {
@@ -1449,7 +1452,7 @@ verify_and_exit (const struct oplog *L, uint64_t point, int variant)
       printf ("  kept %s\n", keep);
       snprintf (keep, sizeof keep, "%s/%s-s%" PRIu64 "-p%" PRIu64 "%c.bk",
                 opt_keep, wp->name, opt_seed, point, "ct"[variant]);
-      rig_file_copy (v.bk, keep);
+      tu_file_copy (v.bk, keep);
     }
   }
   unlink (v.img);
@@ -1796,7 +1799,7 @@ main (int argc, char **argv)
    * (flush instructions, no msync).
    */
   setenv ("PMEM2_FORCE_GRANULARITY", "CACHE_LINE", 0);
-  if (rig_mkdtemp (tmpdir, sizeof tmpdir, "crash") == -1)
+  if (tu_mkdtemp (tmpdir, sizeof tmpdir, "crash") == -1)
     die ("mkdtemp: %m");
   atexit (cleanup_tmpdir);
   main_pid = getpid ();
@@ -1819,7 +1822,7 @@ main (int argc, char **argv)
     run_snapshot (NULL, 0, &seen);
   }
   else {
-    uint64_t r = rig_seed (opt_seed ^ UINT64_C (0xc0ffee));
+    uint64_t r = tu_seed (opt_seed ^ UINT64_C (0xc0ffee));
     size_t i, want;
 
     if (opt_all)
@@ -1835,14 +1838,14 @@ main (int argc, char **argv)
     else {
       /* Distinct random points. */
       while (nsel < want) {
-        uint64_t p = 1 + rig_below (&r, total);
+        uint64_t p = 1 + tu_below (&r, total);
         for (i = 0; i < nsel; i++)
           if (sel[i].point == p)
             break;
         if (i < nsel)
           continue;
         sel[nsel].point = p;
-        sel[nsel].variants = (opt_torn && (rig_rand (&r) & 1)) ? VB_TORN
+        sel[nsel].variants = (opt_torn && (tu_rand (&r) & 1)) ? VB_TORN
           : VB_CUT;
         nsel++;
       }

@@ -24,15 +24,6 @@
 #define CSIZE (24 * TU_MIB)     /* 23 segments of 1 MiB */
 #define BSIZE (32 * TU_MIB)
 
-static const char *
-fresh (const char *name)
-{
-  const char *p = tu_path (name);
-
-  unlink (p);
-  return p;
-}
-
 /* A cache over mem, started unless opened with rig_open_idle. */
 struct rig {
   const char *path;
@@ -49,7 +40,7 @@ rig_open_idle (struct rig *r, const char *name, const struct pc_config *base,
   struct pc_config cfg;
 
   memset (r, 0, sizeof *r);
-  r->path = fresh (name);
+  r->path = tu_fresh (name);
   r->mem = tu_mem_new (BSIZE, 0);
   r->model = malloc (BSIZE);
   if (!r->mem || !r->model)
@@ -204,16 +195,6 @@ backend_is_model (struct rig *r)
   return d == -1;
 }
 
-static int
-map_type (pc_cache *c, uint64_t off, uint64_t len)
-{
-  struct tu_map m;
-
-  if (tu_map_collect (c, off, len, &m) != 0 || m.overflow)
-    return -2;
-  return tu_map_type (&m, off, len);
-}
-
 /* ------------------------------------------------------------------ */
 
 static void
@@ -225,12 +206,12 @@ test_read_miss (void)
   const uint64_t off = TU_MIB + 100;
 
   CU_ASSERT_EQUAL_FATAL (rig_open (&r, "miss", NULL, CSIZE, -1), 0);
-  CU_ASSERT_EQUAL (map_type (r.c, 0, BSIZE), PC_MAP_UNCACHED);
+  CU_ASSERT_EQUAL (tu_type_at (r.c, 0, BSIZE), PC_MAP_UNCACHED);
   n0 = tu_mem_preads (r.mem);
   CU_ASSERT_TRUE (reads_model (&r, off, 65536));
   CU_ASSERT_EQUAL (tu_mem_preads (r.mem), n0 + 1);
-  CU_ASSERT_EQUAL (map_type (r.c, off, 65536), PC_MAP_DATA);
-  CU_ASSERT_EQUAL (map_type (r.c, off - 100, 100), PC_MAP_UNCACHED);
+  CU_ASSERT_EQUAL (tu_type_at (r.c, off, 65536), PC_MAP_DATA);
+  CU_ASSERT_EQUAL (tu_type_at (r.c, off - 100, 100), PC_MAP_UNCACHED);
   /* Again: a hit. */
   CU_ASSERT_TRUE (reads_model (&r, off, 65536));
   CU_ASSERT_TRUE (reads_model (&r, off + 1000, 3));
@@ -271,7 +252,7 @@ test_no_cache_on_read (void)
   CU_ASSERT_TRUE (reads_model (&r, 8192, 65536));
   CU_ASSERT_TRUE (reads_model (&r, 8192, 65536));
   CU_ASSERT_EQUAL (tu_mem_preads (r.mem), n0 + 2);
-  CU_ASSERT_EQUAL (map_type (r.c, 0, BSIZE), PC_MAP_UNCACHED);
+  CU_ASSERT_EQUAL (tu_type_at (r.c, 0, BSIZE), PC_MAP_UNCACHED);
   /* Written data is still served from the cache. */
   rig_write (&r, 8192, 4096, 5);
   n0 = tu_mem_preads (r.mem);
@@ -306,12 +287,12 @@ test_odd_writes (void)
 
   /* Map before any read (reads of gaps cache them). */
   for (i = 0; i < NODD; i++)
-    CU_ASSERT_EQUAL (map_type (r.c, odd[i].off, odd[i].len), PC_MAP_DATA);
-  CU_ASSERT_EQUAL (map_type (r.c, 20 * TU_MIB, 8192), PC_MAP_ZERO);
-  CU_ASSERT_EQUAL (map_type (r.c, 20 * TU_MIB + 65536, 4096), PC_MAP_ZERO);
-  CU_ASSERT_EQUAL (map_type (r.c, 0, 3), PC_MAP_UNCACHED);
-  CU_ASSERT_EQUAL (map_type (r.c, 514, 100000 - 514), PC_MAP_UNCACHED);
-  CU_ASSERT_EQUAL (map_type (r.c, 20 * TU_MIB + 8192, 65536 - 8192),
+    CU_ASSERT_EQUAL (tu_type_at (r.c, odd[i].off, odd[i].len), PC_MAP_DATA);
+  CU_ASSERT_EQUAL (tu_type_at (r.c, 20 * TU_MIB, 8192), PC_MAP_ZERO);
+  CU_ASSERT_EQUAL (tu_type_at (r.c, 20 * TU_MIB + 65536, 4096), PC_MAP_ZERO);
+  CU_ASSERT_EQUAL (tu_type_at (r.c, 0, 3), PC_MAP_UNCACHED);
+  CU_ASSERT_EQUAL (tu_type_at (r.c, 514, 100000 - 514), PC_MAP_UNCACHED);
+  CU_ASSERT_EQUAL (tu_type_at (r.c, 20 * TU_MIB + 8192, 65536 - 8192),
                    PC_MAP_UNCACHED);
   /* The whole disk, in order, without holes. */
   CU_ASSERT_EQUAL (tu_map_collect (r.c, 0, BSIZE, &m), 0);
@@ -960,7 +941,7 @@ test_concurrency (void)
 static void
 test_restart_dirty (void)
 {
-  const char *p = fresh ("restart");
+  const char *p = tu_fresh ("restart");
   struct tu_mem *a = tu_mem_new (BSIZE, 0xAA), *b = tu_mem_new (BSIZE, 0xEE);
   struct pc_backend ab = tu_mem_backend (a), bb = tu_mem_backend (b);
   struct pc_config cfg;
@@ -1020,7 +1001,7 @@ test_restart_dirty (void)
 static void
 test_reopen_writethrough (void)
 {
-  const char *p = fresh ("reopen-wt");
+  const char *p = tu_fresh ("reopen-wt");
   struct tu_mem *m = tu_mem_new (BSIZE, 0xEE);
   struct pc_backend be = tu_mem_backend (m);
   struct pc_config cfg;

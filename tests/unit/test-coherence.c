@@ -111,15 +111,6 @@ struct tcase {
   uint8_t buf[BLK];
 };
 
-static const char *
-fresh (const char *name)
-{
-  const char *p = tu_path (name);
-
-  unlink (p);
-  return p;
-}
-
 static int
 tc_change (struct tcase *t)
 {
@@ -207,7 +198,7 @@ tc_setup (struct tcase *t, const char *name, enum pc_mode mode,
           enum change ch)
 {
   memset (t, 0, sizeof *t);
-  tu_config (&t->cfg, fresh (name), CSIZE);
+  tu_config (&t->cfg, tu_fresh (name), CSIZE);
   t->cfg.mode = mode;
   t->ch = ch;
   t->mem = tu_mem_new (BSIZE, 0);
@@ -587,7 +578,7 @@ test_random_race (void)
   rc->hook.inner = tu_mem_backend (rc->mem);
   rc->hook.op = rb_yield;
   rc->be = tu_hook_backend (&rc->hook);
-  tu_config (&cfg, fresh ("race"), CSIZE);
+  tu_config (&cfg, tu_fresh ("race"), CSIZE);
   cfg.gc_percent = 30;          /* evict often */
   cfg.commit_ms = 5;
   rc->c = tu_open (&cfg, BSIZE);

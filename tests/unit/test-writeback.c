@@ -27,15 +27,6 @@
 #define BSIZE (32 * TU_MIB)
 #define FILLER (16 * TU_MIB)    /* where unrelated writes go */
 
-static const char *
-fresh (const char *name)
-{
-  const char *p = tu_path (name);
-
-  unlink (p);
-  return p;
-}
-
 static pc_cache *
 open_at (const char *path)
 {
@@ -46,30 +37,11 @@ open_at (const char *path)
   return tu_open (&cfg, BSIZE);
 }
 
-static void
-wr (pc_cache *c, uint64_t off, uint32_t len, uint32_t seed)
-{
-  uint8_t *b = malloc (len);
-  int err = 0;
-
-  tu_fill (b, len, off, seed);
-  CU_ASSERT_EQUAL (pc_write (c, b, len, off, 0, &err), 0);
-  free (b);
-}
-
 /* Put pending keys in the log as a kset, in the current epoch. */
 static void
 commit (pc_cache *c)
 {
   CU_ASSERT_EQUAL (pc_log_commit_all (c, 0), 0);
-}
-
-static void
-flush (pc_cache *c)
-{
-  int err = 0;
-
-  CU_ASSERT_EQUAL (pc_flush (c, &err), 0);
 }
 
 /* n ksets of one 4K write each, away from the data under test. */
@@ -79,7 +51,7 @@ fillers (pc_cache *c, unsigned n, uint32_t seed)
   unsigned i;
 
   for (i = 0; i < n; i++) {
-    wr (c, FILLER + i * 4096, 4096, seed);
+    tu_write (c, FILLER + i * 4096, 4096, seed);
     commit (c);
   }
 }
@@ -143,7 +115,7 @@ skipped (pc_cache *c)
 static void
 test_overwritten_later (void)
 {
-  const char *p = fresh ("later");
+  const char *p = tu_fresh ("later");
   struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
   struct pc_backend bg = tu_mem_backend (mem);
   pc_cache *c = open_at (p);
@@ -151,10 +123,10 @@ test_overwritten_later (void)
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   pc_cache_set_backend (c, &bg);
   tu_mem_log (mem, 1);
-  wr (c, 0, 8192, 1);                             /* A */
+  tu_write (c, 0, 8192, 1);                             /* A */
   commit (c);
   fillers (c, 40, 2);                             /* A's batch ends here */
-  wr (c, 4096, 4096, 3);                          /* B */
+  tu_write (c, 4096, 4096, 3);                          /* B */
   commit (c);
   write_back_all (c);
   CU_ASSERT_EQUAL (written (mem, 0, 4096, SIZE_MAX), 4096);
@@ -174,7 +146,7 @@ test_overwritten_later (void)
 static void
 test_overwritten_next_epoch (void)
 {
-  const char *p = fresh ("epoch");
+  const char *p = tu_fresh ("epoch");
   struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
   struct pc_backend bg = tu_mem_backend (mem);
   pc_cache *c = open_at (p);
@@ -182,9 +154,9 @@ test_overwritten_next_epoch (void)
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   pc_cache_set_backend (c, &bg);
   tu_mem_log (mem, 1);
-  wr (c, 0, 8192, 1);                             /* A */
-  flush (c);
-  wr (c, 4096, 4096, 3);                          /* B */
+  tu_write (c, 0, 8192, 1);                             /* A */
+  tu_flush (c);
+  tu_write (c, 4096, 4096, 3);                          /* B */
   commit (c);
   write_back_all (c);
   CU_ASSERT_EQUAL (written (mem, 4096, 4096, first_flush (mem)), 4096);
@@ -205,7 +177,7 @@ test_overwritten_next_epoch (void)
 static void
 test_overwriter_committed (void)
 {
-  const char *p = fresh ("commit"), *q = fresh ("commit-crash");
+  const char *p = tu_fresh ("commit"), *q = tu_fresh ("commit-crash");
   struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
   struct tu_mem *ee = tu_mem_new (BSIZE, 0xEE);
   struct pc_backend bg = tu_mem_backend (mem), eeb = tu_mem_backend (ee);
@@ -216,10 +188,10 @@ test_overwriter_committed (void)
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   pc_cache_set_backend (c, &bg);
   tu_mem_log (mem, 1);
-  wr (c, 0, 8192, 1);                             /* A */
+  tu_write (c, 0, 8192, 1);                             /* A */
   commit (c);
   fillers (c, 40, 2);
-  wr (c, 4096, 4096, 3);                          /* B, not committed */
+  tu_write (c, 4096, 4096, 3);                          /* B, not committed */
   CU_ASSERT_EQUAL_FATAL (pc_writeback_step (c), 1);
   CU_ASSERT_EQUAL (written (mem, 4096, 4096, SIZE_MAX), 0);
   CU_ASSERT_EQUAL (skipped (c), 4096);
@@ -247,7 +219,7 @@ test_overwriter_committed (void)
 static void
 test_fragmented (void)
 {
-  const char *p = fresh ("frag");
+  const char *p = tu_fresh ("frag");
   struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
   struct pc_backend bg = tu_mem_backend (mem);
   uint8_t *model = malloc (65536);
@@ -257,12 +229,12 @@ test_fragmented (void)
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   pc_cache_set_backend (c, &bg);
   tu_mem_log (mem, 1);
-  wr (c, 0, 65536, 1);                            /* A */
+  tu_write (c, 0, 65536, 1);                            /* A */
   tu_fill (model, 65536, 0, 1);
   commit (c);
   fillers (c, 40, 2);
   for (i = 0; i < 12; i++) {                      /* 13 gaps between */
-    wr (c, 4096 + i * 4608, 512, 10 + i);
+    tu_write (c, 4096 + i * 4608, 512, 10 + i);
     tu_fill (model + 4096 + i * 4608, 512, 4096 + i * 4608, 10 + i);
   }
   commit (c);
@@ -281,7 +253,7 @@ test_fragmented (void)
 static void
 test_pieces (void)
 {
-  const char *p = fresh ("pieces");
+  const char *p = tu_fresh ("pieces");
   struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
   struct pc_backend bg = tu_mem_backend (mem);
   uint8_t *model = malloc (65536);
@@ -291,12 +263,12 @@ test_pieces (void)
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   pc_cache_set_backend (c, &bg);
   tu_mem_log (mem, 1);
-  wr (c, 0, 65536, 1);                            /* A */
+  tu_write (c, 0, 65536, 1);                            /* A */
   tu_fill (model, 65536, 0, 1);
   commit (c);
   fillers (c, 40, 2);
   for (i = 0; i < 3; i++) {
-    wr (c, 8192 + i * 16384, 4096, 10 + i);
+    tu_write (c, 8192 + i * 16384, 4096, 10 + i);
     tu_fill (model + 8192 + i * 16384, 4096, 8192 + i * 16384, 10 + i);
   }
   commit (c);
@@ -338,7 +310,7 @@ hold (void *arg)
 static void
 test_busy_buffer (void)
 {
-  const char *p = fresh ("busy");
+  const char *p = tu_fresh ("busy");
   struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
   struct pc_backend bg = tu_mem_backend (mem);
   pc_cache *c = open_at (p);
@@ -348,10 +320,10 @@ test_busy_buffer (void)
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   pc_cache_set_backend (c, &bg);
   tu_mem_log (mem, 1);
-  wr (c, 0, 8192, 1);                             /* A */
+  tu_write (c, 0, 8192, 1);                             /* A */
   commit (c);
   fillers (c, 40, 2);
-  wr (c, 4096, 4096, 3);                          /* B */
+  tu_write (c, 4096, 4096, 3);                          /* B */
   commit (c);
   h.m = &c->kbufs[PC_NKBUFS - 1].lock;
   atomic_init (&h.held, 0);
@@ -377,7 +349,7 @@ test_busy_buffer (void)
 static void
 test_commit_wakes (void)
 {
-  const char *p = fresh ("wake");
+  const char *p = tu_fresh ("wake");
   pc_cache *c = open_at (p);
   uint64_t kicks;
 
@@ -448,7 +420,7 @@ test_width (void)
   unsigned i, j;
 
   for (i = 0; i < sizeof widths / sizeof widths[0]; i++) {
-    const char *p = fresh ("width");
+    const char *p = tu_fresh ("width");
     struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
     struct meter m = {
       .hook = { tu_mem_backend (mem), meter_before, meter_after },
@@ -469,7 +441,7 @@ test_width (void)
     pc_cache_set_backend (c, &bg);
     /* Every other block: no two extents merge into one write. */
     for (j = 0; j < n; j++)
-      wr (c, j * 8192, 4096, 7);
+      tu_write (c, j * 8192, 4096, 7);
     commit (c);
     while ((r = pc_writeback_step_width (c, widths[i])) == 1 && ++rounds < 100)
       ;
@@ -534,7 +506,7 @@ fill_clean (pc_cache *c)
 
   while (pc_segs_nfree (&c->segs) > PC_LOG_RESERVE ||
          c->heads[0].off < c->seg_size) {
-    wr (c, off % FILLER, 4096, 5);
+    tu_write (c, off % FILLER, 4096, 5);
     off += 4096;
   }
   commit (c);
@@ -579,7 +551,7 @@ join_writer (struct space_writer *w)
 static void
 test_space_wakes (void)
 {
-  const char *p = fresh ("space");
+  const char *p = tu_fresh ("space");
   struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
   struct pc_backend bg = tu_mem_backend (mem);
   struct space_writer w;

@@ -1,4 +1,4 @@
-/* Helpers shared by the unit tests (see testutil.h). */
+/* Helpers shared by the unit tests and the crash rig (see testutil.h). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -17,15 +17,31 @@
 /* ------------------------------------------------------------------ */
 /* Scratch directory. */
 
-static char tu_dir[64];
+static char tu_dir[256];
+
+int
+tu_mkdtemp (char *out, size_t len, const char *tag)
+{
+  const char *base = getenv ("PCACHE_CRASH_TMPDIR");
+  struct stat st;
+
+  if (!base || !*base) {
+    if (stat ("/dev/shm", &st) == 0 && S_ISDIR (st.st_mode) &&
+        access ("/dev/shm", W_OK) == 0)
+      base = "/dev/shm";
+    else if (!(base = getenv ("TMPDIR")) || !*base)
+      base = "/tmp";
+  }
+  snprintf (out, len, "%s/pcache-%s-XXXXXX", base, tag);
+  return mkdtemp (out) ? 0 : -1;
+}
 
 const char *
 tu_dir_create (void)
 {
   if (tu_dir[0])
     return tu_dir;
-  strcpy (tu_dir, "/dev/shm/pcache-unit-XXXXXX");
-  if (!mkdtemp (tu_dir)) {
+  if (tu_mkdtemp (tu_dir, sizeof tu_dir, "unit") == -1) {
     perror ("mkdtemp");
     tu_dir[0] = 0;
     return NULL;
@@ -98,6 +114,48 @@ mem_range_bad (struct tu_mem *m, uint32_t len, uint64_t off, int *err)
   return 0;
 }
 
+/* Caller holds the lock.  Note [off, off+len) as written since the
+ * last flush (volatile write cache only).
+ */
+static void
+mem_mark (struct tu_mem *m, uint32_t len, uint64_t off)
+{
+  uint64_t b, e = (off + len + TU_BLK - 1) / TU_BLK;
+
+  if (!m->dur)
+    return;
+  for (b = off / TU_BLK; b < e; b++)
+    if (!m->dmap[b]) {
+      m->dmap[b] = 1;
+      m->dlist[m->ndirty++] = b;
+    }
+  m->dirty = 1;
+}
+
+/* Caller holds the lock.  The volatile write cache reaches the media. */
+static void
+mem_persist (struct tu_mem *m)
+{
+  if (!m->dur)
+    return;
+  while (m->ndirty > 0) {
+    uint64_t b = m->dlist[--m->ndirty];
+    uint64_t n = m->size - b * TU_BLK < TU_BLK ? m->size - b * TU_BLK
+      : TU_BLK;
+    memcpy (m->dur + b * TU_BLK, m->buf + b * TU_BLK, n);
+    m->dmap[b] = 0;
+  }
+  m->dirty = 0;
+}
+
+/* Caller holds the lock. */
+static void
+mem_hook (struct tu_mem *m, char op)
+{
+  if (m->hook)
+    m->hook (m->hook_opaque, op);
+}
+
 /* Caller holds the lock.  Whether this write must fail. */
 static int
 mem_fail_write (struct tu_mem *m, int *err)
@@ -137,7 +195,9 @@ mem_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off, int *err)
     pthread_mutex_unlock (&m->lock);
     return -1;
   }
+  mem_hook (m, TU_OP_WRITE);
   memcpy (m->buf + off, buf, len);
+  mem_mark (m, len, off);
   m->npwrite++;
   m->pwrite_bytes += len;
   mem_log (m, TU_OP_WRITE, off, len, len ? ((const uint8_t *) buf)[0] : 0);
@@ -156,7 +216,9 @@ mem_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
     pthread_mutex_unlock (&m->lock);
     return -1;
   }
+  mem_hook (m, TU_OP_ZERO);
   memset (m->buf + off, 0, len);
+  mem_mark (m, len, off);
   m->nzero++;
   mem_log (m, TU_OP_ZERO, off, len, 0);
   pthread_mutex_unlock (&m->lock);
@@ -174,7 +236,9 @@ mem_trim (void *ctx, uint32_t len, uint64_t off, int *err)
     pthread_mutex_unlock (&m->lock);
     return -1;
   }
+  mem_hook (m, TU_OP_TRIM);
   memset (m->buf + off, 0, len);
+  mem_mark (m, len, off);
   m->ntrim++;
   mem_log (m, TU_OP_TRIM, off, len, 0);
   pthread_mutex_unlock (&m->lock);
@@ -194,6 +258,8 @@ mem_flush (void *ctx, int *err)
     pthread_mutex_unlock (&m->lock);
     return -1;
   }
+  mem_hook (m, TU_OP_FLUSH);
+  mem_persist (m);
   m->nflush++;
   mem_log (m, TU_OP_FLUSH, 0, 0, 0);
   pthread_mutex_unlock (&m->lock);
@@ -226,6 +292,25 @@ tu_mem_new (uint64_t size, int init)
   return m;
 }
 
+struct tu_mem *
+tu_mem_new_volatile (uint64_t size, int init)
+{
+  struct tu_mem *m = tu_mem_new (size, init);
+  uint64_t nb = (size + TU_BLK - 1) / TU_BLK;
+
+  if (!m)
+    return NULL;
+  m->dur = malloc (size ? size : 1);
+  m->dmap = calloc (nb ? nb : 1, 1);
+  m->dlist = malloc ((nb ? nb : 1) * sizeof *m->dlist);
+  if (!m->dur || !m->dmap || !m->dlist) {
+    tu_mem_free (m);
+    return NULL;
+  }
+  memset (m->dur, init, size);
+  return m;
+}
+
 void
 tu_mem_free (struct tu_mem *m)
 {
@@ -233,6 +318,9 @@ tu_mem_free (struct tu_mem *m)
     return;
   pthread_mutex_destroy (&m->lock);
   free (m->buf);
+  free (m->dur);
+  free (m->dmap);
+  free (m->dlist);
   free (m->log);
   free (m);
 }
@@ -442,6 +530,61 @@ tu_check_byte (const void *buf, size_t len, uint8_t b)
   return -1;
 }
 
+#define BLK_MAGIC       UINT64_C (0x6b6c426873617243)   /* "CrashBlk" */
+
+void
+tu_block_fill (void *p, uint64_t blk, uint32_t ver)
+{
+  uint64_t *w = p;
+  unsigned i;
+
+  w[0] = BLK_MAGIC;
+  w[1] = blk;
+  w[2] = ver;
+  w[3] = tu_mix ((blk << 32) ^ ver ^ UINT64_C (0x5a5a));
+  for (i = 4; i < TU_BLK / 8; i++)
+    w[i] = w[3] ^ (i * UINT64_C (0x9e3779b97f4a7c15));
+}
+
+uint32_t
+tu_block_decode (const void *p, uint64_t blk)
+{
+  const uint64_t *w = p;
+  unsigned i;
+
+  if (w[0] != BLK_MAGIC) {
+    for (i = 0; i < TU_BLK / 8; i++)
+      if (w[i])
+        return TU_V_GARBAGE;
+    return TU_V_ZERO;
+  }
+  if (w[1] != blk)
+    return TU_V_WRONGBLK;
+  if (w[2] >= TU_V_WRONGBLK ||
+      w[3] != tu_mix ((blk << 32) ^ w[2] ^ UINT64_C (0x5a5a)))
+    return TU_V_GARBAGE;
+  for (i = 4; i < TU_BLK / 8; i++)
+    if (w[i] != (w[3] ^ (i * UINT64_C (0x9e3779b97f4a7c15))))
+      return TU_V_GARBAGE;
+  return (uint32_t) w[2];
+}
+
+const char *
+tu_block_name (uint32_t v, char *buf, size_t len)
+{
+  if (v == TU_V_ZERO)
+    snprintf (buf, len, "zeroes");
+  else if (v == TU_V_GARBAGE)
+    snprintf (buf, len, "garbage");
+  else if (v == TU_V_WRONGBLK)
+    snprintf (buf, len, "another block's data");
+  else if (v == 0)
+    snprintf (buf, len, "original");
+  else
+    snprintf (buf, len, "v%u", v);
+  return buf;
+}
+
 uint64_t
 tu_rand (uint64_t *s)
 {
@@ -454,32 +597,58 @@ tu_rand (uint64_t *s)
   return x * UINT64_C (0x2545F4914F6CDD1D);
 }
 
+uint64_t
+tu_mix (uint64_t x)
+{
+  x += UINT64_C (0x9e3779b97f4a7c15);
+  x = (x ^ (x >> 30)) * UINT64_C (0xbf58476d1ce4e5b9);
+  x = (x ^ (x >> 27)) * UINT64_C (0x94d049bb133111eb);
+  return x ^ (x >> 31);
+}
+
+uint64_t
+tu_seed (uint64_t seed)
+{
+  uint64_t s = tu_mix (seed);
+
+  return s ? s : 1;
+}
+
+uint64_t
+tu_below (uint64_t *s, uint64_t n)
+{
+  return tu_rand (s) % n;
+}
+
 /* ------------------------------------------------------------------ */
 /* Log capture. */
 
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char log_buf[16384];
 static size_t log_len;
+static int log_echo = -1;       /* -1: as TU_VERBOSE says */
 
 static void
 capture (int level, const char *fmt, va_list ap)
 {
   char line[1024];
   size_t n;
+  int echo = log_echo >= 0 ? log_echo : getenv ("TU_VERBOSE") != NULL;
 
-  if (level > 0)
+  if (level > 0 && echo < 2)
     return;
   vsnprintf (line, sizeof line, fmt, ap);
-  if (getenv ("TU_VERBOSE"))
+  if (echo)
     fprintf (stderr, "  [pcache] %s\n", line);
   pthread_mutex_lock (&log_lock);
   n = strlen (line);
-  if (log_len + n + 2 < sizeof log_buf) {
-    memcpy (log_buf + log_len, line, n);
-    log_len += n;
-    log_buf[log_len++] = '\n';
-    log_buf[log_len] = 0;
-  }
+  /* Full: start over, so that the latest messages are there. */
+  if (log_len + n + 2 > sizeof log_buf)
+    log_len = 0;
+  memcpy (log_buf + log_len, line, n);
+  log_len += n;
+  log_buf[log_len++] = '\n';
+  log_buf[log_len] = 0;
   pthread_mutex_unlock (&log_lock);
 }
 
@@ -487,6 +656,12 @@ void
 tu_log_install (void)
 {
   pc_set_log (capture);
+}
+
+void
+tu_log_echo (int level)
+{
+  log_echo = level;
 }
 
 void
@@ -518,30 +693,82 @@ tu_log_text (void)
 /* ------------------------------------------------------------------ */
 /* Files. */
 
+static int
+write_all (int fd, const void *buf, size_t len, uint64_t off)
+{
+  const uint8_t *p = buf;
+
+  while (len > 0) {
+    ssize_t n = pwrite (fd, p, len, off);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR)
+        continue;
+      return -1;
+    }
+    p += n;
+    len -= n;
+    off += n;
+  }
+  return 0;
+}
+
+static int
+read_all (int fd, void *buf, size_t len, uint64_t off)
+{
+  uint8_t *p = buf;
+
+  while (len > 0) {
+    ssize_t n = pread (fd, p, len, off);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR)
+        continue;
+      return -1;
+    }
+    p += n;
+    len -= n;
+    off += n;
+  }
+  return 0;
+}
+
 int
 tu_file_read (const char *path, uint64_t off, void *buf, size_t len)
 {
-  int fd = open (path, O_RDONLY);
-  ssize_t r;
+  int fd = open (path, O_RDONLY | O_CLOEXEC);
+  int r;
 
   if (fd == -1)
     return -1;
-  r = pread (fd, buf, len, off);
+  r = read_all (fd, buf, len, off);
   close (fd);
-  return r == (ssize_t) len ? 0 : -1;
+  return r;
 }
 
 int
 tu_file_write (const char *path, uint64_t off, const void *buf, size_t len)
 {
-  int fd = open (path, O_WRONLY);
-  ssize_t r;
+  int fd = open (path, O_WRONLY | O_CLOEXEC);
+  int r;
 
   if (fd == -1)
     return -1;
-  r = pwrite (fd, buf, len, off);
+  r = write_all (fd, buf, len, off);
   close (fd);
-  return r == (ssize_t) len ? 0 : -1;
+  return r;
+}
+
+int
+tu_file_put (const char *path, const void *buf, size_t len)
+{
+  int fd = open (path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int r;
+
+  if (fd == -1)
+    return -1;
+  r = write_all (fd, buf, len, 0);
+  if (close (fd) == -1)
+    r = -1;
+  return r;
 }
 
 int
@@ -579,15 +806,11 @@ tu_file_copy (const char *src, const char *dst)
 {
   size_t len;
   uint8_t *p = slurp (src, &len);
-  int fd, r = -1;
+  int r;
 
   if (!p)
     return -1;
-  fd = open (dst, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (fd >= 0) {
-    r = write (fd, p, len) == (ssize_t) len ? 0 : -1;
-    close (fd);
-  }
+  r = tu_file_put (dst, p, len);
   free (p);
   return r;
 }
@@ -608,7 +831,7 @@ int
 tu_file_make (const char *path, uint64_t size, int random, uint64_t seed)
 {
   uint8_t *p = calloc (1, size ? size : 1);
-  int fd, r = -1;
+  int r;
   uint64_t i;
 
   if (!p)
@@ -618,11 +841,7 @@ tu_file_make (const char *path, uint64_t size, int random, uint64_t seed)
       uint64_t x = tu_rand (&seed);
       memcpy (p + i, &x, 8);
     }
-  fd = open (path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (fd >= 0) {
-    r = write (fd, p, size) == (ssize_t) size ? 0 : -1;
-    close (fd);
-  }
+  r = tu_file_put (path, p, size);
   free (p);
   return r;
 }
@@ -662,6 +881,45 @@ tu_open_simple (const char *path, uint64_t size, uint64_t backing_size)
 
   tu_config (&cfg, path, size);
   return tu_open (&cfg, backing_size);
+}
+
+pc_cache *
+tu_reopen (const char *path, uint64_t size, uint64_t backing_size,
+           int lenient)
+{
+  struct pc_config cfg;
+
+  tu_config (&cfg, path, size);
+  cfg.cache_on_read = 0;
+  if (lenient)
+    cfg.lenient_replay = 1;
+  return tu_open (&cfg, backing_size);
+}
+
+int
+tu_reads_pattern (pc_cache *c, const struct pc_backend *bk, uint64_t off,
+                  uint32_t len, uint32_t seed)
+{
+  uint8_t *b = malloc (len);
+  int err = 0, ok;
+
+  ok = pc_read (c, b, len, off, bk, &err) == 0 &&
+    tu_check (b, len, off, seed) == -1;
+  free (b);
+  return ok;
+}
+
+int
+tu_reads_byte (pc_cache *c, const struct pc_backend *bk, uint64_t off,
+               uint32_t len, uint8_t byte)
+{
+  uint8_t *b = malloc (len);
+  int err = 0, ok;
+
+  ok = pc_read (c, b, len, off, bk, &err) == 0 &&
+    tu_check_byte (b, len, byte) == -1;
+  free (b);
+  return ok;
 }
 
 /* ------------------------------------------------------------------ */
@@ -713,6 +971,28 @@ tu_map_type (const struct tu_map *m, uint64_t off, uint64_t len)
     off = e->off + e->len;
   }
   return off >= end ? type : -1;
+}
+
+int
+tu_type_at (pc_cache *c, uint64_t off, uint64_t len)
+{
+  struct tu_map m;
+
+  if (tu_map_collect (c, off, len, &m) != 0 || m.overflow)
+    return -2;
+  return tu_map_type (&m, off, len);
+}
+
+/* ------------------------------------------------------------------ */
+/* Shorthands. */
+
+const char *
+tu_fresh (const char *name)
+{
+  const char *p = tu_path (name);
+
+  unlink (p);
+  return p;
 }
 
 /* ------------------------------------------------------------------ */

@@ -1,6 +1,8 @@
-/* Helpers shared by the unit tests: a scratch directory for cache
- * files, an in-memory backing store, data patterns, log capture, media
- * access and a one-call cache open.
+/* Helpers shared by the unit tests and the crash rig (crash-sim,
+ * corrupt): scratch directories for cache files, an in-memory backing
+ * store, data patterns, log capture, media access and a one-call cache
+ * open.  The helpers that assert (tu_write, tu_flush) are in
+ * testutil-cu.c, so that a program without CUnit links without them.
  *
  * Every symbol here starts with tu_ so that a test file can use any
  * other name it likes.
@@ -28,6 +30,11 @@ const char *tu_dir_create (void);
 const char *tu_path (const char *name);
 /* Remove every file in the directory, then the directory. */
 void tu_dir_remove (void);
+/* A new scratch directory pcache-TAG-XXXXXX in out: under
+ * $PCACHE_CRASH_TMPDIR, else /dev/shm (the cache must be on a file
+ * system that can be mapped shared), else $TMPDIR or /tmp.
+ */
+int tu_mkdtemp (char *out, size_t len, const char *tag);
 
 /* ------------------------------------------------------------------ */
 /* In-memory backend. */
@@ -59,10 +66,28 @@ struct tu_mem {
   int log_on;
   struct tu_log_ent *log;
   size_t nlog, caplog;
+
+  /* A disk with a volatile write cache (tu_mem_new_volatile): writes,
+   * zeroes and trims (which zero) go to buf, a flush copies them to
+   * dur, and a power loss keeps dur.  dur is NULL otherwise.
+   */
+  uint8_t *dur;
+  int dirty;                    /* buf differs from dur (maybe) */
+  uint8_t *dmap;                /* per TU_BLK block: written since flush */
+  uint64_t *dlist, ndirty;      /* those blocks */
+
+  /* Called, under the lock, before each write, zero, trim or flush
+   * that is going to happen (op is an enum tu_op): the crash simulator
+   * counts them as crash points.
+   */
+  void (*hook) (void *opaque, int op);
+  void *hook_opaque;
 };
 
 /* A backend of size bytes, every byte set to init. */
 struct tu_mem *tu_mem_new (uint64_t size, int init);
+/* The same with a volatile write cache: buf and dur set to init. */
+struct tu_mem *tu_mem_new_volatile (uint64_t size, int init);
 void tu_mem_free (struct tu_mem *m);
 /* The pc_backend that serves from m (ops are static). */
 struct pc_backend tu_mem_backend (struct tu_mem *m);
@@ -100,15 +125,40 @@ long tu_check (const void *buf, size_t len, uint64_t off, uint32_t seed);
 /* Offset of the first byte that is not b, or -1. */
 long tu_check_byte (const void *buf, size_t len, uint8_t b);
 
+/* Versioned TU_BLK-byte blocks: version ver of block blk is a header
+ * naming both, then filler that depends on both, so a block never
+ * passes for another block, another version, or a mix of two.
+ */
+#define TU_BLK          4096u
+/* What tu_block_decode finds besides a version. */
+#define TU_V_ZERO       UINT32_MAX          /* all zero bytes */
+#define TU_V_GARBAGE    (UINT32_MAX - 1)    /* anything else */
+#define TU_V_WRONGBLK   (UINT32_MAX - 2)    /* another block's data */
+void tu_block_fill (void *p, uint64_t blk, uint32_t ver);
+/* The version of block blk in p, or a TU_V_ value. */
+uint32_t tu_block_decode (const void *p, uint64_t blk);
+/* "original" (version 0), "v3", "zeroes", ... in buf. */
+const char *tu_block_name (uint32_t v, char *buf, size_t len);
+
 /* Small deterministic PRNG (xorshift64*). */
 uint64_t tu_rand (uint64_t *state);
+/* A 64-bit mix (splitmix64's finalizer). */
+uint64_t tu_mix (uint64_t x);
+/* A PRNG state made from seed (never 0). */
+uint64_t tu_seed (uint64_t seed);
+/* A number below n (n > 0). */
+uint64_t tu_below (uint64_t *state, uint64_t n);
 
 /* ------------------------------------------------------------------ */
 /* Log capture.  tu_log_install sends the engine's log here; errors are
- * kept (and echoed to stderr when TU_VERBOSE is set in the
- * environment).
+ * kept (the last 16 KiB of them), and echoed to stderr when TU_VERBOSE
+ * is set in the environment.
  */
 void tu_log_install (void);
+/* 0: echo nothing; 1: echo the errors; 2: keep and echo every message.
+ * Overrides TU_VERBOSE.
+ */
+void tu_log_echo (int level);
 void tu_log_clear (void);
 /* Whether the errors logged since the last clear contain s. */
 int tu_log_has (const char *s);
@@ -122,6 +172,8 @@ const char *tu_log_text (void);
 int tu_file_read (const char *path, uint64_t off, void *buf, size_t len);
 int tu_file_write (const char *path, uint64_t off, const void *buf,
                    size_t len);
+/* Write buf as the whole content of path (created or truncated). */
+int tu_file_put (const char *path, const void *buf, size_t len);
 /* XOR the byte at off with x. */
 int tu_file_xor (const char *path, uint64_t off, uint8_t x);
 int tu_file_copy (const char *src, const char *dst);
@@ -144,6 +196,19 @@ pc_cache *tu_open (const struct pc_config *cfg, uint64_t backing_size);
 /* tu_config + tu_open. */
 pc_cache *tu_open_simple (const char *path, uint64_t size,
                           uint64_t backing_size);
+/* tu_open with reads that do not cache (cache_on_read off), so that
+ * checking a cache never changes its log; lenient: accept a damaged log
+ * (it ends at the first bad kset).
+ */
+pc_cache *tu_reopen (const char *path, uint64_t size, uint64_t backing_size,
+                     int lenient);
+/* Whether [off, off+len) reads through c (misses from bk) as pattern
+ * seed, or as bytes b.
+ */
+int tu_reads_pattern (pc_cache *c, const struct pc_backend *bk,
+                      uint64_t off, uint32_t len, uint32_t seed);
+int tu_reads_byte (pc_cache *c, const struct pc_backend *bk, uint64_t off,
+                   uint32_t len, uint8_t b);
 
 /* ------------------------------------------------------------------ */
 /* pc_map, collected: adjacent extents of one type are merged. */
@@ -160,6 +225,19 @@ int tu_map_collect (pc_cache *c, uint64_t off, uint64_t len,
                     struct tu_map *m);
 /* Type reported for every byte of [off, off+len), or -1 if mixed. */
 int tu_map_type (const struct tu_map *m, uint64_t off, uint64_t len);
+/* tu_map_collect + tu_map_type; -2 if pc_map failed or overflowed. */
+int tu_type_at (pc_cache *c, uint64_t off, uint64_t len);
+
+/* ------------------------------------------------------------------ */
+/* Test cases' shorthands. */
+
+/* tu_path (name) with no file there. */
+const char *tu_fresh (const char *name);
+/* testutil-cu.c (CUnit): pc_write of pattern seed at off, and pc_flush;
+ * each asserts that the call succeeded.
+ */
+void tu_write (pc_cache *c, uint64_t off, uint32_t len, uint32_t seed);
+void tu_flush (pc_cache *c);
 
 /* ------------------------------------------------------------------ */
 /* Run fn (arg) in a forked child and return its exit status (0..255),
