@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "pcache.h"
-#include "layout.h"
+#include "format.h"
 #include "pmem.h"
 #include "index.h"
 #include "segment.h"
@@ -90,7 +90,7 @@ struct pc_cache {
   uint64_t seg_size;
   uint32_t nsegs;
   uint64_t seg_area_off;
-  uint32_t kset_seed;                 /* kset CRCs are salted with the uuid */
+  struct pc_geom geom;                /* the above, for the format rules */
   int data_crc;
   _Atomic int gc_percent;
   int cache_on_read;

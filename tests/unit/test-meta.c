@@ -18,7 +18,7 @@
 
 #include "cache_internal.h"
 #include "crc.h"
-#include "layout.h"
+#include "format.h"
 #include "meta.h"
 #include "testutil.h"
 
@@ -155,13 +155,6 @@ walk_log (pc_cache *c, struct kinfo *v, size_t max)
   return n;
 }
 
-static uint32_t
-kset_crc (uint32_t seed, const struct pc_kset_hdr *h)
-{
-  return pc_crc32c_cont (seed, (const uint8_t *) h + 4,
-                         PC_KSET_BYTES (h->nkeys) - 4);
-}
-
 /* The kset CRC seed of a closed cache file. */
 static uint32_t
 file_seed (const char *path)
@@ -169,7 +162,7 @@ file_seed (const char *path)
   struct pc_sb sb;
 
   CU_ASSERT_EQUAL (tu_file_read (path, PC_SB_OFF, &sb, sizeof sb), 0);
-  return pc_crc32c (sb.uuid, sizeof sb.uuid);
+  return pc_fmt_seed (sb.uuid);
 }
 
 /* ------------------------------------------------------------------ */
@@ -223,7 +216,8 @@ test_format_reopen (void)
   CU_ASSERT_EQUAL (memcmp (c->sb.uuid, uuid, 16), 0);
   CU_ASSERT_EQUAL (c->nsegs, CSEGS);
   CU_ASSERT_EQUAL (c->seg_size, TU_MIB);
-  CU_ASSERT_EQUAL (c->kset_seed, pc_crc32c (uuid, 16));
+  /* The salt the format pins: the CRC32C of the uuid. */
+  CU_ASSERT_EQUAL (c->geom.seed, pc_crc32c (uuid, 16));
   CU_ASSERT_EQUAL (c->ctrl.key_tail.seq, 1);
   CU_ASSERT_EQUAL (c->ctrl.key_tail.seg, c->ctrl.dirty_tail.seg);
   CU_ASSERT_EQUAL (c->ctrl.key_tail.off, c->ctrl.dirty_tail.off);
@@ -977,7 +971,7 @@ test_kset_seq_ends_replay (void)
   memcpy (&h, buf, sizeof h);
   h.seq = 1;                          /* from "an earlier use" */
   memcpy (buf, &h, sizeof h);
-  h.crc = kset_crc (file_seed (p), (struct pc_kset_hdr *) buf);
+  h.crc = pc_kset_crc (file_seed (p), (struct pc_kset_hdr *) buf);
   memcpy (buf, &h, sizeof h);
   CU_ASSERT_EQUAL (tu_file_write (p, k[1].foff, buf, sizeof buf), 0);
   check_only_first (p);
@@ -998,9 +992,9 @@ test_kset_salt (void)
   CU_ASSERT_EQUAL_FATAL (three_ksets (p, k), 3);
   CU_ASSERT_EQUAL (tu_file_read (p, k[1].foff, buf, sizeof buf), 0);
   memcpy (&h, buf, sizeof h);
-  CU_ASSERT_EQUAL (h.crc, kset_crc (file_seed (p),
-                                    (struct pc_kset_hdr *) buf));
-  h.crc = kset_crc (0, (struct pc_kset_hdr *) buf);
+  CU_ASSERT_EQUAL (h.crc, pc_kset_crc (file_seed (p),
+                                       (struct pc_kset_hdr *) buf));
+  h.crc = pc_kset_crc (0, (struct pc_kset_hdr *) buf);
   memcpy (buf, &h, sizeof h);
   CU_ASSERT_EQUAL (tu_file_write (p, k[1].foff, buf, sizeof buf), 0);
   check_only_first (p);
@@ -1299,7 +1293,7 @@ craft_kset (pc_cache *c, const struct pc_key_rec *keys, uint16_t n)
   h->epoch = lg->epoch;
   h->nkeys = n;
   memcpy (h + 1, keys, n * sizeof *keys);
-  h->crc = kset_crc (c->kset_seed, h);
+  h->crc = pc_kset_crc (c->geom.seed, h);
   pc_pmem_copy (c->pm, pc_seg_addr (c, lg->head.seg, lg->head.off), buf,
                 PC_KSET_BYTES (n));
   lg->head.off += pc_kset_span (n);
