@@ -88,8 +88,7 @@ later_kset (struct pc_cache *c, const struct pc_pos *end, struct pc_pos *p)
   /* The kset the log expected (end->seq) found elsewhere counts too:
    * then a LAST record sent the log to the wrong segment.
    */
-  if (h->magic != PC_KSET_MAGIC || h->seq < end->seq ||
-      h->seq - end->seq > most)
+  if (h->seq < end->seq || h->seq - end->seq > most)
     return 0;
   p->seq = h->seq;
   return pc_kset_at (c, p, &why) != NULL;

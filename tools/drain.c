@@ -357,6 +357,47 @@ rescue_free (struct rescue *x)
   raw_close (&x->r);
 }
 
+/* Take the cache for the rescue and find its log.  Returns 0, or -1
+ * after a message.
+ */
+static int
+rescue_prepare (struct rescue *x, const char *want_id)
+{
+  if (flock (x->r.fd, LOCK_EX | LOCK_NB) == -1) {
+    errmsg ("%s: cache is in use by another process", x->path);
+    return -1;
+  }
+  if (want_id && strncmp (want_id, x->r.sb.backing_id, PC_BACKING_ID_LEN)) {
+    errmsg ("%s: cache belongs to backing \"%.*s\", not \"%s\"", x->path,
+            PC_BACKING_ID_LEN, x->r.sb.backing_id, want_id);
+    return -1;
+  }
+  if (pc_ctrl_load (x->r.base, &x->ctrl) < 0) {
+    errmsg ("%s: the control record is corrupt in both slots too: the log "
+            "cannot be found", x->path);
+    return -1;
+  }
+  x->data_crc = !!(x->r.sb.features & PC_FEAT_DATA_CRC);
+  return walk_log (x);
+}
+
+/* Open the backing store to, of the size the cache was made for. */
+static int
+rescue_backend (struct rescue *x, const char *to)
+{
+  x->be = strstr (to, "://") ? backend_nbd_open (to)
+    : backend_file_open (to, x->path);
+  if (!x->be)
+    return -1;
+  if (x->be->size != x->r.sb.backing_size) {
+    errmsg ("%s: the cache was made for a backing store of %" PRIu64
+            " bytes but %s has %" PRIu64 " bytes", x->path,
+            x->r.sb.backing_size, to, x->be->size);
+    return -1;
+  }
+  return 0;
+}
+
 /* Returns -1 if the cache needs no rescue (every generation record is
  * readable, or the file is not a cache: the engine says why), else the
  * exit status.
@@ -391,33 +432,8 @@ rescue (const char *path, const char *to, const char *want_id)
   errmsg ("%s: the generation record of %" PRIu32 " segment%s is corrupt "
           "in both slots, so the cache cannot be opened; writing back what "
           "its checksums still prove", path, nlost, nlost == 1 ? "" : "s");
-  if (flock (x.r.fd, LOCK_EX | LOCK_NB) == -1) {
-    errmsg ("%s: cache is in use by another process", path);
+  if (rescue_prepare (&x, want_id) == -1 || rescue_backend (&x, to) == -1)
     goto out;
-  }
-  if (want_id && strncmp (want_id, x.r.sb.backing_id, PC_BACKING_ID_LEN)) {
-    errmsg ("%s: cache belongs to backing \"%.*s\", not \"%s\"", path,
-            PC_BACKING_ID_LEN, x.r.sb.backing_id, want_id);
-    goto out;
-  }
-  if (pc_ctrl_load (x.r.base, &x.ctrl) < 0) {
-    errmsg ("%s: the control record is corrupt in both slots too: the log "
-            "cannot be found", path);
-    goto out;
-  }
-  x.data_crc = !!(x.r.sb.features & PC_FEAT_DATA_CRC);
-  if (walk_log (&x) == -1)
-    goto out;
-  x.be = strstr (to, "://") ? backend_nbd_open (to)
-    : backend_file_open (to, path);
-  if (!x.be)
-    goto out;
-  if (x.be->size != x.r.sb.backing_size) {
-    errmsg ("%s: the cache was made for a backing store of %" PRIu64
-            " bytes but %s has %" PRIu64 " bytes", path,
-            x.r.sb.backing_size, to, x.be->size);
-    goto out;
-  }
   if (write_back (&x) == -1)
     goto out;
   rescue_report (&x, nlost, to);
