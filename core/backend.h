@@ -2,7 +2,7 @@
 #ifndef PC_BACKEND_H
 #define PC_BACKEND_H
 
-#include "layout.h"
+#include "format.h"
 
 struct pc_cache;
 

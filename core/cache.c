@@ -12,7 +12,6 @@
 
 #include "cache_internal.h"
 #include "clean.h"
-#include "crc.h"
 #include "ctrl.h"
 #include "meta.h"
 #include "replay.h"
@@ -83,7 +82,7 @@ init_runtime (struct pc_cache *c)
   c->seg_area_off = c->sb.seg_area_off;
   c->backing_size = c->sb.backing_size;
   c->data_crc = !!(c->sb.features & PC_FEAT_DATA_CRC);
-  c->kset_seed = pc_crc32c (c->sb.uuid, sizeof c->sb.uuid);
+  pc_fmt_geom (&c->geom, c->base, &c->sb);
   if (pc_segs_init (&c->segs, c->nsegs, c->pm, c->base + PC_SEGTAB_OFF) == -1)
     return -1;
   if (pc_log_init (c) == -1)

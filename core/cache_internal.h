@@ -2,7 +2,7 @@
  *
  * How the engine works, in five minutes
  * -------------------------------------
- * The cache file (format: layout.h) holds two superblocks, two control
+ * The cache file (format.h, the on-media contract) holds two superblocks, two control
  * slots (key_tail, dirty_tail: ctrl.c), a generation record per segment
  * (meta.c, segment.c), and equal segments (pcache-segment-size), each
  * either a data segment (payload) or a log segment (a chain of ksets).
@@ -65,7 +65,7 @@
 #include <stdint.h>
 
 #include "pcache.h"
-#include "layout.h"
+#include "format.h"
 #include "pmem.h"
 #include "index.h"
 #include "segment.h"
@@ -144,7 +144,7 @@ struct pc_cache {
   uint64_t seg_size;
   uint32_t nsegs;
   uint64_t seg_area_off;
-  uint32_t kset_seed;                 /* kset CRCs are salted with the uuid */
+  struct pc_geom geom;                /* the above, for the format rules */
   int data_crc;
   _Atomic int gc_percent;
   int cache_on_read;

@@ -2,7 +2,7 @@
 #ifndef PC_CLEAN_H
 #define PC_CLEAN_H
 
-#include "layout.h"
+#include "format.h"
 
 struct pc_cache;
 

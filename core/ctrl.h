@@ -2,7 +2,7 @@
 #ifndef PC_CTRL_H
 #define PC_CTRL_H
 
-#include "layout.h"
+#include "format.h"
 
 struct pc_cache;
 

@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <pthread.h>
 
-#include "layout.h"
+#include "format.h"
 
 /* RAM-only flags, above the PC_KF_* media flags. */
 #define PC_KEY_EMPTY   (1u << 8)   /* placeholder for a miss in flight */

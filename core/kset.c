@@ -2,7 +2,6 @@
 #include <string.h>
 
 #include "cache_internal.h"
-#include "crc.h"
 #include "util.h"
 #include "workers.h"
 
@@ -33,13 +32,6 @@ pc_log_destroy (struct pc_cache *c)
   pthread_mutex_destroy (&c->log.lock);
   for (i = 0; i < PC_NKBUFS; i++)
     pthread_mutex_destroy (&c->kbufs[i].lock);
-}
-
-static uint32_t
-kset_crc (struct pc_cache *c, const struct pc_kset_hdr *h)
-{
-  return pc_crc32c_cont (c->kset_seed, (const uint8_t *) h + 4,
-                         PC_KSET_BYTES (h->nkeys) - 4);
 }
 
 /* A new log segment: take one (the log may dip into the reserve), and
@@ -96,7 +88,7 @@ log_write (struct pc_cache *c, struct pc_kbuf *const *kbs, unsigned nkb,
 
     if (next < 0)
       return -1;
-    last.crc = kset_crc (c, &last);
+    last.crc = pc_kset_crc (c->geom.seed, &last);
     pc_pmem_copy (c->pm, pc_seg_addr (c, lg->head.seg, lg->head.off), &last,
                   sizeof last);
     lg->head.seg = next;
@@ -119,7 +111,7 @@ log_write (struct pc_cache *c, struct pc_kbuf *const *kbs, unsigned nkb,
     memcpy (rec, kbs[i]->keys, kbs[i]->nkeys * sizeof *rec);
     rec += kbs[i]->nkeys;
   }
-  h->crc = kset_crc (c, h);
+  h->crc = pc_kset_crc (c->geom.seed, h);
   pc_pmem_copy (c->pm, pc_seg_addr (c, lg->head.seg, lg->head.off), h,
                 PC_KSET_BYTES (n));
   lg->head.off += span;
@@ -322,36 +314,7 @@ pc_log_commit_aged (struct pc_cache *c, uint64_t age_ms)
 const struct pc_kset_hdr *
 pc_kset_at (struct pc_cache *c, const struct pc_pos *pos, const char **why)
 {
-  const struct pc_kset_hdr *h;
-
-  if (pos->seg >= c->nsegs || pos->off % PC_KSET_ALIGN ||
-      (uint64_t) pos->off + sizeof *h > c->seg_size) {
-    *why = "log position out of range";
-    return NULL;
-  }
-  h = (const struct pc_kset_hdr *) pc_seg_addr (c, pos->seg, pos->off);
-  if (h->magic != PC_KSET_MAGIC) {
-    *why = "no kset magic";
-    return NULL;
-  }
-  if (h->seq != pos->seq) {
-    *why = "kset sequence mismatch";
-    return NULL;
-  }
-  if (h->nkeys > PC_KSET_MAX_KEYS ||
-      pos->off + PC_KSET_BYTES (h->nkeys) > c->seg_size) {
-    *why = "kset key count out of range";
-    return NULL;
-  }
-  if ((h->flags & PC_KSET_LAST) && (h->nkeys != 0 || h->next_seg >= c->nsegs)) {
-    *why = "bad LAST kset";
-    return NULL;
-  }
-  if (h->crc != kset_crc (c, h)) {
-    *why = "kset checksum mismatch";
-    return NULL;
-  }
-  return h;
+  return pc_fmt_kset_at (&c->geom, pos, why);
 }
 
 void
@@ -359,11 +322,5 @@ pc_kset_next (struct pc_cache *c, const struct pc_kset_hdr *h,
               struct pc_pos *pos)
 {
   (void) c;
-  if (h->flags & PC_KSET_LAST) {
-    pos->seg = h->next_seg;
-    pos->off = 0;
-  }
-  else
-    pos->off += pc_kset_span (h->nkeys);
-  pos->seq++;
+  pc_fmt_kset_next (h, pos);
 }

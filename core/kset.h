@@ -13,7 +13,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "layout.h"
+#include "format.h"
 
 struct pc_cache;
 
@@ -33,12 +33,6 @@ struct pc_log {
                                          under the lock */
   uint8_t *scratch;
 };
-
-static inline uint32_t
-pc_kset_span (uint32_t nkeys)
-{
-  return (PC_KSET_BYTES (nkeys) + PC_KSET_ALIGN - 1) & ~(PC_KSET_ALIGN - 1);
-}
 
 int pc_log_init (struct pc_cache *c);
 void pc_log_destroy (struct pc_cache *c);
@@ -67,8 +61,8 @@ uint64_t pc_log_epoch (struct pc_cache *c);
 /* Commit buffers whose oldest key is older than age_ms. */
 int pc_log_commit_aged (struct pc_cache *c, uint64_t age_ms);
 
-/* Validate the kset header at pos expecting sequence seq.  Returns a
- * pointer into the mapping, or NULL with *why set.
+/* pc_fmt_kset_at and pc_fmt_kset_next (format.h) over the cache's own
+ * mapping.
  */
 const struct pc_kset_hdr *pc_kset_at (struct pc_cache *c,
                                       const struct pc_pos *pos,

@@ -7,12 +7,6 @@
 #include "crc.h"
 #include "meta.h"
 
-static int
-sb_valid (const struct pc_sb *sb)
-{
-  return sb->magic == PC_SB_MAGIC && sb->crc == pc_rec_crc (sb, sizeof *sb);
-}
-
 int
 pc_sb_load (const uint8_t *base, uint64_t size, struct pc_sb *out,
             const char **why)
@@ -29,9 +23,9 @@ pc_sb_load (const uint8_t *base, uint64_t size, struct pc_sb *out,
   /* Both copies are written at format and never again, so either valid
    * one is the superblock.
    */
-  if (sb_valid (&a))
+  if (pc_fmt_sb_valid (&a))
     pick = &a;
-  else if (sb_valid (&b))
+  else if (pc_fmt_sb_valid (&b))
     pick = &b;
   if (!pick) {
     if (a.magic != PC_SB_MAGIC && b.magic != PC_SB_MAGIC)

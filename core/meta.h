@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-#include "layout.h"
+#include "format.h"
 #include "pmem.h"
 
 /* Pick a valid superblock from the two copies at base.  Returns 0, or -1

@@ -25,17 +25,15 @@ check_key (struct pc_cache *c, const struct pc_key_rec *r, const char **why)
 {
   uint64_t stripe = 1ULL << PC_STRIPE_SHIFT;
 
-  if (r->len == 0 || r->len > stripe || r->off >= c->backing_size ||
-      r->len > c->backing_size - r->off ||
-      r->off / stripe != (r->off + r->len - 1) / stripe ||
-      (r->flags & ~PC_KF_MEDIA)) {
+  /* The engine also keeps every key inside one stripe. */
+  if (!pc_fmt_key_range_ok (r, c->backing_size) || r->len > stripe ||
+      r->off / stripe != (r->off + r->len - 1) / stripe) {
     *why = "key range or flags out of bounds";
     return -1;
   }
   if (r->flags & PC_KF_ZERO)
     return 1;
-  if (r->seg >= c->nsegs || r->seg_off > c->seg_size ||
-      r->len > c->seg_size - r->seg_off) {
+  if (!pc_fmt_key_payload_ok (&c->geom, r)) {
     *why = "key payload position out of bounds";
     return -1;
   }
@@ -95,8 +93,7 @@ later_kset (struct pc_cache *c, const struct pc_pos *end, struct pc_pos *p)
   /* The kset the log expected (end->seq) found elsewhere counts too:
    * then a LAST record sent the log to the wrong segment.
    */
-  if (h->magic != PC_KSET_MAGIC || h->seq < end->seq ||
-      h->seq - end->seq > most)
+  if (h->seq < end->seq || h->seq - end->seq > most)
     return 0;
   p->seq = h->seq;
   return pc_kset_at (c, p, &why) != NULL;
@@ -153,13 +150,6 @@ log_continues (struct pc_cache *c, const struct pc_pos *end)
   return 0;
 }
 
-static int
-pos_valid (struct pc_cache *c, const struct pc_pos *p)
-{
-  return p->seg < c->nsegs && p->off % PC_KSET_ALIGN == 0 &&
-    p->off + sizeof (struct pc_kset_hdr) <= c->seg_size;
-}
-
 int
 pc_replay (struct pc_cache *c)
 {
@@ -169,7 +159,8 @@ pc_replay (struct pc_cache *c)
   uint64_t last_epoch = 0, nkeys = 0, nksets = 0;
   const char *why;
 
-  if (!pos_valid (c, &pos) || !pos_valid (c, dt) || dt->seq < pos.seq)
+  if (!pc_fmt_pos_ok (&c->geom, &pos) || !pc_fmt_pos_ok (&c->geom, dt) ||
+      dt->seq < pos.seq)
     return pc_fail (EINVAL, "%s: log cursors in the control record are out "
                     "of range", c->path);
   c->segs.seg[pos.seg].role = PC_SEG_LOG;

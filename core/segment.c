@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layout.h"
+#include "format.h"
 #include "lock.h"
 #include "meta.h"
 #include "segment.h"

@@ -29,7 +29,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "crc.h"
 #include "pcachectl.h"
 
 #define MAX_SHOWN_PROBLEMS 100
@@ -192,29 +191,36 @@ bad_extent (void *opaque, const struct pc_key_info *k)
   return 0;
 }
 
-/* Why the kset at pos does not validate, as the engine would see it. */
-static const char *
-kset_why (const struct raw_cache *r, uint32_t seed,
-          const struct pc_cursor *pos)
-{
-  uint64_t seg_size = 1ULL << r->sb.seg_shift;
-  const struct pc_kset_hdr *h;
+/* What the ksets past the head of the log add up to. */
+struct past {
+  uint64_t found, keys, dirty, lo, hi;
+};
 
-  if (pos->seg >= r->sb.nsegs || pos->off % PC_KSET_ALIGN ||
-      pos->off + sizeof *h > seg_size)
-    return "log position out of range";
-  h = (const struct pc_kset_hdr *) (raw_seg (r, pos->seg) + pos->off);
-  if (h->magic != PC_KSET_MAGIC)
-    return "no kset there";
-  if (h->seq != pos->seq)
-    return "an older kset (sequence mismatch)";
-  if (h->nkeys > PC_KSET_MAX_KEYS ||
-      pos->off + PC_KSET_BYTES (h->nkeys) > seg_size)
-    return "kset key count out of range";
-  if (h->crc != pc_crc32c_cont (seed, (const uint8_t *) h + 4,
-                                PC_KSET_BYTES (h->nkeys) - 4))
-    return "kset checksum mismatch";
-  return "bad LAST kset";
+/* Count the valid ksets of segment s numbered head or later. */
+static void
+scan_seg (const struct pc_geom *g, uint32_t s, uint64_t head,
+          struct past *p)
+{
+  uint64_t off, seg_size = pc_fmt_seg_size (g);
+
+  for (off = 0; off + sizeof (struct pc_kset_hdr) <= seg_size;
+       off += PC_KSET_ALIGN) {
+    const struct pc_kset_hdr *h =
+      (const void *) pc_fmt_seg_addr (g, s, (uint32_t) off);
+    struct pc_pos pos = { .seg = s, .off = (uint32_t) off, .seq = h->seq };
+    const char *why;
+    unsigned i;
+
+    if (h->seq < head || !pc_fmt_kset_at (g, &pos, &why))
+      continue;
+    p->found++;
+    p->lo = h->seq < p->lo ? h->seq : p->lo;
+    p->hi = h->seq > p->hi ? h->seq : p->hi;
+    p->keys += h->nkeys;
+    for (i = 0; i < h->nkeys; i++)
+      if (((const struct pc_key_rec *) (h + 1))[i].flags & PC_KF_DIRTY)
+        p->dirty++;
+  }
 }
 
 /* Look for valid ksets beyond the head of the log (see the top). */
@@ -222,10 +228,13 @@ static void
 scan_past_head (struct check *ck)
 {
   const struct pc_info *in = &ck->in;
+  const struct pc_pos head = {
+    .seg = in->key_head.seg, .off = in->key_head.off, .seq = in->key_head.seq,
+  };
+  const char *why = "it validates now: the file changed under the check";
+  struct past p = { .lo = UINT64_MAX };
   struct raw_cache r;
-  uint64_t seg_size, head = in->key_head.seq, lo = UINT64_MAX, hi = 0;
-  uint64_t found = 0, keys = 0, dirty = 0;
-  uint32_t seed, s;
+  uint32_t s;
 
   if (raw_open (ck->path, &r) == -1) {
     warnmsg ("%s: cannot map the file to scan past the log head: %m",
@@ -239,53 +248,27 @@ scan_past_head (struct check *ck)
     raw_close (&r);
     return;
   }
-  seg_size = 1ULL << r.sb.seg_shift;
-  seed = pc_crc32c (r.sb.uuid, sizeof r.sb.uuid);
 
   set_phase (ck, "scanning past the log head, segment", r.sb.nsegs);
   for (s = 0; s < r.sb.nsegs; s++) {
-    const uint8_t *base = raw_seg (&r, s);
-    uint64_t off;
-
     atomic_store (&ck->done, s + 1);
-    if (ck->data_segs[s] ||
-        raw_is_hole (&r, base - r.base, seg_size))
-      continue;
-    for (off = 0; off + sizeof (struct pc_kset_hdr) <= seg_size;
-         off += PC_KSET_ALIGN) {
-      const struct pc_kset_hdr *h = (const void *) (base + off);
-      unsigned i;
-
-      if (h->magic != PC_KSET_MAGIC || h->seq < head ||
-          h->nkeys > PC_KSET_MAX_KEYS ||
-          off + PC_KSET_BYTES (h->nkeys) > seg_size ||
-          ((h->flags & PC_KSET_LAST) &&
-           (h->nkeys != 0 || h->next_seg >= r.sb.nsegs)) ||
-          h->crc != pc_crc32c_cont (seed, (const uint8_t *) h + 4,
-                                    PC_KSET_BYTES (h->nkeys) - 4))
-        continue;
-      found++;
-      lo = h->seq < lo ? h->seq : lo;
-      hi = h->seq > hi ? h->seq : hi;
-      keys += h->nkeys;
-      for (i = 0; i < h->nkeys; i++)
-        if (((const struct pc_key_rec *) (h + 1))[i].flags & PC_KF_DIRTY)
-          dirty++;
-    }
+    if (!ck->data_segs[s] &&
+        !raw_is_hole (&r, raw_seg (&r, s) - r.base, pc_fmt_seg_size (&r.geom)))
+      scan_seg (&r.geom, s, head.seq, &p);
   }
 
-  if (found)
+  if (p.found) {
+    pc_fmt_kset_at (&r.geom, &head, &why);
     problem (ck, "the key log ends at kset %" PRIu64 " (segment %" PRIu32
              " offset %" PRIu32 ": %s), but %" PRIu64 " valid kset%s with "
              "later sequence numbers (%" PRIu64 "..%" PRIu64 ") exist%s: a "
              "corrupt kset cut the log short, and the %" PRIu64 " key%s "
              "after it (%" PRIu64 " dirty) are not replayed; their data "
              "would be lost once the cache is written to again",
-             head, in->key_head.seg, in->key_head.off,
-             kset_why (&r, seed, &in->key_head), found,
-             found == 1 ? "" : "s", lo, hi, found == 1 ? "s" : "",
-             keys, keys == 1 ? "" : "s",
-             dirty);
+             head.seq, head.seg, head.off, why, p.found,
+             p.found == 1 ? "" : "s", p.lo, p.hi, p.found == 1 ? "s" : "",
+             p.keys, p.keys == 1 ? "" : "s", p.dirty);
+  }
   raw_close (&r);
 }
 
@@ -314,6 +297,137 @@ report (struct check *ck)
     printf ("  ... and %zu more\n", ck->nproblems - shown);
 }
 
+/* The engine refused the cache: EINVAL with messages is damage, which
+ * is reported as the check's finding.  Returns the exit status.
+ */
+static int
+report_unopened (struct check *ck, int err)
+{
+  size_t i;
+
+  if (err != EINVAL || log_count () == 0) {
+    /* Not damage: missing, in use, no permission, no memory... */
+    for (i = 0; i < log_count (); i++)
+      errmsg ("%s", log_message (i));
+    if (err == EBUSY)
+      busy_hint (ck->path);
+    return EXIT_FAILED;
+  }
+  for (i = 0; i < log_count (); i++)
+    problem (ck, "%s", strip_path (log_message (i), ck->path));
+  printf ("%s: the cache cannot be opened: it is damaged\n", ck->path);
+  report (ck);
+  for (i = 0; i < log_count (); i++)
+    if (strstr (log_message (i), "generation record")) {
+      printf ("  pcachectl drain can still write back the dirty data "
+              "that the cache proves\n");
+      break;
+    }
+  free_check (ck);
+  return EXIT_FAILED;
+}
+
+/* 1. Open: the engine's own validation and replay.  Returns 0 with
+ * *cache open and ck->in filled in, or else the exit status (the
+ * progress ticker then stopped).
+ */
+static int
+open_for_check (struct check *ck, pc_cache **cache)
+{
+  size_t i;
+  int r;
+
+  log_collect (1);
+  r = open_cache (ck->path, NULL, cache);
+  log_collect (0);
+  if (r == -1) {
+    int e = errno;
+
+    progress_ticker_stop ();
+    return report_unopened (ck, e);
+  }
+  for (i = 0; i < log_count (); i++)
+    warnmsg ("%s", log_message (i));
+
+  if (pc_cache_info (*cache, &ck->in) == -1) {
+    progress_ticker_stop ();
+    pc_cache_close (*cache);
+    free_check (ck);
+    return EXIT_FAILED;
+  }
+  ck->data_segs = calloc (ck->in.nsegs ? ck->in.nsegs : 1, 1);
+  if (!ck->data_segs) {
+    progress_ticker_stop ();
+    errmsg ("out of memory");
+    pc_cache_close (*cache);
+    return EXIT_FAILED;
+  }
+  return 0;
+}
+
+/* The cursors and the segment accounting the engine reports. */
+static void
+check_cursors (struct check *ck)
+{
+  const struct pc_info *in = &ck->in;
+
+  if (in->key_tail.seq > in->dirty_tail.seq ||
+      in->dirty_tail.seq > in->key_head.seq)
+    problem (ck, "log cursors out of order: key tail %" PRIu64
+             ", dirty tail %" PRIu64 ", head %" PRIu64, in->key_tail.seq,
+             in->dirty_tail.seq, in->key_head.seq);
+  if ((uint64_t) in->segs_free + in->segs_log + in->segs_data > in->nsegs)
+    problem (ck, "segment accounting: %" PRIu32 " free + %" PRIu32
+             " log + %" PRIu32 " data is more than %" PRIu32 " segments",
+             in->segs_free, in->segs_log, in->segs_data, in->nsegs);
+}
+
+/* 2 to 4 (see the top), on the open cache. */
+static void
+check_log (struct check *ck, pc_cache *cache, int data_crc)
+{
+  int64_t bad;
+
+  set_phase (ck, "key records", ck->in.cached_keys);
+  if (pc_cache_walk (cache, check_key, ck) == -1)
+    problem (ck, "the key log cannot be walked from key tail to head");
+
+  if (data_crc) {
+    set_phase (ck, "verifying payload checksums", 0);
+    bad = pc_cache_verify_data (cache, bad_extent, ck);
+    if (bad < 0)
+      problem (ck, "payload checksums cannot be verified");
+  }
+
+  scan_past_head (ck);
+}
+
+/* The problems found, or what a clean cache holds.  Returns the exit
+ * status.
+ */
+static int
+report_result (struct check *ck, int data_crc)
+{
+  char h[32];
+
+  if (ck->nproblems) {
+    report (ck);
+    return EXIT_FAILED;
+  }
+  printf ("%s: clean\n", ck->path);
+  printf ("  %" PRIu64 " kset%s, %" PRIu64 " key%s from key tail to head "
+          "(%" PRIu64 " dirty, %s)\n", ck->ksets, ck->ksets == 1 ? "" : "s",
+          ck->keys, ck->keys == 1 ? "" : "s", ck->dirty_keys,
+          human_size (ck->dirty_bytes, h, sizeof h));
+  if (data_crc)
+    printf ("  %" PRIu64 " payload checksum%s verified\n", ck->data_keys,
+            ck->data_keys == 1 ? "" : "s");
+  else
+    printf ("  no payload checksums (the cache was made without "
+            "data-crc)\n");
+  return EXIT_OK;
+}
+
 int
 cmd_check (int argc, char **argv)
 {
@@ -324,10 +438,7 @@ cmd_check (int argc, char **argv)
   };
   struct check ck;
   pc_cache *cache = NULL;
-  int64_t bad = 0;
   int data_crc, r;
-  char h[32];
-  size_t i;
 
   while (cmd_getopt (argc, argv, ":hv", opts) != -1)
     ;
@@ -339,101 +450,16 @@ cmd_check (int argc, char **argv)
   set_phase (&ck, "opening and replaying the log", 0);
   progress_ticker_start (tick, &ck);
 
-  /* 1. Open: the engine's own validation and replay. */
-  log_collect (1);
-  r = open_cache (ck.path, NULL, &cache);
-  log_collect (0);
-  if (r == -1) {
-    int e = errno;
-
-    progress_ticker_stop ();
-    if (e != EINVAL || log_count () == 0) {
-      /* Not damage: missing, in use, no permission, no memory... */
-      for (i = 0; i < log_count (); i++)
-        errmsg ("%s", log_message (i));
-      if (e == EBUSY)
-        busy_hint (ck.path);
-      return EXIT_FAILED;
-    }
-    for (i = 0; i < log_count (); i++)
-      problem (&ck, "%s", strip_path (log_message (i), ck.path));
-    printf ("%s: the cache cannot be opened: it is damaged\n", ck.path);
-    report (&ck);
-    for (i = 0; i < log_count (); i++)
-      if (strstr (log_message (i), "generation record")) {
-        printf ("  pcachectl drain can still write back the dirty data "
-                "that the cache proves\n");
-        break;
-      }
-    free_check (&ck);
-    return EXIT_FAILED;
-  }
-  for (i = 0; i < log_count (); i++)
-    warnmsg ("%s", log_message (i));
-
-  if (pc_cache_info (cache, &ck.in) == -1) {
-    progress_ticker_stop ();
-    pc_cache_close (cache);
-    free_check (&ck);
-    return EXIT_FAILED;
-  }
+  r = open_for_check (&ck, &cache);
+  if (r != 0)
+    return r;
   data_crc = !!(ck.in.features & PC_FEAT_DATA_CRC);
-  ck.data_segs = calloc (ck.in.nsegs ? ck.in.nsegs : 1, 1);
-  if (!ck.data_segs) {
-    progress_ticker_stop ();
-    errmsg ("out of memory");
-    pc_cache_close (cache);
-    return EXIT_FAILED;
-  }
-
-  /* Cursors. */
-  if (ck.in.key_tail.seq > ck.in.dirty_tail.seq ||
-      ck.in.dirty_tail.seq > ck.in.key_head.seq)
-    problem (&ck, "log cursors out of order: key tail %" PRIu64
-             ", dirty tail %" PRIu64 ", head %" PRIu64, ck.in.key_tail.seq,
-             ck.in.dirty_tail.seq, ck.in.key_head.seq);
-  if ((uint64_t) ck.in.segs_free + ck.in.segs_log + ck.in.segs_data >
-      ck.in.nsegs)
-    problem (&ck, "segment accounting: %" PRIu32 " free + %" PRIu32
-             " log + %" PRIu32 " data is more than %" PRIu32 " segments",
-             ck.in.segs_free, ck.in.segs_log, ck.in.segs_data, ck.in.nsegs);
-
-  /* 2. Key records. */
-  set_phase (&ck, "key records", ck.in.cached_keys);
-  if (pc_cache_walk (cache, check_key, &ck) == -1)
-    problem (&ck, "the key log cannot be walked from key tail to head");
-
-  /* 3. Payload checksums. */
-  if (data_crc) {
-    set_phase (&ck, "verifying payload checksums", 0);
-    bad = pc_cache_verify_data (cache, bad_extent, &ck);
-    if (bad < 0)
-      problem (&ck, "payload checksums cannot be verified");
-  }
-
-  /* 4. The log past its head. */
-  scan_past_head (&ck);
+  check_cursors (&ck);
+  check_log (&ck, cache, data_crc);
   progress_ticker_stop ();
   pc_cache_close (cache);
 
-  if (ck.nproblems) {
-    report (&ck);
-    r = EXIT_FAILED;
-  }
-  else {
-    printf ("%s: clean\n", ck.path);
-    printf ("  %" PRIu64 " kset%s, %" PRIu64 " key%s from key tail to head "
-            "(%" PRIu64 " dirty, %s)\n", ck.ksets, ck.ksets == 1 ? "" : "s",
-            ck.keys, ck.keys == 1 ? "" : "s", ck.dirty_keys,
-            human_size (ck.dirty_bytes, h, sizeof h));
-    if (data_crc)
-      printf ("  %" PRIu64 " payload checksum%s verified\n", ck.data_keys,
-              ck.data_keys == 1 ? "" : "s");
-    else
-      printf ("  no payload checksums (the cache was made without "
-              "data-crc)\n");
-    r = EXIT_OK;
-  }
+  r = report_result (&ck, data_crc);
   free_check (&ck);
   return r;
 }

@@ -23,7 +23,6 @@
 #include <sys/file.h>
 
 #include "crc.h"
-#include "kset.h"
 #include "meta.h"
 #include "pcachectl.h"
 
@@ -131,8 +130,6 @@ struct rescue {
   struct raw_cache r;
   struct backend *be;
   struct pc_ctrl ctrl;
-  uint32_t seed;
-  uint64_t seg_size;
   int data_crc;
   uint64_t *gen;                /* per segment */
   uint8_t *lost, *is_log;
@@ -159,27 +156,6 @@ load_gens (struct rescue *x)
   return n;
 }
 
-static const struct pc_kset_hdr *
-kset_at (struct rescue *x, const struct pc_pos *pos)
-{
-  const struct pc_kset_hdr *h;
-
-  if (pos->seg >= x->r.sb.nsegs || pos->off % PC_KSET_ALIGN ||
-      pos->off + sizeof *h > x->seg_size)
-    return NULL;
-  h = (const struct pc_kset_hdr *) (raw_seg (&x->r, pos->seg) + pos->off);
-  if (h->magic != PC_KSET_MAGIC || h->seq != pos->seq ||
-      h->nkeys > PC_KSET_MAX_KEYS ||
-      pos->off + PC_KSET_BYTES (h->nkeys) > x->seg_size ||
-      h->crc != pc_crc32c_cont (x->seed, (const uint8_t *) h + 4,
-                                PC_KSET_BYTES (h->nkeys) - 4))
-    return NULL;
-  if ((h->flags & PC_KSET_LAST) &&
-      (h->nkeys != 0 || h->next_seg >= x->r.sb.nsegs))
-    return NULL;
-  return h;
-}
-
 /* Walk the log from key_tail as replay does, noting its segments and
  * the ksets from dirty_tail on.  Returns 0, or -1 after a message.
  */
@@ -188,7 +164,8 @@ walk_log (struct rescue *x)
 {
   struct pc_pos pos = x->ctrl.key_tail;
   const struct pc_pos *dt = &x->ctrl.dirty_tail;
-  uint64_t most = (uint64_t) x->r.sb.nsegs * (x->seg_size / PC_KSET_ALIGN);
+  uint64_t most = (uint64_t) x->r.sb.nsegs *
+    (pc_fmt_seg_size (&x->r.geom) / PC_KSET_ALIGN);
   int past_dirty = 0;
 
   x->ksets = calloc (most, sizeof *x->ksets);
@@ -198,23 +175,18 @@ walk_log (struct rescue *x)
   }
   while (x->nksets < most) {
     const struct pc_kset_hdr *h;
+    const char *why;
 
     if (pos.seg == dt->seg && pos.off == dt->off && pos.seq == dt->seq)
       past_dirty = 1;
     if (pos.seg < x->r.sb.nsegs)
       x->is_log[pos.seg] = 1;
-    h = kset_at (x, &pos);
+    h = pc_fmt_kset_at (&x->r.geom, &pos, &why);
     if (!h)
       break;
     if (past_dirty)
       x->ksets[x->nksets++] = h;
-    if (h->flags & PC_KSET_LAST) {
-      pos.seg = h->next_seg;
-      pos.off = 0;
-    }
-    else
-      pos.off += pc_kset_span (h->nkeys);
-    pos.seq++;
+    pc_fmt_kset_next (h, &pos);
   }
   if (!past_dirty) {
     errmsg ("%s: the log ends at kset %" PRIu64 ", before its dirty tail "
@@ -243,15 +215,13 @@ key_proven (struct rescue *x, const struct pc_kset_hdr *h,
 {
   const uint8_t *data;
 
-  if (k->len == 0 || k->off >= x->r.sb.backing_size ||
-      k->len > x->r.sb.backing_size - k->off || (k->flags & ~PC_KF_MEDIA)) {
+  if (!pc_fmt_key_range_ok (k, x->r.sb.backing_size)) {
     skip_key (x, h, k, "its range or flags are out of bounds");
     return -1;
   }
   if (k->flags & PC_KF_ZERO)
     return 1;
-  if (k->seg >= x->r.sb.nsegs || k->seg_off > x->seg_size ||
-      k->len > x->seg_size - k->seg_off || x->is_log[k->seg]) {
+  if (!pc_fmt_key_payload_ok (&x->r.geom, k) || x->is_log[k->seg]) {
     skip_key (x, h, k, "its payload position is out of bounds");
     return -1;
   }
@@ -387,6 +357,47 @@ rescue_free (struct rescue *x)
   raw_close (&x->r);
 }
 
+/* Take the cache for the rescue and find its log.  Returns 0, or -1
+ * after a message.
+ */
+static int
+rescue_prepare (struct rescue *x, const char *want_id)
+{
+  if (flock (x->r.fd, LOCK_EX | LOCK_NB) == -1) {
+    errmsg ("%s: cache is in use by another process", x->path);
+    return -1;
+  }
+  if (want_id && strncmp (want_id, x->r.sb.backing_id, PC_BACKING_ID_LEN)) {
+    errmsg ("%s: cache belongs to backing \"%.*s\", not \"%s\"", x->path,
+            PC_BACKING_ID_LEN, x->r.sb.backing_id, want_id);
+    return -1;
+  }
+  if (pc_ctrl_load (x->r.base, &x->ctrl) < 0) {
+    errmsg ("%s: the control record is corrupt in both slots too: the log "
+            "cannot be found", x->path);
+    return -1;
+  }
+  x->data_crc = !!(x->r.sb.features & PC_FEAT_DATA_CRC);
+  return walk_log (x);
+}
+
+/* Open the backing store to, of the size the cache was made for. */
+static int
+rescue_backend (struct rescue *x, const char *to)
+{
+  x->be = strstr (to, "://") ? backend_nbd_open (to)
+    : backend_file_open (to, x->path);
+  if (!x->be)
+    return -1;
+  if (x->be->size != x->r.sb.backing_size) {
+    errmsg ("%s: the cache was made for a backing store of %" PRIu64
+            " bytes but %s has %" PRIu64 " bytes", x->path,
+            x->r.sb.backing_size, to, x->be->size);
+    return -1;
+  }
+  return 0;
+}
+
 /* Returns -1 if the cache needs no rescue (every generation record is
  * readable, or the file is not a cache: the engine says why), else the
  * exit status.
@@ -421,35 +432,8 @@ rescue (const char *path, const char *to, const char *want_id)
   errmsg ("%s: the generation record of %" PRIu32 " segment%s is corrupt "
           "in both slots, so the cache cannot be opened; writing back what "
           "its checksums still prove", path, nlost, nlost == 1 ? "" : "s");
-  if (flock (x.r.fd, LOCK_EX | LOCK_NB) == -1) {
-    errmsg ("%s: cache is in use by another process", path);
+  if (rescue_prepare (&x, want_id) == -1 || rescue_backend (&x, to) == -1)
     goto out;
-  }
-  if (want_id && strncmp (want_id, x.r.sb.backing_id, PC_BACKING_ID_LEN)) {
-    errmsg ("%s: cache belongs to backing \"%.*s\", not \"%s\"", path,
-            PC_BACKING_ID_LEN, x.r.sb.backing_id, want_id);
-    goto out;
-  }
-  if (pc_ctrl_load (x.r.base, &x.ctrl) < 0) {
-    errmsg ("%s: the control record is corrupt in both slots too: the log "
-            "cannot be found", path);
-    goto out;
-  }
-  x.seed = pc_crc32c (x.r.sb.uuid, sizeof x.r.sb.uuid);
-  x.seg_size = 1ULL << x.r.sb.seg_shift;
-  x.data_crc = !!(x.r.sb.features & PC_FEAT_DATA_CRC);
-  if (walk_log (&x) == -1)
-    goto out;
-  x.be = strstr (to, "://") ? backend_nbd_open (to)
-    : backend_file_open (to, path);
-  if (!x.be)
-    goto out;
-  if (x.be->size != x.r.sb.backing_size) {
-    errmsg ("%s: the cache was made for a backing store of %" PRIu64
-            " bytes but %s has %" PRIu64 " bytes", path,
-            x.r.sb.backing_size, to, x.be->size);
-    goto out;
-  }
   if (write_back (&x) == -1)
     goto out;
   rescue_report (&x, nlost, to);
@@ -459,8 +443,22 @@ rescue (const char *path, const char *to, const char *want_id)
   return r;
 }
 
-int
-cmd_drain (int argc, char **argv)
+/* ------------------------------------------------------------------ */
+/* Drain through the engine. */
+
+struct drain {
+  const char *path, *to, *want_id;
+  unsigned long timeout_s;
+  struct backend *be;
+  pc_cache *cache;
+  struct job job;
+  pthread_t thread;
+  struct sigaction old_int, old_term;
+  uint64_t start, dirty_ksets;
+};
+
+static void
+parse_args (int argc, char **argv, struct drain *d)
 {
   static const struct option opts[] = {
     { "help", no_argument, NULL, 'h' },
@@ -471,133 +469,146 @@ cmd_drain (int argc, char **argv)
     { "timeout", required_argument, NULL, 'T' },
     { NULL, 0, NULL, 0 }
   };
-  const char *path, *to = NULL, *want_id = NULL;
-  unsigned long timeout_s = DEFAULT_TIMEOUT_S;
-  char id[PC_BACKING_ID_LEN], h1[32], h2[32];
-  struct backend *be = NULL;
-  pc_cache *cache = NULL;
-  struct pc_info in;
-  struct pc_stats st;
-  struct sigaction sa, old_int, old_term;
-  struct job job;
-  pthread_t thread;
-  uint64_t start, last_good, err_base, last_dirty, dirty_ksets = 0;
-  const char *why = NULL;
-  int c, r = EXIT_FAILED;
+  int c;
 
-  memset (&job, 0, sizeof job);
+  d->timeout_s = DEFAULT_TIMEOUT_S;
   while ((c = cmd_getopt (argc, argv, ":hvt:kb:T:", opts)) != -1) {
     char *end;
 
     switch (c) {
     case 't':
-      to = optarg;
+      d->to = optarg;
       break;
     case 'k':
-      job.keep = 1;
+      d->job.keep = 1;
       break;
     case 'b':
-      want_id = optarg;
+      d->want_id = optarg;
       break;
     case 'T':
       errno = 0;
-      timeout_s = strtoul (optarg, &end, 10);
+      d->timeout_s = strtoul (optarg, &end, 10);
       if (errno || end == optarg || *end || optarg[0] == '-' ||
-          timeout_s > 86400 * 365)
+          d->timeout_s > 86400 * 365)
         usage_error ("--timeout: '%s' is not a number of seconds", optarg);
       break;
     }
   }
   want_args (argc, argv, 1, "CACHE argument");
-  path = argv[optind];
+  d->path = argv[optind];
+}
 
-  if (!to) {
-    if (is_socket (path))
-      return drain_socket (path);
-    usage_error ("missing --to BACKING (a file, a block device or an NBD "
-                 "URI)");
-  }
-  if (is_socket (path))
+/* What must hold before anything is written: a cache file (allocated if
+ * sparse) drained to the store it was made for.  Returns -1 to go on,
+ * else the exit status.
+ */
+static int
+preflight (const struct drain *d)
+{
+  char id[PC_BACKING_ID_LEN];
+
+  if (is_socket (d->path))
     usage_error ("%s is a control socket: drop --to to ask the running "
-                 "filter to drain", path);
-  if (want_id && strlen (want_id) >= PC_BACKING_ID_LEN)
+                 "filter to drain", d->path);
+  if (d->want_id && strlen (d->want_id) >= PC_BACKING_ID_LEN)
     usage_error ("--backing-id: longer than %d bytes", PC_BACKING_ID_LEN - 1);
 
   /* Drain writes to the cache: a sparse one is allocated first (the
    * engine would, but open_cache refuses a sparse file).
    */
-  if (raw_allocate (path) == -1)
+  if (raw_allocate (d->path) == -1)
     return EXIT_FAILED;
 
   /* A cache made for an identified backing store is only drained to a
    * store the user names as that one: its size alone proves little.
    */
-  recorded_id (path, id);
-  if (id[0] && !want_id) {
+  recorded_id (d->path, id);
+  if (id[0] && !d->want_id) {
     errmsg ("%s: the cache was made for backing store \"%s\": add "
-            "--backing-id='%s' to confirm that %s is that store", path, id,
-            id, to);
+            "--backing-id='%s' to confirm that %s is that store", d->path,
+            id, id, d->to);
     return EXIT_FAILED;
   }
+  return -1;
+}
 
-  r = rescue (path, to, want_id);
-  if (r != -1)
-    return r;
-  r = EXIT_FAILED;
+/* Open the cache and the backing store and start the engine's workers.
+ * Returns 0, or -1 after a message.
+ */
+static int
+start_engine (struct drain *d)
+{
+  struct pc_info in;
 
-  if (open_cache (path, want_id, &cache) == -1)
-    return EXIT_FAILED;
-  be = strstr (to, "://") ? backend_nbd_open (to)
-    : backend_file_open (to, path);
-  if (!be)
-    goto out;
-  if (pc_cache_bind (cache, be->size) == -1)
-    goto out;
-  if (pc_cache_info (cache, &in) == -1)
-    goto out;
-  dirty_ksets = in.dirty_ksets;
+  if (open_cache (d->path, d->want_id, &d->cache) == -1)
+    return -1;
+  d->be = strstr (d->to, "://") ? backend_nbd_open (d->to)
+    : backend_file_open (d->to, d->path);
+  if (!d->be)
+    return -1;
+  if (pc_cache_bind (d->cache, d->be->size) == -1)
+    return -1;
+  if (pc_cache_info (d->cache, &in) == -1)
+    return -1;
+  d->dirty_ksets = in.dirty_ksets;
   dbgmsg ("%s: %" PRIu64 " dirty ksets, %" PRIu64 " dirty bytes, to %s",
-          path, in.dirty_ksets, in.dirty_bytes, to);
-  if (pc_cache_start (cache, &be->pb) == -1)
-    goto out;
+          d->path, in.dirty_ksets, in.dirty_bytes, d->to);
+  return pc_cache_start (d->cache, &d->be->pb);
+}
 
-  /* Catch the first SIGINT or SIGTERM (unless ignored, as in a
-   * background job) to stop cleanly.
-   */
+/* Catch the first SIGINT or SIGTERM (unless ignored, as in a background
+ * job) to stop cleanly.
+ */
+static void
+catch_signals (struct drain *d)
+{
+  struct sigaction sa;
+
   memset (&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
   sigemptyset (&sa.sa_mask);
-  sigaction (SIGINT, &sa, &old_int);
-  sigaction (SIGTERM, &sa, &old_term);
-  if (old_int.sa_handler == SIG_IGN)
-    sigaction (SIGINT, &old_int, NULL);
-  if (old_term.sa_handler == SIG_IGN)
-    sigaction (SIGTERM, &old_term, NULL);
+  sigaction (SIGINT, &sa, &d->old_int);
+  sigaction (SIGTERM, &sa, &d->old_term);
+  if (d->old_int.sa_handler == SIG_IGN)
+    sigaction (SIGINT, &d->old_int, NULL);
+  if (d->old_term.sa_handler == SIG_IGN)
+    sigaction (SIGTERM, &d->old_term, NULL);
+}
 
-  job.c = cache;
-  if ((errno = pthread_create (&thread, NULL, drain_main, &job)) != 0) {
-    errmsg ("pthread_create: %m");
-    goto out;
-  }
+static void
+restore_signals (struct drain *d)
+{
+  sigaction (SIGINT, &d->old_int, NULL);
+  sigaction (SIGTERM, &d->old_term, NULL);
+}
 
-  /* Watch: progress on a terminal, and give up if writeback keeps
-   * failing with no progress for timeout_s.
-   */
-  start = last_good = now_ms ();
-  pc_cache_get_stats (cache, &st);
+/* Watch the drain thread: progress on a terminal, and give up if
+ * writeback keeps failing with no progress for timeout_s.  Returns NULL
+ * once the thread is done, else why the drain is to stop.
+ */
+static const char *
+watch (struct drain *d)
+{
+  uint64_t last_good, err_base, last_dirty;
+  struct pc_stats st;
+  const char *why = NULL;
+  char h[32];
+
+  d->start = last_good = now_ms ();
+  pc_cache_get_stats (d->cache, &st);
   err_base = st.writeback_errors;
   last_dirty = st.dirty_ksets;
-  while (!atomic_load (&job.done)) {
+  while (!atomic_load (&d->job.done)) {
     uint64_t t;
     int i;
 
     /* Wake often, so the end of the drain is seen at once. */
-    for (i = 0; i < POLL_MS / 10 && !atomic_load (&job.done) &&
+    for (i = 0; i < POLL_MS / 10 && !atomic_load (&d->job.done) &&
            !interrupted; i++)
       usleep (10000);
-    if (atomic_load (&job.done))
+    if (atomic_load (&d->job.done))
       break;
-    pc_cache_get_stats (cache, &st);
+    pc_cache_get_stats (d->cache, &st);
     t = now_ms ();
     if (st.dirty_ksets < last_dirty) {
       last_good = t;
@@ -608,91 +619,146 @@ cmd_drain (int argc, char **argv)
       why = "interrupted";
       break;
     }
-    if (timeout_s && st.writeback_errors > err_base &&
-        t - last_good >= timeout_s * 1000) {
+    if (d->timeout_s && st.writeback_errors > err_base &&
+        t - last_good >= d->timeout_s * 1000) {
       why = "writeback keeps failing";
       break;
     }
     progress_show ("draining: %" PRIu64 " ksets left, %s written%s",
                    st.dirty_ksets,
-                   human_size (st.writeback_bytes, h1, sizeof h1),
+                   human_size (st.writeback_bytes, h, sizeof h),
                    st.writeback_errors > err_base
                    ? " (writeback failing, retrying)" : "");
   }
   progress_lock ();
   progress_clear ();
   progress_unlock ();
+  return why;
+}
 
-  if (why) {
-    uint64_t deadline;
+/* Stop a drain that is interrupted or failing, saying what is left. */
+static void
+give_up (struct drain *d)
+{
+  struct pc_stats st;
+  uint64_t deadline;
 
-    if (interrupted)
-      errmsg ("%s: interrupted; stopping after the writeback batch in "
-              "progress (interrupt again to quit at once)", path);
-    else
-      errmsg ("%s: writeback to %s has failed for %lu s without progress; "
-              "giving up", path, to, timeout_s);
-    if (be->last_error[0])
-      errmsg ("last error: %s", be->last_error);
-    /* A second signal ends the process: the cache is crash consistent. */
-    sigaction (SIGINT, &old_int, NULL);
-    sigaction (SIGTERM, &old_term, NULL);
-    /* Stop the workers (a batch being written finishes first).  The
-     * drain thread then ends, or, with an engine that does not wake it
-     * on stop, stays blocked until exit: the cache is then left for the
-     * exit to unmap and unlock.
-     */
-    pc_cache_stop (cache);
-    pc_cache_get_stats (cache, &st);
-    if (st.dirty_ksets)
-      errmsg ("%s: %" PRIu64 " ksets are still dirty; nothing is lost: they "
-              "stay in the cache, and drain can be run again", path,
-              st.dirty_ksets);
-    else
-      errmsg ("%s: everything was written back before the stop, but the "
-              "cache was not emptied; run drain again", path);
-    deadline = now_ms () + 1000;
-    while (!atomic_load (&job.done) && now_ms () < deadline)
-      usleep (10000);
-    if (atomic_load (&job.done))
-      pthread_join (thread, NULL);
-    else {
-      pthread_detach (thread);
-      cache = NULL;
-    }
-    goto out;
+  if (interrupted)
+    errmsg ("%s: interrupted; stopping after the writeback batch in "
+            "progress (interrupt again to quit at once)", d->path);
+  else
+    errmsg ("%s: writeback to %s has failed for %lu s without progress; "
+            "giving up", d->path, d->to, d->timeout_s);
+  if (d->be->last_error[0])
+    errmsg ("last error: %s", d->be->last_error);
+  /* A second signal ends the process: the cache is crash consistent. */
+  restore_signals (d);
+  /* Stop the workers (a batch being written finishes first).  The drain
+   * thread then ends, or, with an engine that does not wake it on stop,
+   * stays blocked until exit: the cache is then left for the exit to
+   * unmap and unlock.
+   */
+  pc_cache_stop (d->cache);
+  pc_cache_get_stats (d->cache, &st);
+  if (st.dirty_ksets)
+    errmsg ("%s: %" PRIu64 " ksets are still dirty; nothing is lost: they "
+            "stay in the cache, and drain can be run again", d->path,
+            st.dirty_ksets);
+  else
+    errmsg ("%s: everything was written back before the stop, but the "
+            "cache was not emptied; run drain again", d->path);
+  deadline = now_ms () + 1000;
+  while (!atomic_load (&d->job.done) && now_ms () < deadline)
+    usleep (10000);
+  if (atomic_load (&d->job.done))
+    pthread_join (d->thread, NULL);
+  else {
+    pthread_detach (d->thread);
+    d->cache = NULL;
   }
-  pthread_join (thread, NULL);
-  sigaction (SIGINT, &old_int, NULL);
-  sigaction (SIGTERM, &old_term, NULL);
-  if (job.result == -1) {
-    errmsg ("%s: drain failed: %s", path, strerror (job.err));
-    if (be->last_error[0])
-      errmsg ("last error: %s", be->last_error);
-    goto out;
+}
+
+/* The drain thread is done: report.  Returns the exit status. */
+static int
+finish (struct drain *d)
+{
+  char h1[32], h2[32];
+  struct pc_stats st;
+  struct pc_info in;
+
+  pthread_join (d->thread, NULL);
+  restore_signals (d);
+  if (d->job.result == -1) {
+    errmsg ("%s: drain failed: %s", d->path, strerror (d->job.err));
+    if (d->be->last_error[0])
+      errmsg ("last error: %s", d->be->last_error);
+    return EXIT_FAILED;
   }
 
-  pc_cache_get_stats (cache, &st);
-  if (pc_cache_info (cache, &in) == -1)
-    goto out;
+  pc_cache_get_stats (d->cache, &st);
+  if (pc_cache_info (d->cache, &in) == -1)
+    return EXIT_FAILED;
   printf ("%s: wrote back %" PRIu64 " dirty kset%s (%s of data) to %s in "
-          "%.1f s; %s\n", path, dirty_ksets, dirty_ksets == 1 ? "" : "s",
-          human_size (st.writeback_bytes, h1, sizeof h1), to,
-          (now_ms () - start) / 1000.0,
-          job.keep
+          "%.1f s; %s\n", d->path, d->dirty_ksets,
+          d->dirty_ksets == 1 ? "" : "s",
+          human_size (st.writeback_bytes, h1, sizeof h1), d->to,
+          (now_ms () - d->start) / 1000.0,
+          d->job.keep
           ? "clean data stays cached"
           : "the cache is now empty");
   if (in.dirty_bytes) {
-    errmsg ("%s: %s are dirty again (written during the drain?)", path,
+    errmsg ("%s: %s are dirty again (written during the drain?)", d->path,
             human_size (in.dirty_bytes, h2, sizeof h2));
-    goto out;
+    return EXIT_FAILED;
   }
-  r = EXIT_OK;
+  return EXIT_OK;
+}
 
- out:
-  if (cache)
-    pc_cache_close (cache);
-  if (be)
-    be->close (be);
+/* Drain through the engine, from a thread, watched from this one. */
+static int
+drain_engine (struct drain *d)
+{
+  if (start_engine (d) == -1)
+    return EXIT_FAILED;
+  catch_signals (d);
+  d->job.c = d->cache;
+  if ((errno = pthread_create (&d->thread, NULL, drain_main,
+                               &d->job)) != 0) {
+    errmsg ("pthread_create: %m");
+    return EXIT_FAILED;
+  }
+  if (watch (d)) {
+    give_up (d);
+    return EXIT_FAILED;
+  }
+  return finish (d);
+}
+
+int
+cmd_drain (int argc, char **argv)
+{
+  struct drain d;
+  int r;
+
+  memset (&d, 0, sizeof d);
+  parse_args (argc, argv, &d);
+  if (!d.to) {
+    if (is_socket (d.path))
+      return drain_socket (d.path);
+    usage_error ("missing --to BACKING (a file, a block device or an NBD "
+                 "URI)");
+  }
+  r = preflight (&d);
+  if (r != -1)
+    return r;
+  r = rescue (d.path, d.to, d.want_id);
+  if (r != -1)
+    return r;
+
+  r = drain_engine (&d);
+  if (d.cache)
+    pc_cache_close (d.cache);
+  if (d.be)
+    d.be->close (d.be);
   return r;
 }

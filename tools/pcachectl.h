@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "pcache.h"
-#include "layout.h"
+#include "format.h"
 
 /* Exit codes. */
 #define EXIT_OK       0
@@ -63,6 +63,7 @@ struct raw_cache {
   uint64_t size;
   struct pc_sb sb;              /* a valid superblock copy */
   int sb_ok;
+  struct pc_geom geom;          /* of sb, if sb_ok */
   int is_file;                  /* a regular file (may have holes) */
 };
 int raw_open (const char *path, struct raw_cache *r);

@@ -17,7 +17,6 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include "crc.h"
 #include "pcachectl.h"
 #include "pmem.h"
 
@@ -37,12 +36,6 @@ devdax_size (const struct stat *st, uint64_t *size)
   ok = fscanf (f, "%" SCNu64, size) == 1;
   fclose (f);
   return ok ? 0 : -1;
-}
-
-static int
-sb_valid (const struct pc_sb *sb)
-{
-  return sb->magic == PC_SB_MAGIC && sb->crc == pc_rec_crc (sb, sizeof *sb);
 }
 
 int
@@ -85,15 +78,18 @@ raw_open (const char *path, struct raw_cache *r)
    * file that is not a cache) would raise SIGBUS on a full tmpfs.
    */
   if (pread (r->fd, &r->sb, sizeof r->sb, PC_SB_OFF) != sizeof r->sb ||
-      !sb_valid (&r->sb)) {
+      !pc_fmt_sb_valid (&r->sb)) {
     if (pread (r->fd, &r->sb, sizeof r->sb, PC_SB_OFF + PC_SB_SLOT) !=
         sizeof r->sb)
       memset (&r->sb, 0, sizeof r->sb);
   }
-  r->sb_ok = sb_valid (&r->sb) && r->sb.version == PC_FORMAT_VERSION &&
+  r->sb_ok = pc_fmt_sb_valid (&r->sb) &&
+    r->sb.version == PC_FORMAT_VERSION &&
     r->sb.seg_shift >= 20 && r->sb.seg_shift <= 30 &&
     r->sb.seg_area_off + ((uint64_t) r->sb.nsegs << r->sb.seg_shift)
     <= r->size;
+  if (r->sb_ok)
+    pc_fmt_geom (&r->geom, r->base, &r->sb);
   return 0;
 
  fail:
@@ -133,7 +129,7 @@ raw_is_hole (const struct raw_cache *r, uint64_t off, uint64_t len)
 const uint8_t *
 raw_seg (const struct raw_cache *r, uint32_t seg)
 {
-  return r->base + r->sb.seg_area_off + ((uint64_t) seg << r->sb.seg_shift);
+  return pc_fmt_seg_addr (&r->geom, seg, 0);
 }
 
 /* Is the cache file sparse?  Returns 1 (and says so if what is given),

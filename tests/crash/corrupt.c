@@ -40,7 +40,7 @@
 #include "gc.h"
 #include "writeback.h"
 #include "crc.h"
-#include "layout.h"
+#include "format.h"
 #include "meta.h"
 #include "util.h"
 #include "testutil.h"
@@ -255,7 +255,7 @@ struct img {
   struct pc_sb sb;
   struct pc_ctrl ctrl;
   int ctrl_slot;                /* newest */
-  uint32_t seed;                /* kset CRC salt */
+  struct pc_geom geom;          /* of sb, over p */
   /* The live log, from key_tail. */
   struct kpos { uint32_t seg, off; uint64_t seq, fo; } ks[1024];
   unsigned nks;
@@ -265,7 +265,7 @@ struct img {
 static uint64_t
 seg_fo (const struct img *m, uint32_t seg, uint32_t off)
 {
-  return m->sb.seg_area_off + ((uint64_t) seg << m->sb.seg_shift) + off;
+  return (uint64_t) (pc_fmt_seg_addr (&m->geom, seg, off) - m->p);
 }
 
 static struct pc_kset_hdr *
@@ -274,17 +274,10 @@ hdr_at (struct img *m, unsigned i)
   return (struct pc_kset_hdr *) (m->p + m->ks[i].fo);
 }
 
-static uint32_t
-kset_crc (const struct img *m, const struct pc_kset_hdr *h)
-{
-  return pc_crc32c_cont (m->seed, (const uint8_t *) h + 4,
-                         PC_KSET_BYTES (h->nkeys) - 4);
-}
-
 static void
 reseal_kset (struct img *m, struct pc_kset_hdr *h)
 {
-  h->crc = kset_crc (m, h);
+  h->crc = pc_kset_crc (m->geom.seed, h);
 }
 
 static void
@@ -298,29 +291,22 @@ img_parse (struct img *m)
   m->ctrl_slot = pc_ctrl_load (m->p, &m->ctrl);
   if (m->ctrl_slot < 0)
     die ("base control record unreadable");
-  m->seed = pc_crc32c (m->sb.uuid, sizeof m->sb.uuid);
+  pc_fmt_geom (&m->geom, m->p, &m->sb);
   pos = m->ctrl.key_tail;
   m->nks = 0;
   m->dirty_idx = -1;
   for (;;) {
-    uint64_t fo = seg_fo (m, pos.seg, pos.off);
-    struct pc_kset_hdr *h = (struct pc_kset_hdr *) (m->p + fo);
+    const struct pc_kset_hdr *h;
 
     if (pos.seg == m->ctrl.dirty_tail.seg && pos.off == m->ctrl.dirty_tail.off &&
         pos.seq == m->ctrl.dirty_tail.seq)
       m->dirty_idx = m->nks;
-    if (h->magic != PC_KSET_MAGIC || h->seq != pos.seq ||
-        h->nkeys > PC_KSET_MAX_KEYS || h->crc != kset_crc (m, h) ||
-        m->nks == 1024)
+    h = pc_fmt_kset_at (&m->geom, &pos, &why);
+    if (!h || m->nks == 1024)
       break;
-    m->ks[m->nks++] = (struct kpos) { pos.seg, pos.off, pos.seq, fo };
-    if (h->flags & PC_KSET_LAST) {
-      pos.seg = h->next_seg;
-      pos.off = 0;
-    }
-    else
-      pos.off += pc_kset_span (h->nkeys);
-    pos.seq++;
+    m->ks[m->nks++] = (struct kpos) { pos.seg, pos.off, pos.seq,
+                                      seg_fo (m, pos.seg, pos.off) };
+    pc_fmt_kset_next (h, &pos);
   }
 }
 

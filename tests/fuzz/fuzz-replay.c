@@ -37,7 +37,7 @@
 #include "gc.h"
 #include "writeback.h"
 #include "crc.h"
-#include "layout.h"
+#include "format.h"
 #include "meta.h"
 #include "util.h"
 
@@ -249,31 +249,30 @@ reseal (uint8_t fix)
     /* Walk segment 0 from key_tail, resealing each kset found. */
     struct pc_sb sb;
     struct pc_ctrl ct;
-    uint32_t seed, off;
-    uint64_t seq;
+    /* Only segment 0 (region) is mutated, and a LAST kset leaves it:
+     * the walk sees one segment.
+     */
+    struct pc_geom g = {
+      .base = img, .seg_area_off = area_off, .nsegs = 1,
+      .seg_shift = __builtin_ctz (PC_MIN_SEG_SIZE),
+    };
+    struct pc_pos pos;
     unsigned n;
 
     memcpy (&sb, img, sizeof sb);
     if (pc_ctrl_load (img, &ct) < 0 || ct.key_tail.seg != 0)
       return;
-    seed = pc_crc32c (sb.uuid, sizeof sb.uuid);
-    off = ct.key_tail.off;
-    seq = ct.key_tail.seq;
+    g.seed = pc_fmt_seed (sb.uuid);
+    pos = ct.key_tail;
     for (n = 0; n < 4096; n++) {
-      struct pc_kset_hdr h;
-      uint64_t at = area_off + off;
+      const char *why;
+      struct pc_kset_hdr *h =
+        (struct pc_kset_hdr *) pc_fmt_kset_shape (&g, &pos, &why);
 
-      if (off % PC_KSET_ALIGN || at + sizeof h > region)
+      if (!h || (h->flags & PC_KSET_LAST))
         break;
-      memcpy (&h, img + at, sizeof h);
-      if (h.magic != PC_KSET_MAGIC || h.seq != seq ||
-          h.nkeys > PC_KSET_MAX_KEYS || (h.flags & PC_KSET_LAST) ||
-          at + PC_KSET_BYTES (h.nkeys) > region)
-        break;
-      h.crc = pc_crc32c_cont (seed, img + at + 4, PC_KSET_BYTES (h.nkeys) - 4);
-      memcpy (img + at, &h.crc, 4);
-      off += pc_kset_span (h.nkeys);
-      seq++;
+      h->crc = pc_kset_crc (g.seed, h);
+      pc_fmt_kset_next (h, &pos);
     }
   }
 }

@@ -16,7 +16,7 @@
 #include "gc.h"
 #include "writeback.h"
 #include "crc.h"
-#include "layout.h"
+#include "format.h"
 #include "meta.h"
 #include "testutil.h"
 
@@ -25,13 +25,6 @@
 
 static struct tu_mem *ee;       /* backend whose every byte is 0xEE */
 static struct pc_backend eeb;
-
-static uint32_t
-kset_crc (uint32_t seed, const struct pc_kset_hdr *h)
-{
-  return pc_crc32c_cont (seed, (const uint8_t *) h + 4,
-                         PC_KSET_BYTES (h->nkeys) - 4);
-}
 
 /* The kset CRC seed of a closed cache file. */
 
@@ -132,7 +125,7 @@ craft_kset (pc_cache *c, const struct pc_key_rec *keys, uint16_t n)
   h->epoch = lg->epoch;
   h->nkeys = n;
   memcpy (h + 1, keys, n * sizeof *keys);
-  h->crc = kset_crc (c->kset_seed, h);
+  h->crc = pc_kset_crc (c->geom.seed, h);
   pc_pmem_copy (c->pm, pc_seg_addr (c, lg->head.seg, lg->head.off), buf,
                 PC_KSET_BYTES (n));
   lg->head.off += pc_kset_span (n);

@@ -21,7 +21,7 @@
 #include "gc.h"
 #include "writeback.h"
 #include "crc.h"
-#include "layout.h"
+#include "format.h"
 #include "meta.h"
 #include "testutil.h"
 
@@ -84,7 +84,8 @@ test_format_reopen (void)
   CU_ASSERT_EQUAL (memcmp (c->sb.uuid, uuid, 16), 0);
   CU_ASSERT_EQUAL (c->nsegs, CSEGS);
   CU_ASSERT_EQUAL (c->seg_size, TU_MIB);
-  CU_ASSERT_EQUAL (c->kset_seed, pc_crc32c (uuid, 16));
+  /* The salt the format pins: the CRC32C of the uuid. */
+  CU_ASSERT_EQUAL (c->geom.seed, pc_crc32c (uuid, 16));
   CU_ASSERT_EQUAL (c->ctrl.key_tail.seq, 1);
   CU_ASSERT_EQUAL (c->ctrl.key_tail.seg, c->ctrl.dirty_tail.seg);
   CU_ASSERT_EQUAL (c->ctrl.key_tail.off, c->ctrl.dirty_tail.off);

@@ -17,7 +17,7 @@
 
 #include "cache_internal.h"
 #include "crc.h"
-#include "layout.h"
+#include "format.h"
 #include "meta.h"
 #include "testutil.h"
 
@@ -59,13 +59,6 @@ walk_log (pc_cache *c, struct kinfo *v, size_t max)
   return n;
 }
 
-static uint32_t
-kset_crc (uint32_t seed, const struct pc_kset_hdr *h)
-{
-  return pc_crc32c_cont (seed, (const uint8_t *) h + 4,
-                         PC_KSET_BYTES (h->nkeys) - 4);
-}
-
 /* The kset CRC seed of a closed cache file. */
 static uint32_t
 file_seed (const char *path)
@@ -73,7 +66,7 @@ file_seed (const char *path)
   struct pc_sb sb;
 
   CU_ASSERT_EQUAL (tu_file_read (path, PC_SB_OFF, &sb, sizeof sb), 0);
-  return pc_crc32c (sb.uuid, sizeof sb.uuid);
+  return pc_fmt_seed (sb.uuid);
 }
 
 /* ------------------------------------------------------------------ */
@@ -313,7 +306,7 @@ test_kset_seq_ends_replay (void)
   memcpy (&h, buf, sizeof h);
   h.seq = 1;                          /* from "an earlier use" */
   memcpy (buf, &h, sizeof h);
-  h.crc = kset_crc (file_seed (p), (struct pc_kset_hdr *) buf);
+  h.crc = pc_kset_crc (file_seed (p), (struct pc_kset_hdr *) buf);
   memcpy (buf, &h, sizeof h);
   CU_ASSERT_EQUAL (tu_file_write (p, k[1].foff, buf, sizeof buf), 0);
   check_only_first (p);
@@ -334,9 +327,9 @@ test_kset_salt (void)
   CU_ASSERT_EQUAL_FATAL (three_ksets (p, k), 3);
   CU_ASSERT_EQUAL (tu_file_read (p, k[1].foff, buf, sizeof buf), 0);
   memcpy (&h, buf, sizeof h);
-  CU_ASSERT_EQUAL (h.crc, kset_crc (file_seed (p),
-                                    (struct pc_kset_hdr *) buf));
-  h.crc = kset_crc (0, (struct pc_kset_hdr *) buf);
+  CU_ASSERT_EQUAL (h.crc, pc_kset_crc (file_seed (p),
+                                       (struct pc_kset_hdr *) buf));
+  h.crc = pc_kset_crc (0, (struct pc_kset_hdr *) buf);
   memcpy (buf, &h, sizeof h);
   CU_ASSERT_EQUAL (tu_file_write (p, k[1].foff, buf, sizeof buf), 0);
   check_only_first (p);

@@ -1,4 +1,10 @@
-/* On-media format.  Little-endian; a big-endian host refuses the file.
+/* The on-media format: the contract shared by the engine, pcachectl and
+ * the tests.  What is on the media, and every rule that says whether a
+ * piece of it is valid, is declared here and written once (format.c);
+ * none of it needs an open cache, so a tool or a test reading a raw
+ * mapping applies exactly the rules the engine does.
+ *
+ * Little-endian; a big-endian host refuses the file.
  *
  *   0       superblock, copy A            (4 KiB)
  *   4 KiB   superblock, copy B            (4 KiB)
@@ -17,9 +23,10 @@
  * A segment is either a log segment (a chain of ksets) or a data
  * segment (payload).  Its role lives only in RAM and is rebuilt by replay.
  */
-#ifndef PC_LAYOUT_H
-#define PC_LAYOUT_H
+#ifndef PC_FORMAT_H
+#define PC_FORMAT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define PC_FORMAT_VERSION   1u
@@ -125,4 +132,82 @@ _Static_assert (sizeof (struct pc_gen_slot) == 16, "gen slot size");
 _Static_assert (sizeof (struct pc_kset_hdr) == 32, "kset header size");
 _Static_assert (sizeof (struct pc_key_rec) == 32, "key size");
 
-#endif /* PC_LAYOUT_H */
+/* ------------------------------------------------------------------ */
+/* Format rules.  Pure functions: no cache handle, no locks, no state. */
+
+/* Where the segments of a mapped cache file are, and the salt of its
+ * kset CRCs: all that the rules below need to know of a file.
+ */
+struct pc_geom {
+  const uint8_t *base;          /* the mapping of the file */
+  uint64_t seg_area_off;
+  uint32_t nsegs;
+  unsigned seg_shift;
+  uint32_t seed;                /* pc_fmt_seed of the superblock's uuid */
+};
+
+/* Does sb carry the superblock magic and a matching CRC?  (Whether its
+ * version, features and geometry are usable is for the reader to say.)
+ */
+int pc_fmt_sb_valid (const struct pc_sb *sb);
+
+/* The geometry a valid superblock describes, over the mapping at base. */
+void pc_fmt_geom (struct pc_geom *g, const uint8_t *base,
+                  const struct pc_sb *sb);
+
+/* Kset CRCs are salted with the cache's uuid, so that a kset left by an
+ * earlier format of the same file never validates.
+ */
+uint32_t pc_fmt_seed (const uint8_t uuid[16]);
+/* The salted CRC of the kset h, over its header and keys; the caller
+ * knows that h->nkeys is in bounds.
+ */
+uint32_t pc_kset_crc (uint32_t seed, const struct pc_kset_hdr *h);
+
+/* Bytes a kset of nkeys takes in the log. */
+static inline uint32_t
+pc_kset_span (uint32_t nkeys)
+{
+  return (PC_KSET_BYTES (nkeys) + PC_KSET_ALIGN - 1) & ~(PC_KSET_ALIGN - 1);
+}
+
+static inline uint64_t
+pc_fmt_seg_size (const struct pc_geom *g)
+{
+  return 1ULL << g->seg_shift;
+}
+
+/* Address of offset off of segment seg. */
+static inline const uint8_t *
+pc_fmt_seg_addr (const struct pc_geom *g, uint32_t seg, uint32_t off)
+{
+  return g->base + g->seg_area_off + ((uint64_t) seg << g->seg_shift) + off;
+}
+
+/* Can a kset header be at pos (segment, alignment, room)? */
+int pc_fmt_pos_ok (const struct pc_geom *g, const struct pc_pos *pos);
+/* The kset at pos, if it is the one the log expects there (sequence
+ * pos->seq) and intact.  Returns a pointer into the mapping, or NULL
+ * with *why set to a static reason.  pc_fmt_kset_shape checks all but
+ * the CRC, for one who means to reseal it.
+ */
+const struct pc_kset_hdr *pc_fmt_kset_at (const struct pc_geom *g,
+                                          const struct pc_pos *pos,
+                                          const char **why);
+const struct pc_kset_hdr *pc_fmt_kset_shape (const struct pc_geom *g,
+                                             const struct pc_pos *pos,
+                                             const char **why);
+/* Position after the kset h found at pos. */
+void pc_fmt_kset_next (const struct pc_kset_hdr *h, struct pc_pos *pos);
+
+/* Is the key's backing range inside a store of backing_size bytes, not
+ * empty, and its flags known?
+ */
+int pc_fmt_key_range_ok (const struct pc_key_rec *r, uint64_t backing_size);
+/* Is the payload position of a key with payload (not ZERO) inside its
+ * segment?
+ */
+int pc_fmt_key_payload_ok (const struct pc_geom *g,
+                           const struct pc_key_rec *r);
+
+#endif /* PC_FORMAT_H */

@@ -1,0 +1,116 @@
+/* The format rules of format.h: each on-media validity rule, written
+ * once, for the engine, pcachectl and the tests alike.
+ */
+#include "format.h"
+#include "crc.h"
+
+int
+pc_fmt_sb_valid (const struct pc_sb *sb)
+{
+  return sb->magic == PC_SB_MAGIC && sb->crc == pc_rec_crc (sb, sizeof *sb);
+}
+
+void
+pc_fmt_geom (struct pc_geom *g, const uint8_t *base, const struct pc_sb *sb)
+{
+  g->base = base;
+  g->seg_area_off = sb->seg_area_off;
+  g->nsegs = sb->nsegs;
+  g->seg_shift = sb->seg_shift;
+  g->seed = pc_fmt_seed (sb->uuid);
+}
+
+uint32_t
+pc_fmt_seed (const uint8_t uuid[16])
+{
+  return pc_crc32c (uuid, 16);
+}
+
+uint32_t
+pc_kset_crc (uint32_t seed, const struct pc_kset_hdr *h)
+{
+  return pc_crc32c_cont (seed, (const uint8_t *) h + 4,
+                         PC_KSET_BYTES (h->nkeys) - 4);
+}
+
+int
+pc_fmt_pos_ok (const struct pc_geom *g, const struct pc_pos *pos)
+{
+  return pos->seg < g->nsegs && pos->off % PC_KSET_ALIGN == 0 &&
+    (uint64_t) pos->off + sizeof (struct pc_kset_hdr) <= pc_fmt_seg_size (g);
+}
+
+const struct pc_kset_hdr *
+pc_fmt_kset_shape (const struct pc_geom *g, const struct pc_pos *pos,
+                   const char **why)
+{
+  const struct pc_kset_hdr *h;
+
+  if (!pc_fmt_pos_ok (g, pos)) {
+    *why = "log position out of range";
+    return NULL;
+  }
+  h = (const struct pc_kset_hdr *) pc_fmt_seg_addr (g, pos->seg, pos->off);
+  if (h->magic != PC_KSET_MAGIC) {
+    *why = "no kset magic";
+    return NULL;
+  }
+  /* A kset from an earlier pass over the segment has an older number. */
+  if (h->seq != pos->seq) {
+    *why = "kset sequence mismatch";
+    return NULL;
+  }
+  if (h->nkeys > PC_KSET_MAX_KEYS ||
+      pos->off + PC_KSET_BYTES (h->nkeys) > pc_fmt_seg_size (g)) {
+    *why = "kset key count out of range";
+    return NULL;
+  }
+  if ((h->flags & PC_KSET_LAST) &&
+      (h->nkeys != 0 || h->next_seg >= g->nsegs)) {
+    *why = "bad LAST kset";
+    return NULL;
+  }
+  return h;
+}
+
+const struct pc_kset_hdr *
+pc_fmt_kset_at (const struct pc_geom *g, const struct pc_pos *pos,
+                const char **why)
+{
+  const struct pc_kset_hdr *h = pc_fmt_kset_shape (g, pos, why);
+
+  /* A torn commit fails here: the CRC is what ends the log. */
+  if (h && h->crc != pc_kset_crc (g->seed, h)) {
+    *why = "kset checksum mismatch";
+    return NULL;
+  }
+  return h;
+}
+
+void
+pc_fmt_kset_next (const struct pc_kset_hdr *h, struct pc_pos *pos)
+{
+  if (h->flags & PC_KSET_LAST) {
+    pos->seg = h->next_seg;
+    pos->off = 0;
+  }
+  else
+    pos->off += pc_kset_span (h->nkeys);
+  pos->seq++;
+}
+
+int
+pc_fmt_key_range_ok (const struct pc_key_rec *r, uint64_t backing_size)
+{
+  return r->len != 0 && r->off < backing_size &&
+    r->len <= backing_size - r->off && !(r->flags & ~PC_KF_MEDIA);
+}
+
+int
+pc_fmt_key_payload_ok (const struct pc_geom *g, const struct pc_key_rec *r)
+{
+  uint64_t seg_size = pc_fmt_seg_size (g);
+
+  return r->seg < g->nsegs && r->seg_off <= seg_size &&
+    r->len <= seg_size - r->seg_off;
+}
