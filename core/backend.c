@@ -1,6 +1,10 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Backend requests the engine builds itself, for the client path
  * (write-through zero and trim) and for writeback alike.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include "cache_internal.h"
 #include "backend.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* backend.c: backend requests the engine builds itself. */
 #ifndef PC_BACKEND_H
 #define PC_BACKEND_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Opening, formatting and closing a cache; the worker lifecycle. */
 #ifdef HAVE_CONFIG_H
 #include <config.h>

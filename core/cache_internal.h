@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The cache handle and what its modules share.
  *
  * How the engine works, in five minutes

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Read path: hits from pmem, gaps from the backend, misses inserted as
  * clean keys behind placeholders so that a racing write always wins.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Write path: payload to pmem, key to the index and the log. */
 #ifdef HAVE_CONFIG_H
 #include <config.h>

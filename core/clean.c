@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Clean keys and the backend's own volatile cache.
  *
  * A clean key says "the backend holds this data".  Outside write-back,

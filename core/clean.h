@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* clean.c: clean keys logged only once a backend flush covers them. */
 #ifndef PC_CLEAN_H
 #define PC_CLEAN_H

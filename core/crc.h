@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* CRC32C (Castagnoli), as used by every on-media record. */
 #ifndef PC_CRC_H
 #define PC_CRC_H

@@ -1,6 +1,10 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The control record's cursors (key_tail, dirty_tail) in RAM and on
  * pmem: replay, writeback and GC move them; everything else reads them.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <pthread.h>
 
 #include "cache_internal.h"

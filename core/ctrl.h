@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* ctrl.c: the persisted cursors of the key log. */
 #ifndef PC_CTRL_H
 #define PC_CTRL_H

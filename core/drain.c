@@ -1,6 +1,10 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Drain: wait until everything logged so far is written back (mode
  * switches, pcachectl drain, detach).
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <errno.h>
 #include <pthread.h>
 

@@ -1,6 +1,10 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The format rules of format.h: each on-media validity rule, written
  * once, for the engine, pcachectl and the tests alike.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include "format.h"
 #include "crc.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The on-media format: the contract shared by the engine, pcachectl and
  * the tests.  What is on the media, and every rule that says whether a
  * piece of it is valid, is declared here and written once (format.c);

@@ -1,9 +1,13 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Garbage collection: move key_tail up to dirty_tail, dropping the
  * segment references of the records it passes.  Only written-back or
  * clean records are ever passed, so no dirty data is lost.  key_tail is
  * persisted before any segment is released: replay must never start in
  * a segment that has been handed out again.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <stdlib.h>
 
 #include "cache_internal.h"

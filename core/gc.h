@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* gc.c: garbage collection of segments. */
 #ifndef PC_GC_H
 #define PC_GC_H

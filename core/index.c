@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Striped multi-tree index (see index.h).
  *
  * Each subtree is a B+tree.  Leaves hold keys in offset order and are

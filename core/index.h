@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Striped multi-tree index: which backing ranges the cache holds.
  *
  * The backing address space is cut into stripes (1 << stripe_shift

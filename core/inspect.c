@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Read-only views of a cache for the admin tool: geometry, cursors and
  * the key log.
  */

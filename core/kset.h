@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Key sets: RAM buffers of key records and the on-media key log.
  *
  * A key goes to the buffer of its stripe while the writer holds that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Locks held for well under a microsecond: the index subtrees, key
  * buffers, data heads and segment counts.
  *

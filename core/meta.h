@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Encoding, validation and dual-slot update of the fixed records:
  * superblock, control record and segment generations.
  */

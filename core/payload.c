@@ -1,6 +1,10 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Payload space: data heads carve client data and read-cached data out
  * of data segments, one head per group of threads.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <errno.h>
 #include <pthread.h>
 

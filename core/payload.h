@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* payload.c: carving payload space out of data segments. */
 #ifndef PC_PAYLOAD_H
 #define PC_PAYLOAD_H

@@ -1,7 +1,11 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Placeholders: keys that hold a range of the index while its data is
  * read from the backend (a read miss) or written to it (write-through,
  * write-around), so that a write racing with them always wins.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <string.h>
 
 #include "cache_internal.h"

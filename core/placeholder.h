@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* placeholder.c: index keys that hold a range during a backend call. */
 #ifndef PC_PLACEHOLDER_H
 #define PC_PLACEHOLDER_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The one place that maps the cache and makes stores durable.
  *
  * Every store that must survive a crash goes through pc_pmem_persist,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Rebuild RAM state from the key log: walk from key_tail, stop at the
  * first kset that does not validate (the normal end of the log, or a
  * torn commit), and index every key found.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* replay.c: rebuilding the index from the key log. */
 #ifndef PC_REPLAY_H
 #define PC_REPLAY_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Segments: allocation, reference counts and generations.
  *
  * A data segment holds one reference per live key record that points

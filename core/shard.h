@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Per-thread shards of hot shared state.
  *
  * Every write touches a few counters and the mode lock.  Shared by all

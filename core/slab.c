@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Fixed-size objects from huge-page chunks (see slab.h). */
 #ifdef HAVE_CONFIG_H
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Fixed-size objects of the index: keys and B+tree nodes.
  *
  * An index holding millions of extents allocates and frees an object on

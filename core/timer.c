@@ -1,7 +1,11 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The commit timer: a kset buffer holding keys longer than
  * pcache-commit-ms is committed to the log, so that a client that
  * never flushes still has its writes logged in bounded time.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <pthread.h>
 
 #include "cache_internal.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* timer.c: the commit timer thread. */
 #ifndef PC_TIMER_H
 #define PC_TIMER_H

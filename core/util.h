@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Logging and small helpers shared by the engine. */
 #ifndef PC_UTIL_H
 #define PC_UTIL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* workers.c: waking the background workers. */
 #ifndef PC_WORKERS_H
 #define PC_WORKERS_H

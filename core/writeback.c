@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Ordered writeback.
  *
  * Ksets are written back in log order, a batch at a time.  A batch never
@@ -6,6 +7,9 @@
  * state after some prefix of the client's epochs, plus possibly part of
  * the epoch being written back (as a disk with a volatile cache would).
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>

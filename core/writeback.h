@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* writeback.c: ordered writeback. */
 #ifndef PC_WRITEBACK_H
 #define PC_WRITEBACK_H

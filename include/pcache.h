@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* pcache: crash-consistent persistent-memory write-back cache engine.
  *
  * Public API of the engine in core/.  It has no nbdkit dependency: the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Side channels of the pcache filter: the statistics file (stats.c)
  * and a control socket that answers one request line (request.c) with
  * one reply line.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Statistics file and control socket of the pcache filter. */
 #ifndef PCACHE_CONTROL_H
 #define PCACHE_CONTROL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* nbdkit pcache filter: a persistent-memory write-back cache in front of
  * any plugin.  This file is only the glue between nbdkit and the engine
  * in core/.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Requests of the pcache filter's control socket: one line in, one
  * line out.  Parsing is strict: a request with a word too many or too
  * few, a number with anything else in it or out of range, or a control

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Requests of the pcache filter's control socket. */
 #ifndef PCACHE_REQUEST_H
 #define PCACHE_REQUEST_H

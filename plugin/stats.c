@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The statistics file of the pcache filter: the engine's statistics
  * as one line of JSON, rewritten every pcache-stats-interval seconds
  * and at exit.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The statistics file of the pcache filter (pcache-stats). */
 #ifndef PCACHE_STATS_H
 #define PCACHE_STATS_H

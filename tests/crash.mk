@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # Crash-consistency and fault-injection rig: `make check-crash`.
 # Included from Makefile.am.
 #

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-3-Clause
 # pcache integration test helpers (bash).  -*- shell-script -*-
 #
 # Usage at the top of a test:

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 # Crash-consistency workload and checker for pcache (see test-prefix.sh).
 #
 #   prefix.py write URI SEED NBLOCKS NCONN STATEFILE [MAXEPOCHS]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Backend write errors during writeback.
 #
 # The error filter sits below pcache, so clients never see its errors:

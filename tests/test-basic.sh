@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # pcache: basic data integrity over the file plugin.
 #
 # - nbdsh: pattern writes and reads at many offsets and sizes (unaligned,

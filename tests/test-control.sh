@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # The statistics file and the control socket.
 #  A. A symlink planted at the stats file's temporary name (FILE.tmp) is
 #     not followed, at start or at exit: its target is unchanged and the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # pcache-drain=true empties the cache at exit; a clean exit without it
 # keeps dirty data in the cache.
 #  A. Write, exit with pcache-drain=true: the backing file has the data.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Write loads several times larger than the cache.
 #
 # The cache (24M in 1M segments) is much smaller than the disk (128M),

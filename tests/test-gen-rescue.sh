@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Segment generation records hold two copies, both the newest.
 #  A. One slot of the record of a segment holding flushed dirty data
 #     flipped (either slot): nbdkit opens the cache and serves the data.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # pcache: one client never reads another's data through the cache.
 #  - tmpdisk (a private disk per connection) is refused, even with
 #    pcache-assume-shared=true: a second client must never read what

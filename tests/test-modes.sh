@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Cache modes, the sequential-read cutoff and switching mode at run time.
 #  A. writethrough: a write is on the plugin before it is acknowledged
 #     (the backing file holds it at once) and reads of it hit the cache.

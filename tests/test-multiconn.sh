@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # pcache: multi-conn.  Four clients write in parallel, each on its own
 # connection: its own region (synchronous, overlapping rewrites) and its
 # own blocks of a shared region (asynchronous, up to 64 writes in

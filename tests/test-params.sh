@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # pcache: bad parameters and bad cache files are refused with a clear
 # error, nbdkit exits non-zero, and a refused cache file is not touched.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # pcachectl: info, dump, check (and corruption), drain to a file and to
 # an NBD server, the refusals that protect the user, the control socket,
 # and the command line.

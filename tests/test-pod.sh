@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Check the man page source with podchecker (errors and warnings fail).
 set -e -x
 source "${top_srcdir:-.}/tests/functions.sh"

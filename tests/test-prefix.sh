@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Crash consistency of ordered writeback.
 #
 # A writer (prefix.py) runs flush epochs of concurrent 4 KiB writes on

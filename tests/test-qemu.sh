@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # pcache: qemu-img convert into the cache, compare through it, across a
 # restart, and check that continuous writeback makes the backing file
 # equal to the source.  With pcache-drain=true the backing file equals

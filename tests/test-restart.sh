@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # pcache: flushed and FUA writes survive kill -9 of nbdkit.
 #
 # nbdkit runs as a daemon on a fixed socket (pcache-commit-ms left at

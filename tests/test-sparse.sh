@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # A cache file copied sparse (cp --sparse=always) has holes where it
 # held zeroes; a store into one, or on tmpfs even a read through the
 # mapping, raises SIGBUS once the filesystem is full.

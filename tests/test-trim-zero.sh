@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # pcache: trim and write-zeroes.
 #
 # Over a backing file full of random data: write a pattern through the

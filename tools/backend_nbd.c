@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* drain backend: an NBD server, reached by URI with libnbd. */
 #ifdef HAVE_CONFIG_H
 #include <config.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* drain backend: a regular file or a block device, written with
  * io_uring (one request at a time: the engine writes back serially).
  * If io_uring cannot be set up (an old kernel, or a seccomp profile

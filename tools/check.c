@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* pcachectl check: a consistency check of a cache that is not in use.
  *
  * 1. Opening the cache validates the superblock, the control record and
@@ -15,9 +16,6 @@
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
-#endif
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
 #endif
 
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* The control socket of a running pcache filter (pcache-control=SOCKET):
  * one request line, one reply line.  Also the stats file it writes
  * (pcache-stats=FILE).  Commands stats and set.

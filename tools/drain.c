@@ -1,12 +1,10 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* pcachectl drain: write the dirty data of a cache back to its backing
  * store when nbdkit cannot be started with the original plugin, or ask
  * a running filter to drain through its control socket.
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
-#endif
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1
 #endif
 
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* microbench: in-process microbenchmark of the pcache engine (core/).
  *
  * No NBD, no nbdkit: the engine is driven directly through

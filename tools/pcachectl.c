@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* pcachectl: inspect, check and drain pcache caches; talk to a running
  * pcache filter through its control socket.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* pcachectl: administration of pcache caches.  Shared declarations. */
 #ifndef PCACHECTL_H
 #define PCACHECTL_H

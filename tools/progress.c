@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* A status line on stderr, redrawn in place with \r, shown only when
  * stderr is a terminal.  Messages erase it first (see errmsg).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* A read-only mapping of a cache file or device DAX, for what the engine
  * API does not show: the superblock before the cache is opened, and the
  * log past its head (see check.c).

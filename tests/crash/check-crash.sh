@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Driver of `make check-crash` (see tests/crash.mk): the power-loss
 # simulator, the corrupt-media matrix, the replay fuzzer and the nbdkit
 # fault tests.  Every step runs even if an earlier one failed; the last

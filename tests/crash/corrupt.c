@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* corrupt: damaged media.  A cache with data written and committed is
  * damaged in one place at a time (flipped bytes, torn records, and
  * records crafted with a valid CRC but impossible contents), then
@@ -18,7 +19,9 @@
  * Prints one line per named case, a summary of the sweep, and
  * "N passed, N failed".
  */
-#define _GNU_SOURCE
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* crash-sim: power-loss simulator for the pcache engine.
  *
  * A deterministic workload runs against a fresh cache in a forked
@@ -49,7 +50,9 @@
  *                  [--verbose]
  * Exit status: 0 all crash points passed, 1 a violation, 2 usage/setup.
  */
-#define _GNU_SOURCE
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
 # Helper of tests/crash/test-faults.sh: versioned 4 KiB blocks over NBD.
 #
 # Block b at version v is a header (magic, b, v) and filler derived from

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
 # Faults around pcache in nbdkit (run by make check-crash):
 #  1. backend faults below pcache (error and delay filters):
 #     a. read errors: cached data always reads; a miss may fail but

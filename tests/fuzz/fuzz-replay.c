@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* fuzz-replay: libFuzzer target for opening and replaying a damaged
  * cache.
  *
@@ -23,7 +24,12 @@
  *   clang -fsanitize=fuzzer,address,undefined -Iinclude -Icore \
  *     tests/fuzz/fuzz-replay.c core/[a-z]*.c -lpmem2 -lisal ...
  */
-#define _GNU_SOURCE
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1            /* built without config.h */
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>

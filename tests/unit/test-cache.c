@@ -1,8 +1,12 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests for the data path with the background workers and an
  * in-memory backend: read misses and caching, odd writes, pc_map,
  * writeback content and ordering, a full cache, backend errors,
  * concurrent clients and a restart with dirty data.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests for the coherence of cached data with the backend: clean
  * data (a read's fill, write-through's copy) must never be older than
  * what a write, zero or trim put on the backend, in every mode, however
@@ -9,6 +10,9 @@
  * writers, readers, flushes, eviction and mode switches.  Its length is
  * PC_RACE_SECONDS (default 2; scripts/soak runs it longer).
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>

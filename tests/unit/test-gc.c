@@ -1,7 +1,11 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests for segment generations (gc.c): a segment that GC
  * reclaims gets a new generation, and a key record of an older one is
  * stale to replay, to reads and to GC.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>

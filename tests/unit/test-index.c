@@ -1,7 +1,11 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests for core/index.c: overlap fix-up, find, stripes, a
  * randomized comparison against a per-byte model, churn through a deep
  * tree, a threaded smoke test, and keys handed between threads.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests for the on-media records (meta.c): format, open and
  * validation of the superblock, the control record and the generation
  * records.  Replay is in test-replay.c, generations and GC in
@@ -6,6 +7,9 @@
  * Most tests run without workers: open, bind, write, pc_flush,
  * pc_cache_close, then poke at the file and reopen.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests for replay of the key log (replay.c, kset.c): newest
  * wins, CRC and sequence checks end the log, overlapping writes come
  * back as they were, payload checksums (data_crc) are verified.
@@ -5,6 +6,9 @@
  * Most tests run without workers: open, bind, write, pc_flush,
  * pc_cache_close, then poke at the file and reopen.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Unit tests for writeback's coalescing across batches: data that a
  * newer record of the same flush epoch overwrites is left out, never
  * data whose replacement belongs to a later epoch or is not yet in the
@@ -6,6 +7,9 @@
  * Last, the number of writers a round puts to work, and the wake-up of
  * a writer waiting for space.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>

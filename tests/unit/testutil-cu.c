@@ -1,6 +1,10 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Helpers of testutil.h that assert: only the CUnit programs link
  * them.
  */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <stdlib.h>
 
 #include <CUnit/CUnit.h>

@@ -1,4 +1,8 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Helpers shared by the unit tests and the crash rig (see testutil.h). */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
 /* Helpers shared by the unit tests and the crash rig (crash-sim,
  * corrupt): scratch directories for cache files, an in-memory backing
  * store, data patterns, log capture, media access and a one-call cache
