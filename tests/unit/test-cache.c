@@ -1038,43 +1038,25 @@ test_reopen_writethrough (void)
   unlink (p);
 }
 
+static const struct tu_case cases[] = {
+  { "read miss, then cached", test_read_miss },
+  { "cache_on_read=0", test_no_cache_on_read },
+  { "odd writes and pc_map", test_odd_writes },
+  { "writeback content", test_writeback },
+  { "writeback ordering", test_ordering_live },
+  { "writeback ordering, backlog", test_ordering_backlog },
+  { "full cache", test_full_cache },
+  { "writeback width follows the backlog", test_wb_width },
+  { "a read-only client pauses a batch", test_wb_pause },
+  { "backend errors", test_backend_errors },
+  { "concurrent clients", test_concurrency },
+  { "restart with dirty data", test_restart_dirty },
+  { "reopened in write-through over dirty data", test_reopen_writethrough },
+  { NULL, NULL },
+};
+
 int
 main (void)
 {
-  CU_pSuite s;
-  int fails;
-
-  alarm (120);                  /* a hang is a failure */
-  tu_log_install ();
-  if (!tu_dir_create ())
-    return 1;
-  if (CU_initialize_registry () != CUE_SUCCESS)
-    return 1;
-  s = CU_add_suite ("cache", NULL, NULL);
-  if (!s ||
-      !CU_add_test (s, "read miss, then cached", test_read_miss) ||
-      !CU_add_test (s, "cache_on_read=0", test_no_cache_on_read) ||
-      !CU_add_test (s, "odd writes and pc_map", test_odd_writes) ||
-      !CU_add_test (s, "writeback content", test_writeback) ||
-      !CU_add_test (s, "writeback ordering", test_ordering_live) ||
-      !CU_add_test (s, "writeback ordering, backlog",
-                    test_ordering_backlog) ||
-      !CU_add_test (s, "full cache", test_full_cache) ||
-      !CU_add_test (s, "writeback width follows the backlog",
-                    test_wb_width) ||
-      !CU_add_test (s, "a read-only client pauses a batch", test_wb_pause) ||
-      !CU_add_test (s, "backend errors", test_backend_errors) ||
-      !CU_add_test (s, "concurrent clients", test_concurrency) ||
-      !CU_add_test (s, "restart with dirty data", test_restart_dirty) ||
-      !CU_add_test (s, "reopened in write-through over dirty data",
-                    test_reopen_writethrough)) {
-    CU_cleanup_registry ();
-    return 1;
-  }
-  CU_basic_set_mode (CU_BRM_VERBOSE);
-  CU_basic_run_tests ();
-  fails = CU_get_number_of_failures () != 0 || CU_get_error () != CUE_SUCCESS;
-  CU_cleanup_registry ();
-  tu_dir_remove ();
-  return fails ? 1 : 0;
+  return tu_main ("cache", cases, 120, 0);   /* a hang is a failure */
 }

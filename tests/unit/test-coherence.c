@@ -633,36 +633,20 @@ test_random_race (void)
   free (rc);
 }
 
+static const struct tu_case suite_cases[] = {
+  { "write-back: change x fill before/during/after", test_writeback },
+  { "write-through: change x fill before/during/after", test_writethrough },
+  { "write-around: change x fill before/during/after", test_writearound },
+  { "overlapping write-throughs", test_overlapping_writes },
+  { "random race with mode switches", test_random_race },
+  { NULL, NULL },
+};
+
 int
 main (void)
 {
-  CU_pSuite s;
-  int fails;
   const char *env = getenv ("PC_RACE_SECONDS");
+  unsigned race_s = env ? (unsigned) atoi (env) : 0;
 
-  alarm (120 + (env ? (unsigned) atoi (env) : 0));      /* a hang fails */
-  tu_log_install ();
-  if (!tu_dir_create ())
-    return 1;
-  if (CU_initialize_registry () != CUE_SUCCESS)
-    return 1;
-  s = CU_add_suite ("coherence", NULL, NULL);
-  if (!s ||
-      !CU_add_test (s, "write-back: change x fill before/during/after",
-                    test_writeback) ||
-      !CU_add_test (s, "write-through: change x fill before/during/after",
-                    test_writethrough) ||
-      !CU_add_test (s, "write-around: change x fill before/during/after",
-                    test_writearound) ||
-      !CU_add_test (s, "overlapping write-throughs", test_overlapping_writes) ||
-      !CU_add_test (s, "random race with mode switches", test_random_race)) {
-    CU_cleanup_registry ();
-    return 1;
-  }
-  CU_basic_set_mode (CU_BRM_VERBOSE);
-  CU_basic_run_tests ();
-  fails = CU_get_number_of_failures () != 0 || CU_get_error () != CUE_SUCCESS;
-  CU_cleanup_registry ();
-  tu_dir_remove ();
-  return fails ? 1 : 0;
+  return tu_main ("coherence", suite_cases, 120 + race_s, 0); /* a hang fails */
 }

@@ -27,10 +27,6 @@
 #define CSIZE (12 * TU_MIB)     /* 11 segments of 1 MiB */
 #define BSIZE (32 * TU_MIB)
 
-static struct tu_mem *ee;       /* backend whose every byte is 0xEE */
-static struct pc_backend eeb;
-
-/* The kset CRC seed of a closed cache file. */
 
 /* ------------------------------------------------------------------ */
 /* Generations. */
@@ -172,7 +168,7 @@ test_generation_stale_record (void)
   CU_ASSERT_EQUAL (pc_seg_refs (&c->segs, xs), 0);
   CU_ASSERT_EQUAL (tu_type_at (c, GZ, 4096), PC_MAP_ZERO);
   CU_ASSERT_EQUAL (tu_type_at (c, GW, 4096), PC_MAP_UNCACHED);
-  CU_ASSERT_TRUE (tu_reads_byte (c, &eeb, GW, 4096, 0xEE));
+  CU_ASSERT_TRUE (tu_reads_byte (c, &tu_ee, GW, 4096, 0xEE));
   pc_cache_close (c);
   tu_mem_free (mem);
   unlink (p);
@@ -274,7 +270,7 @@ test_gc_skips_stale_record (void)
   CU_ASSERT_EQUAL (c->log.head.seq, k3seq + 1);
   CU_ASSERT_EQUAL (c->segs.seg[xs].role, PC_SEG_DATA);
   CU_ASSERT_EQUAL (pc_seg_refs (&c->segs, xs), 2);
-  CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, 24 * TU_MIB, 4096, 603));
+  CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, 24 * TU_MIB, 4096, 603));
   /* Write back K1, then K2; K3 stays dirty. */
   pc_cache_set_backend (c, &bg);
   CU_ASSERT_EQUAL (pc_writeback_step (c), 1);
@@ -286,7 +282,7 @@ test_gc_skips_stale_record (void)
   CU_ASSERT_EQUAL (pc_seg_refs (&c->segs, xs), 1);
   CU_ASSERT_EQUAL (c->segs.seg[xs].role, PC_SEG_DATA);
   CU_ASSERT_EQUAL (c->segs.seg[xs].gen, 1);
-  CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, 24 * TU_MIB, 4096, 603));
+  CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, 24 * TU_MIB, 4096, 603));
   pc_cache_close (c);
   tu_mem_free (mem);
   unlink (p);
@@ -294,36 +290,16 @@ test_gc_skips_stale_record (void)
 
 /* ------------------------------------------------------------------ */
 
+static const struct tu_case cases[] = {
+  { "generation after reclaim", test_generation_reclaim },
+  { "stale record skipped at replay", test_generation_stale_record },
+  { "read: gap then stale key", test_read_gap_then_stale },
+  { "GC and stale records", test_gc_skips_stale_record },
+  { NULL, NULL },
+};
+
 int
 main (void)
 {
-  CU_pSuite s;
-  int fails;
-
-  alarm (120);                  /* a hang is a failure */
-  tu_log_install ();
-  if (!tu_dir_create ())
-    return 1;
-  ee = tu_mem_new (BSIZE, 0xEE);
-  eeb = tu_mem_backend (ee);
-
-  if (CU_initialize_registry () != CUE_SUCCESS)
-    return 1;
-  s = CU_add_suite ("gc", NULL, NULL);
-  if (!s ||
-      !CU_add_test (s, "generation after reclaim", test_generation_reclaim) ||
-      !CU_add_test (s, "stale record skipped at replay",
-                    test_generation_stale_record) ||
-      !CU_add_test (s, "read: gap then stale key", test_read_gap_then_stale) ||
-      !CU_add_test (s, "GC and stale records", test_gc_skips_stale_record)) {
-    CU_cleanup_registry ();
-    return 1;
-  }
-  CU_basic_set_mode (CU_BRM_VERBOSE);
-  CU_basic_run_tests ();
-  fails = CU_get_number_of_failures () != 0 || CU_get_error () != CUE_SUCCESS;
-  CU_cleanup_registry ();
-  tu_mem_free (ee);
-  tu_dir_remove ();
-  return fails ? 1 : 0;
+  return tu_main ("gc", cases, 120, BSIZE);   /* a hang is a failure */
 }

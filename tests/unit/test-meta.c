@@ -34,8 +34,6 @@
 #define CAREA 20480u            /* seg_area_off for CSIZE */
 #define BSIZE (32 * TU_MIB)
 
-static struct tu_mem *ee;       /* backend whose every byte is 0xEE */
-static struct pc_backend eeb;
 
 /* ------------------------------------------------------------------ */
 
@@ -102,7 +100,7 @@ test_format_reopen (void)
   CU_ASSERT_EQUAL (st.segs_used, 1);      /* the log's first segment */
   CU_ASSERT_EQUAL (st.dirty_ksets, 0);
   CU_ASSERT_EQUAL (tu_type_at (c, 0, BSIZE), PC_MAP_UNCACHED);
-  CU_ASSERT_EQUAL (pc_read (c, buf, sizeof buf, 12345, &eeb, &err), 0);
+  CU_ASSERT_EQUAL (pc_read (c, buf, sizeof buf, 12345, &tu_ee, &err), 0);
   CU_ASSERT_EQUAL (tu_check_byte (buf, sizeof buf, 0xEE), -1);
   pc_cache_close (c);
   unlink (p);
@@ -177,7 +175,7 @@ test_reopen_mismatch (void)
   /* The right parameters still open it, data intact. */
   c = tu_open (&cfg, BSIZE);
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
-  CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, 0, 8192, 1));
+  CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, 0, 8192, 1));
   pc_cache_close (c);
   unlink (p);
   unlink (copy);
@@ -217,7 +215,7 @@ refuse_foreign (const char *p, int random)
   CU_ASSERT_FALSE (tu_file_same (p, copy));
   c = tu_reopen (p, CSIZE, BSIZE, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
-  CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, 4096, 4096, 9));
+  CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, 4096, 4096, 9));
   pc_cache_close (c);
   unlink (copy);
 }
@@ -262,12 +260,12 @@ test_format_force (void)
   CU_ASSERT_NOT_EQUAL (memcmp (c->sb.uuid, uuid, 16), 0);
   CU_ASSERT_EQUAL (c->log.head.seq, 1);
   CU_ASSERT_EQUAL (tu_type_at (c, 0, BSIZE), PC_MAP_UNCACHED);
-  CU_ASSERT_TRUE (tu_reads_byte (c, &eeb, 0, 65536, 0xEE));
+  CU_ASSERT_TRUE (tu_reads_byte (c, &tu_ee, 0, 65536, 0xEE));
   pc_cache_close (c);
 
   c = tu_reopen (p, CSIZE, BSIZE, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
-  CU_ASSERT_TRUE (tu_reads_byte (c, &eeb, 0, 65536, 0xEE));
+  CU_ASSERT_TRUE (tu_reads_byte (c, &tu_ee, 0, 65536, 0xEE));
   pc_cache_close (c);
   unlink (p);
 }
@@ -323,7 +321,7 @@ test_sb_replica (void)
   c = tu_reopen (p, CSIZE, BSIZE, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   CU_ASSERT_EQUAL (c->nsegs, CSEGS);
-  CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, 1 << 20, 4096, 5));
+  CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, 1 << 20, 4096, 5));
   pc_cache_close (c);
 
   /* Copy B too (its uuid): refused. */
@@ -432,7 +430,7 @@ test_ctrl_slots_cache (void)
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   CU_ASSERT_EQUAL (c->ctrl_slot, older);
   CU_ASSERT_EQUAL (c->ctrl.seq, seq - 1);
-  CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, 0, 4096, 11));
+  CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, 0, 4096, 11));
   pc_ctrl_update (c, NULL, NULL);
   CU_ASSERT_EQUAL (c->ctrl_slot, newest);
   {
@@ -458,7 +456,7 @@ test_ctrl_slots_cache (void)
   CU_ASSERT_EQUAL (c->ctrl_slot, newest);
   CU_ASSERT_EQUAL (c->ctrl.seq, seq);
   CU_ASSERT_NOT_EQUAL (c->ctrl.gc_percent, 55);
-  CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, 0, 4096, 11));
+  CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, 0, 4096, 11));
   pc_cache_close (c);
 
   /* Both slots bad: refused, clearly. */
@@ -612,42 +610,23 @@ test_gen_slots_cache (void)
 
 /* ------------------------------------------------------------------ */
 
+static const struct tu_case cases[] = {
+  { "format and reopen", test_format_reopen },
+  { "reopen with other parameters", test_reopen_mismatch },
+  { "zero file refused", test_foreign_zero },
+  { "random file refused", test_foreign_random },
+  { "format=force", test_format_force },
+  { "wrong format version", test_bad_version },
+  { "superblock replica", test_sb_replica },
+  { "control slots (unit)", test_ctrl_slots_unit },
+  { "control slots (cache)", test_ctrl_slots_cache },
+  { "generation slots (unit)", test_gen_slots_unit },
+  { "generation slots (cache)", test_gen_slots_cache },
+  { NULL, NULL },
+};
+
 int
 main (void)
 {
-  CU_pSuite s;
-  int fails;
-
-  alarm (120);                  /* a hang is a failure */
-  tu_log_install ();
-  if (!tu_dir_create ())
-    return 1;
-  ee = tu_mem_new (BSIZE, 0xEE);
-  eeb = tu_mem_backend (ee);
-
-  if (CU_initialize_registry () != CUE_SUCCESS)
-    return 1;
-  s = CU_add_suite ("meta", NULL, NULL);
-  if (!s ||
-      !CU_add_test (s, "format and reopen", test_format_reopen) ||
-      !CU_add_test (s, "reopen with other parameters", test_reopen_mismatch) ||
-      !CU_add_test (s, "zero file refused", test_foreign_zero) ||
-      !CU_add_test (s, "random file refused", test_foreign_random) ||
-      !CU_add_test (s, "format=force", test_format_force) ||
-      !CU_add_test (s, "wrong format version", test_bad_version) ||
-      !CU_add_test (s, "superblock replica", test_sb_replica) ||
-      !CU_add_test (s, "control slots (unit)", test_ctrl_slots_unit) ||
-      !CU_add_test (s, "control slots (cache)", test_ctrl_slots_cache) ||
-      !CU_add_test (s, "generation slots (unit)", test_gen_slots_unit) ||
-      !CU_add_test (s, "generation slots (cache)", test_gen_slots_cache)) {
-    CU_cleanup_registry ();
-    return 1;
-  }
-  CU_basic_set_mode (CU_BRM_VERBOSE);
-  CU_basic_run_tests ();
-  fails = CU_get_number_of_failures () != 0 || CU_get_error () != CUE_SUCCESS;
-  CU_cleanup_registry ();
-  tu_mem_free (ee);
-  tu_dir_remove ();
-  return fails ? 1 : 0;
+  return tu_main ("meta", cases, 120, BSIZE);   /* a hang is a failure */
 }

@@ -28,8 +28,6 @@
 #define CSIZE (12 * TU_MIB)     /* 11 segments of 1 MiB */
 #define BSIZE (32 * TU_MIB)
 
-static struct tu_mem *ee;       /* backend whose every byte is 0xEE */
-static struct pc_backend eeb;
 
 /* Position in the file of log position pos. */
 static uint64_t
@@ -103,15 +101,15 @@ test_replay_basic (void)
 
   c = tu_reopen (p, CSIZE, BSIZE, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
-  before = tu_mem_preads (ee);
+  before = tu_mem_preads (tu_ee_mem);
   for (i = 0; i < NSPOTS; i++) {
     CU_ASSERT_EQUAL (tu_type_at (c, spots[i].off, spots[i].len), PC_MAP_DATA);
-    CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, spots[i].off, spots[i].len,
+    CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, spots[i].off, spots[i].len,
                                       100 + i));
   }
-  CU_ASSERT_EQUAL (tu_mem_preads (ee), before);    /* all hits */
-  CU_ASSERT_TRUE (tu_reads_byte (c, &eeb, 8192, 4096, 0xEE));
-  CU_ASSERT_TRUE (tu_reads_byte (c, &eeb, 4 * TU_MIB + 2048, 4096, 0xEE));
+  CU_ASSERT_EQUAL (tu_mem_preads (tu_ee_mem), before);    /* all hits */
+  CU_ASSERT_TRUE (tu_reads_byte (c, &tu_ee, 8192, 4096, 0xEE));
+  CU_ASSERT_TRUE (tu_reads_byte (c, &tu_ee, 4 * TU_MIB + 2048, 4096, 0xEE));
   pc_cache_close (c);
   unlink (p);
 }
@@ -138,20 +136,20 @@ test_replay_full_kset (void)
   c = tu_reopen (img, CSIZE, BSIZE, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   for (i = 0; i < PC_KSET_MAX_KEYS; i++)
-    if (!tu_reads_pattern (c, &eeb, i * 8192, 4096, 200)) {
+    if (!tu_reads_pattern (c, &tu_ee, i * 8192, 4096, 200)) {
       CU_FAIL ("write of a full kset lost");
       break;
     }
-  CU_ASSERT_TRUE (tu_reads_byte (c, &eeb, PC_KSET_MAX_KEYS * 8192, 4096,
+  CU_ASSERT_TRUE (tu_reads_byte (c, &tu_ee, PC_KSET_MAX_KEYS * 8192, 4096,
                                  0xEE));
-  CU_ASSERT_TRUE (tu_reads_byte (c, &eeb, (PC_KSET_MAX_KEYS + 1) * 8192,
+  CU_ASSERT_TRUE (tu_reads_byte (c, &tu_ee, (PC_KSET_MAX_KEYS + 1) * 8192,
                                  4096, 0xEE));
   pc_cache_close (c);
 
   /* A clean close commits them all. */
   c = tu_reopen (p, CSIZE, BSIZE, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
-  CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, (PC_KSET_MAX_KEYS + 1) * 8192,
+  CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, (PC_KSET_MAX_KEYS + 1) * 8192,
                                     4096, 200));
   pc_cache_close (c);
   unlink (p);
@@ -193,10 +191,10 @@ test_flush_merges_ksets (void)
   c = tu_reopen (img, CSIZE, BSIZE, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   for (i = 0; i < PC_NKBUFS; i++)
-    CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, i * stripe, 4096, 300 + i));
+    CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, i * stripe, 4096, 300 + i));
   for (i = 0; i < 100; i++)
-    if (!tu_reads_pattern (c, &eeb, 8192 + i * 8192, 4096, 400) ||
-        !tu_reads_pattern (c, &eeb, stripe + 8192 + i * 8192, 4096, 401)) {
+    if (!tu_reads_pattern (c, &tu_ee, 8192 + i * 8192, 4096, 400) ||
+        !tu_reads_pattern (c, &tu_ee, stripe + 8192 + i * 8192, 4096, 401)) {
       CU_FAIL ("a flushed write lost");
       break;
     }
@@ -244,9 +242,9 @@ check_only_first (const char *p)
     pc_cache_close (c);
   c = tu_reopen (p, CSIZE, BSIZE, 1);
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
-  CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, KA, 4096, 301));
-  CU_ASSERT_TRUE (tu_reads_byte (c, &eeb, KB, 4096, 0xEE));
-  CU_ASSERT_TRUE (tu_reads_byte (c, &eeb, KC, 4096, 0xEE));
+  CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, KA, 4096, 301));
+  CU_ASSERT_TRUE (tu_reads_byte (c, &tu_ee, KB, 4096, 0xEE));
+  CU_ASSERT_TRUE (tu_reads_byte (c, &tu_ee, KC, 4096, 0xEE));
   CU_ASSERT_EQUAL (c->log.head.seq, 2);
   pc_cache_close (c);
 }
@@ -286,9 +284,9 @@ test_kset_torn_tail (void)
                                   + 16, zero, sizeof zero), 0);
   c = tu_reopen (p, CSIZE, BSIZE, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
-  CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, KA, 4096, 301));
-  CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, KB, 4096, 302));
-  CU_ASSERT_TRUE (tu_reads_byte (c, &eeb, KC, 4096, 0xEE));
+  CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, KA, 4096, 301));
+  CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, KB, 4096, 302));
+  CU_ASSERT_TRUE (tu_reads_byte (c, &tu_ee, KC, 4096, 0xEE));
   CU_ASSERT_EQUAL (c->log.head.seq, 3);
   pc_cache_close (c);
   unlink (p);
@@ -363,18 +361,18 @@ test_truncated_log_stays_truncated (void)
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   tu_write (c, KC, 4096, 304);
   tu_flush (c);
-  CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, KC, 4096, 304));
+  CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, KC, 4096, 304));
   CU_ASSERT_EQUAL (c->log.head.seq, 3);
   pc_cache_close (c);
 
   c = tu_reopen (p, CSIZE, BSIZE, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
-  CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, KA, 4096, 301));
-  CU_ASSERT_TRUE (tu_reads_byte (c, &eeb, KB, 4096, 0xEE));
+  CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, KA, 4096, 301));
+  CU_ASSERT_TRUE (tu_reads_byte (c, &tu_ee, KB, 4096, 0xEE));
   /* The log must end after D's kset, not run on into the old kset 3. */
   CU_ASSERT_EQUAL (c->log.head.seq, 3);
-  CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, KC, 4096, 304));
-  CU_ASSERT_FALSE (tu_reads_pattern (c, &eeb, KC, 4096, 303));
+  CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, KC, 4096, 304));
+  CU_ASSERT_FALSE (tu_reads_pattern (c, &tu_ee, KC, 4096, 303));
   pc_cache_close (c);
   unlink (p);
 }
@@ -477,7 +475,7 @@ ov_check (pc_cache *c, const struct ov_model *m, uint64_t area,
     i = j;
   }
 
-  CU_ASSERT_EQUAL_FATAL (pc_read (c, b, OV_LEN, area, &eeb, &err), 0);
+  CU_ASSERT_EQUAL_FATAL (pc_read (c, b, OV_LEN, area, &tu_ee, &err), 0);
   for (ci = 0; ci < OV_NCASES; ci++) {
     size_t r = ci * OV_REGION;
     if (memcmp (b + r, m->data + r, OV_REGION) != 0) {
@@ -562,7 +560,7 @@ test_data_crc (void)
   c = tu_open (&cfg, BSIZE);
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   CU_ASSERT_TRUE (c->data_crc);
-  CU_ASSERT_TRUE (tu_reads_pattern (c, &eeb, 40960, 8192, 501));
+  CU_ASSERT_TRUE (tu_reads_pattern (c, &tu_ee, 40960, 8192, 501));
   pc_cache_close (c);
 
   CU_ASSERT_EQUAL (tu_file_xor (p, foff + 5000, 0x01), 0);
@@ -579,44 +577,22 @@ test_data_crc (void)
 
 /* ------------------------------------------------------------------ */
 
+static const struct tu_case cases[] = {
+  { "replay", test_replay_basic },
+  { "replay after crash: full kset", test_replay_full_kset },
+  { "a flush merges key buffers", test_flush_merges_ksets },
+  { "kset CRC ends replay", test_kset_crc_ends_replay },
+  { "torn kset ends replay", test_kset_torn_tail },
+  { "kset seq ends replay", test_kset_seq_ends_replay },
+  { "kset CRC is salted", test_kset_salt },
+  { "truncated log stays truncated", test_truncated_log_stays_truncated },
+  { "overlaps and replay", test_overlaps },
+  { "data_crc", test_data_crc },
+  { NULL, NULL },
+};
+
 int
 main (void)
 {
-  CU_pSuite s;
-  int fails;
-
-  alarm (120);                  /* a hang is a failure */
-  tu_log_install ();
-  if (!tu_dir_create ())
-    return 1;
-  ee = tu_mem_new (BSIZE, 0xEE);
-  eeb = tu_mem_backend (ee);
-
-  if (CU_initialize_registry () != CUE_SUCCESS)
-    return 1;
-  s = CU_add_suite ("replay", NULL, NULL);
-  if (!s ||
-      !CU_add_test (s, "replay", test_replay_basic) ||
-      !CU_add_test (s, "replay after crash: full kset",
-                    test_replay_full_kset) ||
-      !CU_add_test (s, "a flush merges key buffers",
-                    test_flush_merges_ksets) ||
-      !CU_add_test (s, "kset CRC ends replay", test_kset_crc_ends_replay) ||
-      !CU_add_test (s, "torn kset ends replay", test_kset_torn_tail) ||
-      !CU_add_test (s, "kset seq ends replay", test_kset_seq_ends_replay) ||
-      !CU_add_test (s, "kset CRC is salted", test_kset_salt) ||
-      !CU_add_test (s, "truncated log stays truncated",
-                    test_truncated_log_stays_truncated) ||
-      !CU_add_test (s, "overlaps and replay", test_overlaps) ||
-      !CU_add_test (s, "data_crc", test_data_crc)) {
-    CU_cleanup_registry ();
-    return 1;
-  }
-  CU_basic_set_mode (CU_BRM_VERBOSE);
-  CU_basic_run_tests ();
-  fails = CU_get_number_of_failures () != 0 || CU_get_error () != CUE_SUCCESS;
-  CU_cleanup_registry ();
-  tu_mem_free (ee);
-  tu_dir_remove ();
-  return fails ? 1 : 0;
+  return tu_main ("replay", cases, 120, BSIZE);   /* a hang is a failure */
 }

@@ -609,40 +609,21 @@ test_space_wakes (void)
   unlink (p);
 }
 
+static const struct tu_case cases[] = {
+  { "overwritten in a later batch", test_overwritten_later },
+  { "overwritten in the next epoch", test_overwritten_next_epoch },
+  { "overwriter committed first", test_overwriter_committed },
+  { "fragmented record goes whole", test_fragmented },
+  { "record in pieces", test_pieces },
+  { "busy key buffer", test_busy_buffer },
+  { "commits wake idle writeback", test_commit_wakes },
+  { "a round has width writers", test_width },
+  { "freed space wakes a writer", test_space_wakes },
+  { NULL, NULL },
+};
+
 int
 main (void)
 {
-  CU_pSuite s;
-  int fails;
-
-  alarm (120);                  /* a hang is a failure */
-  tu_log_install ();
-  if (!tu_dir_create ())
-    return 1;
-  if (CU_initialize_registry () != CUE_SUCCESS)
-    return 1;
-  s = CU_add_suite ("writeback", NULL, NULL);
-  if (!s ||
-      !CU_add_test (s, "overwritten in a later batch",
-                    test_overwritten_later) ||
-      !CU_add_test (s, "overwritten in the next epoch",
-                    test_overwritten_next_epoch) ||
-      !CU_add_test (s, "overwriter committed first",
-                    test_overwriter_committed) ||
-      !CU_add_test (s, "fragmented record goes whole", test_fragmented) ||
-      !CU_add_test (s, "record in pieces", test_pieces) ||
-      !CU_add_test (s, "busy key buffer", test_busy_buffer) ||
-      !CU_add_test (s, "commits wake idle writeback",
-                    test_commit_wakes) ||
-      !CU_add_test (s, "a round has width writers", test_width) ||
-      !CU_add_test (s, "freed space wakes a writer", test_space_wakes)) {
-    CU_cleanup_registry ();
-    return 1;
-  }
-  CU_basic_set_mode (CU_BRM_VERBOSE);
-  CU_basic_run_tests ();
-  fails = CU_get_number_of_failures () != 0 || CU_get_error () != CUE_SUCCESS;
-  CU_cleanup_registry ();
-  tu_dir_remove ();
-  return fails ? 1 : 0;
+  return tu_main ("writeback", cases, 120, 0);   /* a hang is a failure */
 }

@@ -209,44 +209,38 @@ mem_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off, int *err)
   return 0;
 }
 
+/* Zero or trim (op): both leave zeroes, as a thin device does. */
 static int
-mem_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
+mem_clear (struct tu_mem *m, uint32_t len, uint64_t off, char op, int *err)
 {
-  struct tu_mem *m = ctx;
-
-  (void) may_trim;
   pthread_mutex_lock (&m->lock);
   if (mem_range_bad (m, len, off, err) || mem_fail_write (m, err)) {
     pthread_mutex_unlock (&m->lock);
     return -1;
   }
-  mem_hook (m, TU_OP_ZERO);
+  mem_hook (m, op);
   memset (m->buf + off, 0, len);
   mem_mark (m, len, off);
-  m->nzero++;
-  mem_log (m, TU_OP_ZERO, off, len, 0);
+  if (op == TU_OP_ZERO)
+    m->nzero++;
+  else
+    m->ntrim++;
+  mem_log (m, op, off, len, 0);
   pthread_mutex_unlock (&m->lock);
   return 0;
 }
 
-/* A trimmed range reads back as zeroes, like a thin device. */
+static int
+mem_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
+{
+  (void) may_trim;
+  return mem_clear (ctx, len, off, TU_OP_ZERO, err);
+}
+
 static int
 mem_trim (void *ctx, uint32_t len, uint64_t off, int *err)
 {
-  struct tu_mem *m = ctx;
-
-  pthread_mutex_lock (&m->lock);
-  if (mem_range_bad (m, len, off, err) || mem_fail_write (m, err)) {
-    pthread_mutex_unlock (&m->lock);
-    return -1;
-  }
-  mem_hook (m, TU_OP_TRIM);
-  memset (m->buf + off, 0, len);
-  mem_mark (m, len, off);
-  m->ntrim++;
-  mem_log (m, TU_OP_TRIM, off, len, 0);
-  pthread_mutex_unlock (&m->lock);
-  return 0;
+  return mem_clear (ctx, len, off, TU_OP_TRIM, err);
 }
 
 static int

@@ -240,6 +240,21 @@ const char *tu_fresh (const char *name);
 void tu_write (pc_cache *c, uint64_t off, uint32_t len, uint32_t seed);
 void tu_flush (pc_cache *c);
 
+/* testutil-cu.c (CUnit): the unit test programs' main.  Runs cases (up
+ * to one with a NULL name) as one suite; a hang past alarm_s seconds is
+ * a failure; the engine's log is captured and a scratch directory
+ * exists meanwhile.  With ee_size, tu_ee is a backend of that many 0xEE
+ * bytes (tu_ee_mem its memory).  Returns the exit status.
+ */
+struct tu_case {
+  const char *name;
+  void (*fn) (void);
+};
+extern struct tu_mem *tu_ee_mem;
+extern struct pc_backend tu_ee;
+int tu_main (const char *suite, const struct tu_case *cases,
+             unsigned alarm_s, uint64_t ee_size);
+
 /* ------------------------------------------------------------------ */
 /* Run fn (arg) in a forked child and return its exit status (0..255),
  * or 256 + signal number if it died of a signal.  For checks that might
