@@ -162,7 +162,8 @@ expect_output ()
 # tmpdir
 #
 # Create a private directory under /dev/shm (so that pcache files can
-# be used as emulated pmem) and set $tmp to it.  It is removed on exit.
+# be used as emulated pmem) and set $tmp to it, and $disk, $cache,
+# $sock, $uri and $pidfile to names in it.  It is removed on exit.
 # Falls back to $TMPDIR or /tmp if /dev/shm is not writable.
 tmpdir ()
 {
@@ -172,6 +173,13 @@ tmpdir ()
     fi
     tmp=$(mktemp -d "$base/pcache-test.XXXXXXXXXX")
     cleanup_fn rm -rf "$tmp"
+    # The usual names in it: a backing disk, a cache, a server socket,
+    # its URI and a pid file.
+    disk=$tmp/disk
+    cache=$tmp/cache
+    sock=$tmp/sock
+    uri="nbd+unix:///?socket=$sock"
+    pidfile=$tmp/pid
 }
 
 # ---------------------------------------------------------------------

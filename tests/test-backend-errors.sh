@@ -23,10 +23,6 @@ requires qemu-img --version
 requires nbdkit --filter=error null --version
 tmpdir
 
-disk="$tmp/disk"
-cache="$tmp/cache"
-sock="$tmp/sock"
-uri="nbd+unix:///?socket=$sock"
 pcache_args=(pcache-dev="$cache" pcache-size=24M pcache-segment-size=1M)
 
 # start LOG [--errors RATE] [EXTRA-ARGS...]

@@ -26,13 +26,9 @@ requires python3 -c 'pass'
 requires nbdkit --filter=pause null --version
 tmpdir
 
-cache="$tmp/cache"
-sock="$tmp/sock"
 ctl="$tmp/ctl"
 pausectl="$tmp/pause"
-pidfile="$tmp/pid"
 stats="$tmp/stats.json"
-uri="nbd+unix:///?socket=$sock"
 
 start ()
 {

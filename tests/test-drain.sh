@@ -23,10 +23,6 @@ requires nbdkit --filter=error null --version
 requires fallocate --help
 tmpdir
 
-disk="$tmp/disk"
-cache="$tmp/cache"
-sock="$tmp/sock"
-uri="nbd+unix:///?socket=$sock"
 pcache_args=(pcache-dev="$cache" pcache-size=32M pcache-segment-size=1M)
 
 # start [--errors] [EXTRA-ARGS...]

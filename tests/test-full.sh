@@ -22,10 +22,6 @@ requires qemu-img --version
 requires nbdkit --filter=delay null --version
 tmpdir
 
-disk="$tmp/disk"
-cache="$tmp/cache"
-sock="$tmp/sock"
-uri="nbd+unix:///?socket=$sock"
 pcache_args=(pcache-dev="$cache" pcache-size=24M pcache-segment-size=1M)
 
 # start [--delay] [EXTRA-ARGS...]

@@ -18,12 +18,7 @@ requires_filter_built
 requires_nbdsh
 tmpdir
 
-disk="$tmp/disk"
-cache="$tmp/cache"
-sock="$tmp/sock"
 ctl="$tmp/ctl"
-pidfile="$tmp/pid"
-uri="nbd+unix:///?socket=$sock"
 truncate -s 64M "$disk"
 
 start ()

@@ -24,9 +24,6 @@ requires flock --version
 
 tmpdir
 export tmp
-sock=$tmp/sock
-pidfile=$tmp/pid
-cache=$tmp/cache
 export uri="nbd+unix://?socket=$sock"
 nclients=4
 

@@ -27,11 +27,7 @@ tmpdir
 
 prefix="${top_srcdir:-.}/tests/prefix.py"
 nblocks=4096                    # 16 MiB of 4 KiB blocks
-disk="$tmp/disk"
-cache="$tmp/cache"
-sock="$tmp/sock"
 state="$tmp/state"
-uri="nbd+unix:///?socket=$sock"
 pcache_args=(pcache-dev="$cache" pcache-size=32M pcache-segment-size=1M
              pcache-commit-ms=50 pcache-gc-percent=10)
 

@@ -33,9 +33,6 @@ requires flock --version
 
 tmpdir
 export tmp
-sock=$tmp/sock
-pidfile=$tmp/pid
-uri="nbd+unix://?socket=$sock"
 
 truncate -s 64M "$tmp/disk"
 

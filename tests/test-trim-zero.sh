@@ -24,9 +24,6 @@ requires flock --version
 
 tmpdir
 export tmp
-sock=$tmp/sock
-pidfile=$tmp/pid
-uri="nbd+unix://?socket=$sock"
 
 dd if=/dev/urandom of="$tmp/disk" bs=1M count=64 status=none
 

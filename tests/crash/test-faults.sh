@@ -29,10 +29,6 @@ requires timeout --version
 tmpdir
 
 F=(python3 "${top_srcdir:-.}/tests/crash/faults.py")
-disk="$tmp/disk"
-cache="$tmp/cache"
-sock="$tmp/sock"
-uri="nbd+unix:///?socket=$sock"
 
 # start LOG ARGS...: pcache (filter args first) over the file plugin.
 start ()
