@@ -28,6 +28,7 @@ pc_config_init (struct pc_config *cfg)
   cfg->data_crc = PC_UNSET;
   cfg->gc_percent = PC_UNSET;
   cfg->wb_percent = PC_UNSET;
+  cfg->full_timeout_s = PC_UNSET;
   cfg->cache_on_read = 1;
   cfg->format = PC_FORMAT_AUTO;
 }
@@ -215,6 +216,9 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
   c->cfg.backing_id = c->backing_id;
   c->cache_on_read = cfg->cache_on_read;
   c->commit_ms = cfg->commit_ms ? cfg->commit_ms : PC_DEFAULT_COMMIT_MS;
+  c->full_timeout_ms = (uint64_t) 1000 *
+    (cfg->full_timeout_s == PC_UNSET ? PC_DEFAULT_FULL_TIMEOUT_S
+     : (unsigned) cfg->full_timeout_s);
   c->wb_percent = cfg->wb_percent == PC_UNSET ? PC_DEFAULT_WB_PERCENT
     : PC_MIN (cfg->wb_percent, 100);
   c->wb_threads = cfg->wb_threads ? PC_MIN (cfg->wb_threads, PC_MAX_WB_THREADS)
@@ -516,6 +520,7 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   st->gc_segments = PC_COUNTED (c, gc_segments);
   st->gc_runs = PC_COUNTED (c, gc_runs);
   st->write_hits = PC_COUNTED (c, write_hits);
+  st->full_timeouts = PC_COUNTED (c, full_timeouts);
   st->uptime_ms = pc_now_ms () - c->started_ms;
   st->dirty_bytes = PC_COUNTED (c, dirty_bytes);
   st->seq_bypass_bytes = PC_COUNTED (c, seq_bypass_bytes);

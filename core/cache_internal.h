@@ -101,7 +101,7 @@ struct pc_counters {
   _Atomic uint64_t writes, write_bytes;
   _Atomic uint64_t writeback_bytes, writeback_skipped_bytes;
   _Atomic uint64_t writeback_rounds, writeback_errors;
-  _Atomic uint64_t gc_segments, gc_runs, write_hits;
+  _Atomic uint64_t gc_segments, gc_runs, write_hits, full_timeouts;
 } __attribute__ ((aligned (PC_CACHELINE)));
 
 #define PC_COUNT(c, f, n) \
@@ -156,6 +156,9 @@ struct pc_cache {
   struct { uint64_t next, run; } streams[8];  /* recent sequential reads */
   unsigned stream_clock;
   unsigned commit_ms;
+  uint64_t full_timeout_ms;           /* 0: a write waits for space for ever */
+  _Atomic int full_stuck;             /* a wait for space timed out, and no
+                                         segment has been freed since */
   unsigned wb_threads;                /* concurrent writeback writes */
   unsigned wb_percent;                /* dirty share that starts writeback */
   _Atomic uint64_t last_io_ms;        /* when the client last read or wrote */

@@ -6,11 +6,13 @@
 #include <config.h>
 #endif
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 
 #include "cache_internal.h"
 #include "kset.h"
 #include "payload.h"
+#include "util.h"
 #include "workers.h"
 
 static unsigned
@@ -19,12 +21,32 @@ my_head (struct pc_cache *c)
   return pc_thread_shard () % c->nheads;
 }
 
+/* A writer has waited for space long enough (pcache-full-timeout):
+ * write-back frees nothing, most likely because the backend fails.  The
+ * first to give up says so; until a segment is freed, the writers that
+ * follow fail at once instead of each waiting the whole time, so that a
+ * client sees errors, not a hang, while reads and hits go on.
+ */
+static int
+give_up (struct pc_cache *c, uint64_t since)
+{
+  if (!atomic_exchange (&c->full_stuck, 1))
+    pc_error ("%s: no cache space freed for %" PRIu64 " ms (is the backend "
+              "failing? %" PRIu64 " write-back errors so far): writes that "
+              "need space fail with EIO until write-back frees some",
+              c->path, pc_now_ms () - since, PC_COUNTED (c, writeback_errors));
+  PC_COUNT (c, full_timeouts, 1);
+  errno = EIO;
+  return -1;
+}
+
 int
 pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
                   uint32_t *seg, uint32_t *seg_off, uint32_t *got,
                   uint32_t *gen)
 {
   struct pc_head *h = &c->heads[my_head (c)];
+  uint64_t since = 0;
 
   pthread_mutex_lock (&h->lock);
   for (;;) {
@@ -45,6 +67,8 @@ pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
       h->spare = c->seg_size / PC_ALLOC_ALIGN;
       pc_seg_get_n (&c->segs, h->seg, 1 + h->spare);
       h->off = 0;
+      if (atomic_exchange (&c->full_stuck, 0))
+        pc_debug ("%s: cache space is free again", c->path);
       break;
     }
     if (!wait) {
@@ -58,6 +82,12 @@ pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
     pthread_mutex_unlock (&h->lock);
     if (pc_log_commit_all (c, 0) == -1)
       return -1;
+    if (since == 0)
+      since = pc_now_ms ();
+    else if (c->full_timeout_ms &&
+             (atomic_load (&c->full_stuck) ||
+              pc_now_ms () - since >= c->full_timeout_ms))
+      return give_up (c, since);
     pc_kick_workers (c);
     pc_segs_wait (&c->segs, PC_LOG_RESERVE);
     pthread_mutex_lock (&h->lock);

@@ -80,6 +80,9 @@ struct pc_config {
   enum pc_format_policy format;
   const char *backing_id;   /* optional identity string, may be NULL */
   unsigned commit_ms;       /* kset commit interval; 0 = default */
+  int full_timeout_s;       /* PC_UNSET (default), or how long a write
+                               waits for cache space before it fails
+                               with EIO; 0 = for ever */
 };
 
 void pc_config_init (struct pc_config *cfg);
@@ -94,6 +97,7 @@ void pc_config_init (struct pc_config *cfg);
 #define PC_DEFAULT_WB_THREADS 16
 #define PC_DEFAULT_WB_PERCENT 10
 #define PC_MAX_WB_THREADS     64
+#define PC_DEFAULT_FULL_TIMEOUT_S 60
 
 /* Open an existing cache (validate, replay the log) or note that it must
  * be created.  Safe to call before fork: starts no thread.
@@ -183,6 +187,7 @@ struct pc_stats {
   uint64_t segs_total, segs_used;
   uint64_t dirty_ksets, dirty_bytes;
   uint64_t seq_bypass_bytes, write_through_bytes;
+  uint64_t full_timeouts;   /* writes failed for want of cache space */
   int mode, gc_percent;
 };
 void pc_cache_get_stats (pc_cache *c, struct pc_stats *st);

@@ -275,6 +275,17 @@ config_workers (const char *key, const char *value)
     cfg.commit_ms = v;
     return 0;
   }
+  else if (strcmp (key, "pcache-full-timeout") == 0) {
+    unsigned v;
+    if (nbdkit_parse_unsigned ("pcache-full-timeout", value, &v) == -1)
+      return -1;
+    if (v > 86400) {
+      nbdkit_error ("pcache-full-timeout: %u is out of range 0..86400", v);
+      return -1;
+    }
+    cfg.full_timeout_s = (int) v;
+    return 0;
+  }
   return 1;
 }
 
@@ -431,6 +442,7 @@ pcache_config_complete (nbdkit_next_config_complete *next,
   "pcache-backing-id=ID   Identity of the backing store (fixed at format).\n" \
   "pcache-cache-on-read=BOOL  Cache data read from the plugin (default true).\n" \
   "pcache-commit-ms=N     Longest wait before a write's key is committed.\n" \
+  "pcache-full-timeout=SECS  Longest wait for cache space (default 60, 0 = none).\n" \
   "pcache-drain=BOOL      At exit write everything back and empty the cache.\n" \
   "pcache-assume-shared=BOOL  Trust that all plugin connections share one disk.\n" \
   "pcache-writeback-threads=N  Concurrent writeback writes (default 16).\n" \
