@@ -9,7 +9,6 @@
 #include "cache_internal.h"
 #include "clean.h"
 #include "util.h"
-#include "workers.h"
 
 static const char *const mode_names[] = {
   [PC_MODE_WRITEBACK] = "writeback",

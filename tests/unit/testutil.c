@@ -691,32 +691,16 @@ tu_log_text (void)
 /* ------------------------------------------------------------------ */
 /* Files. */
 
+/* Whole-buffer pread (out 0) or pwrite (out 1), across short
+ * transfers and EINTR.
+ */
 static int
-write_all (int fd, const void *buf, size_t len, uint64_t off)
-{
-  const uint8_t *p = buf;
-
-  while (len > 0) {
-    ssize_t n = pwrite (fd, p, len, off);
-    if (n <= 0) {
-      if (n < 0 && errno == EINTR)
-        continue;
-      return -1;
-    }
-    p += n;
-    len -= n;
-    off += n;
-  }
-  return 0;
-}
-
-static int
-read_all (int fd, void *buf, size_t len, uint64_t off)
+file_io (int fd, void *buf, size_t len, uint64_t off, int out)
 {
   uint8_t *p = buf;
 
   while (len > 0) {
-    ssize_t n = pread (fd, p, len, off);
+    ssize_t n = out ? pwrite (fd, p, len, off) : pread (fd, p, len, off);
     if (n <= 0) {
       if (n < 0 && errno == EINTR)
         continue;
@@ -737,7 +721,7 @@ tu_file_read (const char *path, uint64_t off, void *buf, size_t len)
 
   if (fd == -1)
     return -1;
-  r = read_all (fd, buf, len, off);
+  r = file_io (fd, buf, len, off, 0);
   close (fd);
   return r;
 }
@@ -750,7 +734,7 @@ tu_file_write (const char *path, uint64_t off, const void *buf, size_t len)
 
   if (fd == -1)
     return -1;
-  r = write_all (fd, buf, len, off);
+  r = file_io (fd, (void *) buf, len, off, 1);
   close (fd);
   return r;
 }
@@ -763,7 +747,7 @@ tu_file_put (const char *path, const void *buf, size_t len)
 
   if (fd == -1)
     return -1;
-  r = write_all (fd, buf, len, 0);
+  r = file_io (fd, (void *) buf, len, 0, 1);
   if (close (fd) == -1)
     r = -1;
   return r;
