@@ -14,6 +14,7 @@
 #include "cache_internal.h"
 #include "clean.h"
 #include "ctrl.h"
+#include "hold.h"
 #include "meta.h"
 #include "replay.h"
 #include "timer.h"
@@ -29,6 +30,8 @@ pc_config_init (struct pc_config *cfg)
   cfg->gc_percent = PC_UNSET;
   cfg->wb_percent = PC_UNSET;
   cfg->full_timeout_s = PC_UNSET;
+  cfg->wb_max_age_s = PC_UNSET;
+  cfg->hold_timeout_s = PC_UNSET;
   cfg->cache_on_read = 1;
   cfg->format = PC_FORMAT_AUTO;
 }
@@ -219,6 +222,12 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
   c->full_timeout_ms = (uint64_t) 1000 *
     (cfg->full_timeout_s == PC_UNSET ? PC_DEFAULT_FULL_TIMEOUT_S
      : (unsigned) cfg->full_timeout_s);
+  c->wb_max_age_ms = (uint64_t) 1000 *
+    (cfg->wb_max_age_s == PC_UNSET ? PC_DEFAULT_WB_MAX_AGE_S
+     : (unsigned) cfg->wb_max_age_s);
+  c->hold_timeout_ms = (uint64_t) 1000 *
+    (cfg->hold_timeout_s == PC_UNSET ? PC_DEFAULT_HOLD_TIMEOUT_S
+     : (unsigned) cfg->hold_timeout_s);
   c->wb_percent = cfg->wb_percent == PC_UNSET ? PC_DEFAULT_WB_PERCENT
     : PC_MIN (cfg->wb_percent, 100);
   c->wb_threads = cfg->wb_threads ? PC_MIN (cfg->wb_threads, PC_MAX_WB_THREADS)
@@ -404,6 +413,7 @@ pc_cache_start (pc_cache *c, const struct pc_backend *bg)
                     c->path);
   c->bg = *bg;
   pc_pmem_prefault (c->pm);
+  pc_hold_init (c);
   c->stop = 0;
   atomic_store (&c->stop_wb, 0);
   e = pthread_create (&c->wb_thread, NULL, pc_writeback_thread, c);
@@ -531,6 +541,11 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   if (c->segs.seg)
     st->segs_used = c->nsegs - pc_segs_nfree (&c->segs);
   st->dirty_ksets = atomic_load (&c->log.head_seq) - pc_dirty_tail (c).seq;
+  st->client_epoch = pc_client_epoch (c);
+  st->backing_epoch = pc_backing_epoch (c);
+  st->dirty_age_ms = pc_dirty_age_ms (c);
+  st->writeback_max_age_ms = c->wb_max_age_ms;
+  st->writeback_held = atomic_load (&c->hold);
 }
 
 

@@ -44,7 +44,8 @@
  * kset and key (CRC, bounds, generation) and rebuilds the index; the
  * kset after the last valid one must not validate either, or the cache
  * is refused as damaged.  drain.c waits for writeback (mode switches,
- * detach); inspect.c serves pcachectl.
+ * detach, checkpoints); hold.c tells the durable epochs and holds
+ * writeback at an epoch boundary; inspect.c serves pcachectl.
  *
  * Lock order (outer first; a lock is never taken while one after it in
  * its chain is held):
@@ -157,6 +158,8 @@ struct pc_cache {
   unsigned stream_clock;
   unsigned commit_ms;
   uint64_t full_timeout_ms;           /* 0: a write waits for space for ever */
+  uint64_t wb_max_age_ms;             /* 0: dirty data may wait for ever */
+  uint64_t hold_timeout_ms;           /* 0: a hold lasts until released */
   _Atomic int full_stuck;             /* a wait for space timed out, and no
                                          segment has been freed since */
   unsigned wb_threads;                /* concurrent writeback writes */
@@ -193,6 +196,9 @@ struct pc_cache {
   uint64_t kicks;                     /* bumped by every pc_kick_workers */
   _Atomic uint64_t wb_wake_seq;       /* a commit reaching it wakes writeback */
   int wb_error;                       /* last writeback errno, 0 if fine */
+  _Atomic uint64_t wb_last_epoch;     /* epoch of the last batch written back */
+  _Atomic int hold;                   /* writeback stops at an epoch boundary */
+  uint64_t hold_until_ms;             /* under bg_lock; 0: no timeout */
 
   struct pc_clean clean;
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* Drain: wait until everything logged so far is written back (mode
- * switches, pcachectl drain, detach).
+ * switches, pcachectl drain, detach, checkpoints).
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -11,6 +11,7 @@
 #include "cache_internal.h"
 #include "ctrl.h"
 #include "gc.h"
+#include "hold.h"
 #include "kset.h"
 #include "util.h"
 #include "workers.h"
@@ -20,6 +21,11 @@ drain_wait (pc_cache *c, int *err)
 {
   uint64_t target, last = 0, since = pc_now_ms ();
 
+  if (atomic_load (&c->hold)) {
+    pc_error ("%s: writeback is held (release it first)", c->path);
+    *err = EBUSY;
+    return -1;
+  }
   if (pc_log_commit_all (c, 1) == -1) {
     *err = errno ? errno : EIO;
     return -1;
@@ -35,6 +41,12 @@ drain_wait (pc_cache *c, int *err)
     if (c->stop || !c->running) {
       pthread_mutex_unlock (&c->bg_lock);
       *err = ESHUTDOWN;
+      return -1;
+    }
+    if (atomic_load (&c->hold)) {
+      pthread_mutex_unlock (&c->bg_lock);
+      pc_error ("%s: writeback was held during the wait", c->path);
+      *err = EBUSY;
       return -1;
     }
     /* Wait as long as writeback makes progress or has not failed; a
@@ -68,6 +80,18 @@ pc_cache_drain (pc_cache *c, int *err)
   r = drain_wait (c, err);
   atomic_fetch_sub (&c->drainers, 1);
   return r;
+}
+
+/* A drain that tells how far the backing store now is: every epoch up
+ * to the one it ended, at least.
+ */
+int
+pc_cache_checkpoint (pc_cache *c, uint64_t *epoch, int *err)
+{
+  if (pc_cache_drain (c, err) == -1)
+    return -1;
+  *epoch = pc_backing_epoch (c);
+  return 0;
 }
 
 int

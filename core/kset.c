@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cache_internal.h"
+#include "payload.h"
 #include "util.h"
 #include "workers.h"
 
@@ -16,7 +17,8 @@ pc_log_init (struct pc_cache *c)
 
   pc_lock_init (&c->log.lock);
   c->log.scratch = aligned_alloc (64, pc_kset_span (PC_KSET_MAX_KEYS));
-  if (!c->log.scratch)
+  c->log.times = calloc (PC_LOG_TIMES, sizeof *c->log.times);
+  if (!c->log.scratch || !c->log.times)
     return -1;
   for (i = 0; i < PC_NKBUFS; i++) {
     pc_lock_init (&c->kbufs[i].lock);
@@ -33,6 +35,8 @@ pc_log_destroy (struct pc_cache *c)
 
   free (c->log.scratch);
   c->log.scratch = NULL;
+  free (c->log.times);
+  c->log.times = NULL;
   pthread_mutex_destroy (&c->log.lock);
   for (i = 0; i < PC_NKBUFS; i++)
     pthread_mutex_destroy (&c->kbufs[i].lock);
@@ -45,11 +49,14 @@ pc_log_destroy (struct pc_cache *c)
 static int64_t
 new_log_seg (struct pc_cache *c, int wait)
 {
+  uint64_t since = 0;
+
   for (;;) {
     int64_t id = pc_seg_alloc (&c->segs, PC_SEG_LOG, 0);
     if (id >= 0) {
       pc_pmem_set (c->pm, pc_seg_addr (c, id, 0), 0,
                    sizeof (struct pc_kset_hdr));
+      pc_space_freed (c);
       return id;
     }
     if (!wait) {
@@ -61,9 +68,43 @@ new_log_seg (struct pc_cache *c, int wait)
       errno = ENOSPC;
       return -1;
     }
+    /* A log that cannot grow (a dead backend under a load of zeroes or
+     * trims, which take no payload) fails commits after the same time a
+     * write fails for want of payload space.
+     */
+    if (pc_space_wait_over (c, &since))
+      return -1;
     pc_kick_workers (c);
     pc_segs_wait (&c->segs, 0);
   }
+}
+
+/* Caller holds the log lock.  The slot is marked unknown while it
+ * changes, so that a reader never pairs one kset's number with
+ * another's time.
+ */
+static void
+note_commit_time (struct pc_log *lg, uint64_t seq, uint64_t now)
+{
+  struct pc_log_time *t = &lg->times[seq % PC_LOG_TIMES];
+
+  atomic_store (&t->seq, UINT64_MAX);
+  atomic_store (&t->ms, now);
+  atomic_store (&t->seq, seq);
+}
+
+uint64_t
+pc_log_commit_ms (struct pc_cache *c, uint64_t seq)
+{
+  struct pc_log_time *t = &c->log.times[seq % PC_LOG_TIMES];
+  uint64_t s1, ms, s2;
+
+  if (seq < c->log.first_seq)
+    return c->started_ms;
+  s1 = atomic_load (&t->seq);
+  ms = atomic_load (&t->ms);
+  s2 = atomic_load (&t->seq);
+  return s1 == seq && s2 == seq ? ms : 0;
 }
 
 /* Caller holds the log lock and those of kbs[0..nkb).  Append one kset
@@ -77,6 +118,7 @@ log_write (struct pc_cache *c, struct pc_kbuf *const *kbs, unsigned nkb,
   struct pc_kset_hdr *h = (struct pc_kset_hdr *) lg->scratch;
   struct pc_key_rec *rec = (struct pc_key_rec *) (h + 1);
   uint32_t span = pc_kset_span (n);
+  uint64_t now = pc_now_ms ();
   unsigned i;
 
   pc_assert_held (&lg->lock);
@@ -95,6 +137,7 @@ log_write (struct pc_cache *c, struct pc_kbuf *const *kbs, unsigned nkb,
     last.crc = pc_kset_crc (c->geom.seed, &last);
     pc_pmem_copy (c->pm, pc_seg_addr (c, lg->head.seg, lg->head.off), &last,
                   sizeof last);
+    note_commit_time (lg, lg->head.seq, now);
     lg->head.seg = next;
     lg->head.off = 0;
     lg->head.seq++;
@@ -118,6 +161,7 @@ log_write (struct pc_cache *c, struct pc_kbuf *const *kbs, unsigned nkb,
   h->crc = pc_kset_crc (c->geom.seed, h);
   pc_pmem_copy (c->pm, pc_seg_addr (c, lg->head.seg, lg->head.off), h,
                 PC_KSET_BYTES (n));
+  note_commit_time (lg, lg->head.seq, now);
   lg->head.off += span;
   lg->head.seq++;
   atomic_store (&lg->head_seq, lg->head.seq);

@@ -26,6 +26,16 @@ struct pc_kbuf {
   struct pc_key_rec keys[PC_KSET_MAX_KEYS];
 } __attribute__ ((aligned (64)));       /* no line shared between buffers */
 
+/* When recent ksets were committed, for the age of the oldest dirty
+ * data (pcache-writeback-max-age).  Slot seq % PC_LOG_TIMES; a slot
+ * names its kset, so an overwritten one reads as unknown.
+ */
+#define PC_LOG_TIMES 4096
+
+struct pc_log_time {
+  _Atomic uint64_t seq, ms;
+};
+
 struct pc_log {
   pthread_mutex_t lock;
   struct pc_pos head;                 /* where the next kset goes */
@@ -33,6 +43,8 @@ struct pc_log {
   _Atomic uint64_t epoch;             /* client flushes so far; changed
                                          under the lock */
   uint8_t *scratch;
+  uint64_t first_seq;                 /* head.seq when the cache opened */
+  struct pc_log_time *times;          /* PC_LOG_TIMES slots */
 };
 
 int pc_log_init (struct pc_cache *c);
@@ -59,6 +71,10 @@ int pc_log_commit_all (struct pc_cache *c, int end_epoch);
 int pc_log_commit_nowait (struct pc_cache *c, uint64_t *epoch);
 /* The client flush epoch that ksets committed now belong to. */
 uint64_t pc_log_epoch (struct pc_cache *c);
+/* When the kset seq was committed (pc_now_ms): the open time for a
+ * kset replayed from an earlier run, 0 for one too old to be known.
+ */
+uint64_t pc_log_commit_ms (struct pc_cache *c, uint64_t seq);
 /* Commit buffers whose oldest key is older than age_ms. */
 int pc_log_commit_aged (struct pc_cache *c, uint64_t age_ms);
 

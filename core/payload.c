@@ -22,22 +22,35 @@ my_head (struct pc_cache *c)
 }
 
 /* A writer has waited for space long enough (pcache-full-timeout):
- * write-back frees nothing, most likely because the backend fails.  The
- * first to give up says so; until a segment is freed, the writers that
- * follow fail at once instead of each waiting the whole time, so that a
- * client sees errors, not a hang, while reads and hits go on.
+ * write-back frees nothing, most likely because the backend fails.
  */
-static int
-give_up (struct pc_cache *c, uint64_t since)
+int
+pc_space_wait_over (struct pc_cache *c, uint64_t *since)
 {
+  if (*since == 0) {
+    *since = pc_now_ms ();
+    return 0;
+  }
+  if (!c->full_timeout_ms ||
+      (!atomic_load (&c->full_stuck) &&
+       pc_now_ms () - *since < c->full_timeout_ms))
+    return 0;
   if (!atomic_exchange (&c->full_stuck, 1))
     pc_error ("%s: no cache space freed for %" PRIu64 " ms (is the backend "
               "failing? %" PRIu64 " write-back errors so far): writes that "
               "need space fail with EIO until write-back frees some",
-              c->path, pc_now_ms () - since, PC_COUNTED (c, writeback_errors));
+              c->path, pc_now_ms () - *since,
+              PC_COUNTED (c, writeback_errors));
   PC_COUNT (c, full_timeouts, 1);
   errno = EIO;
-  return -1;
+  return 1;
+}
+
+void
+pc_space_freed (struct pc_cache *c)
+{
+  if (atomic_exchange (&c->full_stuck, 0))
+    pc_debug ("%s: cache space is free again", c->path);
 }
 
 int
@@ -67,8 +80,7 @@ pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
       h->spare = c->seg_size / PC_ALLOC_ALIGN;
       pc_seg_get_n (&c->segs, h->seg, 1 + h->spare);
       h->off = 0;
-      if (atomic_exchange (&c->full_stuck, 0))
-        pc_debug ("%s: cache space is free again", c->path);
+      pc_space_freed (c);
       break;
     }
     if (!wait) {
@@ -82,12 +94,8 @@ pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
     pthread_mutex_unlock (&h->lock);
     if (pc_log_commit_all (c, 0) == -1)
       return -1;
-    if (since == 0)
-      since = pc_now_ms ();
-    else if (c->full_timeout_ms &&
-             (atomic_load (&c->full_stuck) ||
-              pc_now_ms () - since >= c->full_timeout_ms))
-      return give_up (c, since);
+    if (pc_space_wait_over (c, &since))
+      return -1;
     pc_kick_workers (c);
     pc_segs_wait (&c->segs, PC_LOG_RESERVE);
     pthread_mutex_lock (&h->lock);

@@ -19,6 +19,7 @@
 #include "crc.h"
 #include "ctrl.h"
 #include "gc.h"
+#include "hold.h"
 #include "util.h"
 #include "workers.h"
 #include "writeback.h"
@@ -33,6 +34,7 @@ struct wb_batch {
   struct pc_tree tree;
   int loaded;
   struct pc_pos end;                  /* dirty_tail once the batch is down */
+  uint64_t epoch;                     /* the client flush epoch of its ksets */
   uint64_t bytes;                     /* dirty bytes the batch retires */
   uint64_t skipped;                   /* of which, overwritten later */
   unsigned backoff_ms;
@@ -423,8 +425,10 @@ wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
     wb_tree_clear (&b->tree);
     r = wb_gather (c, b, 0, &epoch, err);
   }
-  if (r == 1)
+  if (r == 1) {
     b->loaded = 1;
+    b->epoch = epoch;
+  }
   return r;
 }
 
@@ -439,6 +443,9 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
   int err = 0, r;
 
   if (!b->loaded) {
+    /* Held at an epoch boundary: no batch of the next epoch starts. */
+    if (pc_hold_frozen (c))
+      return 0;
     r = wb_load (c, b, &err);
     if (r <= 0) {
       if (r == 0)
@@ -462,6 +469,10 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
     PC_COUNT (c, writeback_errors, 1);
     goto fail;
   }
+  /* Before dirty_tail moves: a hold must never see the next epoch's
+   * first kset at dirty_tail with this batch's epoch not yet noted.
+   */
+  atomic_store (&c->wb_last_epoch, b->epoch);
   pc_ctrl_update (c, NULL, &b->end);
   PC_UNCOUNT (c, dirty_bytes, b->bytes);
   PC_COUNT (c, writeback_skipped_bytes, b->skipped);
@@ -510,7 +521,7 @@ timed_wait (struct pc_cache *c, unsigned ms)
  * below that level waits, and leaves it the CPU.  Every writer runs when
  * the client has been quiet for PC_WB_IDLE_MS, when space or a drain is
  * waited for (or data has no room left: see gc_needed), or when GC needs
- * clean segments.
+ * clean segments, or when flushed data nears pcache-writeback-max-age.
  */
 unsigned
 pc_wb_width (struct pc_cache *c)
@@ -524,7 +535,8 @@ pc_wb_width (struct pc_cache *c)
 
   if (dirty == 0 || now - atomic_load (&c->last_io_ms) >= PC_WB_IDLE_MS ||
       atomic_load (&c->drainers) > 0 || pc_segs_waiters (&c->segs) > 0 ||
-      nfree <= PC_LOG_RESERVE || used * 100 > (uint64_t) c->nsegs * gc_pct)
+      nfree <= PC_LOG_RESERVE || used * 100 > (uint64_t) c->nsegs * gc_pct ||
+      pc_dirty_too_old (c))
     return c->wb_threads;
   pct = dirty * 100 / size;
   if (pct < c->wb_percent ||

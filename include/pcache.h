@@ -83,6 +83,11 @@ struct pc_config {
   int full_timeout_s;       /* PC_UNSET (default), or how long a write
                                waits for cache space before it fails
                                with EIO; 0 = for ever */
+  int wb_max_age_s;         /* PC_UNSET (default), or how long flushed
+                               data may stay dirty before writeback runs
+                               whatever the load; 0 = no bound */
+  int hold_timeout_s;       /* PC_UNSET (default), or how long a hold
+                               lasts unless released; 0 = until released */
 };
 
 void pc_config_init (struct pc_config *cfg);
@@ -98,6 +103,9 @@ void pc_config_init (struct pc_config *cfg);
 #define PC_DEFAULT_WB_PERCENT 10
 #define PC_MAX_WB_THREADS     64
 #define PC_DEFAULT_FULL_TIMEOUT_S 60
+#define PC_DEFAULT_WB_MAX_AGE_S   30
+#define PC_DEFAULT_HOLD_TIMEOUT_S 300
+#define PC_MAX_TIMEOUT_S          86400
 
 /* Open an existing cache (validate, replay the log) or note that it must
  * be created.  Safe to call before fork: starts no thread.
@@ -173,6 +181,22 @@ int pc_map (pc_cache *c, uint64_t off, uint64_t len, pc_map_fn fn,
  */
 int pc_cache_drain (pc_cache *c, int *err);
 
+/* Durable points.  Each client flush (and each drain) ends a flush
+ * epoch; the client epoch is the last one ended, the backing epoch the
+ * last whose every write is on the backend and flushed there.
+ *
+ * pc_cache_checkpoint waits, as a drain does, until everything written
+ * before it is on the backend and flushed, then gives the backing
+ * epoch.  pc_cache_hold stops writeback at the nearest epoch boundary
+ * (finishing the epoch it is in) and gives the backing epoch there: the
+ * backing store then stays the image of that flush point, for a
+ * snapshot of it, until pc_cache_release or the hold timeout.  Needs
+ * write-back mode.  While held, drains and checkpoints fail with EBUSY.
+ */
+int pc_cache_checkpoint (pc_cache *c, uint64_t *epoch, int *err);
+int pc_cache_hold (pc_cache *c, uint64_t *epoch, int *err);
+void pc_cache_release (pc_cache *c);
+
 /* Drain, then drop every cached key, leaving an empty cache and a
  * backing store that can be used on its own.
  */
@@ -189,6 +213,10 @@ struct pc_stats {
   uint64_t seq_bypass_bytes, write_through_bytes;
   uint64_t full_timeouts;   /* writes failed for want of cache space */
   int mode, gc_percent;
+  uint64_t client_epoch, backing_epoch;
+  uint64_t dirty_age_ms;    /* since the oldest dirty kset was committed */
+  uint64_t writeback_max_age_ms;
+  int writeback_held;
 };
 void pc_cache_get_stats (pc_cache *c, struct pc_stats *st);
 /* The index's extents and the bytes of RAM its keys and nodes take (not

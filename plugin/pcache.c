@@ -223,6 +223,22 @@ config_policy (const char *key, const char *value)
   return 1;
 }
 
+/* A time in whole seconds, 0 (no bound) to a day. */
+static int
+parse_seconds (const char *key, const char *value, int *out)
+{
+  unsigned v;
+
+  if (nbdkit_parse_unsigned (key, value, &v) == -1)
+    return -1;
+  if (v > PC_MAX_TIMEOUT_S) {
+    nbdkit_error ("%s: %u is out of range 0..%d", key, v, PC_MAX_TIMEOUT_S);
+    return -1;
+  }
+  *out = (int) v;
+  return 0;
+}
+
 /* The background workers: GC, write-back and the commit timer.
  * Returns 0 or -1, or 1 if key is not one of them.
  */
@@ -275,17 +291,12 @@ config_workers (const char *key, const char *value)
     cfg.commit_ms = v;
     return 0;
   }
-  else if (strcmp (key, "pcache-full-timeout") == 0) {
-    unsigned v;
-    if (nbdkit_parse_unsigned ("pcache-full-timeout", value, &v) == -1)
-      return -1;
-    if (v > 86400) {
-      nbdkit_error ("pcache-full-timeout: %u is out of range 0..86400", v);
-      return -1;
-    }
-    cfg.full_timeout_s = (int) v;
-    return 0;
-  }
+  else if (strcmp (key, "pcache-full-timeout") == 0)
+    return parse_seconds (key, value, &cfg.full_timeout_s);
+  else if (strcmp (key, "pcache-writeback-max-age") == 0)
+    return parse_seconds (key, value, &cfg.wb_max_age_s);
+  else if (strcmp (key, "pcache-hold-timeout") == 0)
+    return parse_seconds (key, value, &cfg.hold_timeout_s);
   return 1;
 }
 
@@ -443,6 +454,8 @@ pcache_config_complete (nbdkit_next_config_complete *next,
   "pcache-cache-on-read=BOOL  Cache data read from the plugin (default true).\n" \
   "pcache-commit-ms=N     Longest wait before a write's key is committed.\n" \
   "pcache-full-timeout=SECS  Longest wait for cache space (default 60, 0 = none).\n" \
+  "pcache-writeback-max-age=SECS  Longest flushed data stays dirty (default 30).\n" \
+  "pcache-hold-timeout=SECS  Longest write-back hold (default 300, 0 = none).\n" \
   "pcache-drain=BOOL      At exit write everything back and empty the cache.\n" \
   "pcache-assume-shared=BOOL  Trust that all plugin connections share one disk.\n" \
   "pcache-writeback-threads=N  Concurrent writeback writes (default 16).\n" \

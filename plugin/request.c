@@ -9,6 +9,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -16,7 +17,8 @@
 #include "request.h"
 #include "stats.h"
 
-#define USAGE "stats, gc-percent N, mode MODE or drain"
+#define USAGE "stats, gc-percent N, mode MODE, drain, checkpoint, hold or " \
+  "release"
 
 /* Serialises gc-percent changes from concurrent clients. */
 static pthread_mutex_t gc_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -78,6 +80,11 @@ cache_error (char *reply, size_t len, const char *req, int err)
 {
   if (err == ESHUTDOWN)
     snprintf (reply, len, "error: %s: nbdkit is shutting down", req);
+  else if (err == EBUSY)
+    snprintf (reply, len, "error: %s: write-back is held (release it "
+              "first)", req);
+  else if (err == ECANCELED)
+    snprintf (reply, len, "error: %s: released while it waited", req);
   else
     snprintf (reply, len, "error: %s: %s", req, strerror (err));
 }
@@ -120,6 +127,52 @@ req_drain (pc_cache *cache, char **args, int nargs, char *reply, size_t len)
     cache_error (reply, len, "drain", err);
   else
     snprintf (reply, len, "ok");
+}
+
+/* checkpoint: a drain that names the epoch now on the backend. */
+static void
+req_checkpoint (pc_cache *cache, char **args, int nargs, char *reply,
+                size_t len)
+{
+  uint64_t epoch;
+  int err = 0;
+
+  (void) args;
+  if (nargs != 0)
+    snprintf (reply, len, "error: checkpoint takes no argument");
+  else if (pc_cache_checkpoint (cache, &epoch, &err) == -1)
+    cache_error (reply, len, "checkpoint", err);
+  else
+    snprintf (reply, len, "ok %" PRIu64, epoch);
+}
+
+/* hold: the reply names the epoch whose image the backend keeps. */
+static void
+req_hold (pc_cache *cache, char **args, int nargs, char *reply, size_t len)
+{
+  uint64_t epoch;
+  int err = 0;
+
+  (void) args;
+  if (nargs != 0)
+    snprintf (reply, len, "error: hold takes no argument");
+  else if (pc_cache_hold (cache, &epoch, &err) == -1)
+    cache_error (reply, len, "hold", err);
+  else
+    snprintf (reply, len, "ok %" PRIu64, epoch);
+}
+
+static void
+req_release (pc_cache *cache, char **args, int nargs, char *reply,
+             size_t len)
+{
+  (void) args;
+  if (nargs != 0)
+    snprintf (reply, len, "error: release takes no argument");
+  else {
+    pc_cache_release (cache);
+    snprintf (reply, len, "ok");
+  }
 }
 
 /* Split LINE in place into at most MAX words at blanks; returns the
@@ -185,6 +238,12 @@ pcache_request (pc_cache *cache, char *line, size_t len, char *reply,
     req_mode (cache, w + 1, n - 1, reply, rlen);
   else if (strcmp (w[0], "drain") == 0)
     req_drain (cache, w + 1, n - 1, reply, rlen);
+  else if (strcmp (w[0], "checkpoint") == 0)
+    req_checkpoint (cache, w + 1, n - 1, reply, rlen);
+  else if (strcmp (w[0], "hold") == 0)
+    req_hold (cache, w + 1, n - 1, reply, rlen);
+  else if (strcmp (w[0], "release") == 0)
+    req_release (cache, w + 1, n - 1, reply, rlen);
   else
     snprintf (reply, rlen, "error: unknown request '%s' (expected "
               USAGE ")", w[0]);

@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # A backend that rejects every write, and a cache full of dirty data:
 # a write that needs space fails with EIO after pcache-full-timeout
-# instead of hanging; reads of cached data, overwrites in place and
-# flushes go on working; once the backend heals, writes succeed again
-# and everything acknowledged reaches the backing file.
+# instead of hanging; so do zeroes once the key log cannot grow; reads
+# of cached data, overwrites in place and flushes go on working; once
+# the backend heals, writes succeed again and everything acknowledged
+# reaches the backing file.
 set -e -x
 source "${top_srcdir:-.}/tests/functions.sh"
 requires_filter_built
@@ -48,6 +49,19 @@ for i in range(done):
     assert h.pread(MiB, i * MiB) == bytes([65 + i % 26]) * MiB, i
 h.flush()
 open("'"$tmp"'/done", "w").write(str(done))
+# Zeroes take no payload, only log space: once the log has no segment
+# left they fail too, after the same timeout, instead of hanging.
+for i in range(1000000):
+    try:
+        h.zero(4096, 48 * MiB + (i % 2048) * 8192)
+    except nbd.Error as e:
+        assert e.errno in ("EIO", errno.EIO), e
+        print("log full after", i, "zeroes")
+        break
+else:
+    assert False, "a million zeroes fitted in a full cache"
+for i in range(done):
+    assert h.pread(MiB, i * MiB) == bytes([65 + i % 26]) * MiB, i
 '
 
 # Heal the backend: write-back catches up and writes succeed again

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The control socket of a running pcache filter (pcache-control=SOCKET):
  * one request line, one reply line.  Also the stats file it writes
- * (pcache-stats=FILE).  Commands stats and set.
+ * (pcache-stats=FILE).  Commands stats, set, checkpoint, hold and
+ * release.
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -322,6 +323,41 @@ cmd_stats (int argc, char **argv)
   return r;
 }
 
+/* Send req to the control socket sock and print an "ok" reply: exit
+ * status 0, or 1 with the error reply on stderr.
+ */
+static int
+ctl_command (const char *sock, const char *req)
+{
+  char *reply;
+  int r;
+
+  if (!is_socket (sock)) {
+    struct stat st;
+
+    if (stat (sock, &st) == -1)
+      errmsg ("%s: %m", sock);
+    else
+      errmsg ("%s: not a socket (give the pcache-control=SOCKET of a "
+              "running nbdkit)", sock);
+    return EXIT_FAILED;
+  }
+  reply = ctl_request (sock, req, -1);
+  if (!reply)
+    return EXIT_FAILED;
+  if (strncmp (reply, "ok", 2) == 0 &&
+      (reply[2] == '\0' || reply[2] == ':' || reply[2] == ' ')) {
+    printf ("%s\n", reply);
+    r = EXIT_OK;
+  }
+  else {
+    errmsg ("%s", reply);
+    r = EXIT_FAILED;
+  }
+  free (reply);
+  return r;
+}
+
 int
 cmd_set (int argc, char **argv)
 {
@@ -331,7 +367,7 @@ cmd_set (int argc, char **argv)
     { NULL, 0, NULL, 0 }
   };
   const char *sock, *key, *value, *p;
-  char *req, *reply;
+  char *req;
   int r;
 
   while (cmd_getopt (argc, argv, ":hv", opts) != -1)
@@ -352,35 +388,48 @@ cmd_set (int argc, char **argv)
   for (p = value; *p; p++)
     if (*p == '\n' || *p == '\r')
       usage_error ("VALUE contains a line break");
-  if (!is_socket (sock)) {
-    struct stat st;
-
-    if (stat (sock, &st) == -1)
-      errmsg ("%s: %m", sock);
-    else
-      errmsg ("%s: not a socket (give the pcache-control=SOCKET of a "
-              "running nbdkit)", sock);
-    return EXIT_FAILED;
-  }
-
   if (asprintf (&req, "%s %s", key, value) == -1) {
     errmsg ("out of memory");
     return EXIT_FAILED;
   }
   /* A change of mode may first drain the cache: no time limit. */
-  reply = ctl_request (sock, req, -1);
+  r = ctl_command (sock, req);
   free (req);
-  if (!reply)
-    return EXIT_FAILED;
-  if (strncmp (reply, "ok", 2) == 0 &&
-      (reply[2] == '\0' || reply[2] == ':' || reply[2] == ' ')) {
-    printf ("%s\n", reply);
-    r = EXIT_OK;
-  }
-  else {
-    errmsg ("%s", reply);
-    r = EXIT_FAILED;
-  }
-  free (reply);
   return r;
+}
+
+/* checkpoint, hold, release: a request of one word to SOCKET.  The
+ * first two wait for write-back, so without a time limit.
+ */
+static int
+cmd_word (int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "verbose", no_argument, NULL, 'v' },
+    { NULL, 0, NULL, 0 }
+  };
+
+  while (cmd_getopt (argc, argv, ":hv", opts) != -1)
+    ;
+  want_args (argc, argv, 1, "SOCKET argument");
+  return ctl_command (argv[optind], argv[0]);
+}
+
+int
+cmd_checkpoint (int argc, char **argv)
+{
+  return cmd_word (argc, argv);
+}
+
+int
+cmd_hold (int argc, char **argv)
+{
+  return cmd_word (argc, argv);
+}
+
+int
+cmd_release (int argc, char **argv)
+{
+  return cmd_word (argc, argv);
 }

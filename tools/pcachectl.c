@@ -572,6 +572,7 @@ usage (int status)
 "  pcachectl drain SOCKET\n"
 "  pcachectl stats SOCKET|FILE [--pretty]\n"
 "  pcachectl set SOCKET KEY VALUE\n"
+"  pcachectl checkpoint|hold|release SOCKET\n"
 "  pcachectl help | --help | --version\n"
 "\n"
 "Commands:\n"
@@ -587,6 +588,11 @@ usage (int status)
 "          or of a pcache-stats file.\n"
 "  set     Change a setting of a running filter through its control\n"
 "          socket, e.g. 'set SOCKET gc-percent 50'.\n"
+"  checkpoint  Wait until everything written so far is on the backend\n"
+"          and flushed; print the epoch it reached.\n"
+"  hold    Stop write-back at the nearest flush-epoch boundary and print\n"
+"          the epoch the backend holds, e.g. while it is snapshotted.\n"
+"  release End a hold.\n"
 "\n"
 "Options:\n"
 "  --json             info, dump: print JSON\n"
@@ -618,6 +624,9 @@ static const struct {
   { "drain", cmd_drain },
   { "stats", cmd_stats },
   { "set", cmd_set },
+  { "checkpoint", cmd_checkpoint },
+  { "hold", cmd_hold },
+  { "release", cmd_release },
 };
 
 int

@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* Durable points and the writeback hold.
+ *
+ * Log epochs only grow along the log, and writeback writes ksets in log
+ * order, a batch never spanning two epochs, flushing the backend before
+ * dirty_tail moves.  So every epoch before that of the kset at
+ * dirty_tail is wholly on the backend: that is the backing epoch.  The
+ * backing store is exactly the image of a flush point when, besides,
+ * no batch of the epoch at dirty_tail went down yet: the last batch
+ * written (wb_last_epoch) is of an earlier epoch.  A hold lets
+ * writeback run until that is so, then starts no batch.
+ */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "cache_internal.h"
+#include "ctrl.h"
+#include "hold.h"
+#include "kset.h"
+#include "util.h"
+#include "workers.h"
+
+/* The epoch of the first kset not written back: that of the kset at
+ * dirty_tail, or the epoch being written if none is committed.
+ */
+static uint64_t
+next_epoch (struct pc_cache *c)
+{
+  struct pc_pos dt = pc_dirty_tail (c);
+  const struct pc_kset_hdr *h;
+  const char *why;
+
+  if (dt.seq < atomic_load (&c->log.head_seq) &&
+      (h = pc_kset_at (c, &dt, &why)) != NULL)
+    return h->epoch;
+  return pc_log_epoch (c);
+}
+
+static uint64_t
+before (uint64_t epoch)
+{
+  return epoch ? epoch - 1 : 0;
+}
+
+/* After a restart with dirty data, what part of the kset's epoch at
+ * dirty_tail is down is not known: writeback is taken to be inside it.
+ */
+void
+pc_hold_init (struct pc_cache *c)
+{
+  struct pc_pos dt = pc_dirty_tail (c);
+  uint64_t head = atomic_load (&c->log.head_seq);
+
+  c->log.first_seq = head;
+  atomic_store (&c->wb_last_epoch, dt.seq < head ? next_epoch (c)
+                : before (pc_log_epoch (c)));
+}
+
+uint64_t
+pc_client_epoch (struct pc_cache *c)
+{
+  return before (pc_log_epoch (c));
+}
+
+uint64_t
+pc_backing_epoch (struct pc_cache *c)
+{
+  return before (next_epoch (c));
+}
+
+static int
+at_boundary (struct pc_cache *c)
+{
+  return atomic_load (&c->wb_last_epoch) < next_epoch (c);
+}
+
+uint64_t
+pc_dirty_age_ms (struct pc_cache *c)
+{
+  uint64_t seq = pc_dirty_tail (c).seq, now = pc_now_ms ();
+
+  if (seq >= atomic_load (&c->log.head_seq))
+    return 0;
+  return now - PC_MIN (pc_log_commit_ms (c, seq), now);
+}
+
+/* Writeback starts early enough to be done in time: half the bound, at
+ * most 5 s, is left for the writing.
+ */
+int
+pc_dirty_too_old (struct pc_cache *c)
+{
+  uint64_t max = c->wb_max_age_ms;
+
+  return max && pc_dirty_age_ms (c) >= max - PC_MIN (max / 2, 5000);
+}
+
+int
+pc_hold_frozen (struct pc_cache *c)
+{
+  int timed_out = 0;
+
+  if (!atomic_load (&c->hold))
+    return 0;
+  pthread_mutex_lock (&c->bg_lock);
+  if (c->hold_until_ms && pc_now_ms () >= c->hold_until_ms) {
+    atomic_store (&c->hold, 0);
+    c->hold_until_ms = 0;
+    timed_out = 1;
+  }
+  pthread_mutex_unlock (&c->bg_lock);
+  if (timed_out) {
+    pc_error ("%s: writeback hold ended by pcache-hold-timeout (%" PRIu64
+              " s); writeback resumes", c->path, c->hold_timeout_ms / 1000);
+    return 0;
+  }
+  return at_boundary (c);
+}
+
+/* Wait until writeback stands at an epoch boundary.  Like a drain, it
+ * waits as long as writeback makes progress, and gives up once it has
+ * failed for PC_DRAIN_GRACE_MS.
+ */
+static int
+wait_boundary (struct pc_cache *c, int *err)
+{
+  uint64_t last = 0, since = pc_now_ms ();
+  int r = 0;
+
+  pc_kick_workers (c);
+  pthread_mutex_lock (&c->bg_lock);
+  while (!at_boundary (c)) {
+    uint64_t dt = pc_dirty_tail (c).seq;
+
+    if (c->stop || !c->running || !atomic_load (&c->hold)) {
+      *err = c->stop || !c->running ? ESHUTDOWN : ECANCELED;
+      r = -1;
+      break;
+    }
+    if (c->wb_error && dt == last && pc_now_ms () - since >= PC_DRAIN_GRACE_MS) {
+      *err = c->wb_error;
+      r = -1;
+      break;
+    }
+    if (dt != last) {
+      last = dt;
+      since = pc_now_ms ();
+    }
+    pc_cond_wait_ms (&c->drain_cv, &c->bg_lock, 500);
+  }
+  pthread_mutex_unlock (&c->bg_lock);
+  return r;
+}
+
+int
+pc_cache_hold (pc_cache *c, uint64_t *epoch, int *err)
+{
+  int r;
+
+  if (atomic_load (&c->mode) != PC_MODE_WRITEBACK) {
+    pc_error ("%s: hold: writes go straight to the backend in %s mode; a "
+              "hold needs write-back mode", c->path,
+              pc_mode_name (atomic_load (&c->mode)));
+    *err = EINVAL;
+    return -1;
+  }
+  pthread_mutex_lock (&c->bg_lock);
+  atomic_store (&c->hold, 1);
+  c->hold_until_ms = c->hold_timeout_ms ? pc_now_ms () + c->hold_timeout_ms
+    : 0;
+  pthread_mutex_unlock (&c->bg_lock);
+  /* Writing the epoch the client is still in, writeback would reach
+   * its end only at the client's next flush: end it now.
+   */
+  if (!at_boundary (c) &&
+      atomic_load (&c->wb_last_epoch) >= pc_log_epoch (c) &&
+      pc_log_commit_all (c, 1) == -1) {
+    *err = errno ? errno : EIO;
+    pc_cache_release (c);
+    return -1;
+  }
+  atomic_fetch_add (&c->drainers, 1);
+  r = wait_boundary (c, err);
+  atomic_fetch_sub (&c->drainers, 1);
+  if (r == -1) {
+    pc_error ("%s: hold: writeback could not reach an epoch boundary (%s); "
+              "not held", c->path, strerror (*err));
+    pc_cache_release (c);
+    return -1;
+  }
+  *epoch = pc_backing_epoch (c);
+  pc_debug ("%s: writeback held at epoch %" PRIu64, c->path, *epoch);
+  return 0;
+}
+
+void
+pc_cache_release (pc_cache *c)
+{
+  pthread_mutex_lock (&c->bg_lock);
+  atomic_store (&c->hold, 0);
+  c->hold_until_ms = 0;
+  pthread_cond_broadcast (&c->drain_cv);
+  pthread_mutex_unlock (&c->bg_lock);
+  pc_kick_workers (c);
+}

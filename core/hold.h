@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* hold.c: durable epochs, the age of dirty data, and the writeback
+ * hold (pc_cache_hold, pc_cache_release in pcache.h).
+ */
+#ifndef PC_HOLD_H
+#define PC_HOLD_H
+
+#include <stdint.h>
+
+struct pc_cache;
+
+/* Before the workers start: the epoch writeback stands in. */
+void pc_hold_init (struct pc_cache *c);
+/* The last epoch a flush ended, and the last wholly on the backend. */
+uint64_t pc_client_epoch (struct pc_cache *c);
+uint64_t pc_backing_epoch (struct pc_cache *c);
+/* Milliseconds since the oldest dirty kset was committed; 0 if none. */
+uint64_t pc_dirty_age_ms (struct pc_cache *c);
+/* Is flushed data older than pcache-writeback-max-age allows to wait? */
+int pc_dirty_too_old (struct pc_cache *c);
+/* Must writeback start no batch now (held, at an epoch boundary)?
+ * Ends a hold whose time is up.
+ */
+int pc_hold_frozen (struct pc_cache *c);
+
+#endif /* PC_HOLD_H */
