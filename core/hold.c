@@ -163,9 +163,8 @@ pc_cache_hold (pc_cache *c, uint64_t *epoch, int *err)
   int r;
 
   if (atomic_load (&c->mode) != PC_MODE_WRITEBACK) {
-    pc_error ("%s: hold: writes go straight to the backend in %s mode; a "
-              "hold needs write-back mode", c->path,
-              pc_mode_name (atomic_load (&c->mode)));
+    pc_error ("%s: hold: writes go straight to the backend outside "
+              "write-back mode; a hold needs write-back mode", c->path);
     *err = EINVAL;
     return -1;
   }

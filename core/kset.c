@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "cache_internal.h"
-#include "payload.h"
+#include "space.h"
 #include "util.h"
 #include "workers.h"
 

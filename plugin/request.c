@@ -156,8 +156,14 @@ req_hold (pc_cache *cache, char **args, int nargs, char *reply, size_t len)
   (void) args;
   if (nargs != 0)
     snprintf (reply, len, "error: hold takes no argument");
-  else if (pc_cache_hold (cache, &epoch, &err) == -1)
-    cache_error (reply, len, "hold", err);
+  else if (pc_cache_hold (cache, &epoch, &err) == -1) {
+    if (err == EINVAL)
+      snprintf (reply, len, "error: hold: writes go straight to the backend "
+                "in %s mode; a hold needs write-back mode",
+                pc_mode_name (pc_cache_get_mode (cache)));
+    else
+      cache_error (reply, len, "hold", err);
+  }
   else
     snprintf (reply, len, "ok %" PRIu64, epoch);
 }

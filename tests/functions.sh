@@ -330,6 +330,23 @@ wait_unlocked ()
     return 1
 }
 
+# wait_for_socket PATH
+#
+# Wait (up to 60 s) until PATH is a socket: the control socket of a
+# server that start_nbdkit saw listen, which opens it just after.
+wait_for_socket ()
+{
+    local i
+    { _pcache_xtrace_off; } 2>/dev/null
+    for (( i = 0; i < 600; i++ )); do
+        if [ -S "$1" ]; then _pcache_xtrace_restore; return 0; fi
+        sleep 0.1
+    done
+    _pcache_xtrace_restore
+    echo "$0: $1 is not a socket 60 s after nbdkit started" >&2
+    return 1
+}
+
 # kill9_nbdkit PIDFILE
 #
 # Simulate a crash: SIGKILL nbdkit and wait until the process is gone,
