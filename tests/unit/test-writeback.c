@@ -4,8 +4,9 @@
  * data whose replacement belongs to a later epoch or is not yet in the
  * log.  Writeback runs a batch at a time (pc_writeback_step) on a cache
  * without workers, so every batch boundary is where the test puts it.
- * Last, the number of writers a round puts to work, and the wake-up of
- * a writer waiting for space.
+ * Then the number of writers a round puts to work, and the wake-up of
+ * a writer waiting for space.  Last, a hold: writeback finishes the
+ * epoch it is in, then starts nothing of the next.
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -24,6 +25,7 @@
 
 #include "cache_internal.h"
 #include "gc.h"
+#include "hold.h"
 #include "writeback.h"
 #include "testutil.h"
 
@@ -609,6 +611,52 @@ test_space_wakes (void)
   unlink (p);
 }
 
+/* Epoch 1 takes two batches (more ksets than a batch holds), epoch 2
+ * one.  Held after the first batch, writeback still finishes epoch 1,
+ * which the backend then holds whole, and writes nothing of epoch 2
+ * until released.  The backing epoch follows.
+ */
+static void
+test_hold_boundary (void)
+{
+  const char *p = tu_fresh ("hold");
+  struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
+  struct pc_backend bg = tu_mem_backend (mem);
+  pc_cache *c = open_at (p);
+  uint64_t e1;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  pc_cache_set_backend (c, &bg);
+  pc_hold_init (c);
+  e1 = pc_log_epoch (c);
+  fillers (c, 50, 1);
+  CU_ASSERT_EQUAL (pc_log_commit_all (c, 1), 0);
+  tu_write (c, 0, 8192, 2);
+  CU_ASSERT_EQUAL (pc_log_commit_all (c, 1), 0);
+  CU_ASSERT_EQUAL (pc_client_epoch (c), e1 + 1);
+
+  CU_ASSERT_EQUAL (pc_writeback_step (c), 1);
+  CU_ASSERT_EQUAL (pc_backing_epoch (c), e1 - 1);
+  CU_ASSERT_NOT_EQUAL (tu_check (mem->buf + FILLER, 50 * 4096, FILLER, 1), -1);
+  atomic_store (&c->hold, 1);
+  CU_ASSERT_EQUAL (pc_writeback_step (c), 1);           /* the rest of e1 */
+  CU_ASSERT_EQUAL (pc_writeback_step (c), 0);           /* held */
+  CU_ASSERT_EQUAL (pc_writeback_step (c), 0);
+  CU_ASSERT_EQUAL (pc_backing_epoch (c), e1);
+  CU_ASSERT_EQUAL (tu_check (mem->buf + FILLER, 50 * 4096, FILLER, 1), -1);
+  CU_ASSERT_EQUAL (tu_check_byte (mem->buf, 8192, 0xEE), -1);
+  CU_ASSERT (pc_dirty_age_ms (c) < 60000);
+
+  pc_cache_release (c);
+  write_back_all (c);
+  CU_ASSERT_EQUAL (pc_backing_epoch (c), e1 + 1);
+  CU_ASSERT_EQUAL (tu_check (mem->buf, 8192, 0, 2), -1);
+  CU_ASSERT_EQUAL (pc_dirty_age_ms (c), 0);
+  pc_cache_close (c);
+  tu_mem_free (mem);
+  unlink (p);
+}
+
 static const struct tu_case cases[] = {
   { "overwritten in a later batch", test_overwritten_later },
   { "overwritten in the next epoch", test_overwritten_next_epoch },
@@ -619,6 +667,7 @@ static const struct tu_case cases[] = {
   { "commits wake idle writeback", test_commit_wakes },
   { "a round has width writers", test_width },
   { "freed space wakes a writer", test_space_wakes },
+  { "a hold stops at an epoch boundary", test_hold_boundary },
   { NULL, NULL },
 };
 
