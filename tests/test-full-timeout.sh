@@ -4,8 +4,8 @@
 # a write that needs space fails with EIO after pcache-full-timeout
 # instead of hanging; so do zeroes once the key log cannot grow; reads
 # of cached data, overwrites in place and flushes go on working; once
-# the backend heals, writes succeed again and everything acknowledged
-# reaches the backing file.
+# the backend heals, writes succeed again, and after kill -9 and a
+# restart everything acknowledged reaches the backing file.
 set -e -x
 source "${top_srcdir:-.}/tests/functions.sh"
 requires_filter_built
@@ -78,10 +78,14 @@ while True:
         assert e.errno in ("EIO", errno.EIO), e
 h.flush()
 '
+# A crash, then a restart that drains: with pcache-drain=true the
+# backing file alone holds every acknowledged write.
+kill9_nbdkit "$pidfile"
+start_nbdkit -P "$pidfile" -U "$sock" \
+    --filter="$PCACHE_FILTER" file "$disk" \
+    pcache-dev="$cache" pcache-drain=true
 kill_nbdkit "$pidfile"
 
-# With pcache-drain=true the backing file alone holds every
-# acknowledged write.
 python3 - "$disk" "$(cat "$tmp/done")" <<'PY'
 import sys
 MiB = 1 << 20

@@ -15,7 +15,10 @@
 #     written to it, and after a flush and a crash (SIGKILL of nbdkit)
 #     exactly what was read before;
 #  3. 32 connections at once writing, zeroing, trimming, reading back
-#     and flushing their own blocks; all of it survives a crash.
+#     and flushing their own blocks; all of it survives a crash;
+#  4. a backend that dies in the middle of write-back (every write
+#     fails from then on), then a crash: a healthy restart drains
+#     every acknowledged block to the backing file.
 # Blocks are versioned (tests/crash/faults.py), so garbage, another
 # block's data or a torn 4 KiB block is always caught.
 set -e -x
@@ -176,4 +179,28 @@ start "$tmp/log3" file "$disk" \
     pcache-dev="$cache" pcache-size=24M pcache-segment-size=1M
 check_clients
 kill_nbdkit "$tmp/pid"
+# --------------------------------------------------------------------
+# 4. The backend dies during write-back, then nbdkit crashes.
+fresh 8192
+rm -f "$tmp/dead"
+start "$tmp/log4" --filter=error file "$disk" \
+    error-pwrite=EIO error-pwrite-rate=100% error-pwrite-file="$tmp/dead" \
+    pcache-dev="$cache" pcache-size=32M pcache-segment-size=1M \
+    pcache-writeback-percent=0 pcache-commit-ms=20
+"${F[@]}" fill "$uri" 0 4096 5 --flush
+touch "$tmp/dead"
+"${F[@]}" fill "$uri" 2048 8192 6 --flush
+"${F[@]}" check "$uri" 0 2048 5
+"${F[@]}" check "$uri" 2048 8192 6
+kill9_nbdkit "$tmp/pid"
+wait_unlocked "$cache"
+rm "$tmp/dead"
+start "$tmp/log4" file "$disk" pcache-dev="$cache" pcache-drain=true
+kill_nbdkit "$tmp/pid"
+rm -f "$sock"
+start_nbdkit -P "$tmp/pid" -U "$sock" file "$disk" --readonly
+"${F[@]}" check "$uri" 0 2048 5
+"${F[@]}" check "$uri" 2048 8192 6
+kill_nbdkit "$tmp/pid"
+
 echo "$0: all fault tests passed"
