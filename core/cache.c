@@ -531,6 +531,12 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   if (c->segs.seg)
     st->segs_used = c->nsegs - pc_segs_nfree (&c->segs);
   st->dirty_ksets = atomic_load (&c->log.head_seq) - pc_dirty_tail (c).seq;
+  pthread_mutex_lock (&c->bg_lock);
+  st->backend_failing = c->wb_error != 0;
+  st->backend_last_error = c->wb_error;
+  st->backend_failing_since = c->wb_failing_since;
+  st->backend_reopens = c->bg_reopens;
+  pthread_mutex_unlock (&c->bg_lock);
 }
 
 

@@ -193,6 +193,12 @@ struct pc_cache {
   uint64_t kicks;                     /* bumped by every pc_kick_workers */
   _Atomic uint64_t wb_wake_seq;       /* a commit reaching it wakes writeback */
   int wb_error;                       /* last writeback errno, 0 if fine */
+  /* The backend's health as write-back sees it, under bg_lock too: */
+  unsigned wb_fails;                  /* rounds failed in a row */
+  int wb_reopen;                      /* reopen the backend before the next */
+  uint64_t wb_failing_ms;             /* when failing began (pc_now_ms) */
+  uint64_t wb_failing_since;          /* the same in Unix time, 0 if fine */
+  uint64_t bg_reopens;                /* backend reopens that succeeded */
 
   struct pc_clean clean;
 

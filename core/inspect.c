@@ -175,9 +175,32 @@ pc_cache_verify_data (pc_cache *c, pc_key_fn bad, void *opaque)
   return b.n;
 }
 
+/* The symbolic name of an errno, "" for 0: the errors a backend is
+ * likely to give, else "errno N" (in buf).
+ */
+static const char *
+errno_name (int e, char *buf, size_t len)
+{
+#define E(x) case x: return #x
+  switch (e) {
+  case 0: return "";
+  E (EIO); E (ENOTCONN); E (ECONNRESET); E (ECONNREFUSED);
+  E (ECONNABORTED); E (EPIPE); E (ESHUTDOWN); E (EINVAL); E (ETIMEDOUT);
+  E (EHOSTUNREACH); E (ENETUNREACH); E (ENETDOWN); E (ENOSPC);
+  E (EDQUOT); E (EROFS); E (EPERM); E (EACCES); E (ENOMEM); E (ENOENT);
+  E (ENXIO); E (ENODEV); E (EBADF); E (EAGAIN); E (EINTR); E (EFBIG);
+  E (EOVERFLOW); E (ENOTSUP); E (ERANGE); E (ESTALE); E (EBUSY);
+  default:
+    snprintf (buf, len, "errno %d", e);
+    return buf;
+  }
+#undef E
+}
+
 int
 pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
 {
+  char ebuf[32];
   int n = snprintf (buf, len,
     "{\"read_hits\":%" PRIu64 ",\"read_misses\":%" PRIu64
     ",\"read_hit_bytes\":%" PRIu64 ",\"read_miss_bytes\":%" PRIu64
@@ -191,14 +214,20 @@ pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
     ",\"dirty_ksets\":%" PRIu64 ",\"dirty_bytes\":%" PRIu64
     ",\"seq_bypass_bytes\":%" PRIu64 ",\"write_through_bytes\":%" PRIu64
     ",\"full_timeouts\":%" PRIu64
-    ",\"mode\":\"%s\",\"gc_percent\":%d,\"uptime_ms\":%" PRIu64 "}",
+    ",\"mode\":\"%s\",\"gc_percent\":%d,\"uptime_ms\":%" PRIu64
+    ",\"backend_state\":\"%s\",\"backend_last_error\":\"%s\""
+    ",\"backend_failing_since\":%" PRIu64 ",\"backend_reopens\":%" PRIu64
+    "}",
     st->read_hits, st->read_misses, st->read_hit_bytes, st->read_miss_bytes,
     st->writes, st->write_hits, st->write_bytes, st->writeback_bytes,
     st->writeback_skipped_bytes, st->writeback_rounds, st->writeback_errors, st->gc_runs, st->gc_segments,
     st->segs_total, st->segs_used, st->dirty_ksets, st->dirty_bytes, st->seq_bypass_bytes,
     st->write_through_bytes, st->full_timeouts, pc_mode_name (st->mode),
     st->gc_percent,
-    st->uptime_ms);
+    st->uptime_ms,
+    st->backend_failing ? "failing" : "ok",
+    errno_name (st->backend_last_error, ebuf, sizeof ebuf),
+    st->backend_failing_since, st->backend_reopens);
 
   return n < 0 || (size_t) n >= len ? -1 : n;
 }
