@@ -24,7 +24,9 @@
  *     dirty_tail in log order, a batch at a time, never past a flush
  *     epoch, writes their still-current extents to the backend, flushes
  *     it, then moves dirty_tail (ctrl.c): the backend always holds a
- *     prefix of the client's epochs;
+ *     prefix of the client's epochs.  A failed round is retried after a
+ *     backoff, and asks the backend to reopen its connection (holding
+ *     no lock) when the error says it broke;
  *  5. gc.c retires written-back ksets from key_tail, dropping the
  *     segment references their records held; a segment whose last
  *     reference goes is free again (segment.c), its generation bumped so
