@@ -653,6 +653,9 @@ bg_close (nbdkit_next *n)
   }
 }
 
+/* What the first background context could do. */
+static struct bg_caps bg_first;
+
 /* A new context must do what the engine was told the first one does. */
 static int
 bg_caps_match (const struct bg_caps *caps)
@@ -665,9 +668,9 @@ bg_caps_match (const struct bg_caps *caps)
                     pc_cache_backing_size (cache));
     return -1;
   }
-  if (caps->write != 1 || (bg_ops.flush && !caps->flush) ||
-      (bg_ops.trim && !caps->trim) ||
-      (bg_ops.zero && caps->zero <= NBDKIT_ZERO_NONE)) {
+  if ((bg_first.write && !caps->write) ||
+      (bg_first.flush && !caps->flush) || (bg_first.trim && !caps->trim) ||
+      (bg_first.zero > NBDKIT_ZERO_NONE && caps->zero <= NBDKIT_ZERO_NONE)) {
     if (!bg_refused)
       nbdkit_error ("pcache: the reopened plugin can no longer write, flush, "
                     "trim or zero as it could; write-back stays stopped");
@@ -731,6 +734,7 @@ pcache_after_fork (nbdkit_backend *backend)
     nbdkit_error ("pcache: cannot open a background plugin context");
     return -1;
   }
+  bg_first = caps;
   bg_can_flush = caps.flush;
   bg_can_fua = caps.fua;
   bg_can_trim = caps.trim;
