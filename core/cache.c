@@ -546,6 +546,12 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   st->dirty_age_ms = pc_dirty_age_ms (c);
   st->writeback_max_age_ms = c->wb_max_age_ms;
   st->writeback_held = atomic_load (&c->hold);
+  pthread_mutex_lock (&c->bg_lock);
+  st->backend_failing = c->wb_error != 0;
+  st->backend_last_error = c->wb_error;
+  st->backend_failing_since = c->wb_failing_since;
+  st->backend_reopens = c->bg_reopens;
+  pthread_mutex_unlock (&c->bg_lock);
 }
 
 

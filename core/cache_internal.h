@@ -24,7 +24,9 @@
  *     dirty_tail in log order, a batch at a time, never past a flush
  *     epoch, writes their still-current extents to the backend, flushes
  *     it, then moves dirty_tail (ctrl.c): the backend always holds a
- *     prefix of the client's epochs;
+ *     prefix of the client's epochs.  A failed round is retried after a
+ *     backoff, and asks the backend to reopen its connection (holding
+ *     no lock) when the error says it broke;
  *  5. gc.c retires written-back ksets from key_tail, dropping the
  *     segment references their records held; a segment whose last
  *     reference goes is free again (segment.c), its generation bumped so
@@ -199,6 +201,12 @@ struct pc_cache {
   _Atomic uint64_t wb_last_epoch;     /* epoch of the last batch written back */
   _Atomic int hold;                   /* writeback stops at an epoch boundary */
   uint64_t hold_until_ms;             /* under bg_lock; 0: no timeout */
+  /* The backend's health as write-back sees it, under bg_lock too: */
+  unsigned wb_fails;                  /* rounds failed in a row */
+  int wb_reopen;                      /* reopen the backend before the next */
+  uint64_t wb_failing_ms;             /* when failing began (pc_now_ms) */
+  uint64_t wb_failing_since;          /* the same in Unix time, 0 if fine */
+  uint64_t bg_reopens;                /* backend reopens that succeeded */
 
   struct pc_clean clean;
 

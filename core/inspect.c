@@ -174,35 +174,3 @@ pc_cache_verify_data (pc_cache *c, pc_key_fn bad, void *opaque)
     return -1;
   return b.n;
 }
-
-int
-pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
-{
-  int n = snprintf (buf, len,
-    "{\"read_hits\":%" PRIu64 ",\"read_misses\":%" PRIu64
-    ",\"read_hit_bytes\":%" PRIu64 ",\"read_miss_bytes\":%" PRIu64
-    ",\"writes\":%" PRIu64 ",\"write_hits\":%" PRIu64
-    ",\"write_bytes\":%" PRIu64
-    ",\"writeback_bytes\":%" PRIu64 ",\"writeback_skipped_bytes\":%" PRIu64
-    ",\"writeback_rounds\":%" PRIu64
-    ",\"writeback_errors\":%" PRIu64 ",\"gc_runs\":%" PRIu64
-    ",\"gc_segments\":%" PRIu64
-    ",\"segments_total\":%" PRIu64 ",\"segments_used\":%" PRIu64
-    ",\"dirty_ksets\":%" PRIu64 ",\"dirty_bytes\":%" PRIu64
-    ",\"seq_bypass_bytes\":%" PRIu64 ",\"write_through_bytes\":%" PRIu64
-    ",\"full_timeouts\":%" PRIu64
-    ",\"mode\":\"%s\",\"gc_percent\":%d,\"uptime_ms\":%" PRIu64
-    ",\"client_epoch\":%" PRIu64 ",\"backing_epoch\":%" PRIu64
-    ",\"dirty_age_ms\":%" PRIu64 ",\"writeback_max_age_ms\":%" PRIu64
-    ",\"writeback_held\":%s}",
-    st->read_hits, st->read_misses, st->read_hit_bytes, st->read_miss_bytes,
-    st->writes, st->write_hits, st->write_bytes, st->writeback_bytes,
-    st->writeback_skipped_bytes, st->writeback_rounds, st->writeback_errors, st->gc_runs, st->gc_segments,
-    st->segs_total, st->segs_used, st->dirty_ksets, st->dirty_bytes, st->seq_bypass_bytes,
-    st->write_through_bytes, st->full_timeouts, pc_mode_name (st->mode),
-    st->gc_percent,
-    st->uptime_ms, st->client_epoch, st->backing_epoch, st->dirty_age_ms,
-    st->writeback_max_age_ms, st->writeback_held ? "true" : "false");
-
-  return n < 0 || (size_t) n >= len ? -1 : n;
-}

@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cache_internal.h"
 #include "backend.h"
@@ -432,6 +433,74 @@ wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
   return r;
 }
 
+/* Errors of a broken connection rather than of the data or the disk,
+ * which a new connection may cure.  libnbd fails every request with
+ * EINVAL once its handle is closed (nbdkit's nbd plugin in front of a
+ * server that went away), so EINVAL counts too: it costs a reopen at
+ * most once per retry.
+ */
+static int
+wb_conn_error (int err)
+{
+  switch (err) {
+  case ENOTCONN: case ECONNRESET: case ECONNREFUSED: case ECONNABORTED:
+  case EPIPE: case ESHUTDOWN: case EINVAL:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
+/* Note a failed round: the first of an episode is reported, the others
+ * are debug lines.  Returns whether the backend is to be reopened: after
+ * a connection-level error, or every PC_WB_REOPEN_FAILS failures in a
+ * row (a backend whose errors say nothing of its connection).
+ */
+static int
+wb_failed (struct pc_cache *c, int err)
+{
+  int reopen;
+
+  pthread_mutex_lock (&c->bg_lock);
+  if (!c->wb_error) {
+    pc_error ("%s: writeback failed (%s); the data stays in the cache and "
+              "is retried", c->path, strerror (err));
+    c->wb_failing_ms = pc_now_ms ();
+    c->wb_failing_since = time (NULL);
+  }
+  else
+    pc_debug ("%s: writeback failed again (%s)", c->path, strerror (err));
+  c->wb_error = err;
+  c->wb_fails++;
+  reopen = c->bg.ops->reopen &&
+    (wb_conn_error (err) || c->wb_fails % PC_WB_REOPEN_FAILS == 0);
+  pthread_cond_broadcast (&c->drain_cv);
+  pthread_mutex_unlock (&c->bg_lock);
+  return reopen;
+}
+
+/* Ask the backend for a new connection, holding no lock: it may take
+ * as long as a connect does.  Called by a failed round only, so at most
+ * once per backoff.
+ */
+static void
+wb_reopen (struct pc_cache *c)
+{
+  int err = 0;
+
+  if (atomic_load (&c->stop_wb))
+    return;
+  if (c->bg.ops->reopen (c->bg.ctx, &err) == -1) {
+    pc_debug ("%s: backend reopen failed (%s); retried later", c->path,
+              strerror (err ? err : EIO));
+    return;
+  }
+  pthread_mutex_lock (&c->bg_lock);
+  c->bg_reopens++;
+  pthread_mutex_unlock (&c->bg_lock);
+  pc_debug ("%s: backend reopened", c->path);
+}
+
 /* Write back one batch.  Returns 1 if dirty_tail moved, 0 if there was
  * nothing to do or the batch paused, -1 on error (dirty_tail stays; the
  * rest of the batch is retried later).
@@ -481,24 +550,25 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
   PC_COUNT (c, writeback_rounds, 1);
   PC_TRACE (PC_TRACE_WRITEBACK, "%s: writeback: %" PRIu64 " bytes down, dirty_tail at kset %" PRIu64, c->path, b->bytes, b->end.seq);
   pthread_mutex_lock (&c->bg_lock);
+  /* Report when writeback heals, as when it started failing. */
+  if (c->wb_error)
+    pc_error ("%s: writeback resumed after %" PRIu64 " s", c->path,
+              (pc_now_ms () - c->wb_failing_ms) / 1000);
   c->wb_error = 0;
+  c->wb_fails = 0;
+  c->wb_failing_since = 0;
   pthread_cond_broadcast (&c->drain_cv);
   pthread_mutex_unlock (&c->bg_lock);
   return 1;
 
  fail:
+  err = err ? err : EIO;
   b->backoff_ms = b->backoff_ms ? PC_MIN (b->backoff_ms * 2, 1000u) : 10;
-  pthread_mutex_lock (&c->bg_lock);
-  /* Report when writeback starts failing, not at every retry. */
-  if (!c->wb_error)
-    pc_error ("%s: writeback failed (%s); the data stays in the cache and "
-              "is retried", c->path, strerror (err ? err : EIO));
-  else
-    pc_debug ("%s: writeback failed again (%s)", c->path,
-              strerror (err ? err : EIO));
-  c->wb_error = err ? err : EIO;
-  pthread_cond_broadcast (&c->drain_cv);
-  pthread_mutex_unlock (&c->bg_lock);
+  /* The backoff stays as it is after a reopen: a backend that fails on
+   * a new connection too must not be reopened in a tight loop.
+   */
+  if (wb_failed (c, err))
+    wb_reopen (c);
   return -1;
 }
 

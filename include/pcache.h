@@ -34,8 +34,19 @@ typedef struct pc_cache pc_cache;
 
 /* Backing store operations.  Each returns 0 or -1 with *err set to a
  * positive errno.  Any may be NULL when the backend lacks it (zero falls
- * back to writing zeroes, trim is skipped, flush is skipped).
+ * back to writing zeroes, trim is skipped, flush is skipped, and a
+ * backend that cannot reopen is only retried).
+ *
+ * reopen replaces the backend's connection with a new one, for a
+ * backend whose connection broke (a remote server restarted): write-back
+ * calls it, from its own thread only and at most once per retry, after
+ * a connection-level error (ENOTCONN, ECONNRESET, ECONNREFUSED, EPIPE,
+ * ESHUTDOWN, EINVAL, which libnbd gives once its handle is closed) or
+ * after PC_WB_REOPEN_FAILS failed rounds in a row.  While it runs, the
+ * other operations may be called from other threads; the backend must
+ * make them wait or fail, not use a connection it is closing.
  */
+#define PC_WB_REOPEN_FAILS 3
 struct pc_backend_ops {
   int (*pread) (void *ctx, void *buf, uint32_t len, uint64_t off, int *err);
   int (*pwrite) (void *ctx, const void *buf, uint32_t len, uint64_t off,
@@ -43,6 +54,7 @@ struct pc_backend_ops {
   int (*zero) (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err);
   int (*trim) (void *ctx, uint32_t len, uint64_t off, int *err);
   int (*flush) (void *ctx, int *err);
+  int (*reopen) (void *ctx, int *err);
 };
 
 struct pc_backend {
@@ -217,6 +229,13 @@ struct pc_stats {
   uint64_t dirty_age_ms;    /* since the oldest dirty kset was committed */
   uint64_t writeback_max_age_ms;
   int writeback_held;
+  /* Write-back's view of the backend: whether it is failing, its last
+   * error (an errno, 0 when ok), the Unix time in seconds when the
+   * current failing episode began (0 when ok), and how many times the
+   * backend was reopened.
+   */
+  int backend_failing, backend_last_error;
+  uint64_t backend_failing_since, backend_reopens;
 };
 void pc_cache_get_stats (pc_cache *c, struct pc_stats *st);
 /* The index's extents and the bytes of RAM its keys and nodes take (not

@@ -50,12 +50,27 @@ static int unusable;
 static nbdkit_backend *ready_backend;
 static int bound;
 
-/* The shared backend context used by the background workers. */
+/* The shared backend context used by the background workers, and
+ * what it can do.  Write-back replaces it when its connection breaks
+ * (bg_reopen): every use of bg_next holds bg_swap shared, the swap
+ * holds it exclusively.  NULL while no new context could be opened.
+ */
+static nbdkit_backend *bg_backend;
 static nbdkit_next *bg_next;
+/* Writers first: a steady stream of write-through requests must not
+ * keep a reopen waiting.
+ */
+static pthread_rwlock_t bg_swap =
+  PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 static int bg_can_zero, bg_can_trim, bg_can_flush, bg_can_fua;
+/* A reopened context was refused (its size or what it can do changed):
+ * reported once, until a reopen succeeds.
+ */
+static int bg_refused;
 
 /* Below PARALLEL, nbdkit serializes only client requests; our own
- * threads must then take turns with them to reach the plugin.
+ * threads must then take turns with them to reach the plugin.  Lock
+ * order: bg_swap before plugin_lock, never the reverse.
  */
 static int serialize;
 static pthread_mutex_t plugin_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -535,46 +550,60 @@ pcache_get_ready (int thread_model)
   return 0;
 }
 
-/* Background backend operations, through the shared context. */
+/* Background backend operations, through the shared context: call
+ * CALL with n bound to it, or fail with ENOTCONN while there is none.
+ */
+#define BG_CALL(err, call)                                      \
+  ({ int r_;                                                    \
+     nbdkit_next *n;                                            \
+     pthread_rwlock_rdlock (&bg_swap);                          \
+     n = bg_next;                                               \
+     if (n)                                                     \
+       r_ = PLUGIN_CALL (call);                                 \
+     else {                                                     \
+       *(err) = ENOTCONN;                                       \
+       r_ = -1;                                                 \
+     }                                                          \
+     pthread_rwlock_unlock (&bg_swap);                          \
+     r_; })
+
 static int
 bg_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
 {
-  nbdkit_next *n = ctx;
-  return PLUGIN_CALL (n->pread (n, buf, len, off, 0, err));
+  return BG_CALL (err, n->pread (n, buf, len, off, 0, err));
 }
 
 static int
 bg_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off, int *err)
 {
-  nbdkit_next *n = ctx;
-  return PLUGIN_CALL (n->pwrite (n, buf, len, off, 0, err));
+  return BG_CALL (err, n->pwrite (n, buf, len, off, 0, err));
 }
 
 static int
 bg_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
 {
-  nbdkit_next *n = ctx;
-  return PLUGIN_CALL (n->zero (n, len, off,
-                               may_trim ? NBDKIT_FLAG_MAY_TRIM : 0, err));
+  return BG_CALL (err, n->zero (n, len, off,
+                                may_trim ? NBDKIT_FLAG_MAY_TRIM : 0, err));
 }
 
 static int
 bg_trim (void *ctx, uint32_t len, uint64_t off, int *err)
 {
-  nbdkit_next *n = ctx;
-  return PLUGIN_CALL (n->trim (n, len, off, 0, err));
+  return BG_CALL (err, n->trim (n, len, off, 0, err));
 }
 
 static int
 bg_flush (void *ctx, int *err)
 {
-  nbdkit_next *n = ctx;
-  return PLUGIN_CALL (n->flush (n, 0, err));
+  return BG_CALL (err, n->flush (n, 0, err));
 }
+
+static int bg_reopen (void *ctx, int *err);
 
 static struct pc_backend_ops bg_ops = {
   .pread = bg_pread,
   .pwrite = bg_pwrite,
+  .reopen = bg_reopen,
 };
 
 /* The plugin must be the size the cache was made for. */
@@ -589,44 +618,154 @@ check_size (int64_t size)
   return -1;
 }
 
+/* What a background context can do, asked before any data call (the
+ * server asserts that they were).
+ */
+struct bg_caps {
+  int64_t size;
+  int write, flush, fua, trim, zero;
+};
+
+/* Open, prepare and ask a shared background context.  NULL on error
+ * (logged by nbdkit or the plugin).
+ */
+static nbdkit_next *
+bg_open (struct bg_caps *caps)
+{
+  nbdkit_next *n = nbdkit_next_context_open (bg_backend, 0, "", 1);
+
+  if (!n)
+    return NULL;
+  if (n->prepare (n) == -1)
+    goto fail;
+  caps->size = n->get_size (n);
+  caps->write = n->can_write (n);
+  if (caps->size == -1 || caps->write == -1)
+    goto fail;
+  caps->flush = n->can_flush (n);
+  caps->fua = n->can_fua (n);
+  caps->trim = n->can_trim (n);
+  caps->zero = n->can_zero (n);
+  if (caps->flush == -1 || caps->fua == -1 || caps->trim == -1 ||
+      caps->zero == -1 || n->can_fast_zero (n) == -1)
+    goto fail;
+  return n;
+
+ fail:
+  n->finalize (n);
+  nbdkit_next_context_close (n);
+  return NULL;
+}
+
+static void
+bg_close (nbdkit_next *n)
+{
+  if (n) {
+    n->finalize (n);
+    nbdkit_next_context_close (n);
+  }
+}
+
+/* What the first background context could do. */
+static struct bg_caps bg_first;
+
+/* A new context must do what the engine was told the first one does. */
+static int
+bg_caps_match (const struct bg_caps *caps)
+{
+  if ((uint64_t) caps->size != pc_cache_backing_size (cache)) {
+    if (!bg_refused)
+      nbdkit_error ("pcache: the reopened plugin's size %" PRIi64 " differs "
+                    "from the size the cache was made for (%" PRIu64 "); "
+                    "write-back stays stopped", caps->size,
+                    pc_cache_backing_size (cache));
+    return -1;
+  }
+  if ((bg_first.write && !caps->write) ||
+      (bg_first.flush && !caps->flush) || (bg_first.trim && !caps->trim) ||
+      (bg_first.zero > NBDKIT_ZERO_NONE && caps->zero <= NBDKIT_ZERO_NONE)) {
+    if (!bg_refused)
+      nbdkit_error ("pcache: the reopened plugin can no longer write, flush, "
+                    "trim or zero as it could; write-back stays stopped");
+    return -1;
+  }
+  return 0;
+}
+
+/* Write-back's reopen (see struct pc_backend_ops): a new context for
+ * one whose connection broke.  It is opened before the old one is
+ * dropped, so bg_swap is held only for the swap itself.  If it cannot
+ * be opened (the remote is still down) or is refused, the old one is
+ * closed all the same and background requests fail with ENOTCONN until
+ * a later reopen succeeds.
+ */
+static int
+bg_reopen (void *ctx, int *err)
+{
+  struct bg_caps caps;
+  nbdkit_next *n, *old;
+
+  (void) ctx;
+  if (serialize)
+    pthread_mutex_lock (&plugin_lock);
+  n = bg_open (&caps);
+  if (n && bg_caps_match (&caps) == -1) {
+    bg_close (n);
+    bg_refused = 1;
+    n = NULL;
+  }
+  if (serialize)
+    pthread_mutex_unlock (&plugin_lock);
+
+  pthread_rwlock_wrlock (&bg_swap);
+  old = bg_next;
+  bg_next = n;
+  pthread_rwlock_unlock (&bg_swap);
+  /* No request can be using the old one now: they hold bg_swap. */
+  if (serialize)
+    pthread_mutex_lock (&plugin_lock);
+  bg_close (old);
+  if (serialize)
+    pthread_mutex_unlock (&plugin_lock);
+  if (!n) {
+    *err = ENOTCONN;
+    return -1;
+  }
+  bg_refused = 0;
+  return 0;
+}
+
 static int
 pcache_after_fork (nbdkit_backend *backend)
 {
   struct pc_backend bg;
-  int64_t size;
+  struct bg_caps caps;
 
-  bg_next = nbdkit_next_context_open (backend, 0, "", 1);
+  bg_backend = backend;
+  bg_next = bg_open (&caps);
   if (!bg_next) {
     nbdkit_error ("pcache: cannot open a background plugin context");
     return -1;
   }
-  if (bg_next->prepare (bg_next) == -1)
-    return -1;
-  /* The server asserts these were asked before any data call. */
-  size = bg_next->get_size (bg_next);
-  if (size == -1 || bg_next->can_write (bg_next) == -1)
-    return -1;
-  bg_can_flush = bg_next->can_flush (bg_next);
-  bg_can_fua = bg_next->can_fua (bg_next);
-  bg_can_trim = bg_next->can_trim (bg_next);
-  bg_can_zero = bg_next->can_zero (bg_next);
-  if (bg_can_flush == -1 || bg_can_fua == -1 || bg_can_trim == -1 ||
-      bg_can_zero == -1 || bg_next->can_fast_zero (bg_next) == -1)
-    return -1;
+  bg_first = caps;
+  bg_can_flush = caps.flush;
+  bg_can_fua = caps.fua;
+  bg_can_trim = caps.trim;
+  bg_can_zero = caps.zero;
   bg_ops.flush = bg_can_flush ? bg_flush : NULL;
   bg_ops.trim = bg_can_trim ? bg_trim : NULL;
   bg_ops.zero = bg_can_zero > NBDKIT_ZERO_NONE ? bg_zero : NULL;
 
-  if (!bound && pc_cache_bind (cache, size) == -1) {
+  if (!bound && pc_cache_bind (cache, caps.size) == -1) {
     unusable = 1;
     return 0;
   }
-  if (check_size (size) == -1) {
+  if (check_size (caps.size) == -1) {
     unusable = 1;
     return 0;
   }
   bg.ops = &bg_ops;
-  bg.ctx = bg_next;
+  bg.ctx = NULL;                        /* bg_next, which may change */
   if (pc_cache_start (cache, &bg) == -1)
     return -1;
   return pcache_control_start (cache);
@@ -648,11 +787,9 @@ pcache_cleanup (nbdkit_backend *backend)
   if (cache)
     pc_cache_stop (cache);
   pcache_control_final ();
-  if (bg_next) {
-    bg_next->finalize (bg_next);
-    nbdkit_next_context_close (bg_next);
-    bg_next = NULL;
-  }
+  /* The workers are stopped: nothing else uses bg_next now. */
+  bg_close (bg_next);
+  bg_next = NULL;
 }
 
 /* The cache holds one export: the plugin's default export, which

@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* Unit tests for a failing backend: write-back reopens one whose
+ * connection broke (at once after a connection-level error, every third
+ * failed round after any other), goes on once it works again, and says
+ * so in the statistics; a backend that cannot reopen is only retried.
+ * The first cases run write-back a round at a time (pc_writeback_step),
+ * so every reopen is where the test expects it; the last two run the
+ * workers and drain.  No case depends on how long anything takes.
+ */
+#ifdef HAVE_CONFIG_H
+#include <config.h>
+#endif
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <CUnit/CUnit.h>
+#include <CUnit/Basic.h>
+
+#include "cache_internal.h"
+#include "writeback.h"
+#include "testutil.h"
+
+#define CSIZE (24 * TU_MIB)
+#define BSIZE (32 * TU_MIB)
+#define DLEN  (64 * 1024)
+
+/* A backend over memory whose writes and flushes fail with err while
+ * it is set, or for the next fail_left calls; a reopen heals it, after
+ * failing itself reopen_fails times (a remote still down).
+ */
+struct flaky {
+  struct pc_backend inner;
+  pthread_mutex_t lock;
+  int err;
+  unsigned fail_left;
+  unsigned reopen_fails;
+  unsigned reopens;                   /* reopen calls, failed or not */
+};
+
+static int
+flaky_fails (struct flaky *f, int *err)
+{
+  int e = 0;
+
+  pthread_mutex_lock (&f->lock);
+  if (f->fail_left > 0) {
+    f->fail_left--;
+    e = ENOTCONN;
+  }
+  else
+    e = f->err;
+  pthread_mutex_unlock (&f->lock);
+  if (e)
+    *err = e;
+  return e != 0;
+}
+
+static int
+flaky_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
+{
+  struct flaky *f = ctx;
+
+  return f->inner.ops->pread (f->inner.ctx, buf, len, off, err);
+}
+
+static int
+flaky_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off,
+              int *err)
+{
+  struct flaky *f = ctx;
+
+  if (flaky_fails (f, err))
+    return -1;
+  return f->inner.ops->pwrite (f->inner.ctx, buf, len, off, err);
+}
+
+static int
+flaky_flush (void *ctx, int *err)
+{
+  struct flaky *f = ctx;
+
+  if (flaky_fails (f, err))
+    return -1;
+  return f->inner.ops->flush (f->inner.ctx, err);
+}
+
+static int
+flaky_reopen (void *ctx, int *err)
+{
+  struct flaky *f = ctx;
+  int r = 0;
+
+  pthread_mutex_lock (&f->lock);
+  f->reopens++;
+  if (f->reopen_fails > 0) {
+    f->reopen_fails--;
+    *err = ECONNREFUSED;
+    r = -1;
+  }
+  else
+    f->err = 0;
+  pthread_mutex_unlock (&f->lock);
+  return r;
+}
+
+static const struct pc_backend_ops flaky_ops = {
+  .pread = flaky_pread, .pwrite = flaky_pwrite, .flush = flaky_flush,
+  .reopen = flaky_reopen,
+};
+
+/* The same backend, but it cannot reopen. */
+static const struct pc_backend_ops flaky_noreopen_ops = {
+  .pread = flaky_pread, .pwrite = flaky_pwrite, .flush = flaky_flush,
+};
+
+struct rig {
+  const char *path;
+  struct tu_mem *mem;
+  struct flaky f;
+  struct pc_backend bg;
+  pc_cache *c;
+};
+
+/* A cache with DLEN bytes of dirty data in the log, in front of a flaky
+ * backend failing with err.
+ */
+static void
+rig_open (struct rig *r, const char *name, int err, int can_reopen)
+{
+  struct pc_config cfg;
+
+  memset (r, 0, sizeof *r);
+  r->path = tu_fresh (name);
+  r->mem = tu_mem_new (BSIZE, 0);
+  r->f.inner = tu_mem_backend (r->mem);
+  r->f.err = err;
+  pthread_mutex_init (&r->f.lock, NULL);
+  r->bg.ops = can_reopen ? &flaky_ops : &flaky_noreopen_ops;
+  r->bg.ctx = &r->f;
+  tu_config (&cfg, r->path, CSIZE);
+  cfg.cache_on_read = 0;
+  r->c = tu_open (&cfg, BSIZE);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (r->c);
+  tu_write (r->c, 0, DLEN, 1);
+  tu_flush (r->c);
+}
+
+static void
+rig_close (struct rig *r)
+{
+  pc_cache_close (r->c);
+  CU_ASSERT_EQUAL (tu_check (r->mem->buf, DLEN, 0, 1), -1);
+  tu_mem_free (r->mem);
+  pthread_mutex_destroy (&r->f.lock);
+  unlink (r->path);
+}
+
+static unsigned
+reopen_calls (struct rig *r)
+{
+  unsigned n;
+
+  pthread_mutex_lock (&r->f.lock);
+  n = r->f.reopens;
+  pthread_mutex_unlock (&r->f.lock);
+  return n;
+}
+
+static void
+stats (struct rig *r, struct pc_stats *st)
+{
+  pc_cache_get_stats (r->c, st);
+}
+
+/* Healthy, as the statistics say it (and as their JSON does), with
+ * dirty bytes left.
+ */
+static void
+check_ok (struct rig *r, uint64_t reopens, uint64_t dirty)
+{
+  struct pc_stats st;
+  char json[2048];
+
+  stats (r, &st);
+  CU_ASSERT_EQUAL (st.backend_failing, 0);
+  CU_ASSERT_EQUAL (st.backend_last_error, 0);
+  CU_ASSERT_EQUAL (st.backend_failing_since, 0);
+  CU_ASSERT_EQUAL (st.backend_reopens, reopens);
+  CU_ASSERT_EQUAL (st.dirty_bytes, dirty);
+  CU_ASSERT (pc_stats_json (&st, json, sizeof json) > 0);
+  CU_ASSERT_PTR_NOT_NULL (strstr (json, "\"backend_state\":\"ok\""));
+  CU_ASSERT_PTR_NOT_NULL (strstr (json, "\"backend_last_error\":\"\""));
+  CU_ASSERT_PTR_NOT_NULL (strstr (json, "\"backend_failing_since\":0,"));
+}
+
+static void
+check_failing (struct rig *r, int err, const char *name, uint64_t reopens)
+{
+  struct pc_stats st;
+  char json[2048], want[64];
+
+  stats (r, &st);
+  CU_ASSERT_EQUAL (st.backend_failing, 1);
+  CU_ASSERT_EQUAL (st.backend_last_error, err);
+  CU_ASSERT (st.backend_failing_since > 0);
+  CU_ASSERT_EQUAL (st.backend_reopens, reopens);
+  CU_ASSERT_EQUAL (st.dirty_bytes, DLEN);
+  CU_ASSERT (pc_stats_json (&st, json, sizeof json) > 0);
+  CU_ASSERT_PTR_NOT_NULL (strstr (json, "\"backend_state\":\"failing\""));
+  snprintf (want, sizeof want, "\"backend_last_error\":\"%s\"", name);
+  CU_ASSERT_PTR_NOT_NULL (strstr (json, want));
+}
+
+/* A broken connection (ENOTCONN) is reopened by the round that sees
+ * it; the next round goes through.
+ */
+static void
+test_conn_error (void)
+{
+  struct rig r;
+
+  rig_open (&r, "conn", ENOTCONN, 1);
+  pc_cache_set_backend (r.c, &r.bg);
+  check_ok (&r, 0, DLEN);
+  tu_log_clear ();
+  CU_ASSERT_EQUAL (pc_writeback_step (r.c), -1);
+  CU_ASSERT_EQUAL (reopen_calls (&r), 1);
+  CU_ASSERT (tu_log_has ("writeback failed"));
+  check_failing (&r, ENOTCONN, "ENOTCONN", 1);
+  CU_ASSERT_EQUAL (pc_writeback_step (r.c), 1);
+  CU_ASSERT_EQUAL (reopen_calls (&r), 1);
+  CU_ASSERT (tu_log_has ("writeback resumed"));
+  check_ok (&r, 1, 0);
+  rig_close (&r);
+}
+
+/* While the remote stays down, every failed round tries once more; only
+ * a reopen that works is counted.
+ */
+static void
+test_reopen_fails (void)
+{
+  struct rig r;
+
+  rig_open (&r, "refused", ECONNRESET, 1);
+  r.f.reopen_fails = 2;
+  pc_cache_set_backend (r.c, &r.bg);
+  CU_ASSERT_EQUAL (pc_writeback_step (r.c), -1);
+  CU_ASSERT_EQUAL (reopen_calls (&r), 1);
+  check_failing (&r, ECONNRESET, "ECONNRESET", 0);
+  CU_ASSERT_EQUAL (pc_writeback_step (r.c), -1);
+  CU_ASSERT_EQUAL (reopen_calls (&r), 2);
+  check_failing (&r, ECONNRESET, "ECONNRESET", 0);
+  CU_ASSERT_EQUAL (pc_writeback_step (r.c), -1);
+  CU_ASSERT_EQUAL (reopen_calls (&r), 3);
+  check_failing (&r, ECONNRESET, "ECONNRESET", 1);
+  CU_ASSERT_EQUAL (pc_writeback_step (r.c), 1);
+  check_ok (&r, 1, 0);
+  rig_close (&r);
+}
+
+/* An error that says nothing of the connection (EIO) is retried as it
+ * is twice; the third failed round in a row reopens.
+ */
+static void
+test_other_error (void)
+{
+  struct rig r;
+  unsigned i;
+
+  rig_open (&r, "eio", EIO, 1);
+  pc_cache_set_backend (r.c, &r.bg);
+  for (i = 1; i < PC_WB_REOPEN_FAILS; i++) {
+    CU_ASSERT_EQUAL (pc_writeback_step (r.c), -1);
+    CU_ASSERT_EQUAL (reopen_calls (&r), 0);
+    check_failing (&r, EIO, "EIO", 0);
+  }
+  CU_ASSERT_EQUAL (pc_writeback_step (r.c), -1);
+  CU_ASSERT_EQUAL (reopen_calls (&r), 1);
+  CU_ASSERT_EQUAL (pc_writeback_step (r.c), 1);
+  check_ok (&r, 1, 0);
+  rig_close (&r);
+}
+
+/* The workers: a drain waits through the failure and the reopen. */
+static void
+test_workers_reopen (void)
+{
+  struct rig r;
+  int err = 0;
+
+  rig_open (&r, "wreopen", ENOTCONN, 1);
+  CU_ASSERT_EQUAL_FATAL (pc_cache_start (r.c, &r.bg), 0);
+  CU_ASSERT_EQUAL (pc_cache_drain (r.c, &err), 0);
+  CU_ASSERT (reopen_calls (&r) >= 1);
+  check_ok (&r, reopen_calls (&r), 0);
+  rig_close (&r);
+}
+
+/* A backend that cannot reopen fails for a while (ENOTCONN: it would be
+ * reopened if it could), then works again by itself: write-back keeps
+ * retrying, backing off, and gets there.
+ */
+static void
+test_workers_no_reopen (void)
+{
+  struct rig r;
+  struct pc_stats st;
+  int err = 0;
+
+  rig_open (&r, "wnoreopen", 0, 0);
+  r.f.fail_left = 12;                   /* 4 rounds of 3 tries */
+  CU_ASSERT_EQUAL_FATAL (pc_cache_start (r.c, &r.bg), 0);
+  CU_ASSERT_EQUAL (pc_cache_drain (r.c, &err), 0);
+  CU_ASSERT_EQUAL (reopen_calls (&r), 0);
+  stats (&r, &st);
+  CU_ASSERT (st.writeback_errors >= 12);
+  check_ok (&r, 0, 0);
+  rig_close (&r);
+}
+
+static const struct tu_case cases[] = {
+  { "broken connection reopened", test_conn_error },
+  { "reopen retried while refused", test_reopen_fails },
+  { "other errors reopen after three rounds", test_other_error },
+  { "workers reopen and drain", test_workers_reopen },
+  { "no reopen: retried until it works", test_workers_no_reopen },
+  { NULL, NULL },
+};
+
+int
+main (void)
+{
+  return tu_main ("health", cases, 120, 0);   /* a hang is a failure */
+}
