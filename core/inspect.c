@@ -6,6 +6,7 @@
 #include <config.h>
 #endif
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -175,6 +176,44 @@ pc_cache_verify_data (pc_cache *c, pc_key_fn bad, void *opaque)
   return b.n;
 }
 
+/* Append to the n bytes of JSON in buf; returns the new length, or -1
+ * if it does not fit.
+ */
+static int __attribute__ ((format (printf, 4, 5)))
+json_add (char *buf, size_t len, int n, const char *fmt, ...)
+{
+  va_list ap;
+  int m;
+
+  if (n < 0)
+    return -1;
+  va_start (ap, fmt);
+  m = vsnprintf (buf + n, len - n, fmt, ap);
+  va_end (ap);
+  return m < 0 || (size_t) m >= len - n ? -1 : n + m;
+}
+
+/* The tunables, each under its stat name: a new tunable shows up here
+ * by its table entry alone.
+ */
+static int
+json_tunables (const struct pc_stats *st, char *buf, size_t len, int n)
+{
+  for (unsigned t = 0; t < PC_TUNE_COUNT && n >= 0; t++) {
+    const struct pc_tunable_info *in = pc_tunable_info (t);
+
+    if (!in->stat)
+      continue;
+    if (in->kind == PC_TUNABLE_BOOL)
+      n = json_add (buf, len, n, ",\"%s\":%s", in->stat,
+                    st->tunables[t] ? "true" : "false");
+    else
+      n = json_add (buf, len, n, ",\"%s\":%" PRIu64, in->stat,
+                    st->tunables[t]);
+  }
+  return n;
+}
+
 int
 pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
 {
@@ -191,7 +230,7 @@ pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
     ",\"dirty_ksets\":%" PRIu64 ",\"dirty_bytes\":%" PRIu64
     ",\"seq_bypass_bytes\":%" PRIu64 ",\"write_through_bytes\":%" PRIu64
     ",\"full_timeouts\":%" PRIu64
-    ",\"mode\":\"%s\",\"gc_percent\":%d,\"uptime_ms\":%" PRIu64 "}",
+    ",\"mode\":\"%s\",\"gc_percent\":%d,\"uptime_ms\":%" PRIu64,
     st->read_hits, st->read_misses, st->read_hit_bytes, st->read_miss_bytes,
     st->writes, st->write_hits, st->write_bytes, st->writeback_bytes,
     st->writeback_skipped_bytes, st->writeback_rounds, st->writeback_errors, st->gc_runs, st->gc_segments,
@@ -200,5 +239,11 @@ pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
     st->gc_percent,
     st->uptime_ms);
 
-  return n < 0 || (size_t) n >= len ? -1 : n;
+  if (n < 0 || (size_t) n >= len)
+    return -1;
+  n = json_tunables (st, buf, len, n);
+  if (n == -1)
+    return -1;
+  return json_add (buf, len, n, ",\"writeback_paused\":%s}",
+                   st->writeback_paused ? "true" : "false");
 }

@@ -40,6 +40,20 @@ give_up (struct pc_cache *c, uint64_t since)
   return -1;
 }
 
+/* A write has waited for space since SINCE: long enough to fail?
+ * pcache-full-timeout may change meanwhile; the wait is measured
+ * against its value now.
+ */
+static int
+full_timed_out (struct pc_cache *c, uint64_t since)
+{
+  uint64_t limit = atomic_load_explicit (&c->full_timeout_ms,
+                                         memory_order_relaxed);
+
+  return limit && (atomic_load (&c->full_stuck) ||
+                   pc_now_ms () - since >= limit);
+}
+
 int
 pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
                   uint32_t *seg, uint32_t *seg_off, uint32_t *got,
@@ -84,9 +98,7 @@ pc_alloc_payload (struct pc_cache *c, uint32_t want, int wait,
       return -1;
     if (since == 0)
       since = pc_now_ms ();
-    else if (c->full_timeout_ms &&
-             (atomic_load (&c->full_stuck) ||
-              pc_now_ms () - since >= c->full_timeout_ms))
+    else if (full_timed_out (c, since))
       return give_up (c, since);
     pc_kick_workers (c);
     pc_segs_wait (&c->segs, PC_LOG_RESERVE);
