@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The control socket of a running pcache filter (pcache-control=SOCKET):
  * one request line, one reply line.  Also the stats file it writes
- * (pcache-stats=FILE).  Commands stats and set.
+ * (pcache-stats=FILE).  Commands stats, set, pause, resume and
+ * reset-stats.
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -322,6 +323,46 @@ cmd_stats (int argc, char **argv)
   return r;
 }
 
+/* SOCK must be a socket: 0, or -1 reported. */
+static int
+want_socket (const char *sock)
+{
+  struct stat st;
+
+  if (is_socket (sock))
+    return 0;
+  if (stat (sock, &st) == -1)
+    errmsg ("%s: %m", sock);
+  else
+    errmsg ("%s: not a socket (give the pcache-control=SOCKET of a "
+            "running nbdkit)", sock);
+  return -1;
+}
+
+/* Send REQ and report the reply: "ok..." printed, exit 0; an error on
+ * standard error, exit 1.
+ */
+static int
+ctl_command (const char *sock, const char *req, int timeout_ms)
+{
+  char *reply = ctl_request (sock, req, timeout_ms);
+  int r;
+
+  if (!reply)
+    return EXIT_FAILED;
+  if (strncmp (reply, "ok", 2) == 0 &&
+      (reply[2] == '\0' || reply[2] == ':' || reply[2] == ' ')) {
+    printf ("%s\n", reply);
+    r = EXIT_OK;
+  }
+  else {
+    errmsg ("%s", reply);
+    r = EXIT_FAILED;
+  }
+  free (reply);
+  return r;
+}
+
 int
 cmd_set (int argc, char **argv)
 {
@@ -331,7 +372,7 @@ cmd_set (int argc, char **argv)
     { NULL, 0, NULL, 0 }
   };
   const char *sock, *key, *value, *p;
-  char *req, *reply;
+  char *req;
   int r;
 
   while (cmd_getopt (argc, argv, ":hv", opts) != -1)
@@ -352,35 +393,53 @@ cmd_set (int argc, char **argv)
   for (p = value; *p; p++)
     if (*p == '\n' || *p == '\r')
       usage_error ("VALUE contains a line break");
-  if (!is_socket (sock)) {
-    struct stat st;
-
-    if (stat (sock, &st) == -1)
-      errmsg ("%s: %m", sock);
-    else
-      errmsg ("%s: not a socket (give the pcache-control=SOCKET of a "
-              "running nbdkit)", sock);
+  if (want_socket (sock) == -1)
     return EXIT_FAILED;
-  }
 
-  if (asprintf (&req, "%s %s", key, value) == -1) {
+  if (asprintf (&req, "set %s %s", key, value) == -1) {
     errmsg ("out of memory");
     return EXIT_FAILED;
   }
   /* A change of mode may first drain the cache: no time limit. */
-  reply = ctl_request (sock, req, -1);
+  r = ctl_command (sock, req, -1);
   free (req);
-  if (!reply)
-    return EXIT_FAILED;
-  if (strncmp (reply, "ok", 2) == 0 &&
-      (reply[2] == '\0' || reply[2] == ':' || reply[2] == ' ')) {
-    printf ("%s\n", reply);
-    r = EXIT_OK;
-  }
-  else {
-    errmsg ("%s", reply);
-    r = EXIT_FAILED;
-  }
-  free (reply);
   return r;
+}
+
+/* A request of one word, without arguments (pause, resume, reset-stats);
+ * each answers at once.
+ */
+static int
+cmd_word (int argc, char **argv, const char *word)
+{
+  static const struct option opts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "verbose", no_argument, NULL, 'v' },
+    { NULL, 0, NULL, 0 }
+  };
+
+  while (cmd_getopt (argc, argv, ":hv", opts) != -1)
+    ;
+  want_args (argc, argv, 1, "SOCKET argument");
+  if (want_socket (argv[optind]) == -1)
+    return EXIT_FAILED;
+  return ctl_command (argv[optind], word, STATS_TIMEOUT_MS);
+}
+
+int
+cmd_pause (int argc, char **argv)
+{
+  return cmd_word (argc, argv, "pause");
+}
+
+int
+cmd_resume (int argc, char **argv)
+{
+  return cmd_word (argc, argv, "resume");
+}
+
+int
+cmd_reset_stats (int argc, char **argv)
+{
+  return cmd_word (argc, argv, "reset-stats");
 }

@@ -572,6 +572,7 @@ usage (int status)
 "  pcachectl drain SOCKET\n"
 "  pcachectl stats SOCKET|FILE [--pretty]\n"
 "  pcachectl set SOCKET KEY VALUE\n"
+"  pcachectl pause|resume|reset-stats SOCKET\n"
 "  pcachectl help | --help | --version\n"
 "\n"
 "Commands:\n"
@@ -586,7 +587,12 @@ usage (int status)
 "  stats   Print the statistics of a running filter (control socket)\n"
 "          or of a pcache-stats file.\n"
 "  set     Change a setting of a running filter through its control\n"
-"          socket, e.g. 'set SOCKET gc-percent 50'.\n"
+"          socket, e.g. 'set SOCKET gc-percent 50'.  KEY is mode,\n"
+"          gc-percent, writeback-percent, writeback-threads,\n"
+"          cache-on-read, seq-cutoff or full-timeout.\n"
+"  pause   Stop the write-back of a running filter from starting new\n"
+"          batches (drains fail meanwhile); resume starts it again.\n"
+"  reset-stats  Zero the event counters of a running filter's stats.\n"
 "\n"
 "Options:\n"
 "  --json             info, dump: print JSON\n"
@@ -618,6 +624,9 @@ static const struct {
   { "drain", cmd_drain },
   { "stats", cmd_stats },
   { "set", cmd_set },
+  { "pause", cmd_pause },
+  { "resume", cmd_resume },
+  { "reset-stats", cmd_reset_stats },
 };
 
 int

@@ -119,6 +119,9 @@ int cmd_dump (int argc, char **argv);
 int cmd_drain (int argc, char **argv);
 int cmd_stats (int argc, char **argv);
 int cmd_set (int argc, char **argv);
+int cmd_pause (int argc, char **argv);
+int cmd_resume (int argc, char **argv);
+int cmd_reset_stats (int argc, char **argv);
 
 /* ctlsock.c: one request line, one reply line on a control socket.
  * timeout_ms < 0 waits forever.  Returns a malloc'd reply without its
