@@ -33,6 +33,11 @@ start_nbdkit -P "$pidfile" -U "$sock" --filter="$PCACHE_FILTER" \
     file "$disk" pcache-dev="$cache" pcache-size=32M \
     pcache-segment-size=1M pcache-control="$ctl"
 pid=$(<"$pidfile")
+# The control socket may come a little after the NBD socket.
+for (( i = 0; i < 600; i++ )); do
+    [ -S "$ctl" ] && break
+    sleep 0.1
+done
 
 # stat FIELD: a field of the statistics (booleans as true/false).
 stat ()
