@@ -616,7 +616,8 @@ pcache_cleanup (nbdkit_backend *backend)
     nbdkit_debug ("pcache: draining the cache to the plugin");
     if (pc_cache_detach (cache, &err) == -1)
       nbdkit_error ("pcache-drain: could not write everything back (%s); "
-                    "the data stays in the cache", strerror (err));
+                    "the data stays in the cache",
+                    err == EBUSY ? "write-back is paused" : strerror (err));
   }
   if (cache)
     pc_cache_stop (cache);
