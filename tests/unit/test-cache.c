@@ -1199,6 +1199,74 @@ test_pause_reset (void)
   rig_close (&r);
 }
 
+/* Every setter, the pause and the reset, from another thread while a
+ * client writes and reads (for the thread sanitizer): the write-back
+ * pool is rebuilt under load, and nothing is lost.
+ */
+struct churn {
+  pc_cache *c;
+  atomic_int stop;
+};
+
+static void *
+churn_main (void *arg)
+{
+  struct churn *ch = arg;
+  static const unsigned threads[] = { 1, 16, 2, 64, 3 };
+  unsigned i;
+
+  for (i = 0; !atomic_load (&ch->stop); i++) {
+    pc_cache_set_tunable (ch->c, PC_TUNE_WB_THREADS, threads[i % 5]);
+    pc_cache_set_tunable (ch->c, PC_TUNE_WB_PERCENT, i % 3 * 10);
+    pc_cache_set_tunable (ch->c, PC_TUNE_CACHE_ON_READ, i % 2);
+    pc_cache_set_tunable (ch->c, PC_TUNE_SEQ_CUTOFF, i % 4 * 65536);
+    pc_cache_set_tunable (ch->c, PC_TUNE_FULL_TIMEOUT, 10 + i % 2);
+    pc_cache_set_tunable (ch->c, PC_TUNE_GC_PERCENT, 50 + i % 30);
+    pc_cache_pause_writeback (ch->c, i % 4 == 1);
+    if (i % 8 == 0)
+      pc_cache_reset_stats (ch->c);
+    usleep (2000);
+  }
+  pc_cache_pause_writeback (ch->c, 0);
+  return NULL;
+}
+
+static void
+test_tunables_live (void)
+{
+  struct pc_config cfg;
+  struct churn ch;
+  struct pc_stats st;
+  struct rig r;
+  uint64_t seed = tu_seed (17);
+  pthread_t t;
+  int err = 0;
+  unsigned i;
+
+  pc_config_init (&cfg);
+  cfg.wb_percent = 0;
+  CU_ASSERT_EQUAL_FATAL (rig_open (&r, "live", &cfg, CSIZE, -1), 0);
+  ch.c = r.c;
+  atomic_init (&ch.stop, 0);
+  CU_ASSERT_EQUAL_FATAL (pthread_create (&t, NULL, churn_main, &ch), 0);
+  for (i = 0; i < 600; i++) {
+    uint64_t off = tu_below (&seed, BSIZE / 65536) * 65536;
+
+    rig_write (&r, off, 65536, 900 + i);
+    hit (&r, tu_below (&seed, BSIZE / 4096) * 4096);
+    if (i % 16 == 15)
+      CU_ASSERT_EQUAL (pc_flush (r.c, &err), 0);
+  }
+  atomic_store (&ch.stop, 1);
+  pthread_join (t, NULL);
+  rig_drain (&r);
+  pc_cache_get_stats (r.c, &st);
+  CU_ASSERT_EQUAL (st.dirty_bytes, 0);
+  CU_ASSERT_EQUAL (st.writeback_paused, 0);
+  CU_ASSERT_EQUAL (first_diff (r.mem->buf, r.model, BSIZE), -1);
+  rig_close (&r);
+}
+
 static const struct tu_case cases[] = {
   { "read miss, then cached", test_read_miss },
   { "cache_on_read=0", test_no_cache_on_read },
@@ -1215,6 +1283,7 @@ static const struct tu_case cases[] = {
   { "reopened in write-through over dirty data", test_reopen_writethrough },
   { "tunables: ranges, values, statistics", test_tunables },
   { "paused write-back, reset statistics", test_pause_reset },
+  { "tunables, pause and reset under a writer", test_tunables_live },
   { NULL, NULL },
 };
 
