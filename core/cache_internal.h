@@ -44,7 +44,8 @@
  * kset and key (CRC, bounds, generation) and rebuilds the index; the
  * kset after the last valid one must not validate either, or the cache
  * is refused as damaged.  drain.c waits for writeback (mode switches,
- * detach); inspect.c serves pcachectl.
+ * detach) and pauses it; inspect.c serves pcachectl; tunable.c changes
+ * settings while the cache runs.
  *
  * Lock order (outer first; a lock is never taken while one after it in
  * its chain is held):
@@ -203,7 +204,7 @@ struct pc_cache {
   pthread_mutex_t gc_lock;            /* one garbage collector at a time */
   void *gc_puts;                      /* its scratch space (gc.c) */
   uint32_t *gc_logs;
-  pthread_cond_t drain_cv;            /* dirty_tail moved */
+  pthread_cond_t drain_cv;            /* dirty_tail moved, or paused */
   int stop;
   _Atomic int stop_wb;                /* c->stop, readable without bg_lock */
   uint64_t kicks;                     /* bumped by every pc_kick_workers */
