@@ -537,6 +537,9 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   st->write_through_bytes = PC_COUNTED (c, write_through_bytes);
   st->mode = c->mode;
   st->gc_percent = c->gc_percent;
+  for (unsigned t = 0; t < PC_TUNE_COUNT; t++)
+    st->tunables[t] = pc_cache_get_tunable (c, t);
+  st->writeback_paused = atomic_load (&c->wb_paused);
   st->segs_total = c->nsegs;
   if (c->segs.seg)
     st->segs_used = c->nsegs - pc_segs_nfree (&c->segs);
@@ -544,7 +547,6 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   st->client_epoch = pc_client_epoch (c);
   st->backing_epoch = pc_backing_epoch (c);
   st->dirty_age_ms = pc_dirty_age_ms (c);
-  st->writeback_max_age_ms = c->wb_max_age_ms;
   st->writeback_held = atomic_load (&c->hold);
   pthread_mutex_lock (&c->bg_lock);
   st->backend_failing = c->wb_error != 0;
@@ -554,17 +556,23 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   pthread_mutex_unlock (&c->bg_lock);
 }
 
-
-int
-pc_cache_set_gc_percent (pc_cache *c, int percent)
+/* A reset racing with a PC_COUNT may lose that increment (the store of 0
+ * lands after it) or keep it (before): either is fine for statistics,
+ * which is all these counters are.  Nothing the engine decides on is
+ * touched (dirty_bytes is no event counter).
+ */
+void
+pc_cache_reset_stats (pc_cache *c)
 {
-  if (percent < 0 || percent > PC_MAX_GC_PERCENT)
-    return pc_fail (EINVAL, "gc percent %d is out of range 0..%d", percent,
-                    PC_MAX_GC_PERCENT);
-  c->gc_percent = percent;
-  pc_ctrl_update (c, NULL, NULL);
-  pc_kick_workers (c);
-  return 0;
+  for (unsigned i = 0; i < PC_NSHARDS; i++) {
+    struct pc_counters *s = &c->st[i];
+
+#define PC_ZERO_COUNTER(f) \
+    atomic_store_explicit (&s->f, 0, memory_order_relaxed);
+    PC_EVENT_COUNTERS (PC_ZERO_COUNTER)
+#undef PC_ZERO_COUNTER
+  }
+  pc_debug ("%s: statistics reset", c->path);
 }
 
 void

@@ -46,8 +46,9 @@
  * kset and key (CRC, bounds, generation) and rebuilds the index; the
  * kset after the last valid one must not validate either, or the cache
  * is refused as damaged.  drain.c waits for writeback (mode switches,
- * detach, checkpoints); hold.c tells the durable epochs and holds
- * writeback at an epoch boundary; inspect.c serves pcachectl.
+ * detach, checkpoints) and pauses it; hold.c tells the durable epochs
+ * and holds writeback at an epoch boundary; inspect.c serves pcachectl;
+ * tunable.c changes settings while the cache runs.
  *
  * Lock order (outer first; a lock is never taken while one after it in
  * its chain is held):
@@ -95,16 +96,27 @@ struct pc_head {
   uint32_t spare;                     /* references taken, not handed out */
 } __attribute__ ((aligned (PC_CACHELINE)));
 
+/* Event counters: what happened since the start or the last
+ * pc_cache_reset_stats, which zeroes every one of them.  A counter that
+ * the engine's logic relies on is no event counter: it goes in struct
+ * pc_counters by itself, as dirty_bytes does.
+ */
+#define PC_EVENT_COUNTERS(X) \
+  X (seq_bypass_bytes) X (write_through_bytes) \
+  X (read_hits) X (read_misses) X (read_hit_bytes) X (read_miss_bytes) \
+  X (writes) X (write_bytes) \
+  X (writeback_bytes) X (writeback_skipped_bytes) \
+  X (writeback_rounds) X (writeback_errors) \
+  X (gc_segments) X (gc_runs) X (write_hits) X (full_timeouts)
+
+#define PC_COUNTER_FIELD(f) _Atomic uint64_t f;
+
 /* Statistics, sharded per thread (shard.h): PC_COUNT adds to this
  * thread's shard, PC_COUNTED sums them all.
  */
 struct pc_counters {
-  _Atomic uint64_t dirty_bytes, seq_bypass_bytes, write_through_bytes;
-  _Atomic uint64_t read_hits, read_misses, read_hit_bytes, read_miss_bytes;
-  _Atomic uint64_t writes, write_bytes;
-  _Atomic uint64_t writeback_bytes, writeback_skipped_bytes;
-  _Atomic uint64_t writeback_rounds, writeback_errors;
-  _Atomic uint64_t gc_segments, gc_runs, write_hits, full_timeouts;
+  _Atomic uint64_t dirty_bytes;       /* a gauge writeback relies on */
+  PC_EVENT_COUNTERS (PC_COUNTER_FIELD)
 } __attribute__ ((aligned (PC_CACHELINE)));
 
 #define PC_COUNT(c, f, n) \
@@ -150,22 +162,27 @@ struct pc_cache {
   uint64_t seg_area_off;
   struct pc_geom geom;                /* the above, for the format rules */
   int data_crc;
+  /* The tunables (tunable.c) may change while requests and workers
+   * read them without a lock: atomics, read relaxed.
+   */
   _Atomic int gc_percent;
-  int cache_on_read;
+  _Atomic int cache_on_read;
   _Atomic int mode;                   /* enum pc_mode */
   struct pc_brlock mode_lock;         /* writers share; a switch excludes */
-  uint64_t seq_cutoff;
+  _Atomic uint64_t seq_cutoff;
   pthread_mutex_t seq_lock;
   struct { uint64_t next, run; } streams[8];  /* recent sequential reads */
   unsigned stream_clock;
   unsigned commit_ms;
-  uint64_t full_timeout_ms;           /* 0: a write waits for space for ever */
-  uint64_t wb_max_age_ms;             /* 0: dirty data may wait for ever */
+  _Atomic uint64_t full_timeout_ms;   /* 0: a write waits for space for ever */
+  _Atomic uint64_t wb_max_age_ms;     /* 0: dirty data may wait for ever */
   uint64_t hold_timeout_ms;           /* 0: a hold lasts until released */
   _Atomic int full_stuck;             /* a wait for space timed out, and no
                                          segment has been freed since */
-  unsigned wb_threads;                /* concurrent writeback writes */
-  unsigned wb_percent;                /* dirty share that starts writeback */
+  _Atomic unsigned wb_threads;        /* concurrent writeback writes */
+  _Atomic unsigned wb_percent;        /* dirty share that starts writeback */
+  _Atomic int wb_paused;              /* pc_cache_pause_writeback; changed
+                                         under bg_lock */
   _Atomic uint64_t last_io_ms;        /* when the client last read or wrote */
   _Atomic uint64_t last_write_ms;     /* when it last wrote, zeroed or trimmed */
   _Atomic unsigned drainers;          /* threads waiting in a drain */
@@ -192,7 +209,7 @@ struct pc_cache {
   pthread_mutex_t gc_lock;            /* one garbage collector at a time */
   void *gc_puts;                      /* its scratch space (gc.c) */
   uint32_t *gc_logs;
-  pthread_cond_t drain_cv;            /* dirty_tail moved */
+  pthread_cond_t drain_cv;            /* dirty_tail moved, or paused */
   int stop;
   _Atomic int stop_wb;                /* c->stop, readable without bg_lock */
   uint64_t kicks;                     /* bumped by every pc_kick_workers */

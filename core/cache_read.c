@@ -237,10 +237,12 @@ read_piece (struct pc_cache *c, uint8_t *buf, uint32_t len, uint64_t off,
 static int
 seq_bypass (struct pc_cache *c, uint64_t off, uint32_t len)
 {
+  uint64_t cutoff = atomic_load_explicit (&c->seq_cutoff,
+                                         memory_order_relaxed);
   unsigned i;
   int bypass = 0;
 
-  if (!c->seq_cutoff)
+  if (!cutoff)
     return 0;
   pthread_mutex_lock (&c->seq_lock);
   for (i = 0; i < 8; i++)
@@ -253,7 +255,7 @@ seq_bypass (struct pc_cache *c, uint64_t off, uint32_t len)
     c->streams[i].run = len;
   }
   c->streams[i].next = off + len;
-  bypass = c->streams[i].run > c->seq_cutoff;
+  bypass = c->streams[i].run > cutoff;
   pthread_mutex_unlock (&c->seq_lock);
   if (bypass)
     PC_COUNT (c, seq_bypass_bytes, len);
@@ -277,7 +279,8 @@ pc_read (pc_cache *c, void *buf, uint32_t len, uint64_t off,
     return -1;
   }
   pc_note_io (c, 0);
-  fill = c->cache_on_read && !seq_bypass (c, off, len);
+  fill = atomic_load_explicit (&c->cache_on_read, memory_order_relaxed) &&
+    !seq_bypass (c, off, len);
   while (len > 0 && r == 0) {
     uint32_t piece = PC_MIN ((uint64_t) len, pc_stripe_end (c, off) - off);
 

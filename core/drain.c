@@ -49,6 +49,14 @@ drain_wait (pc_cache *c, int *err)
       *err = EBUSY;
       return -1;
     }
+    /* Paused writeback would never get there: say so rather than hang
+     * (a mode switch waits here holding every writer off).
+     */
+    if (atomic_load (&c->wb_paused)) {
+      pthread_mutex_unlock (&c->bg_lock);
+      *err = EBUSY;
+      return -1;
+    }
     /* Wait as long as writeback makes progress or has not failed; a
      * backend that keeps failing for the whole grace period ends the
      * wait (the data stays in the cache).
@@ -75,6 +83,11 @@ pc_cache_drain (pc_cache *c, int *err)
 {
   int r;
 
+  /* Fail at once, before committing anything for a wait in vain. */
+  if (atomic_load (&c->wb_paused)) {
+    *err = EBUSY;
+    return -1;
+  }
   /* Writeback holds back during bursts; a drain wants it now. */
   atomic_fetch_add (&c->drainers, 1);
   r = drain_wait (c, err);
@@ -103,5 +116,21 @@ pc_cache_detach (pc_cache *c, int *err)
    * of this cache cannot serve blocks the backend has since changed.
    */
   pc_gc_run (c, 1);
+  return 0;
+}
+
+int
+pc_cache_pause_writeback (pc_cache *c, int pause)
+{
+  /* Under bg_lock, so that a drain checking it before its wait cannot
+   * miss the wake-up that ends the wait.
+   */
+  pthread_mutex_lock (&c->bg_lock);
+  atomic_store (&c->wb_paused, !!pause);
+  pthread_cond_broadcast (&c->drain_cv);
+  pthread_mutex_unlock (&c->bg_lock);
+  /* Resuming: write back now, not after writeback's nap. */
+  pc_kick_workers (c);
+  pc_debug ("%s: writeback %s", c->path, pause ? "paused" : "resumed");
   return 0;
 }

@@ -95,7 +95,8 @@ pc_dirty_age_ms (struct pc_cache *c)
 int
 pc_dirty_too_old (struct pc_cache *c)
 {
-  uint64_t max = c->wb_max_age_ms;
+  uint64_t max = atomic_load_explicit (&c->wb_max_age_ms,
+                                      memory_order_relaxed);
 
   return max && pc_dirty_age_ms (c) >= max - PC_MIN (max / 2, 5000);
 }
@@ -137,6 +138,11 @@ wait_boundary (struct pc_cache *c, int *err)
   while (!at_boundary (c)) {
     uint64_t dt = pc_dirty_tail (c).seq;
 
+    if (atomic_load (&c->wb_paused)) {
+      *err = EBUSY;                     /* it would never get there */
+      r = -1;
+      break;
+    }
     if (c->stop || !c->running || !atomic_load (&c->hold)) {
       *err = c->stop || !c->running ? ESHUTDOWN : ECANCELED;
       r = -1;

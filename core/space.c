@@ -16,13 +16,18 @@
 int
 pc_space_wait_over (struct pc_cache *c, uint64_t *since)
 {
+  uint64_t limit;
+
   if (*since == 0) {
     *since = pc_now_ms ();
     return 0;
   }
-  if (!c->full_timeout_ms ||
-      (!atomic_load (&c->full_stuck) &&
-       pc_now_ms () - *since < c->full_timeout_ms))
+  /* pcache-full-timeout may change meanwhile: the wait is measured
+   * against its value now.
+   */
+  limit = atomic_load_explicit (&c->full_timeout_ms, memory_order_relaxed);
+  if (!limit ||
+      (!atomic_load (&c->full_stuck) && pc_now_ms () - *since < limit))
     return 0;
   if (!atomic_exchange (&c->full_stuck, 1))
     pc_error ("%s: no cache space freed for %" PRIu64 " ms (is the backend "

@@ -75,6 +75,24 @@ errno_name (int e, char *buf, size_t len)
 #undef E
 }
 
+/* The tunables, each under its stat name: a new tunable shows up here
+ * by its table entry alone.
+ */
+static void
+tunables (struct json *j, const struct pc_stats *st)
+{
+  for (unsigned t = 0; t < PC_TUNE_COUNT; t++) {
+    const struct pc_tunable_info *in = pc_tunable_info (t);
+
+    if (!in->stat)
+      continue;
+    if (in->kind == PC_TUNABLE_BOOL)
+      boolean (j, in->stat, st->tunables[t]);
+    else
+      u64 (j, in->stat, st->tunables[t]);
+  }
+}
+
 int
 pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
 {
@@ -108,13 +126,14 @@ pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
   u64 (&j, "client_epoch", st->client_epoch);
   u64 (&j, "backing_epoch", st->backing_epoch);
   u64 (&j, "dirty_age_ms", st->dirty_age_ms);
-  u64 (&j, "writeback_max_age_ms", st->writeback_max_age_ms);
   boolean (&j, "writeback_held", st->writeback_held);
   str (&j, "backend_state", st->backend_failing ? "failing" : "ok");
   str (&j, "backend_last_error",
        errno_name (st->backend_last_error, ebuf, sizeof ebuf));
   u64 (&j, "backend_failing_since", st->backend_failing_since);
   u64 (&j, "backend_reopens", st->backend_reopens);
+  tunables (&j, st);
+  boolean (&j, "writeback_paused", st->writeback_paused);
   put (&j, "}");
   return j.full ? -1 : (int) j.pos;
 }

@@ -602,22 +602,66 @@ pc_wb_width (struct pc_cache *c)
   uint64_t used = c->nsegs - nfree;
   uint64_t now = pc_now_ms ();
   unsigned gc_pct = atomic_load (&c->gc_percent), pct, n;
+  /* Tunables: read once, so that one answer uses one value of each. */
+  unsigned threads = atomic_load_explicit (&c->wb_threads,
+                                           memory_order_relaxed);
+  unsigned wb_pct = atomic_load_explicit (&c->wb_percent,
+                                          memory_order_relaxed);
 
   if (dirty == 0 || now - atomic_load (&c->last_io_ms) >= PC_WB_IDLE_MS ||
       atomic_load (&c->drainers) > 0 || pc_segs_waiters (&c->segs) > 0 ||
       nfree <= PC_LOG_RESERVE || used * 100 > (uint64_t) c->nsegs * gc_pct ||
       pc_dirty_too_old (c))
-    return c->wb_threads;
+    return threads;
   pct = dirty * 100 / size;
-  if (pct < c->wb_percent ||
-      (c->wb_percent > 0 && pct < gc_pct &&
+  if (pct < wb_pct ||
+      (wb_pct > 0 && pct < gc_pct &&
        now - atomic_load (&c->last_write_ms) >= PC_WB_IDLE_MS))
     return 0;
-  if (gc_pct <= c->wb_percent)
-    return c->wb_threads;
-  n = 1 + (uint64_t) (c->wb_threads - 1) * (pct - c->wb_percent)
-    / (gc_pct - c->wb_percent);
-  return PC_MIN (n, c->wb_threads);
+  if (gc_pct <= wb_pct)
+    return threads;
+  n = 1 + (uint64_t) (threads - 1) * (pct - wb_pct) / (gc_pct - wb_pct);
+  return PC_MIN (n, threads);
+}
+
+/* Helpers for wb_threads concurrent writers: the thread itself is one. */
+static unsigned
+wb_helpers_wanted (struct pc_cache *c)
+{
+  unsigned n = atomic_load_explicit (&c->wb_threads, memory_order_relaxed);
+
+  return n > 1 ? n - 1 : 0;
+}
+
+/* Rebuild the pool if pcache-writeback-threads changed since it was made
+ * for *made helpers.  Called between rounds, when no helper holds work;
+ * a batch left loaded (paused, or failed) lives outside the pool and
+ * goes on with the new one.
+ */
+static void
+wb_pool_resize (struct pc_cache *c, struct wb_pool *p, unsigned *made)
+{
+  unsigned want = wb_helpers_wanted (c);
+
+  if (want == *made)
+    return;
+  wb_pool_destroy (p);
+  wb_pool_init (c, p, want, 1);
+  *made = want;
+  pc_debug ("%s: writeback now runs %u writers", c->path, want + 1);
+}
+
+/* Writers to use for the next round; 0 holds writeback back.  Paused by
+ * the operator, it starts no round: a batch already written in part
+ * stays loaded until writeback resumes.  (A round in flight is not
+ * stopped: wb_work's hold is for the client, see pc_wb_width.)
+ */
+static unsigned
+wb_next_width (struct pc_cache *c)
+{
+  if (atomic_load (&c->wb_paused))
+    return 0;
+  return pc_wb_width (c);
 }
 
 void *
@@ -626,10 +670,11 @@ pc_writeback_thread (void *arg)
   struct pc_cache *c = arg;
   struct wb_batch b;
   struct wb_pool pool;
+  unsigned helpers = wb_helpers_wanted (c);
 
   pc_thread_background ("pcache-wb");
   memset (&b, 0, sizeof b);             /* a zeroed tree is empty */
-  wb_pool_init (c, &pool, c->wb_threads > 1 ? c->wb_threads - 1 : 0, 1);
+  wb_pool_init (c, &pool, helpers, 1);
   pthread_mutex_lock (&c->bg_lock);
   while (!c->stop) {
     uint64_t kicks = c->kicks;
@@ -637,7 +682,8 @@ pc_writeback_thread (void *arg)
     int r;
 
     pthread_mutex_unlock (&c->bg_lock);
-    width = pc_wb_width (c);
+    wb_pool_resize (c, &pool, &helpers);
+    width = wb_next_width (c);
     r = width ? wb_round (c, &pool, &b, width) : 0;
     pc_gc_run (c, 0);
     pthread_mutex_lock (&c->bg_lock);
@@ -655,7 +701,8 @@ pc_writeback_thread (void *arg)
        * wake_writeback in kset.c).
        */
       uint64_t wake = atomic_load (&c->log.head_seq) +
-        (c->wb_percent == 0 ? 1 : WB_WAKE_KSETS);
+        (atomic_load_explicit (&c->wb_percent, memory_order_relaxed) == 0
+         ? 1 : WB_WAKE_KSETS);
 
       atomic_store (&c->wb_wake_seq, wake);
       if (atomic_load (&c->log.head_seq) < wake)
@@ -693,5 +740,5 @@ pc_writeback_step (struct pc_cache *c)
 int
 pc_writeback_step_width (struct pc_cache *c, unsigned width)
 {
-  return step (c, c->wb_threads > 1 ? c->wb_threads - 1 : 0, width);
+  return step (c, wb_helpers_wanted (c), width);
 }

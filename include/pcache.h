@@ -7,7 +7,8 @@
  *
  * Errors, by family:
  *  - setup, settings and inspection (pc_cache_open, _bind, _start,
- *    pc_cache_set_gc_percent, pc_mode_parse, pc_map, pc_cache_info,
+ *    pc_cache_set_gc_percent, pc_cache_set_tunable, pc_config_set_tunable,
+ *    pc_mode_parse, pc_map, pc_cache_info,
  *    _walk, _verify_data): -1 with errno set, and a reason passed to the
  *    log function (pc_set_log);
  *  - requests, and whatever may wait for the backend (pc_read, pc_write,
@@ -175,7 +176,68 @@ int pc_cache_set_mode (pc_cache *c, enum pc_mode mode, int *err);
 enum pc_mode pc_cache_get_mode (pc_cache *c);
 const char *pc_mode_name (enum pc_mode mode);
 int pc_mode_parse (const char *name, enum pc_mode *mode);
+/* Same as pc_cache_set_tunable (c, PC_TUNE_GC_PERCENT, percent). */
 int pc_cache_set_gc_percent (pc_cache *c, int percent);
+
+/* Settings that may change while the cache runs (pcachectl set KEY
+ * VALUE); each is also the startup parameter pcache-KEY.  The engine
+ * holds the one definition of their names and ranges (pc_tunable_info),
+ * which whoever parses a value checks it against.
+ */
+enum pc_tunable {
+  PC_TUNE_GC_PERCENT,       /* share of segments in use that starts GC */
+  PC_TUNE_WB_PERCENT,       /* dirty share that starts write-back in a burst */
+  PC_TUNE_WB_THREADS,       /* concurrent write-back writes */
+  PC_TUNE_CACHE_ON_READ,    /* 1: cache data read from the backend */
+  PC_TUNE_SEQ_CUTOFF,       /* bytes of a sequential read that are cached;
+                               0 = no limit */
+  PC_TUNE_FULL_TIMEOUT,     /* seconds a write waits for cache space;
+                               0 = for ever */
+  PC_TUNE_WB_MAX_AGE,       /* seconds flushed data may stay dirty; 0 = no
+                               bound */
+  PC_TUNE_COUNT
+};
+
+enum pc_tunable_kind {
+  PC_TUNABLE_NUMBER,        /* a whole number */
+  PC_TUNABLE_SIZE,          /* a number of bytes */
+  PC_TUNABLE_BOOL,          /* 0 or 1 */
+};
+
+struct pc_tunable_info {
+  const char *name;         /* "gc-percent": the control key */
+  const char *stat;         /* its field in pc_stats_json, or NULL if the
+                               statistics show it elsewhere */
+  enum pc_tunable_kind kind;
+  uint64_t min, max;        /* the values allowed, inclusive */
+};
+
+/* The description of t, or NULL if there is no such tunable. */
+const struct pc_tunable_info *pc_tunable_info (enum pc_tunable t);
+/* Find the tunable called name: 0, or -1 (nothing logged) if none is. */
+int pc_tunable_lookup (const char *name, enum pc_tunable *t);
+/* Put value in the field of cfg that starts the cache with it. */
+int pc_config_set_tunable (struct pc_config *cfg, enum pc_tunable t,
+                           uint64_t value);
+/* Change a running cache.  Write-back, GC and requests see the new value
+ * from their next round or request on.
+ */
+int pc_cache_set_tunable (pc_cache *c, enum pc_tunable t, uint64_t value);
+uint64_t pc_cache_get_tunable (pc_cache *c, enum pc_tunable t);
+
+/* Pause (pause != 0) or resume write-back.  While paused, write-back
+ * starts no batch (one in flight finishes); GC still frees what is
+ * written back already, a drain fails at once with EBUSY, and a write
+ * that needs cache space waits for it (pcache-full-timeout).  Not kept
+ * across a restart.  Returns 0.
+ */
+int pc_cache_pause_writeback (pc_cache *c, int pause);
+
+/* Zero the event counters of the statistics (hits, misses, bytes,
+ * errors, rounds...); the gauges (dirty bytes, segments, mode, uptime)
+ * stay.
+ */
+void pc_cache_reset_stats (pc_cache *c);
 
 /* What the cache holds over a range, in order, gaps included. */
 enum pc_map_type {
@@ -189,7 +251,9 @@ int pc_map (pc_cache *c, uint64_t off, uint64_t len, pc_map_fn fn,
             void *opaque);
 
 /* Wait until every write committed so far is on the backend and the
- * backend is flushed.  Requires started workers.
+ * backend is flushed.  Requires started workers.  Fails at once with
+ * EBUSY while write-back is paused (pc_cache_pause_writeback), and so
+ * do pc_cache_detach and a switch away from write-back mode.
  */
 int pc_cache_drain (pc_cache *c, int *err);
 
@@ -227,7 +291,6 @@ struct pc_stats {
   int mode, gc_percent;
   uint64_t client_epoch, backing_epoch;
   uint64_t dirty_age_ms;    /* since the oldest dirty kset was committed */
-  uint64_t writeback_max_age_ms;
   int writeback_held;
   /* Write-back's view of the backend: whether it is failing, its last
    * error (an errno, 0 when ok), the Unix time in seconds when the
@@ -236,6 +299,11 @@ struct pc_stats {
    */
   int backend_failing, backend_last_error;
   uint64_t backend_failing_since, backend_reopens;
+  /* Appended: the tunables' current values, by enum pc_tunable, and
+   * whether write-back is paused.
+   */
+  uint64_t tunables[PC_TUNE_COUNT];
+  int writeback_paused;
 };
 void pc_cache_get_stats (pc_cache *c, struct pc_stats *st);
 /* The index's extents and the bytes of RAM its keys and nodes take (not

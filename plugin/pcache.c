@@ -215,15 +215,6 @@ config_policy (const char *key, const char *value)
     }
     return 0;
   }
-  else if (strcmp (key, "pcache-seq-cutoff") == 0) {
-    int64_t r;
-    if (parse_size_param (key, value, &r) == -1)
-      return -1;
-    cfg.seq_cutoff = r;
-    return 0;
-  }
-  else if (strcmp (key, "pcache-cache-on-read") == 0)
-    return parse_bool_param (key, value, &cfg.cache_on_read);
   else if (strcmp (key, "pcache-replay") == 0) {
     if (strcmp (value, "strict") == 0)
       cfg.lenient_replay = 0;
@@ -260,42 +251,7 @@ parse_seconds (const char *key, const char *value, int *out)
 static int
 config_workers (const char *key, const char *value)
 {
-  if (strcmp (key, "pcache-gc-percent") == 0) {
-    int v;
-    if (nbdkit_parse_int ("pcache-gc-percent", value, &v) == -1)
-      return -1;
-    if (v < 0 || v > PC_MAX_GC_PERCENT) {
-      nbdkit_error ("pcache-gc-percent: %d is out of range 0..%d", v,
-                    PC_MAX_GC_PERCENT);
-      return -1;
-    }
-    cfg.gc_percent = v;
-    return 0;
-  }
-  else if (strcmp (key, "pcache-writeback-percent") == 0) {
-    int v;
-    if (nbdkit_parse_int ("pcache-writeback-percent", value, &v) == -1)
-      return -1;
-    if (v < 0 || v > 100) {
-      nbdkit_error ("pcache-writeback-percent: %d is out of range 0..100", v);
-      return -1;
-    }
-    cfg.wb_percent = v;
-    return 0;
-  }
-  else if (strcmp (key, "pcache-writeback-threads") == 0) {
-    unsigned v;
-    if (nbdkit_parse_unsigned ("pcache-writeback-threads", value, &v) == -1)
-      return -1;
-    if (v == 0 || v > PC_MAX_WB_THREADS) {
-      nbdkit_error ("pcache-writeback-threads: %u is out of range 1..%d", v,
-                    PC_MAX_WB_THREADS);
-      return -1;
-    }
-    cfg.wb_threads = v;
-    return 0;
-  }
-  else if (strcmp (key, "pcache-commit-ms") == 0) {
+  if (strcmp (key, "pcache-commit-ms") == 0) {
     unsigned v;
     if (nbdkit_parse_unsigned ("pcache-commit-ms", value, &v) == -1)
       return -1;
@@ -306,13 +262,48 @@ config_workers (const char *key, const char *value)
     cfg.commit_ms = v;
     return 0;
   }
-  else if (strcmp (key, "pcache-full-timeout") == 0)
-    return parse_seconds (key, value, &cfg.full_timeout_s);
-  else if (strcmp (key, "pcache-writeback-max-age") == 0)
-    return parse_seconds (key, value, &cfg.wb_max_age_s);
   else if (strcmp (key, "pcache-hold-timeout") == 0)
     return parse_seconds (key, value, &cfg.hold_timeout_s);
   return 1;
+}
+
+/* A tunable (pcache-gc-percent, pcache-seq-cutoff...): parsed as the
+ * other parameters are, checked against the engine's range for it, which
+ * the control socket's set checks against too.
+ * Returns 0 or -1, or 1 if key is not one of them.
+ */
+static int
+config_tunable (const char *key, const char *value)
+{
+  const struct pc_tunable_info *in;
+  enum pc_tunable t;
+  int64_t v;
+  int b;
+
+  if (strncmp (key, "pcache-", 7) != 0 ||
+      pc_tunable_lookup (key + 7, &t) == -1)
+    return 1;
+  in = pc_tunable_info (t);
+  switch (in->kind) {
+  case PC_TUNABLE_BOOL:
+    if (parse_bool_param (key, value, &b) == -1)
+      return -1;
+    v = b;
+    break;
+  case PC_TUNABLE_SIZE:
+    if (parse_size_param (key, value, &v) == -1)
+      return -1;
+    break;
+  default:
+    if (nbdkit_parse_int64_t (key, value, &v) == -1)
+      return -1;
+  }
+  if (v < 0 || (uint64_t) v < in->min || (uint64_t) v > in->max) {
+    nbdkit_error ("%s: %s is out of range %" PRIu64 "..%" PRIu64, key, value,
+                  in->min, in->max);
+    return -1;
+  }
+  return pc_config_set_tunable (&cfg, t, v);
 }
 
 /* The filter itself: statistics, control socket, exit and sharing.
@@ -353,6 +344,8 @@ pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
       r = config_policy (key, value);
     if (r == 1)
       r = config_workers (key, value);
+    if (r == 1)
+      r = config_tunable (key, value);
     if (r == 1)
       r = config_filter (key, value);
     if (r == 1) {
@@ -461,7 +454,7 @@ pcache_config_complete (nbdkit_next_config_complete *next,
   "pcache-seq-cutoff=SIZE Sequential reads past SIZE are not cached.\n" \
   "pcache-stats=FILE      Write statistics as JSON to FILE.\n" \
   "pcache-stats-interval=SECS  How often (default 5).\n" \
-  "pcache-control=SOCKET  Control socket (stats, gc-percent, mode, drain).\n" \
+  "pcache-control=SOCKET  Control socket (stats, set, mode, drain, pause...).\n" \
   "pcache-data-crc=BOOL   Checksum cached data (fixed at format).\n" \
   "pcache-gc-percent=N    Usage that starts reclaim (0-90, default 70).\n" \
   "pcache-segment-size=SIZE  Segment size (fixed at format, default 16M).\n" \
@@ -782,7 +775,8 @@ pcache_cleanup (nbdkit_backend *backend)
     nbdkit_debug ("pcache: draining the cache to the plugin");
     if (pc_cache_detach (cache, &err) == -1)
       nbdkit_error ("pcache-drain: could not write everything back (%s); "
-                    "the data stays in the cache", strerror (err));
+                    "the data stays in the cache",
+                    err == EBUSY ? "write-back is paused" : strerror (err));
   }
   if (cache)
     pc_cache_stop (cache);

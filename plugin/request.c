@@ -11,78 +11,191 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "request.h"
 #include "stats.h"
 
-#define USAGE "stats, gc-percent N, mode MODE, drain, checkpoint, hold or " \
-  "release"
+#define USAGE "stats, set KEY VALUE, gc-percent N, mode MODE, drain, " \
+  "checkpoint, hold, release, pause, resume or reset-stats"
 
-/* Serialises gc-percent changes from concurrent clients. */
-static pthread_mutex_t gc_lock = PTHREAD_MUTEX_INITIALIZER;
+static const char out_of_range[] = "is out of range";
+static const char not_size[] = "is not a size";
 
-/* A whole number 0..max, digits only: no sign, no junk, no overflow. */
+/* The LEN bytes at S as a whole number 0..max, digits only: no sign,
+ * no junk, no overflow.
+ */
 static int
-parse_percent (const char *s, int max, int *out, const char **why)
+parse_digits (const char *s, size_t len, uint64_t max, uint64_t *out,
+              const char **why)
 {
-  int v = 0;
+  uint64_t v = 0;
 
-  if (!*s) {
+  if (len == 0) {
     *why = "is empty";
     return -1;
   }
-  for (; *s; s++) {
-    if (!isdigit ((unsigned char) *s)) {
+  for (size_t i = 0; i < len; i++) {
+    unsigned d = s[i] - '0';
+
+    if (!isdigit ((unsigned char) s[i])) {
       *why = "is not a whole number";
       return -1;
     }
-    v = v * 10 + (*s - '0');
-    if (v > max) {
-      *why = "is out of range";
+    if (d > max || v > (max - d) / 10) {
+      *why = out_of_range;
       return -1;
     }
+    v = v * 10 + d;
   }
   *out = v;
   return 0;
 }
 
-static void
-req_gc_percent (pc_cache *cache, char **args, int nargs, char *reply,
-                size_t len)
+/* Bytes: digits, then optionally one of nbdkit's suffixes K, M, G, T, P
+ * or E (powers of 1024, either case), as pcache-seq-cutoff takes them.
+ */
+static int
+parse_size (const char *s, uint64_t max, uint64_t *out, const char **why)
 {
-  const char *why;
-  int v, r;
+  static const char suffixes[] = "kmgtpe";
+  size_t len = strlen (s);
+  unsigned shift = 0;
+  uint64_t v;
 
-  if (nargs != 1) {
-    snprintf (reply, len, "error: gc-percent takes one argument, a "
-              "percentage 0..%d", PC_MAX_GC_PERCENT);
-    return;
+  if (len > 1 && !isdigit ((unsigned char) s[len - 1])) {
+    const char *suf = strchr (suffixes, tolower ((unsigned char) s[len - 1]));
+
+    if (!suf) {
+      *why = not_size;
+      return -1;
+    }
+    shift = 10 * (suf - suffixes + 1);
+    len--;
   }
-  if (parse_percent (args[0], PC_MAX_GC_PERCENT, &v, &why) == -1) {
-    snprintf (reply, len, "error: gc-percent: '%s' %s (0..%d)", args[0],
-              why, PC_MAX_GC_PERCENT);
-    return;
+  if (parse_digits (s, len, max >> shift, &v, why) == -1) {
+    if (*why != out_of_range)
+      *why = not_size;
+    return -1;
   }
-  pthread_mutex_lock (&gc_lock);
-  r = pc_cache_set_gc_percent (cache, v);
-  pthread_mutex_unlock (&gc_lock);
-  if (r == -1)
-    snprintf (reply, len, "error: gc-percent: %m");
+  *out = v << shift;
+  return 0;
+}
+
+static int
+parse_bool (const char *s, uint64_t *out, const char **why)
+{
+  static const char *const words[] = { "false", "true", "off", "on",
+                                       "0", "1" };
+
+  for (unsigned i = 0; i < sizeof words / sizeof *words; i++)
+    if (strcmp (s, words[i]) == 0) {
+      *out = i % 2;
+      return 0;
+    }
+  *why = "is not a boolean";
+  return -1;
+}
+
+/* Parse the value of tunable IN, strictly, and check it against the
+ * engine's range.
+ */
+static int
+parse_value (const struct pc_tunable_info *in, const char *s, uint64_t *out,
+             const char **why)
+{
+  int r;
+
+  switch (in->kind) {
+  case PC_TUNABLE_BOOL:
+    return parse_bool (s, out, why);
+  case PC_TUNABLE_SIZE:
+    r = parse_size (s, in->max, out, why);
+    break;
+  default:
+    r = parse_digits (s, strlen (s), in->max, out, why);
+  }
+  if (r == 0 && *out < in->min) {
+    *why = out_of_range;
+    r = -1;
+  }
+  return r;
+}
+
+/* What a tunable's values are, for a reply: "(0..90)". */
+static void
+describe_range (const struct pc_tunable_info *in, char *buf, size_t len)
+{
+  if (in->kind == PC_TUNABLE_BOOL)
+    snprintf (buf, len, "(true, false, on, off, 1 or 0)");
+  else
+    snprintf (buf, len, "(%" PRIu64 "..%" PRIu64 "%s)", in->min, in->max,
+              in->kind == PC_TUNABLE_SIZE
+              ? " bytes, or with a K, M, G, T, P or E suffix" : "");
+}
+
+/* Set tunable T to the text VALUE; the reply names the key. */
+static void
+set_tunable (pc_cache *cache, enum pc_tunable t, const char *value,
+             char *reply, size_t len)
+{
+  const struct pc_tunable_info *in = pc_tunable_info (t);
+  const char *why;
+  char range[96];
+  uint64_t v;
+
+  describe_range (in, range, sizeof range);
+  if (parse_value (in, value, &v, &why) == -1)
+    snprintf (reply, len, "error: %s: '%s' %s %s", in->name, value, why,
+              range);
+  else if (pc_cache_set_tunable (cache, t, v) == -1)
+    snprintf (reply, len, "error: %s: %m", in->name);
   else
     snprintf (reply, len, "ok");
 }
 
+/* The keys of set, for a reply. */
+static void
+list_keys (char *buf, size_t len)
+{
+  size_t n = 0;
+
+  buf[0] = '\0';
+  for (unsigned t = 0; t < PC_TUNE_COUNT && n < len; t++)
+    n += snprintf (buf + n, len - n, "%s, ", pc_tunable_info (t)->name);
+  if (n < len)
+    snprintf (buf + n, len - n, "mode");
+}
+
+/* gc-percent N: the request that came before set, kept as it was. */
+static void
+req_gc_percent (pc_cache *cache, char **args, int nargs, char *reply,
+                size_t len)
+{
+  if (nargs != 1)
+    snprintf (reply, len, "error: gc-percent takes one argument, a "
+              "percentage 0..%d", PC_MAX_GC_PERCENT);
+  else
+    set_tunable (cache, PC_TUNE_GC_PERCENT, args[0], reply, len);
+}
+
 /* A cache call failed with ERR. */
 static void
-cache_error (char *reply, size_t len, const char *req, int err)
+cache_error (pc_cache *cache, char *reply, size_t len, const char *req,
+             int err)
 {
   if (err == ESHUTDOWN)
     snprintf (reply, len, "error: %s: nbdkit is shutting down", req);
   else if (err == EBUSY)
-    snprintf (reply, len, "error: %s: write-back is held (release it "
-              "first)", req);
+  {
+    struct pc_stats st;
+
+    pc_cache_get_stats (cache, &st);
+    snprintf (reply, len, "error: %s: write-back is %s", req,
+              st.writeback_held ? "held (release it first)" : "paused");
+  }
   else if (err == ECANCELED)
     snprintf (reply, len, "error: %s: released while it waited", req);
   else
@@ -102,9 +215,29 @@ req_mode (pc_cache *cache, char **args, int nargs, char *reply, size_t len)
     snprintf (reply, len, "error: unknown mode '%s' (writeback, "
               "writethrough, writearound)", args[0]);
   else if (pc_cache_set_mode (cache, m, &err) == -1)
-    cache_error (reply, len, "mode", err);
+    cache_error (cache, reply, len, "mode", err);
   else
     snprintf (reply, len, "ok");
+}
+
+/* set KEY VALUE: a tunable, or the mode (as mode MODE). */
+static void
+req_set (pc_cache *cache, char **args, int nargs, char *reply, size_t len)
+{
+  enum pc_tunable t;
+  char keys[256];
+
+  list_keys (keys, sizeof keys);
+  if (nargs != 2)
+    snprintf (reply, len, "error: set takes two arguments, KEY and VALUE "
+              "(keys: %s)", keys);
+  else if (strcmp (args[0], "mode") == 0)
+    req_mode (cache, args + 1, 1, reply, len);
+  else if (pc_tunable_lookup (args[0], &t) == -1)
+    snprintf (reply, len, "error: set: unknown key '%s' (keys: %s)",
+              args[0], keys);
+  else
+    set_tunable (cache, t, args[1], reply, len);
 }
 
 static void
@@ -124,7 +257,7 @@ req_drain (pc_cache *cache, char **args, int nargs, char *reply, size_t len)
   if (nargs != 0)
     snprintf (reply, len, "error: drain takes no argument");
   else if (pc_cache_drain (cache, &err) == -1)
-    cache_error (reply, len, "drain", err);
+    cache_error (cache, reply, len, "drain", err);
   else
     snprintf (reply, len, "ok");
 }
@@ -141,7 +274,7 @@ req_checkpoint (pc_cache *cache, char **args, int nargs, char *reply,
   if (nargs != 0)
     snprintf (reply, len, "error: checkpoint takes no argument");
   else if (pc_cache_checkpoint (cache, &epoch, &err) == -1)
-    cache_error (reply, len, "checkpoint", err);
+    cache_error (cache, reply, len, "checkpoint", err);
   else
     snprintf (reply, len, "ok %" PRIu64, epoch);
 }
@@ -162,7 +295,7 @@ req_hold (pc_cache *cache, char **args, int nargs, char *reply, size_t len)
                 "in %s mode; a hold needs write-back mode",
                 pc_mode_name (pc_cache_get_mode (cache)));
     else
-      cache_error (reply, len, "hold", err);
+      cache_error (cache, reply, len, "hold", err);
   }
   else
     snprintf (reply, len, "ok %" PRIu64, epoch);
@@ -177,6 +310,33 @@ req_release (pc_cache *cache, char **args, int nargs, char *reply,
     snprintf (reply, len, "error: release takes no argument");
   else {
     pc_cache_release (cache);
+    snprintf (reply, len, "ok");
+  }
+}
+
+static void
+req_pause (pc_cache *cache, char **args, int nargs, char *reply, size_t len,
+           int pause)
+{
+  (void) args;
+  if (nargs != 0)
+    snprintf (reply, len, "error: %s takes no argument",
+              pause ? "pause" : "resume");
+  else {
+    pc_cache_pause_writeback (cache, pause);
+    snprintf (reply, len, "ok");
+  }
+}
+
+static void
+req_reset_stats (pc_cache *cache, char **args, int nargs, char *reply,
+                 size_t len)
+{
+  (void) args;
+  if (nargs != 0)
+    snprintf (reply, len, "error: reset-stats takes no argument");
+  else {
+    pc_cache_reset_stats (cache);
     snprintf (reply, len, "ok");
   }
 }
@@ -250,6 +410,14 @@ pcache_request (pc_cache *cache, char *line, size_t len, char *reply,
     req_hold (cache, w + 1, n - 1, reply, rlen);
   else if (strcmp (w[0], "release") == 0)
     req_release (cache, w + 1, n - 1, reply, rlen);
+  else if (strcmp (w[0], "set") == 0)
+    req_set (cache, w + 1, n - 1, reply, rlen);
+  else if (strcmp (w[0], "pause") == 0)
+    req_pause (cache, w + 1, n - 1, reply, rlen, 1);
+  else if (strcmp (w[0], "resume") == 0)
+    req_pause (cache, w + 1, n - 1, reply, rlen, 0);
+  else if (strcmp (w[0], "reset-stats") == 0)
+    req_reset_stats (cache, w + 1, n - 1, reply, rlen);
   else
     snprintf (reply, rlen, "error: unknown request '%s' (expected "
               USAGE ")", w[0]);

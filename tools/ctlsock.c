@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The control socket of a running pcache filter (pcache-control=SOCKET):
  * one request line, one reply line.  Also the stats file it writes
- * (pcache-stats=FILE).  Commands stats, set, checkpoint, hold and
- * release.
+ * (pcache-stats=FILE).  Commands stats, set, checkpoint, hold, release,
+ * pause, resume and reset-stats.
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -323,26 +323,31 @@ cmd_stats (int argc, char **argv)
   return r;
 }
 
-/* Send req to the control socket sock and print an "ok" reply: exit
- * status 0, or 1 with the error reply on stderr.
+/* SOCK must be a socket: 0, or -1 reported. */
+static int
+want_socket (const char *sock)
+{
+  struct stat st;
+
+  if (is_socket (sock))
+    return 0;
+  if (stat (sock, &st) == -1)
+    errmsg ("%s: %m", sock);
+  else
+    errmsg ("%s: not a socket (give the pcache-control=SOCKET of a "
+            "running nbdkit)", sock);
+  return -1;
+}
+
+/* Send REQ and report the reply: "ok..." printed, exit 0; an error on
+ * standard error, exit 1.
  */
 static int
-ctl_command (const char *sock, const char *req)
+ctl_command (const char *sock, const char *req, int timeout_ms)
 {
-  char *reply;
+  char *reply = ctl_request (sock, req, timeout_ms);
   int r;
 
-  if (!is_socket (sock)) {
-    struct stat st;
-
-    if (stat (sock, &st) == -1)
-      errmsg ("%s: %m", sock);
-    else
-      errmsg ("%s: not a socket (give the pcache-control=SOCKET of a "
-              "running nbdkit)", sock);
-    return EXIT_FAILED;
-  }
-  reply = ctl_request (sock, req, -1);
   if (!reply)
     return EXIT_FAILED;
   if (strncmp (reply, "ok", 2) == 0 &&
@@ -388,21 +393,24 @@ cmd_set (int argc, char **argv)
   for (p = value; *p; p++)
     if (*p == '\n' || *p == '\r')
       usage_error ("VALUE contains a line break");
-  if (asprintf (&req, "%s %s", key, value) == -1) {
+  if (want_socket (sock) == -1)
+    return EXIT_FAILED;
+
+  if (asprintf (&req, "set %s %s", key, value) == -1) {
     errmsg ("out of memory");
     return EXIT_FAILED;
   }
   /* A change of mode may first drain the cache: no time limit. */
-  r = ctl_command (sock, req);
+  r = ctl_command (sock, req, -1);
   free (req);
   return r;
 }
 
-/* checkpoint, hold, release: a request of one word to SOCKET.  The
- * first two wait for write-back, so without a time limit.
+/* A request of one word, without arguments, with a time limit for the
+ * reply (-1: none, for those that wait for write-back).
  */
 static int
-cmd_word (int argc, char **argv)
+cmd_word (int argc, char **argv, const char *word, int timeout_ms)
 {
   static const struct option opts[] = {
     { "help", no_argument, NULL, 'h' },
@@ -413,23 +421,43 @@ cmd_word (int argc, char **argv)
   while (cmd_getopt (argc, argv, ":hv", opts) != -1)
     ;
   want_args (argc, argv, 1, "SOCKET argument");
-  return ctl_command (argv[optind], argv[0]);
+  if (want_socket (argv[optind]) == -1)
+    return EXIT_FAILED;
+  return ctl_command (argv[optind], word, timeout_ms);
 }
 
 int
 cmd_checkpoint (int argc, char **argv)
 {
-  return cmd_word (argc, argv);
+  return cmd_word (argc, argv, "checkpoint", -1);
 }
 
 int
 cmd_hold (int argc, char **argv)
 {
-  return cmd_word (argc, argv);
+  return cmd_word (argc, argv, "hold", -1);
 }
 
 int
 cmd_release (int argc, char **argv)
 {
-  return cmd_word (argc, argv);
+  return cmd_word (argc, argv, "release", STATS_TIMEOUT_MS);
+}
+
+int
+cmd_pause (int argc, char **argv)
+{
+  return cmd_word (argc, argv, "pause", STATS_TIMEOUT_MS);
+}
+
+int
+cmd_resume (int argc, char **argv)
+{
+  return cmd_word (argc, argv, "resume", STATS_TIMEOUT_MS);
+}
+
+int
+cmd_reset_stats (int argc, char **argv)
+{
+  return cmd_word (argc, argv, "reset-stats", STATS_TIMEOUT_MS);
 }

@@ -573,6 +573,7 @@ usage (int status)
 "  pcachectl stats SOCKET|FILE [--pretty]\n"
 "  pcachectl set SOCKET KEY VALUE\n"
 "  pcachectl checkpoint|hold|release SOCKET\n"
+"  pcachectl pause|resume|reset-stats SOCKET\n"
 "  pcachectl help | --help | --version\n"
 "\n"
 "Commands:\n"
@@ -587,12 +588,18 @@ usage (int status)
 "  stats   Print the statistics of a running filter (control socket)\n"
 "          or of a pcache-stats file.\n"
 "  set     Change a setting of a running filter through its control\n"
-"          socket, e.g. 'set SOCKET gc-percent 50'.\n"
+"          socket, e.g. 'set SOCKET gc-percent 50'.  KEY is mode,\n"
+"          gc-percent, writeback-percent, writeback-threads,\n"
+"          cache-on-read, seq-cutoff, full-timeout or writeback-max-age.\n"
 "  checkpoint  Wait until everything written so far is on the backend\n"
 "          and flushed; print the epoch it reached.\n"
 "  hold    Stop write-back at the nearest flush-epoch boundary and print\n"
 "          the epoch the backend holds, e.g. while it is snapshotted.\n"
 "  release End a hold.\n"
+"  pause   Stop the write-back of a running filter from starting new\n"
+"          batches (drains fail meanwhile).\n"
+"  resume  Let the write-back of a running filter run again.\n"
+"  reset-stats  Zero the event counters of a running filter's stats.\n"
 "\n"
 "Options:\n"
 "  --json             info, dump: print JSON\n"
@@ -627,6 +634,9 @@ static const struct {
   { "checkpoint", cmd_checkpoint },
   { "hold", cmd_hold },
   { "release", cmd_release },
+  { "pause", cmd_pause },
+  { "resume", cmd_resume },
+  { "reset-stats", cmd_reset_stats },
 };
 
 int

@@ -122,6 +122,9 @@ int cmd_set (int argc, char **argv);
 int cmd_checkpoint (int argc, char **argv);
 int cmd_hold (int argc, char **argv);
 int cmd_release (int argc, char **argv);
+int cmd_pause (int argc, char **argv);
+int cmd_resume (int argc, char **argv);
+int cmd_reset_stats (int argc, char **argv);
 
 /* ctlsock.c: one request line, one reply line on a control socket.
  * timeout_ms < 0 waits forever.  Returns a malloc'd reply without its

@@ -1038,6 +1038,236 @@ test_reopen_writethrough (void)
   unlink (p);
 }
 
+/* The tunables' ranges are those of the startup parameters; in range a
+ * value is taken and reads back, out of range it is refused (EINVAL,
+ * the name logged) and nothing changes.
+ */
+static const struct {
+  enum pc_tunable t;
+  const char *name;
+  uint64_t min, max;
+} want_tunables[] = {
+  { PC_TUNE_GC_PERCENT, "gc-percent", 0, 90 },
+  { PC_TUNE_WB_PERCENT, "writeback-percent", 0, 100 },
+  { PC_TUNE_WB_THREADS, "writeback-threads", 1, 64 },
+  { PC_TUNE_CACHE_ON_READ, "cache-on-read", 0, 1 },
+  { PC_TUNE_SEQ_CUTOFF, "seq-cutoff", 0, INT64_MAX },
+  { PC_TUNE_FULL_TIMEOUT, "full-timeout", 0, 86400 },
+  { PC_TUNE_WB_MAX_AGE, "writeback-max-age", 0, 86400 },
+};
+
+/* v is refused for t, and the value stays as it was. */
+static void
+tunable_refused (pc_cache *c, enum pc_tunable t, uint64_t v)
+{
+  uint64_t was = pc_cache_get_tunable (c, t);
+  struct pc_config cfg;
+
+  pc_config_init (&cfg);
+  tu_log_clear ();
+  errno = 0;
+  CU_ASSERT_EQUAL (pc_cache_set_tunable (c, t, v), -1);
+  CU_ASSERT_EQUAL (errno, EINVAL);
+  CU_ASSERT_TRUE (tu_log_has (pc_tunable_info (t)->name));
+  CU_ASSERT_EQUAL (pc_cache_get_tunable (c, t), was);
+  CU_ASSERT_EQUAL (pc_config_set_tunable (&cfg, t, v), -1);
+}
+
+static void
+test_tunables (void)
+{
+  struct rig r;
+  struct pc_config cfg;
+  struct pc_stats st;
+  enum pc_tunable t;
+  char json[4096];
+  unsigned i;
+
+  CU_ASSERT_EQUAL_FATAL (rig_open (&r, "tun", NULL, CSIZE, 0), 0);
+  CU_ASSERT_EQUAL (sizeof want_tunables / sizeof *want_tunables,
+                   PC_TUNE_COUNT);
+  for (i = 0; i < sizeof want_tunables / sizeof *want_tunables; i++) {
+    const struct pc_tunable_info *in = pc_tunable_info (want_tunables[i].t);
+
+    t = want_tunables[i].t;
+    CU_ASSERT_PTR_NOT_NULL_FATAL (in);
+    CU_ASSERT_STRING_EQUAL (in->name, want_tunables[i].name);
+    CU_ASSERT_EQUAL (in->min, want_tunables[i].min);
+    CU_ASSERT_EQUAL (in->max, want_tunables[i].max);
+    CU_ASSERT_EQUAL (pc_tunable_lookup (in->name, &t), 0);
+    CU_ASSERT_EQUAL (t, want_tunables[i].t);
+    CU_ASSERT_EQUAL (pc_cache_set_tunable (r.c, t, in->min), 0);
+    CU_ASSERT_EQUAL (pc_cache_get_tunable (r.c, t), in->min);
+    CU_ASSERT_EQUAL (pc_cache_set_tunable (r.c, t, in->max), 0);
+    CU_ASSERT_EQUAL (pc_cache_get_tunable (r.c, t), in->max);
+    tunable_refused (r.c, t, in->max + 1);
+    if (in->min > 0)
+      tunable_refused (r.c, t, in->min - 1);
+    pc_config_init (&cfg);
+    CU_ASSERT_EQUAL (pc_config_set_tunable (&cfg, t, in->max), 0);
+  }
+  CU_ASSERT_PTR_NULL (pc_tunable_info (PC_TUNE_COUNT));
+  CU_ASSERT_EQUAL (pc_tunable_lookup ("writeback-max-speed", &t), -1);
+  CU_ASSERT_EQUAL (pc_cache_set_tunable (r.c, PC_TUNE_COUNT, 0), -1);
+  CU_ASSERT_EQUAL (pc_cache_set_gc_percent (r.c, -1), -1);
+
+  /* Where the values go. */
+  CU_ASSERT_EQUAL (pc_cache_set_tunable (r.c, PC_TUNE_FULL_TIMEOUT, 5), 0);
+  CU_ASSERT_EQUAL (atomic_load (&r.c->full_timeout_ms), 5000);
+  CU_ASSERT_EQUAL (pc_cache_set_tunable (r.c, PC_TUNE_GC_PERCENT, 33), 0);
+  CU_ASSERT_EQUAL (r.c->ctrl.gc_percent, 33);   /* kept for a restart */
+  pc_config_init (&cfg);
+  CU_ASSERT_EQUAL (pc_config_set_tunable (&cfg, PC_TUNE_FULL_TIMEOUT, 7), 0);
+  CU_ASSERT_EQUAL (pc_config_set_tunable (&cfg, PC_TUNE_WB_THREADS, 3), 0);
+  CU_ASSERT_EQUAL (pc_config_set_tunable (&cfg, PC_TUNE_SEQ_CUTOFF, 9), 0);
+  CU_ASSERT_EQUAL (cfg.full_timeout_s, 7);
+  CU_ASSERT_EQUAL (cfg.wb_threads, 3);
+  CU_ASSERT_EQUAL (cfg.seq_cutoff, 9);
+
+  /* The statistics show them. */
+  CU_ASSERT_EQUAL (pc_cache_set_tunable (r.c, PC_TUNE_WB_THREADS, 7), 0);
+  CU_ASSERT_EQUAL (pc_cache_set_tunable (r.c, PC_TUNE_CACHE_ON_READ, 0), 0);
+  pc_cache_get_stats (r.c, &st);
+  CU_ASSERT_EQUAL (st.tunables[PC_TUNE_WB_THREADS], 7);
+  CU_ASSERT_EQUAL (st.gc_percent, 33);
+  CU_ASSERT_TRUE_FATAL (pc_stats_json (&st, json, sizeof json) > 0);
+  CU_ASSERT_PTR_NOT_NULL (strstr (json, ",\"writeback_threads\":7,"));
+  CU_ASSERT_PTR_NOT_NULL (strstr (json, ",\"cache_on_read\":false,"));
+  CU_ASSERT_PTR_NOT_NULL (strstr (json, ",\"full_timeout\":5,"));
+  CU_ASSERT_PTR_NOT_NULL (strstr (json, ",\"writeback_paused\":false}"));
+  CU_ASSERT_EQUAL (pc_stats_json (&st, json, 40), -1);
+  rig_close (&r);
+}
+
+/* Paused write-back writes nothing back, and a drain or a switch out of
+ * write-back mode fails at once; reset-stats zeroes the counters but
+ * not dirty_bytes, which the drain after resume brings to 0.
+ */
+static void
+test_pause_reset (void)
+{
+  struct pc_config cfg;
+  struct pc_stats st;
+  struct rig r;
+  uint64_t t0;
+  int err = 0;
+
+  pc_config_init (&cfg);
+  cfg.wb_percent = 0;                   /* write back at once, if let */
+  CU_ASSERT_EQUAL_FATAL (rig_open (&r, "pause", &cfg, CSIZE, 0), 0);
+  CU_ASSERT_EQUAL (pc_cache_pause_writeback (r.c, 1), 0);
+  CU_ASSERT_EQUAL (pc_cache_pause_writeback (r.c, 1), 0);
+  rig_write (&r, 65536, 65536, 3);
+  CU_ASSERT_EQUAL (pc_flush (r.c, &err), 0);
+  hit (&r, 65536);
+  /* A quiet client: write-back would run now. */
+  atomic_store (&r.c->last_io_ms, pc_now_ms () - PC_WB_IDLE_MS - 1);
+  pc_kick_workers (r.c);
+  usleep (300 * 1000);
+  pthread_mutex_lock (&r.mem->lock);
+  CU_ASSERT_EQUAL (r.mem->npwrite, 0);
+  pthread_mutex_unlock (&r.mem->lock);
+
+  t0 = pc_now_ms ();
+  CU_ASSERT_EQUAL (pc_cache_drain (r.c, &err), -1);
+  CU_ASSERT_EQUAL (err, EBUSY);
+  err = 0;
+  CU_ASSERT_EQUAL (pc_cache_set_mode (r.c, PC_MODE_WRITETHROUGH, &err), -1);
+  CU_ASSERT_EQUAL (err, EBUSY);
+  CU_ASSERT_TRUE (pc_now_ms () - t0 < 5000);
+  CU_ASSERT_EQUAL (pc_cache_get_mode (r.c), PC_MODE_WRITEBACK);
+
+  pc_cache_get_stats (r.c, &st);
+  CU_ASSERT_EQUAL (st.writeback_paused, 1);
+  CU_ASSERT_EQUAL (st.dirty_bytes, 65536);
+  CU_ASSERT_TRUE (st.read_hits > 0 && st.writes > 0);
+  pc_cache_reset_stats (r.c);
+  pc_cache_get_stats (r.c, &st);
+  CU_ASSERT_EQUAL (st.read_hits, 0);
+  CU_ASSERT_EQUAL (st.read_hit_bytes, 0);
+  CU_ASSERT_EQUAL (st.writes, 0);
+  CU_ASSERT_EQUAL (st.write_bytes, 0);
+  CU_ASSERT_EQUAL (st.dirty_bytes, 65536);
+  CU_ASSERT_TRUE (st.dirty_ksets > 0);
+
+  CU_ASSERT_EQUAL (pc_cache_pause_writeback (r.c, 0), 0);
+  rig_drain (&r);
+  pc_cache_get_stats (r.c, &st);
+  CU_ASSERT_EQUAL (st.writeback_paused, 0);
+  CU_ASSERT_EQUAL (st.dirty_bytes, 0);
+  CU_ASSERT_EQUAL (st.writeback_bytes, 65536);
+  CU_ASSERT_EQUAL (first_diff (r.mem->buf, r.model, BSIZE), -1);
+  rig_close (&r);
+}
+
+/* Every setter, the pause and the reset, from another thread while a
+ * client writes and reads (for the thread sanitizer): the write-back
+ * pool is rebuilt under load, and nothing is lost.
+ */
+struct churn {
+  pc_cache *c;
+  atomic_int stop;
+};
+
+static void *
+churn_main (void *arg)
+{
+  struct churn *ch = arg;
+  static const unsigned threads[] = { 1, 16, 2, 64, 3 };
+  unsigned i;
+
+  for (i = 0; !atomic_load (&ch->stop); i++) {
+    pc_cache_set_tunable (ch->c, PC_TUNE_WB_THREADS, threads[i % 5]);
+    pc_cache_set_tunable (ch->c, PC_TUNE_WB_PERCENT, i % 3 * 10);
+    pc_cache_set_tunable (ch->c, PC_TUNE_CACHE_ON_READ, i % 2);
+    pc_cache_set_tunable (ch->c, PC_TUNE_SEQ_CUTOFF, i % 4 * 65536);
+    pc_cache_set_tunable (ch->c, PC_TUNE_FULL_TIMEOUT, 10 + i % 2);
+    pc_cache_set_tunable (ch->c, PC_TUNE_GC_PERCENT, 50 + i % 30);
+    pc_cache_pause_writeback (ch->c, i % 4 == 1);
+    if (i % 8 == 0)
+      pc_cache_reset_stats (ch->c);
+    usleep (2000);
+  }
+  pc_cache_pause_writeback (ch->c, 0);
+  return NULL;
+}
+
+static void
+test_tunables_live (void)
+{
+  struct pc_config cfg;
+  struct churn ch;
+  struct pc_stats st;
+  struct rig r;
+  uint64_t seed = tu_seed (17);
+  pthread_t t;
+  int err = 0;
+  unsigned i;
+
+  pc_config_init (&cfg);
+  cfg.wb_percent = 0;
+  CU_ASSERT_EQUAL_FATAL (rig_open (&r, "live", &cfg, CSIZE, -1), 0);
+  ch.c = r.c;
+  atomic_init (&ch.stop, 0);
+  CU_ASSERT_EQUAL_FATAL (pthread_create (&t, NULL, churn_main, &ch), 0);
+  for (i = 0; i < 600; i++) {
+    uint64_t off = tu_below (&seed, BSIZE / 65536) * 65536;
+
+    rig_write (&r, off, 65536, 900 + i);
+    hit (&r, tu_below (&seed, BSIZE / 4096) * 4096);
+    if (i % 16 == 15)
+      CU_ASSERT_EQUAL (pc_flush (r.c, &err), 0);
+  }
+  atomic_store (&ch.stop, 1);
+  pthread_join (t, NULL);
+  rig_drain (&r);
+  pc_cache_get_stats (r.c, &st);
+  CU_ASSERT_EQUAL (st.dirty_bytes, 0);
+  CU_ASSERT_EQUAL (st.writeback_paused, 0);
+  CU_ASSERT_EQUAL (first_diff (r.mem->buf, r.model, BSIZE), -1);
+  rig_close (&r);
+}
+
 static const struct tu_case cases[] = {
   { "read miss, then cached", test_read_miss },
   { "cache_on_read=0", test_no_cache_on_read },
@@ -1052,6 +1282,9 @@ static const struct tu_case cases[] = {
   { "concurrent clients", test_concurrency },
   { "restart with dirty data", test_restart_dirty },
   { "reopened in write-through over dirty data", test_reopen_writethrough },
+  { "tunables: ranges, values, statistics", test_tunables },
+  { "paused write-back, reset statistics", test_pause_reset },
+  { "tunables, pause and reset under a writer", test_tunables_live },
   { NULL, NULL },
 };
 
