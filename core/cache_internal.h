@@ -102,6 +102,7 @@ struct pc_counters {
   _Atomic uint64_t writeback_bytes, writeback_skipped_bytes;
   _Atomic uint64_t writeback_rounds, writeback_errors;
   _Atomic uint64_t gc_segments, gc_runs, write_hits, full_timeouts;
+  _Atomic uint64_t crc_errors;        /* cache hits whose payload was bad */
 } __attribute__ ((aligned (PC_CACHELINE)));
 
 #define PC_COUNT(c, f, n) \
@@ -210,6 +211,21 @@ static inline uint64_t
 pc_stripe_end (const struct pc_cache *c, uint64_t off)
 {
   return pc_index_stripe_end (&c->index, off);
+}
+
+/* The index key for record r, or NULL when out of memory.  With data
+ * checksums, one that can check r's payload when a read hits it (a
+ * zero has none).
+ */
+static inline struct pc_key *
+pc_key_for_rec (const struct pc_cache *c, const struct pc_key_rec *r)
+{
+  struct pc_key *k = c->data_crc && !(r->flags & PC_KF_ZERO)
+    ? pc_key_alloc_crc () : pc_key_alloc ();
+
+  if (k)
+    pc_key_from_rec (k, r);
+  return k;
 }
 
 static inline struct pc_kbuf *
