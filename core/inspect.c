@@ -191,14 +191,15 @@ pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
     ",\"dirty_ksets\":%" PRIu64 ",\"dirty_bytes\":%" PRIu64
     ",\"seq_bypass_bytes\":%" PRIu64 ",\"write_through_bytes\":%" PRIu64
     ",\"full_timeouts\":%" PRIu64
-    ",\"mode\":\"%s\",\"gc_percent\":%d,\"uptime_ms\":%" PRIu64 "}",
+    ",\"mode\":\"%s\",\"gc_percent\":%d,\"uptime_ms\":%" PRIu64
+    ",\"crc_errors\":%" PRIu64 "}",
     st->read_hits, st->read_misses, st->read_hit_bytes, st->read_miss_bytes,
     st->writes, st->write_hits, st->write_bytes, st->writeback_bytes,
     st->writeback_skipped_bytes, st->writeback_rounds, st->writeback_errors, st->gc_runs, st->gc_segments,
     st->segs_total, st->segs_used, st->dirty_ksets, st->dirty_bytes, st->seq_bypass_bytes,
     st->write_through_bytes, st->full_timeouts, pc_mode_name (st->mode),
     st->gc_percent,
-    st->uptime_ms);
+    st->uptime_ms, st->crc_errors);
 
   return n < 0 || (size_t) n >= len ? -1 : n;
 }

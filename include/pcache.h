@@ -189,6 +189,7 @@ struct pc_stats {
   uint64_t seq_bypass_bytes, write_through_bytes;
   uint64_t full_timeouts;   /* writes failed for want of cache space */
   int mode, gc_percent;
+  uint64_t crc_errors;      /* cached extents found bad by a read (data CRC) */
 };
 void pc_cache_get_stats (pc_cache *c, struct pc_stats *st);
 /* The index's extents and the bytes of RAM its keys and nodes take (not
