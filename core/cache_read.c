@@ -281,9 +281,10 @@ static void
 rd_report_bad (struct pc_cache *c, const struct rd_item *it)
 {
   PC_COUNT (c, crc_errors, 1);
-  pc_error ("%s: cached data at offset %" PRIu64 " (segment %" PRIu32
-            ":%" PRIu32 ", %" PRIu32 " bytes) fails its checksum: %s",
-            c->path, it->off, it->seg, it->rec_seg_off, it->rec_len,
+  pc_error ("%s: a read at offset %" PRIu64 " hit cached data that fails "
+            "its checksum (segment %" PRIu32 ":%" PRIu32 ", %" PRIu32
+            " bytes): %s", c->path, it->off, it->seg, it->rec_seg_off,
+            it->rec_len,
             it->dirty ? "it is dirty, so reads of it fail with EIO "
             "(pcachectl check reports it)"
             : "it is clean, so it is dropped and read from the backend");
