@@ -531,6 +531,7 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   st->gc_runs = PC_COUNTED (c, gc_runs);
   st->write_hits = PC_COUNTED (c, write_hits);
   st->full_timeouts = PC_COUNTED (c, full_timeouts);
+  st->crc_errors = PC_COUNTED (c, crc_errors);
   st->uptime_ms = pc_now_ms () - c->started_ms;
   st->dirty_bytes = PC_COUNTED (c, dirty_bytes);
   st->seq_bypass_bytes = PC_COUNTED (c, seq_bypass_bytes);

@@ -107,7 +107,8 @@ struct pc_head {
   X (writes) X (write_bytes) \
   X (writeback_bytes) X (writeback_skipped_bytes) \
   X (writeback_rounds) X (writeback_errors) \
-  X (gc_segments) X (gc_runs) X (write_hits) X (full_timeouts)
+  X (gc_segments) X (gc_runs) X (write_hits) X (full_timeouts) \
+  X (crc_errors)                      /* cache hits whose payload was bad */
 
 #define PC_COUNTER_FIELD(f) _Atomic uint64_t f;
 
@@ -241,6 +242,21 @@ static inline uint64_t
 pc_stripe_end (const struct pc_cache *c, uint64_t off)
 {
   return pc_index_stripe_end (&c->index, off);
+}
+
+/* The index key for record r, or NULL when out of memory.  With data
+ * checksums, one that can check r's payload when a read hits it (a
+ * zero has none).
+ */
+static inline struct pc_key *
+pc_key_for_rec (const struct pc_cache *c, const struct pc_key_rec *r)
+{
+  struct pc_key *k = c->data_crc && !(r->flags & PC_KF_ZERO)
+    ? pc_key_alloc_crc () : pc_key_alloc ();
+
+  if (k)
+    pc_key_from_rec (k, r);
+  return k;
 }
 
 static inline struct pc_kbuf *

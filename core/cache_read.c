@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* Read path: hits from pmem, gaps from the backend, misses inserted as
  * clean keys behind placeholders so that a racing write always wins.
+ * With data checksums, a hit's payload is checked before it is copied:
+ * a bad clean extent leaves the index and is read as a miss, a bad
+ * dirty one fails the read.
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -23,6 +26,12 @@ struct rd_item {
   enum rd_kind kind;
   uint32_t seg, seg_off;          /* RD_HIT: pinned payload */
   struct pc_key *ph;              /* RD_GAP: our placeholder, or NULL */
+  /* RD_HIT of a key with a data CRC: its record's payload and CRC. */
+  uint32_t gen, rec_seg_off, rec_len, data_crc;
+  uint8_t check;                  /* those are set */
+  uint8_t dirty;                  /* the key was dirty */
+  uint8_t bad;                    /* the payload does not match */
+  uint8_t report;                 /* bad, and first found by this read */
 };
 
 /* Most reads are one or two extents: those need no allocation. */
@@ -50,6 +59,23 @@ rd_push (struct rd_list *l, struct rd_item it)
   }
   l->v[l->n++] = it;
   return 0;
+}
+
+/* What a hit needs to check its payload later, without the key. */
+static void
+rd_note_crc (struct rd_item *it, struct pc_key *k)
+{
+  const struct pc_key_crc *x = pc_key_crc (k);
+
+  if (!(k->flags & PC_KEY_CRC))
+    return;
+  it->check = 1;
+  it->gen = k->gen;
+  it->rec_seg_off = x->rec_seg_off;
+  it->rec_len = x->rec_len;
+  it->data_crc = x->data_crc;
+  it->dirty = !!(k->flags & PC_KF_DIRTY);
+  it->bad = !!(k->flags & PC_KEY_BADCRC);   /* known bad: no need to look */
 }
 
 static void
@@ -98,6 +124,7 @@ rd_walk (struct pc_cache *c, struct pc_tree *t, uint64_t off, uint32_t len,
     else if (pc_seg_get_if_gen (&c->segs, k->seg, k->gen)) {
       it.seg = k->seg;
       it.seg_off = k->seg_off + (ks - k->off);
+      rd_note_crc (&it, k);
     }
     else {
       /* Stale: its segment was reclaimed after writeback. */
@@ -166,6 +193,189 @@ rd_drop_placeholders (struct pc_tree *t, struct rd_list *l)
     }
 }
 
+/* Records whose payload this read has checked.  A record that later
+ * writes split shows up as several hits, each of which would check all
+ * of it again; a few recent ones are enough for that.
+ */
+#define RD_SEEN 4
+
+struct rd_seen {
+  unsigned next;
+  struct { uint32_t seg, gen, rec_seg_off; int8_t good; } v[RD_SEEN];
+};
+
+/* 1 good, 0 bad, -1 not checked yet.  (Payload is never rewritten in
+ * place, and gen tells apart another use of the segment.)
+ */
+static int
+rd_seen_result (const struct rd_seen *s, const struct rd_item *it)
+{
+  unsigned i;
+
+  for (i = 0; i < RD_SEEN; i++)
+    if (s->v[i].good >= 0 && s->v[i].seg == it->seg &&
+        s->v[i].gen == it->gen && s->v[i].rec_seg_off == it->rec_seg_off)
+      return s->v[i].good;
+  return -1;
+}
+
+static void
+rd_seen_note (struct rd_seen *s, const struct rd_item *it, int good)
+{
+  unsigned i = s->next++ % RD_SEEN;
+
+  s->v[i].seg = it->seg;
+  s->v[i].gen = it->gen;
+  s->v[i].rec_seg_off = it->rec_seg_off;
+  s->v[i].good = good;
+}
+
+/* Check the payload of every hit with a checksum while its pin keeps the
+ * segment from reuse.  The CRC covers the record's whole payload, so a
+ * small hit on a large record checks all of it.  Returns the number of
+ * bad hits, marked bad.
+ */
+static unsigned
+rd_verify (struct pc_cache *c, struct rd_list *l, struct rd_seen *seen)
+{
+  unsigned bad = 0;
+  size_t i;
+
+  for (i = 0; i < l->n; i++) {
+    struct rd_item *it = &l->v[i];
+    int good;
+
+    if (it->kind != RD_HIT || !it->check)
+      continue;
+    if (!it->bad) {
+      good = rd_seen_result (seen, it);
+      if (good < 0) {
+        good = pc_crc32c (pc_seg_addr (c, it->seg, it->rec_seg_off),
+                          it->rec_len) == it->data_crc;
+        rd_seen_note (seen, it, good);
+      }
+      it->bad = !good;
+    }
+    bad += it->bad;
+  }
+  return bad;
+}
+
+/* The key a bad hit came from, if it is still in t: a later write may
+ * have replaced it (then reading again finds the new data).  Caller
+ * holds the lock.
+ */
+static struct pc_key *
+rd_same_key (struct pc_tree *t, const struct rd_item *it)
+{
+  struct pc_key *k = pc_tree_find (t, it->off, 1);
+
+  if (k == NULL || (k->flags & (PC_KEY_EMPTY | PC_KF_ZERO)) ||
+      !(k->flags & PC_KEY_CRC) || k->seg != it->seg || k->gen != it->gen ||
+      (uint64_t) k->seg_off + (it->off - k->off) != it->seg_off)
+    return NULL;
+  return k;
+}
+
+static void
+rd_report_bad (struct pc_cache *c, const struct rd_item *it)
+{
+  PC_COUNT (c, crc_errors, 1);
+  pc_error ("%s: a read at offset %" PRIu64 " hit cached data that fails "
+            "its checksum (segment %" PRIu32 ":%" PRIu32 ", %" PRIu32
+            " bytes): %s", c->path, it->off, it->seg, it->rec_seg_off,
+            it->rec_len,
+            it->dirty ? "it is dirty, so reads of it fail with EIO "
+            "(pcachectl check reports it)"
+            : "it is clean, so it is dropped and read from the backend");
+}
+
+/* Deal with the bad hits of a read, still pinned.  A clean one leaves
+ * the index: it was only a copy of the backend.  Dirty data is never
+ * dropped: the key stays for pcachectl check, marked so that it is
+ * reported once, and reads of it fail.  (A key dirty since the cache
+ * was opened counts as dirty even once written back: the index does not
+ * know.)  Returns 1 if the read must fail, 0 if it can be read again.
+ */
+static int
+rd_settle_bad (struct pc_cache *c, struct pc_tree *t, struct rd_list *l)
+{
+  int fail = 0;
+  size_t i;
+
+  pc_wrlock (&t->lock);
+  for (i = 0; i < l->n; i++) {
+    struct rd_item *it = &l->v[i];
+    struct pc_key *k;
+
+    if (it->kind != RD_HIT || !it->bad || (k = rd_same_key (t, it)) == NULL)
+      continue;
+    it->dirty = !!(k->flags & PC_KF_DIRTY);
+    it->report = !(k->flags & PC_KEY_BADCRC);
+    if (it->dirty) {
+      k->flags |= PC_KEY_BADCRC;
+      fail = 1;
+    }
+    else
+      pc_tree_remove (t, k);
+  }
+  pthread_rwlock_unlock (&t->lock);
+
+  for (i = 0; i < l->n; i++)
+    if (l->v[i].kind == RD_HIT && l->v[i].report)
+      rd_report_bad (c, &l->v[i]);
+  return fail;
+}
+
+/* Each round of a read drops at least one bad clean key (or finds it
+ * replaced); only writes racing with it could need more than a few.
+ */
+#define RD_MAX_ROUNDS 8
+
+/* Pin the hits of [off, off+len) and claim its gaps, checking the hits'
+ * payload.  Returns the number of gaps, or -1 with *err set.
+ */
+static int
+rd_collect (struct pc_cache *c, struct pc_tree *t, uint64_t off,
+            uint32_t len, int fill, struct rd_list *l, int *err)
+{
+  struct rd_seen seen = { .next = 0 };
+  unsigned round, i;
+  int gaps;
+
+  for (i = 0; i < RD_SEEN; i++)
+    seen.v[i].good = -1;
+  for (round = 0; ; round++) {
+    l->n = 0;
+    pc_rdlock (&t->lock);
+    gaps = rd_walk (c, t, off, len, 0, 0, l);
+    pthread_rwlock_unlock (&t->lock);
+    if (gaps > 0) {
+      rd_unpin (c, l);
+      pc_wrlock (&t->lock);
+      gaps = rd_walk (c, t, off, len, 1, fill, l);
+      pthread_rwlock_unlock (&t->lock);
+    }
+    if (gaps < 0) {
+      rd_unpin (c, l);
+      *err = ENOMEM;
+      return -1;
+    }
+    if (!c->data_crc || rd_verify (c, l, &seen) == 0)
+      return gaps;
+
+    /* What a bad clean key leaves is a gap when read again. */
+    if (rd_settle_bad (c, t, l) || round + 1 == RD_MAX_ROUNDS) {
+      rd_drop_placeholders (t, l);
+      rd_unpin (c, l);
+      *err = EIO;
+      return -1;
+    }
+    rd_drop_placeholders (t, l);
+    rd_unpin (c, l);
+  }
+}
+
 static int
 read_piece (struct pc_cache *c, uint8_t *buf, uint32_t len, uint64_t off,
             const struct pc_backend *fg, int fill, struct rd_list *l,
@@ -175,21 +385,9 @@ read_piece (struct pc_cache *c, uint8_t *buf, uint32_t len, uint64_t off,
   int gaps;
   size_t i;
 
-  l->n = 0;
-  pc_rdlock (&t->lock);
-  gaps = rd_walk (c, t, off, len, 0, 0, l);
-  pthread_rwlock_unlock (&t->lock);
-  if (gaps > 0) {
-    rd_unpin (c, l);
-    pc_wrlock (&t->lock);
-    gaps = rd_walk (c, t, off, len, 1, fill, l);
-    pthread_rwlock_unlock (&t->lock);
-  }
-  if (gaps < 0) {
-    rd_unpin (c, l);
-    *err = ENOMEM;
+  gaps = rd_collect (c, t, off, len, fill, l, err);
+  if (gaps < 0)
     return -1;
-  }
 
   /* Copy outside the lock: the pins keep the payload from reuse. */
   for (i = 0; i < l->n; i++) {

@@ -50,14 +50,13 @@ log_piece (struct pc_cache *c, const struct pc_key_rec *rec,
            const void *src, uint64_t *seal_gen, int *err)
 {
   struct pc_tree *t = pc_index_tree (&c->index, rec->off);
-  struct pc_key *k = pc_key_alloc ();
+  struct pc_key *k = pc_key_for_rec (c, rec);
   int r;
 
   if (!k) {
     *err = ENOMEM;
     return -1;
   }
-  pc_key_from_rec (k, rec);
   pc_wrlock (&t->lock);
   /* The payload is durable before its key can be. */
   if (src)

@@ -39,11 +39,15 @@ struct pc_bnode {
 } __attribute__ ((aligned (64)));
 
 /* Keys and nodes come from pools of huge-page chunks (slab.h). */
+#define CRC_KEY_SIZE 64                 /* sizeof (struct pc_key_crc), rounded */
 static struct pc_slab key_pool = PC_SLAB_INIT (sizeof (struct pc_key), 0);
 static struct pc_slab node_pool = PC_SLAB_INIT (sizeof (struct pc_bnode), 1);
+static struct pc_slab crc_key_pool = PC_SLAB_INIT (CRC_KEY_SIZE, 2);
 
 _Static_assert ((sizeof (struct pc_key) & (sizeof (struct pc_key) - 1)) == 0,
                 "a key's size is a power of two");
+_Static_assert (sizeof (struct pc_key_crc) <= CRC_KEY_SIZE,
+                "a key with a data CRC fits its pool");
 _Static_assert ((sizeof (struct pc_bnode) & (sizeof (struct pc_bnode) - 1))
                 == 0, "a node's size is a power of two");
 
@@ -60,11 +64,45 @@ pc_key_alloc (void)
   return k;
 }
 
+struct pc_key *
+pc_key_alloc_crc (void)
+{
+  struct pc_key_crc *x = pc_slab_alloc (&crc_key_pool);
+
+  if (x == NULL)
+    return NULL;
+  memset (x, 0, sizeof *x);
+  x->k.flags = PC_KEY_CRC;
+  return &x->k;
+}
+
 void
 pc_key_free (struct pc_key *k)
 {
   if (k)
-    pc_slab_free (&key_pool, k);
+    pc_slab_free (k->flags & PC_KEY_CRC ? &crc_key_pool : &key_pool, k);
+}
+
+/* A key of the same kind as k, not yet holding anything. */
+static struct pc_key *
+key_alloc_like (const struct pc_key *k)
+{
+  return k->flags & PC_KEY_CRC ? pc_key_alloc_crc () : pc_key_alloc ();
+}
+
+/* Copy all of src, the record's details too, into dst of the same kind. */
+static void
+key_copy (struct pc_key *dst, const struct pc_key *src)
+{
+  memcpy (dst, src, src->flags & PC_KEY_CRC ? sizeof (struct pc_key_crc)
+          : sizeof *src);
+}
+
+/* Memory a key takes in its pool. */
+static size_t
+key_bytes (const struct pc_key *k)
+{
+  return k->flags & PC_KEY_CRC ? CRC_KEY_SIZE : sizeof *k;
 }
 
 /* Only ever called after pc_tree_reserve: cannot fail. */
@@ -201,32 +239,37 @@ pc_index_destroy (struct pc_index *ix)
 }
 
 static void
-tree_usage (const struct pc_bnode *x, uint64_t *keys, uint64_t *nodes)
+tree_usage (const struct pc_bnode *x, uint64_t *keys, uint64_t *nodes,
+            uint64_t *key_mem)
 {
   unsigned i;
 
   if (x == NULL)
     return;
   (*nodes)++;
-  if (x->level == 0)
+  if (x->level == 0) {
     *keys += x->n;
+    for (i = 0; i < x->n; i++)
+      *key_mem += key_bytes (x->key[i]);
+  }
   else
     for (i = 0; i < x->n; i++)
-      tree_usage (x->child[i], keys, nodes);
+      tree_usage (x->child[i], keys, nodes, key_mem);
 }
 
 uint64_t
 pc_index_usage (struct pc_index *ix, uint64_t *keys, uint64_t *nodes)
 {
+  uint64_t key_mem = 0;
   unsigned i;
 
   *keys = *nodes = 0;
   for (i = 0; i < ix->ntrees; i++) {
     pthread_rwlock_rdlock (&ix->trees[i].lock);
-    tree_usage (ix->trees[i].root, keys, nodes);
+    tree_usage (ix->trees[i].root, keys, nodes, &key_mem);
     pthread_rwlock_unlock (&ix->trees[i].lock);
   }
-  return *keys * sizeof (struct pc_key) + *nodes * sizeof (struct pc_bnode);
+  return key_mem + *nodes * sizeof (struct pc_bnode);
 }
 
 /* Leaf: the first slot whose key starts at or after off.  Counting
@@ -638,8 +681,9 @@ tree_insert (struct pc_tree *t, struct pc_key *k, int put)
     /* An overwrite of exactly the same range, the common case of
      * random writes: k takes e's slot, or e k's fields, nothing moves.
      */
-    if (put && !(e->flags & PC_KEY_EMPTY)) {
-      *e = *k;
+    if (put && !(e->flags & PC_KEY_EMPTY) &&
+        (e->flags & PC_KEY_CRC) == (k->flags & PC_KEY_CRC)) {
+      key_copy (e, k);
       pc_key_free (k);
       return 1;
     }
@@ -655,7 +699,7 @@ tree_insert (struct pc_tree *t, struct pc_key *k, int put)
    */
   if (e && !(e->flags & PC_KEY_EMPTY) &&
       e->off < k->off && e->off + e->len > nend) {
-    spare = pc_key_alloc ();
+    spare = key_alloc_like (e);
     if (spare == NULL) {
       errno = ENOMEM;
       return -1;
@@ -694,8 +738,10 @@ tree_insert (struct pc_tree *t, struct pc_key *k, int put)
       e->len = k->off - e->off;
     }
     else {
-      /* Split: e keeps its head, the spare takes the tail. */
-      *spare = *e;
+      /* Split: e keeps its head, the spare takes the tail (and the
+       * record's details: both still come from it).
+       */
+      key_copy (spare, e);
       spare->off = nend;
       spare->len = eend - nend;
       if (!(spare->flags & PC_KF_ZERO))

@@ -25,6 +25,8 @@
 #define PC_KEY_EMPTY   (1u << 8)   /* placeholder for a miss in flight */
 #define PC_KEY_DEAD    (1u << 9)   /* placeholder removed by a newer key */
 #define PC_KEY_WRITER  (1u << 10)  /* placeholder of a write to the backend */
+#define PC_KEY_CRC     (1u << 11)  /* a struct pc_key_crc (never cleared) */
+#define PC_KEY_BADCRC  (1u << 12)  /* its payload failed the check (dirty) */
 
 struct pc_bnode;                        /* a B+tree node, private to index.c */
 
@@ -36,6 +38,25 @@ struct pc_key {
   uint32_t gen;
   uint32_t flags;
 };
+
+/* A key of a cache with data checksums.  Later writes trim and split
+ * keys, but the CRC covers the payload of the whole record a key came
+ * from: the key keeps where that payload lies in its segment, which
+ * trims and splits leave alone.  Only these keys pay for it: a plain
+ * key stays 32 bytes, one of these takes 64 (the key pools hand out
+ * powers of two).
+ */
+struct pc_key_crc {
+  struct pc_key k;
+  uint32_t data_crc;                    /* of the record's payload */
+  uint32_t rec_seg_off, rec_len;        /* where that payload is */
+};
+
+static inline struct pc_key_crc *
+pc_key_crc (struct pc_key *k)
+{
+  return (struct pc_key_crc *) k;
+}
 
 /* A zeroed pc_tree is an empty one (the index initialises the lock). */
 struct pc_tree {
@@ -73,7 +94,9 @@ pc_index_stripe_end (const struct pc_index *ix, uint64_t off)
   return ((off >> ix->stripe_shift) + 1) << ix->stripe_shift;
 }
 
-/* The index key for a log record. */
+/* The index key for a log record.  A pc_key_crc also takes what it
+ * needs to check the record's payload.
+ */
 static inline void
 pc_key_from_rec (struct pc_key *k, const struct pc_key_rec *r)
 {
@@ -82,10 +105,19 @@ pc_key_from_rec (struct pc_key *k, const struct pc_key_rec *r)
   k->seg = r->seg;
   k->seg_off = r->seg_off;
   k->gen = r->gen;
-  k->flags = r->flags;
+  k->flags = r->flags | (k->flags & PC_KEY_CRC);
+  if (k->flags & PC_KEY_CRC) {
+    pc_key_crc (k)->data_crc = r->data_crc;
+    pc_key_crc (k)->rec_seg_off = r->seg_off;
+    pc_key_crc (k)->rec_len = r->len;
+  }
 }
 
+/* A zeroed key; pc_key_alloc_crc's is a pc_key_crc, flagged PC_KEY_CRC.
+ * pc_key_free frees either.
+ */
 struct pc_key *pc_key_alloc (void);
+struct pc_key *pc_key_alloc_crc (void);
 void pc_key_free (struct pc_key *k);
 
 /* Make sure the calling thread holds the nodes that one pc_tree_insert
@@ -134,7 +166,8 @@ void pc_tree_remove (struct pc_tree *t, struct pc_key *k);
 void pc_tree_unlink (struct pc_tree *t, struct pc_key *k);
 
 /* Keys (placeholders too) and B+tree nodes in the index, each tree
- * read-locked in turn.  Returns the bytes they take.
+ * read-locked in turn.  Returns the bytes they take (a pc_key_crc
+ * counts for what it takes).
  */
 uint64_t pc_index_usage (struct pc_index *ix, uint64_t *keys,
                          uint64_t *nodes);

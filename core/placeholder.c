@@ -61,11 +61,10 @@ pc_fill_placeholder (struct pc_cache *c, struct pc_tree *t, struct pc_key *ph,
   pc_wrlock (&t->lock);
   if (ph_release (t, ph) && done == ph->len) {
     for (i = 0; i < n; i++) {
-      struct pc_key *k = pc_key_alloc ();
+      struct pc_key *k = pc_key_for_rec (c, &recs[i]);
       int queued = 0;
 
       if (k) {
-        pc_key_from_rec (k, &recs[i]);
         if (pc_tree_insert (t, k) == -1)
           pc_key_free (k);
         else

@@ -23,7 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PC_SLAB_POOLS 2                 /* pools in the process, at most */
+#define PC_SLAB_POOLS 3                 /* pools in the process, at most */
 
 struct pc_slab {
   size_t size;                          /* a power of two, 32 to 4096 */

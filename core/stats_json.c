@@ -123,6 +123,7 @@ pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
   str (&j, "mode", pc_mode_name (st->mode));
   u64 (&j, "gc_percent", st->gc_percent);
   u64 (&j, "uptime_ms", st->uptime_ms);
+  u64 (&j, "crc_errors", st->crc_errors);
   u64 (&j, "client_epoch", st->client_epoch);
   u64 (&j, "backing_epoch", st->backing_epoch);
   u64 (&j, "dirty_age_ms", st->dirty_age_ms);

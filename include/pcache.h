@@ -304,6 +304,7 @@ struct pc_stats {
    */
   uint64_t tunables[PC_TUNE_COUNT];
   int writeback_paused;
+  uint64_t crc_errors;      /* cached extents found bad by a read (data CRC) */
 };
 void pc_cache_get_stats (pc_cache *c, struct pc_stats *st);
 /* The index's extents and the bytes of RAM its keys and nodes take (not

@@ -3,8 +3,7 @@
  *
  * 1. Opening the cache validates the superblock, the control record and
  *    the segment generations, and replays the key log from key_tail,
- *    refusing any inconsistency (and, with data-crc, any live payload
- *    whose checksum does not match).
+ *    refusing any inconsistency (payloads are left to step 3).
  * 2. Every key record from key_tail to the head is checked: bounds on
  *    the backing store and in its segment, flags, and that no dirty key
  *    points into a segment that was reused.

@@ -560,8 +560,12 @@ rb_writer (void *arg)
   return NULL;
 }
 
+/* With data_crc, every hit is checked against its checksum too: the
+ * race (eviction reusing segments under readers' pins) must never make
+ * good data look bad.
+ */
 static void
-test_random_race (void)
+random_race (int data_crc)
 {
   struct race *rc = calloc (1, sizeof *rc);
   struct racer w[RB_WRITERS], rd[RB_READERS];
@@ -585,6 +589,7 @@ test_random_race (void)
   tu_config (&cfg, tu_fresh ("race"), CSIZE);
   cfg.gc_percent = 30;          /* evict often */
   cfg.commit_ms = 5;
+  cfg.data_crc = data_crc;
   rc->c = tu_open (&cfg, BSIZE);
   CU_ASSERT_PTR_NOT_NULL_FATAL (rc->c);
   CU_ASSERT_EQUAL_FATAL (pc_cache_start (rc->c, &rc->be), 0);
@@ -627,10 +632,23 @@ test_random_race (void)
            atomic_load (&rc->writes), atomic_load (&rc->reads),
            atomic_load (&rc->switches), st.gc_segments);
   CU_ASSERT (atomic_load (&rc->switches) > 0);
+  CU_ASSERT_EQUAL (st.crc_errors, 0);
   pc_cache_close (rc->c);
   unlink (cfg.path);
   tu_mem_free (rc->mem);
   free (rc);
+}
+
+static void
+test_random_race (void)
+{
+  random_race (0);
+}
+
+static void
+test_random_race_crc (void)
+{
+  random_race (1);
 }
 
 static const struct tu_case suite_cases[] = {
@@ -639,6 +657,7 @@ static const struct tu_case suite_cases[] = {
   { "write-around: change x fill before/during/after", test_writearound },
   { "overlapping write-throughs", test_overlapping_writes },
   { "random race with mode switches", test_random_race },
+  { "random race, data CRC checked on hits", test_random_race_crc },
   { NULL, NULL },
 };
 
