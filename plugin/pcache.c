@@ -770,13 +770,23 @@ pcache_cleanup (nbdkit_backend *backend)
   (void) backend;
   pcache_control_stop ();
   if (cache && drain_on_exit) {
+    struct pc_stats st;
     int err = 0;
 
+    /* Neither a hold nor a pause outlives the server: a restart writes
+     * back anyway.  pcache-drain=true asks for everything now.
+     */
+    pc_cache_get_stats (cache, &st);
+    if (st.writeback_held || st.writeback_paused) {
+      nbdkit_debug ("pcache-drain: write-back was %s; it runs for the drain",
+                    st.writeback_held ? "held" : "paused");
+      pc_cache_release (cache);
+      pc_cache_pause_writeback (cache, 0);
+    }
     nbdkit_debug ("pcache: draining the cache to the plugin");
     if (pc_cache_detach (cache, &err) == -1)
       nbdkit_error ("pcache-drain: could not write everything back (%s); "
-                    "the data stays in the cache",
-                    err == EBUSY ? "write-back is paused" : strerror (err));
+                    "the data stays in the cache", strerror (err));
   }
   if (cache)
     pc_cache_stop (cache);

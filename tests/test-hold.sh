@@ -21,7 +21,7 @@ start_nbdkit -P "$pidfile" -U "$sock" \
     --filter="$PCACHE_FILTER" file "$disk" \
     pcache-dev="$cache" pcache-size=64M pcache-segment-size=1M \
     pcache-writeback-percent=0 pcache-writeback-max-age=1 \
-    pcache-hold-timeout=3 pcache-control="$ctl"
+    pcache-hold-timeout=3 pcache-control="$ctl" pcache-drain=true
 wait_for_socket "$ctl"
 
 # stat_field NAME: one field of the stats, as JSON (true, false, 12).
@@ -102,7 +102,16 @@ wait_for writeback_held false
 $pcachectl checkpoint "$ctl"
 on_disk 0x55 4194304 65536
 
+# Held at exit, pcache-drain=true still writes everything back.
+$pcachectl hold "$ctl"
+write 0x66 0 65536 flush
+kill_nbdkit "$pidfile"
+on_disk 0x66 0 65536
+
 # Hold needs write-back mode.
-$pcachectl set "$ctl" mode writethrough
+start_nbdkit -P "$pidfile" -U "$sock" \
+    --filter="$PCACHE_FILTER" file "$disk" \
+    pcache-dev="$cache" pcache-mode=writethrough pcache-control="$ctl"
+wait_for_socket "$ctl"
 expect_status 1 $pcachectl hold "$ctl"
 grep 'needs write-back mode' "$tmp/out"
