@@ -8,11 +8,13 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #include <libpmem2.h>
 
@@ -74,6 +76,63 @@ pc_pmem_prefault (struct pc_pmem *p)
 #endif
 }
 
+/* libpmem2 leaves its message empty for some failures: then say what
+ * its error code means.  Its codes are -errno, or PMEM2_E_* below
+ * -4095 (pmem2_err_to_errno is not exported by every libpmem2).
+ */
+static const char *
+pmem2_reason (int ret)
+{
+  static __thread char buf[64];
+  const char *msg = pmem2_errormsg ();
+
+  if (msg && *msg)
+    return msg;
+  if (ret < 0 && ret > -4096)
+    return strerror (-ret);
+  snprintf (buf, sizeof buf, "libpmem2 error %d", ret);
+  return buf;
+}
+
+/* A character device is a DAX device when the kernel files it under
+ * the dax subsystem, the test libpmem2 makes too.
+ */
+static int
+is_dax_device (const struct stat *st)
+{
+  char link[64], target[256];
+  ssize_t n;
+  const char *base;
+
+  snprintf (link, sizeof link, "/sys/dev/char/%u:%u/subsystem",
+            major (st->st_rdev), minor (st->st_rdev));
+  n = readlink (link, target, sizeof target - 1);
+  if (n <= 0)
+    return 0;
+  target[n] = '\0';
+  base = strrchr (target, '/');
+  return strcmp (base ? base + 1 : target, "dax") == 0;
+}
+
+/* Only these can be mapped; anything else (/dev/null, a block device,
+ * a FIFO) is refused with a reason, before it is locked or mapped.
+ */
+static int
+check_file_type (int fd, const char *path)
+{
+  struct stat st;
+
+  if (fstat (fd, &st) == -1) {
+    pc_error ("%s: %m", path);
+    return -1;
+  }
+  if (S_ISREG (st.st_mode) || (S_ISCHR (st.st_mode) && is_dax_device (&st)))
+    return 0;
+  pc_error ("%s: not a regular file or DAX device", path);
+  errno = EINVAL;
+  return -1;
+}
+
 static int
 map_fd (struct pc_pmem *p, const char *path)
 {
@@ -81,18 +140,20 @@ map_fd (struct pc_pmem *p, const char *path)
   struct pmem2_source *src = NULL;
   int r = -1;
 
-  if (pmem2_config_new (&cfg) != 0 ||
-      pmem2_source_from_fd (&src, p->fd) != 0) {
-    pc_error ("%s: %s", path, pmem2_errormsg ());
+  int ret;
+
+  if ((ret = pmem2_config_new (&cfg)) != 0 ||
+      (ret = pmem2_source_from_fd (&src, p->fd)) != 0) {
+    pc_error ("%s: %s", path, pmem2_reason (ret));
     goto out;
   }
   /* Any mapping will do: devdax and fsdax give cache-line or byte
    * granularity, a plain file gives page granularity (msync).
    */
-  if (pmem2_config_set_required_store_granularity (cfg,
-                                                   PMEM2_GRANULARITY_PAGE) != 0 ||
-      pmem2_map_new (&p->map, cfg, src) != 0) {
-    pc_error ("%s: cannot map: %s", path, pmem2_errormsg ());
+  if ((ret = pmem2_config_set_required_store_granularity (
+              cfg, PMEM2_GRANULARITY_PAGE)) != 0 ||
+      (ret = pmem2_map_new (&p->map, cfg, src)) != 0) {
+    pc_error ("%s: cannot map: %s", path, pmem2_reason (ret));
     goto out;
   }
   p->base = pmem2_map_get_address (p->map);
@@ -206,6 +267,8 @@ pc_pmem_open (const char *path, uint64_t create_size, int create,
     pc_error ("%s: %m", path);
     goto fail;
   }
+  if (!*created && check_file_type (p->fd, path) == -1)
+    goto fail;
   if (flock (p->fd, LOCK_EX | LOCK_NB) == -1) {
     if (errno == EWOULDBLOCK)
       errno = EBUSY;

@@ -15,6 +15,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <libgen.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -53,6 +54,8 @@ enum req_status { REQ_LINE, REQ_TOO_LONG, REQ_TIMEOUT, REQ_STOP, REQ_CLOSED };
 
 static pc_cache *cache;
 static char *sock_path;
+static mode_t sock_mode = 0600; /* pcache-control-mode */
+static int sock_mode_set;
 static dev_t sock_dev;          /* the socket we made, to unlink only it */
 static ino_t sock_ino;
 static int listen_fd = -1;
@@ -381,24 +384,86 @@ remove_stale_socket (const struct sockaddr_un *addr)
   return -1;
 }
 
+/* The directory the socket goes in must exist and be writable: said
+ * before the cache file is made, not as a bind error after it.
+ */
+static int
+check_sock_dir (void)
+{
+  char *copy = strdup (sock_path);
+  struct stat st;
+  int r = 0;
+
+  if (!copy) {
+    nbdkit_error ("pcache-control: strdup: %m");
+    return -1;
+  }
+  if (stat (dirname (copy), &st) == -1) {
+    nbdkit_error ("pcache-control: %s: directory %s: %m", sock_path, copy);
+    r = -1;
+  }
+  else if (!S_ISDIR (st.st_mode)) {
+    nbdkit_error ("pcache-control: %s: %s is not a directory", sock_path,
+                  copy);
+    r = -1;
+  }
+  else if (access (copy, W_OK | X_OK) == -1) {
+    nbdkit_error ("pcache-control: %s: cannot make a socket in %s: %m",
+                  sock_path, copy);
+    r = -1;
+  }
+  free (copy);
+  return r;
+}
+
+static int
+socket_address (struct sockaddr_un *addr)
+{
+  if (strlen (sock_path) >= sizeof addr->sun_path) {
+    nbdkit_error ("pcache-control: %s: path too long for a Unix socket "
+                  "(at most %zu bytes)", sock_path,
+                  sizeof addr->sun_path - 1);
+    return -1;
+  }
+  strcpy (addr->sun_path, sock_path);
+  return 0;
+}
+
+/* Bind with exactly SOCK_MODE: the umask decides a socket's mode at
+ * bind, so there is no moment at which a wider mode could let someone
+ * in.  Nothing else of pcache runs yet (get_ready).
+ */
+static int
+bind_with_mode (int fd, const struct sockaddr_un *addr)
+{
+  mode_t old = umask (~sock_mode & 0777);
+  int r = bind (fd, (const struct sockaddr *) addr, sizeof *addr);
+  int e = errno;
+
+  umask (old);
+  errno = e;
+  return r;
+}
+
 static int
 open_socket (void)
 {
   struct sockaddr_un addr = { .sun_family = AF_UNIX };
   struct stat st;
 
-  if (strlen (sock_path) >= sizeof addr.sun_path) {
-    nbdkit_error ("pcache-control: %s: path too long", sock_path);
+  if (socket_address (&addr) == -1)
     return -1;
-  }
-  strcpy (addr.sun_path, sock_path);
+  /* Checked again: the cache was opened since pcache_control_check. */
   if (remove_stale_socket (&addr) == -1)
     return -1;
   listen_fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listen_fd == -1 ||
-      bind (listen_fd, (struct sockaddr *) &addr, sizeof addr) == -1 ||
+      bind_with_mode (listen_fd, &addr) == -1 ||
       lstat (sock_path, &st) == -1) {
     nbdkit_error ("pcache-control: %s: %m", sock_path);
+    if (listen_fd >= 0)
+      close (listen_fd);
+    listen_fd = -1;
     return -1;
   }
   sock_dev = st.st_dev;
@@ -448,13 +513,66 @@ pcache_control_config (const char *stats, unsigned interval,
   return 0;
 }
 
+/* An octal mode, at most 0777, that lets the owner (nbdkit's user)
+ * read and write: without that even pcachectl run by that user could
+ * not connect.
+ */
+int
+pcache_control_config_mode (const char *value)
+{
+  char *end;
+  unsigned long m;
+
+  errno = 0;
+  m = strtoul (value, &end, 8);
+  if (!*value || *end || errno || value[0] == '-' || value[0] == '+' ||
+      m > 0777) {
+    nbdkit_error ("pcache-control-mode: '%s' is not an octal mode between "
+                  "0600 and 0777", value);
+    return -1;
+  }
+  if ((m & 0600) != 0600) {
+    nbdkit_error ("pcache-control-mode: %s: the owner needs read and write "
+                  "permission (0600)", value);
+    return -1;
+  }
+  sock_mode = m;
+  sock_mode_set = 1;
+  return 0;
+}
+
+int
+pcache_control_check (void)
+{
+  struct sockaddr_un addr = { .sun_family = AF_UNIX };
+
+  if (pcache_stats_check () == -1)
+    return -1;
+  if (!sock_path) {
+    if (sock_mode_set) {
+      nbdkit_error ("pcache-control-mode: given without pcache-control");
+      return -1;
+    }
+    return 0;
+  }
+  if (socket_address (&addr) == -1 || check_sock_dir () == -1)
+    return -1;
+  return remove_stale_socket (&addr);
+}
+
+int
+pcache_control_listen (void)
+{
+  if (!sock_path)
+    return 0;
+  return open_socket ();
+}
+
 static int
 start_socket (void)
 {
   int e;
 
-  if (open_socket () == -1)
-    return -1;
   e = pthread_create (&sock_thread, NULL, sock_main, NULL);
   if (e) {
     nbdkit_error ("pcache-control: pthread_create: %s", strerror (e));
@@ -470,7 +588,7 @@ pcache_control_start (pc_cache *c)
   cache = c;
   if (pcache_stats_start (c) == -1)
     return -1;
-  if (sock_path && start_socket () == -1) {
+  if (listen_fd >= 0 && start_socket () == -1) {
     pcache_control_stop ();
     return -1;
   }
@@ -517,6 +635,7 @@ pcache_control_final (void)
 void
 pcache_control_free (void)
 {
+  close_socket ();              /* if after_fork never ran */
   end_clients ();
   pcache_stats_free ();
   free (sock_path);

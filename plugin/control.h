@@ -8,7 +8,21 @@
 /* From .config: any argument may be NULL/0 to leave it unchanged. */
 int pcache_control_config (const char *stats, unsigned interval,
                            const char *sock);
-/* From .after_fork, once the cache runs. */
+/* pcache-control-mode=OCTAL, from .config. */
+int pcache_control_config_mode (const char *value);
+/* From .get_ready, before the cache is opened: the stats file's
+ * directory is writable, the socket's path can be bound and nothing
+ * listens there.  Errors name the parameter.
+ */
+int pcache_control_check (void);
+/* From .get_ready, last: bind and listen, before nbdkit forks, so that
+ * a failure is nbdkit's exit status; the socket's thread starts in
+ * pcache_control_start.
+ */
+int pcache_control_listen (void);
+/* From .after_fork, once the cache runs: the stats thread and the
+ * socket's acceptor.
+ */
 int pcache_control_start (pc_cache *c);
 /* At .cleanup, before pc_cache_stop: stops the stats thread and the
  * socket; a client still inside a cache call (a drain) is left to end

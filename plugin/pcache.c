@@ -90,13 +90,25 @@ static pthread_mutex_t plugin_lock = PTHREAD_MUTEX_INITIALIZER;
 NBDKIT_DLL_PUBLIC int pcache_debug_writeback;
 NBDKIT_DLL_PUBLIC int pcache_debug_gc;
 
+/* The parameter the engine's errors are about while it opens the
+ * cache (pcache-dev), so that they name it: the engine itself, shared
+ * with pcachectl, names only the file.
+ */
+static const char *log_param;
+
 static void
 log_to_nbdkit (int level, const char *fmt, va_list ap)
 {
-  if (level == 0)
-    nbdkit_verror (fmt, ap);
-  else
+  char msg[1024];
+
+  if (level != 0)
     nbdkit_vdebug (fmt, ap);
+  else if (!log_param)
+    nbdkit_verror (fmt, ap);
+  else {
+    vsnprintf (msg, sizeof msg, fmt, ap);
+    nbdkit_error ("%s: %s", log_param, msg);
+  }
 }
 
 static void
@@ -326,6 +338,8 @@ config_filter (const char *key, const char *value)
   }
   else if (strcmp (key, "pcache-control") == 0)
     return pcache_control_config (NULL, 0, value);
+  else if (strcmp (key, "pcache-control-mode") == 0)
+    return pcache_control_config_mode (value);
   else if (strcmp (key, "pcache-drain") == 0)
     return parse_bool_param (key, value, &drain_on_exit);
   else if (strcmp (key, "pcache-assume-shared") == 0)
@@ -455,6 +469,7 @@ pcache_config_complete (nbdkit_next_config_complete *next,
   "pcache-stats=FILE      Write statistics as JSON to FILE.\n" \
   "pcache-stats-interval=SECS  How often (default 5).\n" \
   "pcache-control=SOCKET  Control socket (stats, set, mode, drain, pause...).\n" \
+  "pcache-control-mode=OCTAL  Permissions of the control socket (default 0600).\n" \
   "pcache-data-crc=BOOL   Checksum cached data (fixed at format).\n" \
   "pcache-gc-percent=N    Usage that starts reclaim (0-90, default 70).\n" \
   "pcache-segment-size=SIZE  Segment size (fixed at format, default 16M).\n" \
@@ -512,6 +527,20 @@ probe_plugin (int64_t *size, int *multi_conn)
   return r;
 }
 
+/* Creates the cache file, or checks an existing one against the
+ * plugin's SIZE: the errors are about pcache-dev.
+ */
+static int
+bind_cache (int64_t size)
+{
+  int r;
+
+  log_param = "pcache-dev";
+  r = pc_cache_bind (cache, size);
+  log_param = NULL;
+  return r;
+}
+
 /* Open, validate and replay the cache before nbdkit forks, so that
  * errors reach the user's terminal.
  */
@@ -520,7 +549,7 @@ pcache_get_ready (int thread_model)
 {
   int64_t size;
   int multi_conn;
-  int probed;
+  int probed, r;
 
   serialize = thread_model != NBDKIT_THREAD_MODEL_PARALLEL;
   pc_set_trace ((pcache_debug_writeback ? PC_TRACE_WRITEBACK : 0) |
@@ -533,14 +562,24 @@ pcache_get_ready (int thread_model)
   probed = probe_plugin (&size, &multi_conn) == 0;
   if (probed && check_multi_conn (multi_conn) == -1)
     return -1;
-  if (pc_cache_open (&cfg, &cache) == -1)
+  /* Paths that cannot work are refused before a cache file is made. */
+  if (pcache_control_check () == -1)
+    return -1;
+  log_param = "pcache-dev";
+  r = pc_cache_open (&cfg, &cache);
+  log_param = NULL;
+  if (r == -1)
     return -1;
   if (probed) {
-    if (pc_cache_bind (cache, size) == -1)
+    if (bind_cache (size) == -1)
       return -1;
     bound = 1;
   }
-  return 0;
+  /* Last, so that no later failure leaves the socket file behind
+   * (nbdkit exits at once when get_ready fails); before the fork, so
+   * that a socket that cannot be made is nbdkit's exit status.
+   */
+  return pcache_control_listen ();
 }
 
 /* Background backend operations, through the shared context: call
@@ -749,7 +788,7 @@ pcache_after_fork (nbdkit_backend *backend)
   bg_ops.trim = bg_can_trim ? bg_trim : NULL;
   bg_ops.zero = bg_can_zero > NBDKIT_ZERO_NONE ? bg_zero : NULL;
 
-  if (!bound && pc_cache_bind (cache, caps.size) == -1) {
+  if (!bound && bind_cache (caps.size) == -1) {
     unusable = 1;
     return 0;
   }

@@ -11,10 +11,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -147,6 +149,45 @@ pcache_stats_config (const char *path, unsigned interval)
   if (interval)
     stats_interval = interval;
   return 0;
+}
+
+/* Said at start rather than as a write error later (which only -v
+ * would show after the first): the file's directory exists, and a
+ * file can be made there, which also covers a read-only filesystem
+ * and a user that may not write there.
+ */
+int
+pcache_stats_check (void)
+{
+  char *dir, *tmp;
+  struct stat st;
+  int fd, r = -1;
+
+  if (!stats_path)
+    return 0;
+  dir = strdup (stats_path);
+  if (!dir || asprintf (&tmp, "%s.tmp", stats_path) == -1) {
+    nbdkit_error ("pcache-stats: %m");
+    free (dir);
+    return -1;
+  }
+  if (stat (dirname (dir), &st) == -1)
+    nbdkit_error ("pcache-stats: %s: directory %s: %m", stats_path, dir);
+  else if (!S_ISDIR (st.st_mode))
+    nbdkit_error ("pcache-stats: %s: %s is not a directory", stats_path, dir);
+  else if (stat (stats_path, &st) == 0 && S_ISDIR (st.st_mode))
+    nbdkit_error ("pcache-stats: %s is a directory", stats_path);
+  else if ((fd = create_tmp (tmp)) == -1)
+    nbdkit_error ("pcache-stats: %s: cannot write in %s: %m", stats_path,
+                  dir);
+  else {
+    close (fd);
+    unlink (tmp);
+    r = 0;
+  }
+  free (dir);
+  free (tmp);
+  return r;
 }
 
 int

@@ -11,6 +11,8 @@
  * are.
  */
 int pcache_stats_config (const char *path, unsigned interval);
+/* At start: the file can be written; the error names pcache-stats. */
+int pcache_stats_check (void);
 /* Start rewriting the file, if one was configured. */
 int pcache_stats_start (pc_cache *c);
 /* Stop the thread that rewrites it. */

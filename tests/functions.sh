@@ -126,6 +126,26 @@ requires_pcachectl ()
     pcachectl=$PCACHECTL
 }
 
+# requires_drain_backend file|nbd
+#
+# pcachectl drain --to a file needs liburing, --to an NBD URI libnbd,
+# either of which configure may have left out (--without-liburing,
+# --without-libnbd): skip the test then.  The Makefile says which.
+requires_drain_backend ()
+{
+    local have lib
+    case "$1" in
+        file) have=${PCACHE_HAVE_LIBURING:-yes}; lib=liburing ;;
+        nbd) have=${PCACHE_HAVE_LIBNBD:-yes}; lib=libnbd ;;
+        *) echo "$0: requires_drain_backend: file or nbd, not '$1'" >&2
+           exit 1 ;;
+    esac
+    if [ "$have" != yes ]; then
+        echo "$0: test skipped: pcachectl was built without $lib"
+        exit 77
+    fi
+}
+
 # ---------------------------------------------------------------------
 # Checking a command's outcome.
 

@@ -19,6 +19,7 @@ requires nbdkit --filter=error null --version
 requires cmp --version
 
 requires_pcachectl
+requires_drain_backend file
 tmpdir
 
 cat >"$tmp/model.py" <<'EOF'

@@ -116,6 +116,44 @@ refused "pcache-commit-ms" -- \
 long_id=$(printf 'x%.0s' {1..64})
 refused "pcache-backing-id" -- \
         "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-backing-id="$long_id"
+
+# Paths that cannot work: refused at start, naming the parameter and
+# the reason.
+refused "pcache-dev: /dev/null: not a regular file or DAX device" -- \
+        "${m64[@]}" pcache-dev=/dev/null
+refused "pcache-dev: $tmp/none/c: No such file or directory" -- \
+        "${m64[@]}" pcache-dev="$tmp/none/c" pcache-size=256M
+refused "pcache-dev: $tmp: Is a directory" -- "${m64[@]}" pcache-dev="$tmp"
+refused "pcache-stats: $tmp/none/s.json: directory $tmp/none: No such file" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M \
+        pcache-stats="$tmp/none/s.json"
+echo file >"$tmp/file"
+refused "pcache-stats: $tmp/file/s.json: $tmp/file is not a directory" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M \
+        pcache-stats="$tmp/file/s.json"
+refused "pcache-stats: $tmp is a directory" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-stats="$tmp"
+refused "pcache-control: $tmp/none/ctl: directory $tmp/none: No such file" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M \
+        pcache-control="$tmp/none/ctl"
+long_sock=$tmp/$(printf 'x%.0s' {1..120})
+refused "pcache-control: $long_sock: path too long" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=256M \
+        pcache-control="$long_sock"
+# Root may write anywhere: a read-only directory stops only others.
+if [ "$(id -u)" -ne 0 ]; then
+    mkdir "$tmp/ro"
+    chmod 555 "$tmp/ro"
+    refused "pcache-stats: $tmp/ro/s.json: cannot write in $tmp/ro" \
+            "Permission denied" -- \
+            "${m64[@]}" pcache-dev="$c" pcache-size=256M \
+            pcache-stats="$tmp/ro/s.json"
+    refused "pcache-control: $tmp/ro/ctl" "Permission denied" -- \
+            "${m64[@]}" pcache-dev="$c" pcache-size=256M \
+            pcache-control="$tmp/ro/ctl"
+    refused "pcache-dev: $tmp/ro/c" "Permission denied" -- \
+            "${m64[@]}" pcache-dev="$tmp/ro/c" pcache-size=256M
+fi
 # None of these may have created the cache file.
 if [ -e "$c" ]; then fail "a refused configuration created $c"; fi
 

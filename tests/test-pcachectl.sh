@@ -14,6 +14,8 @@ requires_nbdsh
 requires python3 -c 'pass'
 
 requires_pcachectl
+requires_drain_backend file
+requires_drain_backend nbd
 tmpdir
 
 MiB=1048576

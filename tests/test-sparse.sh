@@ -17,6 +17,7 @@ requires nbdkit --filter=error null --version
 requires stat --version
 
 requires_pcachectl
+requires_drain_backend file
 tmpdir
 
 # allocated FILE: true if every byte of FILE has a block.

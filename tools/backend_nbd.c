@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,16 +22,6 @@ struct nbd_backend {
   struct nbd_handle *nbd;
   uint32_t max_request;
 };
-
-void
-backend_set_error (struct backend *b, const char *fmt, ...)
-{
-  va_list ap;
-
-  va_start (ap, fmt);
-  vsnprintf (b->last_error, sizeof b->last_error, fmt, ap);
-  va_end (ap);
-}
 
 static int
 fail (struct nbd_backend *n, const char *what, uint64_t off, uint32_t len,

@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,42 @@ drain_main (void *arg)
   j->err = err;
   atomic_store (&j->done, 1);
   return NULL;
+}
+
+void
+backend_set_error (struct backend *b, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (b->last_error, sizeof b->last_error, fmt, ap);
+  va_end (ap);
+}
+
+/* The backing store TO, an NBD URI or a file or block device.  A
+ * pcachectl built without the library one of them needs says so.
+ */
+static struct backend *
+open_backend (const char *to, const char *cache_path)
+{
+  if (strstr (to, "://")) {
+#ifdef HAVE_LIBNBD
+    return backend_nbd_open (to);
+#else
+    errmsg ("%s: this pcachectl was built without libnbd (configure "
+            "--without-libnbd), so it cannot drain to an NBD server", to);
+    return NULL;
+#endif
+  }
+#ifdef HAVE_LIBURING
+  return backend_file_open (to, cache_path);
+#else
+  (void) cache_path;
+  errmsg ("%s: this pcachectl was built without liburing (configure "
+          "--without-liburing), so it cannot drain to a file or block "
+          "device", to);
+  return NULL;
+#endif
 }
 
 static volatile sig_atomic_t interrupted;
@@ -383,8 +420,7 @@ rescue_prepare (struct rescue *x, const char *want_id)
 static int
 rescue_backend (struct rescue *x, const char *to)
 {
-  x->be = strstr (to, "://") ? backend_nbd_open (to)
-    : backend_file_open (to, x->path);
+  x->be = open_backend (to, x->path);
   if (!x->be)
     return -1;
   if (x->be->size != x->r.sb.backing_size) {
@@ -540,8 +576,7 @@ start_engine (struct drain *d)
 
   if (open_cache (d->path, d->want_id, &d->cache) == -1)
     return -1;
-  d->be = strstr (d->to, "://") ? backend_nbd_open (d->to)
-    : backend_file_open (d->to, d->path);
+  d->be = open_backend (d->to, d->path);
   if (!d->be)
     return -1;
   if (pc_cache_bind (d->cache, d->be->size) == -1)
