@@ -135,6 +135,7 @@ pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
   u64 (&j, "backend_reopens", st->backend_reopens);
   tunables (&j, st);
   boolean (&j, "writeback_paused", st->writeback_paused);
+  u64 (&j, "segment_size", st->seg_size);
   put (&j, "}");
   return j.full ? -1 : (int) j.pos;
 }
