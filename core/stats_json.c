@@ -115,6 +115,7 @@ pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
   u64 (&j, "gc_segments", st->gc_segments);
   u64 (&j, "segments_total", st->segs_total);
   u64 (&j, "segments_used", st->segs_used);
+  u64 (&j, "segment_size", st->seg_size);
   u64 (&j, "dirty_ksets", st->dirty_ksets);
   u64 (&j, "dirty_bytes", st->dirty_bytes);
   u64 (&j, "seq_bypass_bytes", st->seq_bypass_bytes);
@@ -135,7 +136,6 @@ pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
   u64 (&j, "backend_reopens", st->backend_reopens);
   tunables (&j, st);
   boolean (&j, "writeback_paused", st->writeback_paused);
-  u64 (&j, "segment_size", st->seg_size);
   put (&j, "}");
   return j.full ? -1 : (int) j.pos;
 }
