@@ -174,7 +174,11 @@ open_existing (struct pc_cache *c)
   int created;
   uint32_t bad;
 
-  if (pc_pmem_open (c->path, 0, 0, &c->pm, &created) == -1)
+  if (c->cfg.live) {
+    if (pc_pmem_open_live (c->path, &c->pm) == -1)
+      return -1;
+  }
+  else if (pc_pmem_open (c->path, 0, 0, &c->pm, &created) == -1)
     return -1;
   c->base = pc_pmem_base (c->pm);
   if (pc_sb_load (c->base, pc_pmem_size (c->pm), &c->sb, &why) == -1) {
@@ -370,6 +374,11 @@ sync_gen_records (struct pc_cache *c)
 int
 pc_cache_bind (pc_cache *c, uint64_t backing_size)
 {
+  /* A live view is for reading: binding could format, starting would
+   * write back.
+   */
+  if (c->cfg.live)
+    return pc_fail (EPERM, "%s: opened live, for inspection only", c->path);
   if (c->is_new) {
     if (format (c, backing_size) == -1) {
       /* Leave nothing behind that a later start would refuse. */
@@ -408,6 +417,8 @@ pc_cache_start (pc_cache *c, const struct pc_backend *bg)
 {
   int e;
 
+  if (c->cfg.live)
+    return pc_fail (EPERM, "%s: opened live, for inspection only", c->path);
   if (!c->bound)
     return pc_fail (EINVAL, "%s: cache is not bound to a backing store",
                     c->path);
@@ -542,6 +553,7 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
     st->tunables[t] = pc_cache_get_tunable (c, t);
   st->writeback_paused = atomic_load (&c->wb_paused);
   st->segs_total = c->nsegs;
+  st->seg_size = c->seg_size;
   if (c->segs.seg)
     st->segs_used = c->nsegs - pc_segs_nfree (&c->segs);
   st->dirty_ksets = atomic_load (&c->log.head_seq) - pc_dirty_tail (c).seq;

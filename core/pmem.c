@@ -133,8 +133,11 @@ check_file_type (int fd, const char *path)
   return -1;
 }
 
+/* private: a copy-on-write mapping of a file opened read-only (see
+ * pc_pmem_open_live).
+ */
 static int
-map_fd (struct pc_pmem *p, const char *path)
+map_fd (struct pc_pmem *p, const char *path, int private)
 {
   struct pmem2_config *cfg = NULL;
   struct pmem2_source *src = NULL;
@@ -152,6 +155,7 @@ map_fd (struct pc_pmem *p, const char *path)
    */
   if ((ret = pmem2_config_set_required_store_granularity (
               cfg, PMEM2_GRANULARITY_PAGE)) != 0 ||
+      (private && (ret = pmem2_config_set_sharing (cfg, PMEM2_PRIVATE)) != 0) ||
       (ret = pmem2_map_new (&p->map, cfg, src)) != 0) {
     pc_error ("%s: cannot map: %s", path, pmem2_reason (ret));
     goto out;
@@ -277,7 +281,7 @@ pc_pmem_open (const char *path, uint64_t create_size, int create,
   }
   if (!*created && allocate_holes (p->fd, path) == -1)
     goto fail;
-  if (map_fd (p, path) == -1) {
+  if (map_fd (p, path, 0) == -1) {
     errno = EINVAL;
     goto fail;
   }
@@ -293,6 +297,40 @@ pc_pmem_open (const char *path, uint64_t create_size, int create,
   }
   free (p);
   *created = 0;
+  errno = saved;
+  return -1;
+}
+
+int
+pc_pmem_open_live (const char *path, struct pc_pmem **out)
+{
+  struct pc_pmem *p;
+  int saved;
+
+  p = calloc (1, sizeof *p);
+  if (!p)
+    return -1;
+  /* Read-only: whatever the engine stores while it opens the cache
+   * stays in this process's copy of the page, never reaches the file.
+   * No lock: the process that holds it is serving from the file.
+   */
+  p->fd = open (path, O_RDONLY | O_CLOEXEC);
+  if (p->fd == -1) {
+    pc_error ("%s: %m", path);
+    goto fail;
+  }
+  if (map_fd (p, path, 1) == -1) {
+    errno = EINVAL;
+    goto fail;
+  }
+  *out = p;
+  return 0;
+
+ fail:
+  saved = errno;
+  if (p->fd >= 0)
+    close (p->fd);
+  free (p);
   errno = saved;
   return -1;
 }

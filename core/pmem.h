@@ -20,6 +20,11 @@ struct pc_pmem;
  */
 int pc_pmem_open (const char *path, uint64_t create_size, int create,
                   struct pc_pmem **out, int *created);
+/* Open path read-only and map it copy-on-write, without the lock: to
+ * look at a cache that another process holds and keeps changing.  Pages
+ * read but not stored to follow the file; stores stay private.
+ */
+int pc_pmem_open_live (const char *path, struct pc_pmem **out);
 void pc_pmem_close (struct pc_pmem *p);
 
 /* Does the regular file fd have holes?  Returns 1 with *hole set to the

@@ -115,6 +115,7 @@ pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
   u64 (&j, "gc_segments", st->gc_segments);
   u64 (&j, "segments_total", st->segs_total);
   u64 (&j, "segments_used", st->segs_used);
+  u64 (&j, "segment_size", st->seg_size);
   u64 (&j, "dirty_ksets", st->dirty_ksets);
   u64 (&j, "dirty_bytes", st->dirty_bytes);
   u64 (&j, "seq_bypass_bytes", st->seq_bypass_bytes);

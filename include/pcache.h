@@ -101,6 +101,11 @@ struct pc_config {
                                whatever the load; 0 = no bound */
   int hold_timeout_s;       /* PC_UNSET (default), or how long a hold
                                lasts unless released; 0 = until released */
+  int live;                 /* inspect a cache another process holds:
+                               no lock, the file opened read-only and
+                               mapped copy-on-write, so nothing is ever
+                               written to it (pc_cache_info, walk and
+                               verify only; the view may be changing) */
 };
 
 void pc_config_init (struct pc_config *cfg);
@@ -305,6 +310,8 @@ struct pc_stats {
   uint64_t tunables[PC_TUNE_COUNT];
   int writeback_paused;
   uint64_t crc_errors;      /* cached extents found bad by a read (data CRC) */
+  uint64_t seg_size;        /* bytes a segment: with segs_total, the size
+                               dirty_bytes is a share of */
 };
 void pc_cache_get_stats (pc_cache *c, struct pc_stats *st);
 /* The index's extents and the bytes of RAM its keys and nodes take (not

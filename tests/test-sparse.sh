@@ -84,7 +84,7 @@ pcache "$tmp/sparse" \
     --run 'nbdsh -u "$uri" -c "exec(open(\"'"$tmp"'/model.py\").read()); verify(h)"'
 allocated "$tmp/sparse"
 expect_status 0 "$pcachectl" check "$tmp/sparse"
-expect_output ': clean$'
+expect_output ': consistent$'
 
 # pcachectl drain allocates the file itself, then drains it.
 expect_status 0 "$pcachectl" drain "$tmp/sparse2" --to "$tmp/disk.img"

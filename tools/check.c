@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
-/* pcachectl check: a consistency check of a cache that is not in use.
+/* pcachectl check: a consistency check of a cache.
  *
  * 1. Opening the cache validates the superblock, the control record and
  *    the segment generations, and replays the key log from key_tail,
@@ -12,6 +12,12 @@
  *    is normally the head (or a torn commit).  A valid kset with a later
  *    sequence number anywhere outside the data segments means a corrupt
  *    kset cut the log short: the keys after it would be silently lost.
+ *
+ * A cache that a running nbdkit holds is checked live, read-only: the
+ * server writes, writes back and reuses segments meanwhile, so what one
+ * look finds may be a change half seen.  Then a second look is taken,
+ * and only the problems found by both are reported.  Step 4 is skipped:
+ * the server appends ksets past the head this check saw.
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -32,6 +38,7 @@
 
 struct check {
   const char *path;
+  int live;                     /* a running nbdkit holds the cache */
   struct pc_info in;
 
   /* Progress, read by the ticker thread. */
@@ -335,7 +342,15 @@ open_for_check (struct check *ck, pc_cache **cache)
   int r;
 
   log_collect (1);
-  r = open_cache (ck->path, NULL, cache);
+  r = ck->live ? open_cache_live (ck->path, cache)
+    : open_cache (ck->path, NULL, cache);
+  /* Damage seen in a live cache may be a change half seen: look again
+   * before calling it damage.
+   */
+  if (r == -1 && ck->live && errno == EINVAL) {
+    log_reset ();
+    r = open_cache_live (ck->path, cache);
+  }
   log_collect (0);
   if (r == -1) {
     int e = errno;
@@ -396,22 +411,29 @@ check_log (struct check *ck, pc_cache *cache, int data_crc)
       problem (ck, "payload checksums cannot be verified");
   }
 
-  scan_past_head (ck);
+  if (!ck->live)
+    scan_past_head (ck);
 }
 
-/* The problems found, or what a clean cache holds.  Returns the exit
+/* The problems found, or what a consistent cache holds: "consistent"
+ * when it holds dirty data (not "clean", which would read as having
+ * none), "clean" when everything is written back.  Returns the exit
  * status.
  */
 static int
-report_result (struct check *ck, int data_crc)
+report_result (struct check *ck, int data_crc, size_t unconfirmed)
 {
   char h[32];
 
   if (ck->nproblems) {
     report (ck);
+    if (ck->live)
+      printf ("  the cache is in use: these were found by two looks in a "
+              "row, but check it again once nbdkit is stopped to be "
+              "sure\n");
     return EXIT_FAILED;
   }
-  printf ("%s: clean\n", ck->path);
+  printf ("%s: %s\n", ck->path, ck->dirty_keys ? "consistent" : "clean");
   printf ("  %" PRIu64 " kset%s, %" PRIu64 " key%s from key tail to head "
           "(%" PRIu64 " dirty, %s)\n", ck->ksets, ck->ksets == 1 ? "" : "s",
           ck->keys, ck->keys == 1 ? "" : "s", ck->dirty_keys,
@@ -422,7 +444,78 @@ report_result (struct check *ck, int data_crc)
   else
     printf ("  no payload checksums (the cache was made without "
             "data-crc)\n");
+  if (ck->live)
+    printf ("  checked live, while nbdkit uses it: the log past its head "
+            "was not scanned\n");
+  if (unconfirmed)
+    printf ("  %zu problem%s seen in one look %s not there in the next: "
+            "changes made by the running nbdkit meanwhile\n", unconfirmed,
+            unconfirmed == 1 ? "" : "s", unconfirmed == 1 ? "was" : "were");
   return EXIT_OK;
+}
+
+/* One look at the cache: open it, steps 1 to 4, close it.  Returns 0
+ * with the problems in ck, or the exit status if the cache could not
+ * be opened (reported; the progress ticker is then stopped).
+ */
+static int
+check_pass (struct check *ck, int *data_crc)
+{
+  pc_cache *cache = NULL;
+  int r;
+
+  set_phase (ck, "opening and replaying the log", 0);
+  r = open_for_check (ck, &cache);
+  if (r != 0)
+    return r;
+  *data_crc = !!(ck->in.features & PC_FEAT_DATA_CRC);
+  check_cursors (ck);
+  check_log (ck, cache, *data_crc);
+  pc_cache_close (cache);
+  return 0;
+}
+
+static int
+found_in (const struct check *ck, const char *p)
+{
+  size_t i;
+
+  for (i = 0; i < ck->nproblems && i < MAX_SHOWN_PROBLEMS; i++)
+    if (ck->problems[i] && strcmp (ck->problems[i], p) == 0)
+      return 1;
+  return 0;
+}
+
+/* A live check found problems: look again, and keep only those found
+ * both times.  Returns how many were dropped, or -1 if the second look
+ * could not be taken (the first one's problems then stand).
+ */
+static long
+confirm_live (struct check *ck)
+{
+  struct check again;
+  size_t i, kept = 0, had = ck->nproblems;
+  int data_crc;
+
+  memset (&again, 0, sizeof again);
+  again.path = ck->path;
+  again.live = 1;
+  again.start = ck->start;
+  log_reset ();
+  if (check_pass (&again, &data_crc) != 0)
+    return -1;
+  for (i = 0; i < ck->nproblems && i < MAX_SHOWN_PROBLEMS; i++) {
+    if (found_in (&again, ck->problems[i]))
+      ck->problems[kept++] = ck->problems[i];
+    else
+      free (ck->problems[i]);
+  }
+  /* Those past MAX_SHOWN_PROBLEMS were not kept, so cannot be
+   * compared: they count as not confirmed.
+   */
+  ck->nproblems = kept;
+  free_check (&again);
+  return (long) (had - kept);
 }
 
 int
@@ -434,8 +527,8 @@ cmd_check (int argc, char **argv)
     { NULL, 0, NULL, 0 }
   };
   struct check ck;
-  pc_cache *cache = NULL;
-  int data_crc, r;
+  long unconfirmed = 0;
+  int data_crc = 0, r;
 
   while (cmd_getopt (argc, argv, ":hv", opts) != -1)
     ;
@@ -444,19 +537,24 @@ cmd_check (int argc, char **argv)
   memset (&ck, 0, sizeof ck);
   ck.path = argv[optind];
   ck.start = time (NULL);
-  set_phase (&ck, "opening and replaying the log", 0);
+  ck.live = cache_in_use (ck.path);
+  if (ck.live)
+    warn_live (ck.path);
   progress_ticker_start (tick, &ck);
 
-  r = open_for_check (&ck, &cache);
+  r = check_pass (&ck, &data_crc);
   if (r != 0)
     return r;
-  data_crc = !!(ck.in.features & PC_FEAT_DATA_CRC);
-  check_cursors (&ck);
-  check_log (&ck, cache, data_crc);
+  if (ck.live && ck.nproblems) {
+    unconfirmed = confirm_live (&ck);
+    if (unconfirmed == -1) {
+      progress_ticker_stop ();
+      return EXIT_FAILED;
+    }
+  }
   progress_ticker_stop ();
-  pc_cache_close (cache);
 
-  r = report_result (&ck, data_crc);
+  r = report_result (&ck, data_crc, (size_t) unconfirmed);
   free_check (&ck);
   return r;
 }

@@ -15,7 +15,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -158,6 +160,20 @@ log_count (void)
   return n;
 }
 
+void
+log_reset (void)
+{
+  size_t i;
+
+  pthread_mutex_lock (&log_lock);
+  for (i = 0; i < log_n; i++)
+    free (log_msgs[i]);
+  free (log_msgs);
+  log_msgs = NULL;
+  log_n = 0;
+  pthread_mutex_unlock (&log_lock);
+}
+
 const char *
 log_message (size_t i)
 {
@@ -233,7 +249,56 @@ busy_hint (const char *path)
 }
 
 int
+cache_in_use (const char *path)
+{
+  int fd = open (path, O_RDONLY | O_CLOEXEC), r = 0;
+
+  if (fd == -1)
+    return 0;                   /* the open that follows reports it */
+  /* A shared lock conflicts only with the server's exclusive one, and
+   * is dropped at once: a server starting meanwhile would have found a
+   * pcachectl holding the cache anyway.
+   */
+  if (flock (fd, LOCK_SH | LOCK_NB) == -1)
+    r = errno == EWOULDBLOCK;
+  close (fd);
+  return r;
+}
+
+static int open_cache_mode (const char *path, const char *want_id, int live,
+                            pc_cache **out);
+
+int
 open_cache (const char *path, const char *want_id, pc_cache **out)
+{
+  return open_cache_mode (path, want_id, 0, out);
+}
+
+int
+open_cache_live (const char *path, pc_cache **out)
+{
+  return open_cache_mode (path, NULL, 1, out);
+}
+
+int
+open_for_reading (const char *path, pc_cache **out, int *live)
+{
+  *live = cache_in_use (path);
+  if (*live)
+    warn_live (path);
+  return open_cache_mode (path, NULL, *live, out);
+}
+
+void
+warn_live (const char *path)
+{
+  warnmsg ("%s is in use by a running nbdkit: what is shown is live and "
+           "may be changing", path);
+}
+
+static int
+open_cache_mode (const char *path, const char *want_id, int live,
+                 pc_cache **out)
 {
   struct pc_config cfg;
   struct stat st;
@@ -274,6 +339,7 @@ open_cache (const char *path, const char *want_id, pc_cache **out)
   cfg.path = path;
   cfg.format = PC_FORMAT_AUTO;
   cfg.backing_id = want_id ? want_id : (id[0] ? id : NULL);
+  cfg.live = live;
   if (pc_cache_open (&cfg, out) == -1) {
     int e = errno;
 
@@ -439,6 +505,7 @@ cmd_info (int argc, char **argv)
   const char *path;
   pc_cache *cache;
   struct pc_info in;
+  int live;
 
   while ((c = cmd_getopt (argc, argv, ":hvj", opts)) != -1)
     if (c == 'j')
@@ -446,7 +513,7 @@ cmd_info (int argc, char **argv)
   want_args (argc, argv, 1, "CACHE argument");
   path = argv[optind];
 
-  if (open_cache (path, NULL, &cache) == -1)
+  if (open_for_reading (path, &cache, &live) == -1)
     return EXIT_FAILED;
   if (pc_cache_info (cache, &in) == -1) {
     pc_cache_close (cache);
@@ -525,7 +592,7 @@ cmd_dump (int argc, char **argv)
   struct dump d = { 0, 0, 0 };
   const char *path;
   pc_cache *cache;
-  int c, r;
+  int c, r, live;
 
   while ((c = cmd_getopt (argc, argv, ":hvdj", opts)) != -1) {
     if (c == 'd')
@@ -536,7 +603,7 @@ cmd_dump (int argc, char **argv)
   want_args (argc, argv, 1, "CACHE argument");
   path = argv[optind];
 
-  if (open_cache (path, NULL, &cache) == -1)
+  if (open_for_reading (path, &cache, &live) == -1)
     return EXIT_FAILED;
   if (!d.json)
     printf ("#   kset   epoch         offset    length segment:offset"
@@ -574,6 +641,7 @@ usage (int status)
 "  pcachectl set SOCKET KEY VALUE\n"
 "  pcachectl checkpoint|hold|release SOCKET\n"
 "  pcachectl pause|resume|reset-stats SOCKET\n"
+"  pcachectl top SOCKET [--interval SECS] [--count N]\n"
 "  pcachectl help | --help | --version\n"
 "\n"
 "Commands:\n"
@@ -600,6 +668,8 @@ usage (int status)
 "          batches (drains fail meanwhile).\n"
 "  resume  Let the write-back of a running filter run again.\n"
 "  reset-stats  Zero the event counters of a running filter's stats.\n"
+"  top     Show a running filter's hit rate, dirty data, write-back\n"
+"          rate, epochs and backend state every interval, like top(1).\n"
 "\n"
 "Options:\n"
 "  --json             info, dump: print JSON\n"
@@ -611,11 +681,14 @@ usage (int status)
 "  --timeout SECONDS  drain: give up after writeback has failed for this\n"
 "                     long (default 60; 0 = never)\n"
 "  --pretty           stats: one field per line\n"
+"  --interval SECS    top: seconds between two samples (default 2)\n"
+"  --count N          top: stop after N samples (default 0: never)\n"
 "  -v, --verbose      show debug messages of the cache engine\n"
 "  -h, --help         show this help\n"
 "  -V, --version      show the version\n"
 "\n"
-"A cache is refused while a running nbdkit holds it.  Exit status: 0 on\n"
+"info, check and dump read a cache that a running nbdkit holds live and\n"
+"read-only, with a warning; drain refuses it.  Exit status: 0 on\n"
 "success, 1 on failure or if check found problems, 2 on bad usage.\n"
 "See pcachectl(8).\n");
   exit (status);
@@ -637,6 +710,7 @@ static const struct {
   { "pause", cmd_pause },
   { "resume", cmd_resume },
   { "reset-stats", cmd_reset_stats },
+  { "top", cmd_top },
 };
 
 int

@@ -35,6 +35,7 @@ void usage_error (const char *fmt, ...)
 void log_init (void);
 void log_collect (int on);
 size_t log_count (void);
+void log_reset (void);
 const char *log_message (size_t i);
 
 /* Open a cache for inspection or writeback: check that the file exists
@@ -44,6 +45,21 @@ const char *log_message (size_t i);
  * use by another process).
  */
 int open_cache (const char *path, const char *want_id, pc_cache **out);
+
+/* Is the cache locked by a running nbdkit?  1 or 0 (0 also when it
+ * cannot be opened: the open that follows reports that).
+ */
+int cache_in_use (const char *path);
+/* Open a cache that a running nbdkit holds, for reading only: no lock,
+ * nothing written (see pc_config.live).
+ */
+int open_cache_live (const char *path, pc_cache **out);
+/* For the commands that only read (info, dump): open the cache, live
+ * (with the warning, *live set) if a running nbdkit holds it.
+ */
+int open_for_reading (const char *path, pc_cache **out, int *live);
+/* The warning that what is shown of a live cache may be changing. */
+void warn_live (const char *path);
 
 /* After "in use by another process". */
 void busy_hint (const char *path);
@@ -125,6 +141,7 @@ int cmd_release (int argc, char **argv);
 int cmd_pause (int argc, char **argv);
 int cmd_resume (int argc, char **argv);
 int cmd_reset_stats (int argc, char **argv);
+int cmd_top (int argc, char **argv);
 
 /* ctlsock.c: one request line, one reply line on a control socket.
  * timeout_ms < 0 waits forever.  Returns a malloc'd reply without its
