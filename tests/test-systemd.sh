@@ -101,7 +101,13 @@ if command -v systemd-socket-activate >/dev/null; then
     sed 's/^LISTEN=.*/LISTEN=""/' "$tmp/test.conf" >"$tmp/sa.conf"
     LISTEN= NBDKIT_OPTS= PLUGIN= PCACHE=
     expand_exec_start "$tmp/sa.conf"
-    systemd-socket-activate -l "$tmp/sa.sock" "${cmd[@]}" &
+    # It passes on only the environment it is told to: the sanitizer
+    # build's settings (see scripts/check) must reach nbdkit too.
+    env_args=()
+    for v in ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS LD_PRELOAD; do
+        if [ -n "${!v+set}" ]; then env_args+=(-E "$v"); fi
+    done
+    systemd-socket-activate "${env_args[@]}" -l "$tmp/sa.sock" "${cmd[@]}" &
     pid=$!
     echo "$pid" >"$tmp/server.pid"
     for (( i = 0; i < 600; i++ )); do
