@@ -11,16 +11,71 @@
 #include "cache_internal.h"
 #include "ctrl.h"
 #include "gc.h"
-#include "hold.h"
+#include "drain.h"
 #include "kset.h"
 #include "util.h"
 #include "workers.h"
 
+int
+pc_wait_writeback (struct pc_cache *c, const char *what,
+                   int (*done) (struct pc_cache *, uint64_t), uint64_t arg,
+                   int held, int *err)
+{
+  uint64_t last = 0, since = pc_now_ms ();
+  int r = 0, gave_up = 0;
+
+  pc_kick_workers (c);
+  pthread_mutex_lock (&c->bg_lock);
+  while (!done (c, arg)) {
+    uint64_t dt = pc_dirty_tail (c).seq;
+
+    if (c->stop || !c->running)
+      r = ESHUTDOWN;
+    else if (atomic_load (&c->hold) != held)
+      r = held ? ECANCELED : EBUSY;
+    /* Paused writeback would never get there: say so rather than hang
+     * (a mode switch waits here holding every writer off).
+     */
+    else if (atomic_load (&c->wb_paused))
+      r = EBUSY;
+    /* Wait as long as writeback makes progress or has not failed; a
+     * backend that keeps failing for the whole grace period ends the
+     * wait (the data stays in the cache).
+     */
+    else if (c->wb_error && dt == last &&
+             pc_now_ms () - since >= PC_DRAIN_GRACE_MS) {
+      r = c->wb_error;
+      gave_up = 1;
+    }
+    if (r)
+      break;
+    if (dt != last) {
+      last = dt;
+      since = pc_now_ms ();
+    }
+    pc_cond_wait_ms (&c->drain_cv, &c->bg_lock, 500);
+  }
+  pthread_mutex_unlock (&c->bg_lock);
+  if (!r)
+    return 0;
+  if (gave_up)
+    pc_error ("%s: %s gave up: writeback has failed for %u s", c->path,
+              what, PC_DRAIN_GRACE_MS / 1000);
+  else if (r == EBUSY && !held && atomic_load (&c->hold))
+    pc_error ("%s: writeback was held during the wait", c->path);
+  *err = r;
+  return -1;
+}
+
+static int
+tail_reached (struct pc_cache *c, uint64_t target)
+{
+  return pc_dirty_tail (c).seq >= target;
+}
+
 static int
 drain_wait (pc_cache *c, int *err)
 {
-  uint64_t target, last = 0, since = pc_now_ms ();
-
   if (atomic_load (&c->hold)) {
     pc_error ("%s: writeback is held (release it first)", c->path);
     *err = EBUSY;
@@ -30,52 +85,8 @@ drain_wait (pc_cache *c, int *err)
     *err = errno ? errno : EIO;
     return -1;
   }
-  target = atomic_load (&c->log.head_seq);
-  pc_kick_workers (c);
-  pthread_mutex_lock (&c->bg_lock);
-  for (;;) {
-    uint64_t dt = pc_dirty_tail (c).seq;
-
-    if (dt >= target)
-      break;
-    if (c->stop || !c->running) {
-      pthread_mutex_unlock (&c->bg_lock);
-      *err = ESHUTDOWN;
-      return -1;
-    }
-    if (atomic_load (&c->hold)) {
-      pthread_mutex_unlock (&c->bg_lock);
-      pc_error ("%s: writeback was held during the wait", c->path);
-      *err = EBUSY;
-      return -1;
-    }
-    /* Paused writeback would never get there: say so rather than hang
-     * (a mode switch waits here holding every writer off).
-     */
-    if (atomic_load (&c->wb_paused)) {
-      pthread_mutex_unlock (&c->bg_lock);
-      *err = EBUSY;
-      return -1;
-    }
-    /* Wait as long as writeback makes progress or has not failed; a
-     * backend that keeps failing for the whole grace period ends the
-     * wait (the data stays in the cache).
-     */
-    if (c->wb_error && dt == last && pc_now_ms () - since >= PC_DRAIN_GRACE_MS) {
-      *err = c->wb_error;
-      pthread_mutex_unlock (&c->bg_lock);
-      pc_error ("%s: drain gave up: writeback has failed for %u s",
-                c->path, PC_DRAIN_GRACE_MS / 1000);
-      return -1;
-    }
-    if (dt != last) {
-      last = dt;
-      since = pc_now_ms ();
-    }
-    pc_cond_wait_ms (&c->drain_cv, &c->bg_lock, 500);
-  }
-  pthread_mutex_unlock (&c->bg_lock);
-  return 0;
+  return pc_wait_writeback (c, "drain", tail_reached,
+                            atomic_load (&c->log.head_seq), 0, err);
 }
 
 int
@@ -93,18 +104,6 @@ pc_cache_drain (pc_cache *c, int *err)
   r = drain_wait (c, err);
   atomic_fetch_sub (&c->drainers, 1);
   return r;
-}
-
-/* A drain that tells how far the backing store now is: every epoch up
- * to the one it ended, at least.
- */
-int
-pc_cache_checkpoint (pc_cache *c, uint64_t *epoch, int *err)
-{
-  if (pc_cache_drain (c, err) == -1)
-    return -1;
-  *epoch = pc_backing_epoch (c);
-  return 0;
 }
 
 int

@@ -20,6 +20,7 @@
 
 #include "cache_internal.h"
 #include "ctrl.h"
+#include "drain.h"
 #include "hold.h"
 #include "kset.h"
 #include "util.h"
@@ -123,44 +124,12 @@ pc_hold_frozen (struct pc_cache *c)
   return at_boundary (c);
 }
 
-/* Wait until writeback stands at an epoch boundary.  Like a drain, it
- * waits as long as writeback makes progress, and gives up once it has
- * failed for PC_DRAIN_GRACE_MS.
- */
+/* done for pc_wait_writeback. */
 static int
-wait_boundary (struct pc_cache *c, int *err)
+boundary_reached (struct pc_cache *c, uint64_t unused)
 {
-  uint64_t last = 0, since = pc_now_ms ();
-  int r = 0;
-
-  pc_kick_workers (c);
-  pthread_mutex_lock (&c->bg_lock);
-  while (!at_boundary (c)) {
-    uint64_t dt = pc_dirty_tail (c).seq;
-
-    if (atomic_load (&c->wb_paused)) {
-      *err = EBUSY;                     /* it would never get there */
-      r = -1;
-      break;
-    }
-    if (c->stop || !c->running || !atomic_load (&c->hold)) {
-      *err = c->stop || !c->running ? ESHUTDOWN : ECANCELED;
-      r = -1;
-      break;
-    }
-    if (c->wb_error && dt == last && pc_now_ms () - since >= PC_DRAIN_GRACE_MS) {
-      *err = c->wb_error;
-      r = -1;
-      break;
-    }
-    if (dt != last) {
-      last = dt;
-      since = pc_now_ms ();
-    }
-    pc_cond_wait_ms (&c->drain_cv, &c->bg_lock, 500);
-  }
-  pthread_mutex_unlock (&c->bg_lock);
-  return r;
+  (void) unused;
+  return at_boundary (c);
 }
 
 int
@@ -190,7 +159,7 @@ pc_cache_hold (pc_cache *c, uint64_t *epoch, int *err)
     return -1;
   }
   atomic_fetch_add (&c->drainers, 1);
-  r = wait_boundary (c, err);
+  r = pc_wait_writeback (c, "hold", boundary_reached, 0, 1, err);
   atomic_fetch_sub (&c->drainers, 1);
   if (r == -1) {
     pc_error ("%s: hold: writeback could not reach an epoch boundary (%s); "
@@ -212,4 +181,16 @@ pc_cache_release (pc_cache *c)
   pthread_cond_broadcast (&c->drain_cv);
   pthread_mutex_unlock (&c->bg_lock);
   pc_kick_workers (c);
+}
+
+/* A drain that tells how far the backing store now is: every epoch up
+ * to the one it ended, at least.
+ */
+int
+pc_cache_checkpoint (pc_cache *c, uint64_t *epoch, int *err)
+{
+  if (pc_cache_drain (c, err) == -1)
+    return -1;
+  *epoch = pc_backing_epoch (c);
+  return 0;
 }
