@@ -240,23 +240,22 @@ req_set (pc_cache *cache, char **args, int nargs, char *reply, size_t len)
     set_tunable (cache, t, args[1], reply, len);
 }
 
+/* Requests of one word.  pcache_request has checked that no argument
+ * came with them.
+ */
 static void
-req_stats (pc_cache *cache, char **args, int nargs, char *reply, size_t len)
+req_stats (pc_cache *cache, char *reply, size_t len)
 {
-  if (nargs != 0)
-    snprintf (reply, len, "error: stats takes no argument");
-  else if (pcache_stats_line (cache, reply, len) < 0)
+  if (pcache_stats_line (cache, reply, len) < 0)
     snprintf (reply, len, "error: stats do not fit");
 }
 
 static void
-req_drain (pc_cache *cache, char **args, int nargs, char *reply, size_t len)
+req_drain (pc_cache *cache, char *reply, size_t len)
 {
   int err = 0;
 
-  if (nargs != 0)
-    snprintf (reply, len, "error: drain takes no argument");
-  else if (pc_cache_drain (cache, &err) == -1)
+  if (pc_cache_drain (cache, &err) == -1)
     cache_error (cache, reply, len, "drain", err);
   else
     snprintf (reply, len, "ok");
@@ -264,16 +263,12 @@ req_drain (pc_cache *cache, char **args, int nargs, char *reply, size_t len)
 
 /* checkpoint: a drain that names the epoch now on the backend. */
 static void
-req_checkpoint (pc_cache *cache, char **args, int nargs, char *reply,
-                size_t len)
+req_checkpoint (pc_cache *cache, char *reply, size_t len)
 {
   uint64_t epoch;
   int err = 0;
 
-  (void) args;
-  if (nargs != 0)
-    snprintf (reply, len, "error: checkpoint takes no argument");
-  else if (pc_cache_checkpoint (cache, &epoch, &err) == -1)
+  if (pc_cache_checkpoint (cache, &epoch, &err) == -1)
     cache_error (cache, reply, len, "checkpoint", err);
   else
     snprintf (reply, len, "ok %" PRIu64, epoch);
@@ -281,64 +276,78 @@ req_checkpoint (pc_cache *cache, char **args, int nargs, char *reply,
 
 /* hold: the reply names the epoch whose image the backend keeps. */
 static void
-req_hold (pc_cache *cache, char **args, int nargs, char *reply, size_t len)
+req_hold (pc_cache *cache, char *reply, size_t len)
 {
   uint64_t epoch;
   int err = 0;
 
-  (void) args;
-  if (nargs != 0)
-    snprintf (reply, len, "error: hold takes no argument");
-  else if (pc_cache_hold (cache, &epoch, &err) == -1) {
-    if (err == EINVAL)
-      snprintf (reply, len, "error: hold: writes go straight to the backend "
-                "in %s mode; a hold needs write-back mode",
-                pc_mode_name (pc_cache_get_mode (cache)));
-    else
-      cache_error (cache, reply, len, "hold", err);
-  }
-  else
+  if (pc_cache_hold (cache, &epoch, &err) == 0)
     snprintf (reply, len, "ok %" PRIu64, epoch);
+  else if (err == EINVAL)
+    snprintf (reply, len, "error: hold: writes go straight to the backend "
+              "in %s mode; a hold needs write-back mode",
+              pc_mode_name (pc_cache_get_mode (cache)));
+  else
+    cache_error (cache, reply, len, "hold", err);
 }
 
 static void
-req_release (pc_cache *cache, char **args, int nargs, char *reply,
-             size_t len)
+req_release (pc_cache *cache, char *reply, size_t len)
 {
-  (void) args;
-  if (nargs != 0)
-    snprintf (reply, len, "error: release takes no argument");
-  else {
-    pc_cache_release (cache);
-    snprintf (reply, len, "ok");
-  }
+  pc_cache_release (cache);
+  snprintf (reply, len, "ok");
 }
 
 static void
-req_pause (pc_cache *cache, char **args, int nargs, char *reply, size_t len,
-           int pause)
+req_pause (pc_cache *cache, char *reply, size_t len)
 {
-  (void) args;
-  if (nargs != 0)
-    snprintf (reply, len, "error: %s takes no argument",
-              pause ? "pause" : "resume");
-  else {
-    pc_cache_pause_writeback (cache, pause);
-    snprintf (reply, len, "ok");
-  }
+  pc_cache_pause_writeback (cache, 1);
+  snprintf (reply, len, "ok");
 }
 
 static void
-req_reset_stats (pc_cache *cache, char **args, int nargs, char *reply,
-                 size_t len)
+req_resume (pc_cache *cache, char *reply, size_t len)
 {
-  (void) args;
-  if (nargs != 0)
-    snprintf (reply, len, "error: reset-stats takes no argument");
-  else {
-    pc_cache_reset_stats (cache);
-    snprintf (reply, len, "ok");
+  pc_cache_pause_writeback (cache, 0);
+  snprintf (reply, len, "ok");
+}
+
+static void
+req_reset_stats (pc_cache *cache, char *reply, size_t len)
+{
+  pc_cache_reset_stats (cache);
+  snprintf (reply, len, "ok");
+}
+
+static const struct {
+  const char *name;
+  void (*fn) (pc_cache *cache, char *reply, size_t len);
+} word_requests[] = {
+  { "stats", req_stats },
+  { "drain", req_drain },
+  { "checkpoint", req_checkpoint },
+  { "hold", req_hold },
+  { "release", req_release },
+  { "pause", req_pause },
+  { "resume", req_resume },
+  { "reset-stats", req_reset_stats },
+};
+
+/* A request of one word: 1 if w[0] names one (then answered), else 0. */
+static int
+word_request (pc_cache *cache, char **w, int n, char *reply, size_t len)
+{
+  for (size_t i = 0; i < sizeof word_requests / sizeof word_requests[0];
+       i++) {
+    if (strcmp (w[0], word_requests[i].name) != 0)
+      continue;
+    if (n != 1)
+      snprintf (reply, len, "error: %s takes no argument", w[0]);
+    else
+      word_requests[i].fn (cache, reply, len);
+    return 1;
   }
+  return 0;
 }
 
 /* Split LINE in place into at most MAX words at blanks; returns the
@@ -396,28 +405,14 @@ pcache_request (pc_cache *cache, char *line, size_t len, char *reply,
   else if (n > 3)
     snprintf (reply, rlen, "error: too many words in the request "
               "(expected " USAGE ")");
-  else if (strcmp (w[0], "stats") == 0)
-    req_stats (cache, w + 1, n - 1, reply, rlen);
+  else if (word_request (cache, w, n, reply, rlen))
+    ;
   else if (strcmp (w[0], "gc-percent") == 0)
     req_gc_percent (cache, w + 1, n - 1, reply, rlen);
   else if (strcmp (w[0], "mode") == 0)
     req_mode (cache, w + 1, n - 1, reply, rlen);
-  else if (strcmp (w[0], "drain") == 0)
-    req_drain (cache, w + 1, n - 1, reply, rlen);
-  else if (strcmp (w[0], "checkpoint") == 0)
-    req_checkpoint (cache, w + 1, n - 1, reply, rlen);
-  else if (strcmp (w[0], "hold") == 0)
-    req_hold (cache, w + 1, n - 1, reply, rlen);
-  else if (strcmp (w[0], "release") == 0)
-    req_release (cache, w + 1, n - 1, reply, rlen);
   else if (strcmp (w[0], "set") == 0)
     req_set (cache, w + 1, n - 1, reply, rlen);
-  else if (strcmp (w[0], "pause") == 0)
-    req_pause (cache, w + 1, n - 1, reply, rlen, 1);
-  else if (strcmp (w[0], "resume") == 0)
-    req_pause (cache, w + 1, n - 1, reply, rlen, 0);
-  else if (strcmp (w[0], "reset-stats") == 0)
-    req_reset_stats (cache, w + 1, n - 1, reply, rlen);
   else
     snprintf (reply, rlen, "error: unknown request '%s' (expected "
               USAGE ")", w[0]);
