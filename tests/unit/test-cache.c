@@ -29,45 +29,15 @@
 #define BSIZE (32 * TU_MIB)
 
 /* A cache over mem, started unless opened with rig_open_idle. */
-struct rig {
-  const char *path;
-  struct tu_mem *mem;
-  struct pc_backend be;
-  pc_cache *c;
-  uint8_t *model;               /* what the disk should read as */
-};
-
 static int
-rig_open_idle (struct rig *r, const char *name, const struct pc_config *base,
-               uint64_t csize, int init)
+rig_open_idle (struct tu_rig *r, const char *name,
+               const struct pc_config *base, uint64_t csize, int init)
 {
-  struct pc_config cfg;
-
-  memset (r, 0, sizeof *r);
-  r->path = tu_fresh (name);
-  r->mem = tu_mem_new (BSIZE, 0);
-  r->model = malloc (BSIZE);
-  if (!r->mem || !r->model)
-    return -1;
-  if (init < 0)
-    tu_fill (r->mem->buf, BSIZE, 0, 77);
-  else
-    memset (r->mem->buf, init, BSIZE);
-  memcpy (r->model, r->mem->buf, BSIZE);
-  r->be = tu_mem_backend (r->mem);
-  if (base)
-    cfg = *base;
-  else
-    pc_config_init (&cfg);
-  cfg.path = r->path;
-  cfg.size = csize;
-  cfg.seg_size = PC_MIN_SEG_SIZE;
-  r->c = tu_open (&cfg, BSIZE);
-  return r->c ? 0 : -1;
+  return tu_rig_open (r, name, base, csize, BSIZE, init);
 }
 
 static int
-rig_open (struct rig *r, const char *name, const struct pc_config *base,
+rig_open (struct tu_rig *r, const char *name, const struct pc_config *base,
           uint64_t csize, int init)
 {
   if (rig_open_idle (r, name, base, csize, init) == -1)
@@ -76,28 +46,7 @@ rig_open (struct rig *r, const char *name, const struct pc_config *base,
 }
 
 static void
-rig_close (struct rig *r)
-{
-  pc_cache_close (r->c);
-  tu_mem_free (r->mem);
-  free (r->model);
-  unlink (r->path);
-}
-
-static void
-rig_write (struct rig *r, uint64_t off, uint32_t len, uint32_t seed)
-{
-  uint8_t *b = malloc (len);
-  int err = 0;
-
-  tu_fill (b, len, off, seed);
-  CU_ASSERT_EQUAL (pc_write (r->c, b, len, off, 0, &err), 0);
-  memcpy (r->model + off, b, len);
-  free (b);
-}
-
-static void
-rig_zero (struct rig *r, uint64_t off, uint32_t len, unsigned flags)
+rig_zero (struct tu_rig *r, uint64_t off, uint32_t len, unsigned flags)
 {
   int err = 0;
 
@@ -106,7 +55,7 @@ rig_zero (struct rig *r, uint64_t off, uint32_t len, unsigned flags)
 }
 
 static void
-rig_trim (struct rig *r, uint64_t off, uint32_t len)
+rig_trim (struct tu_rig *r, uint64_t off, uint32_t len)
 {
   int err = 0;
 
@@ -115,7 +64,7 @@ rig_trim (struct rig *r, uint64_t off, uint32_t len)
 }
 
 static void
-rig_drain (struct rig *r)
+rig_drain (struct tu_rig *r)
 {
   int err = 0;
 
@@ -137,7 +86,7 @@ first_diff (const uint8_t *a, const uint8_t *b, size_t len)
 
 /* Reading [off, off+len) through the cache gives the model. */
 static int
-reads_model (struct rig *r, uint64_t off, uint32_t len)
+reads_model (struct tu_rig *r, uint64_t off, uint32_t len)
 {
   uint8_t *b = malloc (len);
   int err = 0;
@@ -154,7 +103,7 @@ reads_model (struct rig *r, uint64_t off, uint32_t len)
 
 /* The whole disk, read through the cache a MiB at a time. */
 static int
-disk_reads_model (struct rig *r)
+disk_reads_model (struct tu_rig *r)
 {
   uint64_t off;
 
@@ -175,7 +124,7 @@ disk_reads_model_cb (void *arg)
  * test instead of ending the program.
  */
 static int
-disk_reads_model_in_child (struct rig *r)
+disk_reads_model_in_child (struct tu_rig *r)
 {
   int st;
 
@@ -187,7 +136,7 @@ disk_reads_model_in_child (struct rig *r)
 }
 
 static int
-backend_is_model (struct rig *r)
+backend_is_model (struct tu_rig *r)
 {
   long d;
 
@@ -204,7 +153,7 @@ backend_is_model (struct rig *r)
 static void
 test_read_miss (void)
 {
-  struct rig r;
+  struct tu_rig r;
   struct pc_stats st;
   uint64_t n0;
   const uint64_t off = TU_MIB + 100;
@@ -239,13 +188,13 @@ test_read_miss (void)
     CU_ASSERT_EQUAL (pc_read (r.c, b, 16, BSIZE - 8, &r.be, &err), -1);
     CU_ASSERT_EQUAL (err, EINVAL);
   }
-  rig_close (&r);
+  tu_rig_close (&r);
 }
 
 static void
 test_no_cache_on_read (void)
 {
-  struct rig r;
+  struct tu_rig r;
   struct pc_config cfg;
   uint64_t n0;
 
@@ -258,11 +207,11 @@ test_no_cache_on_read (void)
   CU_ASSERT_EQUAL (tu_mem_preads (r.mem), n0 + 2);
   CU_ASSERT_EQUAL (tu_type_at (r.c, 0, BSIZE), PC_MAP_UNCACHED);
   /* Written data is still served from the cache. */
-  rig_write (&r, 8192, 4096, 5);
+  tu_rig_write (&r, 8192, 4096, 5);
   n0 = tu_mem_preads (r.mem);
   CU_ASSERT_TRUE (reads_model (&r, 8192, 4096));
   CU_ASSERT_EQUAL (tu_mem_preads (r.mem), n0);
-  rig_close (&r);
+  tu_rig_close (&r);
 }
 
 /* Writes of odd sizes and places; pc_map. */
@@ -279,13 +228,13 @@ static const struct { uint64_t off; uint32_t len; } odd[] = {
 static void
 test_odd_writes (void)
 {
-  struct rig r;
+  struct tu_rig r;
   struct tu_map m;
   size_t i;
 
   CU_ASSERT_EQUAL_FATAL (rig_open (&r, "odd", NULL, CSIZE, -1), 0);
   for (i = 0; i < NODD; i++)
-    rig_write (&r, odd[i].off, odd[i].len, 10 + i);
+    tu_rig_write (&r, odd[i].off, odd[i].len, 10 + i);
   rig_zero (&r, 20 * TU_MIB, 8192, 0);
   rig_trim (&r, 20 * TU_MIB + 65536, 4096);
 
@@ -313,22 +262,22 @@ test_odd_writes (void)
   CU_ASSERT_TRUE (reads_model (&r, 0, 8192));
   CU_ASSERT_TRUE (reads_model (&r, 20 * TU_MIB, 128 * 1024));
   CU_ASSERT_TRUE (disk_reads_model (&r));
-  rig_close (&r);
+  tu_rig_close (&r);
 }
 
 /* After a drain, the backend holds exactly what was written. */
 static void
 test_writeback (void)
 {
-  struct rig r;
+  struct tu_rig r;
   size_t i;
   int saw_trim = 0, saw_zero = 0;
 
   CU_ASSERT_EQUAL_FATAL (rig_open (&r, "wb", NULL, CSIZE, -1), 0);
   tu_mem_log (r.mem, 1);
   for (i = 0; i < NODD; i++)
-    rig_write (&r, odd[i].off, odd[i].len, 20 + i);
-  rig_write (&r, 100000, 1, 40);      /* rewritten in the same epoch */
+    tu_rig_write (&r, odd[i].off, odd[i].len, 20 + i);
+  tu_rig_write (&r, 100000, 1, 40);      /* rewritten in the same epoch */
   rig_zero (&r, 20 * TU_MIB, 8192, 0);
   rig_zero (&r, 21 * TU_MIB, 8192, PC_MAY_TRIM);
   rig_trim (&r, 22 * TU_MIB, 12288);
@@ -349,12 +298,12 @@ test_writeback (void)
   CU_ASSERT_TRUE (saw_zero);
 
   /* More on top, then drain again. */
-  rig_write (&r, 20 * TU_MIB + 4096, 4096, 50);
-  rig_write (&r, 22 * TU_MIB, 512, 51);
+  tu_rig_write (&r, 20 * TU_MIB + 4096, 4096, 50);
+  tu_rig_write (&r, 22 * TU_MIB, 512, 51);
   rig_drain (&r);
   CU_ASSERT_TRUE (backend_is_model (&r));
   CU_ASSERT_TRUE (disk_reads_model (&r));
-  rig_close (&r);
+  tu_rig_close (&r);
 }
 
 /* The backend always holds a prefix of the client's flush epochs: no
@@ -367,7 +316,7 @@ static void
 ordering (int live)
 {
   enum { EPOCHS = 10, WRITES = 12 };
-  struct rig r;
+  struct tu_rig r;
   uint64_t rnd = 12345;
   uint8_t *b = malloc (32768);
   long last[EPOCHS + 2], first[EPOCHS + 2];
@@ -429,7 +378,7 @@ ordering (int live)
   }
   pthread_mutex_unlock (&r.mem->lock);
   free (b);
-  rig_close (&r);
+  tu_rig_close (&r);
 }
 
 static void
@@ -465,7 +414,7 @@ static void
 test_wb_width (void)
 {
   struct pc_config cfg;
-  struct rig r;
+  struct tu_rig r;
   uint64_t size, dirty = 0;
   unsigned pct, w, prev = 0;
 
@@ -534,7 +483,7 @@ test_wb_width (void)
 
   /* The count is not real dirty data: clear it before closing. */
   PC_UNCOUNT (r.c, dirty_bytes, size * 5 / 100);
-  rig_close (&r);
+  tu_rig_close (&r);
 }
 
 /* A backend that holds its n-th write until opened. */
@@ -574,7 +523,7 @@ gate_writes (struct gate *g)
 
 /* A read of cached data: the client is busy, and only reading. */
 static void
-hit (struct rig *r, uint64_t off)
+hit (struct tu_rig *r, uint64_t off)
 {
   uint8_t b[4096];
   int err = 0;
@@ -590,7 +539,7 @@ static void
 test_wb_pause (void)
 {
   struct pc_config cfg;
-  struct rig r;
+  struct tu_rig r;
   struct gate g = { .hook.before = gate_before, .at = 4 };
   struct pc_backend gb = tu_hook_backend (&g.hook);
   struct pc_stats st;
@@ -613,7 +562,7 @@ test_wb_pause (void)
    * backlog between the thresholds (counted, not written) starts it.
    */
   for (i = 0; i < n; i++)
-    rig_write (&r, i * 8192, 4096, 500 + i);
+    tu_rig_write (&r, i * 8192, 4096, 500 + i);
   CU_ASSERT_EQUAL (pc_log_commit_all (r.c, 0), 0);
   extra = size * 40 / 100;
   PC_COUNT (r.c, dirty_bytes, extra);
@@ -653,7 +602,7 @@ test_wb_pause (void)
   CU_ASSERT_EQUAL (memcmp (r.mem->buf, r.model, n * 8192), 0);
 
   PC_UNCOUNT (r.c, dirty_bytes, extra);
-  rig_close (&r);
+  tu_rig_close (&r);
   pthread_mutex_destroy (&g.lock);
   pthread_cond_destroy (&g.cv);
 }
@@ -661,7 +610,7 @@ test_wb_pause (void)
 static void
 test_full_cache (void)
 {
-  struct rig r;
+  struct tu_rig r;
   struct pc_stats st;
   uint64_t rnd = 777, total = 0, target = 5 * 12 * TU_MIB, gens;
   uint32_t i;
@@ -693,7 +642,7 @@ test_full_cache (void)
   /* Many index entries now point into reclaimed segments. */
   CU_ASSERT_TRUE (disk_reads_model_in_child (&r));
   free (b);
-  rig_close (&r);
+  tu_rig_close (&r);
 }
 
 /* Writeback survives backend errors: writes are still acknowledged and
@@ -702,14 +651,14 @@ test_full_cache (void)
 static void
 test_backend_errors (void)
 {
-  struct rig r;
+  struct tu_rig r;
   struct pc_stats st;
   uint64_t e0;
 
   CU_ASSERT_EQUAL_FATAL (rig_open (&r, "errors", NULL, CSIZE, -1), 0);
   tu_mem_fail (r.mem, 3, 0);
-  rig_write (&r, 0, 65536, 60);
-  rig_write (&r, 5 * TU_MIB, 4096, 61);
+  tu_rig_write (&r, 0, 65536, 60);
+  tu_rig_write (&r, 5 * TU_MIB, 4096, 61);
   rig_zero (&r, 6 * TU_MIB, 4096, 0);
   rig_drain (&r);
   CU_ASSERT_EQUAL (r.mem->nfailed, 3);
@@ -721,14 +670,14 @@ test_backend_errors (void)
 
   /* A failed flush: the batch is not done until a flush succeeds. */
   tu_mem_fail (r.mem, 0, 1);
-  rig_write (&r, 7 * TU_MIB, 8192, 62);
+  tu_rig_write (&r, 7 * TU_MIB, 8192, 62);
   rig_drain (&r);
   CU_ASSERT_EQUAL (r.mem->nfailed, 4);
   CU_ASSERT_TRUE (backend_is_model (&r));
   pc_cache_get_stats (r.c, &st);
   CU_ASSERT (st.writeback_errors > e0);
   CU_ASSERT_TRUE (disk_reads_model (&r));
-  rig_close (&r);
+  tu_rig_close (&r);
 }
 
 /* ------------------------------------------------------------------ */
@@ -782,7 +731,7 @@ stamp_ok (const uint8_t *b, uint64_t blk, unsigned nblk)
 }
 
 struct cc {
-  struct rig *r;
+  struct tu_rig *r;
   pthread_barrier_t bar;
   atomic_int writers_left;
   atomic_int errors;
@@ -851,7 +800,7 @@ cc_reader (void *arg)
 static void
 concurrency (void)
 {
-  struct rig r;
+  struct tu_rig r;
   struct cc cc;
   struct cc_arg args[CC_WRITERS];
   pthread_t w[CC_WRITERS], rd;
@@ -895,7 +844,7 @@ concurrency (void)
                 CC_FINAL);
   CU_ASSERT_TRUE (backend_is_model (&r));
   CU_ASSERT_TRUE (reads_model (&r, CC_BASE, CC_BLOCKS * 4096));
-  rig_close (&r);
+  tu_rig_close (&r);
 }
 
 /* Run a test body in a child process (no _FATAL asserts in it: those
@@ -1076,7 +1025,7 @@ tunable_refused (pc_cache *c, enum pc_tunable t, uint64_t v)
 static void
 test_tunables (void)
 {
-  struct rig r;
+  struct tu_rig r;
   struct pc_config cfg;
   struct pc_stats st;
   enum pc_tunable t;
@@ -1136,7 +1085,7 @@ test_tunables (void)
   CU_ASSERT_PTR_NOT_NULL (strstr (json, ",\"full_timeout\":5,"));
   CU_ASSERT_PTR_NOT_NULL (strstr (json, ",\"writeback_paused\":false}"));
   CU_ASSERT_EQUAL (pc_stats_json (&st, json, 40), -1);
-  rig_close (&r);
+  tu_rig_close (&r);
 }
 
 /* Paused write-back writes nothing back, and a drain or a switch out of
@@ -1148,7 +1097,7 @@ test_pause_reset (void)
 {
   struct pc_config cfg;
   struct pc_stats st;
-  struct rig r;
+  struct tu_rig r;
   uint64_t t0;
   int err = 0;
 
@@ -1157,7 +1106,7 @@ test_pause_reset (void)
   CU_ASSERT_EQUAL_FATAL (rig_open (&r, "pause", &cfg, CSIZE, 0), 0);
   CU_ASSERT_EQUAL (pc_cache_pause_writeback (r.c, 1), 0);
   CU_ASSERT_EQUAL (pc_cache_pause_writeback (r.c, 1), 0);
-  rig_write (&r, 65536, 65536, 3);
+  tu_rig_write (&r, 65536, 65536, 3);
   CU_ASSERT_EQUAL (pc_flush (r.c, &err), 0);
   hit (&r, 65536);
   /* A quiet client: write-back would run now. */
@@ -1197,7 +1146,7 @@ test_pause_reset (void)
   CU_ASSERT_EQUAL (st.dirty_bytes, 0);
   CU_ASSERT_EQUAL (st.writeback_bytes, 65536);
   CU_ASSERT_EQUAL (first_diff (r.mem->buf, r.model, BSIZE), -1);
-  rig_close (&r);
+  tu_rig_close (&r);
 }
 
 /* Every setter, the pause and the reset, from another thread while a
@@ -1238,7 +1187,7 @@ test_tunables_live (void)
   struct pc_config cfg;
   struct churn ch;
   struct pc_stats st;
-  struct rig r;
+  struct tu_rig r;
   uint64_t seed = tu_seed (17);
   pthread_t t;
   int err = 0;
@@ -1253,7 +1202,7 @@ test_tunables_live (void)
   for (i = 0; i < 600; i++) {
     uint64_t off = tu_below (&seed, BSIZE / 65536) * 65536;
 
-    rig_write (&r, off, 65536, 900 + i);
+    tu_rig_write (&r, off, 65536, 900 + i);
     hit (&r, tu_below (&seed, BSIZE / 4096) * 4096);
     if (i % 16 == 15)
       CU_ASSERT_EQUAL (pc_flush (r.c, &err), 0);
@@ -1265,7 +1214,7 @@ test_tunables_live (void)
   CU_ASSERT_EQUAL (st.dirty_bytes, 0);
   CU_ASSERT_EQUAL (st.writeback_paused, 0);
   CU_ASSERT_EQUAL (first_diff (r.mem->buf, r.model, BSIZE), -1);
-  rig_close (&r);
+  tu_rig_close (&r);
 }
 
 static const struct tu_case cases[] = {

@@ -26,61 +26,24 @@
 #define BSIZE (32 * TU_MIB)
 #define LEN   65536u
 
-struct rig {
-  const char *path;
-  struct tu_mem *mem;
-  struct pc_backend be;
-  pc_cache *c;
-  uint8_t *model;               /* what the disk should read as */
-};
-
-/* A data-crc cache over a patterned backend, workers not started. */
+/* A data-crc cache (or not) over a patterned backend, workers not
+ * started.
+ */
 static int
-rig_open (struct rig *r, const char *name, int data_crc)
+rig_open (struct tu_rig *r, const char *name, int data_crc)
 {
   struct pc_config cfg;
 
-  memset (r, 0, sizeof *r);
-  r->path = tu_fresh (name);
-  r->mem = tu_mem_new (BSIZE, 0);
-  r->model = malloc (BSIZE);
-  if (!r->mem || !r->model)
-    return -1;
-  tu_fill (r->mem->buf, BSIZE, 0, 77);
-  memcpy (r->model, r->mem->buf, BSIZE);
-  r->be = tu_mem_backend (r->mem);
-  tu_config (&cfg, r->path, CSIZE);
+  pc_config_init (&cfg);
   cfg.data_crc = data_crc;
-  r->c = tu_open (&cfg, BSIZE);
-  return r->c ? 0 : -1;
-}
-
-static void
-rig_close (struct rig *r)
-{
-  pc_cache_close (r->c);
-  tu_mem_free (r->mem);
-  free (r->model);
-  unlink (r->path);
-}
-
-static void
-rig_write (struct rig *r, uint64_t off, uint32_t len, uint32_t seed)
-{
-  uint8_t *b = malloc (len);
-  int err = 0;
-
-  tu_fill (b, len, off, seed);
-  CU_ASSERT_EQUAL (pc_write (r->c, b, len, off, 0, &err), 0);
-  memcpy (r->model + off, b, len);
-  free (b);
+  return tu_rig_open (r, name, &cfg, CSIZE, BSIZE, -1);
 }
 
 /* Read [off, off+len): 0 if it succeeds and matches the model, else
  * the errno of the read, or -1 for wrong data.
  */
 static int
-rig_read (struct rig *r, uint64_t off, uint32_t len)
+rig_read (struct tu_rig *r, uint64_t off, uint32_t len)
 {
   uint8_t *b = malloc (len);
   int err = 0, ret;
@@ -95,7 +58,7 @@ rig_read (struct rig *r, uint64_t off, uint32_t len)
 
 /* The key holding backing offset off (not a placeholder), or NULL. */
 static struct pc_key *
-key_at (struct rig *r, uint64_t off)
+key_at (struct tu_rig *r, uint64_t off)
 {
   struct pc_key *k = pc_tree_find (pc_index_tree (&r->c->index, off), off, 1);
 
@@ -106,7 +69,7 @@ key_at (struct rig *r, uint64_t off)
  * mapping of the cache file.
  */
 static void
-corrupt_at (struct rig *r, uint64_t off)
+corrupt_at (struct tu_rig *r, uint64_t off)
 {
   struct pc_key *k = key_at (r, off);
 
@@ -118,7 +81,7 @@ corrupt_at (struct rig *r, uint64_t off)
  * wherever the key's own range now starts.
  */
 static void
-corrupt_rec (struct rig *r, struct pc_key *k, uint32_t i)
+corrupt_rec (struct tu_rig *r, struct pc_key *k, uint32_t i)
 {
   CU_ASSERT_FATAL (k->flags & PC_KEY_CRC);
   CU_ASSERT_FATAL (i < pc_key_crc (k)->rec_len);
@@ -126,7 +89,7 @@ corrupt_rec (struct rig *r, struct pc_key *k, uint32_t i)
 }
 
 static uint64_t
-crc_errors (struct rig *r)
+crc_errors (struct tu_rig *r)
 {
   struct pc_stats st;
 
@@ -155,7 +118,7 @@ static void
 test_clean (void)
 {
   const uint64_t off = 3 * TU_MIB + 4096;
-  struct rig r;
+  struct tu_rig r;
   struct pc_key *k;
   uint64_t n0;
   char json[1024];
@@ -191,7 +154,7 @@ test_clean (void)
   pc_cache_get_stats (r.c, &st);
   CU_ASSERT_TRUE (pc_stats_json (&st, json, sizeof json) > 0);
   CU_ASSERT_PTR_NOT_NULL (strstr (json, "\"crc_errors\":1,"));
-  rig_close (&r);
+  tu_rig_close (&r);
 }
 
 /* Dirty data: reads of it fail, the key stays, reported once. */
@@ -199,12 +162,12 @@ static void
 test_dirty (void)
 {
   const uint64_t off = 5 * TU_MIB;
-  struct rig r;
+  struct tu_rig r;
   uint64_t n0;
 
   CU_ASSERT_EQUAL_FATAL (rig_open (&r, "dirty", 1), 0);
-  rig_write (&r, off, LEN, 11);
-  rig_write (&r, off + LEN, LEN, 12);
+  tu_rig_write (&r, off, LEN, 11);
+  tu_rig_write (&r, off + LEN, LEN, 12);
   tu_flush (r.c);                       /* logged, for pc_cache_verify_data */
   CU_ASSERT_EQUAL (rig_read (&r, off, 2 * LEN), 0);
   CU_ASSERT_TRUE (key_at (&r, off)->flags & PC_KF_DIRTY);
@@ -228,10 +191,10 @@ test_dirty (void)
   CU_ASSERT_EQUAL (pc_cache_verify_data (r.c, NULL, NULL), 1);
   /* The next record reads well; an overwrite ends the error. */
   CU_ASSERT_EQUAL (rig_read (&r, off + LEN, LEN), 0);
-  rig_write (&r, off, LEN, 13);
+  tu_rig_write (&r, off, LEN, 13);
   CU_ASSERT_EQUAL (rig_read (&r, off, 2 * LEN), 0);
   CU_ASSERT_EQUAL (crc_errors (&r), 1);
-  rig_close (&r);
+  tu_rig_close (&r);
 }
 
 /* Keys cut by later writes check their record's whole payload: where
@@ -241,17 +204,17 @@ static void
 test_trimmed_and_split (void)
 {
   const uint64_t a = 9 * TU_MIB, b = 13 * TU_MIB, d = 17 * TU_MIB;
-  struct rig r;
+  struct tu_rig r;
   struct pc_key *k;
   uint64_t n0;
 
   CU_ASSERT_EQUAL_FATAL (rig_open (&r, "split", 1), 0);
 
   /* A front-trimmed dirty key and a split one, intact: no false alarm. */
-  rig_write (&r, a, LEN, 21);
-  rig_write (&r, a, 8192, 22);                  /* cuts the front */
-  rig_write (&r, d, LEN, 23);
-  rig_write (&r, d + 16384, 4096, 24);          /* splits it */
+  tu_rig_write (&r, a, LEN, 21);
+  tu_rig_write (&r, a, 8192, 22);                  /* cuts the front */
+  tu_rig_write (&r, d, LEN, 23);
+  tu_rig_write (&r, d + 16384, 4096, 24);          /* splits it */
   k = key_at (&r, a + 8192);
   CU_ASSERT_PTR_NOT_NULL_FATAL (k);
   CU_ASSERT_EQUAL (k->off, a + 8192);
@@ -281,7 +244,7 @@ test_trimmed_and_split (void)
    * replaced, which no key points at any more, drops both pieces.
    */
   CU_ASSERT_EQUAL (rig_read (&r, b, LEN), 0);           /* cached clean */
-  rig_write (&r, b + 16384, 4096, 25);
+  tu_rig_write (&r, b + 16384, 4096, 25);
   k = key_at (&r, b + 20480);
   CU_ASSERT_PTR_NOT_NULL_FATAL (k);
   CU_ASSERT_FALSE (k->flags & PC_KF_DIRTY);
@@ -295,7 +258,7 @@ test_trimmed_and_split (void)
   CU_ASSERT_EQUAL (rig_read (&r, b, LEN), 0);
   CU_ASSERT_EQUAL (tu_mem_preads (r.mem), n0 + 2);
   CU_ASSERT_EQUAL (crc_errors (&r), 4);
-  rig_close (&r);
+  tu_rig_close (&r);
 }
 
 /* The index pays for the checksum only on a cache that has them: a
@@ -304,18 +267,18 @@ test_trimmed_and_split (void)
 static void
 test_key_size (void)
 {
-  struct rig r;
+  struct tu_rig r;
   uint64_t keys, bytes[2];
   int i;
 
   for (i = 0; i < 2; i++) {
     CU_ASSERT_EQUAL_FATAL (rig_open (&r, "size", i), 0);
-    rig_write (&r, 0, 4096, 31);
-    rig_write (&r, 8192, 4096, 32);
-    rig_write (&r, 16384, 4096, 33);
+    tu_rig_write (&r, 0, 4096, 31);
+    tu_rig_write (&r, 8192, 4096, 32);
+    tu_rig_write (&r, 16384, 4096, 33);
     pc_cache_index_usage (r.c, &keys, &bytes[i]);
     CU_ASSERT_EQUAL (keys, 3);
-    rig_close (&r);
+    tu_rig_close (&r);
   }
   CU_ASSERT_EQUAL (bytes[1] - bytes[0], 3 * 32);
   CU_ASSERT_EQUAL (sizeof (struct pc_key), 32);

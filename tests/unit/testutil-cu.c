@@ -25,6 +25,13 @@ tu_write (pc_cache *c, uint64_t off, uint32_t len, uint32_t seed)
 }
 
 void
+tu_rig_write (struct tu_rig *r, uint64_t off, uint32_t len, uint32_t seed)
+{
+  tu_write (r->c, off, len, seed);
+  tu_fill (r->model + off, len, off, seed);
+}
+
+void
 tu_flush (pc_cache *c)
 {
   int err = 0;

@@ -840,6 +840,44 @@ tu_config (struct pc_config *cfg, const char *path, uint64_t size)
   cfg->seg_size = PC_MIN_SEG_SIZE;
 }
 
+int
+tu_rig_open (struct tu_rig *r, const char *name, const struct pc_config *base,
+             uint64_t csize, uint64_t bsize, int init)
+{
+  struct pc_config cfg;
+
+  memset (r, 0, sizeof *r);
+  r->path = tu_fresh (name);
+  r->mem = tu_mem_new (bsize, 0);
+  r->model = malloc (bsize);
+  if (!r->mem || !r->model)
+    return -1;
+  if (init < 0)
+    tu_fill (r->mem->buf, bsize, 0, 77);
+  else
+    memset (r->mem->buf, init, bsize);
+  memcpy (r->model, r->mem->buf, bsize);
+  r->be = tu_mem_backend (r->mem);
+  if (base)
+    cfg = *base;
+  else
+    pc_config_init (&cfg);
+  cfg.path = r->path;
+  cfg.size = csize;
+  cfg.seg_size = PC_MIN_SEG_SIZE;
+  r->c = tu_open (&cfg, bsize);
+  return r->c ? 0 : -1;
+}
+
+void
+tu_rig_close (struct tu_rig *r)
+{
+  pc_cache_close (r->c);
+  tu_mem_free (r->mem);
+  free (r->model);
+  unlink (r->path);
+}
+
 pc_cache *
 tu_open (const struct pc_config *cfg, uint64_t backing_size)
 {

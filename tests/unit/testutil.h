@@ -240,6 +240,27 @@ const char *tu_fresh (const char *name);
 void tu_write (pc_cache *c, uint64_t off, uint32_t len, uint32_t seed);
 void tu_flush (pc_cache *c);
 
+/* A cache (bound, workers not started) over a memory backend of
+ * bsize bytes, and a model of what the disk should read as: init
+ * fills both with that byte, or with pattern 77 if negative.  base
+ * gives the settings (NULL: defaults); path, size (csize) and 1 MiB
+ * segments are the rig's.  tu_rig_close frees all of it.
+ */
+struct tu_rig {
+  const char *path;
+  struct tu_mem *mem;
+  struct pc_backend be;
+  pc_cache *c;
+  uint8_t *model;
+};
+int tu_rig_open (struct tu_rig *r, const char *name,
+                 const struct pc_config *base, uint64_t csize,
+                 uint64_t bsize, int init);
+void tu_rig_close (struct tu_rig *r);
+/* testutil-cu.c (CUnit): tu_write through the rig, and into its model. */
+void tu_rig_write (struct tu_rig *r, uint64_t off, uint32_t len,
+                   uint32_t seed);
+
 /* testutil-cu.c (CUnit): the unit test programs' main.  Runs cases (up
  * to one with a NULL name) as one suite; a hang past alarm_s seconds is
  * a failure; the engine's log is captured and a scratch directory
