@@ -350,16 +350,23 @@ wait_unlocked ()
     return 1
 }
 
-# wait_for_socket PATH
+# wait_for_socket PATH [PID]
 #
 # Wait (up to 60 s) until PATH is a socket: the control socket of a
-# server that start_nbdkit saw listen, which opens it just after.
+# server that start_nbdkit saw listen, which opens it just after, or
+# the socket of a server started by hand as PID, whose death ends the
+# wait.
 wait_for_socket ()
 {
     local i
     { _pcache_xtrace_off; } 2>/dev/null
     for (( i = 0; i < 600; i++ )); do
         if [ -S "$1" ]; then _pcache_xtrace_restore; return 0; fi
+        if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then
+            _pcache_xtrace_restore
+            echo "$0: process $2 died before $1 appeared" >&2
+            return 1
+        fi
         sleep 0.1
     done
     _pcache_xtrace_restore

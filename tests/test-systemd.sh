@@ -62,11 +62,7 @@ printf '%s\n' "${cmd[@]}"
 pid=$!
 echo "$pid" >"$tmp/server.pid"
 cleanup_fn kill_nbdkit "$tmp/server.pid"
-for (( i = 0; i < 600; i++ )); do
-    [ -S "$tmp/nbd.sock" ] && break
-    kill -0 "$pid"
-    sleep 0.1
-done
+wait_for_socket "$tmp/nbd.sock" "$pid"
 
 nbdsh -u "nbd+unix://?socket=$tmp/nbd.sock" -c '
 assert h.get_size() == 64 * 1024 * 1024
@@ -110,11 +106,7 @@ if command -v systemd-socket-activate >/dev/null; then
     systemd-socket-activate "${env_args[@]}" -l "$tmp/sa.sock" "${cmd[@]}" &
     pid=$!
     echo "$pid" >"$tmp/server.pid"
-    for (( i = 0; i < 600; i++ )); do
-        [ -S "$tmp/sa.sock" ] && break
-        kill -0 "$pid"
-        sleep 0.1
-    done
+    wait_for_socket "$tmp/sa.sock" "$pid"
     nbdsh -u "nbd+unix://?socket=$tmp/sa.sock" -c '
 assert h.pread(65536, 1048576) == b"S" * 65536
 '
