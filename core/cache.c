@@ -16,6 +16,7 @@
 #include "ctrl.h"
 #include "hold.h"
 #include "meta.h"
+#include "namespace.h"
 #include "replay.h"
 #include "timer.h"
 #include "util.h"
@@ -56,24 +57,11 @@ check_config (const struct pc_config *cfg)
   return 0;
 }
 
-/* Geometry for a file of size bytes and segments of 1 << shift. */
-static int
-layout_for (uint64_t size, unsigned shift, uint32_t *nsegs,
-            uint64_t *area_off)
+/* Namespaces a new cache is made with. */
+static uint32_t
+max_exports_of (const struct pc_config *cfg)
 {
-  uint64_t seg = 1ULL << shift, n;
-
-  if (size < PC_SEGTAB_OFF + seg)
-    return -1;
-  n = (size - PC_SEGTAB_OFF) / (seg + PC_SEGTAB_ENTRY);
-  while (n > 0 &&
-         PC_ALIGN_UP (PC_SEGTAB_OFF + n * PC_SEGTAB_ENTRY, 4096) + n * seg > size)
-    n--;
-  if (n < PC_MIN_SEGMENTS || n > UINT32_MAX)
-    return -1;
-  *nsegs = n;
-  *area_off = PC_ALIGN_UP (PC_SEGTAB_OFF + n * PC_SEGTAB_ENTRY, 4096);
-  return 0;
+  return cfg->max_exports ? cfg->max_exports : PC_DEFAULT_MAX_EXPORTS;
 }
 
 static int
@@ -85,7 +73,7 @@ init_runtime (struct pc_cache *c)
   c->seg_size = 1ULL << c->seg_shift;
   c->nsegs = c->sb.nsegs;
   c->seg_area_off = c->sb.seg_area_off;
-  c->backing_size = c->sb.backing_size;
+  c->max_exports = c->sb.max_exports;
   c->data_crc = !!(c->sb.features & PC_FEAT_DATA_CRC);
   pc_fmt_geom (&c->geom, c->base, &c->sb);
   if (pc_segs_init (&c->segs, c->nsegs, c->pm, c->base + PC_SEGTAB_OFF) == -1)
@@ -99,8 +87,9 @@ init_runtime (struct pc_cache *c)
     pc_lock_init (&c->heads[i].lock);
     c->heads[i].seg = -1;
   }
-  if (pc_index_init (&c->index, c->backing_size ? c->backing_size : 1,
-                     PC_STRIPE_SHIFT, PC_MAX_TREES) == -1)
+  /* Namespaces spread over the whole address space: every subtree. */
+  if (pc_index_init (&c->index, UINT64_MAX, PC_STRIPE_SHIFT,
+                     PC_MAX_TREES) == -1)
     return -1;
   return 0;
 }
@@ -112,15 +101,17 @@ check_existing (struct pc_cache *c)
   const struct pc_config *cfg = &c->cfg;
   uint64_t fsize = pc_pmem_size (c->pm);
   uint32_t nsegs;
-  uint64_t area;
+  uint64_t area, tab;
   const char *id = c->backing_id ? c->backing_id : "";
 
   if (c->sb.file_size != fsize)
     return pc_fail (EINVAL, "%s: cache was made %" PRIu64 " bytes long but is "
                     "now %" PRIu64 " bytes", c->path, c->sb.file_size, fsize);
   if (c->sb.seg_shift < 20 || c->sb.seg_shift > 30 ||
-      layout_for (fsize, c->sb.seg_shift, &nsegs, &area) == -1 ||
-      nsegs != c->sb.nsegs || area != c->sb.seg_area_off)
+      pc_fmt_layout (fsize, c->sb.seg_shift, c->sb.max_exports, &nsegs,
+                     &tab, &area) == -1 ||
+      nsegs != c->sb.nsegs || tab != c->sb.nstab_off ||
+      area != c->sb.seg_area_off)
     return pc_fail (EINVAL, "%s: superblock geometry is inconsistent",
                     c->path);
   if (cfg->size && cfg->size != fsize)
@@ -137,6 +128,10 @@ check_existing (struct pc_cache *c)
                     "made with data-crc=%s", c->path,
                     cfg->data_crc ? "true" : "false",
                     (c->sb.features & PC_FEAT_DATA_CRC) ? "true" : "false");
+  if (cfg->max_exports && cfg->max_exports != c->sb.max_exports)
+    return pc_fail (EINVAL, "%s: max-exports=%u was asked for but the cache "
+                    "was made with room for %u", c->path, cfg->max_exports,
+                    c->sb.max_exports);
   if (strncmp (id, c->sb.backing_id, PC_BACKING_ID_LEN) != 0)
     return pc_fail (EINVAL, "%s: cache belongs to backing \"%.*s\", not "
                     "\"%s\"", c->path, PC_BACKING_ID_LEN, c->sb.backing_id,
@@ -153,17 +148,19 @@ check_new_size (struct pc_cache *c)
   uint64_t seg = c->cfg.seg_size ? c->cfg.seg_size : PC_DEFAULT_SEG_SIZE;
   uint64_t size = c->cfg.size;
   uint32_t nsegs;
-  uint64_t area;
+  uint64_t area, tab;
 
   /* An existing file (pcache-format=force) is checked when formatted,
    * after it is locked.
    */
   if (!size)
     return 0;
-  if (layout_for (size, __builtin_ctzll (seg), &nsegs, &area) == -1)
+  if (pc_fmt_layout (size, __builtin_ctzll (seg), max_exports_of (&c->cfg),
+                     &nsegs, &tab, &area) == -1)
     return pc_fail (EINVAL, "%s: %" PRIu64 " bytes is too small: a cache "
-                    "needs at least %d segments of %" PRIu64 " bytes", c->path,
-                    size, PC_MIN_SEGMENTS, seg);
+                    "needs at least %d segments of %" PRIu64 " bytes and "
+                    "its namespace table", c->path, size, PC_MIN_SEGMENTS,
+                    seg);
   return 0;
 }
 
@@ -182,13 +179,21 @@ open_existing (struct pc_cache *c)
     return -1;
   c->base = pc_pmem_base (c->pm);
   if (pc_sb_load (c->base, pc_pmem_size (c->pm), &c->sb, &why) == -1) {
+    if (c->sb.magic == PC_SB_MAGIC && c->sb.version == 1)
+      return pc_fail (EINVAL, "%s: cache has format version 1 (one export, "
+                      "made by an earlier pcache); this pcache reads version "
+                      "%u only.  Write it back with the pcachectl of the "
+                      "pcache that made it (pcachectl drain), then format it "
+                      "again (pcache-format=force)", c->path,
+                      PC_FORMAT_VERSION);
     if (c->sb.magic == PC_SB_MAGIC && c->sb.version != PC_FORMAT_VERSION)
       return pc_fail (EINVAL, "%s: cache has format version %u, this pcache "
                       "reads version %u", c->path, c->sb.version,
                       PC_FORMAT_VERSION);
     return pc_fail (EINVAL, "%s: %s", c->path, why);
   }
-  if (check_existing (c) == -1 || init_runtime (c) == -1)
+  if (check_existing (c) == -1 || init_runtime (c) == -1 ||
+      pc_ns_load (c) == -1)
     return -1;
   c->ctrl_slot = pc_ctrl_load (c->base, &c->ctrl);
   if (c->ctrl_slot < 0)
@@ -211,6 +216,9 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
 
   if (check_config (cfg) == -1)
     return -1;
+  if (cfg->max_exports > PC_MAX_EXPORTS)
+    return pc_fail (EINVAL, "max exports %u is out of range 1..%d",
+                    cfg->max_exports, PC_MAX_EXPORTS);
   /* Aligned: the sharded members own whole cache lines. */
   c = aligned_alloc (PC_CACHELINE, PC_ALIGN_UP (sizeof *c, PC_CACHELINE));
   if (!c)
@@ -249,6 +257,7 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
   }
   pthread_mutex_init (&c->seq_lock, NULL);
   pthread_mutex_init (&c->ctrl_lock, NULL);
+  pthread_mutex_init (&c->ns_lock, NULL);
   pthread_mutex_init (&c->bg_lock, NULL);
   pthread_cond_init (&c->bg_cv, NULL);
   atomic_init (&c->wb_wake_seq, UINT64_MAX);   /* not idle yet */
@@ -284,7 +293,7 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
 }
 
 static int
-format (struct pc_cache *c, uint64_t backing_size)
+format (struct pc_cache *c)
 {
   struct pc_sb *sb = &c->sb;
   struct pc_ctrl *ctl = &c->ctrl;
@@ -307,11 +316,13 @@ format (struct pc_cache *c, uint64_t backing_size)
   sb->features = c->cfg.data_crc == 1 ? PC_FEAT_DATA_CRC : 0;
   sb->seg_shift = __builtin_ctzll (seg_size);
   sb->file_size = fsize;
-  sb->backing_size = backing_size;
-  if (layout_for (fsize, sb->seg_shift, &sb->nsegs, &sb->seg_area_off) == -1)
+  sb->max_exports = max_exports_of (&c->cfg);
+  if (pc_fmt_layout (fsize, sb->seg_shift, sb->max_exports, &sb->nsegs,
+                     &sb->nstab_off, &sb->seg_area_off) == -1)
     return pc_fail (EINVAL, "%s: %" PRIu64 " bytes is too small: a cache "
-                    "needs at least %d segments of %" PRIu64 " bytes", c->path,
-                    fsize, PC_MIN_SEGMENTS, seg_size);
+                    "needs at least %d segments of %" PRIu64 " bytes and "
+                    "its namespace table", c->path, fsize, PC_MIN_SEGMENTS,
+                    seg_size);
   if (getrandom (sb->uuid, sizeof sb->uuid, 0) != sizeof sb->uuid)
     return pc_fail (EIO, "getrandom: %m");
   if (c->backing_id)
@@ -325,6 +336,8 @@ format (struct pc_cache *c, uint64_t backing_size)
   if (init_runtime (c) == -1)
     return -1;
   pc_segs_format (&c->segs);
+  pc_pmem_set (c->pm, c->base + sb->nstab_off, 0,
+               (uint64_t) sb->max_exports * PC_NS_ENTRY);
 
   memset (ctl, 0, sizeof *ctl);
   ctl->key_tail = (struct pc_pos) { .seg = 0, .off = 0, .seq = 1 };
@@ -372,31 +385,42 @@ sync_gen_records (struct pc_cache *c)
 }
 
 int
-pc_cache_bind (pc_cache *c, uint64_t backing_size)
+pc_cache_ready (pc_cache *c)
 {
-  /* A live view is for reading: binding could format, starting would
+  /* A live view is for reading: readying could format, starting would
    * write back.
    */
   if (c->cfg.live)
     return pc_fail (EPERM, "%s: opened live, for inspection only", c->path);
+  if (c->bound)
+    return 0;
   if (c->is_new) {
-    if (format (c, backing_size) == -1) {
+    if (format (c) == -1) {
       /* Leave nothing behind that a later start would refuse. */
       if (c->created)
         unlink (c->path);
       return -1;
     }
   }
-  else if (c->sb.backing_size != backing_size)
-    return pc_fail (EINVAL, "%s: cache was made for a backing store of %"
-                    PRIu64 " bytes but this one has %" PRIu64 " bytes",
-                    c->path, c->sb.backing_size, backing_size);
   else
     sync_gen_records (c);
   /* Store a gc percent given on the command line. */
   if ((uint32_t) c->gc_percent != c->ctrl.gc_percent)
     pc_ctrl_update (c, NULL, NULL);
   c->bound = 1;
+  return 0;
+}
+
+int
+pc_cache_bind (pc_cache *c, uint64_t backing_size)
+{
+  uint32_t ns;
+
+  if (pc_cache_ready (c) == -1 || pc_ns_open (c, "", backing_size, &ns) == -1)
+    return -1;
+  c->bound_ns = ns;
+  c->backing_size = backing_size;
+  c->has_bound_ns = 1;
   return 0;
 }
 
@@ -422,7 +446,9 @@ pc_cache_start (pc_cache *c, const struct pc_backend *bg)
   if (!c->bound)
     return pc_fail (EINVAL, "%s: cache is not bound to a backing store",
                     c->path);
-  c->bg = *bg;
+  if (bg && (!c->has_bound_ns || pc_ns_attach (c, c->bound_ns, bg) == -1))
+    return pc_fail (EINVAL, "%s: a backend was given but no namespace was "
+                    "bound", c->path);
   pc_pmem_prefault (c->pm);
   pc_hold_init (c);
   c->stop = 0;
@@ -472,6 +498,7 @@ pc_cache_stop (pc_cache *c)
     pthread_mutex_unlock (&c->bg_lock);
     pthread_join (c->timer_thread, NULL);
     pthread_join (c->wb_thread, NULL);
+    pc_writeback_forget (c);
     c->running = 0;
   }
   if (c->bound && c->pm)
@@ -499,6 +526,8 @@ pc_cache_close (pc_cache *c)
   if (c->log.scratch)
     pc_log_destroy (c);
   pc_segs_destroy (&c->segs);
+  pc_ns_free_all (c);
+  pthread_mutex_destroy (&c->ns_lock);
   pc_pmem_close (c->pm);
   pc_brlock_destroy (&c->mode_lock);
   pthread_mutex_destroy (&c->seq_lock);
@@ -591,5 +620,5 @@ pc_cache_reset_stats (pc_cache *c)
 void
 pc_cache_set_backend (struct pc_cache *c, const struct pc_backend *bg)
 {
-  c->bg = *bg;
+  pc_ns_attach (c, c->bound_ns, bg);
 }

@@ -129,6 +129,32 @@ struct pc_counters {
 #define PC_COUNTED(c, f) \
   pc_shard_sum (&(c)->st[0].f, sizeof (struct pc_counters), PC_NSHARDS)
 
+/* A namespace (namespace.c): one backing export.  Its backend is
+ * attached and detached while the cache runs; a user pins it
+ * (pc_ns_pin) so that a detach waits for the call to end.
+ */
+struct pc_ns {
+  uint32_t id;
+  char *name;
+  uint64_t size;
+  char backing_id[PC_BACKING_ID_LEN];
+  uint64_t created;
+  pthread_mutex_t lock;               /* guards bg, has_bg and pins */
+  pthread_cond_t unpinned;
+  struct pc_backend bg;
+  int has_bg;
+  unsigned pins;
+  _Atomic uint64_t dirty_bytes;       /* its share of the gauge */
+  _Atomic uint64_t last_epoch;        /* epoch of its last batch written */
+  /* Write-back's state for it (writeback.c), the thread's own: */
+  void *wb;                           /* its batch */
+  uint64_t retry_ms;                  /* no round before this (backoff) */
+  /* Its backend's health, under bg_lock: */
+  int wb_error;
+  unsigned wb_fails;
+  uint64_t wb_failing_ms, wb_failing_since, reopens;
+};
+
 /* Clean keys waiting for a backend flush before they are logged. */
 #define PC_CLEAN_WAIT 1024
 
@@ -156,7 +182,15 @@ struct pc_cache {
   struct pc_pmem *pm;
   uint8_t *base;
   struct pc_sb sb;
-  uint64_t backing_size;
+  uint64_t backing_size;              /* of the namespace bind opened */
+  uint32_t bound_ns;
+  int has_bound_ns;
+  /* Namespaces by id; an entry, once set, stays until close.  New ones
+   * are made under ns_lock.
+   */
+  pthread_mutex_t ns_lock;
+  uint32_t max_exports;
+  struct pc_ns *_Atomic ns[PC_NS_MAX];
   unsigned seg_shift;
   uint64_t seg_size;
   uint32_t nsegs;
@@ -201,7 +235,6 @@ struct pc_cache {
   struct pc_index index;
 
   /* Background workers. */
-  struct pc_backend bg;
   int running;
   pthread_t wb_thread, timer_thread;
   pthread_mutex_t bg_lock;
@@ -218,6 +251,7 @@ struct pc_cache {
   int wb_error;                       /* last writeback errno, 0 if fine */
   _Atomic uint64_t wb_last_epoch;     /* epoch of the last batch written back */
   _Atomic int hold;                   /* writeback stops at an epoch boundary */
+  _Atomic uint64_t hold_epoch;        /* the last epoch a hold lets down */
   uint64_t hold_until_ms;             /* under bg_lock; 0: no timeout */
   /* The backend's health as write-back sees it, under bg_lock too: */
   unsigned wb_fails;                  /* rounds failed in a row */

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cache_internal.h"
+#include "namespace.h"
 #include "clean.h"
 #include "crc.h"
 #include "placeholder.h"
@@ -413,7 +414,8 @@ read_piece (struct pc_cache *c, uint8_t *buf, uint32_t len, uint64_t off,
 
     if (it->kind != RD_GAP)
       continue;
-    if (fg->ops->pread (fg->ctx, buf + (it->off - off), it->len, it->off,
+    if (fg->ops->pread (fg->ctx, buf + (it->off - off), it->len,
+                        it->off & PC_NS_OFF_MASK,
                         err) == -1) {
       rd_drop_placeholders (t, l);
       return -1;
@@ -472,7 +474,7 @@ pc_read (pc_cache *c, void *buf, uint32_t len, uint64_t off,
   l.n = 0;
   l.cap = RD_INLINE;
 
-  if (off > c->backing_size || len > c->backing_size - off) {
+  if (!pc_ns_in_range (c, off, len)) {
     *err = EINVAL;
     return -1;
   }
@@ -495,11 +497,12 @@ pc_read (pc_cache *c, void *buf, uint32_t len, uint64_t off,
 int
 pc_map (pc_cache *c, uint64_t off, uint64_t len, pc_map_fn fn, void *opaque)
 {
-  uint64_t end;
+  struct pc_ns *ns = pc_ns_get (c, off);
+  uint64_t end, o = off & PC_NS_OFF_MASK;
 
-  if (off > c->backing_size)
+  if (!ns || o > ns->size)
     return 0;
-  end = off + PC_MIN (len, c->backing_size - off);
+  end = off + PC_MIN (len, ns->size - o);
   while (off < end) {
     uint64_t pend = PC_MIN (end, pc_stripe_end (c, off)), pos = off;
     struct pc_tree *t = pc_index_tree (&c->index, off);

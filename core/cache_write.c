@@ -11,6 +11,7 @@
 #include "backend.h"
 #include "clean.h"
 #include "crc.h"
+#include "namespace.h"
 #include "payload.h"
 #include "placeholder.h"
 #include "util.h"
@@ -106,11 +107,26 @@ fua_commit (struct pc_cache *c, struct fua_set *fs, int *err)
 static int
 check_range (struct pc_cache *c, uint64_t len, uint64_t off, int *err)
 {
-  if (off > c->backing_size || len > c->backing_size - off) {
+  if (!pc_ns_in_range (c, off, len)) {
     *err = EINVAL;
     return -1;
   }
   return 0;
+}
+
+/* The namespace's share of the dirty gauge goes up before its keys can
+ * be committed, so that write-back, seeing it at zero, may take every
+ * kset committed so far to hold none of its dirty keys.
+ */
+static void
+ns_dirty (struct pc_cache *c, uint64_t off, uint64_t add, uint64_t sub)
+{
+  struct pc_ns *ns = pc_ns_get (c, off);
+
+  if (add)
+    atomic_fetch_add (&ns->dirty_bytes, add);
+  if (sub)
+    atomic_fetch_sub (&ns->dirty_bytes, sub);
 }
 
 /* Write-back: payload to pmem, a dirty key to the log. */
@@ -119,7 +135,9 @@ write_back (pc_cache *c, const uint8_t *src, uint32_t len, uint64_t off,
             unsigned flags, int *err)
 {
   struct fua_set fs = { { 0 }, { 0 } };
+  uint64_t start = off;
 
+  ns_dirty (c, start, len, 0);
   while (len > 0) {
     struct pc_key_rec rec = { .off = off, .flags = PC_KF_DIRTY };
     uint32_t piece = PC_MIN ((uint64_t) len, pc_stripe_end (c, off) - off);
@@ -128,12 +146,14 @@ write_back (pc_cache *c, const uint8_t *src, uint32_t len, uint64_t off,
     if (pc_alloc_payload (c, piece, 1, &rec.seg, &rec.seg_off, &rec.len,
                           &rec.gen) == -1) {
       *err = errno;
+      ns_dirty (c, start, 0, len);
       return -1;
     }
     if (c->data_crc)
       rec.data_crc = pc_crc32c (src, rec.len);
     if (log_piece (c, &rec, src, &sg, err) == -1) {
       pc_seg_put (&c->segs, rec.seg);
+      ns_dirty (c, start, 0, len);
       return -1;
     }
     PC_COUNT (c, dirty_bytes, rec.len);
@@ -233,16 +253,6 @@ settle (pc_cache *c, uint64_t off, struct pc_key *ph, const void *data,
     pc_drop_placeholder (t, ph);
 }
 
-static int
-have_backend (pc_cache *c, int *err)
-{
-  if (c->bg.ops)
-    return 0;
-  pc_error ("%s: no backend to write through to", c->path);
-  *err = EIO;
-  return -1;
-}
-
 /* Write-through and write-around: the backend gets the write before it
  * is acknowledged; write-through also keeps a clean copy.
  */
@@ -250,9 +260,10 @@ static int
 write_through (pc_cache *c, const uint8_t *src, uint32_t len, uint64_t off,
                unsigned flags, int keep, int *err)
 {
-  const struct pc_backend_ops *ops = c->bg.ops;
+  struct pc_backend bg;
+  struct pc_ns *ns;
 
-  if (have_backend (c, err) == -1)
+  if (pc_backend_pin (c, off, &bg, &ns, err) == -1)
     return -1;
   while (len > 0) {
     uint32_t piece = PC_MIN ((uint64_t) len, pc_stripe_end (c, off) - off);
@@ -260,20 +271,25 @@ write_through (pc_cache *c, const uint8_t *src, uint32_t len, uint64_t off,
     int fill = keep, r;
 
     if (invalidate (c, off, piece, &fill, &ph, err) == -1)
-      return -1;
-    r = ops->pwrite (c->bg.ctx, src, piece, off, err);
-    pc_clean_wt_ended (c);
+      goto fail;
+    r = pc_backend_pwrite (&bg, src, piece, off, err);
+    pc_clean_wt_ended (c, &bg);
     settle (c, off, ph, src, fill && r == 0);
     if (r == -1)
-      return -1;
+      goto fail;
     PC_COUNT (c, write_through_bytes, piece);
     src += piece;
     off += piece;
     len -= piece;
   }
+  pc_ns_unpin (ns);
   if ((flags & PC_FUA) && pc_backend_flush (c, err) == -1)
     return -1;
   return 0;
+
+ fail:
+  pc_ns_unpin (ns);
+  return -1;
 }
 
 int
@@ -311,14 +327,19 @@ log_range (pc_cache *c, uint64_t len, uint64_t off, uint32_t kflags,
            unsigned flags, int *err)
 {
   struct fua_set fs = { { 0 }, { 0 } };
+  struct pc_backend bg;
+  struct pc_ns *ns = NULL;
+  uint64_t start = off;
   int r = 0;
 
   if (check_range (c, len, off, err) == -1)
     return -1;
   pc_note_io (c, 1);
   pc_brlock_rdlock (&c->mode_lock);
-  if (c->mode != PC_MODE_WRITEBACK && have_backend (c, err) == -1)
-    r = -1;
+  if (c->mode != PC_MODE_WRITEBACK)
+    r = pc_backend_pin (c, off, &bg, &ns, err);
+  else
+    ns_dirty (c, start, len, 0);
   while (len > 0 && r == 0) {
     struct pc_key_rec rec = {
       .off = off, .flags = PC_KF_DIRTY | PC_KF_ZERO | kflags,
@@ -331,8 +352,8 @@ log_range (pc_cache *c, uint64_t len, uint64_t off, uint32_t kflags,
     if (c->mode != PC_MODE_WRITEBACK) {
       r = invalidate (c, off, rec.len, &keep, &ph, err);
       if (r == 0) {
-        r = pc_backend_zero (c, &rec, err);
-        pc_clean_wt_ended (c);
+        r = pc_backend_zero (&bg, &rec, err);
+        pc_clean_wt_ended (c, &bg);
         settle (c, off, ph, NULL, 0);
       }
     }
@@ -340,9 +361,15 @@ log_range (pc_cache *c, uint64_t len, uint64_t off, uint32_t kflags,
       PC_COUNT (c, dirty_bytes, rec.len);
       fua_note (c, &fs, off, sg);
     }
+    else {
+      ns_dirty (c, start, 0, len);
+      break;
+    }
     off += rec.len;
     len -= rec.len;
   }
+  if (ns)
+    pc_ns_unpin (ns);
   if (r == 0 && (flags & PC_FUA)) {
     if (c->mode == PC_MODE_WRITEBACK)
       r = fua_commit (c, &fs, err);
@@ -374,7 +401,7 @@ pc_flush (pc_cache *c, int *err)
     return -1;
   }
   /* Outside write-back, acknowledged writes are on the backend only. */
-  if (pc_cache_get_mode (c) != PC_MODE_WRITEBACK && c->bg.ops &&
+  if (pc_cache_get_mode (c) != PC_MODE_WRITEBACK &&
       pc_backend_flush (c, err) == -1)
     return -1;
   return 0;

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "cache_internal.h"
+#include "backend.h"
 #include "clean.h"
 
 void
@@ -113,21 +114,24 @@ flushed (struct pc_cache *c, uint64_t ended)
 }
 
 void
-pc_clean_wt_ended (struct pc_cache *c)
+pc_clean_wt_ended (struct pc_cache *c, const struct pc_backend *bg)
 {
   uint64_t ended = atomic_fetch_add (&c->clean.wt_ended, 1) + 1;
 
-  /* A backend that cannot flush has nothing volatile to wait for. */
-  if (!c->bg.ops->flush)
+  /* Backends that cannot flush have nothing volatile to wait for. */
+  if (!bg->ops->flush && pc_backend_none_flush (c))
     flushed (c, ended);
 }
 
+/* Every namespace's backend: a clean key waits for the change it was
+ * read after, whichever export that was on.
+ */
 int
 pc_backend_flush (struct pc_cache *c, int *err)
 {
   uint64_t ended = atomic_load (&c->clean.wt_ended);
 
-  if (c->bg.ops->flush && c->bg.ops->flush (c->bg.ctx, err) == -1)
+  if (pc_backend_flush_all (c, err) == -1)
     return -1;
   flushed (c, ended);
   return 0;

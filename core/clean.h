@@ -17,7 +17,7 @@ void pc_clean_destroy (struct pc_cache *c);
  */
 int pc_clean_log (struct pc_cache *c, const struct pc_key_rec *r);
 /* A write-through or write-around change reached the backend. */
-void pc_clean_wt_ended (struct pc_cache *c);
+void pc_clean_wt_ended (struct pc_cache *c, const struct pc_backend *bg);
 /* Flush the backend, then log the clean keys that waited for it.
  * Returns 0, or -1 with *err set.
  */

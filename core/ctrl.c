@@ -46,3 +46,51 @@ pc_ctrl_update (struct pc_cache *c, const struct pc_pos *key_tail,
   pc_ctrl_store (c->pm, c->base, &c->ctrl, &c->ctrl_slot);
   pthread_mutex_unlock (&c->ctrl_lock);
 }
+
+/* dirty_tail is the oldest cursor of the namespaces in use (a cursor
+ * behind key_tail counts as key_tail).  Caller holds ctrl_lock.
+ */
+static void
+recompute_dirty_tail (struct pc_cache *c)
+{
+  const struct pc_pos *min = NULL;
+  uint32_t i;
+
+  for (i = 0; i < c->max_exports; i++) {
+    const struct pc_pos *t = &c->ctrl.ns_tail[i];
+
+    if (!atomic_load (&c->ns[i]))
+      continue;
+    if (t->seq < c->ctrl.key_tail.seq)
+      t = &c->ctrl.key_tail;
+    if (!min || t->seq < min->seq)
+      min = t;
+  }
+  if (min)
+    c->ctrl.dirty_tail = *min;
+}
+
+struct pc_pos
+pc_ctrl_ns_tail (struct pc_cache *c, uint32_t ns)
+{
+  struct pc_pos p;
+
+  pthread_mutex_lock (&c->ctrl_lock);
+  p = c->ctrl.ns_tail[ns];
+  if (p.seq < c->ctrl.key_tail.seq)
+    p = c->ctrl.key_tail;
+  pthread_mutex_unlock (&c->ctrl_lock);
+  return p;
+}
+
+void
+pc_ctrl_set_ns_tail (struct pc_cache *c, uint32_t ns,
+                     const struct pc_pos *tail)
+{
+  pthread_mutex_lock (&c->ctrl_lock);
+  c->ctrl.ns_tail[ns] = *tail;
+  recompute_dirty_tail (c);
+  c->ctrl.gc_percent = c->gc_percent;
+  pc_ctrl_store (c->pm, c->base, &c->ctrl, &c->ctrl_slot);
+  pthread_mutex_unlock (&c->ctrl_lock);
+}

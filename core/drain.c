@@ -12,17 +12,53 @@
 #include "ctrl.h"
 #include "gc.h"
 #include "drain.h"
+#include "namespace.h"
 #include "kset.h"
 #include "util.h"
 #include "workers.h"
 
+/* A namespace with dirty data and no backend to write it to: a wait
+ * for it would not end.
+ */
+struct stuck {
+  uint32_t only;                      /* UINT32_MAX: any namespace */
+  struct pc_ns *ns;
+};
+
+static int
+stuck_one (struct pc_ns *ns, void *opaque)
+{
+  struct stuck *s = opaque;
+  struct pc_backend bg;
+
+  if ((s->only != UINT32_MAX && ns->id != s->only) ||
+      atomic_load (&ns->dirty_bytes) == 0)
+    return 0;
+  if (pc_ns_pin (ns, &bg) == 0) {
+    pc_ns_unpin (ns);
+    return 0;
+  }
+  s->ns = ns;
+  return 1;
+}
+
+static struct pc_ns *
+stuck_ns (struct pc_cache *c, uint32_t only)
+{
+  struct stuck s = { only, NULL };
+
+  pc_ns_each (c, stuck_one, &s);
+  return s.ns;
+}
+
 int
 pc_wait_writeback (struct pc_cache *c, const char *what,
                    int (*done) (struct pc_cache *, uint64_t), uint64_t arg,
-                   int held, int *err)
+                   int held, uint32_t only, int *err)
 {
   uint64_t last = 0, since = pc_now_ms ();
   int r = 0, gave_up = 0;
+  struct pc_ns *stuck = NULL;
 
   pc_kick_workers (c);
   pthread_mutex_lock (&c->bg_lock);
@@ -38,6 +74,8 @@ pc_wait_writeback (struct pc_cache *c, const char *what,
      */
     else if (atomic_load (&c->wb_paused))
       r = EBUSY;
+    else if ((stuck = stuck_ns (c, only)) != NULL)
+      r = ENOTCONN;
     /* Wait as long as writeback makes progress or has not failed; a
      * backend that keeps failing for the whole grace period ends the
      * wait (the data stays in the cache).
@@ -61,6 +99,9 @@ pc_wait_writeback (struct pc_cache *c, const char *what,
   if (gave_up)
     pc_error ("%s: %s gave up: writeback has failed for %u s", c->path,
               what, PC_DRAIN_GRACE_MS / 1000);
+  else if (stuck)
+    pc_error ("%s: %s: export '%s' has dirty data and no backend to write "
+              "it to (no client has it open)", c->path, what, stuck->name);
   else if (r == EBUSY && !held && atomic_load (&c->hold))
     pc_error ("%s: writeback was held during the wait", c->path);
   *err = r;
@@ -86,7 +127,8 @@ drain_wait (pc_cache *c, int *err)
     return -1;
   }
   return pc_wait_writeback (c, "drain", tail_reached,
-                            atomic_load (&c->log.head_seq), 0, err);
+                            atomic_load (&c->log.head_seq), 0, UINT32_MAX,
+                            err);
 }
 
 int
@@ -102,6 +144,49 @@ pc_cache_drain (pc_cache *c, int *err)
   /* Writeback holds back during bursts; a drain wants it now. */
   atomic_fetch_add (&c->drainers, 1);
   r = drain_wait (c, err);
+  atomic_fetch_sub (&c->drainers, 1);
+  return r;
+}
+
+struct ns_target {
+  uint32_t id;
+  uint64_t seq;
+};
+
+static int
+ns_reached (struct pc_cache *c, uint64_t arg)
+{
+  const struct ns_target *t = (const struct ns_target *) (uintptr_t) arg;
+  struct pc_ns *ns = atomic_load (&c->ns[t->id]);
+
+  return atomic_load (&ns->dirty_bytes) == 0 ||
+    pc_ctrl_ns_tail (c, t->id).seq >= t->seq;
+}
+
+int
+pc_ns_drain (pc_cache *c, uint32_t id, int *err)
+{
+  struct ns_target t = { id, 0 };
+  int r;
+
+  if (id >= c->max_exports || !atomic_load (&c->ns[id])) {
+    *err = ENOENT;
+    return -1;
+  }
+  if (atomic_load (&c->wb_paused) || atomic_load (&c->hold)) {
+    pc_error ("%s: writeback is %s", c->path,
+              atomic_load (&c->hold) ? "held (release it first)" : "paused");
+    *err = EBUSY;
+    return -1;
+  }
+  if (pc_log_commit_all (c, 1) == -1) {
+    *err = errno ? errno : EIO;
+    return -1;
+  }
+  t.seq = atomic_load (&c->log.head_seq);
+  atomic_fetch_add (&c->drainers, 1);
+  r = pc_wait_writeback (c, "drain", ns_reached, (uintptr_t) &t, 0, id,
+                         err);
   atomic_fetch_sub (&c->drainers, 1);
   return r;
 }

@@ -13,10 +13,11 @@ struct pc_cache;
  * ESHUTDOWN once the cache stops, EBUSY while writeback is paused or,
  * unless held, held, ECANCELED if held and the hold ends, and
  * writeback's error once it has failed for PC_DRAIN_GRACE_MS without
- * progress (logged, naming what gave up).
+ * progress (logged, naming what gave up), and ENOTCONN if namespace
+ * only (or any, with UINT32_MAX) has dirty data and no backend.
  */
 int pc_wait_writeback (struct pc_cache *c, const char *what,
                        int (*done) (struct pc_cache *, uint64_t),
-                       uint64_t arg, int held, int *err);
+                       uint64_t arg, int held, uint32_t only, int *err);
 
 #endif /* PC_DRAIN_H */

@@ -7,6 +7,7 @@
 #endif
 #include "format.h"
 #include "crc.h"
+#include "pcache.h"
 
 int
 pc_fmt_sb_valid (const struct pc_sb *sb)
@@ -104,10 +105,59 @@ pc_fmt_kset_next (const struct pc_kset_hdr *h, struct pc_pos *pos)
 }
 
 int
-pc_fmt_key_range_ok (const struct pc_key_rec *r, uint64_t backing_size)
+pc_fmt_key_range_ok (const struct pc_key_rec *r, uint64_t ns_size)
 {
-  return r->len != 0 && r->off < backing_size &&
-    r->len <= backing_size - r->off && !(r->flags & ~PC_KF_MEDIA);
+  uint64_t off = r->off & PC_NS_OFF_MASK;
+
+  return r->len != 0 && off < ns_size && r->len <= ns_size - off &&
+    !(r->flags & ~PC_KF_MEDIA);
+}
+
+#define ALIGN_4K(x) (((x) + 4095) & ~(uint64_t) 4095)
+
+int
+pc_fmt_layout (uint64_t size, unsigned shift, uint32_t max_exports,
+               uint32_t *nsegs, uint64_t *nstab_off, uint64_t *area_off)
+{
+  uint64_t seg = 1ULL << shift, n, tab;
+
+  if (max_exports == 0 || max_exports > PC_NS_MAX)
+    return -1;
+  tab = (uint64_t) max_exports * PC_NS_ENTRY;
+  if (size < PC_SEGTAB_OFF + tab + seg)
+    return -1;
+  n = (size - PC_SEGTAB_OFF - tab) / (seg + PC_SEGTAB_ENTRY);
+  while (n > 0 &&
+         ALIGN_4K (PC_SEGTAB_OFF + n * PC_SEGTAB_ENTRY) + tab + n * seg > size)
+    n--;
+  if (n < PC_MIN_SEGMENTS || n > UINT32_MAX)
+    return -1;
+  *nsegs = n;
+  *nstab_off = ALIGN_4K (PC_SEGTAB_OFF + n * PC_SEGTAB_ENTRY);
+  *area_off = *nstab_off + tab;
+  return 0;
+}
+
+const struct pc_ns_rec *
+pc_fmt_ns_at (const uint8_t *base, const struct pc_sb *sb, uint32_t id)
+{
+  const struct pc_ns_rec *rec;
+
+  if (id >= sb->max_exports)
+    return NULL;
+  rec = (const struct pc_ns_rec *) (base + sb->nstab_off +
+                                    (uint64_t) id * PC_NS_ENTRY);
+  if (rec->magic != PC_NS_MAGIC || rec->id != id ||
+      rec->name_len > PC_NS_NAME_MAX || rec->size > PC_NS_OFF_MASK + 1 ||
+      rec->crc != pc_rec_crc (rec, sizeof *rec))
+    return NULL;
+  return rec;
+}
+
+void
+pc_fmt_ns_seal (struct pc_ns_rec *rec)
+{
+  rec->crc = pc_rec_crc (rec, sizeof *rec);
 }
 
 int

@@ -12,6 +12,8 @@
  *   8 KiB   control record, slot 0        (4 KiB)
  *   12 KiB  control record, slot 1        (4 KiB)
  *   16 KiB  segment table: nsegs entries of two generation slots
+ *   nstab_off (4 KiB aligned)     namespace table: max_exports entries
+ *                                 of PC_NS_ENTRY bytes
  *   seg_area_off (4 KiB aligned)  segment 0, 1, ... nsegs-1
  *
  * Every record begins with a CRC32C of the rest of the record.  Records
@@ -23,6 +25,14 @@
  *
  * A segment is either a log segment (a chain of ksets) or a data
  * segment (payload).  Its role lives only in RAM and is rebuilt by replay.
+ *
+ * Namespaces (version 2): each backing export the cache serves has an
+ * entry in the namespace table, written once when the export is first
+ * seen (its name, size and backing identity), and its own dirty cursor
+ * in the control record.  A key's off carries its namespace in the bits
+ * from PC_NS_SHIFT up, so one log, one index and one pool of segments
+ * serve every export.  A torn entry fails its CRC and is a free slot: no
+ * key can name it, since keys are written only after it is durable.
  */
 #ifndef PC_FORMAT_H
 #define PC_FORMAT_H
@@ -30,10 +40,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PC_FORMAT_VERSION   1u
+#define PC_FORMAT_VERSION   2u
 #define PC_SB_MAGIC         0x31454843414350ULL   /* "PCACHE1" */
 #define PC_CTRL_MAGIC       0x4c525443u           /* "CTRL" */
 #define PC_KSET_MAGIC       0x5445534bu           /* "KSET" */
+#define PC_NS_MAGIC         0x5350534eu           /* "NSPS" */
 
 #define PC_SB_OFF           0u
 #define PC_SB_SLOT          4096u
@@ -47,6 +58,16 @@
 
 #define PC_BACKING_ID_LEN   64
 
+/* Namespaces: a key's namespace is off >> PC_NS_SHIFT, so one export
+ * may be up to 4 PiB; the control record has room for PC_NS_MAX dirty
+ * cursors.
+ */
+#define PC_NS_SHIFT         52
+#define PC_NS_OFF_MASK      ((UINT64_C (1) << PC_NS_SHIFT) - 1)
+#define PC_NS_MAX           240u
+#define PC_NS_ENTRY         8192u
+#define PC_NS_NAME_MAX      4096u       /* the NBD limit on export names */
+
 struct pc_sb {
   uint32_t crc;                 /* of bytes [4, sizeof) */
   uint32_t version;
@@ -54,9 +75,9 @@ struct pc_sb {
   uint32_t features;
   uint32_t seg_shift;
   uint32_t nsegs;
-  uint32_t reserved0;
+  uint32_t max_exports;         /* entries of the namespace table */
   uint64_t file_size;
-  uint64_t backing_size;
+  uint64_t nstab_off;           /* the namespace table */
   uint64_t seg_area_off;
   uint8_t uuid[16];
   char backing_id[PC_BACKING_ID_LEN];
@@ -74,9 +95,26 @@ struct pc_ctrl {
   uint32_t magic;
   uint64_t seq;                 /* newer slot wins */
   struct pc_pos key_tail;       /* first kset not reclaimed */
-  struct pc_pos dirty_tail;     /* first kset not written back */
+  struct pc_pos dirty_tail;     /* first kset not written back: the
+                                   oldest of the namespaces' cursors */
   uint32_t gc_percent;
   uint32_t flags;
+  /* Per namespace, the first kset that may hold a key of it not yet
+   * written back (a cursor before key_tail counts as key_tail).
+   */
+  struct pc_pos ns_tail[PC_NS_MAX];
+};
+
+/* A namespace table entry; the rest of its PC_NS_ENTRY bytes is zero. */
+struct pc_ns_rec {
+  uint32_t crc;                 /* of bytes [4, sizeof) */
+  uint32_t magic;
+  uint32_t id;                  /* its index in the table */
+  uint32_t name_len;
+  uint64_t size;                /* the export's size */
+  uint64_t created;             /* Unix time */
+  char backing_id[PC_BACKING_ID_LEN];
+  char name[PC_NS_NAME_MAX];    /* name_len bytes, not terminated */
 };
 
 struct pc_gen_slot {
@@ -128,7 +166,9 @@ struct pc_key_rec {
 #define PC_KSET_BYTES(n)    (sizeof (struct pc_kset_hdr) + (n) * sizeof (struct pc_key_rec))
 
 _Static_assert (sizeof (struct pc_sb) == 136, "superblock size");
-_Static_assert (sizeof (struct pc_ctrl) == 56, "ctrl size");
+_Static_assert (sizeof (struct pc_ctrl) == 56 + 16 * PC_NS_MAX, "ctrl size");
+_Static_assert (sizeof (struct pc_ctrl) <= 4096, "ctrl fits its slot");
+_Static_assert (sizeof (struct pc_ns_rec) <= PC_NS_ENTRY, "ns entry size");
 _Static_assert (sizeof (struct pc_gen_slot) == 16, "gen slot size");
 _Static_assert (sizeof (struct pc_kset_hdr) == 32, "kset header size");
 _Static_assert (sizeof (struct pc_key_rec) == 32, "key size");
@@ -201,10 +241,31 @@ const struct pc_kset_hdr *pc_fmt_kset_shape (const struct pc_geom *g,
 /* Position after the kset h found at pos. */
 void pc_fmt_kset_next (const struct pc_kset_hdr *h, struct pc_pos *pos);
 
-/* Is the key's backing range inside a store of backing_size bytes, not
- * empty, and its flags known?
+/* Is the key's backing range inside its namespace, which is ns_size
+ * bytes long (see pc_fmt_ns_at), not empty, and its flags known?
  */
-int pc_fmt_key_range_ok (const struct pc_key_rec *r, uint64_t backing_size);
+int pc_fmt_key_range_ok (const struct pc_key_rec *r, uint64_t ns_size);
+
+/* The namespace of a key or address, and the offset within it. */
+static inline uint32_t
+pc_fmt_ns_of (uint64_t off)
+{
+  return (uint32_t) (off >> PC_NS_SHIFT);
+}
+
+/* Where the namespace table and the segments go in a file of size
+ * bytes with segments of 1 << shift: -1 if fewer than PC_MIN_SEGMENTS
+ * fit.
+ */
+int pc_fmt_layout (uint64_t size, unsigned shift, uint32_t max_exports,
+                   uint32_t *nsegs, uint64_t *nstab_off, uint64_t *area_off);
+/* The valid entry id of the namespace table of the file at base, or
+ * NULL if the slot is free (or torn: it was never used).
+ */
+const struct pc_ns_rec *pc_fmt_ns_at (const uint8_t *base,
+                                      const struct pc_sb *sb, uint32_t id);
+/* Seal an entry: its CRC. */
+void pc_fmt_ns_seal (struct pc_ns_rec *rec);
 /* Is the payload position of a key with payload (not ZERO) inside its
  * segment?
  */

@@ -74,10 +74,17 @@ pc_backing_epoch (struct pc_cache *c)
   return before (next_epoch (c));
 }
 
-static int
-at_boundary (struct pc_cache *c)
+uint64_t
+pc_ns_backing_epoch (struct pc_cache *c, struct pc_ns *ns)
 {
-  return atomic_load (&c->wb_last_epoch) < next_epoch (c);
+  struct pc_pos t = pc_ctrl_ns_tail (c, ns->id);
+  const struct pc_kset_hdr *h;
+  const char *why;
+
+  if (t.seq < atomic_load (&c->log.head_seq) &&
+      (h = pc_kset_at (c, &t, &why)) != NULL)
+    return before (h->epoch);
+  return before (pc_log_epoch (c));
 }
 
 uint64_t
@@ -103,7 +110,7 @@ pc_dirty_too_old (struct pc_cache *c)
 }
 
 int
-pc_hold_frozen (struct pc_cache *c)
+pc_hold_blocks (struct pc_cache *c, uint64_t epoch)
 {
   int timed_out = 0;
 
@@ -121,20 +128,20 @@ pc_hold_frozen (struct pc_cache *c)
               " s); writeback resumes", c->path, c->hold_timeout_ms / 1000);
     return 0;
   }
-  return at_boundary (c);
+  return epoch > atomic_load (&c->hold_epoch);
 }
 
-/* done for pc_wait_writeback. */
+/* done for pc_wait_writeback: every namespace is past the hold's epoch. */
 static int
-boundary_reached (struct pc_cache *c, uint64_t unused)
+boundary_reached (struct pc_cache *c, uint64_t epoch)
 {
-  (void) unused;
-  return at_boundary (c);
+  return next_epoch (c) > epoch;
 }
 
 int
 pc_cache_hold (pc_cache *c, uint64_t *epoch, int *err)
 {
+  uint64_t held;
   int r;
 
   if (atomic_load (&c->mode) != PC_MODE_WRITEBACK) {
@@ -143,7 +150,13 @@ pc_cache_hold (pc_cache *c, uint64_t *epoch, int *err)
     *err = EINVAL;
     return -1;
   }
+  /* The epoch writeback is in, if it is inside one (it finishes it),
+   * else the last it finished: no batch of a later epoch starts.  Set
+   * before the hold, which writeback reads first.
+   */
   pthread_mutex_lock (&c->bg_lock);
+  held = PC_MAX (atomic_load (&c->wb_last_epoch), before (next_epoch (c)));
+  atomic_store (&c->hold_epoch, held);
   atomic_store (&c->hold, 1);
   c->hold_until_ms = c->hold_timeout_ms ? pc_now_ms () + c->hold_timeout_ms
     : 0;
@@ -151,15 +164,15 @@ pc_cache_hold (pc_cache *c, uint64_t *epoch, int *err)
   /* Writing the epoch the client is still in, writeback would reach
    * its end only at the client's next flush: end it now.
    */
-  if (!at_boundary (c) &&
-      atomic_load (&c->wb_last_epoch) >= pc_log_epoch (c) &&
+  if (!boundary_reached (c, held) && held >= pc_log_epoch (c) &&
       pc_log_commit_all (c, 1) == -1) {
     *err = errno ? errno : EIO;
     pc_cache_release (c);
     return -1;
   }
   atomic_fetch_add (&c->drainers, 1);
-  r = pc_wait_writeback (c, "hold", boundary_reached, 0, 1, err);
+  r = pc_wait_writeback (c, "hold", boundary_reached, held, 1, UINT32_MAX,
+                         err);
   atomic_fetch_sub (&c->drainers, 1);
   if (r == -1) {
     pc_error ("%s: hold: writeback could not reach an epoch boundary (%s); "

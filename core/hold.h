@@ -18,9 +18,12 @@ uint64_t pc_backing_epoch (struct pc_cache *c);
 uint64_t pc_dirty_age_ms (struct pc_cache *c);
 /* Is flushed data older than pcache-writeback-max-age allows to wait? */
 int pc_dirty_too_old (struct pc_cache *c);
-/* Must writeback start no batch now (held, at an epoch boundary)?
- * Ends a hold whose time is up.
+/* Must writeback not start a batch of this epoch (held, and it is past
+ * the hold's epoch)?  Ends a hold whose time is up.
  */
-int pc_hold_frozen (struct pc_cache *c);
+int pc_hold_blocks (struct pc_cache *c, uint64_t epoch);
+/* The last epoch wholly on the backend of namespace ns. */
+struct pc_ns;
+uint64_t pc_ns_backing_epoch (struct pc_cache *c, struct pc_ns *ns);
 
 #endif /* PC_HOLD_H */

@@ -118,7 +118,15 @@ pc_cache_info (pc_cache *c, struct pc_info *info)
   info->version = c->sb.version;
   info->features = c->sb.features;
   info->file_size = c->sb.file_size;
-  info->backing_size = c->sb.backing_size;
+  info->backing_size = c->backing_size;
+  info->max_exports = c->max_exports;
+  for (i = 0; i < c->max_exports; i++)
+    if (atomic_load (&c->ns[i])) {
+      info->exports++;
+      /* Alone, the default export is what backing_size names. */
+      if (!c->has_bound_ns && !*c->ns[i]->name)
+        info->backing_size = c->ns[i]->size;
+    }
   info->seg_size = c->seg_size;
   info->nsegs = c->nsegs;
   memcpy (info->uuid, c->sb.uuid, sizeof info->uuid);

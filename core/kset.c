@@ -334,6 +334,14 @@ pc_log_commit_nowait (struct pc_cache *c, uint64_t *epoch)
   return 0;
 }
 
+void
+pc_log_head (struct pc_cache *c, struct pc_pos *pos)
+{
+  pthread_mutex_lock (&c->log.lock);
+  *pos = c->log.head;
+  pthread_mutex_unlock (&c->log.lock);
+}
+
 uint64_t
 pc_log_epoch (struct pc_cache *c)
 {

@@ -69,6 +69,8 @@ int pc_log_commit_all (struct pc_cache *c, int end_epoch);
  */
 #define PC_NOWAIT_LOCK_MS 10
 int pc_log_commit_nowait (struct pc_cache *c, uint64_t *epoch);
+/* Where the next kset goes. */
+void pc_log_head (struct pc_cache *c, struct pc_pos *pos);
 /* The client flush epoch that ksets committed now belong to. */
 uint64_t pc_log_epoch (struct pc_cache *c);
 /* When the kset seq was committed (pc_now_ms): the open time for a

@@ -57,8 +57,7 @@ pc_cache_set_mode (pc_cache *c, enum pc_mode mode, int *err)
   /* Clean keys waiting for the backend's flush are logged now: write-back
    * mode would not flush for them.
    */
-  else if (c->mode != PC_MODE_WRITEBACK && mode == PC_MODE_WRITEBACK &&
-           c->bg.ops)
+  else if (c->mode != PC_MODE_WRITEBACK && mode == PC_MODE_WRITEBACK)
     r = pc_backend_flush (c, err);
   if (r == 0) {
     c->mode = mode;

@@ -7,9 +7,11 @@
 #include <config.h>
 #endif
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "cache_internal.h"
+#include "namespace.h"
 #include "replay.h"
 #include "util.h"
 
@@ -24,9 +26,14 @@ static int
 check_key (struct pc_cache *c, const struct pc_key_rec *r, const char **why)
 {
   uint64_t stripe = 1ULL << PC_STRIPE_SHIFT;
+  struct pc_ns *ns = pc_ns_get (c, r->off);
 
+  if (!ns) {
+    *why = "key of a namespace the table does not hold";
+    return -1;
+  }
   /* The engine also keeps every key inside one stripe. */
-  if (!pc_fmt_key_range_ok (r, c->backing_size) || r->len > stripe ||
+  if (!pc_fmt_key_range_ok (r, ns->size) || r->len > stripe ||
       r->off / stripe != (r->off + r->len - 1) / stripe) {
     *why = "key range or flags out of bounds";
     return -1;
@@ -148,6 +155,56 @@ log_continues (struct pc_cache *c, const struct pc_pos *end)
   return 0;
 }
 
+/* The namespaces' dirty cursors, in log order, for replay to find
+ * each on the log as it walks it.
+ */
+struct ns_tails {
+  uint32_t n, next;
+  uint32_t id[PC_NS_MAX];
+  struct pc_pos pos[PC_NS_MAX];
+  uint64_t seq[PC_NS_MAX];            /* by id: a key at or past it is dirty */
+};
+
+static void
+tails_load (struct pc_cache *c, struct ns_tails *t)
+{
+  uint32_t i, j;
+
+  t->n = t->next = 0;
+  for (i = 0; i < c->max_exports; i++) {
+    struct pc_pos p = c->ctrl.ns_tail[i];
+
+    if (!atomic_load (&c->ns[i]))
+      continue;
+    /* Created but not yet given a cursor when the cache stopped, or
+     * behind what GC reclaimed: nothing of it is before key_tail.
+     */
+    if (p.seq < c->ctrl.key_tail.seq)
+      p = c->ctrl.key_tail;
+    t->seq[i] = p.seq;
+    /* Insertion sort by sequence: few entries. */
+    for (j = t->n; j > 0 && t->pos[j - 1].seq > p.seq; j--) {
+      t->pos[j] = t->pos[j - 1];
+      t->id[j] = t->id[j - 1];
+    }
+    t->pos[j] = p;
+    t->id[j] = i;
+    t->n++;
+  }
+}
+
+/* Each cursor at the kset numbered pos->seq must be exactly there. */
+static int
+tails_meet (struct pc_cache *c, struct ns_tails *t, const struct pc_pos *pos)
+{
+  for (; t->next < t->n && t->pos[t->next].seq <= pos->seq; t->next++)
+    if (!pos_eq (&t->pos[t->next], pos))
+      return pc_fail (EINVAL, "%s: the dirty cursor of namespace %u (kset %"
+                      PRIu64 ") is not on the key log", c->path,
+                      t->id[t->next], t->pos[t->next].seq);
+  return 0;
+}
+
 int
 pc_replay (struct pc_cache *c)
 {
@@ -156,11 +213,18 @@ pc_replay (struct pc_cache *c)
   int past_dirty = 0;
   uint64_t last_epoch = 0, nkeys = 0, nksets = 0;
   const char *why;
+  struct ns_tails *tails = malloc (sizeof *tails);
+  int r = -1;
 
+  if (!tails)
+    return pc_fail (ENOMEM, "%s: out of memory", c->path);
+  tails_load (c, tails);
   if (!pc_fmt_pos_ok (&c->geom, &pos) || !pc_fmt_pos_ok (&c->geom, dt) ||
-      dt->seq < pos.seq)
-    return pc_fail (EINVAL, "%s: log cursors in the control record are out "
-                    "of range", c->path);
+      dt->seq < pos.seq) {
+    pc_fail (EINVAL, "%s: log cursors in the control record are out "
+             "of range", c->path);
+    goto out;
+  }
   c->segs.seg[pos.seg].role = PC_SEG_LOG;
 
   for (;;) {
@@ -169,6 +233,8 @@ pc_replay (struct pc_cache *c)
 
     if (pos_eq (&pos, dt))
       past_dirty = 1;
+    if (tails_meet (c, tails, &pos) == -1)
+      goto out;
     h = pc_kset_at (c, &pos, &why);
     if (!h)
       break;
@@ -177,40 +243,56 @@ pc_replay (struct pc_cache *c)
     if (h->flags & PC_KSET_LAST) {
       struct pc_seg *next = &c->segs.seg[h->next_seg];
 
-      if (next->role != PC_SEG_FREE)
-        return pc_fail (EINVAL, "%s: log segment %u is linked twice or holds "
-                        "data (kset %" PRIu64 ")", c->path, h->next_seg,
-                        h->seq);
+      if (next->role != PC_SEG_FREE) {
+        pc_fail (EINVAL, "%s: log segment %u is linked twice or holds "
+                 "data (kset %" PRIu64 ")", c->path, h->next_seg, h->seq);
+        goto out;
+      }
       next->role = PC_SEG_LOG;
       pc_kset_next (c, h, &pos);
       continue;
     }
     for (i = 0; i < h->nkeys; i++) {
       const struct pc_key_rec *r = (const struct pc_key_rec *) (h + 1) + i;
-      int live = check_key (c, r, &why);
+      int live = check_key (c, r, &why), dirty;
 
-      if (live < 0)
-        return pc_fail (EINVAL, "%s: kset %" PRIu64 " key %u (offset %" PRIu64
-                        "): %s", c->path, h->seq, i, r->off, why);
+      if (live < 0) {
+        pc_fail (EINVAL, "%s: kset %" PRIu64 " key %u (offset %" PRIu64
+                 "): %s", c->path, h->seq, i, r->off, why);
+        goto out;
+      }
       if (!live)
         continue;
       if (!(r->flags & PC_KF_ZERO))
         pc_seg_hold_replayed (&c->segs, r->seg);
-      if (past_dirty && (r->flags & PC_KF_DIRTY))
+      dirty = past_dirty && h->seq >= tails->seq[pc_fmt_ns_of (r->off)];
+      if (dirty && (r->flags & PC_KF_DIRTY)) {
         PC_COUNT (c, dirty_bytes, r->len);
-      if (index_key (c, r, past_dirty) == -1)
-        return pc_fail (ENOMEM, "%s: out of memory indexing the cache",
-                        c->path);
+        atomic_fetch_add (&pc_ns_get (c, r->off)->dirty_bytes, r->len);
+      }
+      if (index_key (c, r, dirty) == -1) {
+        pc_fail (ENOMEM, "%s: out of memory indexing the cache", c->path);
+        goto out;
+      }
       nkeys++;
     }
     pc_kset_next (c, h, &pos);
   }
   if (log_continues (c, &pos))
-    return -1;
-  if (!past_dirty)
-    return pc_fail (EINVAL, "%s: the dirty cursor (kset %" PRIu64 ") is not "
-                    "on the key log, which ends at kset %" PRIu64, c->path,
-                    dt->seq, pos.seq);
+    goto out;
+  if (!past_dirty) {
+    pc_fail (EINVAL, "%s: the dirty cursor (kset %" PRIu64 ") is not "
+             "on the key log, which ends at kset %" PRIu64, c->path,
+             dt->seq, pos.seq);
+    goto out;
+  }
+  if (tails->next < tails->n) {
+    pc_fail (EINVAL, "%s: the dirty cursor of namespace %u (kset %" PRIu64
+             ") is not on the key log, which ends at kset %" PRIu64,
+             c->path, tails->id[tails->next], tails->pos[tails->next].seq,
+             pos.seq);
+    goto out;
+  }
 
   /* Nothing may be written where the log ended: a data segment in the
    * log chain is corruption (checked as LAST records were followed).
@@ -222,5 +304,8 @@ pc_replay (struct pc_cache *c)
   pc_debug ("%s: replayed %" PRIu64 " ksets, %" PRIu64 " keys; %u of %u "
             "segments free", c->path, nksets, nkeys,
             pc_segs_nfree (&c->segs), c->nsegs);
-  return 0;
+  r = 0;
+ out:
+  free (tails);
+  return r;
 }

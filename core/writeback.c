@@ -11,6 +11,7 @@
 #include <config.h>
 #endif
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -21,18 +22,24 @@
 #include "ctrl.h"
 #include "gc.h"
 #include "hold.h"
+#include "kset.h"
+#include "namespace.h"
 #include "util.h"
 #include "workers.h"
 #include "writeback.h"
 
 #define WB_BATCH_KSETS 32
+#define WB_SCAN_KSETS 4096      /* ksets one gather may pass over */
 #define WB_WAKE_KSETS 8         /* committed ksets that wake idle writeback */
 
-/* A batch being written back.  It survives a failed attempt, so a retry
- * resumes with the extents not yet written instead of starting over.
+/* A batch being written back: the dirty data of one namespace.  It
+ * survives a failed attempt, so a retry resumes with the extents not
+ * yet written instead of starting over.
  */
 struct wb_batch {
   struct pc_tree tree;
+  struct pc_ns *ns;
+  struct pc_backend bg;               /* ns's, pinned while it is written */
   int loaded;
   struct pc_pos end;                  /* dirty_tail once the batch is down */
   uint64_t epoch;                     /* the client flush epoch of its ksets */
@@ -40,6 +47,21 @@ struct wb_batch {
   uint64_t skipped;                   /* of which, overwritten later */
   unsigned backoff_ms;
 };
+
+static struct wb_batch *
+wb_batch_of (struct pc_ns *ns)
+{
+  struct wb_batch *b = ns->wb;
+
+  if (!b) {
+    b = calloc (1, sizeof *b);        /* a zeroed tree is empty */
+    if (!b)
+      return NULL;
+    b->ns = ns;
+    ns->wb = b;
+  }
+  return b;
+}
 
 /* A dirty payload record's parts that writeback may leave out: the
  * ranges where the index maps a newer dirty record instead of r.  If
@@ -118,7 +140,7 @@ wb_collect (struct pc_cache *c, struct wb_batch *b, const struct pc_key_rec *r,
   struct wb_piece p[WB_PIECES] = { { r->off, r->len } };
   unsigned n = 1, i;
 
-  if (!(r->flags & PC_KF_DIRTY))
+  if (!(r->flags & PC_KF_DIRTY) || pc_fmt_ns_of (r->off) != b->ns->id)
     return 0;
   b->bytes += r->len;
   if (r->flags & PC_KF_ZERO)
@@ -155,16 +177,17 @@ wb_collect (struct pc_cache *c, struct wb_batch *b, const struct pc_key_rec *r,
 }
 
 static int
-wb_key (struct pc_cache *c, const struct pc_key *k, int *err)
+wb_key (struct pc_cache *c, struct wb_batch *b, const struct pc_key *k,
+        int *err)
 {
   struct pc_key_rec r = {
     .off = k->off, .len = k->len, .flags = k->flags,
   };
 
   if (k->flags & PC_KF_ZERO)
-    return pc_backend_zero (c, &r, err);
-  if (c->bg.ops->pwrite (c->bg.ctx, pc_seg_addr (c, k->seg, k->seg_off),
-                         k->len, k->off, err) == -1)
+    return pc_backend_zero (&b->bg, &r, err);
+  if (pc_backend_pwrite (&b->bg, pc_seg_addr (c, k->seg, k->seg_off), k->len,
+                         k->off, err) == -1)
     return -1;
   PC_COUNT (c, writeback_bytes, k->len);
   return 0;
@@ -235,7 +258,7 @@ wb_work (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
     if (!k)
       return;
     /* A transient error gets two quick retries before the round fails. */
-    while ((r = wb_key (c, k, &err)) == -1) {
+    while ((r = wb_key (c, b, k, &err)) == -1) {
       /* Every failed backend request counts, retried or not. */
       PC_COUNT (c, writeback_errors, 1);
       if (++tries == 3)
@@ -358,19 +381,38 @@ wb_write_batch (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
  * flush epoch.  With sift, leave out data that newer records overwrite.
  * Returns 1 if a batch was gathered, 0 if nothing is dirty.
  */
+/* Does the kset h hold a key of namespace ns? */
+static int
+wb_has_ns (const struct pc_kset_hdr *h, uint32_t ns)
+{
+  const struct pc_key_rec *r = (const struct pc_key_rec *) (h + 1);
+  unsigned i;
+
+  for (i = 0; i < h->nkeys; i++)
+    if (pc_fmt_ns_of (r[i].off) == ns)
+      return 1;
+  return 0;
+}
+
+/* Gather the batch of b's namespace from its dirty cursor: ksets that
+ * hold none of its keys are passed over (at most WB_SCAN_KSETS of them
+ * in all), and the epoch rule applies to those that do.  A batch may
+ * then hold no extent at all: its cursor moves on without a backend.
+ */
 static int
 wb_gather (struct pc_cache *c, struct wb_batch *b, int sift, uint64_t *epoch,
            int *err)
 {
   uint64_t head = atomic_load (&c->log.head_seq);
-  struct pc_pos pos = pc_dirty_tail (c);
-  unsigned n = 0;
+  struct pc_pos pos = pc_ctrl_ns_tail (c, b->ns->id);
+  unsigned n = 0, scanned = 0;
 
   if (pos.seq >= head)
     return 0;
 
   b->bytes = b->skipped = 0;
-  while (pos.seq < head && n < WB_BATCH_KSETS) {
+  *epoch = 0;
+  while (pos.seq < head && n < WB_BATCH_KSETS && scanned++ < WB_SCAN_KSETS) {
     const char *why;
     const struct pc_kset_hdr *h = pc_kset_at (c, &pos, &why);
     unsigned i;
@@ -382,6 +424,10 @@ wb_gather (struct pc_cache *c, struct wb_batch *b, int sift, uint64_t *epoch,
       *err = EIO;
       wb_tree_clear (&b->tree);
       return -1;
+    }
+    if (!wb_has_ns (h, b->ns->id)) {
+      pc_kset_next (c, h, &pos);
+      continue;
     }
     /* Never mix two client flush epochs in one backend flush. */
     if (n > 0 && h->epoch != *epoch)
@@ -456,24 +502,68 @@ wb_conn_error (int err)
  * a connection-level error, or every PC_WB_REOPEN_FAILS failures in a
  * row (a backend whose errors say nothing of its connection).
  */
+/* The cache's view of its backends' health: that of the namespace
+ * that began failing first.  Caller holds bg_lock.
+ */
 static int
-wb_failed (struct pc_cache *c, int err)
+wb_health_one (struct pc_ns *ns, void *opaque)
 {
+  struct pc_ns **first = opaque;
+
+  if (ns->wb_error &&
+      (!*first || ns->wb_failing_ms < (*first)->wb_failing_ms))
+    *first = ns;
+  return 0;
+}
+
+static void
+wb_health_sync (struct pc_cache *c)
+{
+  struct pc_ns *first = NULL;
+
+  pc_ns_each (c, wb_health_one, &first);
+  c->wb_error = first ? first->wb_error : 0;
+  c->wb_fails = first ? first->wb_fails : 0;
+  c->wb_failing_ms = first ? first->wb_failing_ms : 0;
+  c->wb_failing_since = first ? first->wb_failing_since : 0;
+}
+
+/* How the export is named in messages: a cache of one export ("")
+ * says nothing of it.
+ */
+static const char *
+wb_name (struct pc_ns *ns, char *buf, size_t len)
+{
+  if (!*ns->name)
+    *buf = '\0';
+  else
+    snprintf (buf, len, " of export '%.200s'", ns->name);
+  return buf;
+}
+
+static int
+wb_failed (struct pc_cache *c, struct wb_batch *b, int err)
+{
+  struct pc_ns *ns = b->ns;
+  char nm[256];
   int reopen;
 
   pthread_mutex_lock (&c->bg_lock);
-  if (!c->wb_error) {
-    pc_error ("%s: writeback failed (%s); the data stays in the cache and "
-              "is retried", c->path, strerror (err));
-    c->wb_failing_ms = pc_now_ms ();
-    c->wb_failing_since = time (NULL);
+  if (!ns->wb_error) {
+    pc_error ("%s: writeback%s failed (%s); the data stays in the cache and "
+              "is retried", c->path, wb_name (ns, nm, sizeof nm),
+              strerror (err));
+    ns->wb_failing_ms = pc_now_ms ();
+    ns->wb_failing_since = time (NULL);
   }
   else
-    pc_debug ("%s: writeback failed again (%s)", c->path, strerror (err));
-  c->wb_error = err;
-  c->wb_fails++;
-  reopen = c->bg.ops->reopen &&
-    (wb_conn_error (err) || c->wb_fails % PC_WB_REOPEN_FAILS == 0);
+    pc_debug ("%s: writeback%s failed again (%s)", c->path,
+              wb_name (ns, nm, sizeof nm), strerror (err));
+  ns->wb_error = err;
+  ns->wb_fails++;
+  reopen = b->bg.ops && b->bg.ops->reopen &&
+    (wb_conn_error (err) || ns->wb_fails % PC_WB_REOPEN_FAILS == 0);
+  wb_health_sync (c);
   pthread_cond_broadcast (&c->drain_cv);
   pthread_mutex_unlock (&c->bg_lock);
   return reopen;
@@ -484,37 +574,106 @@ wb_failed (struct pc_cache *c, int err)
  * once per backoff.
  */
 static void
-wb_reopen (struct pc_cache *c)
+wb_reopen (struct pc_cache *c, struct wb_batch *b)
 {
   int err = 0;
 
   if (atomic_load (&c->stop_wb))
     return;
-  if (c->bg.ops->reopen (c->bg.ctx, &err) == -1) {
+  if (b->bg.ops->reopen (b->bg.ctx, &err) == -1) {
     pc_debug ("%s: backend reopen failed (%s); retried later", c->path,
               strerror (err ? err : EIO));
     return;
   }
   pthread_mutex_lock (&c->bg_lock);
   c->bg_reopens++;
+  b->ns->reopens++;
   pthread_mutex_unlock (&c->bg_lock);
   pc_debug ("%s: backend reopened", c->path);
 }
 
-/* Write back one batch.  Returns 1 if dirty_tail moved, 0 if there was
- * nothing to do or the batch paused, -1 on error (dirty_tail stays; the
- * rest of the batch is retried later).
+/* A namespace with no dirty data has none in the log either (its
+ * share of the gauge goes up before its keys can be committed): its
+ * cursor goes to the head, read before the gauge.  Returns 1 if it
+ * moved.
  */
 static int
-wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
+wb_skip_clean (struct pc_cache *c, struct pc_ns *ns)
+{
+  struct pc_pos head, tail = pc_ctrl_ns_tail (c, ns->id);
+
+  if (tail.seq >= atomic_load (&c->log.head_seq))
+    return 0;
+  pc_log_head (c, &head);
+  if (atomic_load (&ns->dirty_bytes) != 0 || head.seq <= tail.seq)
+    return 0;
+  pc_ctrl_set_ns_tail (c, ns->id, &head);
+  return 1;
+}
+
+/* The batch is down and flushed (or had nothing to write): move the
+ * namespace's cursor past it.
+ */
+static void
+wb_done (struct pc_cache *c, struct wb_batch *b)
+{
+  struct pc_ns *ns = b->ns;
+  char nm[256];
+
+  /* Before the cursor moves: a hold must never see the next epoch's
+   * first kset at dirty_tail with this batch's epoch not yet noted.
+   */
+  if (b->bytes) {
+    uint64_t last = atomic_load (&c->wb_last_epoch);
+
+    while (last < b->epoch &&
+           !atomic_compare_exchange_weak (&c->wb_last_epoch, &last, b->epoch))
+      ;
+    atomic_store (&ns->last_epoch, b->epoch);
+  }
+  pc_ctrl_set_ns_tail (c, ns->id, &b->end);
+  PC_UNCOUNT (c, dirty_bytes, b->bytes);
+  atomic_fetch_sub (&ns->dirty_bytes, b->bytes);
+  PC_COUNT (c, writeback_skipped_bytes, b->skipped);
+  b->loaded = 0;
+  b->backoff_ms = 0;
+  if (!b->bytes)
+    return;
+  PC_COUNT (c, writeback_rounds, 1);
+  PC_TRACE (PC_TRACE_WRITEBACK, "%s: writeback%s: %" PRIu64 " bytes down, "
+            "cursor at kset %" PRIu64, c->path, wb_name (ns, nm, sizeof nm),
+            b->bytes, b->end.seq);
+  pthread_mutex_lock (&c->bg_lock);
+  /* Report when writeback heals, as when it started failing. */
+  if (ns->wb_error)
+    pc_error ("%s: writeback%s resumed after %" PRIu64 " s", c->path,
+              wb_name (ns, nm, sizeof nm),
+              (pc_now_ms () - ns->wb_failing_ms) / 1000);
+  ns->wb_error = 0;
+  ns->wb_fails = 0;
+  ns->wb_failing_since = 0;
+  wb_health_sync (c);
+  pthread_cond_broadcast (&c->drain_cv);
+  pthread_mutex_unlock (&c->bg_lock);
+}
+
+/* Write back one batch of namespace ns.  Returns 1 if its cursor moved,
+ * 0 if there was nothing to do, the batch paused or waits for a
+ * backend, -1 on error (the cursor stays; the rest of the batch is
+ * retried later).
+ */
+static int
+wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
           unsigned width)
 {
+  struct wb_batch *b = wb_batch_of (ns);
   int err = 0, r;
 
+  if (!b)
+    return 0;
   if (!b->loaded) {
-    /* Held at an epoch boundary: no batch of the next epoch starts. */
-    if (pc_hold_frozen (c))
-      return 0;
+    if (wb_skip_clean (c, ns))
+      return 1;
     r = wb_load (c, b, &err);
     if (r <= 0) {
       if (r == 0)
@@ -523,53 +682,106 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
       goto fail;
     }
   }
+  /* Held at an epoch boundary: no batch of a later epoch starts. */
+  if (b->bytes && pc_hold_blocks (c, b->epoch)) {
+    wb_tree_clear (&b->tree);
+    b->loaded = 0;
+    return 0;
+  }
+  if (!pc_tree_first (&b->tree)) {
+    /* Only other namespaces' keys, or data overwritten since. */
+    wb_done (c, b);
+    return 1;
+  }
+  if (pc_ns_pin (ns, &b->bg) == -1)
+    return 0;                           /* waits, loaded, for a backend */
   err = wb_write_batch (c, p, b, width);
   /* Stopping leaves the batch for the next start: it is retried whole
-   * from dirty_tail, which rewrites what is already down.
+   * from the cursor, which rewrites what is already down.
    */
-  if (atomic_load (&c->stop_wb))
+  if (atomic_load (&c->stop_wb)) {
+    pc_ns_unpin (ns);
     return 0;
-  if (err)
-    goto fail;
-  /* Paused: what is left waits, loaded, for writeback to run again. */
-  if (p->paused && pc_tree_first (&b->tree))
-    return 0;
-  if (c->bg.ops->flush && c->bg.ops->flush (c->bg.ctx, &err) == -1) {
-    PC_COUNT (c, writeback_errors, 1);
-    goto fail;
   }
-  /* Before dirty_tail moves: a hold must never see the next epoch's
-   * first kset at dirty_tail with this batch's epoch not yet noted.
-   */
-  atomic_store (&c->wb_last_epoch, b->epoch);
-  pc_ctrl_update (c, NULL, &b->end);
-  PC_UNCOUNT (c, dirty_bytes, b->bytes);
-  PC_COUNT (c, writeback_skipped_bytes, b->skipped);
-  b->loaded = 0;
-  b->backoff_ms = 0;
-  PC_COUNT (c, writeback_rounds, 1);
-  PC_TRACE (PC_TRACE_WRITEBACK, "%s: writeback: %" PRIu64 " bytes down, dirty_tail at kset %" PRIu64, c->path, b->bytes, b->end.seq);
-  pthread_mutex_lock (&c->bg_lock);
-  /* Report when writeback heals, as when it started failing. */
-  if (c->wb_error)
-    pc_error ("%s: writeback resumed after %" PRIu64 " s", c->path,
-              (pc_now_ms () - c->wb_failing_ms) / 1000);
-  c->wb_error = 0;
-  c->wb_fails = 0;
-  c->wb_failing_since = 0;
-  pthread_cond_broadcast (&c->drain_cv);
-  pthread_mutex_unlock (&c->bg_lock);
+  if (err)
+    goto fail_pinned;
+  /* Paused: what is left waits, loaded, for writeback to run again. */
+  if (p->paused && pc_tree_first (&b->tree)) {
+    pc_ns_unpin (ns);
+    return 0;
+  }
+  if (b->bg.ops->flush && b->bg.ops->flush (b->bg.ctx, &err) == -1) {
+    PC_COUNT (c, writeback_errors, 1);
+    goto fail_pinned;
+  }
+  pc_ns_unpin (ns);
+  wb_done (c, b);
   return 1;
 
- fail:
+ fail_pinned:
   err = err ? err : EIO;
   b->backoff_ms = b->backoff_ms ? PC_MIN (b->backoff_ms * 2, 1000u) : 10;
   /* The backoff stays as it is after a reopen: a backend that fails on
    * a new connection too must not be reopened in a tight loop.
    */
-  if (wb_failed (c, err))
-    wb_reopen (c);
+  if (wb_failed (c, b, err))
+    wb_reopen (c, b);
+  pc_ns_unpin (ns);
+  ns->retry_ms = pc_now_ms () + b->backoff_ms;
   return -1;
+
+ fail:
+  err = err ? err : EIO;
+  b->backoff_ms = b->backoff_ms ? PC_MIN (b->backoff_ms * 2, 1000u) : 10;
+  wb_failed (c, b, err);
+  ns->retry_ms = pc_now_ms () + b->backoff_ms;
+  return -1;
+}
+
+/* A round for each namespace whose backoff is over.  Returns 1 if any
+ * cursor moved, else -1 if any round failed, else 0; *retry_ms is the
+ * earliest a failed one may be tried again.
+ */
+struct wb_all {
+  struct wb_pool *p;
+  unsigned width;
+  int moved, failed;
+  uint64_t now, retry_ms;
+};
+
+static int
+wb_round_one (struct pc_ns *ns, void *opaque)
+{
+  struct wb_all *a = opaque;
+  struct pc_cache *c = a->p->c;
+  int r;
+
+  if (atomic_load (&c->stop_wb))
+    return 1;
+  if (ns->retry_ms > a->now) {
+    a->failed = 1;
+    a->retry_ms = PC_MIN (a->retry_ms, ns->retry_ms);
+    return 0;
+  }
+  r = wb_round (c, a->p, ns, a->width);
+  if (r == 1)
+    a->moved = 1;
+  else if (r == -1) {
+    a->failed = 1;
+    a->retry_ms = PC_MIN (a->retry_ms, ns->retry_ms);
+  }
+  return 0;
+}
+
+static int
+wb_round_all (struct pc_cache *c, struct wb_pool *p, unsigned width,
+              uint64_t *retry_ms)
+{
+  struct wb_all a = { p, width, 0, 0, pc_now_ms (), UINT64_MAX };
+
+  pc_ns_each (c, wb_round_one, &a);
+  *retry_ms = a.retry_ms;
+  return a.moved ? 1 : a.failed ? -1 : 0;
 }
 
 /* Caller holds bg_lock. */
@@ -668,32 +880,29 @@ void *
 pc_writeback_thread (void *arg)
 {
   struct pc_cache *c = arg;
-  struct wb_batch b;
   struct wb_pool pool;
   unsigned helpers = wb_helpers_wanted (c);
 
   pc_thread_background ("pcache-wb");
-  memset (&b, 0, sizeof b);             /* a zeroed tree is empty */
   wb_pool_init (c, &pool, helpers, 1);
   pthread_mutex_lock (&c->bg_lock);
   while (!c->stop) {
-    uint64_t kicks = c->kicks;
+    uint64_t kicks = c->kicks, retry_ms = UINT64_MAX;
     unsigned width;
     int r;
 
     pthread_mutex_unlock (&c->bg_lock);
     wb_pool_resize (c, &pool, &helpers);
     width = wb_next_width (c);
-    r = width ? wb_round (c, &pool, &b, width) : 0;
+    r = width ? wb_round_all (c, &pool, width, &retry_ms) : 0;
     pc_gc_run (c, 0);
     pthread_mutex_lock (&c->bg_lock);
     if (c->stop)
       break;
     if (r == -1) {
       /* Back off for the whole pause: commits must not hurry a retry. */
-      uint64_t until = pc_now_ms () + b.backoff_ms;
-      while (!c->stop && pc_now_ms () < until)
-        timed_wait (c, until - pc_now_ms ());
+      while (!c->stop && pc_now_ms () < retry_ms)
+        timed_wait (c, retry_ms - pc_now_ms ());
     }
     else if (r == 0 && c->kicks == kicks) {
       /* Idle until a few ksets are committed (any one, if writeback
@@ -712,23 +921,56 @@ pc_writeback_thread (void *arg)
   }
   pthread_mutex_unlock (&c->bg_lock);
   wb_pool_destroy (&pool);
-  wb_tree_clear (&b.tree);
   return NULL;
 }
 
+/* A batch left loaded holds its extents: give them back. */
+static int
+wb_forget (struct pc_ns *ns, void *opaque)
+{
+  struct wb_batch *b = ns->wb;
+
+  (void) opaque;
+  if (b) {
+    wb_tree_clear (&b->tree);
+    b->loaded = 0;
+  }
+  return 0;
+}
+
+void
+pc_writeback_forget (struct pc_cache *c)
+{
+  pc_ns_each (c, wb_forget, NULL);
+}
+
+struct wb_step {
+  struct wb_pool *p;
+  unsigned width;
+  int r;
+};
+
+static int
+step_one (struct pc_ns *ns, void *opaque)
+{
+  struct wb_step *s = opaque;
+
+  s->r = wb_round (s->p->c, s->p, ns, s->width);
+  wb_forget (ns, NULL);
+  return s->r != 0;
+}
+
+/* One round of the first namespace that has something to do. */
 static int
 step (struct pc_cache *c, unsigned nhelpers, unsigned width)
 {
-  struct wb_batch b;
   struct wb_pool pool;
-  int r;
+  struct wb_step s = { &pool, width, 0 };
 
-  memset (&b, 0, sizeof b);             /* a zeroed tree is empty */
   wb_pool_init (c, &pool, nhelpers, 0);
-  r = wb_round (c, &pool, &b, width);
+  pc_ns_each (c, step_one, &s);
   wb_pool_destroy (&pool);
-  wb_tree_clear (&b.tree);
-  return r;
+  return s.r;
 }
 
 int

@@ -15,6 +15,8 @@ unsigned pc_wb_width (struct pc_cache *c);
  * (pcache-writeback-threads writers) with at most width at work.
  */
 int pc_writeback_step (struct pc_cache *c);
+/* Drop the batches left loaded (after the thread stopped). */
+void pc_writeback_forget (struct pc_cache *c);
 int pc_writeback_step_width (struct pc_cache *c, unsigned width);
 
 #endif /* PC_WRITEBACK_H */

@@ -101,6 +101,8 @@ struct pc_config {
                                whatever the load; 0 = no bound */
   int hold_timeout_s;       /* PC_UNSET (default), or how long a hold
                                lasts unless released; 0 = until released */
+  unsigned max_exports;     /* namespaces a new cache has room for
+                               (fixed at format); 0 = default */
   int live;                 /* inspect a cache another process holds:
                                no lock, the file opened read-only and
                                mapped copy-on-write, so nothing is ever
@@ -124,25 +126,85 @@ void pc_config_init (struct pc_config *cfg);
 #define PC_DEFAULT_WB_MAX_AGE_S   30
 #define PC_DEFAULT_HOLD_TIMEOUT_S 300
 #define PC_MAX_TIMEOUT_S          86400
+#define PC_DEFAULT_MAX_EXPORTS    64
+#define PC_MAX_EXPORTS            240
+#define PC_EXPORT_NAME_MAX        4096
 
 /* Open an existing cache (validate, replay the log) or note that it must
  * be created.  Safe to call before fork: starts no thread.
  */
 int pc_cache_open (const struct pc_config *cfg, pc_cache **out);
 
-/* Tie the cache to its backing store: create and format a new cache for
- * a backing of this size, or check that an existing cache was made for
- * this size.
+/* Make the cache usable: format a new cache (pcache-size), or check the
+ * generation records of an existing one.
+ */
+int pc_cache_ready (pc_cache *c);
+
+/* Namespaces.  Each backing export has a namespace of its own in the
+ * cache: its own range of cache addresses, dirty cursor and backend.
+ * Byte off of namespace ns is at cache address pc_ns_addr (ns, off),
+ * which is what the data path (pc_read, pc_write, pc_map...) takes.
+ *
+ * pc_ns_open finds the namespace of the export called name (at most
+ * PC_EXPORT_NAME_MAX bytes, stored whole), or creates it, durably, if
+ * the table has room.  An export whose size is not the one it was
+ * first seen with is refused (EINVAL), as is one past the table
+ * (ENOSPC); the reason names the export.
+ */
+int pc_ns_open (pc_cache *c, const char *name, uint64_t size, uint32_t *ns);
+
+static inline uint64_t
+pc_ns_addr (uint32_t ns, uint64_t off)
+{
+  return ((uint64_t) ns << 52) | off;
+}
+
+/* The backend of a namespace: write-back writes its dirty data through
+ * it, and requests the cache does not absorb (see pc_cache_start) go
+ * through it.  pc_ns_attach replaces the namespace's backend (bg is
+ * copied; its ctx must stay valid until detached).  pc_ns_detach waits
+ * until no thread uses the backend any more; the namespace then has
+ * none, and its dirty data waits in the cache for the next attach.
+ */
+int pc_ns_attach (pc_cache *c, uint32_t ns, const struct pc_backend *bg);
+void pc_ns_detach (pc_cache *c, uint32_t ns);
+
+/* Write back the dirty data of one namespace (through its attached
+ * backend) and flush it; as pc_cache_drain, for one namespace.
+ */
+int pc_ns_drain (pc_cache *c, uint32_t ns, int *err);
+
+struct pc_ns_info {
+  uint32_t id;
+  char name[PC_EXPORT_NAME_MAX + 1];
+  uint64_t size;
+  char backing_id[64];
+  uint64_t created;         /* Unix time */
+  uint64_t dirty_bytes;     /* 0 when inspected offline */
+  uint64_t dirty_tail;      /* kset number of its dirty cursor */
+  uint64_t backing_epoch;   /* last epoch wholly on its backend */
+  int attached;             /* it has a backend now */
+};
+/* Describe namespace ns: 0, or -1 (ENOENT) if the slot is unused. */
+int pc_ns_info (pc_cache *c, uint32_t ns, struct pc_ns_info *info);
+/* Slots of the namespace table (the ids go from 0 to this minus one). */
+uint32_t pc_ns_slots (pc_cache *c);
+
+/* Ready the cache and open the namespace of the export "" (the
+ * default export) of this size: a cache that serves one export.  In a
+ * new cache it is namespace 0, whose addresses are the export's own
+ * offsets.
  */
 int pc_cache_bind (pc_cache *c, uint64_t backing_size);
 
 /* Start the background workers (kset commit timer, ordered writeback,
- * garbage collection).  bg must stay valid until pc_cache_stop.  The
- * workers use it, and so do requests that the cache does not absorb:
- * writes, zeroes and trims in write-through and write-around mode,
- * flushes outside write-back mode, and mode switches.  Its operations
- * are therefore called from several threads at once and must be safe
- * for that.
+ * garbage collection).  bg, if not NULL, is attached to the namespace
+ * pc_cache_bind opened (pc_ns_attach).  Write-back and GC use the
+ * namespaces' backends, and so do requests that the cache does not
+ * absorb: writes, zeroes and trims in write-through and write-around
+ * mode, flushes outside write-back mode, and mode switches.  Their
+ * operations are therefore called from several threads at once and
+ * must be safe for that.
  */
 int pc_cache_start (pc_cache *c, const struct pc_backend *bg);
 
@@ -152,6 +214,7 @@ void pc_cache_stop (pc_cache *c);
 /* Unmap and free.  Calls pc_cache_stop if needed. */
 void pc_cache_close (pc_cache *c);
 
+/* The size of the namespace pc_cache_bind opened. */
 uint64_t pc_cache_backing_size (const pc_cache *c);
 int pc_cache_is_new (const pc_cache *c);
 
@@ -338,6 +401,8 @@ struct pc_info {
   uint64_t dirty_ksets, dirty_bytes, dirty_keys, cached_keys;
   int gc_percent;
   const char *granularity;
+  uint32_t max_exports;     /* slots of the namespace table */
+  uint32_t exports;         /* namespaces in use */
 };
 int pc_cache_info (pc_cache *c, struct pc_info *info);
 

@@ -168,7 +168,10 @@ struct rescue {
   int data_crc;
   uint64_t *gen;                /* per segment */
   uint8_t *lost, *is_log;
-  const struct pc_kset_hdr **ksets;     /* from dirty_tail on */
+  const struct pc_kset_hdr **ksets;     /* from the namespace's cursor on */
+  uint32_t ns;                  /* the namespace rescued */
+  uint64_t ns_size;
+  struct pc_pos ns_tail;
   size_t nksets;
   uint64_t written, written_bytes, skipped, skipped_bytes, stale;
 };
@@ -198,7 +201,7 @@ static int
 walk_log (struct rescue *x)
 {
   struct pc_pos pos = x->ctrl.key_tail;
-  const struct pc_pos *dt = &x->ctrl.dirty_tail;
+  const struct pc_pos *dt = &x->ns_tail;
   uint64_t most = (uint64_t) x->r.sb.nsegs *
     (pc_fmt_seg_size (&x->r.geom) / PC_KSET_ALIGN);
   int past_dirty = 0;
@@ -250,7 +253,7 @@ key_proven (struct rescue *x, const struct pc_kset_hdr *h,
 {
   const uint8_t *data;
 
-  if (!pc_fmt_key_range_ok (k, x->r.sb.backing_size)) {
+  if (!pc_fmt_key_range_ok (k, x->ns_size)) {
     skip_key (x, h, k, "its range or flags are out of bounds");
     return -1;
   }
@@ -292,18 +295,20 @@ write_key (struct rescue *x, const struct pc_key_rec *k, int *err)
   static const uint8_t zeroes[65536];
   uint32_t done, n;
 
+  uint64_t off = k->off & PC_NS_OFF_MASK;
+
   if (!(k->flags & PC_KF_ZERO))
     return ops->pwrite (ctx, raw_seg (&x->r, k->seg) + k->seg_off, k->len,
-                        k->off, err);
+                        off, err);
   /* As write-back does: a trim reads back as anything. */
   if (k->flags & PC_KF_TRIM)
-    return ops->trim ? ops->trim (ctx, k->len, k->off, err) : 0;
+    return ops->trim ? ops->trim (ctx, k->len, off, err) : 0;
   if (ops->zero)
-    return ops->zero (ctx, k->len, k->off, !!(k->flags & PC_KF_MAY_TRIM),
+    return ops->zero (ctx, k->len, off, !!(k->flags & PC_KF_MAY_TRIM),
                       err);
   for (done = 0; done < k->len; done += n) {
     n = k->len - done < sizeof zeroes ? k->len - done : sizeof zeroes;
-    if (ops->pwrite (ctx, zeroes, n, k->off + done, err) == -1)
+    if (ops->pwrite (ctx, zeroes, n, off + done, err) == -1)
       return -1;
   }
   return 0;
@@ -336,7 +341,8 @@ write_back (struct rescue *x)
     for (j = 0; j < h->nkeys; j++) {
       int p;
 
-      if (!(keys[j].flags & PC_KF_DIRTY))
+      if (!(keys[j].flags & PC_KF_DIRTY) ||
+          pc_fmt_ns_of (keys[j].off) != x->ns)
         continue;
       p = key_proven (x, h, &keys[j]);
       if (p == 0)
@@ -395,8 +401,32 @@ rescue_free (struct rescue *x)
 /* Take the cache for the rescue and find its log.  Returns 0, or -1
  * after a message.
  */
+/* The namespace of the export to rescue, and its cursor. */
 static int
-rescue_prepare (struct rescue *x, const char *want_id)
+find_ns (struct rescue *x, const char *name)
+{
+  uint32_t i;
+
+  for (i = 0; i < x->r.sb.max_exports; i++) {
+    const struct pc_ns_rec *rec = pc_fmt_ns_at (x->r.base, &x->r.sb, i);
+
+    if (rec && rec->name_len == strlen (name) &&
+        memcmp (rec->name, name, rec->name_len) == 0) {
+      x->ns = i;
+      x->ns_size = rec->size;
+      x->ns_tail = x->ctrl.ns_tail[i];
+      if (x->ns_tail.seq < x->ctrl.key_tail.seq)
+        x->ns_tail = x->ctrl.key_tail;
+      return 0;
+    }
+  }
+  errmsg ("%s: the cache holds no export '%s'", x->path, name);
+  return -1;
+}
+
+static int
+rescue_prepare (struct rescue *x, const char *want_id,
+                const char *want_export)
 {
   if (flock (x->r.fd, LOCK_EX | LOCK_NB) == -1) {
     errmsg ("%s: cache is in use by another process", x->path);
@@ -413,6 +443,8 @@ rescue_prepare (struct rescue *x, const char *want_id)
     return -1;
   }
   x->data_crc = !!(x->r.sb.features & PC_FEAT_DATA_CRC);
+  if (find_ns (x, want_export) == -1)
+    return -1;
   return walk_log (x);
 }
 
@@ -423,10 +455,10 @@ rescue_backend (struct rescue *x, const char *to)
   x->be = open_backend (to, x->path);
   if (!x->be)
     return -1;
-  if (x->be->size != x->r.sb.backing_size) {
-    errmsg ("%s: the cache was made for a backing store of %" PRIu64
-            " bytes but %s has %" PRIu64 " bytes", x->path,
-            x->r.sb.backing_size, to, x->be->size);
+  if (x->be->size != x->ns_size) {
+    errmsg ("%s: the cache holds export %u as %" PRIu64 " bytes but %s "
+            "has %" PRIu64 " bytes", x->path, x->ns, x->ns_size, to,
+            x->be->size);
     return -1;
   }
   return 0;
@@ -466,7 +498,7 @@ rescue (const char *path, const char *to, const char *want_id)
   errmsg ("%s: the generation record of %" PRIu32 " segment%s is corrupt "
           "in both slots, so the cache cannot be opened; writing back what "
           "its checksums still prove", path, nlost, nlost == 1 ? "" : "s");
-  if (rescue_prepare (&x, want_id) == -1 || rescue_backend (&x, to) == -1)
+  if (rescue_prepare (&x, want_id, "") == -1 || rescue_backend (&x, to) == -1)
     goto out;
   if (write_back (&x) == -1)
     goto out;

@@ -612,18 +612,45 @@ sb_rewrite (struct img *m, void (*fn) (struct pc_sb *))
     memcpy (m->p + i * PC_SB_SLOT, &sb, sizeof sb);
   }
 }
-static void f_version (struct pc_sb *sb) { sb->version = 2; }
+static void f_version (struct pc_sb *sb) { sb->version = 3; }
 static void f_feature (struct pc_sb *sb) { sb->features |= 1u << 7; }
 static void f_shift (struct pc_sb *sb) { sb->seg_shift = 19; }
 static void f_nsegs (struct pc_sb *sb) { sb->nsegs += 1; }
 static void f_area (struct pc_sb *sb) { sb->seg_area_off += 4096; }
-static void f_backing (struct pc_sb *sb) { sb->backing_size += 4096; }
+static void f_v1 (struct pc_sb *sb) { sb->version = 1; }
+static void f_nstab (struct pc_sb *sb) { sb->nstab_off += 4096; }
 static int d_sb_version (struct img *m, int *l) { (void) l; sb_rewrite (m, f_version); return 0; }
 static int d_sb_feature (struct img *m, int *l) { (void) l; sb_rewrite (m, f_feature); return 0; }
 static int d_sb_shift (struct img *m, int *l) { (void) l; sb_rewrite (m, f_shift); return 0; }
 static int d_sb_nsegs (struct img *m, int *l) { (void) l; sb_rewrite (m, f_nsegs); return 0; }
 static int d_sb_area (struct img *m, int *l) { (void) l; sb_rewrite (m, f_area); return 0; }
-static int d_sb_backing (struct img *m, int *l) { (void) l; sb_rewrite (m, f_backing); return 0; }
+static int d_sb_v1 (struct img *m, int *l) { (void) l; sb_rewrite (m, f_v1); return 0; }
+static int d_sb_nstab (struct img *m, int *l) { (void) l; sb_rewrite (m, f_nstab); return 0; }
+/* The default export's table entry: a bad CRC frees the slot, and the
+ * keys that name it no longer have a namespace.
+ */
+static int d_ns_entry (struct img *m, int *l)
+{
+  struct pc_sb sb;
+
+  (void) l;
+  memcpy (&sb, m->p, sizeof sb);
+  flip (m, sb.nstab_off + 20, 0x01);
+  return 0;
+}
+/* The entry resealed with another size: the export is refused. */
+static int d_ns_size (struct img *m, int *l)
+{
+  struct pc_sb sb;
+  struct pc_ns_rec *rec;
+
+  (void) l;
+  memcpy (&sb, m->p, sizeof sb);
+  rec = (struct pc_ns_rec *) (m->p + sb.nstab_off);
+  rec->size += 4096;
+  pc_fmt_ns_seal (rec);
+  return 0;
+}
 
 /* Control record. */
 static uint64_t
@@ -1028,7 +1055,10 @@ static const struct tcase cases[] = {
   { "superblock segment shift 19 (valid CRC)", B_PLAIN, d_sb_shift, X_REFUSE, "geometry" },
   { "superblock nsegs+1 (valid CRC)", B_PLAIN, d_sb_nsegs, X_REFUSE, "geometry" },
   { "superblock segment area moved (valid CRC)", B_PLAIN, d_sb_area, X_REFUSE, "geometry" },
-  { "superblock backing size changed (valid CRC)", B_PLAIN, d_sb_backing, X_REFUSE, "backing store" },
+  { "superblock version 1 (valid CRC)", B_PLAIN, d_sb_v1, X_REFUSE, "version 1" },
+  { "superblock namespace table moved (valid CRC)", B_PLAIN, d_sb_nstab, X_REFUSE, "geometry" },
+  { "namespace entry flipped", B_PLAIN, d_ns_entry, X_REFUSE, "namespace" },
+  { "namespace entry resized (valid CRC)", B_PLAIN, d_ns_size, X_REFUSE, "resized" },
   { "file shorter than formatted", B_PLAIN, d_file_short, X_REFUSE, "bytes" },
   { "control newest slot flipped", B_PLAIN, d_ctrl_new, X_REPORT, NULL },
   { "control older slot flipped", B_PLAIN, d_ctrl_old, X_EXACT, NULL },

@@ -29,9 +29,10 @@
 #include "meta.h"
 #include "testutil.h"
 
-#define CSIZE (12 * TU_MIB)     /* 11 segments of 1 MiB */
+/* 11 segments of 1 MiB after the namespace table (64 of 8 KiB) */
+#define CSIZE (12 * TU_MIB + 512 * 1024)
 #define CSEGS 11u
-#define CAREA 20480u            /* seg_area_off for CSIZE */
+#define CAREA (20480u + 512 * 1024)     /* seg_area_off for CSIZE */
 #define BSIZE (32 * TU_MIB)
 
 
@@ -71,7 +72,25 @@ test_format_reopen (void)
   CU_ASSERT_EQUAL (sb.seg_shift, 20);
   CU_ASSERT_EQUAL (sb.nsegs, CSEGS);
   CU_ASSERT_EQUAL (sb.file_size, CSIZE);
-  CU_ASSERT_EQUAL (sb.backing_size, BSIZE);
+  CU_ASSERT_EQUAL (sb.max_exports, PC_DEFAULT_MAX_EXPORTS);
+  /* The table after the segment table; the default export in slot 0. */
+  CU_ASSERT_EQUAL (sb.nstab_off % 4096, 0);
+  CU_ASSERT_TRUE (sb.nstab_off >= PC_SEGTAB_OFF + CSEGS * PC_SEGTAB_ENTRY);
+  CU_ASSERT_EQUAL (sb.seg_area_off,
+                   sb.nstab_off + PC_DEFAULT_MAX_EXPORTS * PC_NS_ENTRY);
+  {
+    uint8_t *all = malloc (sb.seg_area_off);
+    const struct pc_ns_rec *rec;
+
+    CU_ASSERT_FATAL (all != NULL);
+    CU_ASSERT_EQUAL_FATAL (tu_file_read (p, 0, all, sb.seg_area_off), 0);
+    rec = pc_fmt_ns_at (all, &sb, 0);
+    CU_ASSERT_FATAL (rec != NULL);
+    CU_ASSERT_EQUAL (rec->name_len, 0);
+    CU_ASSERT_EQUAL (rec->size, BSIZE);
+    CU_ASSERT_PTR_NULL (pc_fmt_ns_at (all, &sb, 1));
+    free (all);
+  }
   CU_ASSERT_EQUAL (sb.seg_area_off, CAREA);
   CU_ASSERT_STRING_EQUAL (sb.backing_id, "disk-1");
   CU_ASSERT_EQUAL (memcmp (sb.uuid, uuid, 16), 0);
@@ -169,7 +188,7 @@ test_reopen_mismatch (void)
   CU_ASSERT_EQUAL (pc_cache_bind (c, BSIZE * 2), -1);
   CU_ASSERT_EQUAL (errno, EINVAL);
   CU_ASSERT_TRUE (tu_log_has (p));
-  CU_ASSERT_TRUE (tu_log_has ("backing store"));
+  CU_ASSERT_TRUE (tu_log_has ("resized"));
   pc_cache_close (c);
 
   /* The right parameters still open it, data intact. */
