@@ -403,8 +403,11 @@ test_ctrl_slots_unit (void)
   pc_ctrl_store (pm, base, &c, &slot);
   CU_ASSERT_EQUAL (slot, 1);
   CU_ASSERT_EQUAL (pc_ctrl_load (base, &out), 1);
-  memcpy (base + PC_CTRL_OFF + PC_CTRL_SLOT + sizeof c / 2,
-          save + sizeof c / 2, sizeof c - sizeof c / 2);
+  /* Torn where the changes are: dirty_tail is in the old half. */
+  memcpy (base + PC_CTRL_OFF + PC_CTRL_SLOT + offsetof (struct pc_ctrl,
+                                                        dirty_tail),
+          save + offsetof (struct pc_ctrl, dirty_tail),
+          sizeof c - offsetof (struct pc_ctrl, dirty_tail));
   CU_ASSERT_EQUAL (pc_ctrl_load (base, &out), 0);
   CU_ASSERT_EQUAL (out.seq, 5);
   CU_ASSERT_EQUAL (out.key_tail.seq, 104);
@@ -468,8 +471,10 @@ test_ctrl_slots_cache (void)
   CU_ASSERT_EQUAL (c->ctrl_slot, older);
   pc_cache_close (c);
   CU_ASSERT_EQUAL (tu_file_write (p, PC_CTRL_OFF + older * PC_CTRL_SLOT +
-                                  sizeof save / 2, save + sizeof save / 2,
-                                  sizeof save - sizeof save / 2), 0);
+                                  offsetof (struct pc_ctrl, gc_percent),
+                                  save + offsetof (struct pc_ctrl, gc_percent),
+                                  sizeof save - offsetof (struct pc_ctrl,
+                                                          gc_percent)), 0);
   c = tu_reopen (p, CSIZE, BSIZE, 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   CU_ASSERT_EQUAL (c->ctrl_slot, newest);

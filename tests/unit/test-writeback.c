@@ -638,6 +638,9 @@ test_hold_boundary (void)
   CU_ASSERT_EQUAL (pc_writeback_step (c), 1);
   CU_ASSERT_EQUAL (pc_backing_epoch (c), e1 - 1);
   CU_ASSERT_NOT_EQUAL (tu_check (mem->buf + FILLER, 50 * 4096, FILLER, 1), -1);
+  /* What pc_cache_hold does without waiting: writeback is inside e1. */
+  CU_ASSERT_EQUAL (atomic_load (&c->wb_last_epoch), e1);
+  atomic_store (&c->hold_epoch, e1);
   atomic_store (&c->hold, 1);
   CU_ASSERT_EQUAL (pc_writeback_step (c), 1);           /* the rest of e1 */
   CU_ASSERT_EQUAL (pc_writeback_step (c), 0);           /* held */
