@@ -13,6 +13,7 @@
 #include "cache_internal.h"
 #include "crc.h"
 #include "ctrl.h"
+#include "hold.h"
 #include "util.h"
 
 static struct pc_cursor
@@ -182,4 +183,31 @@ pc_cache_verify_data (pc_cache *c, pc_key_fn bad, void *opaque)
   if (walk_records (c, key_rec, &w) == -1)
     return -1;
   return b.n;
+}
+
+/* A namespace, for pcachectl info and the statistics. */
+int
+pc_ns_info (pc_cache *c, uint32_t id, struct pc_ns_info *info)
+{
+  struct pc_ns *ns = id < c->max_exports ? atomic_load (&c->ns[id]) : NULL;
+  struct pc_pos tail;
+
+  if (!ns) {
+    errno = ENOENT;
+    return -1;
+  }
+  memset (info, 0, sizeof *info);
+  info->id = id;
+  snprintf (info->name, sizeof info->name, "%s", ns->name);
+  info->size = ns->size;
+  memcpy (info->backing_id, ns->backing_id, sizeof info->backing_id);
+  info->created = ns->created;
+  info->dirty_bytes = atomic_load (&ns->dirty_bytes);
+  tail = pc_ctrl_ns_tail (c, id);
+  info->dirty_tail = tail.seq;
+  info->backing_epoch = pc_ns_backing_epoch (c, ns);
+  pthread_mutex_lock (&ns->lock);
+  info->attached = ns->has_bg;
+  pthread_mutex_unlock (&ns->lock);
+  return 0;
 }

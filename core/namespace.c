@@ -13,7 +13,6 @@
 
 #include "cache_internal.h"
 #include "ctrl.h"
-#include "hold.h"
 #include "kset.h"
 #include "namespace.h"
 #include "util.h"
@@ -196,9 +195,9 @@ pc_ns_open (pc_cache *c, const char *name, uint64_t size, uint32_t *id)
   if (ns) {
     if (ns->size != size)
       r = pc_fail (EINVAL, "%s: export '%s' is %" PRIu64 " bytes but the "
-                   "cache holds it as %" PRIu64 " bytes; it was resized "
-                   "behind the cache (drain and detach it first)", c->path,
-                   name, size, ns->size);
+                   "cache holds it as %" PRIu64 " bytes: it is not the store "
+                   "the cache was made for, or it was resized behind the "
+                   "cache", c->path, name, size, ns->size);
     goto out;
   }
   for (i = 0; i < c->max_exports && atomic_load (&c->ns[i]); i++)
@@ -301,31 +300,5 @@ pc_ns_each (struct pc_cache *c, int (*fn) (struct pc_ns *, void *),
     if (ns && (r = fn (ns, opaque)) != 0)
       return r;
   }
-  return 0;
-}
-
-int
-pc_ns_info (pc_cache *c, uint32_t id, struct pc_ns_info *info)
-{
-  struct pc_ns *ns = by_id (c, id);
-  struct pc_pos tail;
-
-  if (!ns) {
-    errno = ENOENT;
-    return -1;
-  }
-  memset (info, 0, sizeof *info);
-  info->id = id;
-  snprintf (info->name, sizeof info->name, "%s", ns->name);
-  info->size = ns->size;
-  memcpy (info->backing_id, ns->backing_id, sizeof info->backing_id);
-  info->created = ns->created;
-  info->dirty_bytes = atomic_load (&ns->dirty_bytes);
-  tail = pc_ctrl_ns_tail (c, id);
-  info->dirty_tail = tail.seq;
-  info->backing_epoch = pc_ns_backing_epoch (c, ns);
-  pthread_mutex_lock (&ns->lock);
-  info->attached = ns->has_bg;
-  pthread_mutex_unlock (&ns->lock);
   return 0;
 }

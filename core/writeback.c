@@ -641,8 +641,8 @@ wb_done (struct pc_cache *c, struct wb_batch *b)
     return;
   PC_COUNT (c, writeback_rounds, 1);
   PC_TRACE (PC_TRACE_WRITEBACK, "%s: writeback%s: %" PRIu64 " bytes down, "
-            "cursor at kset %" PRIu64, c->path, wb_name (ns, nm, sizeof nm),
-            b->bytes, b->end.seq);
+            "dirty_tail at kset %" PRIu64, c->path,
+            wb_name (ns, nm, sizeof nm), b->bytes, b->end.seq);
   pthread_mutex_lock (&c->bg_lock);
   /* Report when writeback heals, as when it started failing. */
   if (ns->wb_error)

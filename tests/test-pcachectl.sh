@@ -93,7 +93,8 @@ python3 -c "exec(open('$tmp/model.py').read()); pristine_file('$tmp/disk.img')"
 # info
 
 expect_status 0 "$pcachectl" info "$tmp/cache"
-expect_output '^format version: +1$'
+expect_output '^format version: +2$'
+expect_output "^export 0: +'', 64.0 MiB, dirty "
 expect_output '^features: +data-crc$'
 expect_output '^backing size: +67108864 '
 expect_output '^segment size: +1048576 '
@@ -104,6 +105,8 @@ expect_status 0 "$pcachectl" info --json "$tmp/cache"
 expect_output '"dirty_bytes":[1-9][0-9]*'
 expect_output '"data_crc":true'
 python3 -c "import json, sys; d = json.load(open('$tmp/out')); assert d['dirty_keys'] == 6, d"
+python3 -c "import json; d = json.load(open('$tmp/out')); e = d['exports']; \
+assert len(e) == 1 and e[0]['name'] == '' and e[0]['dirty_bytes'] == d['dirty_bytes'], d"
 
 # A missing cache is an error, and is not created.
 expect_status 1 "$pcachectl" info "$tmp/nonexistent"
@@ -173,7 +176,7 @@ expect_output 'key log is damaged|cut the log short'
 truncate -s 32M "$tmp/small.img"
 cp "$tmp/cache" "$tmp/c-small"
 expect_status 1 "$pcachectl" drain "$tmp/c-small" --to "$tmp/small.img"
-expect_output 'backing store of 67108864 bytes'
+expect_output 'holds it as 67108864 bytes'
 test "$(stat -c %s "$tmp/small.img")" -eq $((32 * MiB))
 cmp "$tmp/small.img" <(head -c $((32 * MiB)) /dev/zero)
 
@@ -219,7 +222,7 @@ kill_nbdkit "$tmp/nbd.pid"
 start_nbdkit -P "$tmp/mem.pid" -U "$tmp/mem.sock" memory 63M
 expect_status 1 "$pcachectl" drain "$tmp/c-small" \
     --to "nbd+unix:///?socket=$tmp/mem.sock"
-expect_output 'backing store of 67108864 bytes'
+expect_output 'holds it as 67108864 bytes'
 kill_nbdkit "$tmp/mem.pid"
 
 # A server that fails every write: drain gives up after --timeout and

@@ -428,10 +428,12 @@ print_size_h (const char *label, uint64_t n)
 
 /* info --json: one JSON object on one line. */
 static void
-print_info_json (const char *path, const struct pc_info *in)
+print_info_json (pc_cache *cache, const char *path, const struct pc_info *in)
 {
   int data_crc = !!(in->features & PC_FEAT_DATA_CRC);
   char uuid[37];
+  struct pc_ns_info ns;
+  uint32_t id, n;
 
   format_uuid (in->uuid, uuid);
   printf ("{\"path\":");
@@ -457,15 +459,27 @@ print_info_json (const char *path, const struct pc_info *in)
           in->dirty_ksets, in->dirty_keys, in->dirty_bytes, in->cached_keys,
           in->gc_percent);
   json_string (in->granularity ? in->granularity : "");
-  printf ("}\n");
+  printf (",\"max_exports\":%" PRIu32 ",\"exports\":[", in->max_exports);
+  for (id = 0, n = 0; id < pc_ns_slots (cache); id++) {
+    if (pc_ns_info (cache, id, &ns) == -1)
+      continue;
+    printf ("%s{\"id\":%" PRIu32 ",\"name\":", n++ ? "," : "", id);
+    json_string (ns.name);
+    printf (",\"size\":%" PRIu64 ",\"dirty_bytes\":%" PRIu64
+            ",\"dirty_tail\":%" PRIu64 ",\"backing_epoch\":%" PRIu64 "}",
+            ns.size, ns.dirty_bytes, ns.dirty_tail, ns.backing_epoch);
+  }
+  printf ("]}\n");
 }
 
 /* info: one labelled line a field. */
 static void
-print_info_text (const char *path, const struct pc_info *in)
+print_info_text (pc_cache *cache, const char *path, const struct pc_info *in)
 {
   int data_crc = !!(in->features & PC_FEAT_DATA_CRC);
-  char uuid[37];
+  char uuid[37], h[32], label[32];
+  struct pc_ns_info ns;
+  uint32_t id;
 
   format_uuid (in->uuid, uuid);
   printf ("%-19s %s\n", "cache:", path);
@@ -490,6 +504,17 @@ print_info_text (const char *path, const struct pc_info *in)
   printf ("%-19s %d\n", "gc percent:", in->gc_percent);
   printf ("%-19s %s\n", "store granularity:",
           in->granularity ? in->granularity : "unknown");
+  printf ("%-19s %" PRIu32 " of %" PRIu32 "\n", "exports:", in->exports,
+          in->max_exports);
+  for (id = 0; id < pc_ns_slots (cache); id++) {
+    if (pc_ns_info (cache, id, &ns) == -1)
+      continue;
+    snprintf (label, sizeof label, "export %" PRIu32 ":", id);
+    printf ("%-19s '%s', %s, ", label, ns.name,
+            human_size (ns.size, h, sizeof h));
+    printf ("dirty %s, backing epoch %" PRIu64 "\n",
+            human_size (ns.dirty_bytes, h, sizeof h), ns.backing_epoch);
+  }
 }
 
 int
@@ -520,9 +545,9 @@ cmd_info (int argc, char **argv)
     return EXIT_FAILED;
   }
   if (json)
-    print_info_json (path, &in);
+    print_info_json (cache, path, &in);
   else
-    print_info_text (path, &in);
+    print_info_text (cache, path, &in);
   pc_cache_close (cache);
   return EXIT_OK;
 }
