@@ -447,6 +447,11 @@ refuse_known_plugin (void)
      * export gets a namespace, written back through its clients.
      */
     multi_export = 1;
+    /* ondemand does not advertise multi-conn, but lets one client at a
+     * time open an export (a lock on its file): there is never another
+     * connection to that export to see another disk.
+     */
+    plugin_known_shared = strcmp (name, "ondemand") == 0;
     r = 0;
   }
   else {
@@ -800,21 +805,26 @@ pcache_after_fork (nbdkit_backend *backend)
   bg_ops.trim = bg_can_trim ? bg_trim : NULL;
   bg_ops.zero = bg_can_zero > NBDKIT_ZERO_NONE ? bg_zero : NULL;
 
-  if (!bound && bind_cache (caps.size) == -1) {
-    unusable = 1;
-    return 0;
-  }
+  /* A cache that cannot be made or does not fit the plugin ends
+   * nbdkit here: with -f (or under systemd) that is its exit status.
+   */
+  if (!bound && bind_cache (caps.size) == -1)
+    goto refused;
   bound = 1;
   if (check_size (caps.size) == -1 ||
-      pc_ns_open (cache, "", caps.size, &single_ns) == -1) {
-    unusable = 1;
-    return 0;
-  }
+      pc_ns_open (cache, "", caps.size, &single_ns) == -1)
+    goto refused;
   bg.ops = &bg_ops;
   bg.ctx = NULL;                        /* bg_next, which may change */
   if (pc_cache_start (cache, &bg) == -1)
     return -1;
   return pcache_control_start (cache);
+
+ refused:
+  bg_close (bg_next);
+  bg_next = NULL;
+  unusable = 1;
+  return -1;
 }
 
 static void
