@@ -41,13 +41,21 @@ static int plugin_dynamic_export;
  * image although it does not advertise multi-conn.
  */
 static int plugin_known_shared;
+/* Multi-export mode: the plugin serves one disk per export name (file
+ * dir=, ondemand, nbd dynamic-export=true).  Each export has a
+ * namespace of its own in the cache, written back through the
+ * connections of its clients (nbdkit 1.32 gives a plugin no export
+ * name outside a client connection, so there is no shared context).
+ */
+static int multi_export;
+/* Single-export mode: the namespace of export "", once bound. */
+static uint32_t single_ns;
 /* Set when the cache could not be tied to the plugin after the fork.
  * nbdkit 1.32 cannot exit cleanly from there (a --run command would
  * wait on the listening socket forever), so every connection fails
  * with this error instead.
  */
 static int unusable;
-static nbdkit_backend *ready_backend;
 static int bound;
 
 /* The shared backend context used by the background workers, and
@@ -197,6 +205,18 @@ config_file (const char *key, const char *value)
       nbdkit_error ("pcache-format: '%s' must be auto or force", value);
       return -1;
     }
+    return 0;
+  }
+  else if (strcmp (key, "pcache-max-exports") == 0) {
+    unsigned v;
+    if (nbdkit_parse_unsigned (key, value, &v) == -1)
+      return -1;
+    if (v == 0 || v > PC_MAX_EXPORTS) {
+      nbdkit_error ("pcache-max-exports: %u is out of range 1..%d", v,
+                    PC_MAX_EXPORTS);
+      return -1;
+    }
+    cfg.max_exports = v;
     return 0;
   }
   else if (strcmp (key, "pcache-data-crc") == 0)
@@ -398,12 +418,13 @@ match_plugin_so (struct dl_phdr_info *info, size_t size, void *opaque)
   return 1;
 }
 
-/* Plugins known to give connections different disks, or that cannot
- * be opened without an export name as pcache's write-back connection
- * is (nbdkit 1.32 gives a plugin no export name there: file dir= and
- * nbd dynamic-export=true crash, ondemand fails).  pcache-assume-shared
- * cannot override this.  A plugin loaded from a path of another name
- * is not known.
+/* Plugins known to give connections different disks are refused
+ * (pcache-assume-shared cannot override this).  Plugins that cannot be
+ * opened without an export name, as a shared write-back context is
+ * (nbdkit 1.32 gives a plugin no export name there: file dir= and nbd
+ * dynamic-export=true crash, ondemand fails), are served in
+ * multi-export mode.  A plugin loaded from a path of another name is
+ * not known.
  */
 static int
 refuse_known_plugin (void)
@@ -419,19 +440,20 @@ refuse_known_plugin (void)
                   "private disk of its own; one cache in front of it would "
                   "let a client read another's data, so pcache cannot be "
                   "used with tmpdisk");
-  else if (strcmp (name, "ondemand") == 0)
-    nbdkit_error ("pcache: the ondemand plugin's exports are not supported "
-                  "yet: pcache serves only a plugin's default export, which "
-                  "ondemand cannot open without a client's export name");
-  else if (strcmp (name, "file") == 0 && plugin_dir_param)
-    nbdkit_error ("pcache: the file plugin's exports (dir=) are not "
-                  "supported yet: pcache serves only a plugin's default "
-                  "export, and file dir= has none");
-  else if (strcmp (name, "nbd") == 0 && plugin_dynamic_export)
-    nbdkit_error ("pcache: the nbd plugin's exports (dynamic-export=true) "
-                  "are not supported yet: pcache serves only a plugin's "
-                  "default export, which the nbd plugin then cannot open "
-                  "without a client's export name");
+  else if (strcmp (name, "ondemand") == 0 ||
+           (strcmp (name, "file") == 0 && plugin_dir_param) ||
+           (strcmp (name, "nbd") == 0 && plugin_dynamic_export)) {
+    /* A plugin that cannot be opened without an export name: each
+     * export gets a namespace, written back through its clients.
+     */
+    multi_export = 1;
+    /* ondemand does not advertise multi-conn, but lets one client at a
+     * time open an export (a lock on its file): there is never another
+     * connection to that export to see another disk.
+     */
+    plugin_known_shared = strcmp (name, "ondemand") == 0;
+    r = 0;
+  }
   else {
     /* Remote images every connection reads alike, whose plugins leave
      * multi-conn off only because they hold no cache of their own.
@@ -456,7 +478,6 @@ pcache_config_complete (nbdkit_next_config_complete *next,
     return -1;
   cfg.path = dev_path;
   cfg.backing_id = backing_id;
-  ready_backend = nxdata;
   return next (nxdata);
 }
 
@@ -474,6 +495,7 @@ pcache_config_complete (nbdkit_next_config_complete *next,
   "pcache-gc-percent=N    Usage that starts reclaim (0-90, default 70).\n" \
   "pcache-segment-size=SIZE  Segment size (fixed at format, default 16M).\n" \
   "pcache-backing-id=ID   Identity of the backing store (fixed at format).\n" \
+  "pcache-max-exports=N   Exports the cache has room for (fixed at format).\n" \
   "pcache-cache-on-read=BOOL  Cache data read from the plugin (default true).\n" \
   "pcache-commit-ms=N     Longest wait before a write's key is committed.\n" \
   "pcache-full-timeout=SECS  Longest wait for cache space (default 60, 0 = none).\n" \
@@ -505,28 +527,6 @@ check_multi_conn (int multi_conn)
   return -1;
 }
 
-/* The plugin's size and multi-conn answer through a short-lived
- * context.  -1 if the plugin cannot tell them yet.
- */
-static int
-probe_plugin (int64_t *size, int *multi_conn)
-{
-  nbdkit_next *n = nbdkit_next_context_open (ready_backend, 1, "", 1);
-  int r = -1;
-
-  if (!n)
-    return -1;
-  if (n->prepare (n) != -1) {
-    *size = n->get_size (n);
-    *multi_conn = n->can_multi_conn (n);
-    if (*size >= 0 && *multi_conn >= 0)
-      r = 0;
-  }
-  n->finalize (n);
-  nbdkit_next_context_close (n);
-  return r;
-}
-
 /* Creates the cache file, or checks an existing one against the
  * plugin's SIZE: the errors are about pcache-dev.
  */
@@ -547,34 +547,32 @@ bind_cache (int64_t size)
 static int
 pcache_get_ready (int thread_model)
 {
-  int64_t size;
-  int multi_conn;
-  int probed, r;
+  int r;
 
   serialize = thread_model != NBDKIT_THREAD_MODEL_PARALLEL;
   pc_set_trace ((pcache_debug_writeback ? PC_TRACE_WRITEBACK : 0) |
                 (pcache_debug_gc ? PC_TRACE_GC : 0));
-  /* Check the plugin now if it can be asked this early, so that a wrong
-   * backend is refused before nbdkit forks, with an exit status, and
-   * before a cache file is made for it.  Otherwise after_fork ties the
-   * cache to it, and every connection checks it.
+  /* The plugin is not asked anything here: a context opened this early
+   * has no export name (and no connection), which some plugins cannot
+   * serve.  In single-export mode after_fork ties the cache to the
+   * plugin's default export; in multi-export mode each export is tied
+   * when a client first opens it.
    */
-  probed = probe_plugin (&size, &multi_conn) == 0;
-  if (probed && check_multi_conn (multi_conn) == -1)
-    return -1;
   /* Paths that cannot work are refused before a cache file is made. */
   if (pcache_control_check () == -1)
     return -1;
   log_param = "pcache-dev";
   r = pc_cache_open (&cfg, &cache);
+  if (r == 0 && multi_export) {
+    /* Formats a new cache (pcache-size) before the fork, so that its
+     * errors reach the user's terminal.
+     */
+    r = pc_cache_ready (cache);
+    bound = r == 0;
+  }
   log_param = NULL;
   if (r == -1)
     return -1;
-  if (probed) {
-    if (bind_cache (size) == -1)
-      return -1;
-    bound = 1;
-  }
   /* Last, so that no later failure leaves the socket file behind
    * (nbdkit exits at once when get_ready fails); before the fork, so
    * that a socket that cannot be made is nbdkit's exit status.
@@ -655,7 +653,7 @@ check_size (int64_t size)
  */
 struct bg_caps {
   int64_t size;
-  int write, flush, fua, trim, zero;
+  int write, flush, fua, trim, zero, multi_conn;
 };
 
 /* Open, prepare and ask a shared background context.  NULL on error
@@ -678,8 +676,10 @@ bg_open (struct bg_caps *caps)
   caps->fua = n->can_fua (n);
   caps->trim = n->can_trim (n);
   caps->zero = n->can_zero (n);
+  caps->multi_conn = n->can_multi_conn (n);
   if (caps->flush == -1 || caps->fua == -1 || caps->trim == -1 ||
-      caps->zero == -1 || n->can_fast_zero (n) == -1)
+      caps->zero == -1 || n->can_fast_zero (n) == -1 ||
+      caps->multi_conn == -1)
     goto fail;
   return n;
 
@@ -773,10 +773,27 @@ pcache_after_fork (nbdkit_backend *backend)
   struct pc_backend bg;
   struct bg_caps caps;
 
+  if (multi_export) {
+    /* No shared context: each namespace gets the connection of one of
+     * its clients as its backend (pcache_prepare).
+     */
+    if (pc_cache_start (cache, NULL) == -1)
+      return -1;
+    return pcache_control_start (cache);
+  }
+
   bg_backend = backend;
   bg_next = bg_open (&caps);
   if (!bg_next) {
     nbdkit_error ("pcache: cannot open a background plugin context");
+    return -1;
+  }
+  /* Refused before a cache file is made for it: with nbdkit -f this is
+   * nbdkit's exit status.
+   */
+  if (check_multi_conn (caps.multi_conn) == -1) {
+    bg_close (bg_next);
+    bg_next = NULL;
     return -1;
   }
   bg_first = caps;
@@ -788,19 +805,26 @@ pcache_after_fork (nbdkit_backend *backend)
   bg_ops.trim = bg_can_trim ? bg_trim : NULL;
   bg_ops.zero = bg_can_zero > NBDKIT_ZERO_NONE ? bg_zero : NULL;
 
-  if (!bound && bind_cache (caps.size) == -1) {
-    unusable = 1;
-    return 0;
-  }
-  if (check_size (caps.size) == -1) {
-    unusable = 1;
-    return 0;
-  }
+  /* A cache that cannot be made or does not fit the plugin ends
+   * nbdkit here: with -f (or under systemd) that is its exit status.
+   */
+  if (!bound && bind_cache (caps.size) == -1)
+    goto refused;
+  bound = 1;
+  if (check_size (caps.size) == -1 ||
+      pc_ns_open (cache, "", caps.size, &single_ns) == -1)
+    goto refused;
   bg.ops = &bg_ops;
   bg.ctx = NULL;                        /* bg_next, which may change */
   if (pc_cache_start (cache, &bg) == -1)
     return -1;
   return pcache_control_start (cache);
+
+ refused:
+  bg_close (bg_next);
+  bg_next = NULL;
+  unusable = 1;
+  return -1;
 }
 
 static void
@@ -835,11 +859,194 @@ pcache_cleanup (nbdkit_backend *backend)
   bg_next = NULL;
 }
 
-/* The cache holds one export: the plugin's default export, which
- * pcache names "".  Its write-back connection reaches the plugin with
- * no export name at all (nbdkit 1.32 gives a plugin none outside a
- * client connection), so a plugin that names its default export could
- * serve another disk there.
+/* A client connection.  In multi-export mode it is also a backend
+ * that write-back may use for its export's namespace: the plugin can
+ * be reached with that export name only through a client connection.
+ */
+struct handle {
+  char *name;                   /* the export, as the plugin was opened */
+  uint32_t ns;                  /* its namespace (after prepare) */
+  int registered;               /* in conns[ns] */
+  nbdkit_next *next;            /* valid from prepare to finalize */
+  int can_write;
+  struct pc_backend_ops ops;    /* what next can do (multi-export) */
+  struct pc_backend bg;
+  struct handle *link;          /* conns[ns] */
+};
+
+/* Multi-export mode: the live, writable connections to each namespace,
+ * and the one attached as its backend (NULL: none).  Lock order:
+ * ns_lock before plugin_lock (write-back's calls through a connection
+ * take plugin_lock only, so pc_ns_detach under ns_lock cannot wait on
+ * a thread that waits for ns_lock).
+ */
+static pthread_mutex_t ns_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct handle *conns[PC_MAX_EXPORTS];
+static struct handle *provider[PC_MAX_EXPORTS];
+
+static int
+h_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
+{
+  struct handle *h = ctx;
+  nbdkit_next *n = h->next;
+  return PLUGIN_CALL (n->pread (n, buf, len, off, 0, err));
+}
+
+static int
+h_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off, int *err)
+{
+  struct handle *h = ctx;
+  nbdkit_next *n = h->next;
+  return PLUGIN_CALL (n->pwrite (n, buf, len, off, 0, err));
+}
+
+static int
+h_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
+{
+  struct handle *h = ctx;
+  nbdkit_next *n = h->next;
+  return PLUGIN_CALL (n->zero (n, len, off,
+                               may_trim ? NBDKIT_FLAG_MAY_TRIM : 0, err));
+}
+
+static int
+h_trim (void *ctx, uint32_t len, uint64_t off, int *err)
+{
+  struct handle *h = ctx;
+  nbdkit_next *n = h->next;
+  return PLUGIN_CALL (n->trim (n, len, off, 0, err));
+}
+
+static int
+h_flush (void *ctx, int *err)
+{
+  struct handle *h = ctx;
+  nbdkit_next *n = h->next;
+  return PLUGIN_CALL (n->flush (n, 0, err));
+}
+
+/* Ask next what it can do (the server asserts that it was asked before
+ * any data call) and fill h's backend with it.
+ */
+static int
+handle_caps (struct handle *h, nbdkit_next *next)
+{
+  int flush, fua, trim, zero;
+
+  h->can_write = next->can_write (next);
+  flush = next->can_flush (next);
+  fua = next->can_fua (next);
+  trim = next->can_trim (next);
+  zero = next->can_zero (next);
+  if (h->can_write == -1 || flush == -1 || fua == -1 || trim == -1 ||
+      zero == -1 || next->can_fast_zero (next) == -1)
+    return -1;
+  h->next = next;
+  h->ops = (struct pc_backend_ops) {
+    .pread = h_pread,
+    .pwrite = h_pwrite,
+    .flush = flush ? h_flush : NULL,
+    .trim = trim ? h_trim : NULL,
+    .zero = zero > NBDKIT_ZERO_NONE ? h_zero : NULL,
+  };
+  h->bg.ops = &h->ops;
+  h->bg.ctx = h;
+  return 0;
+}
+
+/* Add h to the connections of its namespace; the first becomes its
+ * backend.  A read-only connection cannot write back.
+ */
+static int
+ns_register (struct handle *h)
+{
+  int r = 0;
+
+  if (h->can_write != 1)
+    return 0;
+  pthread_mutex_lock (&ns_lock);
+  h->link = conns[h->ns];
+  conns[h->ns] = h;
+  h->registered = 1;
+  if (!provider[h->ns]) {
+    if (pc_ns_attach (cache, h->ns, &h->bg) == 0)
+      provider[h->ns] = h;
+    else {
+      nbdkit_error ("pcache: export '%s': cannot attach its backend",
+                    h->name);
+      r = -1;
+    }
+  }
+  pthread_mutex_unlock (&ns_lock);
+  return r;
+}
+
+static void
+ns_unlink (struct handle *h)
+{
+  struct handle **p;
+
+  for (p = &conns[h->ns]; *p; p = &(*p)->link)
+    if (*p == h) {
+      *p = h->link;
+      break;
+    }
+  h->registered = 0;
+}
+
+/* h's connection ends.  If write-back uses it, another connection to
+ * the same export takes over; if it is the last one, the export's
+ * dirty data is first written back through it, since nothing else can
+ * reach that export until a client opens it again.
+ */
+static void
+ns_unregister (struct handle *h)
+{
+  struct handle *other;
+  int err = 0;
+
+  if (!h->registered)
+    return;
+  pthread_mutex_lock (&ns_lock);
+  ns_unlink (h);
+  if (provider[h->ns] != h) {
+    pthread_mutex_unlock (&ns_lock);
+    return;
+  }
+  if (!conns[h->ns]) {
+    /* Drained without ns_lock, so that other exports' connections do
+     * not wait for it; a connection to this export opened meanwhile
+     * finds h still attached and takes over below.
+     */
+    pthread_mutex_unlock (&ns_lock);
+    nbdkit_debug ("pcache: export '%s': last client left, writing back",
+                  h->name);
+    if (pc_ns_drain (cache, h->ns, &err) == -1)
+      nbdkit_error ("pcache: export '%s': its last client left but its "
+                    "dirty data could not be written back (%s); it stays "
+                    "in the cache and is written back when a client next "
+                    "opens the export", h->name, strerror (err));
+    pthread_mutex_lock (&ns_lock);
+  }
+  pc_ns_detach (cache, h->ns);
+  provider[h->ns] = NULL;
+  other = conns[h->ns];
+  if (other) {
+    if (pc_ns_attach (cache, h->ns, &other->bg) == 0)
+      provider[h->ns] = other;
+    else
+      nbdkit_error ("pcache: export '%s': cannot attach its backend",
+                    h->name);
+  }
+  pthread_mutex_unlock (&ns_lock);
+}
+
+/* In single-export mode the cache holds one export: the plugin's
+ * default export, which pcache names "".  Its write-back connection
+ * reaches the plugin with no export name at all (nbdkit 1.32 gives a
+ * plugin none outside a client connection), so a plugin that names its
+ * default export could serve another disk there.  In multi-export mode
+ * the plugin's names are used as they are.
  */
 static const char *
 pcache_default_export (nbdkit_next_default_export *next,
@@ -848,8 +1055,8 @@ pcache_default_export (nbdkit_next_default_export *next,
   const char *name = next (nxdata, readonly);
 
   (void) is_tls;
-  if (!name)
-    return NULL;
+  if (!name || multi_export)
+    return name;
   if (*name && !assume_shared) {
     nbdkit_error ("pcache: the plugin names its default export '%s', but "
                   "pcache writes back with no export name, so it cannot "
@@ -861,53 +1068,102 @@ pcache_default_export (nbdkit_next_default_export *next,
   return "";
 }
 
-/* List only the export that is served. */
+/* Single-export mode lists only the export that is served; multi-export
+ * mode the plugin's.
+ */
 static int
 pcache_list_exports (nbdkit_next_list_exports *next, nbdkit_backend *nxdata,
                      int readonly, int is_tls, struct nbdkit_exports *exports)
 {
-  (void) next;
-  (void) nxdata;
-  (void) readonly;
   (void) is_tls;
+  if (multi_export)
+    return next (nxdata, readonly, exports);
   return nbdkit_use_default_export (exports);
 }
 
-/* A client asking for the default export gets "" here (see
- * pcache_default_export); any other name is another export, whose data
- * must not meet this cache's.
+/* In single-export mode a client asking for the default export gets ""
+ * here (see pcache_default_export); any other name is another export,
+ * whose data must not meet this cache's.
  */
 static void *
 pcache_open (nbdkit_next_open *next, nbdkit_context *context, int readonly,
              const char *exportname, int is_tls)
 {
+  struct handle *h;
+
   (void) is_tls;
-  if (*exportname) {
+  if (!multi_export && *exportname) {
     nbdkit_error ("pcache: export '%s' refused: the cache serves only the "
-                  "plugin's default export (\"\"); other exports are not "
-                  "supported yet", exportname);
+                  "plugin's default export (\"\") of this plugin",
+                  exportname);
     return NULL;
   }
-  if (next (context, readonly, "") == -1)
+  if (strlen (exportname) > PC_EXPORT_NAME_MAX) {
+    nbdkit_error ("pcache: export name longer than %d bytes",
+                  PC_EXPORT_NAME_MAX);
     return NULL;
-  return NBDKIT_HANDLE_NOT_NEEDED;
+  }
+  h = calloc (1, sizeof *h);
+  if (!h || !(h->name = strdup (exportname))) {
+    nbdkit_error ("pcache: %s", strerror (errno));
+    free (h);
+    return NULL;
+  }
+  if (next (context, readonly, exportname) == -1) {
+    free (h->name);
+    free (h);
+    return NULL;
+  }
+  return h;
+}
+
+static void
+pcache_close (void *handle)
+{
+  struct handle *h = handle;
+
+  free (h->name);
+  free (h);
 }
 
 static int
 pcache_prepare (nbdkit_next *next, void *handle, int readonly)
 {
-  int64_t size = next->get_size (next);
+  struct handle *h = handle;
+  int64_t size;
 
-  (void) handle;
   (void) readonly;
   if (unusable) {
     nbdkit_error ("pcache: %s cannot be used with this plugin (see the "
                   "error at startup)", dev_path);
     return -1;
   }
-  if (size == -1 || check_size (size) == -1)
+  size = next->get_size (next);
+  if (size == -1)
     return -1;
-  return check_multi_conn (next->can_multi_conn (next));
+  if (!multi_export) {
+    if (check_size (size) == -1)
+      return -1;
+    h->ns = single_ns;
+    return check_multi_conn (next->can_multi_conn (next));
+  }
+  if (check_multi_conn (next->can_multi_conn (next)) == -1 ||
+      handle_caps (h, next) == -1)
+    return -1;
+  if (pc_ns_open (cache, h->name, size, &h->ns) == -1) {
+    nbdkit_error ("pcache: export '%s' refused (see the error above); "
+                  "other exports are still served", h->name);
+    return -1;
+  }
+  return ns_register (h);
+}
+
+static int
+pcache_finalize (nbdkit_next *next, void *handle)
+{
+  (void) next;
+  ns_unregister (handle);
+  return 0;
 }
 
 static int
@@ -985,10 +1241,12 @@ static int
 pcache_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
               uint64_t offset, uint32_t flags, int *err)
 {
+  struct handle *h = handle;
   struct pc_backend fg = { &fg_ops, next };
 
   *err = 0;
-  if (pc_read (cache, buf, count, offset, &fg, err) == -1)
+  if (pc_read (cache, buf, count, pc_ns_addr (h->ns, offset), &fg,
+               err) == -1)
     return set_err (err);
   return 0;
 }
@@ -997,8 +1255,10 @@ static int
 pcache_pwrite (nbdkit_next *next, void *handle, const void *buf,
                uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
+  struct handle *h = handle;
+
   *err = 0;
-  if (pc_write (cache, buf, count, offset,
+  if (pc_write (cache, buf, count, pc_ns_addr (h->ns, offset),
                 (flags & NBDKIT_FLAG_FUA) ? PC_FUA : 0, err) == -1)
     return set_err (err);
   return 0;
@@ -1008,6 +1268,7 @@ static int
 pcache_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
              uint32_t flags, int *err)
 {
+  struct handle *h = handle;
   unsigned f = 0;
 
   if (flags & NBDKIT_FLAG_FUA)
@@ -1015,7 +1276,7 @@ pcache_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
   if (flags & NBDKIT_FLAG_MAY_TRIM)
     f |= PC_MAY_TRIM;
   *err = 0;
-  if (pc_zero (cache, count, offset, f, err) == -1)
+  if (pc_zero (cache, count, pc_ns_addr (h->ns, offset), f, err) == -1)
     return set_err (err);
   return 0;
 }
@@ -1024,8 +1285,10 @@ static int
 pcache_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
              uint32_t flags, int *err)
 {
+  struct handle *h = handle;
+
   *err = 0;
-  if (pc_trim (cache, count, offset,
+  if (pc_trim (cache, count, pc_ns_addr (h->ns, offset),
                (flags & NBDKIT_FLAG_FUA) ? PC_FUA : 0, err) == -1)
     return set_err (err);
   return 0;
@@ -1042,6 +1305,7 @@ pcache_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
 
 /* Extents: what the cache holds overrides what the plugin says. */
 struct map_ctx {
+  uint64_t base;                    /* cache address of offset 0 */
   struct nbdkit_extents *out;
   struct nbdkit_extents *backend;   /* NULL: plugin has no extents */
 };
@@ -1050,9 +1314,11 @@ static int
 map_cb (void *opaque, uint64_t off, uint64_t len, enum pc_map_type type)
 {
   struct map_ctx *m = opaque;
-  uint64_t end = off + len;
+  uint64_t end;
   size_t i, n;
 
+  off -= m->base;
+  end = off + len;
   if (type == PC_MAP_DATA)
     return nbdkit_add_extent (m->out, off, len, 0);
   if (type == PC_MAP_ZERO)
@@ -1084,7 +1350,8 @@ pcache_extents (nbdkit_next *next, void *handle, uint32_t count,
                 uint64_t offset, uint32_t flags,
                 struct nbdkit_extents *extents, int *err)
 {
-  struct map_ctx m = { extents, NULL };
+  struct handle *h = handle;
+  struct map_ctx m = { pc_ns_addr (h->ns, 0), extents, NULL };
   int r;
 
   if (next->can_extents (next) == 1) {
@@ -1100,7 +1367,7 @@ pcache_extents (nbdkit_next *next, void *handle, uint32_t count,
       return set_err (err);
     }
   }
-  r = pc_map (cache, offset, count, map_cb, &m);
+  r = pc_map (cache, pc_ns_addr (h->ns, offset), count, map_cb, &m);
   nbdkit_extents_free (m.backend);
   if (r != 0) {
     *err = errno ? errno : EIO;
@@ -1124,6 +1391,8 @@ static struct nbdkit_filter filter = {
   .default_export    = pcache_default_export,
   .open              = pcache_open,
   .prepare           = pcache_prepare,
+  .finalize          = pcache_finalize,
+  .close             = pcache_close,
   .can_flush         = pcache_can_flush,
   .can_fua           = pcache_can_fua,
   .can_trim          = pcache_can_trim,
