@@ -56,6 +56,7 @@ static uint32_t single_ns;
  * with this error instead.
  */
 static int unusable;
+static nbdkit_backend *ready_backend;
 static int bound;
 
 /* The shared backend context used by the background workers, and
@@ -478,6 +479,7 @@ pcache_config_complete (nbdkit_next_config_complete *next,
     return -1;
   cfg.path = dev_path;
   cfg.backing_id = backing_id;
+  ready_backend = nxdata;
   return next (nxdata);
 }
 
@@ -544,20 +546,49 @@ bind_cache (int64_t size)
 /* Open, validate and replay the cache before nbdkit forks, so that
  * errors reach the user's terminal.
  */
+/* The plugin's size and multi-conn answer through a short-lived
+ * context.  -1 if the plugin cannot tell them yet.
+ */
+static int
+probe_plugin (int64_t *size, int *multi_conn)
+{
+  nbdkit_next *n = nbdkit_next_context_open (ready_backend, 1, "", 1);
+  int r = -1;
+
+  if (!n)
+    return -1;
+  if (n->prepare (n) != -1) {
+    *size = n->get_size (n);
+    *multi_conn = n->can_multi_conn (n);
+    if (*size >= 0 && *multi_conn >= 0)
+      r = 0;
+  }
+  n->finalize (n);
+  nbdkit_next_context_close (n);
+  return r;
+}
+
 static int
 pcache_get_ready (int thread_model)
 {
-  int r;
+  int64_t size;
+  int multi_conn, probed, r;
 
   serialize = thread_model != NBDKIT_THREAD_MODEL_PARALLEL;
   pc_set_trace ((pcache_debug_writeback ? PC_TRACE_WRITEBACK : 0) |
                 (pcache_debug_gc ? PC_TRACE_GC : 0));
-  /* The plugin is not asked anything here: a context opened this early
-   * has no export name (and no connection), which some plugins cannot
-   * serve.  In single-export mode after_fork ties the cache to the
-   * plugin's default export; in multi-export mode each export is tied
-   * when a client first opens it.
+  /* In multi-export mode the plugin is not asked anything here: a
+   * context opened this early has no export name (and no connection),
+   * which such plugins cannot serve; each export is tied to the cache
+   * when a client first opens it.  A single-export plugin is checked
+   * now if it can be asked this early, so that a wrong backend is
+   * refused before nbdkit forks, with an exit status, and before a
+   * cache file is made for it (with --run, a failure after the fork
+   * could only refuse connections).
    */
+  probed = !multi_export && probe_plugin (&size, &multi_conn) == 0;
+  if (probed && check_multi_conn (multi_conn) == -1)
+    return -1;
   /* Paths that cannot work are refused before a cache file is made. */
   if (pcache_control_check () == -1)
     return -1;
@@ -568,6 +599,10 @@ pcache_get_ready (int thread_model)
      * errors reach the user's terminal.
      */
     r = pc_cache_ready (cache);
+    bound = r == 0;
+  }
+  else if (r == 0 && probed) {
+    r = pc_cache_bind (cache, size);
     bound = r == 0;
   }
   log_param = NULL;
@@ -788,14 +823,8 @@ pcache_after_fork (nbdkit_backend *backend)
     nbdkit_error ("pcache: cannot open a background plugin context");
     return -1;
   }
-  /* Refused before a cache file is made for it: with nbdkit -f this is
-   * nbdkit's exit status.
-   */
-  if (check_multi_conn (caps.multi_conn) == -1) {
-    bg_close (bg_next);
-    bg_next = NULL;
-    return -1;
-  }
+  if (check_multi_conn (caps.multi_conn) == -1)
+    goto refused;
   bg_first = caps;
   bg_can_flush = caps.flush;
   bg_can_fua = caps.fua;
@@ -805,8 +834,10 @@ pcache_after_fork (nbdkit_backend *backend)
   bg_ops.trim = bg_can_trim ? bg_trim : NULL;
   bg_ops.zero = bg_can_zero > NBDKIT_ZERO_NONE ? bg_zero : NULL;
 
-  /* A cache that cannot be made or does not fit the plugin ends
-   * nbdkit here: with -f (or under systemd) that is its exit status.
+  /* A plugin that could not be asked before the fork: nbdkit 1.32
+   * cannot exit cleanly from here (a --run command would wait on the
+   * listening socket for ever), so a cache that cannot be made or does
+   * not fit it makes every connection fail instead.
    */
   if (!bound && bind_cache (caps.size) == -1)
     goto refused;
@@ -824,7 +855,7 @@ pcache_after_fork (nbdkit_backend *backend)
   bg_close (bg_next);
   bg_next = NULL;
   unusable = 1;
-  return -1;
+  return 0;
 }
 
 static void

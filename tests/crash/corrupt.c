@@ -1086,7 +1086,7 @@ static const struct tcase cases[] = {
   { "kset nkeys=200 (valid CRC)", B_PLAIN, d_kset_nkeys_crafted, X_REFUSE, NULL },
   { "kset seq+5 (valid CRC)", B_PLAIN, d_kset_seq_crafted, X_REFUSE, NULL },
   { "key offset = backing size (valid CRC)", B_PLAIN, d_key_off, X_REFUSE, "out of bounds" },
-  { "key offset near 2^64 (valid CRC)", B_PLAIN, d_key_off_huge, X_REFUSE, "out of bounds" },
+  { "key offset near 2^64 (valid CRC)", B_PLAIN, d_key_off_huge, X_REFUSE, "namespace the table does not hold" },
   { "key length 0 (valid CRC)", B_PLAIN, d_key_len0, X_REFUSE, "out of bounds" },
   { "key length 8M (valid CRC)", B_PLAIN, d_key_len_big, X_REFUSE, "out of bounds" },
   { "key across a stripe (valid CRC)", B_PLAIN, d_key_cross, X_REFUSE, "out of bounds" },
