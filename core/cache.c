@@ -237,6 +237,8 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
   c->wb_max_age_ms = (uint64_t) 1000 *
     (cfg->wb_max_age_s == PC_UNSET ? PC_DEFAULT_WB_MAX_AGE_S
      : (unsigned) cfg->wb_max_age_s);
+  c->export_quota = cfg->export_quota ? PC_MIN (cfg->export_quota, 100)
+    : 100;
   c->hold_timeout_ms = (uint64_t) 1000 *
     (cfg->hold_timeout_s == PC_UNSET ? PC_DEFAULT_HOLD_TIMEOUT_S
      : (unsigned) cfg->hold_timeout_s);

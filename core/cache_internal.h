@@ -145,6 +145,9 @@ struct pc_ns {
   int has_bg;
   unsigned pins;
   _Atomic uint64_t dirty_bytes;       /* its share of the gauge */
+  pthread_cond_t quota_cv;            /* under lock: dirty_bytes fell */
+  int quota_full;                     /* a write gave up on the quota and
+                                         no write-back has freed since */
   _Atomic uint64_t last_epoch;        /* epoch of its last batch written */
   /* Write-back's state for it (writeback.c), the thread's own: */
   void *wb;                           /* its batch */
@@ -211,6 +214,9 @@ struct pc_cache {
   unsigned commit_ms;
   _Atomic uint64_t full_timeout_ms;   /* 0: a write waits for space for ever */
   _Atomic uint64_t wb_max_age_ms;     /* 0: dirty data may wait for ever */
+  _Atomic unsigned export_quota;      /* percent; 100: no quota */
+  _Atomic unsigned quota_waiters;     /* writes waiting for their export's
+                                         write-back (quota.c) */
   uint64_t hold_timeout_ms;           /* 0: a hold lasts until released */
   _Atomic int full_stuck;             /* a wait for space timed out, and no
                                          segment has been freed since */

@@ -39,6 +39,7 @@ ns_new (const struct pc_ns_rec *rec)
   ns->backing_id[PC_BACKING_ID_LEN - 1] = '\0';
   pthread_mutex_init (&ns->lock, NULL);
   pthread_cond_init (&ns->unpinned, NULL);
+  pthread_cond_init (&ns->quota_cv, NULL);
   return ns;
 }
 
@@ -78,6 +79,7 @@ pc_ns_free_all (struct pc_cache *c)
     free (ns->name);
     pthread_mutex_destroy (&ns->lock);
     pthread_cond_destroy (&ns->unpinned);
+    pthread_cond_destroy (&ns->quota_cv);
     free (ns);
     c->ns[i] = NULL;
   }

@@ -82,6 +82,14 @@ set_age (struct pc_cache *c, uint64_t v) { STORE (wb_max_age_ms, v * 1000); }
 static uint64_t
 get_age (struct pc_cache *c) { return LOAD (wb_max_age_ms) / 1000; }
 
+/* Read by each write that would exceed it (quota.c). */
+static void
+cfg_quota (struct pc_config *cfg, uint64_t v) { cfg->export_quota = v; }
+static void
+set_quota (struct pc_cache *c, uint64_t v) { STORE (export_quota, v); }
+static uint64_t
+get_quota (struct pc_cache *c) { return LOAD (export_quota); }
+
 /* The ranges are those of the startup parameters pcache-KEY. */
 static const struct tunable tunables[PC_TUNE_COUNT] = {
   [PC_TUNE_GC_PERCENT] = {
@@ -108,6 +116,9 @@ static const struct tunable tunables[PC_TUNE_COUNT] = {
     { "writeback-max-age", "writeback_max_age", PC_TUNABLE_NUMBER, 0,
       PC_MAX_TIMEOUT_S },
     cfg_age, set_age, get_age },
+  [PC_TUNE_EXPORT_QUOTA] = {
+    { "export-quota", "export_quota", PC_TUNABLE_NUMBER, 1, 100 },
+    cfg_quota, set_quota, get_quota },
 };
 
 const struct pc_tunable_info *

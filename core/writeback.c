@@ -24,6 +24,7 @@
 #include "hold.h"
 #include "kset.h"
 #include "namespace.h"
+#include "quota.h"
 #include "util.h"
 #include "workers.h"
 #include "writeback.h"
@@ -634,6 +635,8 @@ wb_done (struct pc_cache *c, struct wb_batch *b)
   pc_ctrl_set_ns_tail (c, ns->id, &b->end);
   PC_UNCOUNT (c, dirty_bytes, b->bytes);
   atomic_fetch_sub (&ns->dirty_bytes, b->bytes);
+  if (b->bytes)
+    pc_quota_freed (c, ns);
   PC_COUNT (c, writeback_skipped_bytes, b->skipped);
   b->loaded = 0;
   b->backoff_ms = 0;
@@ -801,8 +804,9 @@ timed_wait (struct pc_cache *c, unsigned ms)
  * the backlog rather than a cliff.  A client that only reads adds no
  * dirty data: while it has not written for PC_WB_IDLE_MS, writeback
  * below that level waits, and leaves it the CPU.  Every writer runs when
- * the client has been quiet for PC_WB_IDLE_MS, when space or a drain is
- * waited for (or data has no room left: see gc_needed), or when GC needs
+ * the client has been quiet for PC_WB_IDLE_MS, when space, a drain or
+ * an export's quota is waited for (or data has no room left: see
+ * gc_needed), or when GC needs
  * clean segments, or when flushed data nears pcache-writeback-max-age.
  */
 unsigned
@@ -822,6 +826,7 @@ pc_wb_width (struct pc_cache *c)
 
   if (dirty == 0 || now - atomic_load (&c->last_io_ms) >= PC_WB_IDLE_MS ||
       atomic_load (&c->drainers) > 0 || pc_segs_waiters (&c->segs) > 0 ||
+      atomic_load (&c->quota_waiters) > 0 ||
       nfree <= PC_LOG_RESERVE || used * 100 > (uint64_t) c->nsegs * gc_pct ||
       pc_dirty_too_old (c))
     return threads;

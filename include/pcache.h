@@ -99,6 +99,7 @@ struct pc_config {
   int wb_max_age_s;         /* PC_UNSET (default), or how long flushed
                                data may stay dirty before writeback runs
                                whatever the load; 0 = no bound */
+  unsigned export_quota;    /* 1..100 percent; 0 = default (100) */
   int hold_timeout_s;       /* PC_UNSET (default), or how long a hold
                                lasts unless released; 0 = until released */
   unsigned max_exports;     /* namespaces a new cache has room for
@@ -263,6 +264,8 @@ enum pc_tunable {
                                0 = for ever */
   PC_TUNE_WB_MAX_AGE,       /* seconds flushed data may stay dirty; 0 = no
                                bound */
+  PC_TUNE_EXPORT_QUOTA,     /* share (percent) of the cache one export's
+                               dirty data may take; 100 = no quota */
   PC_TUNE_COUNT
 };
 

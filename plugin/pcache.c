@@ -498,6 +498,7 @@ pcache_config_complete (nbdkit_next_config_complete *next,
   "pcache-segment-size=SIZE  Segment size (fixed at format, default 16M).\n" \
   "pcache-backing-id=ID   Identity of the backing store (fixed at format).\n" \
   "pcache-max-exports=N   Exports the cache has room for (fixed at format).\n" \
+  "pcache-export-quota=PERCENT  Share of the cache one export may dirty.\n" \
   "pcache-cache-on-read=BOOL  Cache data read from the plugin (default true).\n" \
   "pcache-commit-ms=N     Longest wait before a write's key is committed.\n" \
   "pcache-full-timeout=SECS  Longest wait for cache space (default 60, 0 = none).\n" \

@@ -56,7 +56,8 @@ import json, sys
 d = json.load (sys.stdin)
 print ([d[k] for k in ("gc_percent", "writeback_percent",
                        "writeback_threads", "cache_on_read", "seq_cutoff",
-                       "full_timeout", "writeback_max_age", "mode",
+                       "full_timeout", "writeback_max_age", "export_quota",
+                       "mode",
                        "writeback_paused")])'
 }
 
@@ -130,6 +131,9 @@ set_ok full-timeout 30 full_timeout 30
 set_ok writeback-max-age 0 writeback_max_age 0
 set_ok writeback-max-age 86400 writeback_max_age 86400
 set_ok writeback-max-age 30 writeback_max_age 30
+set_ok export-quota 1 export_quota 1
+set_ok export-quota 100 export_quota 100
+set_ok export-quota 40 export_quota 40
 set_ok mode writethrough mode writethrough
 set_ok mode writeback mode writeback
 test "$(stat writeback_paused)" = false
@@ -165,6 +169,8 @@ set_bad seq-cutoff -1
 set_bad full-timeout 86401
 set_bad full-timeout 10s
 set_bad writeback-max-age 86401
+set_bad export-quota 0
+set_bad export-quota 101
 expect_status 1 "$pcachectl" set "$ctl" mode fast
 expect_output "'fast'"
 expect_status 1 "$pcachectl" set "$ctl" bogus 1

@@ -218,7 +218,69 @@ test_limits (void)
   unlink (p);
 }
 
+/* An export at its quota: its next write waits for its own write-back
+ * (here none runs, so it fails after pcache-full-timeout), while
+ * another export's writes go on; once its data is written back, it
+ * writes again.
+ */
+static void
+test_quota (void)
+{
+  const char *p = tu_fresh ("quota");
+  struct tu_mem *ma = tu_mem_new (ASIZE, 0xEE);
+  struct pc_backend ba = tu_mem_backend (ma);
+  struct pc_config cfg;
+  pc_cache *c;
+  uint64_t cap, limit, done = 0;
+  uint32_t a, b;
+  char *buf = malloc (1 << 20);
+  int err = 0;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (buf);
+  memset (buf, 0x5A, 1 << 20);
+  tu_config (&cfg, p, CSIZE);
+  cfg.export_quota = 25;
+  cfg.full_timeout_s = 1;
+  cfg.wb_percent = 0;
+  CU_ASSERT_EQUAL_FATAL (pc_cache_open (&cfg, &c), 0);
+  CU_ASSERT_EQUAL_FATAL (pc_cache_ready (c), 0);
+  CU_ASSERT_EQUAL (pc_cache_get_tunable (c, PC_TUNE_EXPORT_QUOTA), 25);
+  CU_ASSERT_EQUAL_FATAL (pc_ns_open (c, "a", ASIZE, &a), 0);
+  CU_ASSERT_EQUAL_FATAL (pc_ns_open (c, "b", BSIZE, &b), 0);
+  cap = (uint64_t) c->nsegs << c->seg_shift;
+  limit = cap / 100 * 25;
+  while (done + (1 << 20) <= limit) {
+    CU_ASSERT_EQUAL_FATAL (pc_write (c, buf, 1 << 20, pc_ns_addr (a, done),
+                                     0, &err), 0);
+    done += 1 << 20;
+  }
+  /* Past the quota: refused after the timeout, with the export named. */
+  tu_log_clear ();
+  CU_ASSERT_EQUAL (pc_write (c, buf, 1 << 20, pc_ns_addr (a, done), 0, &err),
+                   -1);
+  CU_ASSERT_EQUAL (err, EIO);
+  CU_ASSERT_TRUE (tu_log_has ("'a'"));
+  CU_ASSERT_TRUE (tu_log_has ("pcache-export-quota"));
+  /* The other export is not held back. */
+  write_ns (c, b, 0, 1 << 20, 7);
+  write_ns (c, b, 1 << 20, 1 << 20, 7);
+  /* Its own write-back makes room again. */
+  CU_ASSERT_EQUAL (pc_ns_attach (c, a, &ba), 0);
+  tu_flush (c);
+  write_back_all (c);
+  CU_ASSERT_EQUAL (pc_write (c, buf, 1 << 20, pc_ns_addr (a, done), 0, &err),
+                   0);
+  /* 100 is no quota at all. */
+  CU_ASSERT_EQUAL (pc_cache_set_tunable (c, PC_TUNE_EXPORT_QUOTA, 100), 0);
+  CU_ASSERT_EQUAL (pc_cache_set_tunable (c, PC_TUNE_EXPORT_QUOTA, 0), -1);
+  pc_cache_close (c);
+  tu_mem_free (ma);
+  free (buf);
+  unlink (p);
+}
+
 static const struct tu_case cases[] = {
+  { "an export at its quota waits; others do not", test_quota },
   { "each export to its own backend", test_routing },
   { "exports are written back independently", test_independent },
   { "table limits", test_limits },
