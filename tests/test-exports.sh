@@ -14,6 +14,9 @@
 #     while another export is still served.
 #  E. pcache-max-exports=2: a third export is refused, naming it.
 #  F. ondemand dir=: two exports, written, read back, written back.
+#  G. nbd dynamic-export=true in front of a second nbdkit serving a
+#     directory: each remote export gets its own data, through a kill -9
+#     and a restart.
 set -e -x
 source "${top_srcdir:-.}/tests/functions.sh"
 requires_filter_built
@@ -265,4 +268,62 @@ for n, b in (("one", b"O"), ("two", b"T")):
 '
 else
     echo "$0: ondemand part skipped (no ondemand plugin or mkfs.ext4)"
+fi
+
+# ---------------------------------------------------------------------
+# G. The nbd plugin in front of a remote nbdkit with several exports.
+
+if nbdkit nbd --version >/dev/null 2>&1; then
+    rd=$tmp/remote
+    mkdir "$rd"
+    truncate -s 4M "$rd/east"
+    truncate -s 6M "$rd/west"
+    rsock=$tmp/remote.sock
+    start_nbdkit -P "$tmp/remote.pid" -U "$rsock" file dir="$rd"
+    rm -f "$cache" "$sock"
+    nbdserve ()
+    {
+        rm -f "$sock"
+        start_nbdkit -P "$pidfile" -U "$sock" --log=stderr \
+            --filter="$PCACHE_FILTER" nbd socket="$rsock" dynamic-export=true \
+            pcache-dev="$cache" pcache-control="$ctl" "$@" 2>>"$log"
+    }
+    nbdserve pcache-size=64M pcache-segment-size=1M
+    $pcachectl pause "$ctl"
+    nbdsh -c '
+exec(open(os.environ["tmp"] + "/lib.py").read())
+e = connect("east")
+w = connect("west")
+assert e.get_size() == 4 << 20 and w.get_size() == 6 << 20
+for i in range(4):
+    e.pwrite(bytes([0x45 + i]) * 65536, i << 20)
+    w.pwrite(bytes([0x57 + i]) * 65536, i << 20)
+    e.flush()
+e.shutdown()
+w.shutdown()
+'
+    kill9_nbdkit "$pidfile"
+    wait_unlocked "$cache"
+    nbdserve pcache-drain=true
+    nbdsh -c '
+exec(open(os.environ["tmp"] + "/lib.py").read())
+for n, b in (("east", 0x45), ("west", 0x57)):
+    c = connect(n)
+    for i in range(4):
+        assert c.pread(65536, i << 20) == bytes([b + i]) * 65536, (n, i)
+    c.shutdown()
+'
+    kill_nbdkit "$pidfile"
+    kill_nbdkit "$tmp/remote.pid"
+    python3 -c '
+import os
+rd = os.environ["tmp"] + "/remote"
+for n, b in (("east", 0x45), ("west", 0x57)):
+    fd = os.open(rd + "/" + n, os.O_RDONLY)
+    for i in range(4):
+        assert os.pread(fd, 65536, i << 20) == bytes([b + i]) * 65536, (n, i)
+    os.close(fd)
+'
+else
+    echo "$0: nbd plugin part skipped (no nbd plugin)"
 fi
