@@ -10,6 +10,10 @@
 # hold the state after some prefix of the epochs plus part of the next
 # one (prefix.py check).
 #
+# Two exports (file dir=, one namespace each) run a writer each, with
+# their own epochs: after the crash each backing file alone must be a
+# prefix of its own writer's epochs, whatever the other's write-back did.
+#
 # The last trial also restarts on the same cache: after each crash the
 # export (replayed from the cache) must hold every flushed epoch
 # (check --durable), the writer carries on from the epoch after the
@@ -143,6 +147,46 @@ for trial in 1 2 3 4 5 6; do
     crash_after 2
     rm -f "$cache"
     check "$disk"
+done
+
+# Two exports, a writer each; each backing file is checked against its
+# own writer's schedule.
+xdir=$tmp/exports
+mkdir -p "$xdir"
+for trial in 1 2 3; do
+    rm -f "$cache" "$sock" "$tmp"/state-* "$xdir"/*
+    truncate -s $(( nblocks * 4096 )) "$xdir/one" "$xdir/two"
+    start_nbdkit -P "$tmp/pid" -U "$sock" \
+        --filter="$PCACHE_FILTER" --filter=delay \
+        file dir="$xdir" wdelay=1ms "${pcache_args[@]}"
+    pids=()
+    for x in one two; do
+        python3 "$prefix" write "nbd+unix:///$x?socket=$sock" "x$trial-$x" \
+            $nblocks 2 "$tmp/state-$x" &
+        pids+=($!)
+    done
+    # Both writers flushed an epoch or two; then a crash mid-epoch.
+    { _pcache_xtrace_off; } 2>/dev/null
+    for (( i = 0; i < 300; i++ )); do
+        n1=$(cat "$tmp/state-one" 2>/dev/null | wc -l)
+        n2=$(cat "$tmp/state-two" 2>/dev/null | wc -l)
+        [ "$n1" -ge 2 ] && [ "$n2" -ge 2 ] && break
+        sleep 0.1
+    done
+    _pcache_xtrace_restore
+    test "$n1" -ge 2 && test "$n2" -ge 2
+    sleep "0.$(( 2 + RANDOM % 8 ))"
+    kill9_nbdkit "$tmp/pid"
+    for p in "${pids[@]}"; do
+        rc=0
+        wait "$p" || rc=$?
+        test "$rc" -eq 2
+    done
+    rm -f "$cache"
+    for x in one two; do
+        python3 "$prefix" check "$xdir/$x" "x$trial-$x" $nblocks \
+            "$tmp/state-$x"
+    done
 done
 
 # Restart trial.  Restarting does not break the checker's schedule:
