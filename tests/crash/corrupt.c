@@ -192,6 +192,7 @@ make_base (enum base_kind kind)
   memset (B, 0, sizeof *B);
   snprintf (B->path, sizeof B->path, "%s/base-%s", dir, base_names[kind]);
   B->size = PC_ALIGN_UP (PC_SEGTAB_OFF + NSEGS * PC_SEGTAB_ENTRY, 4096) +
+    (uint64_t) PC_DEFAULT_MAX_EXPORTS * PC_NS_ENTRY +
     (uint64_t) NSEGS * PC_MIN_SEG_SIZE;
   if (!(x.bk = tu_mem_new_volatile (BACKING, 0)))
     die ("out of memory");

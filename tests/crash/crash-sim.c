@@ -118,7 +118,8 @@ cache_size_for (const struct wl_params *wp)
 {
   uint64_t segtab = PC_ALIGN_UP (PC_SEGTAB_OFF + wp->nsegs * PC_SEGTAB_ENTRY,
                                  4096);
-  return segtab + (uint64_t) wp->nsegs * PC_MIN_SEG_SIZE;
+  return segtab + (uint64_t) PC_DEFAULT_MAX_EXPORTS * PC_NS_ENTRY +
+    (uint64_t) wp->nsegs * PC_MIN_SEG_SIZE;
 }
 
 /* ------------------------------------------------------------------ */

@@ -162,8 +162,10 @@ make_base (void)
 
   pc_config_init (&cfg);
   cfg.path = path;
+  /* A small namespace table keeps the image small: it is fuzzed too. */
+  cfg.max_exports = 2;
   fsize = PC_ALIGN_UP (PC_SEGTAB_OFF + NSEGS * PC_SEGTAB_ENTRY, 4096) +
-    (uint64_t) NSEGS * PC_MIN_SEG_SIZE;
+    2 * PC_NS_ENTRY + (uint64_t) NSEGS * PC_MIN_SEG_SIZE;
   cfg.size = fsize;
   cfg.seg_size = PC_MIN_SEG_SIZE;
   cfg.data_crc = 1;
