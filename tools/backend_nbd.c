@@ -21,6 +21,7 @@ struct nbd_backend {
   struct backend b;
   struct nbd_handle *nbd;
   uint32_t max_request;
+  char *label;                  /* b.name, if made here */
 };
 
 static int
@@ -108,14 +109,57 @@ nbd_be_close (struct backend *b)
   /* A clean disconnect, so the server sees the end of the session. */
   nbd_shutdown (n->nbd, 0);
   nbd_close (n->nbd);
+  free (n->label);
   free (n);
 }
 
-struct backend *
-backend_nbd_open (const char *uri)
+/* Connect in option mode, and go to the export called export instead
+ * of the one the URI names (which must be none or that one).  Returns
+ * 0, or -1 after a message.
+ */
+static int
+go_to_export (struct nbd_backend *n, const char *uri, const char *export)
+{
+  char q[128], q2[128];
+  char *given;
+  int r = 0;
+
+  if (nbd_set_opt_mode (n->nbd, true) == -1 ||
+      nbd_connect_uri (n->nbd, uri) == -1) {
+    errmsg ("%s: %s", uri, nbd_get_error ());
+    return -1;
+  }
+  given = nbd_get_export_name (n->nbd);
+  if (!given) {
+    errmsg ("%s: %s", uri, nbd_get_error ());
+    return -1;
+  }
+  if (given[0] && strcmp (given, export) != 0) {
+    errmsg ("%s: the URI names export %s, but export %s of the cache goes "
+            "to the server's export of the same name: give the URI without "
+            "an export name, or pick one export with --export", uri,
+            quote_name (given, q, sizeof q),
+            quote_name (export, q2, sizeof q2));
+    r = -1;
+  }
+  free (given);
+  if (r == -1)
+    return -1;
+  if (nbd_set_export_name (n->nbd, export) == -1 ||
+      nbd_opt_go (n->nbd) == -1) {
+    errmsg ("%s: export %s: %s", uri, quote_name (export, q, sizeof q),
+            nbd_get_error ());
+    return -1;
+  }
+  return 0;
+}
+
+static struct backend *
+nbd_open (const char *uri, const char *export)
 {
   struct nbd_backend *n;
   int64_t size, max;
+  char q[128];
 
   n = calloc (1, sizeof *n);
   if (!n) {
@@ -123,24 +167,38 @@ backend_nbd_open (const char *uri)
     return NULL;
   }
   n->b.name = uri;
+  if (export) {
+    if (asprintf (&n->label, "%s (export %s)", uri,
+                  quote_name (export, q, sizeof q)) == -1) {
+      errmsg ("out of memory");
+      free (n);
+      return NULL;
+    }
+    n->b.name = n->label;
+  }
   n->nbd = nbd_create ();
   if (!n->nbd) {
     errmsg ("%s", nbd_get_error ());
+    free (n->label);
     free (n);
     return NULL;
   }
-  if (nbd_connect_uri (n->nbd, uri) == -1) {
+  if (export) {
+    if (go_to_export (n, uri, export) == -1)
+      goto fail;
+  }
+  else if (nbd_connect_uri (n->nbd, uri) == -1) {
     errmsg ("%s: %s", uri, nbd_get_error ());
     goto fail;
   }
   size = nbd_get_size (n->nbd);
   if (size < 0) {
-    errmsg ("%s: %s", uri, nbd_get_error ());
+    errmsg ("%s: %s", n->b.name, nbd_get_error ());
     goto fail;
   }
   n->b.size = size;
   if (nbd_is_read_only (n->nbd) == 1) {
-    errmsg ("%s: the NBD export is read-only", uri);
+    errmsg ("%s: the NBD export is read-only", n->b.name);
     goto fail;
   }
   max = nbd_get_block_size (n->nbd, LIBNBD_SIZE_MAXIMUM);
@@ -157,7 +215,7 @@ backend_nbd_open (const char *uri)
     n->b.ops.flush = nbd_be_flush;
   else
     warnmsg ("%s: the server cannot flush: the written-back data is only "
-             "as durable as the server makes it", uri);
+             "as durable as the server makes it", n->b.name);
   n->b.pb.ops = &n->b.ops;
   n->b.pb.ctx = n;
   n->b.close = nbd_be_close;
@@ -165,6 +223,19 @@ backend_nbd_open (const char *uri)
 
  fail:
   nbd_close (n->nbd);
+  free (n->label);
   free (n);
   return NULL;
+}
+
+struct backend *
+backend_nbd_open (const char *uri)
+{
+  return nbd_open (uri, NULL);
+}
+
+struct backend *
+backend_nbd_open_export (const char *uri, const char *export)
+{
+  return nbd_open (uri, export);
 }

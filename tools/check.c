@@ -39,7 +39,11 @@
 struct check {
   const char *path;
   int live;                     /* a running nbdkit holds the cache */
+  const char *export;           /* --export, or NULL: every export */
+  uint32_t ns;                  /* its namespace */
   struct pc_info in;
+  struct exports ex;
+  uint64_t *ns_keys, *ns_dirty; /* by namespace */
 
   /* Progress, read by the ticker thread. */
   _Atomic (const char *) phase;
@@ -121,11 +125,24 @@ set_phase (struct check *ck, const char *phase, uint64_t total)
   atomic_store (&ck->phase, phase);
 }
 
+/* Where a key is: its export's own offset, and, in a cache of several
+ * exports (or a key of none), which export.
+ */
 static const char *
-key_where (const struct pc_key_info *k, char *buf, size_t len)
+key_where (const struct check *ck, const struct pc_key_info *k, char *buf,
+           size_t len)
 {
-  snprintf (buf, len, "kset %" PRIu64 ": key at offset %" PRIu64
-            ", length %" PRIu32, k->kset_seq, k->off, k->len);
+  uint32_t ns = pc_fmt_ns_of (k->off);
+  char label[128];
+  int n;
+
+  n = snprintf (buf, len, "kset %" PRIu64 ": key at offset %" PRIu64
+                ", length %" PRIu32, k->kset_seq, k->off & PC_NS_OFF_MASK,
+                k->len);
+  if (n >= 0 && (size_t) n < len &&
+      (ck->ex.count > 1 || ns >= ck->ex.slots || !ck->ex.name[ns]))
+    snprintf (buf + n, len - n, " of export %s",
+              export_label (&ck->ex, ns, label, sizeof label));
   return buf;
 }
 
@@ -134,35 +151,58 @@ check_key (void *opaque, const struct pc_key_info *k)
 {
   struct check *ck = opaque;
   const struct pc_info *in = &ck->in;
-  char w[128];
+  uint32_t ns = pc_fmt_ns_of (k->off);
+  uint64_t off = k->off & PC_NS_OFF_MASK;
+  int known = ns < ck->ex.slots && ck->ex.name[ns];
+  char w[256];
+  struct pc_key_info kd = *k;
 
+  kd.dirty = key_dirty (&ck->ex, k);
+  k = &kd;
   atomic_fetch_add (&ck->done, 1);
+  if (ck->export && ns != ck->ns) {
+    /* Another export's: only note where live payload is, for the scan
+     * past the head.
+     */
+    if (!(k->flags & PC_KF_ZERO) && !k->stale && k->seg < in->nsegs)
+      ck->data_segs[k->seg] = 1;
+    return 0;
+  }
+  if (known) {
+    ck->ns_keys[ns]++;
+    if (k->dirty)
+      ck->ns_dirty[ns] += k->len;
+  }
   if (ck->keys == 0 || k->kset_seq != ck->last_kset)
     ck->ksets++;
   ck->last_kset = k->kset_seq;
   ck->keys++;
 
   if (k->flags & ~(uint32_t) PC_KF_MEDIA)
-    problem (ck, "%s: unknown flags 0x%" PRIx32, key_where (k, w, sizeof w),
+    problem (ck, "%s: unknown flags 0x%" PRIx32, key_where (ck, k, w, sizeof w),
              k->flags);
   if ((k->flags & PC_KF_TRIM) && !(k->flags & PC_KF_ZERO))
     problem (ck, "%s: trim flag without zero flag",
-             key_where (k, w, sizeof w));
+             key_where (ck, k, w, sizeof w));
   if (k->len == 0)
-    problem (ck, "%s: empty extent", key_where (k, w, sizeof w));
-  if (k->off >= in->backing_size || k->len > in->backing_size - k->off)
-    problem (ck, "%s: extends past the end of the backing store "
-             "(%" PRIu64 " bytes)", key_where (k, w, sizeof w),
-             in->backing_size);
+    problem (ck, "%s: empty extent", key_where (ck, k, w, sizeof w));
+  if (!known)
+    problem (ck, "%s: namespace %" PRIu32 " is not in the table of "
+             "exports", key_where (ck, k, w, sizeof w), ns);
+  else if (off >= ck->ex.size[ns] || k->len > ck->ex.size[ns] - off)
+    problem (ck, "%s: extends past the end of %s (%" PRIu64 " bytes)",
+             key_where (ck, k, w, sizeof w),
+             ck->ex.count > 1 ? "its export" : "the backing store",
+             ck->ex.size[ns]);
 
   if (k->flags & PC_KF_ZERO)
     ck->zero_keys++;
   else if (k->seg >= in->nsegs)
     problem (ck, "%s: payload segment %" PRIu32 " does not exist (%" PRIu32
-             " segments)", key_where (k, w, sizeof w), k->seg, in->nsegs);
+             " segments)", key_where (ck, k, w, sizeof w), k->seg, in->nsegs);
   else if (k->seg_off > in->seg_size || k->len > in->seg_size - k->seg_off)
     problem (ck, "%s: payload %" PRIu32 ":%" PRIu32 " runs past the end of "
-             "its segment", key_where (k, w, sizeof w), k->seg, k->seg_off);
+             "its segment", key_where (ck, k, w, sizeof w), k->seg, k->seg_off);
   else if (k->stale)
     ck->stale_keys++;
   else {
@@ -177,7 +217,7 @@ check_key (void *opaque, const struct pc_key_info *k)
       problem (ck, "%s: dirty, but its segment %" PRIu32 " was reused "
                "(generation %" PRIu32 " is gone): its data is lost and "
                "writeback would write other data there",
-               key_where (k, w, sizeof w), k->seg, k->gen);
+               key_where (ck, k, w, sizeof w), k->seg, k->gen);
   }
   return 0;
 }
@@ -186,11 +226,15 @@ static int
 bad_extent (void *opaque, const struct pc_key_info *k)
 {
   struct check *ck = opaque;
-  char w[128];
+  char w[256];
 
+  int dirty = key_dirty (&ck->ex, k);
+
+  if (ck->export && pc_fmt_ns_of (k->off) != ck->ns)
+    return 0;
   problem (ck, "%s: payload checksum mismatch (segment %" PRIu32 ":%" PRIu32
-           ", %s)", key_where (k, w, sizeof w), k->seg, k->seg_off,
-           k->dirty ? "dirty: this data was not written back yet"
+           ", %s)", key_where (ck, k, w, sizeof w), k->seg, k->seg_off,
+           dirty ? "dirty: this data was not written back yet"
            : "clean: only the cached copy is bad");
   return 0;
 }
@@ -285,6 +329,9 @@ free_check (struct check *ck)
     free (ck->problems[i]);
   free (ck->problems);
   free (ck->data_segs);
+  free (ck->ns_keys);
+  free (ck->ns_dirty);
+  exports_free (&ck->ex);
 }
 
 static void
@@ -367,11 +414,22 @@ open_for_check (struct check *ck, pc_cache **cache)
     free_check (ck);
     return EXIT_FAILED;
   }
+  if (exports_load (*cache, &ck->ex) == -1 ||
+      (ck->export && exports_find (&ck->ex, ck->path, ck->export,
+                                   &ck->ns) == -1)) {
+    progress_ticker_stop ();
+    pc_cache_close (*cache);
+    free_check (ck);
+    return EXIT_FAILED;
+  }
   ck->data_segs = calloc (ck->in.nsegs ? ck->in.nsegs : 1, 1);
-  if (!ck->data_segs) {
+  ck->ns_keys = calloc (ck->ex.slots ? ck->ex.slots : 1, sizeof (uint64_t));
+  ck->ns_dirty = calloc (ck->ex.slots ? ck->ex.slots : 1, sizeof (uint64_t));
+  if (!ck->data_segs || !ck->ns_keys || !ck->ns_dirty) {
     progress_ticker_stop ();
     errmsg ("out of memory");
     pc_cache_close (*cache);
+    free_check (ck);
     return EXIT_FAILED;
   }
   return 0;
@@ -423,7 +481,8 @@ check_log (struct check *ck, pc_cache *cache, int data_crc)
 static int
 report_result (struct check *ck, int data_crc, size_t unconfirmed)
 {
-  char h[32];
+  char h[32], label[128];
+  uint32_t id;
 
   if (ck->nproblems) {
     report (ck);
@@ -438,6 +497,17 @@ report_result (struct check *ck, int data_crc, size_t unconfirmed)
           "(%" PRIu64 " dirty, %s)\n", ck->ksets, ck->ksets == 1 ? "" : "s",
           ck->keys, ck->keys == 1 ? "" : "s", ck->dirty_keys,
           human_size (ck->dirty_bytes, h, sizeof h));
+  if (ck->export)
+    printf ("  of export %s only (the cache holds %" PRIu32 " export%s)\n",
+            export_label (&ck->ex, ck->ns, label, sizeof label),
+            ck->ex.count, ck->ex.count == 1 ? "" : "s");
+  else if (ck->ex.count > 1)
+    for (id = 0; id < ck->ex.slots; id++)
+      if (ck->ex.name[id])
+        printf ("  export %s: %" PRIu64 " key%s, %s dirty\n",
+                export_label (&ck->ex, id, label, sizeof label),
+                ck->ns_keys[id], ck->ns_keys[id] == 1 ? "" : "s",
+                human_size (ck->ns_dirty[id], h, sizeof h));
   if (data_crc)
     printf ("  %" PRIu64 " payload checksum%s verified\n", ck->data_keys,
             ck->data_keys == 1 ? "" : "s");
@@ -499,6 +569,7 @@ confirm_live (struct check *ck)
 
   memset (&again, 0, sizeof again);
   again.path = ck->path;
+  again.export = ck->export;
   again.live = 1;
   again.start = ck->start;
   log_reset ();
@@ -524,17 +595,19 @@ cmd_check (int argc, char **argv)
   static const struct option opts[] = {
     { "help", no_argument, NULL, 'h' },
     { "verbose", no_argument, NULL, 'v' },
+    { "export", required_argument, NULL, 'e' },
     { NULL, 0, NULL, 0 }
   };
   struct check ck;
   long unconfirmed = 0;
-  int data_crc = 0, r;
-
-  while (cmd_getopt (argc, argv, ":hv", opts) != -1)
-    ;
-  want_args (argc, argv, 1, "CACHE argument");
+  int data_crc = 0, r, c;
 
   memset (&ck, 0, sizeof ck);
+  while ((c = cmd_getopt (argc, argv, ":hve:", opts)) != -1)
+    if (c == 'e')
+      ck.export = optarg;
+  want_args (argc, argv, 1, "CACHE argument");
+
   ck.path = argv[optind];
   ck.start = time (NULL);
   ck.live = cache_in_use (ck.path);

@@ -31,9 +31,29 @@
 struct job {
   pc_cache *c;
   int keep;
+  int ns_only;                  /* drain namespace ns only (of several) */
+  uint32_t ns;
   atomic_int done;
   int result, err;
+  int emptied;                  /* the cache was emptied (detach) */
 };
+
+/* Does a namespace other than ns hold dirty data? */
+static int
+others_dirty (pc_cache *c, uint32_t ns)
+{
+  struct exports e;
+  uint32_t id;
+  int r = 1;
+
+  if (exports_load (c, &e) == -1)
+    return 1;
+  for (id = 0, r = 0; id < e.slots; id++)
+    if (id != ns && e.name[id] && e.dirty_bytes[id])
+      r = 1;
+  exports_free (&e);
+  return r;
+}
 
 static void *
 drain_main (void *arg)
@@ -41,8 +61,21 @@ drain_main (void *arg)
   struct job *j = arg;
   int err = 0;
 
-  j->result = j->keep ? pc_cache_drain (j->c, &err)
-    : pc_cache_detach (j->c, &err);
+  if (j->ns_only) {
+    j->result = pc_ns_drain (j->c, j->ns, &err);
+    /* Empty the cache as a drain does, if nothing else needs it: the
+     * engine drops clean data only all at once.
+     */
+    if (j->result == 0 && !j->keep && !others_dirty (j->c, j->ns)) {
+      j->result = pc_cache_detach (j->c, &err);
+      j->emptied = j->result == 0;
+    }
+  }
+  else {
+    j->result = j->keep ? pc_cache_drain (j->c, &err)
+      : pc_cache_detach (j->c, &err);
+    j->emptied = !j->keep && j->result == 0;
+  }
   j->err = err;
   atomic_store (&j->done, 1);
   return NULL;
@@ -172,6 +205,7 @@ struct rescue {
   uint32_t ns;                  /* the namespace rescued */
   uint64_t ns_size;
   struct pc_pos ns_tail;
+  char ns_label[128];           /* its name, quoted */
   size_t nksets;
   uint64_t written, written_bytes, skipped, skipped_bytes, stale;
 };
@@ -367,7 +401,7 @@ write_back (struct rescue *x)
 }
 
 static void
-rescue_report (struct rescue *x, uint32_t nlost, const char *to)
+rescue_report (struct rescue *x, uint32_t nlost, int name_it)
 {
   char h1[32], h2[32];
 
@@ -375,15 +409,15 @@ rescue_report (struct rescue *x, uint32_t nlost, const char *to)
     errmsg ("%s: ... and %" PRIu64 " more dirty extents skipped", x->path,
             x->skipped - MAX_SHOWN_SKIPS);
   printf ("%s: rescue: %" PRIu32 " segment%s lost %s generation record; "
-          "wrote back %" PRIu64 " dirty extent%s (%s) that the cache still "
-          "proves to %s; skipped %" PRIu64 " (%s)%s\n", x->path, nlost,
+          "wrote back %" PRIu64 " dirty extent%s (%s) %s%s%sthat the cache "
+          "still proves to %s; skipped %" PRIu64 " (%s)%s\n", x->path, nlost,
           nlost == 1 ? "" : "s", nlost == 1 ? "its" : "their", x->written,
           x->written == 1 ? "" : "s",
-          human_size (x->written_bytes, h1, sizeof h1), to, x->skipped,
+          human_size (x->written_bytes, h1, sizeof h1),
+          name_it ? "of export " : "", name_it ? x->ns_label : "",
+          name_it ? " " : "", x->be->name, x->skipped,
           human_size (x->skipped_bytes, h2, sizeof h2),
           x->skipped ? ", whose data is lost" : "");
-  printf ("%s: the cache was not changed and cannot be opened as it is: "
-          "format it again (pcache-format=force) to use it\n", x->path);
 }
 
 static void
@@ -414,19 +448,20 @@ find_ns (struct rescue *x, const char *name)
         memcmp (rec->name, name, rec->name_len) == 0) {
       x->ns = i;
       x->ns_size = rec->size;
+      quote_name (name, x->ns_label, sizeof x->ns_label);
       x->ns_tail = x->ctrl.ns_tail[i];
       if (x->ns_tail.seq < x->ctrl.key_tail.seq)
         x->ns_tail = x->ctrl.key_tail;
       return 0;
     }
   }
-  errmsg ("%s: the cache holds no export '%s'", x->path, name);
+  errmsg ("%s: the cache holds no export %s", x->path,
+          quote_name (name, x->ns_label, sizeof x->ns_label));
   return -1;
 }
 
 static int
-rescue_prepare (struct rescue *x, const char *want_id,
-                const char *want_export)
+rescue_lock (struct rescue *x, const char *want_id)
 {
   if (flock (x->r.fd, LOCK_EX | LOCK_NB) == -1) {
     errmsg ("%s: cache is in use by another process", x->path);
@@ -443,22 +478,26 @@ rescue_prepare (struct rescue *x, const char *want_id,
     return -1;
   }
   x->data_crc = !!(x->r.sb.features & PC_FEAT_DATA_CRC);
-  if (find_ns (x, want_export) == -1)
-    return -1;
-  return walk_log (x);
+  return 0;
 }
+
 
 /* Open the backing store to, of the size the cache was made for. */
 static int
-rescue_backend (struct rescue *x, const char *to)
+rescue_backend (struct rescue *x, const char *to, const char *nbd_export)
 {
+#ifdef HAVE_LIBNBD
+  x->be = nbd_export ? backend_nbd_open_export (to, nbd_export)
+    : open_backend (to, x->path);
+#else
   x->be = open_backend (to, x->path);
+#endif
   if (!x->be)
     return -1;
   if (x->be->size != x->ns_size) {
-    errmsg ("%s: the cache holds export %u as %" PRIu64 " bytes but %s "
-            "has %" PRIu64 " bytes", x->path, x->ns, x->ns_size, to,
-            x->be->size);
+    errmsg ("%s: %s is %" PRIu64 " bytes but the cache holds export %s "
+            "as %" PRIu64 " bytes", x->path, x->be->name, x->be->size,
+            x->ns_label, x->ns_size);
     return -1;
   }
   return 0;
@@ -468,11 +507,68 @@ rescue_backend (struct rescue *x, const char *to)
  * readable, or the file is not a cache: the engine says why), else the
  * exit status.
  */
+/* Rescue the export called name to the backing store to (to's export
+ * of that name if nbd_export).  Returns 0 if all its dirty data was
+ * written back, else -1 (reported).
+ */
 static int
-rescue (const char *path, const char *to, const char *want_id)
+rescue_ns (struct rescue *x, const char *name, const char *to,
+           int nbd_export, uint32_t nlost, int name_it)
 {
+  free (x->ksets);
+  x->ksets = NULL;
+  x->nksets = 0;
+  memset (x->is_log, 0, x->r.sb.nsegs);
+  x->written = x->written_bytes = x->skipped = x->skipped_bytes = 0;
+  x->stale = 0;
+  if (x->be) {
+    x->be->close (x->be);
+    x->be = NULL;
+  }
+  if (find_ns (x, name) == -1 || walk_log (x) == -1 ||
+      rescue_backend (x, to, nbd_export ? name : NULL) == -1 ||
+      write_back (x) == -1)
+    return -1;
+  rescue_report (x, nlost, name_it);
+  return x->skipped ? -1 : 0;
+}
+
+struct drain;
+static int rescue (const struct drain *d);
+
+/* ------------------------------------------------------------------ */
+/* Drain through the engine. */
+
+/* What is drained where. */
+enum target {
+  T_DEFAULT,                    /* a cache of export "" alone, as ever */
+  T_ONE,                        /* export d->export to d->to */
+  T_EACH,                       /* each export to the NBD server's export
+                                   of the same name */
+};
+
+struct drain {
+  const char *path, *to, *want_id, *export;
+  enum target target;
+  struct exports table;         /* the namespace table, read raw */
+  unsigned long timeout_s;
+  struct backend *be;           /* T_DEFAULT, T_ONE */
+  struct backend **bes;         /* T_EACH: by namespace */
+  uint32_t nbes;
+  struct exports ex;            /* the engine's view, at the start */
+  pc_cache *cache;
+  struct job job;
+  pthread_t thread;
+  struct sigaction old_int, old_term;
+  uint64_t start, dirty_ksets;
+};
+
+static int
+rescue (const struct drain *d)
+{
+  const char *path = d->path, *to = d->to, *want_id = d->want_id;
   struct rescue x;
-  uint32_t nlost;
+  uint32_t nlost, id;
   int r = EXIT_FAILED;
 
   memset (&x, 0, sizeof x);
@@ -498,31 +594,27 @@ rescue (const char *path, const char *to, const char *want_id)
   errmsg ("%s: the generation record of %" PRIu32 " segment%s is corrupt "
           "in both slots, so the cache cannot be opened; writing back what "
           "its checksums still prove", path, nlost, nlost == 1 ? "" : "s");
-  if (rescue_prepare (&x, want_id, "") == -1 || rescue_backend (&x, to) == -1)
+  if (rescue_lock (&x, want_id) == -1)
     goto out;
-  if (write_back (&x) == -1)
-    goto out;
-  rescue_report (&x, nlost, to);
-  r = x.skipped ? EXIT_FAILED : EXIT_OK;
+  if (d->target == T_EACH) {
+    /* Every export, even after one failed: a rescue saves what it can. */
+    r = EXIT_OK;
+    for (id = 0; id < d->table.slots; id++)
+      if (d->table.name[id] &&
+          rescue_ns (&x, d->table.name[id], to, 1, nlost, 1) == -1)
+        r = EXIT_FAILED;
+  }
+  else if (rescue_ns (&x, d->export ? d->export : "", to, 0, nlost,
+                      d->export != NULL) == 0)
+    r = EXIT_OK;
+  printf ("%s: the cache was not changed and cannot be opened as it is: "
+          "format it again (pcache-format=force) to use it\n", path);
  out:
   rescue_free (&x);
   return r;
 }
 
 /* ------------------------------------------------------------------ */
-/* Drain through the engine. */
-
-struct drain {
-  const char *path, *to, *want_id;
-  unsigned long timeout_s;
-  struct backend *be;
-  pc_cache *cache;
-  struct job job;
-  pthread_t thread;
-  struct sigaction old_int, old_term;
-  uint64_t start, dirty_ksets;
-};
-
 static void
 parse_args (int argc, char **argv, struct drain *d)
 {
@@ -533,15 +625,19 @@ parse_args (int argc, char **argv, struct drain *d)
     { "keep", no_argument, NULL, 'k' },
     { "backing-id", required_argument, NULL, 'b' },
     { "timeout", required_argument, NULL, 'T' },
+    { "export", required_argument, NULL, 'e' },
     { NULL, 0, NULL, 0 }
   };
   int c;
 
   d->timeout_s = DEFAULT_TIMEOUT_S;
-  while ((c = cmd_getopt (argc, argv, ":hvt:kb:T:", opts)) != -1) {
+  while ((c = cmd_getopt (argc, argv, ":hvt:kb:T:e:", opts)) != -1) {
     char *end;
 
     switch (c) {
+    case 'e':
+      d->export = optarg;
+      break;
     case 't':
       d->to = optarg;
       break;
@@ -598,6 +694,190 @@ preflight (const struct drain *d)
   return -1;
 }
 
+/* The namespace table of a cache, read raw (nothing if it cannot be
+ * read: the engine then says why).  Returns 0, or -1 if out of memory.
+ */
+static int
+read_table (const char *path, struct exports *e)
+{
+  struct raw_cache r;
+  uint32_t id;
+
+  memset (e, 0, sizeof *e);
+  if (raw_open (path, &r) == -1)
+    return 0;
+  if (r.sb_ok && r.sb.max_exports) {
+    e->slots = r.sb.max_exports;
+    e->name = calloc (e->slots, sizeof *e->name);
+    e->size = calloc (e->slots, sizeof *e->size);
+    e->dirty_bytes = calloc (e->slots, sizeof *e->dirty_bytes);
+    if (!e->name || !e->size || !e->dirty_bytes)
+      goto oom;
+    for (id = 0; id < e->slots; id++) {
+      const struct pc_ns_rec *rec = pc_fmt_ns_at (r.base, &r.sb, id);
+
+      if (!rec)
+        continue;
+      e->name[id] = strndup (rec->name, rec->name_len);
+      if (!e->name[id])
+        goto oom;
+      e->size[id] = rec->size;
+      e->count++;
+    }
+  }
+  raw_close (&r);
+  return 0;
+
+ oom:
+  raw_close (&r);
+  exports_free (e);
+  errmsg ("out of memory");
+  return -1;
+}
+
+/* "'a', 'b', 'c'" (the first few). */
+static const char *
+list_exports (const struct exports *e, int skip, uint32_t skip_id,
+              int with_dirty, char *buf, size_t len)
+{
+  char label[128], h[32];
+  uint32_t id, n = 0, more = 0;
+  size_t o = 0;
+
+  buf[0] = '\0';
+  for (id = 0; id < e->slots; id++) {
+    if (!e->name[id] || (skip && id == skip_id))
+      continue;
+    if (n++ >= 8 || o + 200 > len) {
+      more++;
+      continue;
+    }
+    export_label (e, id, label, sizeof label);
+    if (with_dirty)
+      o += snprintf (buf + o, len - o, "%s%s (%s dirty)", o ? ", " : "",
+                     label, human_size (e->dirty_bytes[id], h, sizeof h));
+    else
+      o += snprintf (buf + o, len - o, "%s%s", o ? ", " : "", label);
+  }
+  if (more)
+    snprintf (buf + o, len - o, " and %" PRIu32 " more", more);
+  return buf;
+}
+
+/* What to drain where (see enum target).  Returns -1 to go on, else the
+ * exit status.
+ */
+static int
+choose_target (struct drain *d)
+{
+  int is_nbd = strstr (d->to, "://") != NULL;
+  char list[2048];
+  uint32_t id;
+
+  if (read_table (d->path, &d->table) == -1)
+    return EXIT_FAILED;
+  if (d->export) {
+    if (d->table.count &&
+        exports_find (&d->table, d->path, d->export, &id) == -1)
+      return EXIT_FAILED;
+    d->target = T_ONE;
+    return -1;
+  }
+  if (d->table.count == 0 ||
+      (d->table.count == 1 && d->table.name[0] && !d->table.name[0][0])) {
+    d->target = T_DEFAULT;
+    return -1;
+  }
+  if (is_nbd) {
+    d->target = T_EACH;
+    return -1;
+  }
+  if (d->table.count == 1) {
+    /* One export, whatever its name: no doubt which. */
+    for (id = 0; !d->table.name[id]; id++)
+      ;
+    d->export = d->table.name[id];
+    d->target = T_ONE;
+    return -1;
+  }
+  errmsg ("%s: the cache holds %" PRIu32 " exports (%s), and %s can take "
+          "only one: pick it with --export NAME (or drain to an NBD server, "
+          "which writes each export to its export of the same name)",
+          d->path, d->table.count,
+          list_exports (&d->table, 0, 0, 0, list, sizeof list), d->to);
+  return EXIT_FAILED;
+}
+
+/* T_ONE and T_EACH: the cache is ready; open the backing stores and
+ * their namespaces (which refuses a size that does not match) and
+ * start the workers.  Returns 0, or -1 after a message.
+ */
+static int
+start_exports (struct drain *d)
+{
+  uint32_t id, ns;
+
+  if (exports_load (d->cache, &d->ex) == -1)
+    return -1;
+  if (d->target == T_ONE) {
+    /* Never create a namespace: pc_ns_open would. */
+    if (exports_find (&d->ex, d->path, d->export, &id) == -1)
+      return -1;
+    d->be = open_backend (d->to, d->path);
+    if (!d->be || pc_ns_open (d->cache, d->export, d->be->size, &ns) == -1)
+      return -1;
+    d->job.ns = ns;
+    /* Of several exports, this one only; alone, as a whole cache. */
+    d->job.ns_only = d->ex.count > 1;
+    dbgmsg ("%s: export %s: %" PRIu64 " dirty bytes, to %s", d->path,
+            d->export, d->ex.dirty_bytes[ns], d->to);
+    if (pc_cache_start (d->cache, NULL) == -1)
+      return -1;
+    return pc_ns_attach (d->cache, ns, &d->be->pb);
+  }
+
+  /* Every backend first: nothing is written unless all are there. */
+  d->nbes = d->ex.slots;
+  d->bes = calloc (d->nbes ? d->nbes : 1, sizeof *d->bes);
+  if (!d->bes) {
+    errmsg ("out of memory");
+    return -1;
+  }
+  for (id = 0; id < d->ex.slots; id++) {
+    if (!d->ex.name[id])
+      continue;
+#ifdef HAVE_LIBNBD
+    d->bes[id] = backend_nbd_open_export (d->to, d->ex.name[id]);
+#else
+    d->bes[id] = open_backend (d->to, d->path);
+#endif
+    if (!d->bes[id] ||
+        pc_ns_open (d->cache, d->ex.name[id], d->bes[id]->size, &ns) == -1)
+      return -1;
+    dbgmsg ("%s: export %s: %" PRIu64 " dirty bytes, to %s", d->path,
+            d->ex.name[id], d->ex.dirty_bytes[id], d->bes[id]->name);
+  }
+  if (pc_cache_start (d->cache, NULL) == -1)
+    return -1;
+  for (id = 0; id < d->nbes; id++)
+    if (d->bes[id] && pc_ns_attach (d->cache, id, &d->bes[id]->pb) == -1)
+      return -1;
+  return 0;
+}
+
+/* The last error of a backend, if one had one. */
+static void
+report_last_errors (const struct drain *d)
+{
+  uint32_t id;
+
+  if (d->be && d->be->last_error[0])
+    errmsg ("last error: %s", d->be->last_error);
+  for (id = 0; id < d->nbes; id++)
+    if (d->bes[id] && d->bes[id]->last_error[0])
+      errmsg ("last error: %s", d->bes[id]->last_error);
+}
+
 /* Open the cache and the backing store and start the engine's workers.
  * Returns 0, or -1 after a message.
  */
@@ -608,6 +888,13 @@ start_engine (struct drain *d)
 
   if (open_cache (d->path, d->want_id, &d->cache) == -1)
     return -1;
+  if (d->target != T_DEFAULT) {
+    if (pc_cache_ready (d->cache) == -1 ||
+        pc_cache_info (d->cache, &in) == -1)
+      return -1;
+    d->dirty_ksets = in.dirty_ksets;
+    return start_exports (d);
+  }
   d->be = open_backend (d->to, d->path);
   if (!d->be)
     return -1;
@@ -651,18 +938,31 @@ restore_signals (struct drain *d)
  * writeback keeps failing with no progress for timeout_s.  Returns NULL
  * once the thread is done, else why the drain is to stop.
  */
+/* What is left to write back: dirty ksets, or, when one export of
+ * several is drained, its dirty bytes (the others' stay).
+ */
+static uint64_t
+left (struct drain *d, const struct pc_stats *st)
+{
+  static struct pc_ns_info ns;
+
+  if (d->job.ns_only)
+    return pc_ns_info (d->cache, d->job.ns, &ns) == 0 ? ns.dirty_bytes : 0;
+  return st->dirty_ksets;
+}
+
 static const char *
 watch (struct drain *d)
 {
-  uint64_t last_good, err_base, last_dirty;
+  uint64_t last_good, err_base, last_dirty, now_left;
   struct pc_stats st;
   const char *why = NULL;
-  char h[32];
+  char h[32], h2[32];
 
   d->start = last_good = now_ms ();
   pc_cache_get_stats (d->cache, &st);
   err_base = st.writeback_errors;
-  last_dirty = st.dirty_ksets;
+  last_dirty = left (d, &st);
   while (!atomic_load (&d->job.done)) {
     uint64_t t;
     int i;
@@ -675,11 +975,12 @@ watch (struct drain *d)
       break;
     pc_cache_get_stats (d->cache, &st);
     t = now_ms ();
-    if (st.dirty_ksets < last_dirty) {
+    now_left = left (d, &st);
+    if (now_left < last_dirty) {
       last_good = t;
       err_base = st.writeback_errors;
     }
-    last_dirty = st.dirty_ksets;
+    last_dirty = now_left;
     if (interrupted) {
       why = "interrupted";
       break;
@@ -689,11 +990,18 @@ watch (struct drain *d)
       why = "writeback keeps failing";
       break;
     }
-    progress_show ("draining: %" PRIu64 " ksets left, %s written%s",
-                   st.dirty_ksets,
-                   human_size (st.writeback_bytes, h, sizeof h),
-                   st.writeback_errors > err_base
-                   ? " (writeback failing, retrying)" : "");
+    if (d->job.ns_only)
+      progress_show ("draining export %s: %s left, %s written%s", d->export,
+                     human_size (now_left, h2, sizeof h2),
+                     human_size (st.writeback_bytes, h, sizeof h),
+                     st.writeback_errors > err_base
+                     ? " (writeback failing, retrying)" : "");
+    else
+      progress_show ("draining: %" PRIu64 " ksets left, %s written%s",
+                     st.dirty_ksets,
+                     human_size (st.writeback_bytes, h, sizeof h),
+                     st.writeback_errors > err_base
+                     ? " (writeback failing, retrying)" : "");
   }
   progress_lock ();
   progress_clear ();
@@ -714,8 +1022,7 @@ give_up (struct drain *d)
   else
     errmsg ("%s: writeback to %s has failed for %lu s without progress; "
             "giving up", d->path, d->to, d->timeout_s);
-  if (d->be->last_error[0])
-    errmsg ("last error: %s", d->be->last_error);
+  report_last_errors (d);
   /* A second signal ends the process: the cache is crash consistent. */
   restore_signals (d);
   /* Stop the workers (a batch being written finishes first).  The drain
@@ -743,6 +1050,75 @@ give_up (struct drain *d)
   }
 }
 
+/* finish for T_ONE and T_EACH. */
+static int
+finish_exports (struct drain *d, const struct pc_stats *st,
+                const struct pc_info *in)
+{
+  char h1[32], h2[32], label[128], list[2048];
+  double secs = (now_ms () - d->start) / 1000.0;
+  struct exports after;
+  uint32_t id;
+  size_t o = 0;
+  int r = EXIT_OK;
+
+  if (exports_load (d->cache, &after) == -1)
+    return EXIT_FAILED;
+  if (d->target == T_EACH) {
+    list[0] = '\0';
+    for (id = 0; id < d->ex.slots && o + 200 < sizeof list; id++)
+      if (d->ex.name[id])
+        o += snprintf (list + o, sizeof list - o, "%s%s (%s)",
+                       o ? ", " : "",
+                       export_label (&d->ex, id, label, sizeof label),
+                       human_size (d->ex.dirty_bytes[id], h1, sizeof h1));
+    printf ("%s: wrote back %" PRIu64 " dirty kset%s (%s of data) to %s in "
+            "%.1f s, each export to the server's export of the same name: "
+            "%s; %s\n", d->path, d->dirty_ksets,
+            d->dirty_ksets == 1 ? "" : "s",
+            human_size (st->writeback_bytes, h1, sizeof h1), d->to, secs,
+            list, d->job.emptied ? "the cache is now empty"
+            : "clean data stays cached");
+    if (in->dirty_bytes) {
+      errmsg ("%s: %s are dirty again (written during the drain?)", d->path,
+              human_size (in->dirty_bytes, h2, sizeof h2));
+      r = EXIT_FAILED;
+    }
+    exports_free (&after);
+    return r;
+  }
+
+  id = d->job.ns;
+  export_label (&d->ex, id, label, sizeof label);
+  printf ("%s: wrote back export %s (%s of data) to %s in %.1f s; %s\n",
+          d->path, label, human_size (st->writeback_bytes, h1, sizeof h1),
+          d->to, secs,
+          !d->job.ns_only
+          ? (d->job.emptied ? "the cache is now empty"
+             : "clean data stays cached")
+          : d->job.emptied
+          ? "the other exports held no dirty data: the cache is now empty"
+          : d->job.keep ? "the other exports are left as they are; clean "
+          "data stays cached"
+          : "the other exports are left as they are");
+  if (d->job.ns_only && !d->job.emptied)
+    printf ("%s: other exports: %s\n", d->path,
+            list_exports (&after, 1, id, 1, list, sizeof list));
+  if (d->job.ns_only && !d->job.emptied && !d->job.keep)
+    warnmsg ("%s: the clean data of export %s stays cached while other "
+             "exports hold dirty data (the cache is emptied only as a "
+             "whole): drain those too before %s is changed other than "
+             "through this cache", d->path, label, d->to);
+  if (after.dirty_bytes[id]) {
+    errmsg ("%s: %s of export %s are dirty again (written during the "
+            "drain?)", d->path,
+            human_size (after.dirty_bytes[id], h2, sizeof h2), label);
+    r = EXIT_FAILED;
+  }
+  exports_free (&after);
+  return r;
+}
+
 /* The drain thread is done: report.  Returns the exit status. */
 static int
 finish (struct drain *d)
@@ -755,14 +1131,15 @@ finish (struct drain *d)
   restore_signals (d);
   if (d->job.result == -1) {
     errmsg ("%s: drain failed: %s", d->path, strerror (d->job.err));
-    if (d->be->last_error[0])
-      errmsg ("last error: %s", d->be->last_error);
+    report_last_errors (d);
     return EXIT_FAILED;
   }
 
   pc_cache_get_stats (d->cache, &st);
   if (pc_cache_info (d->cache, &in) == -1)
     return EXIT_FAILED;
+  if (d->target != T_DEFAULT)
+    return finish_exports (d, &st, &in);
   printf ("%s: wrote back %" PRIu64 " dirty kset%s (%s of data) to %s in "
           "%.1f s; %s\n", d->path, d->dirty_ksets,
           d->dirty_ksets == 1 ? "" : "s",
@@ -803,27 +1180,39 @@ int
 cmd_drain (int argc, char **argv)
 {
   struct drain d;
+  uint32_t i;
   int r;
 
   memset (&d, 0, sizeof d);
   parse_args (argc, argv, &d);
   if (!d.to) {
-    if (is_socket (d.path))
+    if (is_socket (d.path)) {
+      if (d.export)
+        usage_error ("--export needs --to: a running filter drains all "
+                     "its exports");
       return drain_socket (d.path);
+    }
     usage_error ("missing --to BACKING (a file, a block device or an NBD "
                  "URI)");
   }
   r = preflight (&d);
   if (r != -1)
     return r;
-  r = rescue (d.path, d.to, d.want_id);
-  if (r != -1)
-    return r;
+  r = choose_target (&d);
+  if (r == -1)
+    r = rescue (&d);
+  if (r == -1)
+    r = drain_engine (&d);
 
-  r = drain_engine (&d);
   if (d.cache)
     pc_cache_close (d.cache);
   if (d.be)
     d.be->close (d.be);
+  for (i = 0; i < d.nbes; i++)
+    if (d.bes[i])
+      d.bes[i]->close (d.bes[i]);
+  free (d.bes);
+  exports_free (&d.ex);
+  exports_free (&d.table);
   return r;
 }

@@ -241,6 +241,117 @@ format_uuid (const uint8_t u[16], char out[37])
             u[10], u[11], u[12], u[13], u[14], u[15]);
 }
 
+const char *
+quote_name (const char *name, char *buf, size_t len)
+{
+  size_t o = 0;
+  const unsigned char *p;
+
+  if (len < 16) {
+    if (len)
+      buf[0] = '\0';
+    return buf;
+  }
+  buf[o++] = '\'';
+  /* Room left at each step for an escape, "...'" and the NUL. */
+  for (p = (const unsigned char *) name; *p && o + 10 < len; p++) {
+    if (*p < 0x20 || *p == 0x7f || *p == '\\' || *p == '\'')
+      o += snprintf (buf + o, len - o, "\\x%02x", *p);
+    else
+      buf[o++] = *p;
+  }
+  if (*p)
+    o += snprintf (buf + o, len - o, "...");
+  snprintf (buf + o, len - o, "'");
+  return buf;
+}
+
+int
+exports_load (pc_cache *c, struct exports *e)
+{
+  struct pc_ns_info *ns = malloc (sizeof *ns);
+  uint32_t id;
+
+  memset (e, 0, sizeof *e);
+  e->slots = pc_ns_slots (c);
+  e->name = calloc (e->slots ? e->slots : 1, sizeof *e->name);
+  e->size = calloc (e->slots ? e->slots : 1, sizeof *e->size);
+  e->dirty_bytes = calloc (e->slots ? e->slots : 1, sizeof *e->dirty_bytes);
+  e->dirty_tail = calloc (e->slots ? e->slots : 1, sizeof *e->dirty_tail);
+  if (!ns || !e->name || !e->size || !e->dirty_bytes || !e->dirty_tail)
+    goto oom;
+  for (id = 0; id < e->slots; id++) {
+    if (pc_ns_info (c, id, ns) == -1)
+      continue;
+    e->name[id] = strdup (ns->name);
+    if (!e->name[id])
+      goto oom;
+    e->size[id] = ns->size;
+    e->dirty_bytes[id] = ns->dirty_bytes;
+    e->dirty_tail[id] = ns->dirty_tail;
+    e->count++;
+  }
+  free (ns);
+  return 0;
+
+ oom:
+  free (ns);
+  exports_free (e);
+  errmsg ("out of memory");
+  return -1;
+}
+
+void
+exports_free (struct exports *e)
+{
+  uint32_t id;
+
+  for (id = 0; e->name && id < e->slots; id++)
+    free (e->name[id]);
+  free (e->name);
+  free (e->size);
+  free (e->dirty_bytes);
+  free (e->dirty_tail);
+  memset (e, 0, sizeof *e);
+}
+
+int
+key_dirty (const struct exports *e, const struct pc_key_info *k)
+{
+  uint32_t ns = pc_fmt_ns_of (k->off);
+
+  if (!k->dirty)
+    return 0;
+  return !(ns < e->slots && e->name[ns] && e->dirty_tail &&
+           k->kset_seq < e->dirty_tail[ns]);
+}
+
+int
+exports_find (const struct exports *e, const char *path, const char *name,
+              uint32_t *id)
+{
+  char q[128];
+  uint32_t i;
+
+  for (i = 0; i < e->slots; i++)
+    if (e->name[i] && strcmp (e->name[i], name) == 0) {
+      *id = i;
+      return 0;
+    }
+  errmsg ("%s: the cache holds no export %s", path,
+          quote_name (name, q, sizeof q));
+  return -1;
+}
+
+const char *
+export_label (const struct exports *e, uint32_t id, char *buf, size_t len)
+{
+  if (id < e->slots && e->name[id])
+    return quote_name (e->name[id], buf, len);
+  snprintf (buf, len, "namespace %" PRIu32 " (no export)", id);
+  return buf;
+}
+
 void
 busy_hint (const char *path)
 {
@@ -517,6 +628,42 @@ print_info_text (pc_cache *cache, const char *path, const struct pc_info *in)
   }
 }
 
+/* The engine counts as dirty every key from the oldest dirty cursor of
+ * all namespaces on: count by each key's own namespace's cursor.
+ */
+struct recount {
+  struct exports ex;
+  uint64_t dirty_bytes, dirty_keys;
+};
+
+static int
+recount_key (void *opaque, const struct pc_key_info *k)
+{
+  struct recount *r = opaque;
+
+  if (key_dirty (&r->ex, k)) {
+    r->dirty_keys++;
+    r->dirty_bytes += k->len;
+  }
+  return 0;
+}
+
+static int
+recount_dirty (pc_cache *cache, struct pc_info *in)
+{
+  struct recount r;
+
+  memset (&r, 0, sizeof r);
+  if (exports_load (cache, &r.ex) == -1)
+    return -1;
+  if (r.ex.count > 1 && pc_cache_walk (cache, recount_key, &r) == 0) {
+    in->dirty_bytes = r.dirty_bytes;
+    in->dirty_keys = r.dirty_keys;
+  }
+  exports_free (&r.ex);
+  return 0;
+}
+
 int
 cmd_info (int argc, char **argv)
 {
@@ -540,7 +687,7 @@ cmd_info (int argc, char **argv)
 
   if (open_for_reading (path, &cache, &live) == -1)
     return EXIT_FAILED;
-  if (pc_cache_info (cache, &in) == -1) {
+  if (pc_cache_info (cache, &in) == -1 || recount_dirty (cache, &in) == -1) {
     pc_cache_close (cache);
     return EXIT_FAILED;
   }
@@ -558,6 +705,9 @@ cmd_info (int argc, char **argv)
 struct dump {
   int only_dirty, json;
   uint64_t n;
+  const char *export;           /* --export, or NULL: every export */
+  uint32_t ns;                  /* its namespace */
+  struct exports ex;
 };
 
 static void
@@ -576,9 +726,17 @@ static int
 dump_key (void *opaque, const struct pc_key_info *k)
 {
   struct dump *d = opaque;
-  char flags[64], where[32];
+  char flags[64], where[32], label[128];
+  uint32_t ns = pc_fmt_ns_of (k->off);
+  uint64_t off = k->off & PC_NS_OFF_MASK;
 
+  struct pc_key_info kd = *k;
+
+  kd.dirty = key_dirty (&d->ex, k);
+  k = &kd;
   if (d->only_dirty && !k->dirty)
+    return 0;
+  if (d->export && ns != d->ns)
     return 0;
   key_flags (k, flags, sizeof flags);
   if (k->flags & PC_KF_ZERO)
@@ -586,20 +744,28 @@ dump_key (void *opaque, const struct pc_key_info *k)
   else
     snprintf (where, sizeof where, "%" PRIu32 ":%" PRIu32, k->seg,
               k->seg_off);
-  if (d->json)
-    printf ("{\"kset\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"offset\":%"
+  if (d->json) {
+    printf ("{\"kset\":%" PRIu64 ",\"epoch\":%" PRIu64 ",\"export\":",
+            k->kset_seq, k->epoch);
+    if (ns < d->ex.slots && d->ex.name[ns])
+      json_string (d->ex.name[ns]);
+    else
+      printf ("null");
+    printf (",\"namespace\":%" PRIu32 ",\"offset\":%"
             PRIu64 ",\"length\":%" PRIu32 ",\"segment\":%" PRIu32
             ",\"segment_offset\":%" PRIu32 ",\"generation\":%" PRIu32
             ",\"dirty\":%s,\"zero\":%s,\"trim\":%s,\"stale\":%s}\n",
-            k->kset_seq, k->epoch, k->off, k->len, k->seg, k->seg_off,
+            ns, off, k->len, k->seg, k->seg_off,
             k->gen, k->dirty ? "true" : "false",
             (k->flags & PC_KF_ZERO) ? "true" : "false",
             (k->flags & PC_KF_TRIM) ? "true" : "false",
             k->stale ? "true" : "false");
+  }
   else
     printf ("%8" PRIu64 " %7" PRIu64 " %14" PRIu64 " %9" PRIu32
-            " %14s %6" PRIu32 "  %s\n",
-            k->kset_seq, k->epoch, k->off, k->len, where, k->gen, flags);
+            " %14s %6" PRIu32 "  %-20s %s\n",
+            k->kset_seq, k->epoch, off, k->len, where, k->gen, flags,
+            export_label (&d->ex, ns, label, sizeof label));
   d->n++;
   return ferror (stdout) ? -1 : 0;
 }
@@ -612,28 +778,39 @@ cmd_dump (int argc, char **argv)
     { "verbose", no_argument, NULL, 'v' },
     { "dirty", no_argument, NULL, 'd' },
     { "json", no_argument, NULL, 'j' },
+    { "export", required_argument, NULL, 'e' },
     { NULL, 0, NULL, 0 }
   };
-  struct dump d = { 0, 0, 0 };
+  struct dump d;
   const char *path;
   pc_cache *cache;
   int c, r, live;
 
-  while ((c = cmd_getopt (argc, argv, ":hvdj", opts)) != -1) {
+  memset (&d, 0, sizeof d);
+  while ((c = cmd_getopt (argc, argv, ":hvdje:", opts)) != -1) {
     if (c == 'd')
       d.only_dirty = 1;
     else if (c == 'j')
       d.json = 1;
+    else if (c == 'e')
+      d.export = optarg;
   }
   want_args (argc, argv, 1, "CACHE argument");
   path = argv[optind];
 
   if (open_for_reading (path, &cache, &live) == -1)
     return EXIT_FAILED;
+  if (exports_load (cache, &d.ex) == -1 ||
+      (d.export && exports_find (&d.ex, path, d.export, &d.ns) == -1)) {
+    exports_free (&d.ex);
+    pc_cache_close (cache);
+    return EXIT_FAILED;
+  }
   if (!d.json)
     printf ("#   kset   epoch         offset    length segment:offset"
-            "    gen  flags\n");
+            "    gen  flags                export\n");
   r = pc_cache_walk (cache, dump_key, &d);
+  exports_free (&d.ex);
   pc_cache_close (cache);
   if (r == -1)
     return EXIT_FAILED;
@@ -657,10 +834,10 @@ usage (int status)
 "\n"
 "Usage:\n"
 "  pcachectl info CACHE [--json]\n"
-"  pcachectl check CACHE\n"
-"  pcachectl dump CACHE [--dirty] [--json]\n"
-"  pcachectl drain CACHE --to BACKING [--keep] [--backing-id=ID]\n"
-"                  [--timeout=SECONDS]\n"
+"  pcachectl check CACHE [--export=NAME]\n"
+"  pcachectl dump CACHE [--dirty] [--json] [--export=NAME]\n"
+"  pcachectl drain CACHE --to BACKING [--export=NAME] [--keep]\n"
+"                  [--backing-id=ID] [--timeout=SECONDS]\n"
 "  pcachectl drain SOCKET\n"
 "  pcachectl stats SOCKET|FILE [--pretty]\n"
 "  pcachectl set SOCKET KEY VALUE\n"
@@ -700,6 +877,11 @@ usage (int status)
 "Options:\n"
 "  --json             info, dump: print JSON\n"
 "  --dirty            dump: only dirty (not yet written back) keys\n"
+"  --export NAME      check, dump, drain: only the export called NAME\n"
+"                     of a cache that holds several (offsets are the\n"
+"                     export's own); drain to an NBD server without it\n"
+"                     writes each export to the server's export of the\n"
+"                     same name\n"
 "  --to BACKING       drain: where to write the dirty data\n"
 "  --keep             drain: keep clean data in the cache\n"
 "  --backing-id ID    drain: the backing identity the cache was made\n"

@@ -61,6 +61,34 @@ int open_for_reading (const char *path, pc_cache **out, int *live);
 /* The warning that what is shown of a live cache may be changing. */
 void warn_live (const char *path);
 
+/* The exports (namespaces) of an open cache, by namespace id. */
+struct exports {
+  uint32_t slots;               /* namespace ids go from 0 to slots - 1 */
+  uint32_t count;               /* ids in use */
+  char **name;                  /* by id: the export's name, or NULL */
+  uint64_t *size, *dirty_bytes; /* by id */
+  uint64_t *dirty_tail;         /* by id: the kset of its dirty cursor */
+};
+int exports_load (pc_cache *c, struct exports *e);
+void exports_free (struct exports *e);
+/* The id of the export called name: 0, or -1 after "PATH: the cache
+ * holds no export 'NAME'".
+ */
+int exports_find (const struct exports *e, const char *path,
+                  const char *name, uint32_t *id);
+/* For messages: "'NAME'" (non-printable bytes escaped), or "namespace
+ * N (no export)" for an id not in the table.
+ */
+const char *export_label (const struct exports *e, uint32_t id, char *buf,
+                          size_t len);
+/* Is the key of a walk dirty?  The walk tells by the oldest dirty
+ * cursor of all namespaces; a key in a kset before its own
+ * namespace's cursor is written back already.
+ */
+int key_dirty (const struct exports *e, const struct pc_key_info *k);
+/* Quote a name for messages: 'NAME', non-printable bytes as \xNN. */
+const char *quote_name (const char *name, char *buf, size_t len);
+
 /* After "in use by another process". */
 void busy_hint (const char *path);
 
@@ -109,6 +137,10 @@ struct backend {
 };
 struct backend *backend_file_open (const char *path, const char *cache_path);
 struct backend *backend_nbd_open (const char *uri);
+/* The export called export of the NBD server uri, whatever export the
+ * URI names (it must name none or that one).
+ */
+struct backend *backend_nbd_open_export (const char *uri, const char *export);
 void backend_set_error (struct backend *b, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 
