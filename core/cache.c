@@ -600,6 +600,41 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   pthread_mutex_unlock (&c->bg_lock);
 }
 
+int
+pc_ns_get_stats (pc_cache *c, uint32_t id, struct pc_ns_stats *st)
+{
+  struct pc_ns *ns = id < c->max_exports ? atomic_load (&c->ns[id]) : NULL;
+
+  if (!ns) {
+    errno = ENOENT;
+    return -1;
+  }
+  memset (st, 0, sizeof *st);
+  st->id = id;
+  snprintf (st->name, sizeof st->name, "%s", ns->name);
+  st->size = ns->size;
+  st->dirty_bytes = atomic_load (&ns->dirty_bytes);
+  st->backing_epoch = pc_ns_backing_epoch (c, ns);
+  st->reads = atomic_load_explicit (&ns->st_reads, memory_order_relaxed);
+  st->read_bytes = atomic_load_explicit (&ns->st_read_bytes,
+                                         memory_order_relaxed);
+  st->writes = atomic_load_explicit (&ns->st_writes, memory_order_relaxed);
+  st->write_bytes = atomic_load_explicit (&ns->st_write_bytes,
+                                          memory_order_relaxed);
+  st->writeback_bytes = atomic_load_explicit (&ns->st_writeback_bytes,
+                                              memory_order_relaxed);
+  pthread_mutex_lock (&ns->lock);
+  st->attached = ns->has_bg;
+  pthread_mutex_unlock (&ns->lock);
+  pthread_mutex_lock (&c->bg_lock);
+  st->backend_failing = ns->wb_error != 0;
+  st->backend_last_error = ns->wb_error;
+  st->backend_failing_since = ns->wb_failing_since;
+  st->backend_reopens = ns->reopens;
+  pthread_mutex_unlock (&c->bg_lock);
+  return 0;
+}
+
 /* A reset racing with a PC_COUNT may lose that increment (the store of 0
  * lands after it) or keep it (before): either is fine for statistics,
  * which is all these counters are.  Nothing the engine decides on is
@@ -615,6 +650,17 @@ pc_cache_reset_stats (pc_cache *c)
     atomic_store_explicit (&s->f, 0, memory_order_relaxed);
     PC_EVENT_COUNTERS (PC_ZERO_COUNTER)
 #undef PC_ZERO_COUNTER
+  }
+  for (uint32_t i = 0; i < c->max_exports; i++) {
+    struct pc_ns *ns = atomic_load (&c->ns[i]);
+
+    if (!ns)
+      continue;
+    atomic_store_explicit (&ns->st_reads, 0, memory_order_relaxed);
+    atomic_store_explicit (&ns->st_read_bytes, 0, memory_order_relaxed);
+    atomic_store_explicit (&ns->st_writes, 0, memory_order_relaxed);
+    atomic_store_explicit (&ns->st_write_bytes, 0, memory_order_relaxed);
+    atomic_store_explicit (&ns->st_writeback_bytes, 0, memory_order_relaxed);
   }
   pc_debug ("%s: statistics reset", c->path);
 }

@@ -156,6 +156,9 @@ struct pc_ns {
   int wb_error;
   unsigned wb_fails;
   uint64_t wb_failing_ms, wb_failing_since, reopens;
+  /* Its event counters (pc_ns_get_stats; PC_NS_COUNT): */
+  _Atomic uint64_t st_reads, st_read_bytes, st_writes, st_write_bytes;
+  _Atomic uint64_t st_writeback_bytes;
 };
 
 /* Clean keys waiting for a backend flush before they are logged. */
@@ -330,5 +333,14 @@ pc_note_io (struct pc_cache *c, int write)
   if (write)
     pc_note_stamp (&c->last_write_ms, now);
 }
+
+/* Add n to event counter f (reads, read_bytes, writes, write_bytes,
+ * writeback_bytes) of namespace ns, for its statistics: counted where
+ * the totals are.  One atomic in the namespace, not sharded as the
+ * totals are: a few exports share one cache, and each is mostly used
+ * by few connections.
+ */
+#define PC_NS_COUNT(ns, f, n) \
+  atomic_fetch_add_explicit (&(ns)->st_##f, (n), memory_order_relaxed)
 
 #endif /* PC_CACHE_INTERNAL_H */

@@ -479,6 +479,8 @@ pc_read (pc_cache *c, void *buf, uint32_t len, uint64_t off,
     return -1;
   }
   pc_note_io (c, 0);
+  PC_NS_COUNT (pc_ns_get (c, off), reads, 1);
+  PC_NS_COUNT (pc_ns_get (c, off), read_bytes, len);
   fill = atomic_load_explicit (&c->cache_on_read, memory_order_relaxed) &&
     !seq_bypass (c, off, len);
   while (len > 0 && r == 0) {

@@ -305,6 +305,8 @@ pc_write (pc_cache *c, const void *buf, uint32_t len, uint64_t off,
     return -1;
   PC_COUNT (c, writes, 1);
   PC_COUNT (c, write_bytes, len);
+  PC_NS_COUNT (pc_ns_get (c, off), writes, 1);
+  PC_NS_COUNT (pc_ns_get (c, off), write_bytes, len);
   pc_note_io (c, 1);
   pc_brlock_rdlock (&c->mode_lock);
   switch (atomic_load (&c->mode)) {

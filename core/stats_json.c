@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: BSD-3-Clause */
 /* The statistics as one line of JSON (pc_stats_json), field by field,
- * so that a new statistic is one line here.
+ * so that a new statistic is one line here; with the exports'
+ * (pc_stats_json_exports), an "exports" array after the totals.
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
 #endif
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "pcache.h"
 
@@ -45,6 +48,68 @@ static void
 str (struct json *j, const char *name, const char *v)
 {
   put (j, "%s\"%s\":\"%s\"", j->pos > 1 ? "," : "", name, v);
+}
+
+/* A length of bytes that are one valid UTF-8 character at s, or 0. */
+static size_t
+utf8_char (const unsigned char *s)
+{
+  uint32_t cp;
+  size_t n, i;
+
+  if (s[0] < 0x80)
+    return 1;
+  if (s[0] >= 0xc2 && s[0] <= 0xdf)
+    n = 2, cp = s[0] & 0x1f;
+  else if (s[0] >= 0xe0 && s[0] <= 0xef)
+    n = 3, cp = s[0] & 0x0f;
+  else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+    n = 4, cp = s[0] & 0x07;
+  else
+    return 0;
+  for (i = 1; i < n; i++) {
+    if ((s[i] & 0xc0) != 0x80)       /* the NUL at the end stops it too */
+      return 0;
+    cp = cp << 6 | (s[i] & 0x3f);
+  }
+  if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+      cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;                        /* overlong, too big, a surrogate */
+  return n;
+}
+
+/* A string of arbitrary bytes (an export's name) as a JSON string:
+ * '"', '\\' and control bytes escaped, valid UTF-8 kept, and every
+ * byte of invalid UTF-8 as the code point of the same number (\u00XX).
+ * At most 6 bytes of output a byte of input.
+ */
+static void
+escaped (struct json *j, const char *name, const char *v)
+{
+  const unsigned char *s = (const unsigned char *) v;
+
+  put (j, "%s\"%s\":\"", j->pos > 1 ? "," : "", name);
+  while (*s && !j->full) {
+    size_t run = 0, n;
+
+    /* A run of what goes as it is, in one piece. */
+    while (s[run] >= 0x20 && s[run] != 0x7f && s[run] != '"' &&
+           s[run] != '\\' && (n = utf8_char (s + run)) > 0)
+      run += n;
+    if (run) {
+      put (j, "%.*s", (int) run, (const char *) s);
+      s += run;
+    }
+    else if (*s == '"' || *s == '\\')
+      put (j, "\\%c", *s++);
+    else if (*s == '\n')
+      put (j, "\\n"), s++;
+    else if (*s == '\t')
+      put (j, "\\t"), s++;
+    else
+      put (j, "\\u%04x", *s++);
+  }
+  put (j, "\"");
 }
 
 static void
@@ -93,8 +158,40 @@ tunables (struct json *j, const struct pc_stats *st)
   }
 }
 
-int
-pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
+/* The fields of one export, in an object of its own. */
+static void
+export (struct json *j, const struct pc_ns_stats *ns)
+{
+  struct json o = { j->buf + j->pos, j->len - j->pos, 0, j->full };
+  char ebuf[32];
+
+  /* pos > 1 in o puts the commas between its fields. */
+  put (&o, "{");
+  escaped (&o, "name", ns->name);
+  u64 (&o, "id", ns->id);
+  u64 (&o, "size", ns->size);
+  u64 (&o, "dirty_bytes", ns->dirty_bytes);
+  u64 (&o, "backing_epoch", ns->backing_epoch);
+  boolean (&o, "attached", ns->attached);
+  str (&o, "backend_state", ns->backend_failing ? "failing" : "ok");
+  str (&o, "backend_last_error",
+       errno_name (ns->backend_last_error, ebuf, sizeof ebuf));
+  u64 (&o, "backend_failing_since", ns->backend_failing_since);
+  u64 (&o, "backend_reopens", ns->backend_reopens);
+  u64 (&o, "reads", ns->reads);
+  u64 (&o, "read_bytes", ns->read_bytes);
+  u64 (&o, "writes", ns->writes);
+  u64 (&o, "write_bytes", ns->write_bytes);
+  u64 (&o, "writeback_bytes", ns->writeback_bytes);
+  put (&o, "}");
+  j->full = o.full;
+  if (!o.full)
+    j->pos += o.pos;
+}
+
+static int
+build (const struct pc_stats *st, const struct pc_ns_stats *ns, size_t n,
+       int with_exports, char *buf, size_t len)
 {
   struct json j = { buf, len, 0, len == 0 };
   char ebuf[32];
@@ -136,6 +233,42 @@ pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
   u64 (&j, "backend_reopens", st->backend_reopens);
   tunables (&j, st);
   boolean (&j, "writeback_paused", st->writeback_paused);
+  /* Last, so that a reader that takes the first "dirty_bytes" of the
+   * text gets the total's.
+   */
+  if (with_exports) {
+    put (&j, ",\"exports\":[");
+    for (size_t i = 0; i < n; i++) {
+      if (i)
+        put (&j, ",");
+      export (&j, &ns[i]);
+    }
+    put (&j, "]");
+  }
   put (&j, "}");
-  return j.full ? -1 : (int) j.pos;
+  return j.full || j.pos > INT_MAX ? -1 : (int) j.pos;
+}
+
+int
+pc_stats_json (const struct pc_stats *st, char *buf, size_t len)
+{
+  return build (st, NULL, 0, 0, buf, len);
+}
+
+int
+pc_stats_json_exports (const struct pc_stats *st,
+                       const struct pc_ns_stats *ns, size_t n,
+                       char *buf, size_t len)
+{
+  return build (st, ns, n, 1, buf, len);
+}
+
+size_t
+pc_stats_json_size (const struct pc_ns_stats *ns, size_t n)
+{
+  size_t size = 8192;
+
+  for (size_t i = 0; i < n; i++)
+    size += 6 * strnlen (ns[i].name, sizeof ns[i].name) + 1024;
+  return size;
 }

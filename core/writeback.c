@@ -191,6 +191,7 @@ wb_key (struct pc_cache *c, struct wb_batch *b, const struct pc_key *k,
                          k->off, err) == -1)
     return -1;
   PC_COUNT (c, writeback_bytes, k->len);
+  PC_NS_COUNT (b->ns, writeback_bytes, k->len);
   return 0;
 }
 

@@ -388,6 +388,42 @@ void pc_cache_index_usage (pc_cache *c, uint64_t *keys, uint64_t *bytes);
 /* The statistics as one line of JSON; returns its length or -1. */
 int pc_stats_json (const struct pc_stats *st, char *buf, size_t len);
 
+/* Statistics of one namespace (one backing export), beside the totals
+ * of struct pc_stats.  The request counters are event counters, zeroed
+ * by pc_cache_reset_stats as the totals are: reads and writes count
+ * pc_read and pc_write calls (zeroes and trims are not writes), the
+ * bytes what they asked for, writeback_bytes what write-back wrote to
+ * the export's backend.  The backend fields are write-back's view of
+ * this export's backend, as those of struct pc_stats are of the one
+ * failing first.
+ */
+struct pc_ns_stats {
+  uint32_t id;
+  char name[PC_EXPORT_NAME_MAX + 1];
+  uint64_t size;
+  uint64_t dirty_bytes;
+  uint64_t backing_epoch;   /* last epoch wholly on its backend */
+  int attached;             /* it has a backend now */
+  int backend_failing, backend_last_error;
+  uint64_t backend_failing_since, backend_reopens;
+  uint64_t reads, read_bytes, writes, write_bytes, writeback_bytes;
+};
+/* Statistics of namespace ns: 0, or -1 (ENOENT) if the slot is unused. */
+int pc_ns_get_stats (pc_cache *c, uint32_t ns, struct pc_ns_stats *st);
+/* The totals and the n exports in ns as one line of JSON: what
+ * pc_stats_json gives, with an "exports" array of one object per
+ * export appended (names JSON-escaped).  Returns its length, or -1 if
+ * it does not fit in len bytes; pc_stats_json_size (ns, n) bytes are
+ * always enough.
+ */
+int pc_stats_json_exports (const struct pc_stats *st,
+                           const struct pc_ns_stats *ns, size_t n,
+                           char *buf, size_t len);
+size_t pc_stats_json_size (const struct pc_ns_stats *ns, size_t n);
+/* The bound for any n exports of up to PC_EXPORT_NAME_MAX bytes. */
+#define PC_STATS_JSON_MAX(n) \
+  (8192 + (size_t) (n) * (6 * (size_t) PC_EXPORT_NAME_MAX + 1024))
+
 /* Inspection, for the admin tool.  A log cursor: */
 struct pc_cursor {
   uint32_t seg, off;

@@ -179,31 +179,43 @@ discard_line (int fd, int64_t deadline)
 static void
 serve (int fd)
 {
-  char req[MAX_LINE + 1], reply[2048];
+  char req[MAX_LINE + 1], *reply;
   int64_t deadline = now_ms () + REQUEST_MS;
   size_t len = 0;
   enum req_status st = read_request (fd, req, &len, deadline);
+  /* Room for the statistics of every export the cache can hold (only
+   * what is written is touched), and the newline.
+   */
+  size_t rlen = pcache_stats_max (cache);
 
+  if (rlen < 2048)
+    rlen = 2048;
+  if (st == REQ_CLOSED)
+    return;
+  reply = malloc (rlen + 1);
+  if (!reply) {
+    send_reply (fd, "error: out of memory\n");
+    return;
+  }
   switch (st) {
   case REQ_LINE:
-    pcache_request (cache, req, len, reply, sizeof reply - 1);
+    pcache_request (cache, req, len, reply, rlen);
     break;
   case REQ_TOO_LONG:
-    snprintf (reply, sizeof reply - 1, "error: request longer than %d "
-              "bytes", MAX_LINE);
+    snprintf (reply, rlen, "error: request longer than %d bytes", MAX_LINE);
     break;
   case REQ_TIMEOUT:
-    snprintf (reply, sizeof reply - 1, "error: no complete request line "
-              "within %d s", REQUEST_MS / 1000);
+    snprintf (reply, rlen, "error: no complete request line within %d s",
+              REQUEST_MS / 1000);
     break;
   case REQ_STOP:
-    snprintf (reply, sizeof reply - 1, "error: nbdkit is shutting down");
+  default:
+    snprintf (reply, rlen, "error: nbdkit is shutting down");
     break;
-  case REQ_CLOSED:
-    return;
   }
   strcat (reply, "\n");
   send_reply (fd, reply);
+  free (reply);
   if (st == REQ_TOO_LONG)
     discard_line (fd, deadline);
 }

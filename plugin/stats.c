@@ -34,13 +34,31 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
 static int stopping;
 
+/* The totals, then each export in use, in id order. */
 int
 pcache_stats_line (pc_cache *c, char *buf, size_t len)
 {
+  uint32_t slots = pc_ns_slots (c), i;
+  struct pc_ns_stats *ns = calloc (slots ? slots : 1, sizeof *ns);
   struct pc_stats st;
+  size_t n = 0;
+  int r;
 
+  if (!ns)
+    return -1;
   pc_cache_get_stats (c, &st);
-  return pc_stats_json (&st, buf, len);
+  for (i = 0; i < slots; i++)
+    if (pc_ns_get_stats (c, i, &ns[n]) == 0)
+      n++;
+  r = pc_stats_json_exports (&st, ns, n, buf, len);
+  free (ns);
+  return r;
+}
+
+size_t
+pcache_stats_max (pc_cache *c)
+{
+  return PC_STATS_JSON_MAX (pc_ns_slots (c));
 }
 
 static void
@@ -91,16 +109,20 @@ write_all (int fd, const char *buf, size_t len)
 static void
 write_stats_file (void)
 {
-  char buf[2048], *tmp;
-  int n = pcache_stats_line (cache, buf, sizeof buf - 1), fd;
+  size_t max = pcache_stats_max (cache);
+  char *buf = malloc (max + 1), *tmp;
+  int n = buf ? pcache_stats_line (cache, buf, max) : -1, fd;
 
-  if (n < 0 || asprintf (&tmp, "%s.tmp", stats_path) == -1)
+  if (n < 0 || asprintf (&tmp, "%s.tmp", stats_path) == -1) {
+    free (buf);
     return;
+  }
   buf[n++] = '\n';
   fd = create_tmp (tmp);
   if (fd == -1) {
     stats_error (tmp);
     free (tmp);
+    free (buf);
     return;
   }
   if (write_all (fd, buf, n) == -1 || close (fd) == -1) {
@@ -114,6 +136,7 @@ write_stats_file (void)
   else
     stats_failing = 0;
   free (tmp);
+  free (buf);
 }
 
 static void *

@@ -21,7 +21,11 @@ void pcache_stats_stop (void);
 void pcache_stats_final (void);
 void pcache_stats_free (void);
 
-/* The statistics of C as one line of JSON in BUF; its length, or -1. */
+/* The statistics of C, the totals and each export's, as one line of
+ * JSON in BUF; its length, or -1.  pcache_stats_max (c) bytes are
+ * always enough, whatever the exports and their names.
+ */
 int pcache_stats_line (pc_cache *c, char *buf, size_t len);
+size_t pcache_stats_max (pc_cache *c);
 
 #endif /* PCACHE_STATS_H */

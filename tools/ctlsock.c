@@ -2,7 +2,7 @@
 /* The control socket of a running pcache filter (pcache-control=SOCKET):
  * one request line, one reply line.  Also the stats file it writes
  * (pcache-stats=FILE).  Commands stats, set, checkpoint, hold, release,
- * pause, resume and reset-stats.
+ * pause, resume and reset-stats; the "exports" of the statistics.
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -22,7 +22,10 @@
 
 #include "pcachectl.h"
 
-#define MAX_REPLY (1u << 20)
+/* The statistics of 240 exports named with 4096 bytes that all need
+ * escaping take some 6 MiB.
+ */
+#define MAX_REPLY (16u << 20)
 #define STATS_TIMEOUT_MS 10000
 
 int
@@ -278,6 +281,45 @@ read_stats_file (const char *path)
   return buf;
 }
 
+/* The statistics' export called name, printed as stats prints the
+ * whole: 0, or -1 reported.
+ */
+static int
+print_export (const char *path, const char *s, const char *name, int pretty)
+{
+  struct json_export *e;
+  int n = stats_exports (s, &e), i, r = -1;
+
+  if (n < 0) {
+    errmsg ("%s: the statistics have no \"exports\" (a filter without "
+            "per-export statistics?)", path);
+    return -1;
+  }
+  for (i = 0; i < n; i++) {
+    char *obj;
+
+    if (e[i].name_len != strlen (name) ||
+        memcmp (e[i].name, name, e[i].name_len) != 0)
+      continue;
+    obj = strndup (e[i].obj, e[i].len);
+    if (!obj) {
+      errmsg ("out of memory");
+      break;
+    }
+    if (pretty)
+      json_pretty (obj);
+    else
+      printf ("%s\n", obj);
+    free (obj);
+    r = 0;
+    break;
+  }
+  if (i == n)
+    errmsg ("%s: no export '%s' in the statistics", path, name);
+  stats_exports_free (e, n);
+  return r;
+}
+
 int
 cmd_stats (int argc, char **argv)
 {
@@ -285,15 +327,18 @@ cmd_stats (int argc, char **argv)
     { "help", no_argument, NULL, 'h' },
     { "verbose", no_argument, NULL, 'v' },
     { "pretty", no_argument, NULL, 'p' },
+    { "export", required_argument, NULL, 'e' },
     { NULL, 0, NULL, 0 }
   };
   int pretty = 0, c, r = EXIT_OK;
-  const char *path, *s;
+  const char *path, *s, *export = NULL;
   char *text;
 
-  while ((c = cmd_getopt (argc, argv, ":hvp", opts)) != -1)
+  while ((c = cmd_getopt (argc, argv, ":hvpe:", opts)) != -1)
     if (c == 'p')
       pretty = 1;
+    else if (c == 'e')
+      export = optarg;
   want_args (argc, argv, 1, "SOCKET or FILE argument");
   path = argv[optind];
 
@@ -314,6 +359,10 @@ cmd_stats (int argc, char **argv)
   else if (*s != '{') {
     errmsg ("%s: not pcache statistics (expected a JSON object)", path);
     r = EXIT_FAILED;
+  }
+  else if (export) {
+    if (print_export (path, s, export, pretty) == -1)
+      r = EXIT_FAILED;
   }
   else if (pretty)
     json_pretty (s);
@@ -460,4 +509,193 @@ int
 cmd_reset_stats (int argc, char **argv)
 {
   return cmd_word (argc, argv, "reset-stats", STATS_TIMEOUT_MS);
+}
+
+/* The statistics' JSON, read no further than the exports need: a
+ * value's end, a member of an object, a string decoded.
+ */
+static const char *
+json_ws (const char *p)
+{
+  while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+    p++;
+  return p;
+}
+
+/* p at '"': past the closing quote, or NULL. */
+static const char *
+json_string_end (const char *p)
+{
+  for (p++; *p && *p != '"'; p++)
+    if (*p == '\\' && !*++p)
+      return NULL;
+  return *p == '"' ? p + 1 : NULL;
+}
+
+/* Past the value at p, or NULL if it is malformed. */
+static const char *
+json_value_end (const char *p)
+{
+  const char *q;
+
+  p = json_ws (p);
+  if (*p == '"')
+    return json_string_end (p);
+  if (*p == '{' || *p == '[') {
+    char close = *p == '{' ? '}' : ']';
+
+    p = json_ws (p + 1);
+    if (*p == close)
+      return p + 1;
+    for (;;) {
+      if (close == '}') {
+        if (*p != '"' || !(p = json_string_end (p)))
+          return NULL;
+        p = json_ws (p);
+        if (*p++ != ':')
+          return NULL;
+      }
+      if (!(p = json_value_end (p)))
+        return NULL;
+      p = json_ws (p);
+      if (*p == close)
+        return p + 1;
+      if (*p++ != ',')
+        return NULL;
+      p = json_ws (p);
+    }
+  }
+  for (q = p; *q && !strchr (",:{}[]\" \t\r\n", *q); q++)
+    ;
+  return q > p ? q : NULL;
+}
+
+/* The value of member key of the object at obj (not of an object
+ * inside it), or NULL.
+ */
+static const char *
+json_member (const char *obj, const char *key)
+{
+  size_t klen = strlen (key);
+  const char *p = json_ws (obj), *k;
+
+  if (*p++ != '{')
+    return NULL;
+  for (p = json_ws (p); *p == '"'; p = json_ws (p)) {
+    k = p;
+    if (!(p = json_string_end (p)))
+      return NULL;
+    if ((size_t) (p - k) == klen + 2 && strncmp (k + 1, key, klen) == 0 &&
+        *json_ws (p) == ':')
+      return json_ws (json_ws (p) + 1);
+    p = json_ws (p);
+    if (*p++ != ':' || !(p = json_value_end (p)))
+      return NULL;
+    p = json_ws (p);
+    if (*p == ',')
+      p = json_ws (p + 1);
+  }
+  return NULL;
+}
+
+/* The string at p ('"') decoded, malloc'd, with its length in *len;
+ * \\u00XX is the byte XX (which is how the filter writes bytes of a
+ * name that are not UTF-8), a larger code point its UTF-8.  NULL if
+ * malformed.
+ */
+static char *
+json_decode (const char *p, size_t *len)
+{
+  const char *end = json_string_end (p);
+  char *out, *o;
+
+  if (!end || !(out = malloc (end - p)))
+    return NULL;
+  for (o = out, p++; p < end - 1; p++) {
+    unsigned v = 0;
+
+    if (*p != '\\') {
+      *o++ = *p;
+      continue;
+    }
+    switch (*++p) {
+    case 'b': *o++ = '\b'; break;
+    case 'f': *o++ = '\f'; break;
+    case 'n': *o++ = '\n'; break;
+    case 'r': *o++ = '\r'; break;
+    case 't': *o++ = '\t'; break;
+    case 'u':
+      for (int i = 1; i <= 4; i++) {
+        if (!isxdigit ((unsigned char) p[i])) {
+          free (out);
+          return NULL;
+        }
+        v = v * 16 + (isdigit ((unsigned char) p[i]) ? p[i] - '0'
+                      : (tolower ((unsigned char) p[i]) - 'a' + 10));
+      }
+      p += 4;
+      if (v < 0x100)
+        *o++ = v;
+      else if (v < 0x800) {
+        *o++ = 0xc0 | v >> 6;
+        *o++ = 0x80 | (v & 0x3f);
+      }
+      else {
+        *o++ = 0xe0 | v >> 12;
+        *o++ = 0x80 | ((v >> 6) & 0x3f);
+        *o++ = 0x80 | (v & 0x3f);
+      }
+      break;
+    default: *o++ = *p; break;          /* '"', '\\', '/' */
+    }
+  }
+  *o = '\0';
+  *len = o - out;
+  return out;
+}
+
+int
+stats_exports (const char *s, struct json_export **out)
+{
+  const char *p = json_member (s, "exports");
+  struct json_export *v = NULL, *nv;
+  int n = 0;
+
+  *out = NULL;
+  if (!p || *p != '[')
+    return -1;
+  for (p = json_ws (p + 1); *p == '{'; p = json_ws (p)) {
+    const char *end = json_value_end (p), *name = json_member (p, "name");
+
+    if (!end || !name || *name != '"' || !(nv = realloc (v, (n + 1) *
+                                                          sizeof *v)))
+      goto bad;
+    v = nv;
+    v[n].obj = p;
+    v[n].len = end - p;
+    v[n].name_json = name;
+    v[n].name_json_len = json_string_end (name) - name;
+    if (!(v[n].name = json_decode (name, &v[n].name_len)))
+      goto bad;
+    n++;
+    p = json_ws (end);
+    if (*p == ',')
+      p = json_ws (p + 1);
+  }
+  if (*p != ']')
+    goto bad;
+  *out = v;
+  return n;
+
+ bad:
+  stats_exports_free (v, n);
+  return -1;
+}
+
+void
+stats_exports_free (struct json_export *e, int n)
+{
+  for (int i = 0; i < n; i++)
+    free (e[i].name);
+  free (e);
 }

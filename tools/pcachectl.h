@@ -184,6 +184,24 @@ int is_socket (const char *path);
 
 void usage (int status) __attribute__ ((noreturn));
 
+/* ctlsock.c: the "exports" array of the statistics (one line of JSON
+ * from the filter): each object, as text inside s, and its name, both
+ * as written and decoded.
+ */
+struct json_export {
+  const char *obj;              /* the object's text, len bytes */
+  size_t len;
+  const char *name_json;        /* its "name" as a JSON string literal */
+  size_t name_json_len;
+  char *name;                   /* that decoded (malloc'd), name_len bytes */
+  size_t name_len;
+};
+/* The exports of s in *out (free with stats_exports_free): how many,
+ * or -1 if s has no "exports" array or it is malformed.
+ */
+int stats_exports (const char *s, struct json_export **out);
+void stats_exports_free (struct json_export *e, int n);
+
 /* getopt_long for a command, handling -h, -v and errors itself. */
 int cmd_getopt (int argc, char **argv, const char *shortopts,
                 const struct option *longopts);

@@ -27,6 +27,8 @@ struct sample {
   uint64_t segments_total, segment_size;
   int writeback_held, writeback_paused;
   char mode[32], backend_state[32], backend_last_error[64];
+  char *exports;                /* a line per export if more than one
+                                   (malloc'd), else NULL */
 };
 
 /* The text after "KEY": in the flat JSON object s, or NULL. */
@@ -78,6 +80,51 @@ json_str (const char *s, const char *key, char *buf, size_t len)
   buf[i] = '\0';
 }
 
+/* A line for each export, when there are several: its name as the
+ * JSON has it (escaped), dirty data, requests, write-back and backend.
+ */
+static char *
+export_lines (const char *s)
+{
+  struct json_export *e;
+  int n = stats_exports (s, &e);
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f;
+
+  if (n < 2 || !(f = open_memstream (&buf, &len))) {
+    if (n > 0)
+      stats_exports_free (e, n);
+    return NULL;
+  }
+  for (int i = 0; i < n; i++) {
+    char *o = strndup (e[i].obj, e[i].len), st[32], err[64];
+    char h[32], h2[32], h3[32], h4[32];
+    int width = e[i].name_json_len > 34 ? 30 : (int) e[i].name_json_len;
+
+    if (!o)
+      continue;
+    json_str (o, "backend_state", st, sizeof st);
+    json_str (o, "backend_last_error", err, sizeof err);
+    fprintf (f, "  %-*.*s%s dirty %s, %" PRIu64 " reads (%s), %" PRIu64
+             " writes (%s), %s written back, backend %s%s%s%s\n",
+             e[i].name_json_len > 34 ? 30 : 18, width, e[i].name_json,
+             e[i].name_json_len > 34 ? "...\"" : "",
+             human_size (json_u64 (o, "dirty_bytes"), h, sizeof h),
+             json_u64 (o, "reads"),
+             human_size (json_u64 (o, "read_bytes"), h2, sizeof h2),
+             json_u64 (o, "writes"),
+             human_size (json_u64 (o, "write_bytes"), h3, sizeof h3),
+             human_size (json_u64 (o, "writeback_bytes"), h4, sizeof h4),
+             st[0] ? st : "?", err[0] ? ", last error " : "", err,
+             json_bool (o, "attached") ? "" : " (not attached)");
+    free (o);
+  }
+  fclose (f);
+  stats_exports_free (e, n);
+  return buf;
+}
+
 /* One sample, or -1 (reported). */
 static int
 take_sample (const char *sock, struct sample *sm)
@@ -95,7 +142,9 @@ take_sample (const char *sock, struct sample *sm)
     free (text);
     return -1;
   }
+  free (sm->exports);
   memset (sm, 0, sizeof *sm);
+  sm->exports = export_lines (s);
   sm->read_hits = json_u64 (s, "read_hits");
   sm->read_misses = json_u64 (s, "read_misses");
   sm->dirty_bytes = json_u64 (s, "dirty_bytes");
@@ -180,6 +229,8 @@ show (const char *sock, const struct sample *now, const struct sample *prev)
   printf ("%-17s %s, %s\n", "write-back:",
           now->writeback_held ? "held" : "not held",
           now->writeback_paused ? "paused" : "not paused");
+  if (now->exports)
+    printf ("exports:\n%s", now->exports);
 }
 
 static void
@@ -204,7 +255,7 @@ cmd_top (int argc, char **argv)
   };
   double interval = 2;
   unsigned long count = 0, shown;
-  struct sample now, prev;
+  struct sample now = { .exports = NULL }, prev;
   const char *sock;
   int tty = isatty (STDOUT_FILENO), c;
   char *end;
@@ -235,8 +286,10 @@ cmd_top (int argc, char **argv)
   for (shown = 0; count == 0 || shown < count; shown++) {
     if (shown)
       sleep_secs (interval);
-    if (take_sample (sock, &now) == -1)
+    if (take_sample (sock, &now) == -1) {
+      free (now.exports);
       return EXIT_FAILED;
+    }
     /* On a terminal, redraw in place like top; else (a pipe, a log)
      * plain blocks one after the other.
      */
@@ -249,5 +302,6 @@ cmd_top (int argc, char **argv)
       return EXIT_FAILED;
     prev = now;
   }
+  free (now.exports);
   return EXIT_OK;
 }

@@ -1,0 +1,297 @@
+/* SPDX-License-Identifier: BSD-3-Clause */
+/* Per-export statistics: each namespace counts its own requests, dirty
+ * bytes, write-back and backend health (pc_ns_get_stats), and the JSON
+ * of the statistics (pc_stats_json_exports) has an object for each,
+ * with its name escaped, whatever its bytes.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <CUnit/CUnit.h>
+
+#include "cache_internal.h"
+#include "writeback.h"
+#include "testutil.h"
+
+#define CSIZE (24 * TU_MIB)
+#define ASIZE (8 * TU_MIB)
+#define BSIZE (4 * TU_MIB)
+
+/* Quote, backslash, a control byte, a newline, a byte that is not
+ * UTF-8, then a valid two-byte character (e acute).
+ */
+static const char odd_name[] = "b\"q\\\x01\n\xff\xc3\xa9";
+static const char odd_json[] = "\"name\":\"b\\\"q\\\\\\u0001\\n\\u00ff\xc3\xa9\"";
+
+static pc_cache *
+open_cache (const char *p)
+{
+  struct pc_config cfg;
+  pc_cache *c;
+
+  tu_config (&cfg, p, CSIZE);
+  cfg.wb_percent = 0;
+  if (pc_cache_open (&cfg, &c) == -1)
+    return NULL;
+  if (pc_cache_ready (c) == -1) {
+    pc_cache_close (c);
+    return NULL;
+  }
+  return c;
+}
+
+static void
+read_ns (pc_cache *c, uint32_t ns, uint64_t off, uint32_t len,
+         const struct pc_backend *fg)
+{
+  void *buf = malloc (len);
+  int err = 0;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (buf);
+  CU_ASSERT_EQUAL (pc_read (c, buf, len, pc_ns_addr (ns, off), fg, &err), 0);
+  free (buf);
+}
+
+/* The object of the export whose "name" member is name_json in the
+ * JSON text, copied (malloc'd), or NULL.
+ */
+static char *
+export_obj (const char *json, const char *name_json)
+{
+  const char *ex = strstr (json, "\"exports\":["), *p, *end;
+  char *key;
+
+  if (!ex || asprintf (&key, "{%s,", name_json) == -1)
+    return NULL;
+  p = strstr (ex, key);
+  free (key);
+  if (!p)
+    return NULL;
+  /* The objects are flat: the first '}' outside a string ends it. */
+  for (end = p + 1; *end && *end != '}'; end++)
+    if (*end == '"')
+      for (end++; *end && *end != '"'; end++)
+        if (*end == '\\' && end[1])
+          end++;
+  return *end ? strndup (p, end - p + 1) : NULL;
+}
+
+static int
+has (const char *obj, const char *field)
+{
+  int r = obj && strstr (obj, field) != NULL;
+
+  if (!r)
+    fprintf (stderr, "\nmissing %s in %s\n", field, obj ? obj : "(null)");
+  return r;
+}
+
+static char *
+stats_json (pc_cache *c, uint32_t a, uint32_t b)
+{
+  struct pc_ns_stats *ns = calloc (2, sizeof *ns);
+  struct pc_stats st;
+  size_t len;
+  char *json;
+  int n;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (ns);
+  pc_cache_get_stats (c, &st);
+  CU_ASSERT_EQUAL_FATAL (pc_ns_get_stats (c, a, &ns[0]), 0);
+  CU_ASSERT_EQUAL_FATAL (pc_ns_get_stats (c, b, &ns[1]), 0);
+  len = pc_stats_json_size (ns, 2);
+  CU_ASSERT (len <= PC_STATS_JSON_MAX (2));
+  json = malloc (len);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (json);
+  n = pc_stats_json_exports (&st, ns, 2, json, len);
+  CU_ASSERT_FATAL (n > 0);
+  CU_ASSERT_EQUAL ((size_t) n, strlen (json));
+  CU_ASSERT_PTR_NULL (strchr (json, '\n'));          /* one line */
+  /* Too small a buffer: -1, never a cut object. */
+  CU_ASSERT_EQUAL (pc_stats_json_exports (&st, ns, 2, json, n), -1);
+  CU_ASSERT_EQUAL (pc_stats_json_exports (&st, ns, 2, json, len), n);
+  free (ns);
+  return json;
+}
+
+/* Two exports used differently: each its own counters, dirty bytes,
+ * write-back and backend state, in the API and in the JSON.
+ */
+static void
+test_two_exports (void)
+{
+  const char *p = tu_fresh ("ns-stats");
+  struct tu_mem *ma = tu_mem_new (ASIZE, 0), *mb = tu_mem_new (BSIZE, 0);
+  struct pc_backend ba = tu_mem_backend (ma), bb = tu_mem_backend (mb);
+  pc_cache *c = open_cache (p);
+  struct pc_ns_stats sa, sb;
+  struct pc_stats st;
+  uint32_t a, b, i;
+  char *json, *oa, *ob;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  CU_ASSERT_EQUAL_FATAL (pc_ns_open (c, "a", ASIZE, &a), 0);
+  CU_ASSERT_EQUAL_FATAL (pc_ns_open (c, odd_name, BSIZE, &b), 0);
+
+  /* a: three writes of 64 KiB and one read; b: one write of 4 KiB and
+   * two reads of 8 KiB.
+   */
+  for (i = 0; i < 3; i++)
+    tu_write (c, pc_ns_addr (a, i * 65536), 65536, 1);
+  read_ns (c, a, 0, 65536, &ba);
+  tu_write (c, pc_ns_addr (b, 8192), 4096, 2);
+  read_ns (c, b, 0, 8192, &bb);
+  read_ns (c, b, 1 << 20, 8192, &bb);
+
+  CU_ASSERT_EQUAL (pc_ns_get_stats (c, a, &sa), 0);
+  CU_ASSERT_EQUAL (pc_ns_get_stats (c, b, &sb), 0);
+  CU_ASSERT_STRING_EQUAL (sa.name, "a");
+  CU_ASSERT_STRING_EQUAL (sb.name, odd_name);
+  CU_ASSERT_EQUAL (sa.size, ASIZE);
+  CU_ASSERT_EQUAL (sb.size, BSIZE);
+  CU_ASSERT_EQUAL (sa.writes, 3);
+  CU_ASSERT_EQUAL (sa.write_bytes, 3 * 65536);
+  CU_ASSERT_EQUAL (sa.reads, 1);
+  CU_ASSERT_EQUAL (sa.read_bytes, 65536);
+  CU_ASSERT_EQUAL (sa.dirty_bytes, 3 * 65536);
+  CU_ASSERT_EQUAL (sb.writes, 1);
+  CU_ASSERT_EQUAL (sb.write_bytes, 4096);
+  CU_ASSERT_EQUAL (sb.reads, 2);
+  CU_ASSERT_EQUAL (sb.read_bytes, 16384);
+  CU_ASSERT_EQUAL (sb.dirty_bytes, 4096);
+  CU_ASSERT_EQUAL (sa.attached, 0);
+  CU_ASSERT_EQUAL (sb.attached, 0);
+  CU_ASSERT_EQUAL (sa.backend_failing, 0);
+  pc_cache_get_stats (c, &st);
+  CU_ASSERT_EQUAL (st.dirty_bytes, 3 * 65536 + 4096);
+  CU_ASSERT_EQUAL (st.writes, 4);
+  errno = 0;
+  CU_ASSERT_EQUAL (pc_ns_get_stats (c, b + 1, &sb), -1);
+  CU_ASSERT_EQUAL (errno, ENOENT);
+  CU_ASSERT_EQUAL (pc_ns_get_stats (c, PC_NS_MAX + 5, &sb), -1);
+
+  json = stats_json (c, a, b);
+  oa = export_obj (json, "\"name\":\"a\"");
+  ob = export_obj (json, odd_json);
+  CU_ASSERT_PTR_NOT_NULL (oa);
+  CU_ASSERT_PTR_NOT_NULL (ob);
+  CU_ASSERT (has (oa, "\"size\":8388608,"));
+  CU_ASSERT (has (oa, "\"dirty_bytes\":196608,"));
+  CU_ASSERT (has (oa, "\"reads\":1,\"read_bytes\":65536,"));
+  CU_ASSERT (has (oa, "\"writes\":3,\"write_bytes\":196608,"));
+  CU_ASSERT (has (oa, "\"writeback_bytes\":0}"));
+  CU_ASSERT (has (oa, "\"attached\":false"));
+  CU_ASSERT (has (ob, "\"size\":4194304,"));
+  CU_ASSERT (has (ob, "\"dirty_bytes\":4096,"));
+  CU_ASSERT (has (ob, "\"reads\":2,\"read_bytes\":16384,"));
+  CU_ASSERT (has (ob, "\"writes\":1,\"write_bytes\":4096,"));
+  /* The totals come first, the exports last. */
+  CU_ASSERT (strstr (json, "\"dirty_bytes\":200704,") <
+             strstr (json, "\"exports\":["));
+  CU_ASSERT (has (json, "]}"));
+  free (oa);
+  free (ob);
+  free (json);
+
+  /* a writes back; b's backend fails every write. */
+  CU_ASSERT_EQUAL (pc_ns_attach (c, a, &ba), 0);
+  CU_ASSERT_EQUAL (pc_ns_attach (c, b, &bb), 0);
+  tu_mem_fail (mb, 1000000, 0);
+  tu_flush (c);
+  for (i = 0; i < 50; i++)
+    pc_writeback_step (c);
+  CU_ASSERT_EQUAL (pc_ns_get_stats (c, a, &sa), 0);
+  CU_ASSERT_EQUAL (pc_ns_get_stats (c, b, &sb), 0);
+  CU_ASSERT_EQUAL (sa.attached, 1);
+  CU_ASSERT_EQUAL (sa.dirty_bytes, 0);
+  CU_ASSERT_EQUAL (sa.writeback_bytes, 3 * 65536);
+  CU_ASSERT_EQUAL (sa.backend_failing, 0);
+  CU_ASSERT_EQUAL (sa.backend_last_error, 0);
+  CU_ASSERT_EQUAL (sb.dirty_bytes, 4096);
+  CU_ASSERT_EQUAL (sb.writeback_bytes, 0);
+  CU_ASSERT_EQUAL (sb.backend_failing, 1);
+  CU_ASSERT_EQUAL (sb.backend_last_error, EIO);
+  CU_ASSERT (sb.backend_failing_since > 0);
+  CU_ASSERT (sa.backing_epoch > sb.backing_epoch);
+  json = stats_json (c, a, b);
+  oa = export_obj (json, "\"name\":\"a\"");
+  ob = export_obj (json, odd_json);
+  CU_ASSERT (has (oa, "\"attached\":true,\"backend_state\":\"ok\","
+                  "\"backend_last_error\":\"\",\"backend_failing_since\":0,"));
+  CU_ASSERT (has (oa, "\"dirty_bytes\":0,"));
+  CU_ASSERT (has (oa, "\"writeback_bytes\":196608}"));
+  CU_ASSERT (has (ob, "\"backend_state\":\"failing\","
+                  "\"backend_last_error\":\"EIO\","));
+  CU_ASSERT (has (ob, "\"dirty_bytes\":4096,"));
+  CU_ASSERT (has (ob, "\"writeback_bytes\":0}"));
+  free (oa);
+  free (ob);
+  free (json);
+
+  /* reset-stats zeroes the exports' counters, not their dirty bytes. */
+  pc_cache_reset_stats (c);
+  CU_ASSERT_EQUAL (pc_ns_get_stats (c, a, &sa), 0);
+  CU_ASSERT_EQUAL (pc_ns_get_stats (c, b, &sb), 0);
+  CU_ASSERT_EQUAL (sa.writes + sa.reads + sa.write_bytes + sa.read_bytes +
+                   sa.writeback_bytes, 0);
+  CU_ASSERT_EQUAL (sb.writes + sb.reads + sb.write_bytes + sb.read_bytes, 0);
+  CU_ASSERT_EQUAL (sb.dirty_bytes, 4096);
+
+  tu_mem_fail (mb, 0, 0);
+  pc_cache_close (c);
+  tu_mem_free (ma);
+  tu_mem_free (mb);
+  unlink (p);
+}
+
+/* The worst name, 4096 bytes that each need \u00XX, fits the bound;
+ * the JSON without exports is unchanged (no "exports").
+ */
+static void
+test_worst_name (void)
+{
+  struct pc_ns_stats *ns = calloc (1, sizeof *ns);
+  size_t len = PC_STATS_JSON_MAX (1);
+  char *json = malloc (len);
+  struct pc_stats st;
+  const char *p;
+  int n;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (ns);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (json);
+  memset (&st, 0, sizeof st);
+  memset (ns->name, 0xfe, PC_EXPORT_NAME_MAX);
+  ns->name[0] = '\x1f';
+  CU_ASSERT (pc_stats_json_size (ns, 1) <= len);
+  n = pc_stats_json_exports (&st, ns, 1, json, pc_stats_json_size (ns, 1));
+  CU_ASSERT_FATAL (n > 6 * PC_EXPORT_NAME_MAX);
+  p = strstr (json, "\"name\":\"\\u001f\\u00fe\\u00fe");
+  CU_ASSERT_PTR_NOT_NULL_FATAL (p);
+  CU_ASSERT_EQUAL (strncmp (p + 8 + 6 * PC_EXPORT_NAME_MAX, "\",\"id\":0,", 9),
+                   0);
+  /* Every byte of it is ASCII. */
+  for (p = json; *p; p++)
+    CU_ASSERT_FATAL ((unsigned char) *p < 0x80);
+  CU_ASSERT (pc_stats_json (&st, json, len) > 0);
+  CU_ASSERT_PTR_NULL (strstr (json, "exports"));
+  CU_ASSERT (pc_stats_json_exports (&st, NULL, 0, json, len) > 0);
+  CU_ASSERT (has (json, ",\"exports\":[]}"));
+  free (ns);
+  free (json);
+}
+
+static const struct tu_case cases[] = {
+  { "two exports counted apart", test_two_exports },
+  { "the worst name fits", test_worst_name },
+  { NULL, NULL },
+};
+
+int
+main (void)
+{
+  return tu_main ("ns-stats", cases, 120, 0);
+}
