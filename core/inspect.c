@@ -55,7 +55,7 @@ walk_records (pc_cache *c, rec_fn fn, void *opaque)
 
 struct key_walk {
   pc_cache *c;
-  uint64_t dirty_seq;
+  uint64_t dirty_seq[PC_NS_MAX];      /* by namespace: its cursor */
   pc_key_fn fn;
   void *opaque;
   int only_bad_crc;
@@ -69,7 +69,9 @@ key_rec (void *opaque, const struct pc_kset_hdr *h, const struct pc_key_rec *r)
   struct pc_key_info k = {
     .kset_seq = h->seq, .epoch = h->epoch, .off = r->off, .len = r->len,
     .seg = r->seg, .seg_off = r->seg_off, .gen = r->gen, .flags = r->flags,
-    .dirty = (r->flags & PC_KF_DIRTY) && h->seq >= w->dirty_seq,
+    .dirty = (r->flags & PC_KF_DIRTY) &&
+             pc_fmt_ns_of (r->off) < PC_NS_MAX &&
+             h->seq >= w->dirty_seq[pc_fmt_ns_of (r->off)],
     .stale = !(r->flags & PC_KF_ZERO) &&
              !pc_seg_gen_is (&c->segs, r->seg, r->gen),
   };
@@ -81,11 +83,30 @@ key_rec (void *opaque, const struct pc_kset_hdr *h, const struct pc_key_rec *r)
   return w->fn (w->opaque, &k);
 }
 
+/* A key is dirty from its own namespace's cursor on: an export that
+ * was written back may be past keys another still needs.
+ */
+static void
+walk_init (pc_cache *c, struct key_walk *w, pc_key_fn fn, void *opaque,
+           int only_bad_crc)
+{
+  uint32_t i;
+
+  w->c = c;
+  w->fn = fn;
+  w->opaque = opaque;
+  w->only_bad_crc = only_bad_crc;
+  for (i = 0; i < PC_NS_MAX; i++)
+    w->dirty_seq[i] = i < c->max_exports ? pc_ctrl_ns_tail (c, i).seq
+      : UINT64_MAX;
+}
+
 int
 pc_cache_walk (pc_cache *c, pc_key_fn fn, void *opaque)
 {
-  struct key_walk w = { c, pc_dirty_tail (c).seq, fn, opaque, 0 };
+  struct key_walk w;
 
+  walk_init (c, &w, fn, opaque, 0);
   return walk_records (c, key_rec, &w);
 }
 
@@ -176,10 +197,13 @@ int64_t
 pc_cache_verify_data (pc_cache *c, pc_key_fn bad, void *opaque)
 {
   struct bad_count b = { bad, opaque, 0 };
-  struct key_walk w = { c, 0, count_bad, &b, 1 };
+  struct key_walk w;
 
   if (!c->data_crc)
     return 0;
+  walk_init (c, &w, count_bad, &b, 1);
+  /* Reported by their records' own flag. */
+  memset (w.dirty_seq, 0, sizeof w.dirty_seq);
   if (walk_records (c, key_rec, &w) == -1)
     return -1;
   return b.n;

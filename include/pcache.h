@@ -181,7 +181,7 @@ struct pc_ns_info {
   uint64_t size;
   char backing_id[64];
   uint64_t created;         /* Unix time */
-  uint64_t dirty_bytes;     /* 0 when inspected offline */
+  uint64_t dirty_bytes;     /* as replay found it, offline */
   uint64_t dirty_tail;      /* kset number of its dirty cursor */
   uint64_t backing_epoch;   /* last epoch wholly on its backend */
   int attached;             /* it has a backend now */

@@ -157,7 +157,7 @@ check_key (void *opaque, const struct pc_key_info *k)
   char w[256];
   struct pc_key_info kd = *k;
 
-  kd.dirty = key_dirty (&ck->ex, k);
+  kd.dirty = k->dirty;
   k = &kd;
   atomic_fetch_add (&ck->done, 1);
   if (ck->export && ns != ck->ns) {
@@ -228,7 +228,7 @@ bad_extent (void *opaque, const struct pc_key_info *k)
   struct check *ck = opaque;
   char w[256];
 
-  int dirty = key_dirty (&ck->ex, k);
+  int dirty = k->dirty;
 
   if (ck->export && pc_fmt_ns_of (k->off) != ck->ns)
     return 0;

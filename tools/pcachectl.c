@@ -277,8 +277,7 @@ exports_load (pc_cache *c, struct exports *e)
   e->name = calloc (e->slots ? e->slots : 1, sizeof *e->name);
   e->size = calloc (e->slots ? e->slots : 1, sizeof *e->size);
   e->dirty_bytes = calloc (e->slots ? e->slots : 1, sizeof *e->dirty_bytes);
-  e->dirty_tail = calloc (e->slots ? e->slots : 1, sizeof *e->dirty_tail);
-  if (!ns || !e->name || !e->size || !e->dirty_bytes || !e->dirty_tail)
+  if (!ns || !e->name || !e->size || !e->dirty_bytes)
     goto oom;
   for (id = 0; id < e->slots; id++) {
     if (pc_ns_info (c, id, ns) == -1)
@@ -288,7 +287,6 @@ exports_load (pc_cache *c, struct exports *e)
       goto oom;
     e->size[id] = ns->size;
     e->dirty_bytes[id] = ns->dirty_bytes;
-    e->dirty_tail[id] = ns->dirty_tail;
     e->count++;
   }
   free (ns);
@@ -311,19 +309,7 @@ exports_free (struct exports *e)
   free (e->name);
   free (e->size);
   free (e->dirty_bytes);
-  free (e->dirty_tail);
   memset (e, 0, sizeof *e);
-}
-
-int
-key_dirty (const struct exports *e, const struct pc_key_info *k)
-{
-  uint32_t ns = pc_fmt_ns_of (k->off);
-
-  if (!k->dirty)
-    return 0;
-  return !(ns < e->slots && e->name[ns] && e->dirty_tail &&
-           k->kset_seq < e->dirty_tail[ns]);
 }
 
 int
@@ -628,42 +614,6 @@ print_info_text (pc_cache *cache, const char *path, const struct pc_info *in)
   }
 }
 
-/* The engine counts as dirty every key from the oldest dirty cursor of
- * all namespaces on: count by each key's own namespace's cursor.
- */
-struct recount {
-  struct exports ex;
-  uint64_t dirty_bytes, dirty_keys;
-};
-
-static int
-recount_key (void *opaque, const struct pc_key_info *k)
-{
-  struct recount *r = opaque;
-
-  if (key_dirty (&r->ex, k)) {
-    r->dirty_keys++;
-    r->dirty_bytes += k->len;
-  }
-  return 0;
-}
-
-static int
-recount_dirty (pc_cache *cache, struct pc_info *in)
-{
-  struct recount r;
-
-  memset (&r, 0, sizeof r);
-  if (exports_load (cache, &r.ex) == -1)
-    return -1;
-  if (r.ex.count > 1 && pc_cache_walk (cache, recount_key, &r) == 0) {
-    in->dirty_bytes = r.dirty_bytes;
-    in->dirty_keys = r.dirty_keys;
-  }
-  exports_free (&r.ex);
-  return 0;
-}
-
 int
 cmd_info (int argc, char **argv)
 {
@@ -687,7 +637,7 @@ cmd_info (int argc, char **argv)
 
   if (open_for_reading (path, &cache, &live) == -1)
     return EXIT_FAILED;
-  if (pc_cache_info (cache, &in) == -1 || recount_dirty (cache, &in) == -1) {
+  if (pc_cache_info (cache, &in) == -1) {
     pc_cache_close (cache);
     return EXIT_FAILED;
   }
@@ -732,7 +682,7 @@ dump_key (void *opaque, const struct pc_key_info *k)
 
   struct pc_key_info kd = *k;
 
-  kd.dirty = key_dirty (&d->ex, k);
+  kd.dirty = k->dirty;
   k = &kd;
   if (d->only_dirty && !k->dirty)
     return 0;

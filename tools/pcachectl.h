@@ -67,7 +67,6 @@ struct exports {
   uint32_t count;               /* ids in use */
   char **name;                  /* by id: the export's name, or NULL */
   uint64_t *size, *dirty_bytes; /* by id */
-  uint64_t *dirty_tail;         /* by id: the kset of its dirty cursor */
 };
 int exports_load (pc_cache *c, struct exports *e);
 void exports_free (struct exports *e);
@@ -81,11 +80,6 @@ int exports_find (const struct exports *e, const char *path,
  */
 const char *export_label (const struct exports *e, uint32_t id, char *buf,
                           size_t len);
-/* Is the key of a walk dirty?  The walk tells by the oldest dirty
- * cursor of all namespaces; a key in a kset before its own
- * namespace's cursor is written back already.
- */
-int key_dirty (const struct exports *e, const struct pc_key_info *k);
 /* Quote a name for messages: 'NAME', non-printable bytes as \xNN. */
 const char *quote_name (const char *name, char *buf, size_t len);
 
