@@ -42,6 +42,14 @@
  * (pcache-seq-cutoff) or a write overtook it, the data is cached as
  * clean keys (placeholder.c, clean.c).
  *
+ * Namespaces (namespace.c): each backing export has its own range of
+ * cache addresses (its id in the bits from PC_NS_SHIFT up), its own
+ * backend (attached while the server has one for it) and its own
+ * dirty cursor; writeback.c walks the shared log once per namespace
+ * from that cursor, so exports are written back independently, each in
+ * its own epoch order; dirty_tail is the oldest cursor.  quota.c holds
+ * an export's writes past pcache-export-quota.
+ *
  * At open (cache.c), replay.c walks the log from key_tail, checks every
  * kset and key (CRC, bounds, generation) and rebuilds the index; the
  * kset after the last valid one must not validate either, or the cache
@@ -57,9 +65,10 @@
  *   ctrl_lock;  log -> segment free list -> segment lock;
  *   index subtree -> clean.lock;  heads[].lock -> segment free list;
  *   gc_lock -> ctrl_lock, segment free list;  writeback pool lock ->
- *   slab lock.
- * ctrl_lock, clean.lock, seq_lock, the segment locks and the slab lock
- * are leaves.  heads[].lock is dropped before a writer waits for space;
+ *   slab lock;  ns_lock (making a namespace) -> log -> ctrl_lock;
+ *   bg_lock -> a namespace's lock.
+ * ctrl_lock, clean.lock, seq_lock, the segment locks, the slab lock and
+ * a namespace's lock are leaves.  heads[].lock is dropped before a writer waits for space;
  * the drain waits on bg_lock holding no other lock.
  */
 #ifndef PC_CACHE_INTERNAL_H
