@@ -1003,6 +1003,7 @@ static const struct {
   { PC_TUNE_SEQ_CUTOFF, "seq-cutoff", 0, INT64_MAX },
   { PC_TUNE_FULL_TIMEOUT, "full-timeout", 0, 86400 },
   { PC_TUNE_WB_MAX_AGE, "writeback-max-age", 0, 86400 },
+  { PC_TUNE_EXPORT_QUOTA, "export-quota", 1, 100 },
 };
 
 /* v is refused for t, and the value stays as it was. */
