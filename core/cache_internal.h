@@ -160,7 +160,8 @@ struct pc_ns {
   _Atomic uint64_t last_epoch;        /* epoch of its last batch written */
   /* Write-back's state for it (writeback.c), the thread's own: */
   void *wb;                           /* its batch */
-  uint64_t retry_ms;                  /* no round before this (backoff) */
+  _Atomic uint64_t retry_ms;          /* no round before this (backoff);
+                                         attach clears it */
   /* Its backend's health, under bg_lock: */
   int wb_error;
   unsigned wb_fails;
