@@ -3,7 +3,8 @@
 # Included from Makefile.am.
 #
 #   crash-sim    power-loss simulator: every persist point of a small
-#                workload (cut and torn), a sample of a large one, and a
+#                workload (cut and torn), a sample of a large one, a
+#                sample of one with two exports (namespaces), and a
 #                sample with a real _exit at the crash point
 #   corrupt      damaged media: named cases and single-byte sweeps
 #   fuzz-replay  libFuzzer target on replay (built with clang when it
@@ -48,7 +49,7 @@ CLANG = clang
 CRASH_SEED = 1
 CRASH_LARGE_SAMPLE = 300
 FUZZ_TIME = 60
-CRASH_STEPS = sim-small sim-large sim-kill corrupt fuzz faults
+CRASH_STEPS = sim-small sim-large sim-two sim-kill corrupt fuzz faults
 
 check-crash: $(CRASH_BINS) $(filter_LTLIBRARIES)
 	@$(AM_TESTS_ENVIRONMENT) \

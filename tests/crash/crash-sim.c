@@ -45,7 +45,23 @@
  * one cut during format (refused as not a pcache file / corrupt: no
  * write was acknowledged yet).
  *
- * Usage: crash-sim [--workload small|large] [--all | --sample N]
+ * Workloads small and large serve one export (pc_cache_bind).  Workload
+ * two serves two, each a namespace of the cache with a backend of its
+ * own: "a" is opened (pc_ns_open, pc_ns_attach) after format, "b" after
+ * the first round, and every operation then picks one of them.  Blocks
+ * are numbered across both exports and a block's content names its
+ * number, so one export's data on the other's backend never passes.
+ * The checks hold per export: (a), (b) through its namespace's
+ * addresses; (c) for each backend with a P of its own (client epochs
+ * are global: a flush ends one for every export); (d) both namespaces
+ * are found again with the same ids and, drained, each backend holds
+ * what its namespace serves.  A crash inside pc_ns_open (the table
+ * entry, then the namespace's control record) may leave the
+ * namespace there or not, never anything else; once pc_ns_open
+ * returned, the namespace must be there.  A sample always includes
+ * every crash point of the namespace creations (cut and torn).
+ *
+ * Usage: crash-sim [--workload small|large|two] [--all | --sample N]
  *                  [--torn] [--kill] [--seed S] [--jobs J] [--keep DIR]
  *                  [--verbose]
  * Exit status: 0 all crash points passed, 1 a violation, 2 usage/setup.
@@ -89,9 +105,14 @@
 /* ------------------------------------------------------------------ */
 /* Workloads. */
 
+struct wl_ns {
+  const char *name;             /* export name */
+  uint64_t size;
+};
+
 struct wl_params {
   const char *name;
-  uint64_t backing_size;
+  uint64_t backing_size;        /* all the exports together */
   uint32_t nsegs;
   int data_crc;
   int rounds;
@@ -99,6 +120,12 @@ struct wl_params {
   int max_write_blocks;
   int burst_every;              /* rounds between zero bursts; 0: none */
   int burst_ksets;              /* full ksets (128 zero keys) per burst */
+  /* 0: one export bound with pc_cache_bind (namespace 0 of export "",
+   * opened by the format operation); else exports opened with
+   * pc_ns_open, each with a backend of its own.
+   */
+  unsigned nns;
+  struct wl_ns ns[2];
 };
 
 static const struct wl_params wl_small = {
@@ -111,6 +138,17 @@ static const struct wl_params wl_large = {
   .name = "large", .backing_size = 36 << 20, .nsegs = 16, .data_crc = 1,
   .rounds = 400, .ops_per_round = 40, .max_write_blocks = 16,
   .burst_every = 25, .burst_ksets = 80,
+};
+
+/* Two exports in one cache: namespaces "a" and "b", each with its own
+ * backend; "b" is created after the first round, with data of "a" in
+ * the log.
+ */
+static const struct wl_params wl_two = {
+  .name = "two", .backing_size = (7 << 20) + (512 << 10), .nsegs = 10,
+  .data_crc = 0, .rounds = 60, .ops_per_round = 16, .max_write_blocks = 32,
+  .burst_every = 12, .burst_ksets = 110,
+  .nns = 2, .ns = { { "a", (4 << 20) + (512 << 10) }, { "b", 3 << 20 } },
 };
 
 static uint64_t
@@ -127,14 +165,14 @@ cache_size_for (const struct wl_params *wp)
 
 enum op_kind {
   OP_FORMAT = 1, OP_WRITE, OP_ZERO, OP_TRIM, OP_FLUSH, OP_READ, OP_WB,
-  OP_GC, OP_MODE, OP_CLOSE,
+  OP_GC, OP_MODE, OP_CLOSE, OP_NSOPEN, OP_MAX = OP_NSOPEN,
 };
 
 static const char *const op_names[] = {
   [OP_FORMAT] = "format", [OP_WRITE] = "write", [OP_ZERO] = "zero",
   [OP_TRIM] = "trim", [OP_FLUSH] = "flush", [OP_READ] = "read",
   [OP_WB] = "writeback-step", [OP_GC] = "gc", [OP_MODE] = "mode",
-  [OP_CLOSE] = "close",
+  [OP_CLOSE] = "close", [OP_NSOPEN] = "namespace-open",
 };
 
 struct op {
@@ -142,7 +180,7 @@ struct op {
   uint8_t fua;
   uint16_t nblocks;
   uint32_t ver;                 /* OP_WRITE: version written */
-  uint64_t block;
+  uint64_t block;               /* global block; OP_NSOPEN: export */
 };
 
 enum { M_START = 1, M_DONE, M_SNAP, M_END };
@@ -152,6 +190,7 @@ struct msg {
   uint32_t variant;
   uint64_t a;                   /* op index, point */
   struct op op;
+  uint64_t points;              /* M_START, M_DONE: crash points so far */
 };
 
 enum { V_CUT = 0, V_TORN = 1 };
@@ -183,12 +222,69 @@ static int opt_verbose;
 static const char *opt_keep;
 static char tmpdir[256];
 
+/* The exports of the workload.  Blocks are numbered globally: export i
+ * holds blocks first .. first + nblocks - 1, and block g's content
+ * names g, so data of one export found in the other reads as another
+ * block's.  Export i is namespace i (the order they are created in a
+ * new cache).
+ */
+#define MAX_NS 2
+struct xns {
+  const char *name;
+  uint64_t size, first, nblocks;
+};
+static struct xns X[MAX_NS];
+static unsigned nx;
+
+static void
+xns_setup (void)
+{
+  unsigned i;
+  uint64_t first = 0;
+
+  if (!wp->nns) {
+    nx = 1;
+    X[0] = (struct xns) { "", wp->backing_size, 0, wp->backing_size / TU_BLK };
+    return;
+  }
+  nx = wp->nns;
+  for (i = 0; i < nx; i++) {
+    X[i] = (struct xns) { wp->ns[i].name, wp->ns[i].size, first,
+                          wp->ns[i].size / TU_BLK };
+    first += X[i].nblocks;
+  }
+  if (first * TU_BLK != wp->backing_size)
+    abort ();
+}
+
+/* The export of global block g. */
+static unsigned
+blk_ns (uint64_t g)
+{
+  unsigned i = 0;
+
+  while (i + 1 < nx && g >= X[i + 1].first)
+    i++;
+  return i;
+}
+
+/* The cache address of global block g. */
+static uint64_t
+blk_addr (uint64_t g)
+{
+  unsigned i = blk_ns (g);
+
+  return pc_ns_addr (i, (g - X[i].first) * TU_BLK);
+}
+
 struct stats {
   _Atomic uint64_t verified, verified_torn, violations, crashed_verifiers;
   _Atomic uint64_t format_refused, format_opened;
   _Atomic uint64_t prefix_partial, prefix_past0, max_prefix;
-  _Atomic uint64_t acked_durable_blocks, inflight[OP_CLOSE + 1];
+  _Atomic uint64_t acked_durable_blocks, inflight[OP_MAX + 1];
   _Atomic uint64_t phase_d_runs;
+  _Atomic uint64_t ns_present, ns_absent;  /* crashed in pc_ns_open */
+  _Atomic uint64_t prefix_checks;
 };
 static struct stats *st;
 
@@ -223,8 +319,9 @@ struct sim {
   uint8_t *map;                 /* the engine's mapping, found lazily */
   uint8_t *dur;                 /* durable image of the cache file */
   uint8_t *scratch;             /* torn images are built here */
-  uint8_t *bscratch;
-  struct tu_mem *bk;
+  uint8_t *bscratch;            /* the backends' images, one after another */
+  struct tu_mem *bk[MAX_NS];    /* export i's backend */
+  unsigned nopen;               /* exports opened so far */
   uint64_t point;               /* crash points so far */
   uint64_t torn_at;             /* point whose after-hook makes a torn image */
   int snapshot;                 /* snapshot mode: report and go on */
@@ -316,6 +413,17 @@ img_paths (uint64_t point, int variant, char *img, char *bk)
             "ct"[variant]);
 }
 
+static int
+bk_dirty (void)
+{
+  unsigned i;
+
+  for (i = 0; i < nx; i++)
+    if (S.bk[i]->dirty)
+      return 1;
+  return 0;
+}
+
 /* Which variants to dump at this point. */
 static unsigned
 want (uint64_t point, int kind)
@@ -331,7 +439,7 @@ want (uint64_t point, int kind)
      */
     v = VB_CUT;
     if (opt_torn && (kind == PK_PMEM_MULTI ||
-                     (kind == PK_BACKEND_FLUSH && S.bk->dirty)))
+                     (kind == PK_BACKEND_FLUSH && bk_dirty ())))
       v |= VB_TORN;
     return v;
   }
@@ -349,8 +457,9 @@ static void
 crash (int variant, int kind)
 {
   char img[PATH_MAX], bk[PATH_MAX];
-  const uint8_t *pm = S.dur, *bd = S.bk->dur;
-  uint64_t r = tu_seed (opt_seed ^ (S.point * 7919) ^ variant);
+  const uint8_t *pm = S.dur;
+  uint64_t r = tu_seed (opt_seed ^ (S.point * 7919) ^ variant), bo = 0;
+  unsigned k;
 
   if (variant == V_TORN && kind != PK_BACKEND && S.map) {
     /* Lines stored but not yet persisted: some reach the media. */
@@ -362,21 +471,26 @@ crash (int variant, int kind)
         memcpy (S.scratch + i, S.map + i, LINE);
     pm = S.scratch;
   }
-  if (variant == V_TORN && S.bk->dirty) {
-    /* The disk wrote some of its volatile cache. */
-    uint64_t i;
+  /* The backends' durable images, one after another. */
+  for (k = 0; k < nx; k++) {
+    struct tu_mem *m = S.bk[k];
 
-    memcpy (S.bscratch, S.bk->dur, S.bk->size);
-    for (i = 0; i < S.bk->ndirty; i++)
-      if (tu_rand (&r) & 1) {
-        uint64_t o = S.bk->dlist[i] * TU_BLK;
-        memcpy (S.bscratch + o, S.bk->buf + o, TU_BLK);
-      }
-    bd = S.bscratch;
+    memcpy (S.bscratch + bo, m->dur, m->size);
+    if (variant == V_TORN && m->dirty) {
+      /* The disk wrote some of its volatile cache. */
+      uint64_t i;
+
+      for (i = 0; i < m->ndirty; i++)
+        if (tu_rand (&r) & 1) {
+          uint64_t o = m->dlist[i] * TU_BLK;
+          memcpy (S.bscratch + bo + o, m->buf + o, TU_BLK);
+        }
+    }
+    bo += m->size;
   }
   img_paths (S.point, variant, img, bk);
   if (tu_file_put (img, pm, S.cache_size) == -1 ||
-      tu_file_put (bk, bd, S.bk->size) == -1)
+      tu_file_put (bk, S.bscratch, bo) == -1)
     child_fail ("writing crash image: %m");
   if (!S.snapshot)
     _exit (EXIT_CRASHED);
@@ -483,7 +597,8 @@ hook_backend (void *opaque, int op)
 static uint64_t
 op_start (struct op o)
 {
-  struct msg m = { .type = M_START, .a = S.nops, .op = o };
+  struct msg m = { .type = M_START, .a = S.nops, .op = o,
+                   .points = S.point };
 
   send_msg (&m);
   return S.nops;
@@ -492,7 +607,7 @@ op_start (struct op o)
 static void
 op_done (uint64_t idx)
 {
-  struct msg m = { .type = M_DONE, .a = idx };
+  struct msg m = { .type = M_DONE, .a = idx, .points = S.point };
 
   send_msg (&m);
   S.nops++;
@@ -519,7 +634,7 @@ w_write (uint64_t blk, unsigned n, int fua)
   for (i = 0; i < n; i++)
     tu_block_fill (S.buf + (uint64_t) i * TU_BLK, blk + i, o.ver);
   idx = op_start (o);
-  if (pc_write (S.c, S.buf, n * TU_BLK, blk * TU_BLK, fua ? PC_FUA : 0,
+  if (pc_write (S.c, S.buf, n * TU_BLK, blk_addr (blk), fua ? PC_FUA : 0,
                 &err) == -1)
     child_fail ("pc_write: %s", strerror (err));
   model_set (blk, n, o.ver);
@@ -535,9 +650,9 @@ w_zero (int kind, uint64_t blk, unsigned n, int fua, int may_trim)
   int err = 0, r;
 
   if (kind == OP_ZERO)
-    r = pc_zero (S.c, (uint64_t) n * TU_BLK, blk * TU_BLK, flags, &err);
+    r = pc_zero (S.c, (uint64_t) n * TU_BLK, blk_addr (blk), flags, &err);
   else
-    r = pc_trim (S.c, (uint64_t) n * TU_BLK, blk * TU_BLK, flags, &err);
+    r = pc_trim (S.c, (uint64_t) n * TU_BLK, blk_addr (blk), flags, &err);
   if (r == -1)
     child_fail ("pc_%s: %s", op_names[kind], strerror (err));
   model_set (blk, n, TU_V_ZERO);
@@ -561,11 +676,11 @@ w_read (uint64_t blk, unsigned n)
 {
   struct op o = { .kind = OP_READ, .nblocks = n, .block = blk };
   uint64_t idx = op_start (o);
-  struct pc_backend fg = tu_mem_backend (S.bk);
+  struct pc_backend fg = tu_mem_backend (S.bk[blk_ns (blk)]);
   unsigned i;
   int err = 0;
 
-  if (pc_read (S.c, S.buf, n * TU_BLK, blk * TU_BLK, &fg, &err) == -1)
+  if (pc_read (S.c, S.buf, n * TU_BLK, blk_addr (blk), &fg, &err) == -1)
     child_fail ("pc_read: %s", strerror (err));
   for (i = 0; i < n; i++) {
     uint32_t got = tu_block_decode (S.buf + (uint64_t) i * TU_BLK, blk + i);
@@ -655,20 +770,43 @@ make_room (uint32_t want_free)
     child_fail ("only %u free segments after writeback and GC", nfree ());
 }
 
+/* A run of n blocks within one open export (global block number). */
 static uint64_t
 pick_block (unsigned n)
 {
-  uint64_t r = tu_below (&S.rng, 100), b;
+  unsigned x = S.nopen > 1 ? tu_below (&S.rng, S.nopen) : 0;
+  uint64_t r = tu_below (&S.rng, 100), b, nb = X[x].nblocks;
 
   if (r < 45)                                 /* a hot set */
     b = tu_below (&S.rng, 64);
-  else if (r < 55 && S.nblocks > STRIPE_BLOCKS) /* across a stripe edge */
+  else if (r < 55 && nb > STRIPE_BLOCKS)      /* across a stripe edge */
     b = STRIPE_BLOCKS - n / 2 - tu_below (&S.rng, 2);
   else
-    b = tu_below (&S.rng, S.nblocks);
-  if (b + n > S.nblocks)
-    b = S.nblocks - n;
-  return b;
+    b = tu_below (&S.rng, nb);
+  if (b + n > nb)
+    b = nb - n;
+  return X[x].first + b;
+}
+
+/* Open export i (its namespace is created: a table entry and a control
+ * record) and attach its backend.
+ */
+static void
+w_nsopen (unsigned i)
+{
+  struct op o = { .kind = OP_NSOPEN, .block = i };
+  uint64_t idx = op_start (o);
+  struct pc_backend bg = tu_mem_backend (S.bk[i]);
+  uint32_t id;
+
+  if (pc_ns_open (S.c, X[i].name, X[i].size, &id) == -1)
+    child_fail ("pc_ns_open '%s': %m", X[i].name);
+  if (id != i)
+    child_fail ("export '%s' is namespace %u, expected %u", X[i].name, id, i);
+  if (pc_ns_attach (S.c, id, &bg) == -1)
+    child_fail ("pc_ns_attach '%s': %m", X[i].name);
+  S.nopen = i + 1;
+  op_done (idx);
 }
 
 static void
@@ -712,11 +850,16 @@ one_op (void)
 static void
 burst (void)
 {
-  uint64_t base = (S.nblocks > 2 * STRIPE_BLOCKS ? STRIPE_BLOCKS : 0) + 512;
+  uint64_t base;
   int k;
   unsigned i;
 
   for (k = 0; k < wp->burst_ksets; k++) {
+    /* With several exports, each kset on the next one. */
+    const struct xns *x = &X[k % S.nopen];
+
+    base = x->first + (x->nblocks > 2 * STRIPE_BLOCKS ? STRIPE_BLOCKS : 0) +
+      512;
     make_room (4);
     for (i = 0; i < PC_KSET_MAX_KEYS; i++) {
       uint64_t b = base + tu_below (&S.rng, 8);
@@ -736,6 +879,10 @@ workload (void)
   int r, i, n;
 
   for (r = 0; r < wp->rounds; r++) {
+    /* The other exports come after the first round. */
+    if (r == 1)
+      while (S.nopen < nx)
+        w_nsopen (S.nopen);
     n = 4 + tu_below (&S.rng, wp->ops_per_round);
     for (i = 0; i < n; i++)
       one_op ();
@@ -773,6 +920,7 @@ child_main (int out_fd, int go_fd, const struct sel *sel, size_t nsel,
   struct pc_config cfg;
   struct op o = { .kind = OP_FORMAT };
   uint64_t idx, b;
+  unsigned i;
 
   memset (&S, 0, sizeof S);
   S.out_fd = out_fd;
@@ -792,13 +940,16 @@ child_main (int out_fd, int go_fd, const struct sel *sel, size_t nsel,
   S.cur = calloc (S.nblocks, sizeof *S.cur);
   S.buf = malloc ((uint64_t) (wp->max_write_blocks + 8) * TU_BLK);
   if (!S.dur || !S.scratch || !S.cur || !S.buf ||
-      !(S.bk = tu_mem_new_volatile (wp->backing_size, 0)) ||
       !(S.bscratch = malloc (wp->backing_size)))
     child_fail ("out of memory");
-  for (b = 0; b < S.nblocks; b++)
-    tu_block_fill (S.bk->dur + b * TU_BLK, b, 0);
-  memcpy (S.bk->buf, S.bk->dur, wp->backing_size);
-  S.bk->hook = hook_backend;
+  for (i = 0; i < nx; i++) {
+    if (!(S.bk[i] = tu_mem_new_volatile (X[i].size, 0)))
+      child_fail ("out of memory");
+    for (b = 0; b < X[i].nblocks; b++)
+      tu_block_fill (S.bk[i]->dur + b * TU_BLK, X[i].first + b, 0);
+    memcpy (S.bk[i]->buf, S.bk[i]->dur, X[i].size);
+    S.bk[i]->hook = hook_backend;
+  }
 
   tu_log_echo (1);
   tu_log_install ();
@@ -813,22 +964,32 @@ child_main (int out_fd, int go_fd, const struct sel *sel, size_t nsel,
   idx = op_start (o);
   if (pc_cache_open (&cfg, &S.c) == -1)
     child_fail ("pc_cache_open: %m");
-  if (pc_cache_bind (S.c, wp->backing_size) == -1)
+  if (!wp->nns && pc_cache_bind (S.c, wp->backing_size) == -1)
     child_fail ("pc_cache_bind (format): %m");
+  if (wp->nns && pc_cache_ready (S.c) == -1)
+    child_fail ("pc_cache_ready (format): %m");
   if (S.c->nsegs != wp->nsegs)
     child_fail ("formatted %u segments, expected %u", S.c->nsegs, wp->nsegs);
   S.n_gen_format = S.n_gen;
   op_done (idx);
-  {
-    struct pc_backend bg = tu_mem_backend (S.bk);
+  if (!wp->nns) {
+    struct pc_backend bg = tu_mem_backend (S.bk[0]);
     pc_cache_set_backend (S.c, &bg);
+    S.nopen = 1;
   }
+  else
+    w_nsopen (0);
 
   workload ();
 
   if (counting) {
     struct pc_stats ps;
+    uint64_t nw = 0, nf = 0;
 
+    for (i = 0; i < nx; i++) {
+      nw += S.bk[i]->npwrite + S.bk[i]->nzero + S.bk[i]->ntrim;
+      nf += S.bk[i]->nflush;
+    }
     pc_cache_get_stats (S.c, &ps);
     printf ("crash-sim:   workload coverage: %" PRIu64 " ksets (%" PRIu64
             " full, %" PRIu64 " LAST), %" PRIu64 " payload stores, %" PRIu64
@@ -838,9 +999,15 @@ child_main (int out_fd, int go_fd, const struct sel *sel, size_t nsel,
             PRIu64 " bytes left out as overwritten\n",
             S.n_kset, S.n_full, S.n_last, S.n_payload, S.n_ctrl,
             S.n_gen - S.n_gen_format,
-            ps.gc_segments, ps.writeback_rounds,
-            S.bk->npwrite + S.bk->nzero + S.bk->ntrim,
-            S.bk->nflush, ps.writeback_skipped_bytes);
+            ps.gc_segments, ps.writeback_rounds, nw, nf,
+            ps.writeback_skipped_bytes);
+    for (i = 0; wp->nns && i < nx; i++)
+      printf ("crash-sim:   export '%s' (namespace %u, %" PRIu64 " blocks "
+              "from block %" PRIu64 "): %" PRIu64 " backend writes, %"
+              PRIu64 " flushes, %" PRIu64 " reads\n", X[i].name, i,
+              X[i].nblocks, X[i].first,
+              S.bk[i]->npwrite + S.bk[i]->nzero + S.bk[i]->ntrim,
+              S.bk[i]->nflush, S.bk[i]->npread);
     fflush (stdout);
   }
   o = (struct op) { .kind = OP_CLOSE };
@@ -934,7 +1101,12 @@ violation (struct vctx *v, const char *fmt, ...)
   const struct oplog *L = v->L;
   char where[256] = "";
 
-  if (L->nstarted > L->ncompleted) {
+  if (L->nstarted > L->ncompleted &&
+      L->ops[L->nstarted - 1].kind == OP_NSOPEN)
+    snprintf (where, sizeof where, ", during op %" PRIu64 " (%s '%s')",
+              L->nstarted - 1, op_names[OP_NSOPEN],
+              X[L->ops[L->nstarted - 1].block].name);
+  else if (L->nstarted > L->ncompleted) {
     const struct op *o = &L->ops[L->nstarted - 1];
     snprintf (where, sizeof where, ", during op %" PRIu64 " (%s block %"
               PRIu64 " x%u%s)", L->nstarted - 1, op_names[o->kind], o->block,
@@ -1029,8 +1201,11 @@ nepochs (const struct oplog *L)
  */
 static void
 check_prefix (struct vctx *v, const struct hist *h, const uint8_t *img,
-              uint64_t nblocks)
+              unsigned x)
 {
+  /* Export x's blocks only: epochs are global, the P is its own. */
+  const uint64_t nblocks = X[x].nblocks, first = X[x].first;
+  const uint64_t *hs = h->start + first;
   uint32_t E = nepochs (v->L), *bv;
   int64_t *diff;
   uint64_t b, k, fit, best = 0;
@@ -1041,11 +1216,12 @@ check_prefix (struct vctx *v, const struct hist *h, const uint8_t *img,
   diff = calloc (E + 2, sizeof *diff);
   if (!bv || !diff)
     die ("out of memory");
+  atomic_fetch_add (&st->prefix_checks, 1);
   for (b = 0; b < nblocks; b++) {
-    uint64_t s = h->start[b], e = h->start[b + 1];
+    uint64_t s = hs[b], e = hs[b + 1];
     int64_t lo = -1, hi = -1;           /* the interval being merged */
 
-    bv[b] = tu_block_decode (img + b * TU_BLK, b);
+    bv[b] = tu_block_decode (img + b * TU_BLK, first + b);
     /* Intervals come in increasing order: merge and add them. */
 #define ADD(a, z) do {                                          \
       int64_t a_ = (a), z_ = (z);                               \
@@ -1084,7 +1260,7 @@ check_prefix (struct vctx *v, const struct hist *h, const uint8_t *img,
     /* At an epoch boundary, or part of epoch P? */
     for (b = 0; b < nblocks && !partial; b++) {
       uint32_t end = 0;
-      for (k = h->start[b]; k < h->start[b + 1] && h->ent[k].epoch <= bestP;
+      for (k = hs[b]; k < hs[b + 1] && h->ent[k].epoch <= bestP;
            k++)
         end = h->ent[k].val;
       if (bv[b] != end)
@@ -1110,11 +1286,11 @@ check_prefix (struct vctx *v, const struct hist *h, const uint8_t *img,
       uint32_t base = 0;
       int ok;
 
-      for (k = h->start[b]; k < h->start[b + 1] && h->ent[k].epoch < bestP;
+      for (k = hs[b]; k < hs[b + 1] && h->ent[k].epoch < bestP;
            k++)
         base = h->ent[k].val;
       ok = bv[b] == base;
-      for (; k < h->start[b + 1] && h->ent[k].epoch == bestP; k++)
+      for (; k < hs[b + 1] && h->ent[k].epoch == bestP; k++)
         if (h->ent[k].val == bv[b])
           ok = 1;
       if (!ok) {
@@ -1122,10 +1298,15 @@ check_prefix (struct vctx *v, const struct hist *h, const uint8_t *img,
         break;
       }
     }
-    violation (v, "backend durable image is not a prefix of the client's "
-               "epochs: at best P=%u of %u, %" PRIu64 " of %" PRIu64
-               " blocks fit; e.g. block %" PRIu64 " holds %s", bestP, E,
-               best, nblocks, bad_blk,
+    char who[64] = "";
+
+    if (wp->nns)
+      snprintf (who, sizeof who, " of export '%s'", X[x].name);
+    violation (v, "backend%s durable image is not a prefix of the client's "
+               "epochs%s: at best P=%u of %u, %" PRIu64 " of %" PRIu64
+               " blocks fit; e.g. block %" PRIu64 " holds %s", who,
+               wp->nns ? " restricted to its writes" : "", bestP, E,
+               best, nblocks, first + bad_blk,
                tu_block_name (bv[bad_blk], b1, sizeof b1));
   }
   free (bv);
@@ -1181,32 +1362,138 @@ describe_allowed (const struct hist *h, uint64_t b, uint64_t durable_op,
   }
 }
 
-/* Read every block through the cache into vals. */
+/* Read every block of every export through the cache into vals. */
 static int
-read_all (struct vctx *v, pc_cache *c, struct tu_mem *bk, uint64_t nblocks,
-          uint32_t *vals, const char *what)
+read_all (struct vctx *v, pc_cache *c, struct tu_mem **bk, uint32_t *vals,
+          const char *what)
 {
-  struct pc_backend fg = tu_mem_backend (bk);
   const unsigned chunk = 64;
   uint8_t *buf = malloc (chunk * TU_BLK);
   uint64_t b;
+  unsigned x;
   int err = 0;
 
   if (!buf)
     die ("out of memory");
-  for (b = 0; b < nblocks; b += chunk) {
-    unsigned n = nblocks - b < chunk ? nblocks - b : chunk, i;
+  for (x = 0; x < nx; x++) {
+    struct pc_backend fg = tu_mem_backend (bk[x]);
+    uint64_t end = X[x].first + X[x].nblocks;
 
-    if (pc_read (c, buf, n * TU_BLK, b * TU_BLK, &fg, &err) == -1) {
-      violation (v, "%s: pc_read of block %" PRIu64 " failed: %s", what, b,
-                 strerror (err));
-      free (buf);
-      return -1;
+    for (b = X[x].first; b < end; b += chunk) {
+      unsigned n = end - b < chunk ? end - b : chunk, i;
+
+      if (pc_read (c, buf, n * TU_BLK, blk_addr (b), &fg, &err) == -1) {
+        violation (v, "%s: pc_read of block %" PRIu64 " failed: %s", what, b,
+                   strerror (err));
+        free (buf);
+        return -1;
+      }
+      for (i = 0; i < n; i++)
+        vals[b + i] = tu_block_decode (buf + (uint64_t) i * TU_BLK, b + i);
     }
-    for (i = 0; i < n; i++)
-      vals[b + i] = tu_block_decode (buf + (uint64_t) i * TU_BLK, b + i);
   }
   free (buf);
+  return 0;
+}
+
+static int
+attach_all (struct vctx *v, pc_cache *c, struct tu_mem **bk)
+{
+  unsigned x;
+
+  if (!wp->nns) {
+    struct pc_backend bg = tu_mem_backend (bk[0]);
+    pc_cache_set_backend (c, &bg);
+    return 0;
+  }
+  for (x = 0; x < nx; x++) {
+    struct pc_backend bg = tu_mem_backend (bk[x]);
+
+    if (pc_ns_attach (c, x, &bg) == -1) {
+      violation (v, "pc_ns_attach '%s' failed: %s", X[x].name,
+                 tu_log_text ());
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Make an opened cache ready and find the exports again: each
+ * namespace whose pc_ns_open was acknowledged must be there before it
+ * is opened again (a crash inside it may leave it or not, never
+ * anything else), and opening all of them must give the same ids.
+ * With check 0 (a reopen after replay), every namespace must be there.
+ */
+static int
+v_bind (struct vctx *v, pc_cache *c, int check, const char *what)
+{
+  const struct oplog *L = v->L;
+  unsigned x;
+  uint64_t i;
+  int acked[MAX_NS] = { 0 }, started[MAX_NS] = { 0 }, present = 0;
+  int v0 = v->violations;
+
+  if (!wp->nns) {
+    if (pc_cache_bind (c, wp->backing_size) == -1) {
+      violation (v, "%s: pc_cache_bind failed: %s", what, tu_log_text ());
+      return -1;
+    }
+    return 0;
+  }
+  if (pc_cache_ready (c) == -1) {
+    violation (v, "%s: pc_cache_ready failed: %s", what, tu_log_text ());
+    return -1;
+  }
+  for (i = 0; i < L->nstarted; i++)
+    if (L->ops[i].kind == OP_NSOPEN) {
+      started[L->ops[i].block] = 1;
+      if (i < L->ncompleted)
+        acked[L->ops[i].block] = 1;
+    }
+  for (x = 0; x < pc_ns_slots (c); x++) {
+    struct pc_ns_info *in = malloc (sizeof *in);
+    int r;
+
+    if (!in)
+      die ("out of memory");
+    r = pc_ns_info (c, x, in);
+    if (r == 0 && x >= nx)
+      violation (v, "%s: namespace %u ('%.64s') is there: nothing created "
+                 "it", what, x, in->name);
+    else if (r == 0 && (strcmp (in->name, X[x].name) != 0 ||
+                        in->size != X[x].size))
+      violation (v, "%s: namespace %u is '%.64s' of %" PRIu64 " bytes, "
+                 "expected '%s' of %" PRIu64, what, x, in->name, in->size,
+                 X[x].name, X[x].size);
+    else if (r == 0 && check && !started[x])
+      violation (v, "%s: namespace %u ('%s') is there before its "
+                 "pc_ns_open started", what, x, X[x].name);
+    else if (r != 0 && x < nx && (acked[x] || !check))
+      violation (v, "%s: export '%s' (namespace %u) was created (pc_ns_open "
+                 "acknowledged) but is gone", what, X[x].name, x);
+    if (r == 0 && x < nx && check && started[x] && !acked[x])
+      present = 1;
+    free (in);
+  }
+  if (check && L->nstarted > L->ncompleted &&
+      L->ops[L->nstarted - 1].kind == OP_NSOPEN)
+    atomic_fetch_add (present ? &st->ns_present : &st->ns_absent, 1);
+  if (v->violations != v0)
+    return -1;
+  for (x = 0; x < nx; x++) {
+    uint32_t id;
+
+    if (pc_ns_open (c, X[x].name, X[x].size, &id) == -1) {
+      violation (v, "%s: pc_ns_open '%s' failed: %s", what, X[x].name,
+                 tu_log_text ());
+      return -1;
+    }
+    if (id != x) {
+      violation (v, "%s: export '%s' is namespace %u, was %u", what,
+                 X[x].name, id, x);
+      return -1;
+    }
+  }
   return 0;
 }
 
@@ -1224,8 +1511,7 @@ v_open (struct vctx *v, const char *img, int cache_on_read, const char *what)
     violation (v, "%s: pc_cache_open failed: %s", what, tu_log_text ());
     return NULL;
   }
-  if (pc_cache_bind (c, wp->backing_size) == -1) {
-    violation (v, "%s: pc_cache_bind failed: %s", what, tu_log_text ());
+  if (v_bind (v, c, 0, what) == -1) {
     pc_cache_close (c);
     return NULL;
   }
@@ -1250,13 +1536,12 @@ wb_all (struct vctx *v, pc_cache *c, const char *what)
 
 /* (d): the replayed cache works on. */
 static void
-phase_d (struct vctx *v, pc_cache *c, struct tu_mem *bk, uint32_t *view,
+phase_d (struct vctx *v, pc_cache *c, struct tu_mem **bk, uint32_t *view,
          uint64_t nblocks)
 {
   uint64_t r = tu_seed (opt_seed * 31 + v->point * 2 + v->variant);
   uint32_t *vals = malloc (nblocks * sizeof *vals);
   uint8_t *buf = malloc (TU_BLK);
-  struct pc_backend bg = tu_mem_backend (bk);
   uint64_t b;
   unsigned i;
   int err = 0, bad = 0;
@@ -1269,7 +1554,7 @@ phase_d (struct vctx *v, pc_cache *c, struct tu_mem *bk, uint32_t *view,
 
     b = tu_below (&r, nblocks);
     if (i < 2) {
-      if (pc_zero (c, TU_BLK, b * TU_BLK, 0, &err) == -1) {
+      if (pc_zero (c, TU_BLK, blk_addr (b), 0, &err) == -1) {
         violation (v, "after replay: pc_zero failed: %s", strerror (err));
         goto out;
       }
@@ -1277,7 +1562,7 @@ phase_d (struct vctx *v, pc_cache *c, struct tu_mem *bk, uint32_t *view,
       continue;
     }
     tu_block_fill (buf, b, ver);
-    if (pc_write (c, buf, TU_BLK, b * TU_BLK, (i & 1) ? PC_FUA : 0,
+    if (pc_write (c, buf, TU_BLK, blk_addr (b), (i & 1) ? PC_FUA : 0,
                   &err) == -1) {
       violation (v, "after replay: pc_write failed: %s", strerror (err));
       goto out;
@@ -1302,8 +1587,8 @@ phase_d (struct vctx *v, pc_cache *c, struct tu_mem *bk, uint32_t *view,
   c = v_open (v, v->img, 1, "second reopen");
   if (!c)
     goto out;
-  pc_cache_set_backend (c, &bg);
-  if (read_all (v, c, bk, nblocks, vals, "second reopen") == -1)
+  if (attach_all (v, c, bk) == -1 ||
+      read_all (v, c, bk, vals, "second reopen") == -1)
     goto out;
   for (b = 0; b < nblocks && bad < 5; b++)
     if (vals[b] != view[b]) {
@@ -1324,17 +1609,26 @@ phase_d (struct vctx *v, pc_cache *c, struct tu_mem *bk, uint32_t *view,
     violation (v, "drain: pc_gc_run failed");
     goto out;
   }
+  /* Each backend: its own export's blocks (named by their global
+   * number, so the other export's data would not pass).
+   */
   for (b = 0; b < nblocks && bad < 5; b++) {
-    uint32_t got = tu_block_decode (bk->dur + b * TU_BLK, b);
+    unsigned x = blk_ns (b);
+    uint32_t got = tu_block_decode (bk[x]->dur + (b - X[x].first) * TU_BLK,
+                                    b);
     if (got != view[b]) {
-      char b1[32], b2[32];
-      violation (v, "drained backend: block %" PRIu64 " holds %s, the cache "
-                 "served %s", b, tu_block_name (got, b1, sizeof b1),
+      char b1[32], b2[32], who[64] = "";
+
+      if (wp->nns)
+        snprintf (who, sizeof who, " of export '%s' at offset %" PRIu64,
+                  X[x].name, (b - X[x].first) * TU_BLK);
+      violation (v, "drained backend: block %" PRIu64 "%s holds %s, the "
+                 "cache served %s", b, who, tu_block_name (got, b1, sizeof b1),
                  tu_block_name (view[b], b2, sizeof b2));
       bad++;
     }
   }
-  if (read_all (v, c, bk, nblocks, vals, "after drain") == -1)
+  if (read_all (v, c, bk, vals, "after drain") == -1)
     goto out;
   for (b = 0; b < nblocks && bad < 5; b++)
     if (vals[b] != view[b]) {
@@ -1356,22 +1650,27 @@ verify (struct vctx *v)
 {
   const struct oplog *L = v->L;
   uint64_t nblocks = wp->backing_size / TU_BLK, b, last_flush = UINT64_MAX;
-  struct tu_mem *bk;
+  struct tu_mem *bk[MAX_NS] = { NULL };
   struct hist h;
   uint32_t *vals;
   pc_cache *c;
-  struct pc_backend bg;
+  unsigned x;
   int bad = 0;
 
   tu_log_echo (opt_verbose);
   tu_log_install ();
   pc_pmem_set_hooks (NULL, NULL, NULL);
-  if (!(bk = tu_mem_new_volatile (wp->backing_size, 0)) ||
-      !(vals = malloc (nblocks * sizeof *vals)))
+  if (!(vals = malloc (nblocks * sizeof *vals)))
     die ("out of memory");
-  if (tu_file_read (v->bk, 0, bk->dur, wp->backing_size) == -1)
-    die ("%s: %m", v->bk);
-  memcpy (bk->buf, bk->dur, wp->backing_size);
+  /* The backends' images, one after another. */
+  for (x = 0; x < nx; x++) {
+    if (!(bk[x] = tu_mem_new_volatile (X[x].size, 0)))
+      die ("out of memory");
+    if (tu_file_read (v->bk, X[x].first * TU_BLK, bk[x]->dur,
+                      X[x].size) == -1)
+      die ("%s: %m", v->bk);
+    memcpy (bk[x]->buf, bk[x]->dur, X[x].size);
+  }
   hist_build (L, nblocks, &h);
   for (b = 0; b < L->ncompleted; b++)
     if (L->ops[b].kind == OP_FLUSH)
@@ -1379,8 +1678,9 @@ verify (struct vctx *v)
   if (L->nstarted > L->ncompleted)
     atomic_fetch_add (&st->inflight[L->ops[L->nstarted - 1].kind], 1);
 
-  /* (c) */
-  check_prefix (v, &h, bk->dur, nblocks);
+  /* (c), for each backend on its own */
+  for (x = 0; x < nx; x++)
+    check_prefix (v, &h, bk[x]->dur, x);
 
   /* Replay. */
   {
@@ -1401,17 +1701,18 @@ verify (struct vctx *v)
     }
     if (L->ncompleted == 0)
       atomic_fetch_add (&st->format_opened, 1);
-    if (pc_cache_bind (c, wp->backing_size) == -1) {
-      violation (v, "pc_cache_bind after replay failed: %s", tu_log_text ());
+    if (v_bind (v, c, 1, "after replay") == -1) {
       pc_cache_close (c);
       goto done;
     }
   }
-  bg = tu_mem_backend (bk);
-  pc_cache_set_backend (c, &bg);
+  if (attach_all (v, c, bk) == -1) {
+    pc_cache_close (c);
+    goto done;
+  }
 
   /* (a), (b) */
-  if (read_all (v, c, bk, nblocks, vals, "after replay") == -1) {
+  if (read_all (v, c, bk, vals, "after replay") == -1) {
     pc_cache_close (c);
     goto done;
   }
@@ -1439,7 +1740,8 @@ verify (struct vctx *v)
 
  done:
   hist_free (&h);
-  tu_mem_free (bk);
+  for (x = 0; x < nx; x++)
+    tu_mem_free (bk[x]);
   free (vals);
   return v->violations;
 }
@@ -1600,6 +1902,13 @@ finish_child (struct run *R, const char *what)
   return 256 + WTERMSIG (status);
 }
 
+/* The crash points inside namespace creations (pc_ns_open of a new
+ * export), which a sample always includes: there are only a few.
+ */
+#define MAX_NS_POINTS 64
+static uint64_t ns_points[MAX_NS_POINTS];
+static size_t n_ns_points;
+
 /* Count the crash points of the workload. */
 static uint64_t
 count_points (uint64_t *nops)
@@ -1607,11 +1916,22 @@ count_points (uint64_t *nops)
   struct run R;
   struct oplog L = { 0 };
   struct msg m;
-  int r;
+  uint64_t ns_from = 0;
+  int r, in_ns = 0;
 
   start_child (&R, NULL, 0, 1, 1);
-  while (read_msg (R.fd, &m))
+  while (read_msg (R.fd, &m)) {
+    if (m.type == M_START && m.op.kind == OP_NSOPEN) {
+      in_ns = 1;
+      ns_from = m.points + 1;
+    }
+    else if (m.type == M_DONE && in_ns) {
+      for (; ns_from <= m.points && n_ns_points < MAX_NS_POINTS; ns_from++)
+        ns_points[n_ns_points++] = ns_from;
+      in_ns = 0;
+    }
     oplog_add (&L, &m);
+  }
   r = finish_child (&R, "counting run");
   if (r != 0 || !L.ended) {
     printf ("VIOLATION [workload %s seed %" PRIu64 "]: the workload fails "
@@ -1755,7 +2075,7 @@ static void
 usage (void)
 {
   fprintf (stderr,
-           "usage: crash-sim [--workload small|large] [--all | --sample N]\n"
+           "usage: crash-sim [--workload small|large|two] [--all | --sample N]\n"
            "                 [--torn] [--kill] [--seed S] [--jobs J]\n"
            "                 [--keep DIR] [--verbose]\n");
   exit (2);
@@ -1790,6 +2110,8 @@ main (int argc, char **argv)
         wp = &wl_small;
       else if (!strcmp (optarg, "large"))
         wp = &wl_large;
+      else if (!strcmp (optarg, "two"))
+        wp = &wl_two;
       else
         usage ();
       break;
@@ -1808,6 +2130,7 @@ main (int argc, char **argv)
     usage ();
   if (!opt_all && opt_sample < 0)
     opt_all = 1;
+  xns_setup ();
   setvbuf (stdout, NULL, _IOLBF, 0);
   /* The cache files live on tmpfs; treat it as real persistent memory
    * (flush instructions, no msync).
@@ -1843,7 +2166,7 @@ main (int argc, char **argv)
       want = total;
     else
       want = opt_sample < (long) total ? (size_t) opt_sample : total;
-    sel = calloc (want ? want : 1, sizeof *sel);
+    sel = calloc (want + n_ns_points + 1, sizeof *sel);
     if (!sel)
       die ("out of memory");
     if (opt_all)
@@ -1863,9 +2186,23 @@ main (int argc, char **argv)
           : VB_CUT;
         nsel++;
       }
+      /* And every point of a namespace creation, cut and torn. */
+      for (i = 0; i < n_ns_points; i++) {
+        unsigned vb = VB_CUT | (opt_torn ? VB_TORN : 0);
+        size_t j;
+
+        for (j = 0; j < nsel; j++)
+          if (sel[j].point == ns_points[i])
+            break;
+        if (j == nsel)
+          sel[nsel++] = (struct sel) { ns_points[i], vb };
+        else
+          sel[j].variants |= vb;
+      }
       qsort (sel, nsel, sizeof *sel, sel_cmp);
     }
-    nsel = want;
+    if (opt_all)
+      nsel = want;
     if (opt_kill)
       run_kill (sel, nsel);
     else
@@ -1896,6 +2233,14 @@ main (int argc, char **argv)
           (uint64_t) st->inflight[OP_FLUSH], (uint64_t) st->inflight[OP_READ],
           (uint64_t) st->inflight[OP_WB], (uint64_t) st->inflight[OP_GC],
           (uint64_t) st->inflight[OP_MODE], (uint64_t) st->inflight[OP_CLOSE]);
+  if (wp->nns)
+    printf ("crash-sim:   exports %u: crashes during namespace creation %"
+            PRIu64 " of its %zu points (namespace there after replay %"
+            PRIu64 ", not yet %" PRIu64 "); %" PRIu64 " backend images "
+            "checked for a prefix of their own\n", nx,
+            (uint64_t) st->inflight[OP_NSOPEN], n_ns_points,
+            (uint64_t) st->ns_present, (uint64_t) st->ns_absent,
+            (uint64_t) st->prefix_checks);
   printf ("crash-sim:   backend prefix: past epoch 0 in %" PRIu64
           " images, a partial epoch in %" PRIu64 ", highest P %" PRIu64
           "; blocks checked against a durable ack: %" PRIu64 "\n",
