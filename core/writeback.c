@@ -55,9 +55,12 @@ wb_batch_of (struct pc_ns *ns)
   struct wb_batch *b = ns->wb;
 
   if (!b) {
-    b = calloc (1, sizeof *b);        /* a zeroed tree is empty */
+    /* The tree's locks want their own cache lines. */
+    b = aligned_alloc (_Alignof (struct wb_batch),
+                       PC_ALIGN_UP (sizeof *b, _Alignof (struct wb_batch)));
     if (!b)
       return NULL;
+    memset (b, 0, sizeof *b);         /* a zeroed tree is empty */
     b->ns = ns;
     ns->wb = b;
   }
