@@ -103,23 +103,6 @@ pc_ns_in_range (struct pc_cache *c, uint64_t off, uint64_t len)
   return ns && o <= ns->size && len <= ns->size - o;
 }
 
-int
-pc_ns_check_range (struct pc_cache *c, uint64_t off, uint64_t len,
-                   const char *what)
-{
-  struct pc_ns *ns = pc_ns_get (c, off);
-  uint64_t o = off & PC_NS_OFF_MASK;
-
-  if (!ns)
-    return pc_fail (EINVAL, "%s: %s at address %#" PRIx64 ": no such "
-                    "namespace", c->path, what, off);
-  if (o > ns->size || len > ns->size - o)
-    return pc_fail (EINVAL, "%s: %s of %" PRIu64 " bytes at offset %" PRIu64
-                    " is past the end of export '%s' (%" PRIu64 " bytes)",
-                    c->path, what, len, o, ns->name, ns->size);
-  return 0;
-}
-
 uint32_t
 pc_ns_slots (pc_cache *c)
 {

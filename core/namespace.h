@@ -19,19 +19,11 @@ struct pc_ns *pc_ns_get (struct pc_cache *c, uint64_t off);
 
 /* Is [off, off+len) inside one namespace (nothing logged)? */
 int pc_ns_in_range (struct pc_cache *c, uint64_t off, uint64_t len);
-/* Is [off, off+len) inside one namespace?  Fails with a logged reason
- * (EINVAL, naming the request) if not.
- */
-int pc_ns_check_range (struct pc_cache *c, uint64_t off, uint64_t len,
-                       const char *what);
-
 /* Use the backend of ns: 0 with *bg its copy, pinned until pc_ns_unpin,
  * or -1 if it has none now.
  */
 int pc_ns_pin (struct pc_ns *ns, struct pc_backend *bg);
 void pc_ns_unpin (struct pc_ns *ns);
-
-/* The cursor of ns in RAM (under ctrl_lock: see ctrl.h). */
 
 /* Call fn for every namespace in use, in id order; stops at a nonzero
  * return, which it returns.
