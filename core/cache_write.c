@@ -138,9 +138,8 @@ write_back (pc_cache *c, const uint8_t *src, uint32_t len, uint64_t off,
   struct fua_set fs = { { 0 }, { 0 } };
   uint64_t start = off;
 
-  if (pc_quota_wait (c, pc_ns_get (c, off), len, err) == -1)
+  if (pc_quota_take (c, pc_ns_get (c, off), len, err) == -1)
     return -1;
-  ns_dirty (c, start, len, 0);
   while (len > 0) {
     struct pc_key_rec rec = { .off = off, .flags = PC_KF_DIRTY };
     uint32_t piece = PC_MIN ((uint64_t) len, pc_stripe_end (c, off) - off);

@@ -28,22 +28,30 @@ quota_bytes (struct pc_cache *c)
   return ((uint64_t) c->nsegs << c->seg_shift) / 100 * pct;
 }
 
-/* A write always fits an export with no dirty data, however large. */
+/* Add len to ns's dirty bytes if it fits, in one step, so that
+ * concurrent writes cannot both pass the quota on the same room.  A
+ * write always fits an export with no dirty data, however large.
+ */
 static int
-fits (struct pc_ns *ns, uint64_t len, uint64_t limit)
+take (struct pc_ns *ns, uint64_t len, uint64_t limit)
 {
   uint64_t dirty = atomic_load (&ns->dirty_bytes);
 
-  return dirty == 0 || (dirty <= limit && len <= limit - dirty);
+  do {
+    if (dirty != 0 && (dirty > limit || len > limit - dirty))
+      return 0;
+  } while (!atomic_compare_exchange_weak (&ns->dirty_bytes, &dirty,
+                                          dirty + len));
+  return 1;
 }
 
 int
-pc_quota_wait (struct pc_cache *c, struct pc_ns *ns, uint64_t len, int *err)
+pc_quota_take (struct pc_cache *c, struct pc_ns *ns, uint64_t len, int *err)
 {
   uint64_t limit = quota_bytes (c), since, timeout;
   int r = 0;
 
-  if (fits (ns, len, limit))
+  if (take (ns, len, limit))
     return 0;
   atomic_fetch_add (&c->quota_waiters, 1);
   /* Its data may still sit in key buffers, where write-back cannot
@@ -53,7 +61,7 @@ pc_quota_wait (struct pc_cache *c, struct pc_ns *ns, uint64_t len, int *err)
   pc_kick_workers (c);
   since = pc_now_ms ();
   pthread_mutex_lock (&ns->lock);
-  while (!fits (ns, len, limit = quota_bytes (c))) {
+  while (!take (ns, len, limit = quota_bytes (c))) {
     timeout = atomic_load_explicit (&c->full_timeout_ms,
                                     memory_order_relaxed);
     /* As a wait for space: the first to give up says so, and the

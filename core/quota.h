@@ -9,10 +9,12 @@ struct pc_cache;
 struct pc_ns;
 
 /* Before a write of len bytes to ns in write-back mode: wait while its
- * dirty data would pass the quota.  Returns 0, or -1 with *err = EIO
- * after pcache-full-timeout without its write-back making room.
+ * dirty data would pass the quota, then add len to it (before its keys
+ * can be committed: see wb_skip_clean).  Returns 0, or -1 with
+ * *err = EIO after pcache-full-timeout without its write-back making
+ * room (nothing added).
  */
-int pc_quota_wait (struct pc_cache *c, struct pc_ns *ns, uint64_t len,
+int pc_quota_take (struct pc_cache *c, struct pc_ns *ns, uint64_t len,
                    int *err);
 /* Write-back lowered ns's dirty data: wake its waiting writes. */
 void pc_quota_freed (struct pc_cache *c, struct pc_ns *ns);

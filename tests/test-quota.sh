@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # pcache-export-quota: one export written flat out over a slow plugin
 # never holds more than its share of the cache dirty (sampled from the
-# cache file while it writes), and another export's writes go on
+# statistics while it writes), and another export's writes go on
 # meanwhile; every write of both is acknowledged and reads back.
 set -e -x
 source "${top_srcdir:-.}/tests/functions.sh"
@@ -53,16 +53,16 @@ for i in range(16):
     assert h.pread(1 << 20, i << 20) == bytes([0xA0 + i]) * (1 << 20), i
 '
 
-# Sample the noisy export's committed dirty data from the cache file
-# until its writer is done.
+# Sample the noisy export's dirty data, as the engine counts it (the
+# statistics of the control socket), until its writer is done.
 samples=0
 : > "$tmp/max"
 while kill -0 $noisy 2>/dev/null; do
-    if "$pcachectl" info --json "$cache" > "$tmp/info" 2>/dev/null; then
-        python3 - "$tmp/info" >> "$tmp/max" <<'EOF'
+    if "$pcachectl" stats "$ctl" > "$tmp/stats" 2>/dev/null; then
+        python3 - "$tmp/stats" >> "$tmp/max" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
-limit = d["segments"]["total"] * d["segment_size"] // 100 * 25
+limit = d["segments_total"] * d["segment_size"] // 100 * 25
 noisy = [e for e in d["exports"] if e["name"] == "noisy"]
 print(noisy[0]["dirty_bytes"] if noisy else 0, limit)
 EOF

@@ -490,6 +490,7 @@ rescue_backend (struct rescue *x, const char *to, const char *nbd_export)
   x->be = nbd_export ? backend_nbd_open_export (to, nbd_export)
     : open_backend (to, x->path);
 #else
+  (void) nbd_export;            /* no NBD targets without libnbd */
   x->be = open_backend (to, x->path);
 #endif
   if (!x->be)
@@ -503,10 +504,6 @@ rescue_backend (struct rescue *x, const char *to, const char *nbd_export)
   return 0;
 }
 
-/* Returns -1 if the cache needs no rescue (every generation record is
- * readable, or the file is not a cache: the engine says why), else the
- * exit status.
- */
 /* Rescue the export called name to the backing store to (to's export
  * of that name if nbd_export).  Returns 0 if all its dirty data was
  * written back, else -1 (reported).
@@ -563,6 +560,10 @@ struct drain {
   uint64_t start, dirty_ksets;
 };
 
+/* Returns -1 if the cache needs no rescue (every generation record is
+ * readable, or the file is not a cache: the engine says why), else the
+ * exit status.
+ */
 static int
 rescue (const struct drain *d)
 {
