@@ -603,7 +603,7 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
 int
 pc_ns_get_stats (pc_cache *c, uint32_t id, struct pc_ns_stats *st)
 {
-  struct pc_ns *ns = id < c->max_exports ? atomic_load (&c->ns[id]) : NULL;
+  struct pc_ns *ns = pc_ns_by_id (c, id);
 
   if (!ns) {
     errno = ENOENT;

@@ -157,7 +157,7 @@ static int
 ns_reached (struct pc_cache *c, uint64_t arg)
 {
   const struct ns_target *t = (const struct ns_target *) (uintptr_t) arg;
-  struct pc_ns *ns = atomic_load (&c->ns[t->id]);
+  struct pc_ns *ns = pc_ns_by_id (c, t->id);
 
   return atomic_load (&ns->dirty_bytes) == 0 ||
     pc_ctrl_ns_tail (c, t->id).seq >= t->seq;
@@ -169,7 +169,7 @@ pc_ns_drain (pc_cache *c, uint32_t id, int *err)
   struct ns_target t = { id, 0 };
   int r;
 
-  if (id >= c->max_exports || !atomic_load (&c->ns[id])) {
+  if (!pc_ns_by_id (c, id)) {
     *err = ENOENT;
     return -1;
   }

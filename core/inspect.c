@@ -14,6 +14,7 @@
 #include "crc.h"
 #include "ctrl.h"
 #include "hold.h"
+#include "namespace.h"
 #include "util.h"
 
 static struct pc_cursor
@@ -213,7 +214,7 @@ pc_cache_verify_data (pc_cache *c, pc_key_fn bad, void *opaque)
 int
 pc_ns_info (pc_cache *c, uint32_t id, struct pc_ns_info *info)
 {
-  struct pc_ns *ns = id < c->max_exports ? atomic_load (&c->ns[id]) : NULL;
+  struct pc_ns *ns = pc_ns_by_id (c, id);
   struct pc_pos tail;
 
   if (!ns) {

@@ -208,8 +208,8 @@ pc_ns_open (pc_cache *c, const char *name, uint64_t size, uint32_t *id)
   return r;
 }
 
-static struct pc_ns *
-by_id (struct pc_cache *c, uint32_t id)
+struct pc_ns *
+pc_ns_by_id (struct pc_cache *c, uint32_t id)
 {
   return id < c->max_exports ? atomic_load (&c->ns[id]) : NULL;
 }
@@ -217,7 +217,7 @@ by_id (struct pc_cache *c, uint32_t id)
 int
 pc_ns_attach (pc_cache *c, uint32_t id, const struct pc_backend *bg)
 {
-  struct pc_ns *ns = by_id (c, id);
+  struct pc_ns *ns = pc_ns_by_id (c, id);
 
   if (!ns)
     return pc_fail (ENOENT, "%s: no namespace %u", c->path, id);
@@ -236,7 +236,7 @@ pc_ns_attach (pc_cache *c, uint32_t id, const struct pc_backend *bg)
 void
 pc_ns_detach (pc_cache *c, uint32_t id)
 {
-  struct pc_ns *ns = by_id (c, id);
+  struct pc_ns *ns = pc_ns_by_id (c, id);
 
   if (!ns)
     return;

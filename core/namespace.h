@@ -14,6 +14,8 @@ struct pc_ns;
 int pc_ns_load (struct pc_cache *c);
 void pc_ns_free_all (struct pc_cache *c);
 
+/* Namespace id, or NULL if that slot of the table is unused. */
+struct pc_ns *pc_ns_by_id (struct pc_cache *c, uint32_t id);
 /* The namespace of cache address off, or NULL if there is none. */
 struct pc_ns *pc_ns_get (struct pc_cache *c, uint64_t off);
 
