@@ -48,6 +48,13 @@ pc_backend_pwrite (const struct pc_backend *bg, const void *buf, uint32_t len,
 }
 
 int
+pc_backend_pwrite_fua (const struct pc_backend *bg, const void *buf,
+                       uint32_t len, uint64_t off, int *err)
+{
+  return bg->ops->pwrite_fua (bg->ctx, buf, len, off & PC_NS_OFF_MASK, err);
+}
+
+int
 pc_backend_pin (struct pc_cache *c, uint64_t off, struct pc_backend *bg,
                 struct pc_ns **nsp, int *err)
 {

@@ -19,6 +19,9 @@ int pc_backend_zero (const struct pc_backend *bg, const struct pc_key_rec *r,
  */
 int pc_backend_pwrite (const struct pc_backend *bg, const void *buf,
                        uint32_t len, uint64_t off, int *err);
+/* The same, durable when it returns: bg->ops->pwrite_fua must be set. */
+int pc_backend_pwrite_fua (const struct pc_backend *bg, const void *buf,
+                           uint32_t len, uint64_t off, int *err);
 /* Pin the backend of the namespace of cache address off (pc_ns_pin):
  * 0, or -1 with *err = EIO and the reason logged if it has none.
  */

@@ -32,6 +32,7 @@ pc_config_init (struct pc_config *cfg)
   cfg->wb_percent = PC_UNSET;
   cfg->full_timeout_s = PC_UNSET;
   cfg->wb_max_age_s = PC_UNSET;
+  cfg->wb_group = PC_UNSET;
   cfg->hold_timeout_s = PC_UNSET;
   cfg->cache_on_read = 1;
   cfg->format = PC_FORMAT_AUTO;
@@ -244,6 +245,9 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
      : (unsigned) cfg->hold_timeout_s);
   c->wb_percent = cfg->wb_percent == PC_UNSET ? PC_DEFAULT_WB_PERCENT
     : PC_MIN (cfg->wb_percent, 100);
+  c->wb_group = cfg->wb_group == PC_UNSET ? 1
+    : (unsigned) PC_MIN (cfg->wb_group, PC_MAX_WB_GROUP);
+  c->wb_group_epochs = c->wb_group ? c->wb_group : 1;
   c->wb_threads = cfg->wb_threads ? PC_MIN (cfg->wb_threads, PC_MAX_WB_THREADS)
     : PC_DEFAULT_WB_THREADS;
   c->gc_percent = cfg->gc_percent == PC_UNSET ? PC_DEFAULT_GC_PERCENT
@@ -574,6 +578,10 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   st->write_hits = PC_COUNTED (c, write_hits);
   st->full_timeouts = PC_COUNTED (c, full_timeouts);
   st->crc_errors = PC_COUNTED (c, crc_errors);
+  st->writeback_groups = PC_COUNTED (c, writeback_groups);
+  st->writeback_flushes = PC_COUNTED (c, writeback_flushes);
+  st->writeback_fua_writes = PC_COUNTED (c, writeback_fua_writes);
+  st->writeback_group_epochs = atomic_load (&c->wb_group_epochs);
   st->uptime_ms = pc_now_ms () - c->started_ms;
   st->dirty_bytes = PC_COUNTED (c, dirty_bytes);
   st->seq_bypass_bytes = PC_COUNTED (c, seq_bypass_bytes);

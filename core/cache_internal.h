@@ -116,6 +116,7 @@ struct pc_head {
   X (writes) X (write_bytes) \
   X (writeback_bytes) X (writeback_skipped_bytes) \
   X (writeback_rounds) X (writeback_errors) \
+  X (writeback_groups) X (writeback_flushes) X (writeback_fua_writes) \
   X (gc_segments) X (gc_runs) X (write_hits) X (full_timeouts) \
   X (crc_errors)                      /* cache hits whose payload was bad */
 
@@ -160,6 +161,9 @@ struct pc_ns {
   _Atomic uint64_t last_epoch;        /* epoch of its last batch written */
   /* Write-back's state for it (writeback.c), the thread's own: */
   void *wb;                           /* its batch */
+  unsigned group_auto;                /* auto's group size for it */
+  uint64_t group_dirty;               /* its dirty bytes at that sizing */
+  _Atomic unsigned group_epochs;      /* the size in force */
   _Atomic uint64_t retry_ms;          /* no round before this (backoff);
                                          attach clears it */
   /* Its backend's health, under bg_lock: */
@@ -235,6 +239,9 @@ struct pc_cache {
                                          segment has been freed since */
   _Atomic unsigned wb_threads;        /* concurrent writeback writes */
   _Atomic unsigned wb_percent;        /* dirty share that starts writeback */
+  _Atomic unsigned wb_group;          /* epochs a write-back group may
+                                         take; 0: auto */
+  _Atomic unsigned wb_group_epochs;   /* the size in force (auto's) */
   _Atomic int wb_paused;              /* pc_cache_pause_writeback; changed
                                          under bg_lock */
   _Atomic uint64_t last_io_ms;        /* when the client last read or wrote */
@@ -268,7 +275,8 @@ struct pc_cache {
   uint64_t kicks;                     /* bumped by every pc_kick_workers */
   _Atomic uint64_t wb_wake_seq;       /* a commit reaching it wakes writeback */
   int wb_error;                       /* last writeback errno, 0 if fine */
-  _Atomic uint64_t wb_last_epoch;     /* epoch of the last batch written back */
+  _Atomic uint64_t wb_last_epoch;     /* last epoch of the last batch that
+                                         began to go down (pc_hold_admit) */
   _Atomic int hold;                   /* writeback stops at an epoch boundary */
   _Atomic uint64_t hold_epoch;        /* the last epoch a hold lets down */
   uint64_t hold_until_ms;             /* under bg_lock; 0: no timeout */

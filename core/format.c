@@ -160,6 +160,30 @@ pc_fmt_ns_seal (struct pc_ns_rec *rec)
   rec->crc = pc_rec_crc (rec, sizeof *rec);
 }
 
+const struct pc_ns_group *
+pc_fmt_group_at (const uint8_t *base, const struct pc_sb *sb, uint32_t seed,
+                 uint32_t id)
+{
+  const struct pc_ns_group *g;
+
+  if (id >= sb->max_exports)
+    return NULL;
+  g = (const struct pc_ns_group *) (base + sb->nstab_off +
+                                    (uint64_t) id * PC_NS_ENTRY +
+                                    PC_NS_GROUP_OFF);
+  if (g->magic != PC_GROUP_MAGIC || g->end_seq <= g->start_seq ||
+      g->crc != pc_crc32c_cont (seed, (const uint8_t *) g + 4,
+                                sizeof *g - 4))
+    return NULL;
+  return g;
+}
+
+void
+pc_fmt_group_seal (uint32_t seed, struct pc_ns_group *g)
+{
+  g->crc = pc_crc32c_cont (seed, (const uint8_t *) g + 4, sizeof *g - 4);
+}
+
 int
 pc_fmt_key_payload_ok (const struct pc_geom *g, const struct pc_key_rec *r)
 {

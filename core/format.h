@@ -45,6 +45,7 @@
 #define PC_CTRL_MAGIC       0x4c525443u           /* "CTRL" */
 #define PC_KSET_MAGIC       0x5445534bu           /* "KSET" */
 #define PC_NS_MAGIC         0x5350534eu           /* "NSPS" */
+#define PC_GROUP_MAGIC      0x52474257u           /* "WBGR" */
 
 #define PC_SB_OFF           0u
 #define PC_SB_SLOT          4096u
@@ -105,7 +106,9 @@ struct pc_ctrl {
   struct pc_pos ns_tail[PC_NS_MAX];
 };
 
-/* A namespace table entry; the rest of its PC_NS_ENTRY bytes is zero. */
+/* A namespace table entry; the rest of its PC_NS_ENTRY bytes is zero
+ * but for the group record at PC_NS_GROUP_OFF.
+ */
 struct pc_ns_rec {
   uint32_t crc;                 /* of bytes [4, sizeof) */
   uint32_t magic;
@@ -116,6 +119,26 @@ struct pc_ns_rec {
   char backing_id[PC_BACKING_ID_LEN];
   char name[PC_NS_NAME_MAX];    /* name_len bytes, not terminated */
 };
+
+/* Write-back's group in flight for a namespace (write-back groups): the
+ * ksets [start_seq, end_seq) of its log, several client epochs written
+ * as one.  It is made durable before the group's first write goes down,
+ * so that a restart finishes the same group: gathered again with other
+ * bounds, a later group could lay its data over a part of this one's,
+ * and the backend would match no group boundary.  It binds while the
+ * namespace's dirty cursor is at start_seq (sequence numbers are never
+ * reused), and lapses by itself once the cursor moves.  Its CRC is
+ * salted like a kset's, so a record of an earlier format never binds.
+ */
+struct pc_ns_group {
+  uint32_t crc;                 /* salted, of bytes [4, sizeof) */
+  uint32_t magic;
+  uint64_t start_seq;
+  uint64_t end_seq;
+  uint64_t epoch;               /* the group's last client epoch */
+};
+
+#define PC_NS_GROUP_OFF     (PC_NS_ENTRY - 64u)
 
 struct pc_gen_slot {
   uint32_t crc;                 /* of bytes [4, sizeof) */
@@ -168,7 +191,9 @@ struct pc_key_rec {
 _Static_assert (sizeof (struct pc_sb) == 136, "superblock size");
 _Static_assert (sizeof (struct pc_ctrl) == 56 + 16 * PC_NS_MAX, "ctrl size");
 _Static_assert (sizeof (struct pc_ctrl) <= 4096, "ctrl fits its slot");
-_Static_assert (sizeof (struct pc_ns_rec) <= PC_NS_ENTRY, "ns entry size");
+_Static_assert (sizeof (struct pc_ns_rec) <= PC_NS_GROUP_OFF,
+                "ns entry size");
+_Static_assert (sizeof (struct pc_ns_group) == 32, "group record size");
 _Static_assert (sizeof (struct pc_gen_slot) == 16, "gen slot size");
 _Static_assert (sizeof (struct pc_kset_hdr) == 32, "kset header size");
 _Static_assert (sizeof (struct pc_key_rec) == 32, "key size");
@@ -266,6 +291,13 @@ const struct pc_ns_rec *pc_fmt_ns_at (const uint8_t *base,
                                       const struct pc_sb *sb, uint32_t id);
 /* Seal an entry: its CRC. */
 void pc_fmt_ns_seal (struct pc_ns_rec *rec);
+/* The group record of namespace id, if it is valid (salted CRC), else
+ * NULL; and sealing one.
+ */
+const struct pc_ns_group *pc_fmt_group_at (const uint8_t *base,
+                                           const struct pc_sb *sb,
+                                           uint32_t seed, uint32_t id);
+void pc_fmt_group_seal (uint32_t seed, struct pc_ns_group *g);
 /* Is the payload position of a key with payload (not ZERO) inside its
  * segment?
  */

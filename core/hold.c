@@ -7,8 +7,10 @@
  * dirty_tail is wholly on the backend: that is the backing epoch.  The
  * backing store is exactly the image of a flush point when, besides,
  * no batch of the epoch at dirty_tail went down yet: the last batch
- * written (wb_last_epoch) is of an earlier epoch.  A hold lets
- * writeback run until that is so, then starts no batch.
+ * begun (wb_last_epoch) is of an earlier epoch.  A hold lets
+ * writeback run until that is so, then starts no batch.  With write-back
+ * groups a batch spans several epochs, and wb_last_epoch is the last of
+ * them: a hold then waits for the group's end, a group boundary.
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -24,6 +26,7 @@
 #include "hold.h"
 #include "kset.h"
 #include "util.h"
+#include "group.h"
 #include "workers.h"
 
 /* The epoch of the first kset not written back: that of the kset at
@@ -58,7 +61,9 @@ pc_hold_init (struct pc_cache *c)
   uint64_t head = atomic_load (&c->log.head_seq);
 
   c->log.first_seq = head;
-  atomic_store (&c->wb_last_epoch, dt.seq < head ? next_epoch (c)
+  /* A group in flight at the stop is finished before any hold. */
+  atomic_store (&c->wb_last_epoch, dt.seq < head ?
+                PC_MAX (next_epoch (c), pc_group_inflight_epoch (c))
                 : before (pc_log_epoch (c)));
 }
 
@@ -110,25 +115,27 @@ pc_dirty_too_old (struct pc_cache *c)
 }
 
 int
-pc_hold_blocks (struct pc_cache *c, uint64_t epoch)
+pc_hold_admit (struct pc_cache *c, uint64_t epoch)
 {
-  int timed_out = 0;
+  int timed_out = 0, ok = 1;
+  uint64_t last;
 
-  if (!atomic_load (&c->hold))
-    return 0;
   pthread_mutex_lock (&c->bg_lock);
-  if (c->hold_until_ms && pc_now_ms () >= c->hold_until_ms) {
+  if (atomic_load (&c->hold) && c->hold_until_ms &&
+      pc_now_ms () >= c->hold_until_ms) {
     atomic_store (&c->hold, 0);
     c->hold_until_ms = 0;
     timed_out = 1;
   }
+  if (atomic_load (&c->hold) && epoch > atomic_load (&c->hold_epoch))
+    ok = 0;
+  else if (epoch > (last = atomic_load (&c->wb_last_epoch)))
+    atomic_store (&c->wb_last_epoch, epoch);
   pthread_mutex_unlock (&c->bg_lock);
-  if (timed_out) {
+  if (timed_out)
     pc_error ("%s: writeback hold ended by pcache-hold-timeout (%" PRIu64
               " s); writeback resumes", c->path, c->hold_timeout_ms / 1000);
-    return 0;
-  }
-  return epoch > atomic_load (&c->hold_epoch);
+  return ok;
 }
 
 /* done for pc_wait_writeback: every namespace is past the hold's epoch. */

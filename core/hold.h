@@ -18,10 +18,12 @@ uint64_t pc_backing_epoch (struct pc_cache *c);
 uint64_t pc_dirty_age_ms (struct pc_cache *c);
 /* Is flushed data older than pcache-writeback-max-age allows to wait? */
 int pc_dirty_too_old (struct pc_cache *c);
-/* Must writeback not start a batch of this epoch (held, and it is past
- * the hold's epoch)?  Ends a hold whose time is up.
+/* May writeback start a batch whose last epoch is epoch?  Not while a
+ * hold is past it.  A batch let through is noted as begun, under the
+ * lock a hold takes to choose its boundary.  Ends a hold whose time is
+ * up.
  */
-int pc_hold_blocks (struct pc_cache *c, uint64_t epoch);
+int pc_hold_admit (struct pc_cache *c, uint64_t epoch);
 /* The last epoch wholly on the backend of namespace ns. */
 struct pc_ns;
 uint64_t pc_ns_backing_epoch (struct pc_cache *c, struct pc_ns *ns);

@@ -153,6 +153,8 @@ tunables (struct json *j, const struct pc_stats *st)
       continue;
     if (in->kind == PC_TUNABLE_BOOL)
       boolean (j, in->stat, st->tunables[t]);
+    else if (in->zero_word && st->tunables[t] == 0)
+      str (j, in->stat, in->zero_word);
     else
       u64 (j, in->stat, st->tunables[t]);
   }
@@ -208,6 +210,10 @@ build (const struct pc_stats *st, const struct pc_ns_stats *ns, size_t n,
   u64 (&j, "writeback_skipped_bytes", st->writeback_skipped_bytes);
   u64 (&j, "writeback_rounds", st->writeback_rounds);
   u64 (&j, "writeback_errors", st->writeback_errors);
+  u64 (&j, "writeback_groups", st->writeback_groups);
+  u64 (&j, "writeback_group_epochs", st->writeback_group_epochs);
+  u64 (&j, "writeback_flushes", st->writeback_flushes);
+  u64 (&j, "writeback_fua_writes", st->writeback_fua_writes);
   u64 (&j, "gc_runs", st->gc_runs);
   u64 (&j, "gc_segments", st->gc_segments);
   u64 (&j, "segments_total", st->segs_total);

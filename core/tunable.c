@@ -90,6 +90,14 @@ set_quota (struct pc_cache *c, uint64_t v) { STORE (export_quota, v); }
 static uint64_t
 get_quota (struct pc_cache *c) { return LOAD (export_quota); }
 
+/* Read at each write-back gather; auto's current size starts from 1. */
+static void
+cfg_group (struct pc_config *cfg, uint64_t v) { cfg->wb_group = v; }
+static void
+set_group (struct pc_cache *c, uint64_t v) { STORE (wb_group, v); }
+static uint64_t
+get_group (struct pc_cache *c) { return LOAD (wb_group); }
+
 /* The ranges are those of the startup parameters pcache-KEY. */
 static const struct tunable tunables[PC_TUNE_COUNT] = {
   [PC_TUNE_GC_PERCENT] = {
@@ -119,6 +127,10 @@ static const struct tunable tunables[PC_TUNE_COUNT] = {
   [PC_TUNE_EXPORT_QUOTA] = {
     { "export-quota", "export_quota", PC_TUNABLE_NUMBER, 1, 100 },
     cfg_quota, set_quota, get_quota },
+  [PC_TUNE_WB_GROUP] = {
+    { "writeback-group", "writeback_group", PC_TUNABLE_NUMBER, 1,
+      PC_MAX_WB_GROUP, "auto" },
+    cfg_group, set_group, get_group },
 };
 
 const struct pc_tunable_info *
@@ -152,6 +164,8 @@ checked (enum pc_tunable t, uint64_t value)
     return NULL;
   }
   e = &tunables[t];
+  if (value == 0 && e->info.zero_word)
+    return e;
   if (value < e->info.min || value > e->info.max) {
     pc_fail (EINVAL, "%s: %" PRIu64 " is out of range %" PRIu64 "..%"
              PRIu64, e->info.name, value, e->info.min, e->info.max);

@@ -6,6 +6,10 @@
  * dirty_tail moves past it, so the backing store always holds the
  * state after some prefix of the client's epochs, plus possibly part of
  * the epoch being written back (as a disk with a volatile cache would).
+ * With write-back groups (group.c) a batch may be several whole ended
+ * epochs instead, and the prefix is one of groups.  A backend with
+ * native FUA gets a small batch's writes with FUA instead of a flush
+ * after them: one round trip a batch instead of two.
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -21,6 +25,7 @@
 #include "crc.h"
 #include "ctrl.h"
 #include "gc.h"
+#include "group.h"
 #include "hold.h"
 #include "kset.h"
 #include "namespace.h"
@@ -31,6 +36,9 @@
 
 #define WB_BATCH_KSETS 32
 #define WB_SCAN_KSETS 4096      /* ksets one gather may pass over */
+#define WB_GROUP_KSETS 4096     /* a group's ksets at most */
+#define WB_GROUP_BYTES (256ULL << 20)   /* and its dirty bytes, unless
+                                           one epoch has more */
 #define WB_WAKE_KSETS 8         /* committed ksets that wake idle writeback */
 
 /* A batch being written back: the dirty data of one namespace.  It
@@ -42,8 +50,14 @@ struct wb_batch {
   struct pc_ns *ns;
   struct pc_backend bg;               /* ns's, pinned while it is written */
   int loaded;
+  struct pc_pos start;                /* the cursor it was gathered from */
   struct pc_pos end;                  /* dirty_tail once the batch is down */
-  uint64_t epoch;                     /* the client flush epoch of its ksets */
+  uint64_t epoch;                     /* the (last) client epoch of its ksets */
+  unsigned nepochs;                   /* > 1: a group of whole epochs */
+  int recorded;                       /* its group record is durable */
+  int fua;                            /* written with FUA, no flush after;
+                                         -1: not chosen yet */
+  _Atomic int fua_missed;             /* an extent went without FUA */
   uint64_t bytes;                     /* dirty bytes the batch retires */
   uint64_t skipped;                   /* of which, overwritten later */
   unsigned backoff_ms;
@@ -188,11 +202,22 @@ wb_key (struct pc_cache *c, struct wb_batch *b, const struct pc_key *k,
     .off = k->off, .len = k->len, .flags = k->flags,
   };
 
+  const void *buf = pc_seg_addr (c, k->seg, k->seg_off);
+
   if (k->flags & PC_KF_ZERO)
     return pc_backend_zero (&b->bg, &r, err);
-  if (pc_backend_pwrite (&b->bg, pc_seg_addr (c, k->seg, k->seg_off), k->len,
-                         k->off, err) == -1)
-    return -1;
+  if (b->fua == 1 && b->bg.ops->pwrite_fua) {
+    if (pc_backend_pwrite_fua (&b->bg, buf, k->len, k->off, err) == -1)
+      return -1;
+    PC_COUNT (c, writeback_fua_writes, 1);
+  }
+  else {
+    /* A backend reopened without FUA: the batch ends with a flush. */
+    if (b->fua == 1)
+      atomic_store (&b->fua_missed, 1);
+    if (pc_backend_pwrite (&b->bg, buf, k->len, k->off, err) == -1)
+      return -1;
+  }
   PC_COUNT (c, writeback_bytes, k->len);
   PC_NS_COUNT (b->ns, writeback_bytes, k->len);
   return 0;
@@ -382,67 +407,171 @@ wb_write_batch (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
   return err;
 }
 
-/* Gather ksets from dirty_tail: at most WB_BATCH_KSETS, all of one client
- * flush epoch.  With sift, leave out data that newer records overwrite.
- * Returns 1 if a batch was gathered, 0 if nothing is dirty.
+/* Does the kset h hold a key of namespace ns?  Adds the bytes of its
+ * dirty keys of ns to *bytes.
  */
-/* Does the kset h hold a key of namespace ns? */
 static int
-wb_has_ns (const struct pc_kset_hdr *h, uint32_t ns)
+wb_has_ns (const struct pc_kset_hdr *h, uint32_t ns, uint64_t *bytes)
 {
   const struct pc_key_rec *r = (const struct pc_key_rec *) (h + 1);
   unsigned i;
+  int has = 0;
 
   for (i = 0; i < h->nkeys; i++)
-    if (pc_fmt_ns_of (r[i].off) == ns)
-      return 1;
-  return 0;
+    if (pc_fmt_ns_of (r[i].off) == ns) {
+      has = 1;
+      if (r[i].flags & PC_KF_DIRTY)
+        *bytes += r[i].len;
+    }
+  return has;
 }
 
-/* Gather the batch of b's namespace from its dirty cursor: ksets that
- * hold none of its keys are passed over (at most WB_SCAN_KSETS of them
- * in all), and the epoch rule applies to those that do.  A batch may
- * then hold no extent at all: its cursor moves on without a backend.
+/* Where a batch of namespace ns gathered from pos ends. */
+struct wb_plan {
+  struct pc_pos end;
+  uint64_t epoch;                     /* its last client epoch */
+  unsigned nepochs;
+  int lag;                            /* ended epochs were left out */
+  int bound;                          /* a durable group fixed the end */
+};
+
+static const struct pc_kset_hdr *
+wb_kset (struct pc_cache *c, const struct pc_pos *pos, int *err)
+{
+  const char *why;
+  const struct pc_kset_hdr *h = pc_kset_at (c, pos, &why);
+
+  if (!h) {
+    pc_error ("%s: kset %" PRIu64 " at segment %u offset %u: %s; "
+              "writeback cannot go on", c->path, pos->seq, pos->seg,
+              pos->off, why);
+    *err = EIO;
+  }
+  return h;
+}
+
+/* Plan the batch from pos, up to head: ksets that hold none of ns's
+ * keys are passed over (at most WB_SCAN_KSETS of them), and the epoch
+ * rule applies to those that do.  Strict (limit 1), or with the epoch
+ * the client is still writing first, a batch is at most WB_BATCH_KSETS
+ * of one epoch.  Else it is a group: up to limit whole ended epochs,
+ * WB_GROUP_KSETS and WB_GROUP_BYTES at most (one epoch larger than
+ * that goes alone, in parts).  A durable group that starts at pos is
+ * gathered again exactly.  open is the epoch being written, read
+ * before head: every kset of an earlier epoch is then below head.
  */
 static int
-wb_gather (struct pc_cache *c, struct wb_batch *b, int sift, uint64_t *epoch,
-           int *err)
+wb_plan (struct pc_cache *c, struct pc_ns *ns, struct pc_pos pos,
+         uint64_t head, uint64_t open, unsigned limit, struct wb_plan *pl,
+         int *err)
 {
-  uint64_t head = atomic_load (&c->log.head_seq);
-  struct pc_pos pos = pc_ctrl_ns_tail (c, b->ns->id);
-  unsigned n = 0, scanned = 0;
+  const struct pc_ns_group *g = pc_group_bound (c, ns, pos.seq);
+  struct pc_pos boundary = pos;       /* where the last epoch began */
+  uint64_t cur = 0, prev = 0, bytes = 0, at_boundary = 0;
+  unsigned n = 0, passed = 0, cap = WB_BATCH_KSETS;
+  int cut = 0;
 
-  if (pos.seq >= head)
-    return 0;
+  memset (pl, 0, sizeof *pl);
+  if (g) {
+    pl->bound = 1;
+    head = PC_MIN (head, g->end_seq);
+  }
+  while (pos.seq < head) {
+    const struct pc_kset_hdr *h = wb_kset (c, &pos, err);
+    uint64_t kb = 0;
 
-  b->bytes = b->skipped = 0;
-  *epoch = 0;
-  while (pos.seq < head && n < WB_BATCH_KSETS && scanned++ < WB_SCAN_KSETS) {
-    const char *why;
-    const struct pc_kset_hdr *h = pc_kset_at (c, &pos, &why);
-    unsigned i;
-
-    if (!h) {
-      pc_error ("%s: kset %" PRIu64 " at segment %u offset %u: %s; "
-                "writeback cannot go on", c->path, pos.seq, pos.seg, pos.off,
-                why);
-      *err = EIO;
-      wb_tree_clear (&b->tree);
+    if (!h)
       return -1;
-    }
-    if (!wb_has_ns (h, b->ns->id)) {
+    if (!wb_has_ns (h, ns->id, &kb)) {
+      if (++passed > WB_SCAN_KSETS && !g) {
+        cut = 1;
+        break;
+      }
       pc_kset_next (c, h, &pos);
       continue;
     }
-    /* Never mix two client flush epochs in one backend flush. */
-    if (n > 0 && h->epoch != *epoch)
+    if (n == 0) {
+      cur = h->epoch;
+      pl->nepochs = 1;
+      if (limit > 1 && cur < open)
+        cap = WB_GROUP_KSETS;
+    }
+    else if (h->epoch != cur && !g) {
+      /* Never mix two epochs in a strict batch, nor the open one in a
+       * group.
+       */
+      if (cur >= open || h->epoch >= open)
+        break;
+      if (pl->nepochs == limit) {
+        pl->lag = 1;
+        break;
+      }
+      prev = cur;
+      cur = h->epoch;
+      pl->nepochs++;
+      boundary = pos;
+      at_boundary = bytes;
+    }
+    else if (h->epoch != cur) {
+      cur = h->epoch;
+      pl->nepochs++;
+    }
+    if (!g && (n == cap || (pl->nepochs > 1 && bytes + kb > WB_GROUP_BYTES))) {
+      cut = 1;
       break;
-    /* Only the epoch the client is still writing can be sifted: a record
-     * of a later one must never stand in for one of an earlier.
-     */
-    if (n == 0 && sift && h->epoch != pc_log_epoch (c))
-      sift = 0;
-    *epoch = h->epoch;
+    }
+    bytes += kb;
+    n++;
+    pc_kset_next (c, h, &pos);
+  }
+  /* A group ends at an epoch's end: one cut short waits for the next. */
+  if (cut && pl->nepochs > 1) {
+    pos = boundary;
+    cur = prev;
+    bytes = at_boundary;
+    pl->nepochs--;
+    pl->lag = 1;
+  }
+  (void) bytes;
+  pl->end = pos;
+  pl->epoch = g ? g->epoch : cur;
+  return 0;
+}
+
+/* Gather the batch of b's namespace from its dirty cursor, as planned.
+ * A batch may hold no extent at all: its cursor moves on without a
+ * backend.  With sift (a batch of the epoch still being written only),
+ * leave out data that newer records overwrite.  Returns 1 if a batch
+ * was gathered, 0 if nothing is dirty.
+ */
+static int
+wb_gather (struct pc_cache *c, struct wb_batch *b, int sift,
+           struct wb_plan *pl, int *err)
+{
+  uint64_t open = pc_log_epoch (c);
+  uint64_t head = atomic_load (&c->log.head_seq);
+  struct pc_pos pos = pc_ctrl_ns_tail (c, b->ns->id);
+  unsigned limit = pc_group_limit (c, b->ns);
+
+  if (pos.seq >= head)
+    return 0;
+  if (wb_plan (c, b->ns, pos, head, open, limit, pl, err) == -1)
+    return -1;
+  b->start = pos;
+  b->bytes = b->skipped = 0;
+  /* Only the epoch the client is still writing can be sifted: a record
+   * of a later one must never stand in for one of an earlier.
+   */
+  if (pl->nepochs != 1 || pl->epoch != pc_log_epoch (c))
+    sift = 0;
+  while (pos.seq < pl->end.seq) {
+    const struct pc_kset_hdr *h = wb_kset (c, &pos, err);
+    unsigned i;
+
+    if (!h) {
+      wb_tree_clear (&b->tree);
+      return -1;
+    }
     for (i = 0; i < h->nkeys; i++)
       if (wb_collect (c, b, (const struct pc_key_rec *) (h + 1) + i, sift,
                       err) == -1) {
@@ -450,9 +579,31 @@ wb_gather (struct pc_cache *c, struct wb_batch *b, int sift, uint64_t *epoch,
         return -1;
       }
     pc_kset_next (c, h, &pos);
-    n++;
   }
   b->end = pos;
+  if (!pl->bound)
+    pc_group_adapt (c, b->ns, limit, pl->nepochs, pl->lag ||
+                    pc_dirty_too_old (c));
+  return 1;
+}
+
+/* Does the batch go down with FUA?  If the backend has native FUA and
+ * every extent can be in flight at once (as many as write-back has
+ * writers, and no zero: those have no FUA form here), FUA writes cost
+ * one round trip where writes and a flush cost two.
+ */
+static int
+wb_use_fua (struct pc_cache *c, struct wb_batch *b)
+{
+  unsigned max = atomic_load_explicit (&c->wb_threads, memory_order_relaxed);
+  unsigned n = 0;
+  struct pc_key *k;
+
+  if (!b->bg.ops->pwrite_fua)
+    return 0;
+  for (k = pc_tree_first (&b->tree); k; k = pc_tree_next (&b->tree, k))
+    if ((k->flags & PC_KF_ZERO) || ++n > max)
+      return 0;
   return 1;
 }
 
@@ -469,17 +620,22 @@ wb_gather (struct pc_cache *c, struct wb_batch *b, int sift, uint64_t *epoch,
 static int
 wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
 {
-  uint64_t epoch = 0, now;
-  int r = wb_gather (c, b, 1, &epoch, err);
+  struct wb_plan pl;
+  uint64_t now;
+  int r = wb_gather (c, b, 1, &pl, err);
 
   if (r == 1 && b->skipped > 0 &&
-      (pc_log_commit_nowait (c, &now) == -1 || now != epoch)) {
+      (pc_log_commit_nowait (c, &now) == -1 || now != pl.epoch)) {
     wb_tree_clear (&b->tree);
-    r = wb_gather (c, b, 0, &epoch, err);
+    r = wb_gather (c, b, 0, &pl, err);
   }
   if (r == 1) {
     b->loaded = 1;
-    b->epoch = epoch;
+    b->epoch = pl.epoch;
+    b->nepochs = pl.nepochs;
+    b->recorded = pl.bound;
+    b->fua = -1;                        /* chosen at its first write */
+    atomic_store (&b->fua_missed, 0);
   }
   return r;
 }
@@ -625,17 +781,10 @@ wb_done (struct pc_cache *c, struct wb_batch *b)
   struct pc_ns *ns = b->ns;
   char nm[256];
 
-  /* Before the cursor moves: a hold must never see the next epoch's
-   * first kset at dirty_tail with this batch's epoch not yet noted.
-   */
-  if (b->bytes) {
-    uint64_t last = atomic_load (&c->wb_last_epoch);
-
-    while (last < b->epoch &&
-           !atomic_compare_exchange_weak (&c->wb_last_epoch, &last, b->epoch))
-      ;
+  if (b->bytes)
     atomic_store (&ns->last_epoch, b->epoch);
-  }
+  if (b->nepochs > 1)
+    PC_COUNT (c, writeback_groups, 1);
   pc_ctrl_set_ns_tail (c, ns->id, &b->end);
   PC_UNCOUNT (c, dirty_bytes, b->bytes);
   atomic_fetch_sub (&ns->dirty_bytes, b->bytes);
@@ -683,14 +832,16 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
       return 1;
     r = wb_load (c, b, &err);
     if (r <= 0) {
-      if (r == 0)
+      if (r == 0) {
+        pc_group_idle (c, ns);
         return 0;
+      }
       PC_COUNT (c, writeback_errors, 1);
       goto fail;
     }
   }
   /* Held at an epoch boundary: no batch of a later epoch starts. */
-  if (b->bytes && pc_hold_blocks (c, b->epoch)) {
+  if (b->bytes && !pc_hold_admit (c, b->epoch)) {
     wb_tree_clear (&b->tree);
     b->loaded = 0;
     return 0;
@@ -702,6 +853,13 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
   }
   if (pc_ns_pin (ns, &b->bg) == -1)
     return 0;                           /* waits, loaded, for a backend */
+  if (b->fua < 0)
+    b->fua = wb_use_fua (c, b);
+  /* A group's bounds are durable before any of it goes down. */
+  if (b->nepochs > 1 && !b->recorded) {
+    pc_group_record (c, ns, b->start.seq, b->end.seq, b->epoch);
+    b->recorded = 1;
+  }
   err = wb_write_batch (c, p, b, width);
   /* Stopping leaves the batch for the next start: it is retried whole
    * from the cursor, which rewrites what is already down.
@@ -717,9 +875,12 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
     pc_ns_unpin (ns);
     return 0;
   }
-  if (b->bg.ops->flush && b->bg.ops->flush (b->bg.ctx, &err) == -1) {
-    PC_COUNT (c, writeback_errors, 1);
-    goto fail_pinned;
+  if ((b->fua != 1 || atomic_load (&b->fua_missed)) && b->bg.ops->flush) {
+    if (b->bg.ops->flush (b->bg.ctx, &err) == -1) {
+      PC_COUNT (c, writeback_errors, 1);
+      goto fail_pinned;
+    }
+    PC_COUNT (c, writeback_flushes, 1);
   }
   pc_ns_unpin (ns);
   wb_done (c, b);

@@ -56,6 +56,12 @@ struct pc_backend_ops {
   int (*trim) (void *ctx, uint32_t len, uint64_t off, int *err);
   int (*flush) (void *ctx, int *err);
   int (*reopen) (void *ctx, int *err);
+  /* Optional: a write that is durable when it completes, in one request
+   * (an NBD backend with native FUA).  Write-back then writes a small
+   * batch with it instead of writes and a flush after them.
+   */
+  int (*pwrite_fua) (void *ctx, const void *buf, uint32_t len, uint64_t off,
+                     int *err);
 };
 
 struct pc_backend {
@@ -100,6 +106,9 @@ struct pc_config {
                                data may stay dirty before writeback runs
                                whatever the load; 0 = no bound */
   unsigned export_quota;    /* 1..100 percent; 0 = default (100) */
+  int wb_group;             /* PC_UNSET (default: 1, strict), 0 = auto, or
+                               the client epochs one write-back group may
+                               take (1..PC_MAX_WB_GROUP) */
   int hold_timeout_s;       /* PC_UNSET (default), or how long a hold
                                lasts unless released; 0 = until released */
   unsigned max_exports;     /* namespaces a new cache has room for
@@ -123,6 +132,7 @@ void pc_config_init (struct pc_config *cfg);
 #define PC_DEFAULT_WB_THREADS 16
 #define PC_DEFAULT_WB_PERCENT 10
 #define PC_MAX_WB_THREADS     64
+#define PC_MAX_WB_GROUP       4096
 #define PC_DEFAULT_FULL_TIMEOUT_S 60
 #define PC_DEFAULT_WB_MAX_AGE_S   30
 #define PC_DEFAULT_HOLD_TIMEOUT_S 300
@@ -266,6 +276,8 @@ enum pc_tunable {
                                bound */
   PC_TUNE_EXPORT_QUOTA,     /* share (percent) of the cache one export's
                                dirty data may take; 100 = no quota */
+  PC_TUNE_WB_GROUP,         /* client epochs one write-back group may take;
+                               0 = auto */
   PC_TUNE_COUNT
 };
 
@@ -281,6 +293,8 @@ struct pc_tunable_info {
                                statistics show it elsewhere */
   enum pc_tunable_kind kind;
   uint64_t min, max;        /* the values allowed, inclusive */
+  const char *zero_word;    /* if not NULL, the word for 0, which is
+                               allowed besides min..max ("auto") */
 };
 
 /* The description of t, or NULL if there is no such tunable. */
@@ -378,6 +392,12 @@ struct pc_stats {
   uint64_t crc_errors;      /* cached extents found bad by a read (data CRC) */
   uint64_t seg_size;        /* bytes a segment: with segs_total, the size
                                dirty_bytes is a share of */
+  /* Write-back groups: rounds that wrote several client epochs as one,
+   * backend flushes write-back sent, extents it wrote with FUA instead
+   * of a flush, and the group size in force (epochs; auto's current).
+   */
+  uint64_t writeback_groups, writeback_flushes, writeback_fua_writes;
+  unsigned writeback_group_epochs;
 };
 void pc_cache_get_stats (pc_cache *c, struct pc_stats *st);
 /* The index's extents and the bytes of RAM its keys and nodes take (not

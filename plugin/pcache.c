@@ -317,6 +317,8 @@ config_tunable (const char *key, const char *value)
       pc_tunable_lookup (key + 7, &t) == -1)
     return 1;
   in = pc_tunable_info (t);
+  if (in->zero_word && strcmp (value, in->zero_word) == 0)
+    return pc_config_set_tunable (&cfg, t, 0);
   switch (in->kind) {
   case PC_TUNABLE_BOOL:
     if (parse_bool_param (key, value, &b) == -1)
@@ -332,8 +334,9 @@ config_tunable (const char *key, const char *value)
       return -1;
   }
   if (v < 0 || (uint64_t) v < in->min || (uint64_t) v > in->max) {
-    nbdkit_error ("%s: %s is out of range %" PRIu64 "..%" PRIu64, key, value,
-                  in->min, in->max);
+    nbdkit_error ("%s: %s is out of range %s%s%" PRIu64 "..%" PRIu64, key,
+                  value, in->zero_word ? in->zero_word : "",
+                  in->zero_word ? " or " : "", in->min, in->max);
     return -1;
   }
   return pc_config_set_tunable (&cfg, t, v);
@@ -664,6 +667,21 @@ bg_flush (void *ctx, int *err)
   return BG_CALL (err, n->flush (n, 0, err));
 }
 
+/* The shared context's FUA, under bg_swap: a reopened one may have
+ * lost it, and then a write and a flush do what FUA would.
+ */
+static int bg_fua;
+
+static int
+bg_pwrite_fua (void *ctx, const void *buf, uint32_t len, uint64_t off,
+               int *err)
+{
+  return BG_CALL (err, bg_fua > NBDKIT_FUA_NONE
+                  ? n->pwrite (n, buf, len, off, NBDKIT_FLAG_FUA, err)
+                  : n->pwrite (n, buf, len, off, 0, err) == -1 ? -1
+                  : n->flush (n, 0, err));
+}
+
 static int bg_reopen (void *ctx, int *err);
 
 static struct pc_backend_ops bg_ops = {
@@ -788,6 +806,8 @@ bg_reopen (void *ctx, int *err)
   pthread_rwlock_wrlock (&bg_swap);
   old = bg_next;
   bg_next = n;
+  if (n)
+    bg_fua = caps.fua;
   pthread_rwlock_unlock (&bg_swap);
   /* No request can be using the old one now: they hold bg_swap. */
   if (serialize)
@@ -829,6 +849,11 @@ pcache_after_fork (nbdkit_backend *backend)
   bg_first = caps;
   bg_can_flush = caps.flush;
   bg_can_fua = caps.fua;
+  bg_fua = caps.fua;
+  /* Only a backend whose FUA is its own saves a round trip with it:
+   * nbdkit emulates one with a write and a flush.
+   */
+  bg_ops.pwrite_fua = caps.fua == NBDKIT_FUA_NATIVE ? bg_pwrite_fua : NULL;
   bg_can_trim = caps.trim;
   bg_can_zero = caps.zero;
   bg_ops.flush = bg_can_flush ? bg_flush : NULL;
@@ -957,6 +982,15 @@ h_flush (void *ctx, int *err)
   return PLUGIN_CALL (n->flush (n, 0, err));
 }
 
+static int
+h_pwrite_fua (void *ctx, const void *buf, uint32_t len, uint64_t off,
+              int *err)
+{
+  struct handle *h = ctx;
+  nbdkit_next *n = h->next;
+  return PLUGIN_CALL (n->pwrite (n, buf, len, off, NBDKIT_FLAG_FUA, err));
+}
+
 /* Ask next what it can do (the server asserts that it was asked before
  * any data call) and fill h's backend with it.
  */
@@ -980,6 +1014,7 @@ handle_caps (struct handle *h, nbdkit_next *next)
     .flush = flush ? h_flush : NULL,
     .trim = trim ? h_trim : NULL,
     .zero = zero > NBDKIT_ZERO_NONE ? h_zero : NULL,
+    .pwrite_fua = fua == NBDKIT_FUA_NATIVE ? h_pwrite_fua : NULL,
   };
   h->bg.ops = &h->ops;
   h->bg.ctx = h;

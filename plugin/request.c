@@ -108,6 +108,10 @@ parse_value (const struct pc_tunable_info *in, const char *s, uint64_t *out,
 {
   int r;
 
+  if (in->zero_word && strcmp (s, in->zero_word) == 0) {
+    *out = 0;
+    return 0;
+  }
   switch (in->kind) {
   case PC_TUNABLE_BOOL:
     return parse_bool (s, out, why);
@@ -131,7 +135,9 @@ describe_range (const struct pc_tunable_info *in, char *buf, size_t len)
   if (in->kind == PC_TUNABLE_BOOL)
     snprintf (buf, len, "(true, false, on, off, 1 or 0)");
   else
-    snprintf (buf, len, "(%" PRIu64 "..%" PRIu64 "%s)", in->min, in->max,
+    snprintf (buf, len, "(%s%s%" PRIu64 "..%" PRIu64 "%s)",
+              in->zero_word ? in->zero_word : "",
+              in->zero_word ? " or " : "", in->min, in->max,
               in->kind == PC_TUNABLE_SIZE
               ? " bytes, or with a K, M, G, T, P or E suffix" : "");
 }

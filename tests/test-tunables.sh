@@ -57,7 +57,7 @@ d = json.load (sys.stdin)
 print ([d[k] for k in ("gc_percent", "writeback_percent",
                        "writeback_threads", "cache_on_read", "seq_cutoff",
                        "full_timeout", "writeback_max_age", "export_quota",
-                       "mode",
+                       "writeback_group", "mode",
                        "writeback_paused")])'
 }
 
@@ -134,6 +134,10 @@ set_ok writeback-max-age 30 writeback_max_age 30
 set_ok export-quota 1 export_quota 1
 set_ok export-quota 100 export_quota 100
 set_ok export-quota 40 export_quota 40
+set_ok writeback-group auto writeback_group auto
+set_ok writeback-group 4096 writeback_group 4096
+set_ok writeback-group 1 writeback_group 1
+test "$(stat writeback_group_epochs)" = 1
 set_ok mode writethrough mode writethrough
 set_ok mode writeback mode writeback
 test "$(stat writeback_paused)" = false
@@ -171,6 +175,9 @@ set_bad full-timeout 10s
 set_bad writeback-max-age 86401
 set_bad export-quota 0
 set_bad export-quota 101
+set_bad writeback-group 0
+set_bad writeback-group 4097
+set_bad writeback-group Auto
 expect_status 1 "$pcachectl" set "$ctl" mode fast
 expect_output "'fast'"
 expect_status 1 "$pcachectl" set "$ctl" bogus 1

@@ -1004,6 +1004,7 @@ static const struct {
   { PC_TUNE_FULL_TIMEOUT, "full-timeout", 0, 86400 },
   { PC_TUNE_WB_MAX_AGE, "writeback-max-age", 0, 86400 },
   { PC_TUNE_EXPORT_QUOTA, "export-quota", 1, 100 },
+  { PC_TUNE_WB_GROUP, "writeback-group", 1, 4096 },
 };
 
 /* v is refused for t, and the value stays as it was. */
@@ -1051,7 +1052,12 @@ test_tunables (void)
     CU_ASSERT_EQUAL (pc_cache_set_tunable (r.c, t, in->max), 0);
     CU_ASSERT_EQUAL (pc_cache_get_tunable (r.c, t), in->max);
     tunable_refused (r.c, t, in->max + 1);
-    if (in->min > 0)
+    if (in->zero_word) {
+      /* 0 is the word's ("auto"), besides the range. */
+      CU_ASSERT_EQUAL (pc_cache_set_tunable (r.c, t, 0), 0);
+      CU_ASSERT_EQUAL (pc_cache_get_tunable (r.c, t), 0);
+    }
+    else if (in->min > 0)
       tunable_refused (r.c, t, in->min - 1);
     pc_config_init (&cfg);
     CU_ASSERT_EQUAL (pc_config_set_tunable (&cfg, t, in->max), 0);
@@ -1085,6 +1091,11 @@ test_tunables (void)
   CU_ASSERT_PTR_NOT_NULL (strstr (json, ",\"cache_on_read\":false,"));
   CU_ASSERT_PTR_NOT_NULL (strstr (json, ",\"full_timeout\":5,"));
   CU_ASSERT_PTR_NOT_NULL (strstr (json, ",\"writeback_paused\":false}"));
+  CU_ASSERT_PTR_NOT_NULL (strstr (json, ",\"writeback_group\":\"auto\","));
+  CU_ASSERT_EQUAL (pc_cache_set_tunable (r.c, PC_TUNE_WB_GROUP, 8), 0);
+  pc_cache_get_stats (r.c, &st);
+  CU_ASSERT_TRUE_FATAL (pc_stats_json (&st, json, sizeof json) > 0);
+  CU_ASSERT_PTR_NOT_NULL (strstr (json, ",\"writeback_group\":8,"));
   CU_ASSERT_EQUAL (pc_stats_json (&st, json, 40), -1);
   tu_rig_close (&r);
 }
