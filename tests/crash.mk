@@ -49,7 +49,7 @@ CLANG = clang
 CRASH_SEED = 1
 CRASH_LARGE_SAMPLE = 300
 FUZZ_TIME = 60
-CRASH_STEPS = sim-small sim-large sim-two sim-kill corrupt fuzz faults
+CRASH_STEPS = sim-small sim-large sim-two sim-group sim-kill corrupt fuzz faults
 
 check-crash: $(CRASH_BINS) $(filter_LTLIBRARIES)
 	@$(AM_TESTS_ENVIRONMENT) \

@@ -14,7 +14,7 @@
 #   CRASH_CLANG, CRASH_FUZZ_CFLAGS, CRASH_FUZZ_LIBS, CRASH_CORE_SOURCES
 #                                  how to build the fuzzer
 #   CRASH_STEPS                    steps to run (default: all of
-#                                  sim-small sim-large sim-two sim-kill
+#                                  sim-small sim-large sim-two sim-group sim-kill
 #                                  corrupt fuzz faults)
 set -u
 top_srcdir=${top_srcdir:-.}
@@ -22,7 +22,7 @@ top_builddir=${top_builddir:-.}
 seed=${CRASH_SEED:-1}
 large_sample=${CRASH_LARGE_SAMPLE:-300}
 fuzz_time=${FUZZ_TIME:-60}
-steps=${CRASH_STEPS:-sim-small sim-large sim-two sim-kill corrupt fuzz faults}
+steps=${CRASH_STEPS:-sim-small sim-large sim-two sim-group sim-kill corrupt fuzz faults}
 bin=$top_builddir/tests/crash
 npass=0 nfail=0 nskip=0
 failed=()
@@ -132,6 +132,8 @@ step sim-small "$bin/crash-sim" --workload small --all --torn
 step sim-large "$bin/crash-sim" --workload large --sample "$large_sample" \
     --torn --seed "$seed"
 step sim-two "$bin/crash-sim" --workload two --sample 200 --torn --seed "$seed"
+step sim-group "$bin/crash-sim" --workload small --sample 300 --torn \
+    --group 4 --seed "$seed"
 step sim-kill "$bin/crash-sim" --workload small --kill --sample 24 --torn \
     --seed "$seed"
 step corrupt "$bin/corrupt" -q

@@ -61,9 +61,15 @@
  * returned, the namespace must be there.  A sample always includes
  * every crash point of the namespace creations (cut and torn).
  *
+ * With --group N|auto the workload runs with write-back groups
+ * (pcache-writeback-group) and (c) is the group rule: the image is the
+ * state after epochs < A plus any subset of the final data of a group
+ * A..B of at most N epochs (see group_fits); a strict run keeps the
+ * epoch rule.
+ *
  * Usage: crash-sim [--workload small|large|two] [--all | --sample N]
  *                  [--torn] [--kill] [--seed S] [--jobs J] [--keep DIR]
- *                  [--verbose]
+ *                  [--group N|auto] [--verbose]
  * Exit status: 0 all crash points passed, 1 a violation, 2 usage/setup.
  */
 #ifdef HAVE_CONFIG_H
@@ -220,6 +226,11 @@ static int opt_kill;
 static int opt_jobs = 2;
 static int opt_verbose;
 static const char *opt_keep;
+/* pcache-writeback-group for the workload: PC_UNSET (strict), 0 (auto)
+ * or N; and the group size the check allows (1: the epoch rule).
+ */
+static int opt_group = PC_UNSET;
+static unsigned group_max = 1;
 static char tmpdir[256];
 
 /* The exports of the workload.  Blocks are numbered globally: export i
@@ -281,6 +292,7 @@ struct stats {
   _Atomic uint64_t verified, verified_torn, violations, crashed_verifiers;
   _Atomic uint64_t format_refused, format_opened;
   _Atomic uint64_t prefix_partial, prefix_past0, max_prefix;
+  _Atomic uint64_t prefix_group;      /* fit only the group rule */
   _Atomic uint64_t acked_durable_blocks, inflight[OP_MAX + 1];
   _Atomic uint64_t phase_d_runs;
   _Atomic uint64_t ns_present, ns_absent;  /* crashed in pc_ns_open */
@@ -961,6 +973,7 @@ child_main (int out_fd, int go_fd, const struct sel *sel, size_t nsel,
   cfg.seg_size = PC_MIN_SEG_SIZE;
   cfg.data_crc = wp->data_crc;
   cfg.cache_on_read = 1;
+  cfg.wb_group = opt_group;
   idx = op_start (o);
   if (pc_cache_open (&cfg, &S.c) == -1)
     child_fail ("pc_cache_open: %m");
@@ -1190,6 +1203,90 @@ nepochs (const struct oplog *L)
   return e;
 }
 
+/* (c) with write-back groups: the image is the state after epochs < A
+ * plus, for a group of epochs A..B (B - A < group_max), any subset of
+ * the group's final data: a block holds its value before A, or the
+ * last value the group wrote to it.  A group of one epoch may also hold
+ * any value of that epoch (a strict batch: an epoch too large for one
+ * batch goes down in parts).  For each A, the B that every block fits
+ * are counted as check_prefix counts its P.  Returns 1 if some A, B
+ * fits.
+ */
+static int
+group_fits (const struct hist *h, const uint32_t *bv, uint64_t first,
+            uint64_t nblocks, uint32_t E, uint32_t *fitA, uint32_t *fitB)
+{
+  int64_t *diff = calloc (E + 2, sizeof *diff);
+  uint32_t A, B;
+  uint64_t b, k;
+  int found = 0;
+
+  if (!diff)
+    die ("out of memory");
+  for (A = 0; A <= E && !found; A++) {
+    uint32_t Bmax = (uint32_t) PC_MIN ((uint64_t) A + group_max - 1, E);
+    int64_t fit = 0;
+
+    memset (diff, 0, (E + 2) * sizeof *diff);
+    for (b = 0; b < nblocks; b++) {
+      uint64_t s = h->start[first + b], e = h->start[first + b + 1];
+      uint32_t base = 0;
+      int64_t lo = -1, hi = -1;
+
+      for (k = s; k < e && h->ent[k].epoch < A; k++)
+        base = h->ent[k].val;
+      if (bv[b] == base) {
+        diff[A]++;
+        diff[Bmax + 1]--;
+        continue;
+      }
+#define ADD(a, z) do {                                          \
+        int64_t a_ = (a), z_ = (z);                             \
+        if (z_ > Bmax) z_ = Bmax;                               \
+        if (a_ > z_) break;                                     \
+        if (lo >= 0 && a_ <= hi + 1) { if (z_ > hi) hi = z_; }  \
+        else {                                                  \
+          if (lo >= 0) { diff[lo]++; diff[hi + 1]--; }          \
+          lo = a_; hi = z_;                                     \
+        }                                                       \
+      } while (0)
+      /* Any value of epoch A, for the group of A alone. */
+      for (; k < e && h->ent[k].epoch == A; k++)
+        if (h->ent[k].val == bv[b]) {
+          ADD (A, A);
+          break;
+        }
+      /* The last value of each epoch is final for B up to the epoch
+       * before the block's next write.
+       */
+      for (k = s; k < e; k++) {
+        uint32_t ep = h->ent[k].epoch;
+
+        if (ep < A || (k + 1 < e && h->ent[k + 1].epoch == ep))
+          continue;
+        if (h->ent[k].val == bv[b])
+          ADD (ep, k + 1 < e ? h->ent[k + 1].epoch - 1 : E);
+      }
+#undef ADD
+      if (lo >= 0) {
+        diff[lo]++;
+        diff[hi + 1]--;
+      }
+    }
+    for (B = A; B <= Bmax; B++) {
+      fit += diff[B];
+      if ((uint64_t) fit == nblocks) {
+        *fitA = A;
+        *fitB = B;
+        found = 1;
+        break;
+      }
+    }
+  }
+  free (diff);
+  return found;
+}
+
 /* (c): the backend's durable image is epochs < P plus part of epoch P.
  *
  * For one block with operations k (epoch e_k, value v_k, in order), the
@@ -1209,7 +1306,7 @@ check_prefix (struct vctx *v, const struct hist *h, const uint8_t *img,
   uint32_t E = nepochs (v->L), *bv;
   int64_t *diff;
   uint64_t b, k, fit, best = 0;
-  uint32_t P, bestP = 0;
+  uint32_t P, bestP = 0, gA, gB;
   int found = 0;
 
   bv = malloc (nblocks * sizeof *bv);
@@ -1277,6 +1374,14 @@ check_prefix (struct vctx *v, const struct hist *h, const uint8_t *img,
         break;
     }
   }
+  else if (group_max > 1 &&
+           group_fits (h, bv, first, nblocks, E, &gA, &gB)) {
+    /* Inside a group: epochs < gA, and part of gA..gB's final data. */
+    atomic_fetch_add (&st->prefix_group, 1);
+    if (opt_verbose > 1)
+      printf ("crash-sim: point %" PRIu64 ": backend inside group %u..%u\n",
+              v->point, gA, gB);
+  }
   else {
     /* Name a block that does not fit the best P. */
     uint64_t bad_blk = 0;
@@ -1303,9 +1408,11 @@ check_prefix (struct vctx *v, const struct hist *h, const uint8_t *img,
     if (wp->nns)
       snprintf (who, sizeof who, " of export '%s'", X[x].name);
     violation (v, "backend%s durable image is not a prefix of the client's "
-               "epochs%s: at best P=%u of %u, %" PRIu64 " of %" PRIu64
+               "epochs%s%s: at best P=%u of %u, %" PRIu64 " of %" PRIu64
                " blocks fit; e.g. block %" PRIu64 " holds %s", who,
-               wp->nns ? " restricted to its writes" : "", bestP, E,
+               wp->nns ? " restricted to its writes" : "",
+               group_max > 1 ? ", nor of groups plus part of one" : "",
+               bestP, E,
                best, nblocks, first + bad_blk,
                tu_block_name (bv[bad_blk], b1, sizeof b1));
   }
@@ -2077,7 +2184,7 @@ usage (void)
   fprintf (stderr,
            "usage: crash-sim [--workload small|large|two] [--all | --sample N]\n"
            "                 [--torn] [--kill] [--seed S] [--jobs J]\n"
-           "                 [--keep DIR] [--verbose]\n");
+           "                 [--group N|auto] [--keep DIR] [--verbose]\n");
   exit (2);
 }
 
@@ -2093,6 +2200,7 @@ main (int argc, char **argv)
     { "seed", required_argument, NULL, 'S' },
     { "jobs", required_argument, NULL, 'j' },
     { "keep", required_argument, NULL, 'K' },
+    { "group", required_argument, NULL, 'g' },
     { "verbose", no_argument, NULL, 'v' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
@@ -2103,7 +2211,7 @@ main (int argc, char **argv)
   double t0 = now_s ();
   int o;
 
-  while ((o = getopt_long (argc, argv, "w:as:tkS:j:K:vh", lopts, NULL)) != -1) {
+  while ((o = getopt_long (argc, argv, "w:as:tkS:j:K:g:vh", lopts, NULL)) != -1) {
     switch (o) {
     case 'w':
       if (!strcmp (optarg, "small"))
@@ -2123,6 +2231,13 @@ main (int argc, char **argv)
     case 'j': opt_jobs = atoi (optarg); break;
     case 'K': opt_keep = optarg; break;
     case 'v': opt_verbose++; break;
+    case 'g':
+      if (!strcmp (optarg, "auto"))
+        opt_group = 0;
+      else if ((opt_group = atoi (optarg)) < 1 || opt_group > PC_MAX_WB_GROUP)
+        usage ();
+      group_max = opt_group ? (unsigned) opt_group : PC_MAX_WB_GROUP;
+      break;
     default: usage ();
     }
   }
@@ -2246,6 +2361,10 @@ main (int argc, char **argv)
           "; blocks checked against a durable ack: %" PRIu64 "\n",
           (uint64_t) st->prefix_past0, (uint64_t) st->prefix_partial,
           (uint64_t) st->max_prefix, (uint64_t) st->acked_durable_blocks);
+  if (group_max > 1)
+    printf ("crash-sim:   write-back groups (%s): %" PRIu64 " images inside "
+            "a group, fitting only the group rule\n",
+            opt_group ? "N" : "auto", (uint64_t) st->prefix_group);
   free (sel);
   free (jobs);
   return st->violations ? 1 : 0;
