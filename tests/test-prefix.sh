@@ -14,6 +14,12 @@
 # their own epochs: after the crash each backing file alone must be a
 # prefix of its own writer's epochs, whatever the other's write-back did.
 #
+# With write-back groups (pcache-writeback-group=4, then auto), the
+# backing file may instead be a prefix of epochs plus part of one
+# group's final data (prefix.py check --group); the checker's own
+# selftest first shows that it tells those apart from data of the middle
+# of a group.
+#
 # The last trial also restarts on the same cache: after each crash the
 # export (replayed from the cache) must hold every flushed epoch
 # (check --durable), the writer carries on from the epoch after the
@@ -52,8 +58,9 @@ start_server ()
     rm -f "$sock"
     start_nbdkit -P "$tmp/pid" -U "$sock" \
         --filter="$PCACHE_FILTER" --filter=delay \
-        file "$disk" wdelay=1ms "${pcache_args[@]}"
+        file "$disk" wdelay=1ms "${pcache_args[@]}" ${extra_args[@]+"${extra_args[@]}"}
 }
+extra_args=()
 
 epochs ()
 {
@@ -108,14 +115,15 @@ crash_after ()
     fi
 }
 
-# check [--durable] IMAGE: run the checker, keep its summary line.
-nprefix=0 npartial=0
+# check [--durable] IMAGE: run the checker, keep its summary line.  With
+# $group set, the group rule.
+nprefix=0 npartial=0 ngroup=0 group=
 check ()
 {
     local out durable=
     if [ "$1" = "--durable" ]; then durable=--durable; shift; fi
     out=$(python3 "$prefix" check "$1" "$seed" $nblocks "$state" \
-              $durable) || {
+              $durable ${group:+--group $group}) || {
         echo "$out"
         echo "$0: prefix check of $1 failed (seed $seed)"
         exit 1
@@ -129,6 +137,7 @@ check ()
         if [ "$p" -gt 1 ] && [ "$present" -lt "$total" ]; then
             npartial=$((npartial + 1))
         fi
+        case $out in *group=*) ngroup=$((ngroup + 1)) ;; esac
     fi
 }
 
@@ -148,6 +157,26 @@ for trial in 1 2 3 4 5 6; do
     rm -f "$cache"
     check "$disk"
 done
+
+# Write-back groups.  The delay filter makes write-back lag, so that
+# ended epochs pile up and go down as groups.
+python3 "$prefix" selftest "$tmp"
+for trial in 1 2 3 4; do
+    seed="g$trial-$RANDOM$RANDOM"
+    if [ "$trial" -le 2 ]; then
+        extra_args=(pcache-writeback-group=4) group=4
+    else
+        extra_args=(pcache-writeback-group=auto) group=4096
+    fi
+    fresh
+    start_server
+    start_writer "$seed"
+    crash_after 4
+    rm -f "$cache"
+    check "$disk"
+done
+extra_args=() group=
+echo "crashes inside a write-back group: $ngroup"
 
 # Two exports, a writer each; each backing file is checked against its
 # own writer's schedule.
