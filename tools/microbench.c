@@ -278,18 +278,23 @@ cache_create (int wb_percent)
   return cache_create_ex (opt_cache_size, opt_space, wb_percent, 0, 1);
 }
 
+static double cpu_now (void);
+
 /* Open the existing cache file again (its log replayed) and bind it:
- * *open_s and *bind_s receive the time each took.
+ * *open_s and *bind_s receive the time each took, *cpu_s the CPU time
+ * of the process over both (which others' load on the machine does
+ * not inflate, as it does the wall time).
  */
 static pc_cache *
-cache_reopen (uint64_t space, double *open_s, double *bind_s)
+cache_reopen (uint64_t space, double *open_s, double *bind_s, double *cpu_s)
 {
   struct pc_config cfg;
   pc_cache *c;
-  double t0, t1;
+  double t0, t1, cpu0;
 
   pc_config_init (&cfg);
   cfg.path = cache_path;
+  cpu0 = cpu_now ();
   t0 = now ();
   if (pc_cache_open (&cfg, &c) == -1)
     die ("cannot reopen %s: %s", cache_path, strerror (errno));
@@ -298,6 +303,7 @@ cache_reopen (uint64_t space, double *open_s, double *bind_s)
     die ("cannot bind %s: %s", cache_path, strerror (errno));
   *open_s = t1 - t0;
   *bind_s = now () - t1;
+  *cpu_s = cpu_now () - cpu0;
   return c;
 }
 
@@ -791,7 +797,7 @@ struct wb_result {
 struct replay_result {
   int valid;
   uint64_t keys;
-  double open_s[REPLAY_RUNS], bind_s[REPLAY_RUNS];
+  double open_s[REPLAY_RUNS], bind_s[REPLAY_RUNS], cpu_s[REPLAY_RUNS];
 };
 
 /* The figures of every phase, one entry per thread count of --threads. */
@@ -1165,7 +1171,7 @@ phase_replay (struct results *res)
   write_keys (c, n, BS, 2 * BS);
   pc_cache_close (c);
   for (i = 0; i < REPLAY_RUNS; i++) {
-    c = cache_reopen (space, &r->open_s[i], &r->bind_s[i]);
+    c = cache_reopen (space, &r->open_s[i], &r->bind_s[i], &r->cpu_s[i]);
     pc_cache_index_usage (c, &r->keys, &bytes);
     pc_cache_close (c);
   }
@@ -1209,7 +1215,7 @@ static void
 print_replay (const struct results *res)
 {
   const struct replay_result *r = &res->replay;
-  double tot[REPLAY_RUNS], med, open_med[REPLAY_RUNS];
+  double tot[REPLAY_RUNS], med, open_med[REPLAY_RUNS], cpu[REPLAY_RUNS];
   unsigned i;
 
   if (!r->valid || r->keys == 0)
@@ -1217,15 +1223,17 @@ print_replay (const struct results *res)
   for (i = 0; i < REPLAY_RUNS; i++) {
     tot[i] = r->open_s[i] + r->bind_s[i];
     open_med[i] = r->open_s[i];
+    cpu[i] = r->cpu_s[i];
   }
   qsort (tot, REPLAY_RUNS, sizeof *tot, cmp_double);
   qsort (open_med, REPLAY_RUNS, sizeof *open_med, cmp_double);
+  qsort (cpu, REPLAY_RUNS, sizeof *cpu, cmp_double);
   med = tot[REPLAY_RUNS / 2];
   printf ("\nreplay (reopen of a cache holding %" PRIu64 " 4K keys, "
-          "median of %d): %.3f s (open %.3f s), %.0f keys/s, "
+          "median of %d): %.3f s (open %.3f s, CPU %.3f s), %.0f keys/s, "
           "%.3f s per million keys; fastest %.3f s, slowest %.3f s\n",
           r->keys, REPLAY_RUNS, med, open_med[REPLAY_RUNS / 2],
-          r->keys / med, med / r->keys * 1e6, tot[0],
+          cpu[REPLAY_RUNS / 2], r->keys / med, med / r->keys * 1e6, tot[0],
           tot[REPLAY_RUNS - 1]);
 }
 
@@ -1335,7 +1343,7 @@ status_bytes (const char *field)
 struct scale_result {
   int ok;
   uint64_t keys, ix_keys, ix_bytes;
-  double fill_s, open_s, bind_s;
+  double fill_s, open_s, bind_s, cpu_s;
   uint64_t heap0, heap1, rss0, rss1, hwm, rss_file;
 };
 
@@ -1415,7 +1423,8 @@ scale_replay (struct scale_result *r, uint64_t n)
 
   r->heap0 = heap_bytes ();
   r->rss0 = anon_rss ();
-  c = cache_reopen (n * 2 * opt_key_size, &r->open_s, &r->bind_s);
+  c = cache_reopen (n * 2 * opt_key_size, &r->open_s, &r->bind_s,
+                    &r->cpu_s);
   r->heap1 = heap_bytes ();
   r->rss1 = anon_rss ();
   r->hwm = status_bytes ("VmHWM");
@@ -1435,9 +1444,9 @@ run_scale (void)
           "written in a random order, workers not started; replay = "
           "pc_cache_open + pc_cache_bind in a fresh process\n",
           opt_key_size, 2 * opt_key_size);
-  printf ("%10s %9s %8s %9s %9s %9s %10s %10s %10s %10s\n", "keys",
-          "cache", "fill s", "replay s", "open s", "s per M", "index B/k",
-          "heap B/k", "anon B/k", "peak RSS");
+  printf ("%10s %6s %7s %9s %8s %8s %8s %10s %9s %9s %9s\n", "keys",
+          "cache", "fill s", "replay s", "open s", "CPU s", "s per M",
+          "index B/k", "heap B/k", "anon B/k", "peak RSS");
   for (i = 0; i < opt_nscale; i++) {
     uint64_t n = opt_scale[i];
     struct scale_result f = { 0 }, r = { 0 };
@@ -1447,9 +1456,9 @@ run_scale (void)
     in_child (scale_replay, n, &r);
     unlink (cache_path);
     rs = r.open_s + r.bind_s;
-    printf ("%10" PRIu64 " %8" PRIu64 "G %8.1f %9.3f %9.3f %9.3f %10.1f "
-            "%10.1f %10.1f %9.0fM\n",
-            n, scale_cache_size (n) >> 30, f.fill_s, rs, r.open_s,
+    printf ("%10" PRIu64 " %5" PRIu64 "G %7.1f %9.3f %8.3f %8.3f %8.3f "
+            "%10.1f %9.1f %9.1f %8.0fM\n",
+            n, scale_cache_size (n) >> 30, f.fill_s, rs, r.open_s, r.cpu_s,
             rs / n * 1e6, r.ix_keys ? (double) r.ix_bytes / r.ix_keys : 0.0,
             (double) (int64_t) (r.heap1 - r.heap0) / n,
             (double) (int64_t) (r.rss1 - r.rss0) / n,
