@@ -9,7 +9,9 @@
  *
  *   microbench [--seconds N] [--threads LIST] [--no-writeback]
  *              [--dir DIR] [--cache-size SIZE] [--space SIZE]
- *              [--phases read,bare,write,flush] [--pin]
+ *              [--phases read,bare,write,flush,writeback,replay] [--pin]
+ *   microbench --scale COUNTS [--key-size SIZE] [--cache-size SIZE]
+ *              [--dir DIR]
  *
  * Measures, at each thread count of LIST (default 1,2):
  *   - 4K pc_read of cached data at random offsets (the whole 1 GiB
@@ -26,6 +28,17 @@
  *     at full depth beside the writers);
  *   - the burst again with a pc_flush after every FLUSH_EVERY writes of
  *     each thread, and the cost per flush that implies;
+ *   - write-back (writeback): a fresh cache with write-back held back
+ *     (pcache-writeback-percent=100) takes 4K writes at distinct,
+ *     non-adjacent offsets over 40% of it, and a timed pc_cache_drain
+ *     writes them all to the null backend, with each thread count of
+ *     LIST as pcache-writeback-threads: extents per second, in all and
+ *     per thread, and wall and CPU time per extent;
+ *   - replay (replay): a cache, workers not started, takes one 4K key
+ *     per 4K of the space, at non-adjacent offsets in a random order,
+ *     is closed, and is reopened three times: pc_cache_open (which
+ *     walks the key log and indexes every key) and pc_cache_bind, in
+ *     keys per second and seconds per million keys;
  * and reports RAM per cached 4K key: the keys and B+tree nodes the
  * index holds, and the growth of the heap and the index's chunks, and of
  * anonymous RSS, while the read set is written (these two in whole
@@ -35,6 +48,17 @@
  * The writeback and GC workers run (against the null backend) unless
  * --no-writeback; they take CPU time of their own, which shows at two
  * threads on a two-CPU machine.
+ *
+ * --scale replaces the phases: for each key count of COUNTS (1M is
+ * 2^20 keys), one child process fills a cache with that many keys of
+ * --key-size bytes (default 512) at offsets twice that apart, so that
+ * none merge, written in a random order by two threads without the
+ * workers, and closes it; a second, fresh child reopens it and reports
+ * the replay's wall and CPU time, the index's bytes per key, the growth
+ * of its heap and index chunks and of anonymous RSS per key (as for
+ * the read set), and its peak RSS (VmHWM, which includes the pages of
+ * the log it read).  The cache is sized for the keys unless
+ * --cache-size is given, and removed after each count.
  *
  * Cache files go to DIR (default /dev/shm), emulating persistent memory
  * with PMEM2_FORCE_GRANULARITY=CACHE_LINE unless the environment sets
