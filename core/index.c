@@ -333,6 +333,62 @@ leaf_for (const struct pc_tree *t, uint64_t off)
   return x;
 }
 
+/* Ask for all four lines of node x. */
+static inline void
+prefetch_node (const struct pc_bnode *x)
+{
+  const char *p = (const char *) x;
+  size_t i;
+
+  for (i = 0; i < sizeof *x; i += 64)
+    __builtin_prefetch (p + i);
+}
+
+void
+pc_tree_prefetch (struct pc_tree *const *t, const uint64_t *off, unsigned n)
+{
+  const struct pc_bnode *x[PC_TREE_PREFETCH_MAX];
+  unsigned i, more;
+
+  if (n > PC_TREE_PREFETCH_MAX)
+    n = PC_TREE_PREFETCH_MAX;
+  for (i = 0; i < n; i++) {
+    x[i] = t[i]->root;
+    if (x[i])
+      prefetch_node (x[i]);
+  }
+  /* One level of every descent a round: the nodes of a round were all
+   * asked for in the round before.
+   */
+  do {
+    more = 0;
+    for (i = 0; i < n; i++) {
+      const struct pc_bnode *y = x[i];
+      unsigned j;
+
+      if (y == NULL)
+        continue;
+      if (y->level > 0) {
+        x[i] = y->child[child_slot (y, off[i])];
+        prefetch_node (x[i]);
+        more = 1;
+        continue;
+      }
+      /* The leaf: find_at reads the key before off, in this leaf or
+       * at the end of the one before, and the first offset after it.
+       */
+      j = leaf_slot (y, off[i]);
+      if (j > 0)
+        __builtin_prefetch (y->key[j - 1]);
+      else if (y->prev)
+        prefetch_node (y->prev);
+      if (j == y->n && y->next)
+        __builtin_prefetch (y->next);
+      x[i] = NULL;
+    }
+  } while (more);
+}
+
 /* Leaf and slot of a linked key.  Keys do not point back at their leaf:
  * that would cost 8 bytes a key, and a store into every key a split or
  * merge moves.  Offsets in a tree are unique, so a descent finds it.

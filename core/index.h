@@ -155,6 +155,17 @@ struct pc_key *pc_tree_find (struct pc_tree *t, uint64_t off, uint64_t len);
 struct pc_key *pc_tree_next (struct pc_tree *t, struct pc_key *k);
 struct pc_key *pc_tree_first (struct pc_tree *t);
 
+/* Warm the CPU caches for inserts or lookups at off[i] in t[i], for
+ * i < n (at most PC_TREE_PREFETCH_MAX): the descents go level by level,
+ * every node of a level asked for before any is read, so that their
+ * cache misses overlap where one descent after another would wait for
+ * each in turn.  Changes nothing; the caller holds the trees' locks (or
+ * is alone, as replay is).
+ */
+#define PC_TREE_PREFETCH_MAX 32
+void pc_tree_prefetch (struct pc_tree *const *t, const uint64_t *off,
+                       unsigned n);
+
 /* Caller holds the write lock.  Unlink k; free it unless it is a
  * placeholder, which is marked PC_KEY_DEAD for its owner to free.
  */

@@ -86,6 +86,27 @@ index_key (struct pc_cache *c, const struct pc_key_rec *r, int dirty)
   return ret;
 }
 
+/* Keys of a kset are indexed in groups of this many, the tree nodes
+ * each will visit fetched for all of the group at once: a log written
+ * in random order sends consecutive keys to random places in the
+ * index, and one insert after another would wait for each miss in turn.
+ */
+#define PREFETCH_KEYS 16
+
+static void
+prefetch_keys (struct pc_cache *c, const struct pc_key_rec *r, unsigned n)
+{
+  struct pc_tree *t[PREFETCH_KEYS];
+  uint64_t off[PREFETCH_KEYS];
+  unsigned i;
+
+  for (i = 0; i < n; i++) {
+    off[i] = r[i].off;
+    t[i] = pc_index_tree (&c->index, off[i]);
+  }
+  pc_tree_prefetch (t, off, n);
+}
+
 /* Is there a valid kset after the end of the log at p (p.seq is set)? */
 static int
 later_kset (struct pc_cache *c, const struct pc_pos *end, struct pc_pos *p)
@@ -254,7 +275,11 @@ pc_replay (struct pc_cache *c)
     }
     for (i = 0; i < h->nkeys; i++) {
       const struct pc_key_rec *r = (const struct pc_key_rec *) (h + 1) + i;
-      int live = check_key (c, r, &why), dirty;
+      int live, dirty;
+
+      if (i % PREFETCH_KEYS == 0)
+        prefetch_keys (c, r, PC_MIN (h->nkeys - i, PREFETCH_KEYS));
+      live = check_key (c, r, &why);
 
       if (live < 0) {
         pc_fail (EINVAL, "%s: kset %" PRIu64 " key %u (offset %" PRIu64

@@ -9,7 +9,9 @@
  *
  *   microbench [--seconds N] [--threads LIST] [--no-writeback]
  *              [--dir DIR] [--cache-size SIZE] [--space SIZE]
- *              [--phases read,bare,write,flush] [--pin]
+ *              [--phases read,bare,write,flush,writeback,replay] [--pin]
+ *   microbench --scale COUNTS [--key-size SIZE] [--cache-size SIZE]
+ *              [--dir DIR]
  *
  * Measures, at each thread count of LIST (default 1,2):
  *   - 4K pc_read of cached data at random offsets (the whole 1 GiB
@@ -26,6 +28,17 @@
  *     at full depth beside the writers);
  *   - the burst again with a pc_flush after every FLUSH_EVERY writes of
  *     each thread, and the cost per flush that implies;
+ *   - write-back (writeback): a fresh cache with write-back held back
+ *     (pcache-writeback-percent=100) takes 4K writes at distinct,
+ *     non-adjacent offsets over 40% of it, and a timed pc_cache_drain
+ *     writes them all to the null backend, with each thread count of
+ *     LIST as pcache-writeback-threads: extents per second, in all and
+ *     per thread, and wall and CPU time per extent;
+ *   - replay (replay): a cache, workers not started, takes one 4K key
+ *     per 4K of the space, at non-adjacent offsets in a random order,
+ *     is closed, and is reopened three times: pc_cache_open (which
+ *     walks the key log and indexes every key) and pc_cache_bind, in
+ *     keys per second and seconds per million keys;
  * and reports RAM per cached 4K key: the keys and B+tree nodes the
  * index holds, and the growth of the heap and the index's chunks, and of
  * anonymous RSS, while the read set is written (these two in whole
@@ -35,6 +48,17 @@
  * The writeback and GC workers run (against the null backend) unless
  * --no-writeback; they take CPU time of their own, which shows at two
  * threads on a two-CPU machine.
+ *
+ * --scale replaces the phases: for each key count of COUNTS (1M is
+ * 2^20 keys), one child process fills a cache with that many keys of
+ * --key-size bytes (default 512) at offsets twice that apart, so that
+ * none merge, written in a random order by two threads without the
+ * workers, and closes it; a second, fresh child reopens it and reports
+ * the replay's wall and CPU time, the index's bytes per key, the growth
+ * of its heap and index chunks and of anonymous RSS per key (as for
+ * the read set), and its peak RSS (VmHWM, which includes the pages of
+ * the log it read).  The cache is sized for the keys unless
+ * --cache-size is given, and removed after each count.
  *
  * Cache files go to DIR (default /dev/shm), emulating persistent memory
  * with PMEM2_FORCE_GRANULARITY=CACHE_LINE unless the environment sets
@@ -59,6 +83,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/wait.h>
 
 #include "pcache.h"
 #include "pmem.h"
@@ -66,6 +91,7 @@
 #include "slab.h"
 
 #define BS 4096u
+#define PC_ALIGN_UP_BS(n) (((uint64_t) (n) + BS - 1) / BS * BS)
 #define MAX_THREADS 64
 
 static double opt_seconds = 3;
@@ -77,6 +103,12 @@ static const char *opt_dir = "/dev/shm";
 static uint64_t opt_cache_size = 2ULL << 30;
 static uint64_t opt_space = 1ULL << 30;
 static int do_read = 1, do_bare = 1, do_write = 1, do_flush = 1;
+static int do_writeback = 1, do_replay = 1;
+static int opt_cache_size_set;
+/* --scale: key counts, and the size of each key. */
+static uint64_t opt_scale[16];
+static unsigned opt_nscale;
+static uint64_t opt_key_size = 512;
 
 /* The flush phase: a pc_flush after this many writes of each thread. */
 #define FLUSH_EVERY 16
@@ -190,7 +222,7 @@ parse_size (const char *s, uint64_t *out)
 /* ------------------------------------------------------------------ */
 /* The null backend. */
 
-static _Atomic uint64_t null_reads;
+static _Atomic uint64_t null_reads, null_writes;
 
 static int
 null_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
@@ -205,6 +237,7 @@ static int
 null_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off, int *err)
 {
   (void) ctx; (void) buf; (void) len; (void) off; (void) err;
+  atomic_fetch_add_explicit (&null_writes, 1, memory_order_relaxed);
   return 0;
 }
 
@@ -235,9 +268,14 @@ static const struct pc_backend_ops null_ops = {
 };
 static const struct pc_backend null_backend = { &null_ops, NULL };
 
-/* wb_percent: pcache-writeback-percent, or PC_UNSET. */
+/* A fresh cache of size bytes over a backend of space bytes.
+ * wb_percent: pcache-writeback-percent, or PC_UNSET; wb_threads:
+ * pcache-writeback-threads, or 0 for the default.  The workers run if
+ * start (and not --no-writeback).
+ */
 static pc_cache *
-cache_create (int wb_percent)
+cache_create_ex (uint64_t size, uint64_t space, int wb_percent,
+                  unsigned wb_threads, int start)
 {
   struct pc_config cfg;
   pc_cache *c;
@@ -245,15 +283,51 @@ cache_create (int wb_percent)
   unlink (cache_path);
   pc_config_init (&cfg);
   cfg.path = cache_path;
-  cfg.size = opt_cache_size;
+  cfg.size = size;
   cfg.format = PC_FORMAT_FORCE;
   cfg.wb_percent = wb_percent;
+  cfg.wb_threads = wb_threads;
   if (pc_cache_open (&cfg, &c) == -1)
     die ("cannot open %s: %s", cache_path, strerror (errno));
-  if (pc_cache_bind (c, opt_space) == -1)
+  if (pc_cache_bind (c, space) == -1)
     die ("cannot bind %s: %s", cache_path, strerror (errno));
-  if (opt_writeback && pc_cache_start (c, &null_backend) == -1)
+  if (start && opt_writeback && pc_cache_start (c, &null_backend) == -1)
     die ("cannot start the workers: %s", strerror (errno));
+  return c;
+}
+
+static pc_cache *
+cache_create (int wb_percent)
+{
+  return cache_create_ex (opt_cache_size, opt_space, wb_percent, 0, 1);
+}
+
+static double cpu_now (void);
+
+/* Open the existing cache file again (its log replayed) and bind it:
+ * *open_s and *bind_s receive the time each took, *cpu_s the CPU time
+ * of the process over both (which others' load on the machine does
+ * not inflate, as it does the wall time).
+ */
+static pc_cache *
+cache_reopen (uint64_t space, double *open_s, double *bind_s, double *cpu_s)
+{
+  struct pc_config cfg;
+  pc_cache *c;
+  double t0, t1, cpu0;
+
+  pc_config_init (&cfg);
+  cfg.path = cache_path;
+  cpu0 = cpu_now ();
+  t0 = now ();
+  if (pc_cache_open (&cfg, &c) == -1)
+    die ("cannot reopen %s: %s", cache_path, strerror (errno));
+  t1 = now ();
+  if (pc_cache_bind (c, space) == -1)
+    die ("cannot bind %s: %s", cache_path, strerror (errno));
+  *open_s = t1 - t0;
+  *bind_s = now () - t1;
+  *cpu_s = cpu_now () - cpu0;
   return c;
 }
 
@@ -547,6 +621,100 @@ fill_space (pc_cache *c)
     die ("filling the read set failed");
 }
 
+/* Write n keys of len bytes, key i at offset perm (i) * stride, in the
+ * order of a pseudo-random permutation of 0..n-1, so that neither the
+ * log nor the index sees them in offset order; with stride > len no two
+ * are adjacent, and none can merge.  Two threads, each half of the
+ * permutation.
+ */
+struct keys_arg {
+  pc_cache *c;
+  uint64_t first, count, n;
+  uint32_t len;
+  uint64_t stride;
+  unsigned bits;
+};
+
+/* A bijection of [0, 2^bits): multiplications by odd constants and
+ * xorshifts, each invertible modulo 2^bits.
+ */
+static uint64_t
+mix (uint64_t x, unsigned bits)
+{
+  uint64_t mask = bits >= 64 ? UINT64_MAX : (UINT64_C (1) << bits) - 1;
+  unsigned sh = bits / 2 + 1;
+
+  x = (x * UINT64_C (0x9e3779b97f4a7c15)) & mask;
+  x ^= x >> sh;
+  x = (x * UINT64_C (0xbf58476d1ce4e5b9)) & mask;
+  x ^= x >> sh;
+  return x;
+}
+
+/* The i-th element of the permutation of [0, n): cycle-walking the
+ * bijection of the next power of two until it lands below n.
+ */
+static uint64_t
+perm (uint64_t i, uint64_t n, unsigned bits)
+{
+  do
+    i = mix (i, bits);
+  while (i >= n);
+  return i;
+}
+
+static void *
+keys_main (void *arg)
+{
+  struct keys_arg *a = arg;
+  uint8_t *buf = aligned_alloc (BS, PC_ALIGN_UP_BS (a->len));
+  uint64_t i;
+  int err;
+
+  if (!buf)
+    return (void *) 1;
+  memset (buf, 0x3c, a->len);
+  pthread_setname_np (pthread_self (), "mb-fill");
+  for (i = a->first; i < a->first + a->count; i++) {
+    uint64_t off = perm (i, a->n, a->bits) * a->stride;
+
+    if (pc_write (a->c, buf, a->len, off, 0, &err) == -1) {
+      fprintf (stderr, "microbench: fill: pc_write: %s\n", strerror (err));
+      free (buf);
+      return (void *) 1;
+    }
+  }
+  free (buf);
+  return NULL;
+}
+
+static void
+write_keys (pc_cache *c, uint64_t n, uint32_t len, uint64_t stride)
+{
+  struct keys_arg a[2];
+  pthread_t t[2];
+  unsigned bits = 1;
+  void *rv;
+  int bad = 0, i;
+
+  while (bits < 64 && (UINT64_C (1) << bits) < n)
+    bits++;
+  for (i = 0; i < 2; i++) {
+    a[i] = (struct keys_arg) {
+      .c = c, .first = i ? n / 2 : 0, .count = i ? n - n / 2 : n / 2,
+      .n = n, .len = len, .stride = stride, .bits = bits,
+    };
+    if (pthread_create (&t[i], NULL, keys_main, &a[i]) != 0)
+      die ("pthread_create failed");
+  }
+  for (i = 0; i < 2; i++) {
+    pthread_join (t[i], &rv);
+    bad |= rv != NULL;
+  }
+  if (bad)
+    die ("writing the keys failed");
+}
+
 /* ------------------------------------------------------------------ */
 
 static void
@@ -569,6 +737,8 @@ usage (FILE *f)
 "usage: microbench [--seconds N] [--threads LIST] [--no-writeback]\n"
 "                  [--dir DIR] [--cache-size SIZE] [--space SIZE]\n"
 "                  [--phases LIST] [--pin]\n"
+"       microbench --scale COUNTS [--key-size SIZE] [--cache-size SIZE]\n"
+"                  [--dir DIR]\n"
 "\n"
 "  --seconds N       length of each measurement (default 3)\n"
 "  --threads LIST    comma-separated thread counts (default 1,2)\n"
@@ -578,13 +748,22 @@ usage (FILE *f)
 "  --dir DIR         where the cache files go (default /dev/shm)\n"
 "  --cache-size SIZE cache file size (default 2G)\n"
 "  --space SIZE      backing size and random-offset space (default 1G)\n"
-"  --phases LIST     which measurements: read,bare,write,flush (default\n"
-"                    all; e.g. --phases write to profile the write path;\n"
-"                    flush: burst writes with a pc_flush every 16)\n"
+"  --phases LIST     which measurements: read,bare,write,flush,writeback,\n"
+"                    replay (default all; e.g. --phases write to profile\n"
+"                    the write path; flush: burst writes with a pc_flush\n"
+"                    every 16; writeback: a drain of dirty 4K extents at\n"
+"                    each --threads count as pcache-writeback-threads;\n"
+"                    replay: reopening a cache of --space/4K keys)\n"
 "  --pin             run measured thread i on the i-th CPU from the last:\n"
 "                    steadier figures for the phases without workers,\n"
 "                    but writers pinned beside running workers get less\n"
-"                    CPU than the scheduler would give them\n");
+"                    CPU than the scheduler would give them\n"
+"  --scale COUNTS    instead of the phases: for each key count (e.g.\n"
+"                    1M,4M; M = 2^20), fill a cache with that many keys,\n"
+"                    close it, and time its reopen and the RAM it takes,\n"
+"                    each in a fresh process\n"
+"  --key-size SIZE   bytes per key for --scale (default 512)\n"
+"  (--cache-size, with --scale, defaults to what the keys need)\n");
 }
 
 static void
@@ -625,10 +804,32 @@ row (const char *name, unsigned t, const struct result *r,
           r->total, r->us_per_op, vs, r->op_cpu_us, r->cpu_us_per_op);
 }
 
+/* A drain of n dirty 4K extents with pcache-writeback-threads at
+ * threads: wall and process CPU seconds, and the backend writes it made.
+ */
+struct wb_result {
+  int valid;
+  unsigned threads;
+  uint64_t extents, dirty0, writes;
+  double secs, cpu;
+};
+
+/* Reopens of a cache holding keys: pc_cache_open (which replays the
+ * log) and pc_cache_bind, each time.
+ */
+#define REPLAY_RUNS 3
+struct replay_result {
+  int valid;
+  uint64_t keys;
+  double open_s[REPLAY_RUNS], bind_s[REPLAY_RUNS], cpu_s[REPLAY_RUNS];
+};
+
 /* The figures of every phase, one entry per thread count of --threads. */
 struct results {
   struct result wcold[16], wwarm[16], wflush[16], rd[16];
   struct result bcold[16], bc[16], br[16];
+  struct wb_result wb[16];
+  struct replay_result replay;
 };
 
 /* RAM per key: heap and anonymous RSS before and after the read set is
@@ -638,6 +839,56 @@ struct ram {
   uint64_t rss0, rss1, heap0, heap1;
   uint64_t ix_keys, ix_bytes;
 };
+
+/* --phases: a comma-separated list of phase names. */
+static int
+parse_phases (const char *arg)
+{
+  char *copy = strdup (arg), *tok, *save = NULL;
+  int ok = copy != NULL, any = 0;
+
+  do_read = do_bare = do_write = do_flush = do_writeback = do_replay = 0;
+  for (tok = copy ? strtok_r (copy, ",", &save) : NULL; ok && tok;
+       tok = strtok_r (NULL, ",", &save), any = 1) {
+    if (strcmp (tok, "read") == 0) do_read = 1;
+    else if (strcmp (tok, "bare") == 0) do_bare = 1;
+    else if (strcmp (tok, "write") == 0) do_write = 1;
+    else if (strcmp (tok, "flush") == 0) do_flush = 1;
+    else if (strcmp (tok, "writeback") == 0) do_writeback = 1;
+    else if (strcmp (tok, "replay") == 0) do_replay = 1;
+    else ok = 0;
+  }
+  free (copy);
+  return ok && any ? 0 : -1;
+}
+
+/* --scale: comma-separated key counts, with k, M or G (powers of two:
+ * 1M is 2^20 keys).
+ */
+static int
+parse_scale (const char *arg)
+{
+  char *copy = strdup (arg), *tok, *save = NULL, *end;
+  int ok = copy != NULL;
+
+  opt_nscale = 0;
+  for (tok = copy ? strtok_r (copy, ",", &save) : NULL; ok && tok;
+       tok = strtok_r (NULL, ",", &save)) {
+    double v = strtod (tok, &end);
+
+    switch (*end) {
+    case 'k': case 'K': v *= 1 << 10; end++; break;
+    case 'm': case 'M': v *= 1 << 20; end++; break;
+    case 'g': case 'G': v *= 1 << 30; end++; break;
+    }
+    if (*end || !(v >= 1 && v <= 1e10) || opt_nscale == 16)
+      ok = 0;
+    else
+      opt_scale[opt_nscale++] = (uint64_t) v;
+  }
+  free (copy);
+  return ok && opt_nscale ? 0 : -1;
+}
 
 /* One option; -1 to go on, else the exit status. */
 static int
@@ -660,6 +911,7 @@ parse_option (int opt, const char *arg)
       fprintf (stderr, "microbench: bad --cache-size '%s'\n", arg);
       return 2;
     }
+    opt_cache_size_set = 1;
     break;
   case 'S':
     if (parse_size (arg, &opt_space) == -1 || opt_space < BS * 16) {
@@ -669,12 +921,21 @@ parse_option (int opt, const char *arg)
     opt_space = opt_space / BS * BS;
     break;
   case 'p':
-    do_read = strstr (arg, "read") != NULL;
-    do_bare = strstr (arg, "bare") != NULL;
-    do_write = strstr (arg, "write") != NULL;
-    do_flush = strstr (arg, "flush") != NULL;
-    if (!do_read && !do_bare && !do_write && !do_flush) {
+    if (parse_phases (arg) == -1) {
       fprintf (stderr, "microbench: bad --phases '%s'\n", arg);
+      return 2;
+    }
+    break;
+  case 'x':
+    if (parse_scale (arg) == -1) {
+      fprintf (stderr, "microbench: bad --scale '%s'\n", arg);
+      return 2;
+    }
+    break;
+  case 'k':
+    if (parse_size (arg, &opt_key_size) == -1 || opt_key_size < 1 ||
+        opt_key_size > BS) {
+      fprintf (stderr, "microbench: bad --key-size '%s'\n", arg);
       return 2;
     }
     break;
@@ -697,6 +958,8 @@ parse_options (int argc, char **argv)
     { "space", required_argument, NULL, 'S' },
     { "phases", required_argument, NULL, 'p' },
     { "pin", no_argument, NULL, 'P' },
+    { "scale", required_argument, NULL, 'x' },
+    { "key-size", required_argument, NULL, 'k' },
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
@@ -709,7 +972,7 @@ parse_options (int argc, char **argv)
     usage (stderr);
     return 2;
   }
-  if (opt_space * 2 > opt_cache_size) {
+  if (opt_nscale == 0 && opt_space * 2 > opt_cache_size) {
     fprintf (stderr, "microbench: --cache-size must be at least twice "
              "--space (the read set must fit)\n");
     return 2;
@@ -733,6 +996,14 @@ setup (void)
   signal (SIGINT, on_signal);
   signal (SIGTERM, on_signal);
 
+  if (opt_nscale) {
+    printf ("pcache core microbenchmark, scale: %u CPUs online, caches in "
+            "%s (PMEM2_FORCE_GRANULARITY=%s)\n",
+            (unsigned) sysconf (_SC_NPROCESSORS_ONLN), opt_dir,
+            getenv ("PMEM2_FORCE_GRANULARITY"));
+    fflush (stdout);
+    return;
+  }
   printf ("pcache core microbenchmark: %u-byte ops, %g s per measurement, "
           "%u CPUs online\n", BS, opt_seconds,
           (unsigned) sysconf (_SC_NPROCESSORS_ONLN));
@@ -866,6 +1137,130 @@ phase_flush (struct results *res)
   }
 }
 
+/* 5. Write-back: a fresh cache with pcache-writeback-percent=100 takes
+ * n 4K writes at distinct, non-adjacent offsets (40% of the cache, below
+ * pcache-gc-percent, so that write-back waits), a flush commits them,
+ * and a drain, timed, writes them all back to the null backend.  Each
+ * thread count of --threads is a pcache-writeback-threads value.
+ */
+static void
+phase_writeback (struct results *res)
+{
+  uint64_t n = opt_cache_size / BS * 4 / 10;
+  unsigned i;
+
+  for (i = 0; i < opt_nthreads; i++) {
+    struct wb_result *w = &res->wb[i];
+    pc_cache *c = cache_create_ex (opt_cache_size, 2 * n * BS, 100,
+                                   opt_threads[i], 1);
+    struct pc_stats st0, st1;
+    double t0, cpu0;
+    int err;
+
+    write_keys (c, n, BS, 2 * BS);
+    if (pc_flush (c, &err) == -1)
+      die ("pc_flush: %s", strerror (err));
+    pc_cache_get_stats (c, &st0);
+    atomic_store (&null_writes, 0);
+    t0 = now ();
+    cpu0 = cpu_now ();
+    if (pc_cache_drain (c, &err) == -1)
+      die ("drain failed: %s", strerror (err));
+    w->secs = now () - t0;
+    w->cpu = cpu_now () - cpu0;
+    pc_cache_get_stats (c, &st1);
+    w->writes = atomic_load (&null_writes);
+    w->extents = (st1.writeback_bytes - st0.writeback_bytes) / BS;
+    w->dirty0 = st0.dirty_bytes / BS;
+    w->threads = opt_threads[i];
+    w->valid = 1;
+    cache_destroy (c);
+  }
+}
+
+/* 6. Replay: a cache (workers not started) takes the 4K keys of the
+ * read set at non-adjacent offsets in a random order, is closed
+ * cleanly, and is reopened REPLAY_RUNS times: pc_cache_open walks the
+ * key log and indexes every key, pc_cache_bind checks the generation
+ * records and finds the namespace.
+ */
+static void
+phase_replay (struct results *res)
+{
+  struct replay_result *r = &res->replay;
+  uint64_t n = opt_space / BS, space = 2 * opt_space, bytes;
+  pc_cache *c = cache_create_ex (opt_cache_size, space, PC_UNSET, 0, 0);
+  unsigned i;
+
+  write_keys (c, n, BS, 2 * BS);
+  pc_cache_close (c);
+  for (i = 0; i < REPLAY_RUNS; i++) {
+    c = cache_reopen (space, &r->open_s[i], &r->bind_s[i], &r->cpu_s[i]);
+    pc_cache_index_usage (c, &r->keys, &bytes);
+    pc_cache_close (c);
+  }
+  unlink (cache_path);
+  r->valid = 1;
+}
+
+static int
+cmp_double (const void *a, const void *b)
+{
+  double x = *(const double *) a, y = *(const double *) b;
+
+  return x < y ? -1 : x > y;
+}
+
+static void
+print_writeback (const struct results *res)
+{
+  unsigned i;
+
+  printf ("\nwrite-back (a drain of dirty 4K extents, null backend):\n"
+          "%-8s %10s %10s %12s %12s %9s %9s\n", "threads", "extents",
+          "writes", "extents/s", "per thread", "us/ext", "CPU/ext");
+  for (i = 0; i < opt_nthreads; i++) {
+    const struct wb_result *w = &res->wb[i];
+    double rate;
+
+    if (!w->valid || w->secs <= 0 || w->extents == 0)
+      continue;
+    rate = w->extents / w->secs;
+    printf ("%-8u %10" PRIu64 " %10" PRIu64 " %12.0f %12.0f %9.3f %9.3f\n",
+            w->threads, w->extents, w->writes, rate, rate / w->threads,
+            w->secs / w->extents * 1e6, w->cpu / w->extents * 1e6);
+    if (w->dirty0 != w->extents)
+      printf ("  (%" PRIu64 " extents were dirty when the drain began)\n",
+              w->dirty0);
+  }
+}
+
+static void
+print_replay (const struct results *res)
+{
+  const struct replay_result *r = &res->replay;
+  double tot[REPLAY_RUNS], med, open_med[REPLAY_RUNS], cpu[REPLAY_RUNS];
+  unsigned i;
+
+  if (!r->valid || r->keys == 0)
+    return;
+  for (i = 0; i < REPLAY_RUNS; i++) {
+    tot[i] = r->open_s[i] + r->bind_s[i];
+    open_med[i] = r->open_s[i];
+    cpu[i] = r->cpu_s[i];
+  }
+  qsort (tot, REPLAY_RUNS, sizeof *tot, cmp_double);
+  qsort (open_med, REPLAY_RUNS, sizeof *open_med, cmp_double);
+  qsort (cpu, REPLAY_RUNS, sizeof *cpu, cmp_double);
+  med = tot[REPLAY_RUNS / 2];
+  printf ("\nreplay (reopen of a cache holding %" PRIu64 " 4K keys, "
+          "median of %d): %.3f s (open %.3f s, CPU %.3f s), %.0f keys/s, "
+          "%.3f s per million keys; fastest %.3f s, slowest %.3f s\n",
+          r->keys, REPLAY_RUNS, med, open_med[REPLAY_RUNS / 2],
+          cpu[REPLAY_RUNS / 2], r->keys / med, med / r->keys * 1e6, tot[0],
+          tot[REPLAY_RUNS - 1]);
+}
+
 /* us/op: wall time per op and thread.  CPU/op: CPU time of the threads
  * measured, per op.  all CPU/op: CPU time of the whole process (the
  * engine's writeback and GC too) per op.
@@ -946,6 +1341,161 @@ print_ram (const struct ram *ram)
           sizeof (struct pc_key));
 }
 
+/* ------------------------------------------------------------------ */
+/* --scale: replay time and RAM at millions of keys. */
+
+/* A field of /proc/self/status, in bytes (the kernel gives kB). */
+static uint64_t
+status_bytes (const char *field)
+{
+  char line[256];
+  size_t len = strlen (field);
+  uint64_t v = 0;
+  FILE *f = fopen ("/proc/self/status", "r");
+
+  if (!f)
+    return 0;
+  while (fgets (line, sizeof line, f))
+    if (strncmp (line, field, len) == 0 && line[len] == ':') {
+      v = strtoull (line + len + 1, NULL, 10) * 1024;
+      break;
+    }
+  fclose (f);
+  return v;
+}
+
+struct scale_result {
+  int ok;
+  uint64_t keys, ix_keys, ix_bytes;
+  double fill_s, open_s, bind_s, cpu_s;
+  uint64_t heap0, heap1, rss0, rss1, hwm, rss_file;
+};
+
+/* The cache size for n keys of --key-size bytes, unless --cache-size:
+ * their payload (in 64-byte granules) and log records (32 bytes each, a
+ * 32-byte header per 128), an eighth more for partly used segments, and
+ * 256 MiB, in whole GiB.
+ */
+static uint64_t
+scale_cache_size (uint64_t n)
+{
+  uint64_t payload = n * ((opt_key_size + 63) / 64 * 64);
+  uint64_t log = n * 32 + n / 128 * 64 + (64 << 20);
+  uint64_t want = (payload + log) * 9 / 8 + (256 << 20);
+
+  if (opt_cache_size_set)
+    return opt_cache_size;
+  return (want + (UINT64_C (1) << 30) - 1) >> 30 << 30;
+}
+
+/* Run fn in a child process, which sends back *r through a pipe: each
+ * step of a scale point starts from a fresh heap, and the reopen's peak
+ * RSS is its own.
+ */
+static void
+in_child (void (*fn) (struct scale_result *, uint64_t), uint64_t n,
+          struct scale_result *r)
+{
+  int fd[2], status;
+  pid_t pid;
+  ssize_t got;
+
+  fflush (stdout);
+  if (pipe (fd) == -1)
+    die ("pipe: %s", strerror (errno));
+  pid = fork ();
+  if (pid == -1)
+    die ("fork: %s", strerror (errno));
+  if (pid == 0) {
+    close (fd[0]);
+    fn (r, n);
+    if (write (fd[1], r, sizeof *r) != (ssize_t) sizeof *r)
+      _exit (1);
+    _exit (0);
+  }
+  close (fd[1]);
+  got = read (fd[0], r, sizeof *r);
+  close (fd[0]);
+  if (waitpid (pid, &status, 0) == -1 || !WIFEXITED (status) ||
+      WEXITSTATUS (status) != 0 || got != (ssize_t) sizeof *r)
+    die ("a child process failed");
+}
+
+/* Make a cache holding n keys of --key-size bytes at offsets 2 *
+ * --key-size apart (so none merge), written in a random order by two
+ * threads, workers not started (nothing is written back), and close it.
+ */
+static void
+scale_fill (struct scale_result *r, uint64_t n)
+{
+  uint64_t stride = 2 * opt_key_size;
+  pc_cache *c = cache_create_ex (scale_cache_size (n), n * stride, PC_UNSET,
+                                 0, 0);
+  double t0 = now ();
+
+  write_keys (c, n, opt_key_size, stride);
+  pc_cache_close (c);
+  r->fill_s = now () - t0;
+  r->ok = 1;
+}
+
+/* Reopen it: the replay, and what it leaves in RAM. */
+static void
+scale_replay (struct scale_result *r, uint64_t n)
+{
+  pc_cache *c;
+
+  r->heap0 = heap_bytes ();
+  r->rss0 = anon_rss ();
+  c = cache_reopen (n * 2 * opt_key_size, &r->open_s, &r->bind_s,
+                    &r->cpu_s);
+  r->heap1 = heap_bytes ();
+  r->rss1 = anon_rss ();
+  r->hwm = status_bytes ("VmHWM");
+  r->rss_file = status_bytes ("RssFile") + status_bytes ("RssShmem");
+  pc_cache_index_usage (c, &r->ix_keys, &r->ix_bytes);
+  pc_cache_close (c);
+  r->keys = n;
+  r->ok = 1;
+}
+
+static void
+run_scale (void)
+{
+  unsigned i;
+
+  printf ("scale: %" PRIu64 "-byte keys at offsets %" PRIu64 " apart, "
+          "written in a random order, workers not started; replay = "
+          "pc_cache_open + pc_cache_bind in a fresh process\n",
+          opt_key_size, 2 * opt_key_size);
+  printf ("%10s %6s %7s %9s %8s %8s %8s %10s %9s %9s %9s\n", "keys",
+          "cache", "fill s", "replay s", "open s", "CPU s", "s per M",
+          "index B/k", "heap B/k", "anon B/k", "peak RSS");
+  for (i = 0; i < opt_nscale; i++) {
+    uint64_t n = opt_scale[i];
+    struct scale_result f = { 0 }, r = { 0 };
+    double rs;
+
+    in_child (scale_fill, n, &f);
+    in_child (scale_replay, n, &r);
+    unlink (cache_path);
+    rs = r.open_s + r.bind_s;
+    printf ("%10" PRIu64 " %5" PRIu64 "G %7.1f %9.3f %8.3f %8.3f %8.3f "
+            "%10.1f %9.1f %9.1f %8.0fM\n",
+            n, scale_cache_size (n) >> 30, f.fill_s, rs, r.open_s, r.cpu_s,
+            rs / n * 1e6, r.ix_keys ? (double) r.ix_bytes / r.ix_keys : 0.0,
+            (double) (int64_t) (r.heap1 - r.heap0) / n,
+            (double) (int64_t) (r.rss1 - r.rss0) / n,
+            r.hwm / 1048576.0);
+    if (r.ix_keys != n)
+      printf ("  (the index holds %" PRIu64 " keys)\n", r.ix_keys);
+    printf ("  peak RSS %.0f MiB, of which %.0f MiB of the mapping "
+            "(file pages) at the end\n", r.hwm / 1048576.0,
+            r.rss_file / 1048576.0);
+    fflush (stdout);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -956,6 +1506,10 @@ main (int argc, char **argv)
   if (r != -1)
     return r;
   setup ();
+  if (opt_nscale) {
+    run_scale ();
+    return 0;
+  }
   if (do_read)
     phase_read (&res, &ram);
   if (do_bare)
@@ -964,13 +1518,22 @@ main (int argc, char **argv)
     phase_write (&res);
   if (do_flush)
     phase_flush (&res);
+  if (do_writeback && opt_writeback)
+    phase_writeback (&res);
+  if (do_replay)
+    phase_replay (&res);
 
-  print_table (&res);
+  if (do_read || do_bare || do_write || do_flush)
+    print_table (&res);
   if (do_write && do_bare)
     print_write_cost (&res);
   if (do_write && do_flush)
     print_flush_cost (&res);
   if (do_read)
     print_ram (&ram);
+  if (do_writeback && opt_writeback)
+    print_writeback (&res);
+  if (do_replay)
+    print_replay (&res);
   return 0;
 }

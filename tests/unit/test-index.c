@@ -699,6 +699,38 @@ test_fill_density (void)
   clear ();
 }
 
+/* pc_tree_prefetch reads the trees and changes nothing: on an empty
+ * tree, and on one several levels deep, at offsets before, between and
+ * after its keys, more of them than it takes at once.
+ */
+static void
+test_prefetch (void)
+{
+  struct pc_tree *tv[PC_TREE_PREFETCH_MAX + 8];
+  uint64_t off[PC_TREE_PREFETCH_MAX + 8], i, n = 2000, s = 12345;
+
+  for (i = 0; i < PC_TREE_PREFETCH_MAX + 8; i++) {
+    tv[i] = t;
+    off[i] = i * 8192 + 4096;
+  }
+  pc_tree_prefetch (tv, off, 4);
+  CU_ASSERT_EQUAL (pc_tree_check (t), 0);
+  /* Every other 4K slot, in a scrambled order (i * 7919 mod n is a
+   * permutation: 7919 is prime and n is not its multiple).
+   */
+  for (i = 0; i < n; i++)
+    ins ((i * 7919 % n) * 8192 + 8192, 4096, 0, D);
+  for (i = 0; i < PC_TREE_PREFETCH_MAX + 8; i++) {
+    s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+    off[i] = (s >> 33) % ((n + 2) * 8192);
+  }
+  off[0] = 0;
+  off[1] = (n + 1) * 8192 + 100;
+  pc_tree_prefetch (tv, off, PC_TREE_PREFETCH_MAX + 8);
+  CU_ASSERT_EQUAL (pc_tree_check (t), (long) n);
+  clear ();
+}
+
 static void
 test_random (void)
 {
@@ -1045,6 +1077,7 @@ main (void)
       !CU_add_test (s, "sequential fill", test_sequential) ||
       !CU_add_test (s, "two sequential fills keep nodes full",
                     test_fill_density) ||
+      !CU_add_test (s, "prefetch changes nothing", test_prefetch) ||
       !CU_add_test (s, "threads", test_threads) ||
       !CU_add_test (s, "keys handed between threads", test_key_handover)) {
     CU_cleanup_registry ();
