@@ -92,26 +92,53 @@ pc_ns_backing_epoch (struct pc_cache *c, struct pc_ns *ns)
   return before (pc_log_epoch (c));
 }
 
+/* The age of the oldest dirty kset; *known is 0 if its time has left
+ * the ring (more than PC_LOG_TIMES ksets are dirty), and the age is then
+ * that of the oldest kset the ring still knows: a lower bound.
+ */
+static uint64_t
+dirty_age (struct pc_cache *c, int *known)
+{
+  uint64_t seq = pc_dirty_tail (c).seq, now = pc_now_ms ();
+  uint64_t head = atomic_load (&c->log.head_seq), ms;
+
+  *known = 1;
+  if (seq >= head)
+    return 0;
+  ms = pc_log_commit_ms (c, seq);
+  if (ms == 0) {
+    *known = 0;
+    seq = PC_MAX (seq, head > PC_LOG_TIMES ? head - PC_LOG_TIMES + 1 : 0);
+    while (seq < head && (ms = pc_log_commit_ms (c, seq)) == 0)
+      seq++;
+  }
+  return ms ? now - PC_MIN (ms, now) : 0;
+}
+
 uint64_t
 pc_dirty_age_ms (struct pc_cache *c)
 {
-  uint64_t seq = pc_dirty_tail (c).seq, now = pc_now_ms ();
+  int known;
 
-  if (seq >= atomic_load (&c->log.head_seq))
-    return 0;
-  return now - PC_MIN (pc_log_commit_ms (c, seq), now);
+  return dirty_age (c, &known);
 }
 
 /* Writeback starts early enough to be done in time: half the bound, at
- * most 5 s, is left for the writing.
+ * most 5 s, is left for the writing.  An age the ring no longer knows
+ * counts as too old.
  */
 int
 pc_dirty_too_old (struct pc_cache *c)
 {
   uint64_t max = atomic_load_explicit (&c->wb_max_age_ms,
                                       memory_order_relaxed);
+  uint64_t age;
+  int known;
 
-  return max && pc_dirty_age_ms (c) >= max - PC_MIN (max / 2, 5000);
+  if (!max)
+    return 0;
+  age = dirty_age (c, &known);
+  return !known || age >= max - PC_MIN (max / 2, 5000);
 }
 
 int

@@ -26,6 +26,7 @@
 #include "cache_internal.h"
 #include "gc.h"
 #include "hold.h"
+#include "kset.h"
 #include "writeback.h"
 #include "testutil.h"
 
@@ -660,6 +661,38 @@ test_hold_boundary (void)
   unlink (p);
 }
 
+/* More ksets dirty than the ring of commit times holds: the age shown
+ * is a lower bound (the oldest time the ring knows), not the clock
+ * itself, and write-back counts the data as too old for any bound.
+ */
+static void
+test_age_past_ring (void)
+{
+  const char *p = tu_fresh ("agering");
+  struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
+  struct pc_backend bg = tu_mem_backend (mem);
+  pc_cache *c = open_at (p);
+  int err = 0;
+  unsigned i;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  pc_cache_set_backend (c, &bg);
+  CU_ASSERT_EQUAL (pc_cache_set_tunable (c, PC_TUNE_WB_MAX_AGE, 3600), 0);
+  for (i = 0; i < PC_LOG_TIMES + 64; i++) {
+    CU_ASSERT_EQUAL (pc_zero (c, 4096, (uint64_t) (i % 64) * 4096, 0, &err),
+                     0);
+    commit (c);
+  }
+  CU_ASSERT (pc_dirty_age_ms (c) < 60000);
+  CU_ASSERT_TRUE (pc_dirty_too_old (c));
+  write_back_all (c);
+  CU_ASSERT_EQUAL (pc_dirty_age_ms (c), 0);
+  CU_ASSERT_FALSE (pc_dirty_too_old (c));
+  pc_cache_close (c);
+  tu_mem_free (mem);
+  unlink (p);
+}
+
 static const struct tu_case cases[] = {
   { "overwritten in a later batch", test_overwritten_later },
   { "overwritten in the next epoch", test_overwritten_next_epoch },
@@ -671,6 +704,7 @@ static const struct tu_case cases[] = {
   { "a round has width writers", test_width },
   { "freed space wakes a writer", test_space_wakes },
   { "a hold stops at an epoch boundary", test_hold_boundary },
+  { "dirty age past the ring of commit times", test_age_past_ring },
   { NULL, NULL },
 };
 
