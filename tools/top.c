@@ -24,7 +24,7 @@
 struct sample {
   uint64_t read_hits, read_misses, dirty_bytes, writeback_bytes;
   uint64_t uptime_ms, client_epoch, backing_epoch;
-  uint64_t segments_total, segment_size;
+  uint64_t segments_total, segment_size, group_epochs;
   int writeback_held, writeback_paused;
   char mode[32], backend_state[32], backend_last_error[64];
   char *exports;                /* a line per export if more than one
@@ -154,6 +154,7 @@ take_sample (const char *sock, struct sample *sm)
   sm->backing_epoch = json_u64 (s, "backing_epoch");
   sm->segments_total = json_u64 (s, "segments_total");
   sm->segment_size = json_u64 (s, "segment_size");
+  sm->group_epochs = json_u64 (s, "writeback_group_epochs");
   sm->writeback_held = json_bool (s, "writeback_held");
   sm->writeback_paused = json_bool (s, "writeback_paused");
   json_str (s, "mode", sm->mode, sizeof sm->mode);
@@ -220,8 +221,12 @@ show (const char *sock, const struct sample *now, const struct sample *prev)
                                   prev->writeback_bytes) * 1000 / ms : 0,
                       h, sizeof h),
           ms / 1000.0, human_size (now->writeback_bytes, h2, sizeof h2));
-  printf ("%-17s client %" PRIu64 ", backing %" PRIu64 "\n", "epochs:",
+  printf ("%-17s client %" PRIu64 ", backing %" PRIu64, "epochs:",
           now->client_epoch, now->backing_epoch);
+  /* The backing epoch moves a group at a time. */
+  if (now->group_epochs > 1)
+    printf (", write-back in groups of up to %" PRIu64, now->group_epochs);
+  printf ("\n");
   printf ("%-17s %s%s%s\n", "backend:",
           now->backend_state[0] ? now->backend_state : "?",
           now->backend_last_error[0] ? ", last error " : "",
