@@ -631,6 +631,10 @@ pc_ns_get_stats (pc_cache *c, uint32_t id, struct pc_ns_stats *st)
                                           memory_order_relaxed);
   st->writeback_bytes = atomic_load_explicit (&ns->st_writeback_bytes,
                                               memory_order_relaxed);
+  /* Before its first round, the size a round would take. */
+  st->writeback_group_epochs = atomic_load (&ns->group_epochs);
+  if (st->writeback_group_epochs == 0)
+    st->writeback_group_epochs = PC_MAX (atomic_load (&c->wb_group), 1u);
   pthread_mutex_lock (&ns->lock);
   st->attached = ns->has_bg;
   pthread_mutex_unlock (&ns->lock);

@@ -185,6 +185,7 @@ export (struct json *j, const struct pc_ns_stats *ns)
   u64 (&o, "writes", ns->writes);
   u64 (&o, "write_bytes", ns->write_bytes);
   u64 (&o, "writeback_bytes", ns->writeback_bytes);
+  u64 (&o, "writeback_group_epochs", ns->writeback_group_epochs);
   put (&o, "}");
   j->full = o.full;
   if (!o.full)

@@ -94,7 +94,12 @@ get_quota (struct pc_cache *c) { return LOAD (export_quota); }
 static void
 cfg_group (struct pc_config *cfg, uint64_t v) { cfg->wb_group = v; }
 static void
-set_group (struct pc_cache *c, uint64_t v) { STORE (wb_group, v); }
+set_group (struct pc_cache *c, uint64_t v)
+{
+  STORE (wb_group, v);
+  if (v)
+    STORE (wb_group_epochs, v);
+}
 static uint64_t
 get_group (struct pc_cache *c) { return LOAD (wb_group); }
 

@@ -427,6 +427,7 @@ struct pc_ns_stats {
   int backend_failing, backend_last_error;
   uint64_t backend_failing_since, backend_reopens;
   uint64_t reads, read_bytes, writes, write_bytes, writeback_bytes;
+  unsigned writeback_group_epochs;  /* its write-back group size in force */
 };
 /* Statistics of namespace ns: 0, or -1 (ENOENT) if the slot is unused. */
 int pc_ns_get_stats (pc_cache *c, uint32_t ns, struct pc_ns_stats *st);

@@ -183,7 +183,7 @@ test_two_exports (void)
   CU_ASSERT (has (oa, "\"dirty_bytes\":196608,"));
   CU_ASSERT (has (oa, "\"reads\":1,\"read_bytes\":65536,"));
   CU_ASSERT (has (oa, "\"writes\":3,\"write_bytes\":196608,"));
-  CU_ASSERT (has (oa, "\"writeback_bytes\":0}"));
+  CU_ASSERT (has (oa, "\"writeback_bytes\":0,\"writeback_group_epochs\":1}"));
   CU_ASSERT (has (oa, "\"attached\":false"));
   CU_ASSERT (has (ob, "\"size\":4194304,"));
   CU_ASSERT (has (ob, "\"dirty_bytes\":4096,"));
@@ -223,11 +223,11 @@ test_two_exports (void)
   CU_ASSERT (has (oa, "\"attached\":true,\"backend_state\":\"ok\","
                   "\"backend_last_error\":\"\",\"backend_failing_since\":0,"));
   CU_ASSERT (has (oa, "\"dirty_bytes\":0,"));
-  CU_ASSERT (has (oa, "\"writeback_bytes\":196608}"));
+  CU_ASSERT (has (oa, "\"writeback_bytes\":196608,"));
   CU_ASSERT (has (ob, "\"backend_state\":\"failing\","
                   "\"backend_last_error\":\"EIO\","));
   CU_ASSERT (has (ob, "\"dirty_bytes\":4096,"));
-  CU_ASSERT (has (ob, "\"writeback_bytes\":0}"));
+  CU_ASSERT (has (ob, "\"writeback_bytes\":0,\"writeback_group_epochs\":1}"));
   free (oa);
   free (ob);
   free (json);
