@@ -39,6 +39,8 @@
 #define WB_GROUP_KSETS 4096     /* a group's ksets at most */
 #define WB_GROUP_BYTES (256ULL << 20)   /* and its dirty bytes, unless
                                            one epoch has more */
+#define WB_GROUP_SHARE 16       /* and 1/16 of the cache: a full cache
+                                   frees room only as groups end */
 #define WB_WAKE_KSETS 8         /* committed ksets that wake idle writeback */
 
 /* A batch being written back: the dirty data of one namespace.  It
@@ -455,8 +457,8 @@ wb_kset (struct pc_cache *c, const struct pc_pos *pos, int *err)
  * rule applies to those that do.  Strict (limit 1), or with the epoch
  * the client is still writing first, a batch is at most WB_BATCH_KSETS
  * of one epoch.  Else it is a group: up to limit whole ended epochs,
- * WB_GROUP_KSETS and WB_GROUP_BYTES at most (one epoch larger than
- * that goes alone, in parts).  A durable group that starts at pos is
+ * WB_GROUP_KSETS and WB_GROUP_BYTES (or 1/WB_GROUP_SHARE of the cache)
+ * at most; one epoch larger than that goes alone, in parts.  A durable group that starts at pos is
  * gathered again exactly.  open is the epoch being written, read
  * before head: every kset of an earlier epoch is then below head.
  */
@@ -468,6 +470,9 @@ wb_plan (struct pc_cache *c, struct pc_ns *ns, struct pc_pos pos,
   const struct pc_ns_group *g = pc_group_bound (c, ns, pos.seq);
   struct pc_pos boundary = pos;       /* where the last epoch began */
   uint64_t cur = 0, prev = 0, bytes = 0, at_boundary = 0;
+  uint64_t max_bytes = PC_MIN (WB_GROUP_BYTES,
+                               ((uint64_t) c->nsegs << c->seg_shift) /
+                               WB_GROUP_SHARE);
   unsigned n = 0, passed = 0, cap = WB_BATCH_KSETS;
   int cut = 0;
 
@@ -516,7 +521,7 @@ wb_plan (struct pc_cache *c, struct pc_ns *ns, struct pc_pos pos,
       cur = h->epoch;
       pl->nepochs++;
     }
-    if (!g && (n == cap || (pl->nepochs > 1 && bytes + kb > WB_GROUP_BYTES))) {
+    if (!g && (n == cap || (pl->nepochs > 1 && bytes + kb > max_bytes))) {
       cut = 1;
       break;
     }
