@@ -402,15 +402,22 @@ locate (const struct pc_tree *t, const struct pc_key *k, unsigned *slot)
   return x;
 }
 
-/* pc_tree_find, also giving the leaf and slot of what it finds. */
+/* pc_tree_find, also giving the leaf and slot of what it finds.  With
+ * at, *at and *at_slot receive the leaf where a key at off belongs and
+ * its slot there (as tree_link finds them; *at is NULL for an empty
+ * tree), whatever the search finds.
+ */
 static struct pc_key *
 find_at (const struct pc_tree *t, uint64_t off, uint64_t len,
-         struct pc_bnode **leaf, unsigned *slot)
+         struct pc_bnode **leaf, unsigned *slot,
+         struct pc_bnode **at, unsigned *at_slot)
 {
   struct pc_bnode *x, *pl, *nl;
   struct pc_key *p;
   unsigned j, ps, ns;
 
+  if (at)
+    *at = NULL;
   if (len == 0 || (x = leaf_for (t, off)) == NULL)
     return NULL;
 
@@ -419,6 +426,10 @@ find_at (const struct pc_tree *t, uint64_t off, uint64_t len,
    * reach into the range, and n is the first starting at or after it.
    */
   j = leaf_slot (x, off);
+  if (at) {
+    *at = x;
+    *at_slot = j;
+  }
   /* A key starting at off: no earlier key reaches past it (keys never
    * overlap), so it is the answer without reading p.
    */
@@ -458,7 +469,7 @@ pc_tree_find (struct pc_tree *t, uint64_t off, uint64_t len)
   struct pc_bnode *x;
   unsigned j;
 
-  return find_at (t, off, len, &x, &j);
+  return find_at (t, off, len, &x, &j, NULL, NULL);
 }
 
 struct pc_key *
@@ -592,17 +603,28 @@ node_insert (struct pc_tree *t, struct pc_bnode *x, unsigned i,
   parent_insert (t, x, r->off[0], r);
 }
 
+/* Link k, which overlaps nothing in t, at slot j of leaf x, where it
+ * belongs (x NULL: t is empty).
+ */
+static void
+tree_link_at (struct pc_tree *t, struct pc_key *k, struct pc_bnode *x,
+              unsigned j)
+{
+  if (x == NULL) {
+    x = node_get (0);
+    t->root = x;
+    j = 0;
+  }
+  node_insert (t, x, j, k->off, k);
+}
+
 /* Link k, which overlaps nothing in t. */
 static void
 tree_link (struct pc_tree *t, struct pc_key *k)
 {
   struct pc_bnode *x = leaf_for (t, k->off);
 
-  if (x == NULL) {
-    x = node_get (0);
-    t->root = x;
-  }
-  node_insert (t, x, leaf_slot (x, k->off), k->off, k);
+  tree_link_at (t, k, x, x ? leaf_slot (x, k->off) : 0);
 }
 
 /* Drop slot i of node x (entries only; the caller deals with what the
@@ -717,8 +739,8 @@ tree_insert (struct pc_tree *t, struct pc_key *k, int put)
 {
   const uint64_t nend = k->off + k->len;
   struct pc_key *e, *next, *spare = NULL;
-  struct pc_bnode *ex;
-  unsigned ej;
+  struct pc_bnode *ex, *at;
+  unsigned ej, at_slot;
   uint64_t eend;
   uint32_t delta;
   int overlapped;
@@ -731,8 +753,15 @@ tree_insert (struct pc_tree *t, struct pc_key *k, int put)
   if (pc_tree_reserve (t) == -1)
     return -1;
 
-  e = find_at (t, k->off, k->len, &ex, &ej);
+  e = find_at (t, k->off, k->len, &ex, &ej, &at, &at_slot);
   overlapped = e != NULL;
+  if (e == NULL) {
+    /* Nothing overlaps k, the common case of a first write: link it
+     * where the search ended, without a second descent.
+     */
+    tree_link_at (t, k, at, at_slot);
+    return 0;
+  }
   if (e && e->off == k->off && e->len == k->len) {
     /* An overwrite of exactly the same range, the common case of
      * random writes: k takes e's slot, or e k's fields, nothing moves.
