@@ -52,6 +52,14 @@ struct wb_batch {
   struct pc_ns *ns;
   struct pc_backend bg;               /* ns's, pinned while it is written */
   int loaded;
+  /* Write-back may be inside epoch inside: a batch of it went down and
+   * more of it may follow.  Until a batch is done after the start
+   * (started), it may be inside the cursor's epoch (a crash cut it).
+   * A group never starts inside an epoch: its first epoch would be
+   * partly down with data that is not the group's final data.
+   */
+  int started;
+  uint64_t inside;
   struct pc_pos start;                /* the cursor it was gathered from */
   struct pc_pos end;                  /* dirty_tail once the batch is down */
   uint64_t epoch;                     /* the (last) client epoch of its ksets */
@@ -432,9 +440,12 @@ wb_has_ns (const struct pc_kset_hdr *h, uint32_t ns, uint64_t *bytes)
 struct wb_plan {
   struct pc_pos end;
   uint64_t epoch;                     /* its last client epoch */
-  unsigned nepochs;
+  unsigned nepochs;                   /* epochs with keys of ns in it */
+  uint64_t span;                      /* epoch numbers from first to last */
   int lag;                            /* ended epochs were left out */
   int bound;                          /* a durable group fixed the end */
+  int inside;                         /* strict: it goes on with an epoch
+                                         write-back is inside */
 };
 
 static const struct pc_kset_hdr *
@@ -458,18 +469,22 @@ wb_kset (struct pc_cache *c, const struct pc_pos *pos, int *err)
  * the client is still writing first, a batch is at most WB_BATCH_KSETS
  * of one epoch.  Else it is a group: up to limit whole ended epochs,
  * WB_GROUP_KSETS and WB_GROUP_BYTES (or 1/WB_GROUP_SHARE of the cache)
- * at most; one epoch larger than that goes alone, in parts.  A durable group that starts at pos is
+ * at most; one epoch larger than that goes alone, in parts.  Epochs are
+ * counted by number, from the first (those without keys of ns too), as
+ * the promise of pcache-writeback-group is worded.  A durable group that
+ * starts at pos is
  * gathered again exactly.  open is the epoch being written, read
  * before head: every kset of an earlier epoch is then below head.
  */
 static int
-wb_plan (struct pc_cache *c, struct pc_ns *ns, struct pc_pos pos,
+wb_plan (struct pc_cache *c, struct wb_batch *b, struct pc_pos pos,
          uint64_t head, uint64_t open, unsigned limit, struct wb_plan *pl,
          int *err)
 {
+  struct pc_ns *ns = b->ns;
   const struct pc_ns_group *g = pc_group_bound (c, ns, pos.seq);
   struct pc_pos boundary = pos;       /* where the last epoch began */
-  uint64_t cur = 0, prev = 0, bytes = 0, at_boundary = 0;
+  uint64_t cur = 0, prev = 0, first = 0, bytes = 0, at_boundary = 0;
   uint64_t max_bytes = PC_MIN (WB_GROUP_BYTES,
                                ((uint64_t) c->nsegs << c->seg_shift) /
                                WB_GROUP_SHARE);
@@ -496,8 +511,12 @@ wb_plan (struct pc_cache *c, struct pc_ns *ns, struct pc_pos pos,
       continue;
     }
     if (n == 0) {
-      cur = h->epoch;
+      cur = first = h->epoch;
       pl->nepochs = 1;
+      if (limit > 1 && (!b->started || cur <= b->inside)) {
+        limit = 1;
+        pl->inside = 1;
+      }
       if (limit > 1 && cur < open)
         cap = WB_GROUP_KSETS;
     }
@@ -507,7 +526,10 @@ wb_plan (struct pc_cache *c, struct pc_ns *ns, struct pc_pos pos,
        */
       if (cur >= open || h->epoch >= open)
         break;
-      if (pl->nepochs == limit) {
+      /* limit consecutive epochs, counted by number: those that
+       * hold nothing of ns count too.
+       */
+      if (h->epoch - first >= limit) {
         pl->lag = 1;
         break;
       }
@@ -540,6 +562,7 @@ wb_plan (struct pc_cache *c, struct pc_ns *ns, struct pc_pos pos,
   (void) bytes;
   pl->end = pos;
   pl->epoch = g ? g->epoch : cur;
+  pl->span = pl->epoch - first + 1;
   return 0;
 }
 
@@ -560,7 +583,7 @@ wb_gather (struct pc_cache *c, struct wb_batch *b, int sift,
 
   if (pos.seq >= head)
     return 0;
-  if (wb_plan (c, b->ns, pos, head, open, limit, pl, err) == -1)
+  if (wb_plan (c, b, pos, head, open, limit, pl, err) == -1)
     return -1;
   b->start = pos;
   b->bytes = b->skipped = 0;
@@ -586,8 +609,8 @@ wb_gather (struct pc_cache *c, struct wb_batch *b, int sift,
     pc_kset_next (c, h, &pos);
   }
   b->end = pos;
-  if (!pl->bound)
-    pc_group_adapt (c, b->ns, limit, pl->nepochs, pl->lag ||
+  if (!pl->bound && !pl->inside)
+    pc_group_adapt (c, b->ns, limit, PC_MIN (pl->span, limit), pl->lag ||
                     pc_dirty_too_old (c));
   return 1;
 }
@@ -788,6 +811,8 @@ wb_done (struct pc_cache *c, struct wb_batch *b)
 
   if (b->bytes)
     atomic_store (&ns->last_epoch, b->epoch);
+  b->started = 1;
+  b->inside = b->epoch;
   if (b->nepochs > 1)
     PC_COUNT (c, writeback_groups, 1);
   pc_ctrl_set_ns_tail (c, ns->id, &b->end);

@@ -4,7 +4,8 @@
  * each test ends client epochs where it wants them (as a flush does):
  *  - strict order (the default) writes each epoch, then flushes;
  *  - a group takes up to N ended epochs, writes each block's final data
- *    once, then flushes once; the open epoch is never in a group;
+ *    once, then flushes once; the open epoch is never in a group, nor
+ *    is an epoch write-back is inside (a part of it already down);
  *  - a group cut short by a failure is finished as the same group after
  *    a restart, even with groups turned off (its record binds);
  *  - a hold issued inside a group waits for the group's end;
@@ -62,6 +63,18 @@ epochs (pc_cache *c, unsigned from, unsigned n)
     tu_write (c, (uint64_t) k * 65536, 4096, 20 + k);
     end_epoch (c);
   }
+}
+
+/* One epoch written back, away from the blocks under test: the first
+ * batch after an open goes strictly (write-back may be inside the
+ * cursor's epoch, as a crash leaves it), groups come after it.
+ */
+static void
+warm (pc_cache *c)
+{
+  tu_write (c, 200 * 65536, 4096, 99);
+  end_epoch (c);
+  CU_ASSERT_EQUAL (pc_writeback_step (c), 1);
 }
 
 /* Bytes written to [off, off + 4096) by the backend's logged writes. */
@@ -148,6 +161,10 @@ test_group (void)
 
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   pc_cache_set_backend (c, &bg);
+  warm (c);
+  pthread_mutex_lock (&mem->lock);
+  mem->nflush = 0;
+  pthread_mutex_unlock (&mem->lock);
   tu_mem_log (mem, 1);
   e0 = pc_client_epoch (c);
   epochs (c, 1, 6);
@@ -176,7 +193,7 @@ test_group (void)
   CU_ASSERT_EQUAL (pc_writeback_step (c), 0);
   stats (c, &st);
   CU_ASSERT_EQUAL (st.writeback_groups, 2);
-  CU_ASSERT_EQUAL (st.writeback_flushes, 3);
+  CU_ASSERT_EQUAL (st.writeback_flushes, 4);    /* and warm's */
   CU_ASSERT_EQUAL (st.writeback_group_epochs, 4);
   pc_cache_close (c);
   tu_mem_free (mem);
@@ -193,6 +210,7 @@ struct cut {
   struct tu_hook h;                     /* first */
   struct tu_mem *mem;
   unsigned writes;
+  int armed;
 };
 
 /* After the first write, every write fails (with its retries). */
@@ -201,7 +219,7 @@ cut_after (struct tu_hook *h)
 {
   struct cut *x = (struct cut *) h;
 
-  if (++x->writes == 1) {
+  if (x->armed && ++x->writes == 1) {
     pthread_mutex_lock (&x->mem->lock);
     x->mem->fail_writes = 1000;
     pthread_mutex_unlock (&x->mem->lock);
@@ -214,13 +232,15 @@ test_group_restart (void)
   const char *p = tu_fresh ("grouprestart");
   struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
   struct pc_backend bg = tu_mem_backend (mem);
-  struct cut x = { { bg, NULL, cut_after, NULL }, mem, 0 };
+  struct cut x = { { bg, NULL, cut_after, NULL }, mem, 0, 0 };
   struct pc_backend hb = tu_hook_backend (&x.h);
   pc_cache *c = open_group (p, 4);
   uint64_t e0;
 
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   pc_cache_set_backend (c, &hb);
+  warm (c);
+  x.armed = 1;
   e0 = pc_client_epoch (c);
   epochs (c, 1, 6);
   CU_ASSERT_EQUAL (pc_writeback_step (c), -1);
@@ -257,6 +277,42 @@ test_group_restart (void)
   unlink (p);
 }
 
+/* Write-back inside an epoch (a batch of it went down while the client
+ * was still writing it) finishes that epoch alone before any group:
+ * else the backend would hold data of the epoch that is not the
+ * group's final data beside data of later epochs.
+ */
+static void
+test_inside (void)
+{
+  const char *p = tu_fresh ("inside");
+  struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
+  struct pc_backend bg = tu_mem_backend (mem);
+  pc_cache *c = open_group (p, 4);
+  uint64_t e0;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  pc_cache_set_backend (c, &bg);
+  warm (c);
+  e0 = pc_client_epoch (c);
+  tu_write (c, X, 4096, 11);                    /* epoch 1, still open */
+  CU_ASSERT_EQUAL (pc_log_commit_all (c, 0), 0);
+  CU_ASSERT_EQUAL (pc_writeback_step (c), 1);
+  CU_ASSERT_EQUAL (tu_check (mem->buf + X, 4096, X, 11), -1);
+  tu_write (c, 65536, 4096, 21);                /* more of epoch 1 */
+  end_epoch (c);
+  epochs (c, 2, 3);
+  CU_ASSERT_EQUAL (pc_writeback_step (c), 1);   /* the rest of epoch 1 */
+  CU_ASSERT_EQUAL (pc_backing_epoch (c), e0 + 1);
+  CU_ASSERT_EQUAL (tu_check (mem->buf + X, 4096, X, 11), -1);
+  CU_ASSERT_EQUAL (pc_writeback_step (c), 1);   /* then 2..4 as a group */
+  CU_ASSERT_EQUAL (pc_backing_epoch (c), e0 + 4);
+  CU_ASSERT_EQUAL (tu_check (mem->buf + X, 4096, X, 14), -1);
+  pc_cache_close (c);
+  tu_mem_free (mem);
+  unlink (p);
+}
+
 /* Auto: while ended epochs pile up faster than write-back takes them,
  * the group doubles; once write-back catches up it shrinks, and idle it
  * is 1 again.
@@ -273,6 +329,7 @@ test_auto (void)
 
   CU_ASSERT_PTR_NOT_NULL_FATAL (c);
   pc_cache_set_backend (c, &bg);
+  warm (c);
   for (i = 0; i < 5; i++) {
     epochs (c, from, 3 * want);
     from += 3 * want;
@@ -348,6 +405,7 @@ static const struct tu_case cases[] = {
   { "strict: an epoch, a flush", test_strict },
   { "a group: final data once, one flush", test_group },
   { "a group cut short is finished after a restart", test_group_restart },
+  { "no group starts inside an epoch", test_inside },
   { "auto grows and falls back", test_auto },
   { "FUA instead of a flush", test_fua },
   { NULL, NULL },
