@@ -114,10 +114,16 @@ pc_group_record (struct pc_cache *c, struct pc_ns *ns, uint64_t start,
   pc_pmem_copy (c->pm, slot, &g, sizeof g);
 }
 
+/* pc_ns_each's opaque for pc_group_inflight_epoch. */
+struct inflight {
+  struct pc_cache *c;
+  uint64_t epoch;
+};
+
 static int
 inflight_one (struct pc_ns *ns, void *opaque)
 {
-  struct { struct pc_cache *c; uint64_t epoch; } *a = opaque;
+  struct inflight *a = opaque;
   const struct pc_ns_group *g =
     pc_group_bound (a->c, ns, pc_ctrl_ns_tail (a->c, ns->id).seq);
 
@@ -129,7 +135,7 @@ inflight_one (struct pc_ns *ns, void *opaque)
 uint64_t
 pc_group_inflight_epoch (struct pc_cache *c)
 {
-  struct { struct pc_cache *c; uint64_t epoch; } a = { c, 0 };
+  struct inflight a = { c, 0 };
 
   pc_ns_each (c, inflight_one, &a);
   return a.epoch;

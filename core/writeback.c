@@ -472,9 +472,9 @@ wb_kset (struct pc_cache *c, const struct pc_pos *pos, int *err)
  * at most; one epoch larger than that goes alone, in parts.  Epochs are
  * counted by number, from the first (those without keys of ns too), as
  * the promise of pcache-writeback-group is worded.  A durable group that
- * starts at pos is
- * gathered again exactly.  open is the epoch being written, read
- * before head: every kset of an earlier epoch is then below head.
+ * starts at pos is gathered again exactly.  open is the epoch being
+ * written, read before head: every kset of an earlier epoch is then
+ * below head.
  */
 static int
 wb_plan (struct pc_cache *c, struct wb_batch *b, struct pc_pos pos,
@@ -484,7 +484,7 @@ wb_plan (struct pc_cache *c, struct wb_batch *b, struct pc_pos pos,
   struct pc_ns *ns = b->ns;
   const struct pc_ns_group *g = pc_group_bound (c, ns, pos.seq);
   struct pc_pos boundary = pos;       /* where the last epoch began */
-  uint64_t cur = 0, prev = 0, first = 0, bytes = 0, at_boundary = 0;
+  uint64_t cur = 0, prev = 0, first = 0, bytes = 0;
   uint64_t max_bytes = PC_MIN (WB_GROUP_BYTES,
                                ((uint64_t) c->nsegs << c->seg_shift) /
                                WB_GROUP_SHARE);
@@ -537,7 +537,6 @@ wb_plan (struct pc_cache *c, struct wb_batch *b, struct pc_pos pos,
       cur = h->epoch;
       pl->nepochs++;
       boundary = pos;
-      at_boundary = bytes;
     }
     else if (h->epoch != cur) {
       cur = h->epoch;
@@ -555,11 +554,9 @@ wb_plan (struct pc_cache *c, struct wb_batch *b, struct pc_pos pos,
   if (cut && pl->nepochs > 1) {
     pos = boundary;
     cur = prev;
-    bytes = at_boundary;
     pl->nepochs--;
     pl->lag = 1;
   }
-  (void) bytes;
   pl->end = pos;
   pl->epoch = g ? g->epoch : cur;
   pl->span = pl->epoch - first + 1;
