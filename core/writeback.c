@@ -70,6 +70,14 @@ struct wb_batch {
   _Atomic int fua_missed;             /* an extent went without FUA */
   uint64_t bytes;                     /* dirty bytes the batch retires */
   uint64_t skipped;                   /* of which, overwritten later */
+  /* A batch of the epoch the client is still writing may leave out, as
+   * it goes, extents that newer records of the epoch overwrite by the
+   * time their turn comes (wb_late): they wait in later until the end
+   * of the batch shows the epoch is still the same (wb_late_settle).
+   */
+  _Atomic int resift;
+  struct pc_tree later;               /* guarded by the pool's lock */
+  uint64_t late_bytes;                /* bytes in later */
   unsigned backoff_ms;
 };
 
@@ -263,6 +271,40 @@ struct wb_pool {
   pthread_t *helpers;
 };
 
+/* Leave k out for now if newer dirty records overwrite all of it: a
+ * batch of the open epoch can be written over seconds, while the client
+ * rewrites the same data (a sequential rewrite, a busy table).  Only
+ * while the epoch is still the batch's, which wb_late_settle checks
+ * again once the batch is down.  Returns 1 if k went to b->later.
+ */
+static int
+wb_late (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
+         struct pc_key *k)
+{
+  struct pc_key_rec r = {
+    .off = k->off, .len = k->len, .flags = k->flags,
+    .seg = k->seg, .seg_off = k->seg_off, .gen = k->gen,
+  };
+  struct wb_piece pieces[WB_PIECES];
+  uint64_t left = 0;
+  int ok;
+
+  if (!atomic_load (&b->resift) || (k->flags & PC_KF_ZERO))
+    return 0;
+  if (pc_log_epoch (c) != b->epoch) {
+    atomic_store (&b->resift, 0);
+    return 0;
+  }
+  if (wb_sift (c, &r, pieces, &left) != 0)
+    return 0;
+  pthread_mutex_lock (&p->lock);
+  ok = pc_tree_insert (&b->later, k) != -1;
+  if (ok)
+    b->late_bytes += k->len;
+  pthread_mutex_unlock (&p->lock);
+  return ok;
+}
+
 /* Write extents of the batch until none is left, an error happened,
  * the cache stops or writeback is to wait (pc_wb_width is 0: the client
  * turned to reads only, which a batch of a slow backend can outlast by
@@ -297,6 +339,8 @@ wb_work (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
     pthread_mutex_unlock (&p->lock);
     if (!k)
       return;
+    if (wb_late (c, p, b, k))
+      continue;
     /* A transient error gets two quick retries before the round fails. */
     while ((r = wb_key (c, b, k, &err)) == -1) {
       /* Every failed backend request counts, retried or not. */
@@ -417,6 +461,39 @@ wb_write_batch (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
   return err;
 }
 
+/* The batch is down but for what wb_late left out.  That may stay out
+ * if the records that overwrite it are in the log and of the batch's
+ * epoch, as wb_load makes sure for what the gathering left out; the
+ * epoch being the same now, those records, written after the batch's
+ * and before now, are of it.  Else it goes down after all.
+ */
+static int
+wb_late_settle (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
+                unsigned width)
+{
+  struct pc_key *k;
+  uint64_t now;
+
+  if (!pc_tree_first (&b->later))
+    return 0;
+  if (pc_log_commit_nowait (c, &now) == 0 && now == b->epoch) {
+    b->skipped += b->late_bytes;
+    b->late_bytes = 0;
+    wb_tree_clear (&b->later);
+    return 0;
+  }
+  atomic_store (&b->resift, 0);
+  while ((k = pc_tree_first (&b->later)) != NULL) {
+    /* Nodes first, so that k is never in neither tree. */
+    if (pc_tree_reserve (&b->tree) == -1)
+      return ENOMEM;
+    pc_tree_unlink (&b->later, k);
+    pc_tree_insert (&b->tree, k);
+    b->late_bytes -= k->len;
+  }
+  return wb_write_batch (c, p, b, width);
+}
+
 /* Does the kset h hold a key of namespace ns?  Adds the bytes of its
  * dirty keys of ns to *bytes.
  */
@@ -446,6 +523,7 @@ struct wb_plan {
   int bound;                          /* a durable group fixed the end */
   int inside;                         /* strict: it goes on with an epoch
                                          write-back is inside */
+  int sifted;                         /* gathered with sift */
 };
 
 static const struct pc_kset_hdr *
@@ -589,6 +667,7 @@ wb_gather (struct pc_cache *c, struct wb_batch *b, int sift,
    */
   if (pl->nepochs != 1 || pl->epoch != pc_log_epoch (c))
     sift = 0;
+  pl->sifted = sift;
   while (pos.seq < pl->end.seq) {
     const struct pc_kset_hdr *h = wb_kset (c, &pos, err);
     unsigned i;
@@ -656,6 +735,7 @@ wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
   }
   if (r == 1) {
     b->loaded = 1;
+    atomic_store (&b->resift, pl.sifted);
     b->epoch = pl.epoch;
     b->nepochs = pl.nepochs;
     b->recorded = pl.bound;
@@ -870,6 +950,8 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
   /* Held at an epoch boundary: no batch of a later epoch starts. */
   if (b->bytes && !pc_hold_admit (c, b->epoch)) {
     wb_tree_clear (&b->tree);
+    wb_tree_clear (&b->later);
+    b->late_bytes = 0;
     b->loaded = 0;
     return 0;
   }
@@ -899,6 +981,13 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
     goto fail_pinned;
   /* Paused: what is left waits, loaded, for writeback to run again. */
   if (p->paused && pc_tree_first (&b->tree)) {
+    pc_ns_unpin (ns);
+    return 0;
+  }
+  if ((err = wb_late_settle (c, p, b, width)) != 0)
+    goto fail_pinned;
+  if (atomic_load (&c->stop_wb) ||
+      (p->paused && pc_tree_first (&b->tree))) {
     pc_ns_unpin (ns);
     return 0;
   }
@@ -1130,6 +1219,8 @@ wb_forget (struct pc_ns *ns, void *opaque)
   (void) opaque;
   if (b) {
     wb_tree_clear (&b->tree);
+    wb_tree_clear (&b->later);
+    b->late_bytes = 0;
     b->loaded = 0;
   }
   return 0;

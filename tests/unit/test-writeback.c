@@ -2,7 +2,7 @@
 /* Unit tests for writeback's coalescing across batches: data that a
  * newer record of the same flush epoch overwrites is left out, never
  * data whose replacement belongs to a later epoch or is not yet in the
- * log.  Writeback runs a batch at a time (pc_writeback_step) on a cache
+ * log, or by the time its turn in a batch comes.  Writeback runs a batch at a time (pc_writeback_step) on a cache
  * without workers, so every batch boundary is where the test puts it.
  * Then the number of writers a round puts to work, and the wake-up of
  * a writer waiting for space.  Last, a hold: writeback finishes the
@@ -145,6 +145,84 @@ test_overwritten_later (void)
   pc_cache_close (c);
   tu_mem_free (mem);
   unlink (p);
+}
+
+/* A client that rewrites data while a batch of the epoch it is still
+ * writing goes down: the backend's write hook plays it, from inside the
+ * batch's first write.  If the epoch is the same when the batch ends,
+ * the rewritten extent, not yet down, is left out; if the client flushed
+ * meanwhile (at backend write flush_at), it goes down after all, before
+ * the batch's flush.
+ */
+struct racer {
+  struct tu_hook hook;                /* first: the backend's opaque */
+  pc_cache *c;
+  unsigned writes;
+  unsigned flush_at;
+};
+
+#define LATE_C (64 * 1024)
+
+static void
+racer_op (struct tu_hook *h, char op, uint64_t off, int done)
+{
+  struct racer *rc = (struct racer *) h;
+
+  (void) off;
+  if (op != TU_OP_WRITE || done)
+    return;
+  rc->writes++;
+  if (rc->writes == 1)
+    tu_write (rc->c, LATE_C, 4096, 9);
+  if (rc->flush_at && rc->writes == rc->flush_at)
+    tu_flush (rc->c);
+}
+
+static void
+late (const char *name, unsigned flush_at, uint64_t old_down,
+      uint64_t want_skipped)
+{
+  const char *p = tu_fresh (name);
+  struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
+  struct racer rc = { .flush_at = flush_at };
+  struct pc_backend bg;
+  pc_cache *c = open_at (p);
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  rc.hook.inner = tu_mem_backend (mem);
+  rc.hook.op = racer_op;
+  rc.c = c;
+  bg = tu_hook_backend (&rc.hook);
+  pc_cache_set_backend (c, &bg);
+  tu_mem_log (mem, 1);
+  tu_write (c, 0, 4096, 1);                             /* A */
+  tu_write (c, LATE_C, 4096, 2);                        /* C */
+  tu_write (c, 2 * LATE_C, 4096, 3);                    /* D */
+  commit (c);
+  /* One batch, one writer: A, C and D in that order. */
+  CU_ASSERT_EQUAL (pc_writeback_step (c), 1);
+  CU_ASSERT_EQUAL (written (mem, LATE_C, 4096, first_flush (mem)), old_down);
+  CU_ASSERT_EQUAL (skipped (c), want_skipped);
+  write_back_all (c);
+  CU_ASSERT_EQUAL (written (mem, LATE_C, 4096, SIZE_MAX), old_down + 4096);
+  CU_ASSERT_EQUAL (tu_check (mem->buf, 4096, 0, 1), -1);
+  CU_ASSERT_EQUAL (tu_check (mem->buf + LATE_C, 4096, LATE_C, 9), -1);
+  CU_ASSERT_EQUAL (tu_check (mem->buf + 2 * LATE_C, 4096, 2 * LATE_C, 3), -1);
+  pc_cache_close (c);
+  tu_mem_free (mem);
+  unlink (p);
+}
+
+static void
+test_late_rewrite (void)
+{
+  late ("late", 0, 0, 4096);
+}
+
+static void
+test_late_rewrite_flushed (void)
+{
+  late ("lateflush", 2, 4096, 0);
 }
 
 /* B comes after a client flush: A's epoch must reach the backend whole
@@ -696,6 +774,9 @@ test_age_past_ring (void)
 static const struct tu_case cases[] = {
   { "overwritten in a later batch", test_overwritten_later },
   { "overwritten in the next epoch", test_overwritten_next_epoch },
+  { "rewritten while its batch goes down", test_late_rewrite },
+  { "rewritten, then flushed, while its batch goes down",
+    test_late_rewrite_flushed },
   { "overwriter committed first", test_overwriter_committed },
   { "fragmented record goes whole", test_fragmented },
   { "record in pieces", test_pieces },
