@@ -77,7 +77,6 @@ struct wb_batch {
    */
   _Atomic int resift;
   struct pc_tree later;               /* guarded by the pool's lock */
-  uint64_t late_bytes;                /* bytes in later */
   unsigned backoff_ms;
 };
 
@@ -250,6 +249,15 @@ wb_tree_clear (struct pc_tree *t)
     pc_tree_remove (t, k);
 }
 
+/* Drop a loaded batch: it is gathered again from the cursor. */
+static void
+wb_unload (struct wb_batch *b)
+{
+  wb_tree_clear (&b->tree);
+  wb_tree_clear (&b->later);
+  b->loaded = 0;
+}
+
 
 /* Extents of one batch belong to one epoch, so they may go down in any
  * order: a few threads write them concurrently, which a backend with
@@ -299,8 +307,6 @@ wb_late (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
     return 0;
   pthread_mutex_lock (&p->lock);
   ok = pc_tree_insert (&b->later, k) != -1;
-  if (ok)
-    b->late_bytes += k->len;
   pthread_mutex_unlock (&p->lock);
   return ok;
 }
@@ -477,9 +483,10 @@ wb_late_settle (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
   if (!pc_tree_first (&b->later))
     return 0;
   if (pc_log_commit_nowait (c, &now) == 0 && now == b->epoch) {
-    b->skipped += b->late_bytes;
-    b->late_bytes = 0;
-    wb_tree_clear (&b->later);
+    while ((k = pc_tree_first (&b->later)) != NULL) {
+      b->skipped += k->len;
+      pc_tree_remove (&b->later, k);
+    }
     return 0;
   }
   atomic_store (&b->resift, 0);
@@ -489,7 +496,6 @@ wb_late_settle (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
       return ENOMEM;
     pc_tree_unlink (&b->later, k);
     pc_tree_insert (&b->tree, k);
-    b->late_bytes -= k->len;
   }
   return wb_write_batch (c, p, b, width);
 }
@@ -949,10 +955,7 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
   }
   /* Held at an epoch boundary: no batch of a later epoch starts. */
   if (b->bytes && !pc_hold_admit (c, b->epoch)) {
-    wb_tree_clear (&b->tree);
-    wb_tree_clear (&b->later);
-    b->late_bytes = 0;
-    b->loaded = 0;
+    wb_unload (b);
     return 0;
   }
   if (!pc_tree_first (&b->tree)) {
@@ -970,6 +973,9 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
     b->recorded = 1;
   }
   err = wb_write_batch (c, p, b, width);
+  /* Down but for what wb_late left out, which may have to go too. */
+  if (err == 0 && !pc_tree_first (&b->tree))
+    err = wb_late_settle (c, p, b, width);
   /* Stopping leaves the batch for the next start: it is retried whole
    * from the cursor, which rewrites what is already down.
    */
@@ -981,13 +987,6 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
     goto fail_pinned;
   /* Paused: what is left waits, loaded, for writeback to run again. */
   if (p->paused && pc_tree_first (&b->tree)) {
-    pc_ns_unpin (ns);
-    return 0;
-  }
-  if ((err = wb_late_settle (c, p, b, width)) != 0)
-    goto fail_pinned;
-  if (atomic_load (&c->stop_wb) ||
-      (p->paused && pc_tree_first (&b->tree))) {
     pc_ns_unpin (ns);
     return 0;
   }
@@ -1217,12 +1216,8 @@ wb_forget (struct pc_ns *ns, void *opaque)
   struct wb_batch *b = ns->wb;
 
   (void) opaque;
-  if (b) {
-    wb_tree_clear (&b->tree);
-    wb_tree_clear (&b->later);
-    b->late_bytes = 0;
-    b->loaded = 0;
-  }
+  if (b)
+    wb_unload (b);
   return 0;
 }
 

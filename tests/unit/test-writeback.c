@@ -2,8 +2,9 @@
 /* Unit tests for writeback's coalescing across batches: data that a
  * newer record of the same flush epoch overwrites is left out, never
  * data whose replacement belongs to a later epoch or is not yet in the
- * log, or by the time its turn in a batch comes.  Writeback runs a batch at a time (pc_writeback_step) on a cache
- * without workers, so every batch boundary is where the test puts it.
+ * log, or by the time its turn in a batch comes.  Writeback runs a
+ * batch at a time (pc_writeback_step) on a cache without workers, so
+ * every batch boundary is where the test puts it.
  * Then the number of writers a round puts to work, and the wake-up of
  * a writer waiting for space.  Last, a hold: writeback finishes the
  * epoch it is in, then starts nothing of the next.
