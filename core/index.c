@@ -23,8 +23,8 @@
 #include "index.h"
 #include "slab.h"
 
-#define BT_ORDER 14            /* entries per node: a node is 4 cache lines */
-#define BT_MIN   4             /* fewer than this: try to merge with a sibling */
+#define BT_ORDER 30            /* entries per node: a node is 8 cache lines */
+#define BT_MIN   8             /* fewer than this: try to merge with a sibling */
 
 struct pc_bnode {
   uint16_t n;                           /* entries in use */
@@ -309,13 +309,18 @@ slot_in_parent (const struct pc_bnode *x)
   return i;
 }
 
-/* A node's pointers lie two cache lines past its offsets: ask for them
- * while the offsets are searched, so that the two misses overlap.
+/* A node's pointers lie four cache lines past its offsets, on four
+ * lines of their own: ask for them while the offsets are searched, so
+ * that the misses overlap.
  */
 static inline void
 prefetch_ptrs (const struct pc_bnode *x)
 {
-  __builtin_prefetch (&x->key[0]);
+  const char *p = (const char *) &x->key[0];
+
+  __builtin_prefetch (p);
+  __builtin_prefetch (p + 64);
+  __builtin_prefetch (p + 128);
   __builtin_prefetch (&x->key[BT_ORDER - 1]);
 }
 
@@ -470,6 +475,25 @@ pc_tree_find (struct pc_tree *t, uint64_t off, uint64_t len)
   unsigned j;
 
   return find_at (t, off, len, &x, &j, NULL, NULL);
+}
+
+struct pc_key *
+pc_tree_find_pos (struct pc_tree *t, uint64_t off, uint64_t len,
+                  struct pc_tree_pos *pos)
+{
+  return find_at (t, off, len, &pos->leaf, &pos->slot, NULL, NULL);
+}
+
+struct pc_key *
+pc_tree_next_pos (struct pc_tree_pos *pos)
+{
+  if (pos->slot + 1u < pos->leaf->n)
+    return pos->leaf->key[++pos->slot];
+  if (pos->leaf->next == NULL)
+    return NULL;
+  pos->leaf = pos->leaf->next;
+  pos->slot = 0;
+  return pos->leaf->key[0];
 }
 
 struct pc_key *

@@ -10,7 +10,9 @@
  *
  * A B+tree rather than a red-black tree: nodes pack their offsets in a
  * few cache lines, so a lookup among a thousand keys touches three
- * nodes, where a red-black tree misses the cache at each of ten levels.
+ * nodes, the upper two shared by every lookup in the subtree and so
+ * mostly cached, where a red-black tree misses the cache at each of ten
+ * levels.
  */
 #ifndef PC_INDEX_H
 #define PC_INDEX_H
@@ -154,6 +156,21 @@ int pc_tree_put (struct pc_tree *t, struct pc_key *k);
 struct pc_key *pc_tree_find (struct pc_tree *t, uint64_t off, uint64_t len);
 struct pc_key *pc_tree_next (struct pc_tree *t, struct pc_key *k);
 struct pc_key *pc_tree_first (struct pc_tree *t);
+
+/* Where a key lies in its tree.  pc_tree_next finds a key's place by a
+ * descent from the root; a walk that keeps its place steps on without
+ * one.  A place is only good until the tree next changes.
+ */
+struct pc_tree_pos {
+  struct pc_bnode *leaf;
+  unsigned slot;
+};
+
+/* pc_tree_find, also setting *pos to the place of the key it returns. */
+struct pc_key *pc_tree_find_pos (struct pc_tree *t, uint64_t off,
+                                 uint64_t len, struct pc_tree_pos *pos);
+/* The key after the one at *pos, or NULL; *pos moves to it. */
+struct pc_key *pc_tree_next_pos (struct pc_tree_pos *pos);
 
 /* Warm the CPU caches for inserts or lookups at off[i] in t[i], for
  * i < n (at most PC_TREE_PREFETCH_MAX): the descents go level by level,
