@@ -25,10 +25,10 @@ struct rd_item {
   uint64_t off;
   uint32_t len;
   enum rd_kind kind;
-  uint32_t seg, seg_off;          /* RD_HIT: pinned payload */
+  uint32_t seg, seg_off, gen;     /* RD_HIT: pinned payload */
   struct pc_key *ph;              /* RD_GAP: our placeholder, or NULL */
   /* RD_HIT of a key with a data CRC: its record's payload and CRC. */
-  uint32_t gen, rec_seg_off, rec_len, data_crc;
+  uint32_t rec_seg_off, rec_len, data_crc;
   uint8_t check;                  /* those are set */
   uint8_t dirty;                  /* the key was dirty */
   uint8_t bad;                    /* the payload does not match */
@@ -71,7 +71,6 @@ rd_note_crc (struct rd_item *it, struct pc_key *k)
   if (!(k->flags & PC_KEY_CRC))
     return;
   it->check = 1;
-  it->gen = k->gen;
   it->rec_seg_off = x->rec_seg_off;
   it->rec_len = x->rec_len;
   it->data_crc = x->data_crc;
@@ -90,6 +89,26 @@ rd_unpin (struct pc_cache *c, struct rd_list *l)
   l->n = 0;
 }
 
+/* A hit that goes on from the one before, in the same segment's
+ * payload: the pin of the one before covers it, and one copy serves
+ * both.  The segment is pinned at gen, so a key of that gen is current.
+ * Keys with a data CRC stay apart: each is checked against its record.
+ */
+static int
+rd_extend (struct rd_list *l, const struct pc_key *k, uint64_t ks,
+           uint64_t ke)
+{
+  struct rd_item *p = l->n ? &l->v[l->n - 1] : NULL;
+
+  if (p == NULL || p->kind != RD_HIT || p->check ||
+      (k->flags & PC_KEY_CRC) || p->seg != k->seg || p->gen != k->gen ||
+      p->off + p->len != ks ||
+      (uint64_t) p->seg_off + p->len != k->seg_off + (ks - k->off))
+    return 0;
+  p->len += ke - ks;
+  return 1;
+}
+
 /* Walk [off, off+len) of one stripe.  With write set (write lock held)
  * stale keys are dropped and our placeholders are made for gaps.
  * Returns the number of gaps, or -1.
@@ -99,7 +118,8 @@ rd_walk (struct pc_cache *c, struct pc_tree *t, uint64_t off, uint32_t len,
          int write, int fill, struct rd_list *l)
 {
   uint64_t pos = off, end = off + len;
-  struct pc_key *k = pc_tree_find (t, off, len), *next;
+  struct pc_tree_pos at;
+  struct pc_key *k = pc_tree_find_pos (t, off, len, &at), *next;
   int gaps = 0;
   size_t i;
 
@@ -111,7 +131,7 @@ rd_walk (struct pc_cache *c, struct pc_tree *t, uint64_t off, uint32_t len,
     /* Keys never overlap: one ending at or past end is the last in the
      * range, and looking at the next would only cost a cache miss.
      */
-    next = k->off + k->len < end ? pc_tree_next (t, k) : NULL;
+    next = k->off + k->len < end ? pc_tree_next_pos (&at) : NULL;
     if (ks > pos) {
       if (rd_push (l, (struct rd_item) { .off = pos, .len = ks - pos,
                                          .kind = RD_GAP }) == -1)
@@ -122,16 +142,25 @@ rd_walk (struct pc_cache *c, struct pc_tree *t, uint64_t off, uint32_t len,
       it.kind = RD_GAP;           /* another reader's miss in flight */
     else if (k->flags & PC_KF_ZERO)
       it.kind = RD_ZERO;
+    else if (rd_extend (l, k, ks, ke)) {
+      pos = ke;
+      continue;
+    }
     else if (pc_seg_get_if_gen (&c->segs, k->seg, k->gen)) {
       it.seg = k->seg;
       it.seg_off = k->seg_off + (ks - k->off);
+      it.gen = k->gen;
       rd_note_crc (&it, k);
     }
     else {
       /* Stale: its segment was reclaimed after writeback. */
       it.kind = RD_GAP;
-      if (write)
+      if (write) {
         pc_tree_remove (t, k);    /* frees k */
+        /* The removal may have moved the next key: find its place. */
+        if (next)
+          next = pc_tree_find_pos (t, next->off, 1, &at);
+      }
     }
     if (it.kind == RD_GAP) {
       /* Merge with a preceding gap so one backend read serves both. */

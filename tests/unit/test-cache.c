@@ -191,6 +191,33 @@ test_read_miss (void)
   tu_rig_close (&r);
 }
 
+/* A read over many keys: a run of keys whose payloads follow each other
+ * in a segment is pinned and copied as one, and neighbours whose
+ * payloads do not (written in reverse, or one rewritten since) are kept
+ * apart.
+ */
+static void
+test_read_runs (void)
+{
+  struct tu_rig r;
+  const uint64_t base = 8 * TU_MIB;
+  int i;
+
+  CU_ASSERT_EQUAL_FATAL (rig_open (&r, "runs", NULL, CSIZE, -1), 0);
+  for (i = 0; i < 64; i++)
+    tu_rig_write (&r, base + i * 4096, 4096, 1000 + i);
+  for (i = 0; i < 64; i += 3)
+    tu_rig_write (&r, base + i * 4096, 4096, 2000 + i);
+  for (i = 8; i-- > 0; )
+    tu_rig_write (&r, base + (64 + i) * 4096, 4096, 3000 + i);
+  tu_rig_write (&r, base + 72 * 4096, 512, 4000);
+  tu_rig_write (&r, base + 72 * 4096 + 512, 3584, 4001);
+  CU_ASSERT_TRUE (reads_model (&r, base, 80 * 4096));
+  CU_ASSERT_TRUE (reads_model (&r, base + 100, 70 * 4096));
+  CU_ASSERT_TRUE (reads_model (&r, base + 63 * 4096 + 1, 10 * 4096));
+  tu_rig_close (&r);
+}
+
 static void
 test_no_cache_on_read (void)
 {
@@ -1231,6 +1258,7 @@ test_tunables_live (void)
 
 static const struct tu_case cases[] = {
   { "read miss, then cached", test_read_miss },
+  { "a read over runs of keys", test_read_runs },
   { "cache_on_read=0", test_no_cache_on_read },
   { "odd writes and pc_map", test_odd_writes },
   { "writeback content", test_writeback },

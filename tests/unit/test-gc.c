@@ -220,6 +220,49 @@ test_read_gap_then_stale (void)
   unlink (p);
 }
 
+/* A read over a stale key and the keys after it: dropping the stale
+ * key moves the others in their leaf, and the read must still find
+ * each of them.
+ */
+static void
+test_read_stale_then_keys (void)
+{
+  const char *p = tu_fresh ("gen-keys");
+  struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
+  struct pc_backend fg = tu_mem_backend (mem);
+  const uint32_t len = TU_MIB + 16 * 4096;
+  uint8_t *b = malloc (len);
+  uint64_t before;
+  uint32_t xs;
+  pc_cache *c;
+  int err = 0, i;
+
+  c = gen_setup (p, mem, &xs);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  /* Keys after X, every other block, each in a payload of its own. */
+  for (i = 0; i < 16; i += 2)
+    tu_write (c, GX + TU_MIB + i * 4096, 4096, 500 + i);
+  before = tu_mem_preads (mem);
+  CU_ASSERT_EQUAL (pc_read (c, b, len, GX, &fg, &err), 0);
+  CU_ASSERT_EQUAL (tu_check (b, TU_MIB, GX, 401), -1);
+  for (i = 0; i < 16; i++) {
+    uint64_t o = GX + TU_MIB + i * 4096;
+
+    if (i % 2 == 0) {
+      CU_ASSERT_EQUAL (tu_check (b + (o - GX), 4096, o, 500 + i), -1);
+    }
+    else {
+      CU_ASSERT_EQUAL (tu_check_byte (b + (o - GX), 4096, 0xEE), -1);
+    }
+  }
+  /* X and the eight gaps between the keys, each read once. */
+  CU_ASSERT_EQUAL (tu_mem_preads (mem), before + 9);
+  pc_cache_close (c);
+  tu_mem_free (mem);
+  free (b);
+  unlink (p);
+}
+
 /* GC must treat a record that replay found stale as replay did: it
  * took no segment reference for it, so GC must not drop one.
  *
@@ -294,6 +337,7 @@ static const struct tu_case cases[] = {
   { "generation after reclaim", test_generation_reclaim },
   { "stale record skipped at replay", test_generation_stale_record },
   { "read: gap then stale key", test_read_gap_then_stale },
+  { "read: stale key, then keys", test_read_stale_then_keys },
   { "GC and stale records", test_gc_skips_stale_record },
   { NULL, NULL },
 };
