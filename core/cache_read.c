@@ -537,12 +537,13 @@ pc_map (pc_cache *c, uint64_t off, uint64_t len, pc_map_fn fn, void *opaque)
   while (off < end) {
     uint64_t pend = PC_MIN (end, pc_stripe_end (c, off)), pos = off;
     struct pc_tree *t = pc_index_tree (&c->index, off);
+    struct pc_tree_pos at;
     struct pc_key *k;
     int r = 0;
 
     pc_rdlock (&t->lock);
-    for (k = pc_tree_find (t, off, pend - off); k && k->off < pend && r == 0;
-         k = pc_tree_next (t, k)) {
+    for (k = pc_tree_find_pos (t, off, pend - off, &at);
+         k && k->off < pend && r == 0; k = pc_tree_next_pos (&at)) {
       uint64_t ks = PC_MAX (k->off, pos), ke = PC_MIN (k->off + k->len, pend);
       enum pc_map_type type = PC_MAP_DATA;
 

@@ -173,12 +173,13 @@ write_back (pc_cache *c, const uint8_t *src, uint32_t len, uint64_t off,
 static unsigned
 writers_in (struct pc_tree *t, uint64_t off, uint32_t len)
 {
+  struct pc_tree_pos at;
   struct pc_key *k;
   unsigned n = 0;
 
   pc_assert_wrheld (&t->lock);
-  for (k = pc_tree_find (t, off, len); k && k->off < off + len;
-       k = pc_tree_next (t, k))
+  for (k = pc_tree_find_pos (t, off, len, &at); k && k->off < off + len;
+       k = pc_tree_next_pos (&at))
     if (k->flags & PC_KEY_WRITER)
       n++;
   return n;

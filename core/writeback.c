@@ -127,12 +127,13 @@ wb_sift (struct pc_cache *c, const struct pc_key_rec *r,
 {
   struct pc_tree *t = pc_index_tree (&c->index, r->off);
   uint64_t pos = r->off, end = r->off + r->len, left = 0;
+  struct pc_tree_pos at;
   struct pc_key *k;
   unsigned n = 0;
 
   pc_rdlock (&t->lock);
-  for (k = pc_tree_find (t, r->off, r->len); k && k->off < end;
-       k = pc_tree_next (t, k)) {
+  for (k = pc_tree_find_pos (t, r->off, r->len, &at); k && k->off < end;
+       k = pc_tree_next_pos (&at)) {
     uint64_t ks = PC_MAX (k->off, pos), ke = PC_MIN (k->off + k->len, end);
 
     if ((k->flags & PC_KEY_EMPTY) || !(k->flags & PC_KF_DIRTY) ||
@@ -707,11 +708,13 @@ wb_use_fua (struct pc_cache *c, struct wb_batch *b)
 {
   unsigned max = atomic_load_explicit (&c->wb_threads, memory_order_relaxed);
   unsigned n = 0;
+  struct pc_tree_pos at;
   struct pc_key *k;
 
   if (!b->bg.ops->pwrite_fua)
     return 0;
-  for (k = pc_tree_first (&b->tree); k; k = pc_tree_next (&b->tree, k))
+  for (k = pc_tree_find_pos (&b->tree, 0, UINT64_MAX, &at); k;
+       k = pc_tree_next_pos (&at))
     if ((k->flags & PC_KF_ZERO) || ++n > max)
       return 0;
   return 1;
