@@ -623,14 +623,11 @@ pc_ns_get_stats (pc_cache *c, uint32_t id, struct pc_ns_stats *st)
   st->size = ns->size;
   st->dirty_bytes = atomic_load (&ns->dirty_bytes);
   st->backing_epoch = pc_ns_backing_epoch (c, ns);
-  st->reads = atomic_load_explicit (&ns->st_reads, memory_order_relaxed);
-  st->read_bytes = atomic_load_explicit (&ns->st_read_bytes,
-                                         memory_order_relaxed);
-  st->writes = atomic_load_explicit (&ns->st_writes, memory_order_relaxed);
-  st->write_bytes = atomic_load_explicit (&ns->st_write_bytes,
-                                          memory_order_relaxed);
-  st->writeback_bytes = atomic_load_explicit (&ns->st_writeback_bytes,
-                                              memory_order_relaxed);
+  st->reads = PC_NS_COUNTED (ns, reads);
+  st->read_bytes = PC_NS_COUNTED (ns, read_bytes);
+  st->writes = PC_NS_COUNTED (ns, writes);
+  st->write_bytes = PC_NS_COUNTED (ns, write_bytes);
+  st->writeback_bytes = PC_NS_COUNTED (ns, writeback_bytes);
   /* Before its first round, the size a round would take. */
   st->writeback_group_epochs = atomic_load (&ns->group_epochs);
   if (st->writeback_group_epochs == 0)
@@ -668,11 +665,15 @@ pc_cache_reset_stats (pc_cache *c)
 
     if (!ns)
       continue;
-    atomic_store_explicit (&ns->st_reads, 0, memory_order_relaxed);
-    atomic_store_explicit (&ns->st_read_bytes, 0, memory_order_relaxed);
-    atomic_store_explicit (&ns->st_writes, 0, memory_order_relaxed);
-    atomic_store_explicit (&ns->st_write_bytes, 0, memory_order_relaxed);
-    atomic_store_explicit (&ns->st_writeback_bytes, 0, memory_order_relaxed);
+    for (unsigned j = 0; j < PC_NSHARDS; j++) {
+      struct pc_ns_counters *s = &ns->st[j];
+
+      atomic_store_explicit (&s->reads, 0, memory_order_relaxed);
+      atomic_store_explicit (&s->read_bytes, 0, memory_order_relaxed);
+      atomic_store_explicit (&s->writes, 0, memory_order_relaxed);
+      atomic_store_explicit (&s->write_bytes, 0, memory_order_relaxed);
+      atomic_store_explicit (&s->writeback_bytes, 0, memory_order_relaxed);
+    }
   }
   pc_debug ("%s: statistics reset", c->path);
 }

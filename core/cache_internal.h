@@ -139,6 +139,14 @@ struct pc_counters {
 #define PC_COUNTED(c, f) \
   pc_shard_sum (&(c)->st[0].f, sizeof (struct pc_counters), PC_NSHARDS)
 
+/* A namespace's event counters (pc_ns_get_stats), one set a thread
+ * shard: many connections to one export would otherwise pass the same
+ * line between their CPUs on every request.
+ */
+struct pc_ns_counters {
+  _Atomic uint64_t reads, read_bytes, writes, write_bytes, writeback_bytes;
+} __attribute__ ((aligned (PC_CACHELINE)));
+
 /* A namespace (namespace.c): one backing export.  Its backend is
  * attached and detached while the cache runs; a user pins it
  * (pc_ns_pin) so that a detach waits for the call to end.
@@ -170,9 +178,7 @@ struct pc_ns {
   int wb_error;
   unsigned wb_fails;
   uint64_t wb_failing_ms, wb_failing_since, reopens;
-  /* Its event counters (pc_ns_get_stats; PC_NS_COUNT): */
-  _Atomic uint64_t st_reads, st_read_bytes, st_writes, st_write_bytes;
-  _Atomic uint64_t st_writeback_bytes;
+  struct pc_ns_counters st[PC_NSHARDS];  /* PC_NS_COUNT */
 };
 
 /* Clean keys waiting for a backend flush before they are logged. */
@@ -354,11 +360,12 @@ pc_note_io (struct pc_cache *c, int write)
 
 /* Add n to event counter f (reads, read_bytes, writes, write_bytes,
  * writeback_bytes) of namespace ns, for its statistics: counted where
- * the totals are.  One atomic in the namespace, not sharded as the
- * totals are: a few exports share one cache, and each is mostly used
- * by few connections.
+ * the totals are, in this thread's shard as they are.
  */
 #define PC_NS_COUNT(ns, f, n) \
-  atomic_fetch_add_explicit (&(ns)->st_##f, (n), memory_order_relaxed)
+  atomic_fetch_add_explicit (&(ns)->st[pc_thread_shard ()].f, (n), \
+                             memory_order_relaxed)
+#define PC_NS_COUNTED(ns, f) \
+  pc_shard_sum (&(ns)->st[0].f, sizeof (struct pc_ns_counters), PC_NSHARDS)
 
 #endif /* PC_CACHE_INTERNAL_H */

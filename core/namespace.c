@@ -21,10 +21,12 @@
 static struct pc_ns *
 ns_new (const struct pc_ns_rec *rec)
 {
-  struct pc_ns *ns = calloc (1, sizeof *ns);
+  /* Aligned for its counters' lines. */
+  struct pc_ns *ns = aligned_alloc (_Alignof (struct pc_ns), sizeof *ns);
 
   if (!ns)
     return NULL;
+  memset (ns, 0, sizeof *ns);
   ns->name = malloc (rec->name_len + 1);
   if (!ns->name) {
     free (ns);
