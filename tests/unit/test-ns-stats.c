@@ -7,6 +7,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -248,6 +249,64 @@ test_two_exports (void)
   unlink (p);
 }
 
+/* An export's counters are kept a set per thread shard: what threads
+ * on shards of their own count adds up, and a reset clears every set.
+ */
+#define NWRITERS 5
+#define NWRITES 40
+
+/* No CUnit assertion off the main thread: failures are counted. */
+struct writer { pc_cache *c; uint32_t ns; unsigned id, failed; };
+
+static void *
+writer_main (void *arg)
+{
+  struct writer *w = arg;
+  uint8_t buf[4096];
+  unsigned i;
+  int err;
+
+  memset (buf, w->id, sizeof buf);
+  for (i = 0; i < NWRITES; i++)
+    if (pc_write (w->c, buf, sizeof buf,
+                  pc_ns_addr (w->ns, (w->id * NWRITES + i) * 4096), 0,
+                  &err) == -1)
+      w->failed++;
+  return NULL;
+}
+
+static void
+test_many_threads (void)
+{
+  const char *p = tu_fresh ("ns-threads");
+  pc_cache *c = open_cache (p);
+  struct writer w[NWRITERS];
+  pthread_t tid[NWRITERS];
+  struct pc_ns_stats sa;
+  uint32_t a;
+  unsigned i;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  CU_ASSERT_EQUAL_FATAL (pc_ns_open (c, "a", ASIZE, &a), 0);
+  for (i = 0; i < NWRITERS; i++) {
+    w[i] = (struct writer) { c, a, i, 0 };
+    CU_ASSERT_EQUAL_FATAL (pthread_create (&tid[i], NULL, writer_main,
+                                           &w[i]), 0);
+  }
+  for (i = 0; i < NWRITERS; i++) {
+    pthread_join (tid[i], NULL);
+    CU_ASSERT_EQUAL (w[i].failed, 0);
+  }
+  CU_ASSERT_EQUAL (pc_ns_get_stats (c, a, &sa), 0);
+  CU_ASSERT_EQUAL (sa.writes, NWRITERS * NWRITES);
+  CU_ASSERT_EQUAL (sa.write_bytes, NWRITERS * NWRITES * 4096);
+  pc_cache_reset_stats (c);
+  CU_ASSERT_EQUAL (pc_ns_get_stats (c, a, &sa), 0);
+  CU_ASSERT_EQUAL (sa.writes + sa.write_bytes, 0);
+  pc_cache_close (c);
+  unlink (p);
+}
+
 /* The worst name, 4096 bytes that each need \u00XX, fits the bound;
  * the JSON without exports is unchanged (no "exports").
  */
@@ -287,6 +346,7 @@ test_worst_name (void)
 static const struct tu_case cases[] = {
   { "two exports counted apart", test_two_exports },
   { "the worst name fits", test_worst_name },
+  { "counted by many threads", test_many_threads },
   { NULL, NULL },
 };
 
