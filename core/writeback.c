@@ -241,13 +241,18 @@ wb_key (struct pc_cache *c, struct wb_batch *b, const struct pc_key *k,
   return 0;
 }
 
-static void
+/* Empty t.  Returns the bytes its keys covered. */
+static uint64_t
 wb_tree_clear (struct pc_tree *t)
 {
   struct pc_key *k;
+  uint64_t bytes = 0;
 
-  while ((k = pc_tree_first (t)) != NULL)
+  while ((k = pc_tree_first (t)) != NULL) {
+    bytes += k->len;
     pc_tree_remove (t, k);
+  }
+  return bytes;
 }
 
 /* Drop a loaded batch: it is gathered again from the cursor. */
@@ -484,10 +489,7 @@ wb_late_settle (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
   if (!pc_tree_first (&b->later))
     return 0;
   if (pc_log_commit_nowait (c, &now) == 0 && now == b->epoch) {
-    while ((k = pc_tree_first (&b->later)) != NULL) {
-      b->skipped += k->len;
-      pc_tree_remove (&b->later, k);
-    }
+    b->skipped += wb_tree_clear (&b->later);
     return 0;
   }
   atomic_store (&b->resift, 0);
