@@ -267,6 +267,7 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
   pthread_mutex_init (&c->bg_lock, NULL);
   pthread_cond_init (&c->bg_cv, NULL);
   atomic_init (&c->wb_wake_seq, UINT64_MAX);   /* not idle yet */
+  pc_pace_init (&c->wb_pace);
   pthread_cond_init (&c->timer_cv, NULL);
   pthread_mutex_init (&c->gc_lock, NULL);
   pthread_cond_init (&c->drain_cv, NULL);
@@ -540,6 +541,7 @@ pc_cache_close (pc_cache *c)
   pthread_mutex_destroy (&c->ctrl_lock);
   pthread_mutex_destroy (&c->bg_lock);
   pthread_cond_destroy (&c->bg_cv);
+  pc_pace_destroy (&c->wb_pace);
   pthread_cond_destroy (&c->timer_cv);
   pthread_mutex_destroy (&c->gc_lock);
   free (c->gc_puts);
@@ -593,8 +595,10 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   st->writeback_paused = atomic_load (&c->wb_paused);
   st->segs_total = c->nsegs;
   st->seg_size = c->seg_size;
-  if (c->segs.seg)
+  if (c->segs.seg) {
     st->segs_used = c->nsegs - pc_segs_nfree (&c->segs);
+    st->writeback_pace = pc_wb_pace (c);
+  }
   st->dirty_ksets = atomic_load (&c->log.head_seq) - pc_dirty_tail (c).seq;
   st->client_epoch = pc_client_epoch (c);
   st->backing_epoch = pc_backing_epoch (c);

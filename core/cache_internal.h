@@ -85,6 +85,7 @@
 #include "segment.h"
 #include "kset.h"
 #include "lock.h"
+#include "pace.h"
 #include "shard.h"
 #include "util.h"
 
@@ -96,6 +97,9 @@
 #define PC_LOG_RESERVE    2           /* free segments kept for the log */
 #define PC_DRAIN_GRACE_MS 30000       /* a drain gives up after failing so long */
 #define PC_WB_IDLE_MS     200         /* a client this quiet lets writeback run */
+#define PC_WB_PACE_S      4           /* past pcache-writeback-percent, seconds
+                                         to write the excess in */
+#define PC_WB_PACE_MIN    (UINT64_C (1) << 20)  /* bytes/s: the least pace */
 
 /* A data head: the segment that new payload is carved from. */
 struct pc_head {
@@ -280,6 +284,7 @@ struct pc_cache {
   _Atomic int stop_wb;                /* c->stop, readable without bg_lock */
   uint64_t kicks;                     /* bumped by every pc_kick_workers */
   _Atomic uint64_t wb_wake_seq;       /* a commit reaching it wakes writeback */
+  struct pc_pace wb_pace;             /* writeback's, see wb_level */
   int wb_error;                       /* last writeback errno, 0 if fine */
   _Atomic uint64_t wb_last_epoch;     /* last epoch of the last batch that
                                          began to go down (pc_hold_admit) */

@@ -215,6 +215,7 @@ build (const struct pc_stats *st, const struct pc_ns_stats *ns, size_t n,
   u64 (&j, "writeback_group_epochs", st->writeback_group_epochs);
   u64 (&j, "writeback_flushes", st->writeback_flushes);
   u64 (&j, "writeback_fua_writes", st->writeback_fua_writes);
+  u64 (&j, "writeback_pace", st->writeback_pace);
   u64 (&j, "gc_runs", st->gc_runs);
   u64 (&j, "gc_segments", st->gc_segments);
   u64 (&j, "segments_total", st->segs_total);

@@ -236,6 +236,7 @@ wb_key (struct pc_cache *c, struct wb_batch *b, const struct pc_key *k,
     if (pc_backend_pwrite (&b->bg, buf, k->len, k->off, err) == -1)
       return -1;
   }
+  pc_pace_spend (&c->wb_pace, k->len);
   PC_COUNT (c, writeback_bytes, k->len);
   PC_NS_COUNT (b->ns, writeback_bytes, k->len);
   return 0;
@@ -317,6 +318,8 @@ wb_late (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
   return ok;
 }
 
+static unsigned wb_go (struct pc_cache *c);
+
 /* Write extents of the batch until none is left, an error happened,
  * the cache stops or writeback is to wait (pc_wb_width is 0: the client
  * turned to reads only, which a batch of a slow backend can outlast by
@@ -336,7 +339,7 @@ wb_work (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
   for (;;) {
     struct pc_key *k = NULL;
     int err = 0, r, tries = 0;
-    int hold = p->may_pause && pc_wb_width (c) == 0;
+    int hold = p->may_pause && wb_go (c) == 0;
 
     pthread_mutex_lock (&p->lock);
     if (hold)
@@ -1080,22 +1083,26 @@ timed_wait (struct pc_cache *c, unsigned ms)
   pc_cond_wait_ms (&c->bg_cv, &c->bg_lock, ms);
 }
 
-/* How many concurrent writers writeback may use now; 0 holds it back.
- * While a client reads or writes, writeback waits until dirty data passes
- * pcache-writeback-percent of the cache, so that it does not take CPU
- * and backend bandwidth from a burst the cache can absorb.  Past that it
- * starts with one writer and adds writers as dirty data grows towards
- * the GC threshold, so a long burst meets a writeback rate that matches
- * the backlog rather than a cliff.  A client that only reads adds no
- * dirty data: while it has not written for PC_WB_IDLE_MS, writeback
- * below that level waits, and leaves it the CPU.  Every writer runs when
- * the client has been quiet for PC_WB_IDLE_MS, when space, a drain or
- * an export's quota is waited for (or data has no room left: see
- * gc_needed), or when GC needs
- * clean segments, or when flushed data nears pcache-writeback-max-age.
+/* How many concurrent writers writeback may use now (0 holds it back),
+ * and at what pace, in bytes a second (*rate; 0: as fast as they go).
+ * While a client reads or writes, writeback waits until dirty data
+ * passes pcache-writeback-percent of the cache, so that it does not
+ * take CPU and backend bandwidth from a burst the cache can absorb.
+ * Past that it starts with one writer and adds writers as dirty data
+ * grows towards the GC threshold, at a pace that writes the excess in
+ * PC_WB_PACE_S: a long burst meets a writeback rate that matches the
+ * backlog rather than a cliff, and data the client keeps rewriting (a
+ * hot table, a sequential rewrite) goes down about as often as the
+ * backlog needs, not as often as a writer at full speed could take it.
+ * A client that only reads adds no dirty data: while it has not written
+ * for PC_WB_IDLE_MS, writeback below that level waits, and leaves it the
+ * CPU.  Every writer runs, unpaced, when the client has been quiet for
+ * PC_WB_IDLE_MS, when space, a drain or an export's quota is waited for
+ * (or data has no room left: see gc_needed), or when GC needs clean
+ * segments, or when flushed data nears pcache-writeback-max-age.
  */
-unsigned
-pc_wb_width (struct pc_cache *c)
+static unsigned
+wb_level (struct pc_cache *c, uint64_t *rate)
 {
   uint64_t dirty = PC_COUNTED (c, dirty_bytes);
   uint64_t size = (uint64_t) c->nsegs << c->seg_shift;
@@ -1109,6 +1116,7 @@ pc_wb_width (struct pc_cache *c)
   unsigned wb_pct = atomic_load_explicit (&c->wb_percent,
                                           memory_order_relaxed);
 
+  *rate = 0;
   if (dirty == 0 || now - atomic_load (&c->last_io_ms) >= PC_WB_IDLE_MS ||
       atomic_load (&c->drainers) > 0 || pc_segs_waiters (&c->segs) > 0 ||
       atomic_load (&c->quota_waiters) > 0 ||
@@ -1120,10 +1128,43 @@ pc_wb_width (struct pc_cache *c)
       (wb_pct > 0 && pct < gc_pct &&
        now - atomic_load (&c->last_write_ms) >= PC_WB_IDLE_MS))
     return 0;
-  if (gc_pct <= wb_pct)
+  if (gc_pct <= wb_pct || pct >= gc_pct)
     return threads;
+  if (wb_pct > 0)
+    *rate = PC_MAX ((dirty - PC_MIN (dirty, size / 100 * wb_pct)) /
+                    PC_WB_PACE_S, PC_WB_PACE_MIN);
   n = 1 + (uint64_t) (threads - 1) * (pct - wb_pct) / (gc_pct - wb_pct);
   return PC_MIN (n, threads);
+}
+
+unsigned
+pc_wb_width (struct pc_cache *c)
+{
+  uint64_t rate;
+
+  return wb_level (c, &rate);
+}
+
+uint64_t
+pc_wb_pace (struct pc_cache *c)
+{
+  uint64_t rate;
+
+  return wb_level (c, &rate) ? rate : 0;
+}
+
+/* Writers for writeback's thread now, 0 if it is to wait: held back by
+ * the width, or ahead of its pace.
+ */
+static unsigned
+wb_go (struct pc_cache *c)
+{
+  uint64_t rate;
+  unsigned width = wb_level (c, &rate);
+
+  if (width && !pc_pace_ok (&c->wb_pace, rate, pc_now_ms ()))
+    return 0;
+  return width;
 }
 
 /* Helpers for wb_threads concurrent writers: the thread itself is one. */
@@ -1163,7 +1204,7 @@ wb_next_width (struct pc_cache *c)
 {
   if (atomic_load (&c->wb_paused))
     return 0;
-  return pc_wb_width (c);
+  return wb_go (c);
 }
 
 void *

@@ -3,12 +3,16 @@
 #ifndef PC_WRITEBACK_H
 #define PC_WRITEBACK_H
 
+#include <stdint.h>
+
 struct pc_cache;
 
 /* The writeback thread (started by pc_cache_start). */
 void *pc_writeback_thread (void *arg);
 /* How many writers writeback may use now (0: held back). */
 unsigned pc_wb_width (struct pc_cache *c);
+/* The pace writeback keeps now, in bytes a second (0: none). */
+uint64_t pc_wb_pace (struct pc_cache *c);
 /* For deterministic tests without worker threads (after
  * pc_cache_set_backend): write back one batch now (1 done, 0 idle, -1
  * error).  The _width form uses the pool of the writeback thread

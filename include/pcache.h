@@ -398,6 +398,11 @@ struct pc_stats {
    */
   uint64_t writeback_groups, writeback_flushes, writeback_fua_writes;
   unsigned writeback_group_epochs;
+  /* Bytes a second write-back keeps to now, between
+   * pcache-writeback-percent and pcache-gc-percent; 0: held back, or
+   * as fast as it goes.
+   */
+  uint64_t writeback_pace;
 };
 void pc_cache_get_stats (pc_cache *c, struct pc_stats *st);
 /* The index's extents and the bytes of RAM its keys and nodes take (not

@@ -487,12 +487,21 @@ test_wb_width (void)
   busy (r.c, 1);
   w = pc_wb_width (r.c);
   CU_ASSERT (w >= 7 && w <= 9);
+  /* At a pace that writes the 30% past the threshold in PC_WB_PACE_S. */
+  CU_ASSERT (pc_wb_pace (r.c) >= size * 30 / 100 / PC_WB_PACE_S - size / 100);
+  CU_ASSERT (pc_wb_pace (r.c) <= size * 30 / 100 / PC_WB_PACE_S + size / 100);
+  /* Eager writeback (pcache-writeback-percent=0) keeps none. */
+  atomic_store (&r.c->wb_percent, 0);
+  CU_ASSERT (pc_wb_width (r.c) >= 1);
+  CU_ASSERT_EQUAL (pc_wb_pace (r.c), 0);
+  atomic_store (&r.c->wb_percent, 10);
   /* Reads only: nothing new to absorb, writeback waits. */
   busy (r.c, 0);
   CU_ASSERT_EQUAL (pc_wb_width (r.c), 0);
   /* Past the GC threshold it goes on regardless. */
   PC_COUNT (r.c, dirty_bytes, size * 35 / 100);
   CU_ASSERT_EQUAL (pc_wb_width (r.c), 16);
+  CU_ASSERT_EQUAL (pc_wb_pace (r.c), 0);
   PC_UNCOUNT (r.c, dirty_bytes, size * 35 / 100);
 
   /* Below the threshold again: held back, unless the client is quiet
@@ -503,6 +512,7 @@ test_wb_width (void)
   CU_ASSERT_EQUAL (pc_wb_width (r.c), 0);
   atomic_store (&r.c->last_io_ms, pc_now_ms () - PC_WB_IDLE_MS - 1);
   CU_ASSERT_EQUAL (pc_wb_width (r.c), 16);
+  CU_ASSERT_EQUAL (pc_wb_pace (r.c), 0);
   busy (r.c, 1);
   atomic_fetch_add (&r.c->drainers, 1);
   CU_ASSERT_EQUAL (pc_wb_width (r.c), 16);

@@ -7,7 +7,8 @@
  * every batch boundary is where the test puts it.
  * Then the number of writers a round puts to work, and the wake-up of
  * a writer waiting for space.  Last, a hold: writeback finishes the
- * epoch it is in, then starts nothing of the next.
+ * epoch it is in, then starts nothing of the next.  And the pace it
+ * keeps between pcache-writeback-percent and pcache-gc-percent.
  */
 #ifdef HAVE_CONFIG_H
 #include <config.h>
@@ -28,6 +29,7 @@
 #include "gc.h"
 #include "hold.h"
 #include "kset.h"
+#include "pace.h"
 #include "writeback.h"
 #include "testutil.h"
 
@@ -772,6 +774,89 @@ test_age_past_ring (void)
   unlink (p);
 }
 
+/* The pace's credit, on a clock the test moves: it grows at the rate,
+ * a write spends it and may leave it owed, and a pause saves a tenth of
+ * a second's worth at most.
+ */
+static void
+test_pace (void)
+{
+  struct pc_pace p;
+  uint64_t t = 1000000, sent = 0, ms;
+
+  pc_pace_init (&p);
+  /* No pace: always, whatever was spent. */
+  pc_pace_spend (&p, 1 << 30);
+  CU_ASSERT_TRUE (pc_pace_ok (&p, 0, t));
+  CU_ASSERT_TRUE (pc_pace_ok (&p, 0, t));
+  /* Paced from nothing: a millisecond's worth first. */
+  CU_ASSERT_FALSE (pc_pace_ok (&p, 1000000, t));
+  CU_ASSERT_TRUE (pc_pace_ok (&p, 1000000, t + 1));
+  pc_pace_spend (&p, 1000);             /* the 1000 bytes it grew */
+  CU_ASSERT_FALSE (pc_pace_ok (&p, 1000000, t + 1));
+  /* A 64 KiB write is owed for 66 ms: not before, then again. */
+  pc_pace_spend (&p, 65536);
+  CU_ASSERT_FALSE (pc_pace_ok (&p, 1000000, t + 66));
+  CU_ASSERT_TRUE (pc_pace_ok (&p, 1000000, t + 67));
+  /* Calls closer together than a byte's worth lose no time: at 500
+   * bytes a second, 1000 owed are paid in 2 s of calls a millisecond
+   * apart.
+   */
+  pc_pace_spend (&p, 1464);
+  for (ms = t + 68; ms < t + 67 + 1990; ms++)
+    pc_pace_ok (&p, 500, ms);
+  CU_ASSERT_FALSE (pc_pace_ok (&p, 500, t + 67 + 1990));
+  for (ms = t + 67 + 1991; ms < t + 67 + 2004; ms++)
+    pc_pace_ok (&p, 500, ms);
+  CU_ASSERT_TRUE (pc_pace_ok (&p, 500, t + 67 + 2004));
+  /* A long pause saves a tenth of a second's worth, no more. */
+  t += 100000;
+  CU_ASSERT_TRUE (pc_pace_ok (&p, 1000000, t));
+  pc_pace_spend (&p, 100000);
+  CU_ASSERT_FALSE (pc_pace_ok (&p, 1000000, t));
+  /* Over a long run, writes of any size average the rate. */
+  for (ms = 0; ms < 10000; ms++) {
+    while (pc_pace_ok (&p, 1000000, t + ms)) {
+      uint64_t len = 4096 << (ms % 9);
+
+      pc_pace_spend (&p, len);
+      sent += len;
+    }
+  }
+  /* 9999 ms at 1 MB/s, and the last write's debt at most. */
+  CU_ASSERT (sent >= 9999000 && sent < 9999000 + (4096 << 8));
+  pc_pace_destroy (&p);
+}
+
+/* Writeback's writes spend its pace, byte for byte; zeroes, which move
+ * no data, do not.
+ */
+static void
+test_pace_spent (void)
+{
+  const char *p = tu_fresh ("pace");
+  struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
+  struct pc_backend bg = tu_mem_backend (mem);
+  pc_cache *c = open_at (p);
+  int err;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  pc_cache_set_backend (c, &bg);
+  tu_mem_log (mem, 1);
+  tu_write (c, 0, 8192, 1);
+  tu_write (c, 65536, 4096, 2);
+  CU_ASSERT_EQUAL (pc_zero (c, 1 << 20, 1 << 20, 0, &err), 0);
+  commit (c);
+  /* From no credit: what the round writes is owed after it. */
+  CU_ASSERT_TRUE (pc_pace_ok (&c->wb_pace, 0, pc_now_ms ()));
+  write_back_all (c);
+  CU_ASSERT_EQUAL (written (mem, 0, BSIZE, SIZE_MAX), 12288);
+  CU_ASSERT_EQUAL (c->wb_pace.credit, -12288);
+  pc_cache_close (c);
+  tu_mem_free (mem);
+  unlink (p);
+}
+
 static const struct tu_case cases[] = {
   { "overwritten in a later batch", test_overwritten_later },
   { "overwritten in the next epoch", test_overwritten_next_epoch },
@@ -787,6 +872,8 @@ static const struct tu_case cases[] = {
   { "freed space wakes a writer", test_space_wakes },
   { "a hold stops at an epoch boundary", test_hold_boundary },
   { "dirty age past the ring of commit times", test_age_past_ring },
+  { "a pace in bytes a second", test_pace },
+  { "writeback spends its pace", test_pace_spent },
   { NULL, NULL },
 };
 
