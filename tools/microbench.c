@@ -1327,7 +1327,7 @@ print_write_cost (const struct results *res)
 {
   unsigned i;
 
-  printf ("\nwrite cost / bare copy (target <= 2x):\n");
+  printf ("\nwrite cost / bare copy (target <= 1.5x):\n");
   for (i = 0; i < opt_nthreads; i++) {
     cost ("burst", opt_threads[i], &res->wcold[i], &res->bcold[i]);
     if (opt_writeback)
