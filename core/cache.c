@@ -656,13 +656,12 @@ pc_ns_get_stats (pc_cache *c, uint32_t id, struct pc_ns_stats *st)
 void
 pc_cache_reset_stats (pc_cache *c)
 {
+#define PC_ZERO_COUNTER(f) \
+  atomic_store_explicit (&s->f, 0, memory_order_relaxed);
   for (unsigned i = 0; i < PC_NSHARDS; i++) {
     struct pc_counters *s = &c->st[i];
 
-#define PC_ZERO_COUNTER(f) \
-    atomic_store_explicit (&s->f, 0, memory_order_relaxed);
     PC_EVENT_COUNTERS (PC_ZERO_COUNTER)
-#undef PC_ZERO_COUNTER
   }
   for (uint32_t i = 0; i < c->max_exports; i++) {
     struct pc_ns *ns = atomic_load (&c->ns[i]);
@@ -672,13 +671,10 @@ pc_cache_reset_stats (pc_cache *c)
     for (unsigned j = 0; j < PC_NSHARDS; j++) {
       struct pc_ns_counters *s = &ns->st[j];
 
-      atomic_store_explicit (&s->reads, 0, memory_order_relaxed);
-      atomic_store_explicit (&s->read_bytes, 0, memory_order_relaxed);
-      atomic_store_explicit (&s->writes, 0, memory_order_relaxed);
-      atomic_store_explicit (&s->write_bytes, 0, memory_order_relaxed);
-      atomic_store_explicit (&s->writeback_bytes, 0, memory_order_relaxed);
+      PC_NS_EVENT_COUNTERS (PC_ZERO_COUNTER)
     }
   }
+#undef PC_ZERO_COUNTER
   pc_debug ("%s: statistics reset", c->path);
 }
 

@@ -147,8 +147,11 @@ struct pc_counters {
  * shard: many connections to one export would otherwise pass the same
  * line between their CPUs on every request.
  */
+#define PC_NS_EVENT_COUNTERS(X) \
+  X (reads) X (read_bytes) X (writes) X (write_bytes) X (writeback_bytes)
+
 struct pc_ns_counters {
-  _Atomic uint64_t reads, read_bytes, writes, write_bytes, writeback_bytes;
+  PC_NS_EVENT_COUNTERS (PC_COUNTER_FIELD)
 } __attribute__ ((aligned (PC_CACHELINE)));
 
 /* A namespace (namespace.c): one backing export.  Its backend is
