@@ -565,29 +565,29 @@ void
 pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
 {
   memset (st, 0, sizeof *st);
-  st->read_hits = PC_COUNTED (c, read_hits);
-  st->read_misses = PC_COUNTED (c, read_misses);
-  st->read_hit_bytes = PC_COUNTED (c, read_hit_bytes);
-  st->read_miss_bytes = PC_COUNTED (c, read_miss_bytes);
-  st->writes = PC_COUNTED (c, writes);
-  st->write_bytes = PC_COUNTED (c, write_bytes);
-  st->writeback_bytes = PC_COUNTED (c, writeback_bytes);
-  st->writeback_skipped_bytes = PC_COUNTED (c, writeback_skipped_bytes);
-  st->writeback_rounds = PC_COUNTED (c, writeback_rounds);
-  st->writeback_errors = PC_COUNTED (c, writeback_errors);
-  st->gc_segments = PC_COUNTED (c, gc_segments);
-  st->gc_runs = PC_COUNTED (c, gc_runs);
-  st->write_hits = PC_COUNTED (c, write_hits);
-  st->full_timeouts = PC_COUNTED (c, full_timeouts);
-  st->crc_errors = PC_COUNTED (c, crc_errors);
-  st->writeback_groups = PC_COUNTED (c, writeback_groups);
-  st->writeback_flushes = PC_COUNTED (c, writeback_flushes);
-  st->writeback_fua_writes = PC_COUNTED (c, writeback_fua_writes);
+  st->read_hits = PC_EVENTS (c, read_hits);
+  st->read_misses = PC_EVENTS (c, read_misses);
+  st->read_hit_bytes = PC_EVENTS (c, read_hit_bytes);
+  st->read_miss_bytes = PC_EVENTS (c, read_miss_bytes);
+  st->writes = PC_EVENTS (c, writes);
+  st->write_bytes = PC_EVENTS (c, write_bytes);
+  st->writeback_bytes = PC_EVENTS (c, writeback_bytes);
+  st->writeback_skipped_bytes = PC_EVENTS (c, writeback_skipped_bytes);
+  st->writeback_rounds = PC_EVENTS (c, writeback_rounds);
+  st->writeback_errors = PC_EVENTS (c, writeback_errors);
+  st->gc_segments = PC_EVENTS (c, gc_segments);
+  st->gc_runs = PC_EVENTS (c, gc_runs);
+  st->write_hits = PC_EVENTS (c, write_hits);
+  st->full_timeouts = PC_EVENTS (c, full_timeouts);
+  st->crc_errors = PC_EVENTS (c, crc_errors);
+  st->writeback_groups = PC_EVENTS (c, writeback_groups);
+  st->writeback_flushes = PC_EVENTS (c, writeback_flushes);
+  st->writeback_fua_writes = PC_EVENTS (c, writeback_fua_writes);
   st->writeback_group_epochs = atomic_load (&c->wb_group_epochs);
   st->uptime_ms = pc_now_ms () - c->started_ms;
-  st->dirty_bytes = PC_COUNTED (c, dirty_bytes);
-  st->seq_bypass_bytes = PC_COUNTED (c, seq_bypass_bytes);
-  st->write_through_bytes = PC_COUNTED (c, write_through_bytes);
+  st->dirty_bytes = PC_DIRTY_BYTES (c);
+  st->seq_bypass_bytes = PC_EVENTS (c, seq_bypass_bytes);
+  st->write_through_bytes = PC_EVENTS (c, write_through_bytes);
   st->mode = c->mode;
   st->gc_percent = c->gc_percent;
   for (unsigned t = 0; t < PC_TUNE_COUNT; t++)
@@ -627,11 +627,11 @@ pc_ns_get_stats (pc_cache *c, uint32_t id, struct pc_ns_stats *st)
   st->size = ns->size;
   st->dirty_bytes = atomic_load (&ns->dirty_bytes);
   st->backing_epoch = pc_ns_backing_epoch (c, ns);
-  st->reads = PC_NS_COUNTED (ns, reads);
-  st->read_bytes = PC_NS_COUNTED (ns, read_bytes);
-  st->writes = PC_NS_COUNTED (ns, writes);
-  st->write_bytes = PC_NS_COUNTED (ns, write_bytes);
-  st->writeback_bytes = PC_NS_COUNTED (ns, writeback_bytes);
+  st->reads = PC_NS_EVENTS (ns, reads);
+  st->read_bytes = PC_NS_EVENTS (ns, read_bytes);
+  st->writes = PC_NS_EVENTS (ns, writes);
+  st->write_bytes = PC_NS_EVENTS (ns, write_bytes);
+  st->writeback_bytes = PC_NS_EVENTS (ns, writeback_bytes);
   /* Before its first round, the size a round would take. */
   st->writeback_group_epochs = atomic_load (&ns->group_epochs);
   if (st->writeback_group_epochs == 0)
@@ -648,33 +648,31 @@ pc_ns_get_stats (pc_cache *c, uint32_t id, struct pc_ns_stats *st)
   return 0;
 }
 
-/* A reset racing with a PC_COUNT may lose that increment (the store of 0
- * lands after it) or keep it (before): either is fine for statistics,
- * which is all these counters are.  Nothing the engine decides on is
- * touched (dirty_bytes is no event counter).
+/* A reset moves each counter's base to its sum now.  An event counted
+ * meanwhile may fall on either side of it: fine for statistics, which
+ * is all these counters are.  Nothing the engine decides on is touched
+ * (dirty_bytes is no event counter).
  */
 void
 pc_cache_reset_stats (pc_cache *c)
 {
-#define PC_ZERO_COUNTER(f) \
-  atomic_store_explicit (&s->f, 0, memory_order_relaxed);
-  for (unsigned i = 0; i < PC_NSHARDS; i++) {
-    struct pc_counters *s = &c->st[i];
-
-    PC_EVENT_COUNTERS (PC_ZERO_COUNTER)
-  }
+#define PC_RESET_COUNTER(f) \
+  atomic_store_explicit (&c->st_base.f, PC_COUNTED (c, f), \
+                         memory_order_release);
+#define PC_RESET_NS_COUNTER(f) \
+  atomic_store_explicit (&ns->st_base.f, \
+                         pc_shard_sum (&ns->st[0].f, sizeof ns->st[0], \
+                                       PC_NSHARDS), memory_order_release);
+  PC_EVENT_COUNTERS (PC_RESET_COUNTER)
   for (uint32_t i = 0; i < c->max_exports; i++) {
     struct pc_ns *ns = atomic_load (&c->ns[i]);
 
-    if (!ns)
-      continue;
-    for (unsigned j = 0; j < PC_NSHARDS; j++) {
-      struct pc_ns_counters *s = &ns->st[j];
-
-      PC_NS_EVENT_COUNTERS (PC_ZERO_COUNTER)
+    if (ns) {
+      PC_NS_EVENT_COUNTERS (PC_RESET_NS_COUNTER)
     }
   }
-#undef PC_ZERO_COUNTER
+#undef PC_RESET_COUNTER
+#undef PC_RESET_NS_COUNTER
   pc_debug ("%s: statistics reset", c->path);
 }
 

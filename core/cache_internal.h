@@ -127,21 +127,38 @@ struct pc_head {
 #define PC_COUNTER_FIELD(f) _Atomic uint64_t f;
 
 /* Statistics, sharded per thread (shard.h): PC_COUNT adds to this
- * thread's shard, PC_COUNTED sums them all.
+ * thread's shard, PC_COUNTED sums them all, PC_EVENTS since the last
+ * reset.
  */
 struct pc_counters {
   _Atomic uint64_t dirty_bytes;       /* a gauge writeback relies on */
   PC_EVENT_COUNTERS (PC_COUNTER_FIELD)
 } __attribute__ ((aligned (PC_CACHELINE)));
 
+/* The sums at the last reset (pc_cache_reset_stats).  Shards are never
+ * zeroed: their owners add without a locked instruction, and would
+ * write back what a reset had cleared.
+ */
+struct pc_event_base {
+  PC_EVENT_COUNTERS (PC_COUNTER_FIELD)
+};
+
 #define PC_COUNT(c, f, n) \
-  atomic_fetch_add_explicit (&(c)->st[pc_thread_shard ()].f, (n), \
-                             memory_order_relaxed)
+  pc_shard_add (&(c)->st[pc_thread_shard ()].f, (n))
 #define PC_UNCOUNT(c, f, n) \
-  atomic_fetch_sub_explicit (&(c)->st[pc_thread_shard ()].f, (n), \
-                             memory_order_relaxed)
+  pc_shard_add (&(c)->st[pc_thread_shard ()].f, -(uint64_t) (n))
 #define PC_COUNTED(c, f) \
   pc_shard_sum (&(c)->st[0].f, sizeof (struct pc_counters), PC_NSHARDS)
+/* The dirty gauge.  A writer's add and write-back's subtract may be in
+ * two shards, one read before it changed and one after: a sum that
+ * came out below zero is read as none.
+ */
+#define PC_DIRTY_BYTES(c) \
+  pc_shard_gauge (&(c)->st[0].dirty_bytes, sizeof (struct pc_counters), \
+                  PC_NSHARDS)
+#define PC_EVENTS(c, f) \
+  pc_shard_since (&(c)->st_base.f, &(c)->st[0].f, \
+                  sizeof (struct pc_counters), PC_NSHARDS)
 
 /* A namespace's event counters (pc_ns_get_stats), one set a thread
  * shard: many connections to one export would otherwise pass the same
@@ -186,6 +203,7 @@ struct pc_ns {
   unsigned wb_fails;
   uint64_t wb_failing_ms, wb_failing_since, reopens;
   struct pc_ns_counters st[PC_NSHARDS];  /* PC_NS_COUNT */
+  struct pc_ns_counters st_base;      /* the sums at the last reset */
 };
 
 /* Clean keys waiting for a backend flush before they are logged. */
@@ -304,6 +322,7 @@ struct pc_cache {
   struct pc_clean clean;
 
   struct pc_counters st[PC_NSHARDS];
+  struct pc_event_base st_base;
   uint64_t started_ms;
 };
 
@@ -371,9 +390,9 @@ pc_note_io (struct pc_cache *c, int write)
  * the totals are, in this thread's shard as they are.
  */
 #define PC_NS_COUNT(ns, f, n) \
-  atomic_fetch_add_explicit (&(ns)->st[pc_thread_shard ()].f, (n), \
-                             memory_order_relaxed)
-#define PC_NS_COUNTED(ns, f) \
-  pc_shard_sum (&(ns)->st[0].f, sizeof (struct pc_ns_counters), PC_NSHARDS)
+  pc_shard_add (&(ns)->st[pc_thread_shard ()].f, (n))
+#define PC_NS_EVENTS(ns, f) \
+  pc_shard_since (&(ns)->st_base.f, &(ns)->st[0].f, \
+                  sizeof (struct pc_ns_counters), PC_NSHARDS)
 
 #endif /* PC_CACHE_INTERNAL_H */

@@ -18,56 +18,47 @@
 #include "util.h"
 #include "workers.h"
 
-/* Insert a key into the index and queue its record; caller holds the
- * subtree write lock.  The key is the index's (or freed) afterwards.
- * *seal_gen receives the buffer's seal count.  Returns 1 if the key
- * covered cached data, 0 if not, -1 on error.
- */
-static int
-publish_key (struct pc_cache *c, struct pc_key *k,
-                const struct pc_key_rec *rec, uint64_t *seal_gen)
-{
-  struct pc_kbuf *kb = pc_kbuf_for (c, rec->off);
-  int hit, r;
-
-  pc_assert_wrheld (&pc_index_tree (&c->index, rec->off)->lock);
-  hit = pc_tree_put (pc_index_tree (&c->index, rec->off), k);
-  if (hit == -1) {
-    pc_key_free (k);
-    return -1;
-  }
-  pthread_mutex_lock (&kb->lock);
-  r = pc_kbuf_add (c, kb, rec, seal_gen);
-  pthread_mutex_unlock (&kb->lock);
-  return r == -1 ? -1 : hit;
-}
-
-/* Log one record and index it.  With src, its payload is copied in
- * first, under the subtree's lock: the index lookup that follows then
- * overlaps the copy's stores draining to the medium, which the lock's
- * atomic would otherwise wait for.
+/* Log one record and index it; the key is the index's (or freed)
+ * afterwards.  *seal_gen receives the key buffer's seal count.
+ *
+ * With src, its payload is copied in first, with the subtree's and the
+ * key buffer's locks already held: the payload is durable before its key
+ * can be committed, and the index work that follows overlaps the copy's
+ * stores draining to the medium, which a locked instruction waits for.
+ * So, but when a buffer fills or a thread's spare nodes run out, nothing
+ * between the copy and the first unlock takes a lock or adds with one
+ * (PC_COUNT, in a shard of the thread's own, does not).
  */
 static int
 log_piece (struct pc_cache *c, const struct pc_key_rec *rec,
            const void *src, uint64_t *seal_gen, int *err)
 {
   struct pc_tree *t = pc_index_tree (&c->index, rec->off);
+  struct pc_kbuf *kb = pc_kbuf_for (c, rec->off);
   struct pc_key *k = pc_key_for_rec (c, rec);
-  int r;
+  int hit, r = 0;
 
   if (!k) {
     *err = ENOMEM;
     return -1;
   }
   pc_wrlock (&t->lock);
-  /* The payload is durable before its key can be. */
+  pthread_mutex_lock (&kb->lock);
   if (src)
     pc_pmem_copy (c->pm, pc_seg_addr (c, rec->seg, rec->seg_off), src,
                   rec->len);
-  r = publish_key (c, k, rec, seal_gen);
-  /* A write hit: the range held cached data already. */
-  if (r == 1 && !(rec->flags & PC_KF_ZERO))
-    PC_COUNT (c, write_hits, 1);
+  hit = pc_tree_put (t, k);
+  if (hit == -1) {
+    pc_key_free (k);
+    r = -1;
+  }
+  else if ((r = pc_kbuf_add (c, kb, rec, seal_gen)) == 0) {
+    PC_COUNT (c, dirty_bytes, rec->len);
+    /* A write hit: the range held cached data already. */
+    if (hit == 1 && !(rec->flags & PC_KF_ZERO))
+      PC_COUNT (c, write_hits, 1);
+  }
+  pthread_mutex_unlock (&kb->lock);
   pthread_rwlock_unlock (&t->lock);
   if (r == -1) {
     *err = errno ? errno : EIO;
@@ -158,7 +149,6 @@ write_back (pc_cache *c, const uint8_t *src, uint32_t len, uint64_t off,
       ns_dirty (c, start, 0, len);
       return -1;
     }
-    PC_COUNT (c, dirty_bytes, rec.len);
     fua_note (c, &fs, off, sg);
     src += rec.len;
     off += rec.len;
@@ -363,7 +353,6 @@ log_range (pc_cache *c, uint64_t len, uint64_t off, uint32_t kflags,
       }
     }
     else if ((r = log_piece (c, &rec, NULL, &sg, err)) == 0) {
-      PC_COUNT (c, dirty_bytes, rec.len);
       fua_note (c, &fs, off, sg);
     }
     else {

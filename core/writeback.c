@@ -1104,7 +1104,7 @@ timed_wait (struct pc_cache *c, unsigned ms)
 static unsigned
 wb_level (struct pc_cache *c, uint64_t *rate)
 {
-  uint64_t dirty = PC_COUNTED (c, dirty_bytes);
+  uint64_t dirty = PC_DIRTY_BYTES (c);
   uint64_t size = (uint64_t) c->nsegs << c->seg_shift;
   uint32_t nfree = pc_segs_nfree (&c->segs);
   uint64_t used = c->nsegs - nfree;

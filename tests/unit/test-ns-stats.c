@@ -15,6 +15,7 @@
 #include <CUnit/CUnit.h>
 
 #include "cache_internal.h"
+#include "namespace.h"
 #include "writeback.h"
 #include "testutil.h"
 
@@ -307,6 +308,119 @@ test_many_threads (void)
   unlink (p);
 }
 
+/* More live threads than there are shards to own: each owner has its
+ * shard alone, the rest share the others (and add with a locked
+ * instruction, or counts would be lost), every count adds up, an exit
+ * frees its shard for the next thread, and a reset holds however the
+ * shards were counted into.
+ */
+#define NCROWD (PC_NSHARDS_OWN + 40)
+#define CROWD_WRITES 8
+#define CROWD_COUNTS 500000
+
+struct crowd { pc_cache *c; uint32_t ns; unsigned id, shard, failed;
+               int own; pthread_barrier_t *all; };
+
+static void *
+crowd_main (void *arg)
+{
+  struct crowd *w = arg;
+  uint8_t buf[4096];
+  unsigned i;
+  int err;
+
+  memset (buf, w->id, sizeof buf);
+  for (i = 0; i < CROWD_WRITES; i++) {
+    uint64_t blk = (w->id * CROWD_WRITES + i) % (ASIZE / 4096);
+
+    if (pc_write (w->c, buf, sizeof buf, pc_ns_addr (w->ns, blk * 4096), 0,
+                  &err) == -1)
+      w->failed++;
+    if (i == 0) {
+      /* Every thread of the crowd holds its shard at once. */
+      w->shard = pc_thread_shard ();
+      w->own = pc_shard_own;
+      pthread_barrier_wait (w->all);
+      /* Threads sharing a shard count into it at once. */
+      for (unsigned n = 0; !w->own && n < CROWD_COUNTS; n++)
+        PC_NS_COUNT (pc_ns_get (w->c, pc_ns_addr (w->ns, 0)), reads, 1);
+    }
+  }
+  return NULL;
+}
+
+static void *
+shard_probe (void *arg)
+{
+  *(int *) arg = pc_thread_shard () < PC_NSHARDS_OWN && pc_shard_own;
+  return NULL;
+}
+
+static void
+test_shard_owners (void)
+{
+  const char *p = tu_fresh ("ns-crowd");
+  pc_cache *c = open_cache (p);
+  static struct crowd w[NCROWD];
+  pthread_t tid[NCROWD], t;
+  pthread_barrier_t all;
+  struct pc_ns_stats sa;
+  uint8_t buf[4096] = { 0 };
+  unsigned i, j, owners = 0, shared = 0;
+  uint32_t a;
+  int err, probe = 0;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  CU_ASSERT_EQUAL_FATAL (pc_ns_open (c, "a", ASIZE, &a), 0);
+  CU_ASSERT_EQUAL_FATAL (pthread_barrier_init (&all, NULL, NCROWD), 0);
+  for (i = 0; i < NCROWD; i++) {
+    w[i] = (struct crowd) { .c = c, .ns = a, .id = i, .all = &all };
+    CU_ASSERT_EQUAL_FATAL (pthread_create (&tid[i], NULL, crowd_main,
+                                           &w[i]), 0);
+  }
+  for (i = 0; i < NCROWD; i++) {
+    pthread_join (tid[i], NULL);
+    CU_ASSERT_EQUAL (w[i].failed, 0);
+  }
+  pthread_barrier_destroy (&all);
+  for (i = 0; i < NCROWD; i++) {
+    if (w[i].own) {
+      owners++;
+      CU_ASSERT (w[i].shard < PC_NSHARDS_OWN);
+      for (j = 0; j < i; j++)
+        CU_ASSERT (!w[j].own || w[j].shard != w[i].shard);
+    }
+    else {
+      shared++;
+      CU_ASSERT (w[i].shard >= PC_NSHARDS_OWN && w[i].shard < PC_NSHARDS);
+    }
+  }
+  /* This thread and the cache's workers may own a few. */
+  CU_ASSERT (owners >= PC_NSHARDS_OWN - 8);
+  CU_ASSERT (shared >= 40);
+  CU_ASSERT_EQUAL (pc_ns_get_stats (c, a, &sa), 0);
+  CU_ASSERT_EQUAL (sa.writes, NCROWD * CROWD_WRITES);
+  CU_ASSERT_EQUAL (sa.write_bytes, NCROWD * CROWD_WRITES * 4096);
+  CU_ASSERT_EQUAL (sa.reads, (uint64_t) shared * CROWD_COUNTS);
+
+  /* The crowd is gone: its shards are free again. */
+  CU_ASSERT_EQUAL_FATAL (pthread_create (&t, NULL, shard_probe, &probe), 0);
+  pthread_join (t, NULL);
+  CU_ASSERT_EQUAL (probe, 1);
+
+  /* A reset counts from the sums now, then from zero. */
+  pc_cache_reset_stats (c);
+  CU_ASSERT_EQUAL (pc_ns_get_stats (c, a, &sa), 0);
+  CU_ASSERT_EQUAL (sa.writes + sa.write_bytes, 0);
+  CU_ASSERT_EQUAL (pc_write (c, buf, sizeof buf, pc_ns_addr (a, 0), 0, &err),
+                   0);
+  CU_ASSERT_EQUAL (pc_ns_get_stats (c, a, &sa), 0);
+  CU_ASSERT_EQUAL (sa.writes, 1);
+  CU_ASSERT_EQUAL (sa.write_bytes, 4096);
+  pc_cache_close (c);
+  unlink (p);
+}
+
 /* The worst name, 4096 bytes that each need \u00XX, fits the bound;
  * the JSON without exports is unchanged (no "exports").
  */
@@ -347,6 +461,7 @@ static const struct tu_case cases[] = {
   { "two exports counted apart", test_two_exports },
   { "the worst name fits", test_worst_name },
   { "counted by many threads", test_many_threads },
+  { "more threads than shards to own", test_shard_owners },
   { NULL, NULL },
 };
 
