@@ -660,9 +660,8 @@ pc_cache_reset_stats (pc_cache *c)
   atomic_store_explicit (&c->st_base.f, PC_COUNTED (c, f), \
                          memory_order_release);
 #define PC_RESET_NS_COUNTER(f) \
-  atomic_store_explicit (&ns->st_base.f, \
-                         pc_shard_sum (&ns->st[0].f, sizeof ns->st[0], \
-                                       PC_NSHARDS), memory_order_release);
+  atomic_store_explicit (&ns->st_base.f, PC_NS_COUNTED (ns, f), \
+                         memory_order_release);
   PC_EVENT_COUNTERS (PC_RESET_COUNTER)
   for (uint32_t i = 0; i < c->max_exports; i++) {
     struct pc_ns *ns = atomic_load (&c->ns[i]);

@@ -391,6 +391,8 @@ pc_note_io (struct pc_cache *c, int write)
  */
 #define PC_NS_COUNT(ns, f, n) \
   pc_shard_add (&(ns)->st[pc_thread_shard ()].f, (n))
+#define PC_NS_COUNTED(ns, f) \
+  pc_shard_sum (&(ns)->st[0].f, sizeof (struct pc_ns_counters), PC_NSHARDS)
 #define PC_NS_EVENTS(ns, f) \
   pc_shard_since (&(ns)->st_base.f, &(ns)->st[0].f, \
                   sizeof (struct pc_ns_counters), PC_NSHARDS)
