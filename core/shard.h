@@ -16,7 +16,6 @@
 
 #define PC_NSHARDS 64
 #define PC_NSHARDS_OWN 56      /* shards a thread may have to itself */
-#define PC_BRLOCK_SHARDS 16    /* a writer holds them all: keep it few */
 #define PC_CACHELINE 64
 
 /* This thread's shard plus one, 0 until it has one.  One variable for
@@ -81,31 +80,79 @@ pc_shard_since (const _Atomic uint64_t *base, const void *first,
   return pc_shard_sum (first, stride, n) - b;
 }
 
-/* A reader-writer lock readers take on one shard only, their thread
- * shard's; a writer takes every shard, in order.
+/* A reader-writer lock whose read side every write takes and whose
+ * write side a mode switch takes, rarely.  A reader counts itself in on
+ * its thread shard, then looks for a writer; a writer raises its flag,
+ * then waits for every shard's count to fall to zero.  Each side's store
+ * then load needs a full barrier between them.  Where membarrier(2) lets
+ * the writer make every thread of the process run one (pc_brlock_asym),
+ * the reader's is a compiler barrier only, so that a reader alone on its
+ * shard locks and unlocks with plain loads and stores: no locked
+ * instruction, and no wait for the payload stores before it to drain.
+ * Otherwise both sides use sequentially consistent atomics.
  */
 struct pc_brlock {
   struct {
-    pthread_rwlock_t l;
-  } __attribute__ ((aligned (PC_CACHELINE))) s[PC_BRLOCK_SHARDS];
+    _Atomic uint64_t n;                 /* readers in, on this shard */
+  } __attribute__ ((aligned (PC_CACHELINE))) s[PC_NSHARDS];
+  _Atomic int writer;                   /* a writer is in, or waits */
+  pthread_mutex_t wlock;                /* held by the writer */
+  pthread_mutex_t wait_lock;            /* the writer waits for readers */
+  pthread_cond_t left;                  /* a reader left while it waits */
 };
+
+/* Whether readers rely on the writer's membarrier.  Set once, by the
+ * first pc_brlock_init; tests may clear it while no lock is in use.
+ */
+extern int pc_brlock_asym;
 
 int pc_brlock_init (struct pc_brlock *b);
 void pc_brlock_destroy (struct pc_brlock *b);
 void pc_brlock_wrlock (struct pc_brlock *b);
 void pc_brlock_wrunlock (struct pc_brlock *b);
+/* Slow paths of the read side: wait for the writer to finish; wake a
+ * writer waiting for readers to leave.
+ */
+void pc_brlock_rdwait (struct pc_brlock *b);
+void pc_brlock_rdleft (struct pc_brlock *b);
 
-/* The same thread unlocks the shard it locked. */
+/* Add d to this thread's count, then load the writer flag. */
+static inline int
+pc_brlock_count (struct pc_brlock *b, uint64_t d, memory_order mo)
+{
+  _Atomic uint64_t *n = &b->s[pc_thread_shard ()].n;
+
+  if (!pc_brlock_asym) {
+    atomic_fetch_add (n, d);
+    return atomic_load (&b->writer);
+  }
+  if (pc_shard_own)
+    atomic_store_explicit (n, atomic_load_explicit (n, memory_order_relaxed)
+                           + d, mo);
+  else
+    atomic_fetch_add_explicit (n, d, mo);
+  atomic_signal_fence (memory_order_seq_cst);
+  return atomic_load_explicit (&b->writer, memory_order_acquire);
+}
+
+/* Not recursive: a reader that a waiting writer turns back would wait
+ * for it while it holds the lock.
+ */
 static inline void
 pc_brlock_rdlock (struct pc_brlock *b)
 {
-  pthread_rwlock_rdlock (&b->s[pc_thread_shard () % PC_BRLOCK_SHARDS].l);
+  while (pc_brlock_count (b, 1, memory_order_relaxed)) {
+    if (pc_brlock_count (b, UINT64_MAX, memory_order_release))
+      pc_brlock_rdleft (b);
+    pc_brlock_rdwait (b);
+  }
 }
 
 static inline void
 pc_brlock_rdunlock (struct pc_brlock *b)
 {
-  pthread_rwlock_unlock (&b->s[pc_thread_shard () % PC_BRLOCK_SHARDS].l);
+  if (pc_brlock_count (b, UINT64_MAX, memory_order_release))
+    pc_brlock_rdleft (b);
 }
 
 #endif /* PC_SHARD_H */
