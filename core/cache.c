@@ -575,6 +575,7 @@ pc_cache_get_stats (pc_cache *c, struct pc_stats *st)
   st->writeback_skipped_bytes = PC_EVENTS (c, writeback_skipped_bytes);
   st->writeback_rounds = PC_EVENTS (c, writeback_rounds);
   st->writeback_errors = PC_EVENTS (c, writeback_errors);
+  st->writeback_aborts = PC_EVENTS (c, writeback_aborts);
   st->gc_segments = PC_EVENTS (c, gc_segments);
   st->gc_runs = PC_EVENTS (c, gc_runs);
   st->write_hits = PC_EVENTS (c, write_hits);

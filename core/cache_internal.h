@@ -119,7 +119,7 @@ struct pc_head {
   X (read_hits) X (read_misses) X (read_hit_bytes) X (read_miss_bytes) \
   X (writes) X (write_bytes) \
   X (writeback_bytes) X (writeback_skipped_bytes) \
-  X (writeback_rounds) X (writeback_errors) \
+  X (writeback_rounds) X (writeback_errors) X (writeback_aborts) \
   X (writeback_groups) X (writeback_flushes) X (writeback_fua_writes) \
   X (gc_segments) X (gc_runs) X (write_hits) X (full_timeouts) \
   X (crc_errors)                      /* cache hits whose payload was bad */
@@ -200,6 +200,7 @@ struct pc_ns {
                                          attach clears it */
   /* Its backend's health, under bg_lock: */
   int wb_error;
+  int wb_reported;                    /* its failing was logged as an error */
   unsigned wb_fails;
   uint64_t wb_failing_ms, wb_failing_since, reopens;
   struct pc_ns_counters st[PC_NSHARDS];  /* PC_NS_COUNT */

@@ -211,6 +211,7 @@ build (const struct pc_stats *st, const struct pc_ns_stats *ns, size_t n,
   u64 (&j, "writeback_skipped_bytes", st->writeback_skipped_bytes);
   u64 (&j, "writeback_rounds", st->writeback_rounds);
   u64 (&j, "writeback_errors", st->writeback_errors);
+  u64 (&j, "writeback_aborts", st->writeback_aborts);
   u64 (&j, "writeback_groups", st->writeback_groups);
   u64 (&j, "writeback_group_epochs", st->writeback_group_epochs);
   u64 (&j, "writeback_flushes", st->writeback_flushes);

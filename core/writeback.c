@@ -320,6 +320,20 @@ wb_late (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b,
 
 static unsigned wb_go (struct pc_cache *c);
 
+/* Every failed plugin request counts, retried or not.  ESHUTDOWN is
+ * nbdkit shutting down (a filter below that sleeps, such as delay or
+ * rate, ends its requests early then) or a remote server doing so: an
+ * interruption, counted apart so that a clean stop shows no errors.
+ */
+static void
+wb_count_failure (struct pc_cache *c, int err)
+{
+  if (err == ESHUTDOWN)
+    PC_COUNT (c, writeback_aborts, 1);
+  else
+    PC_COUNT (c, writeback_errors, 1);
+}
+
 /* Write extents of the batch until none is left, an error happened,
  * the cache stops or writeback is to wait (pc_wb_width is 0: the client
  * turned to reads only, which a batch of a slow backend can outlast by
@@ -356,11 +370,12 @@ wb_work (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
       return;
     if (wb_late (c, p, b, k))
       continue;
-    /* A transient error gets two quick retries before the round fails. */
+    /* A transient error gets two quick retries before the round fails;
+     * a shutdown does not pass that soon.
+     */
     while ((r = wb_key (c, b, k, &err)) == -1) {
-      /* Every failed backend request counts, retried or not. */
-      PC_COUNT (c, writeback_errors, 1);
-      if (++tries == 3)
+      wb_count_failure (c, err);
+      if (err == ESHUTDOWN || ++tries == 3)
         break;
     }
     if (r == 0) {
@@ -830,12 +845,22 @@ wb_failed (struct pc_cache *c, struct wb_batch *b, int err)
 
   pthread_mutex_lock (&c->bg_lock);
   if (!ns->wb_error) {
-    pc_error ("%s: writeback%s failed (%s); the data stays in the cache and "
-              "is retried", c->path, wb_name (ns, nm, sizeof nm),
-              strerror (err));
     ns->wb_failing_ms = pc_now_ms ();
     ns->wb_failing_since = time (NULL);
   }
+  /* The first error of an episode is reported, but an interruption by
+   * a shutdown: then the error that follows it, if any, is.
+   */
+  if (!ns->wb_reported && err != ESHUTDOWN) {
+    pc_error ("%s: writeback%s failed (%s); the data stays in the cache and "
+              "is retried", c->path, wb_name (ns, nm, sizeof nm),
+              strerror (err));
+    ns->wb_reported = 1;
+  }
+  else if (err == ESHUTDOWN)
+    pc_debug ("%s: writeback%s interrupted: the plugin is shutting down; "
+              "the data stays in the cache", c->path,
+              wb_name (ns, nm, sizeof nm));
   else
     pc_debug ("%s: writeback%s failed again (%s)", c->path,
               wb_name (ns, nm, sizeof nm), strerror (err));
@@ -922,10 +947,15 @@ wb_done (struct pc_cache *c, struct wb_batch *b)
             wb_name (ns, nm, sizeof nm), b->bytes, b->end.seq);
   pthread_mutex_lock (&c->bg_lock);
   /* Report when writeback heals, as when it started failing. */
-  if (ns->wb_error)
+  if (ns->wb_reported)
     pc_error ("%s: writeback%s resumed after %" PRIu64 " s", c->path,
               wb_name (ns, nm, sizeof nm),
               (pc_now_ms () - ns->wb_failing_ms) / 1000);
+  else if (ns->wb_error)
+    pc_debug ("%s: writeback%s resumed after %" PRIu64 " s", c->path,
+              wb_name (ns, nm, sizeof nm),
+              (pc_now_ms () - ns->wb_failing_ms) / 1000);
+  ns->wb_reported = 0;
   ns->wb_error = 0;
   ns->wb_fails = 0;
   ns->wb_failing_since = 0;
@@ -1000,7 +1030,7 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
   }
   if ((b->fua != 1 || atomic_load (&b->fua_missed)) && b->bg.ops->flush) {
     if (b->bg.ops->flush (b->bg.ctx, &err) == -1) {
-      PC_COUNT (c, writeback_errors, 1);
+      wb_count_failure (c, err);
       goto fail_pinned;
     }
     PC_COUNT (c, writeback_flushes, 1);

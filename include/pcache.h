@@ -368,6 +368,7 @@ struct pc_stats {
   uint64_t writes, write_bytes;
   uint64_t writeback_bytes, writeback_skipped_bytes;
   uint64_t writeback_rounds, writeback_errors;
+  uint64_t writeback_aborts;  /* plugin requests ended by a shutdown */
   uint64_t gc_segments, gc_runs, write_hits, uptime_ms;
   uint64_t segs_total, segs_used;
   uint64_t dirty_ksets, dirty_bytes;

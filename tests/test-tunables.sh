@@ -279,7 +279,8 @@ import json, sys
 d = json.load (sys.stdin)
 for k in ("read_hits", "read_misses", "read_hit_bytes", "read_miss_bytes",
           "writes", "write_hits", "write_bytes", "writeback_bytes",
-          "writeback_rounds", "writeback_errors", "full_timeouts",
+          "writeback_rounds", "writeback_errors", "writeback_aborts",
+          "full_timeouts",
           "seq_bypass_bytes", "write_through_bytes"):
     assert d[k] == 0, (k, d)
 assert d["dirty_bytes"] == int (sys.argv[1]), d

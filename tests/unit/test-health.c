@@ -37,6 +37,7 @@ struct flaky {
   unsigned fail_left;
   unsigned reopen_fails;
   unsigned reopens;                   /* reopen calls, failed or not */
+  unsigned calls;                     /* writes and flushes, failed or not */
 };
 
 static int
@@ -45,6 +46,7 @@ flaky_fails (struct flaky *f, int *err)
   int e = 0;
 
   pthread_mutex_lock (&f->lock);
+  f->calls++;
   if (f->fail_left > 0) {
     f->fail_left--;
     e = ENOTCONN;
@@ -168,6 +170,25 @@ reopen_calls (struct rig *r)
   return n;
 }
 
+static unsigned
+backend_calls (struct rig *r)
+{
+  unsigned n;
+
+  pthread_mutex_lock (&r->f.lock);
+  n = r->f.calls;
+  pthread_mutex_unlock (&r->f.lock);
+  return n;
+}
+
+static void
+set_err (struct rig *r, int err)
+{
+  pthread_mutex_lock (&r->f.lock);
+  r->f.err = err;
+  pthread_mutex_unlock (&r->f.lock);
+}
+
 static void
 stats (struct rig *r, struct pc_stats *st)
 {
@@ -284,6 +305,62 @@ test_other_error (void)
   rig_close (&r);
 }
 
+/* ESHUTDOWN (nbdkit, or the remote, shutting down) interrupts a round:
+ * it is not retried at once, counts as an abort and is not reported as
+ * an error; an error of another kind after it is, and so is the
+ * recovery from that.  An episode of interruptions only heals quietly.
+ */
+static void
+test_shutdown (void)
+{
+  struct rig r;
+  struct pc_stats st;
+  char json[2048];
+
+  rig_open (&r, "shutdown", ESHUTDOWN, 0);
+  pc_cache_set_backend (r.c, &r.bg);
+  tu_log_clear ();
+  CU_ASSERT_EQUAL (pc_writeback_step (r.c), -1);
+  CU_ASSERT_EQUAL (backend_calls (&r), 1);
+  stats (&r, &st);
+  CU_ASSERT_EQUAL (st.writeback_aborts, 1);
+  CU_ASSERT_EQUAL (st.writeback_errors, 0);
+  CU_ASSERT (pc_stats_json (&st, json, sizeof json) > 0);
+  CU_ASSERT_PTR_NOT_NULL (strstr (json, "\"writeback_aborts\":1,"));
+  CU_ASSERT_FALSE (tu_log_has ("writeback"));
+  check_failing (&r, ESHUTDOWN, "ESHUTDOWN", 0);
+
+  /* Then the plugin fails for real: three tries, one report. */
+  set_err (&r, EIO);
+  CU_ASSERT_EQUAL (pc_writeback_step (r.c), -1);
+  CU_ASSERT_EQUAL (backend_calls (&r), 4);
+  stats (&r, &st);
+  CU_ASSERT_EQUAL (st.writeback_aborts, 1);
+  CU_ASSERT_EQUAL (st.writeback_errors, 3);
+  CU_ASSERT (tu_log_has ("writeback failed (Input/output error)"));
+  check_failing (&r, EIO, "EIO", 0);
+  set_err (&r, 0);
+  CU_ASSERT_EQUAL (pc_writeback_step (r.c), 1);
+  CU_ASSERT (tu_log_has ("writeback resumed"));
+  check_ok (&r, 0, 0);
+
+  /* Interrupted, then back: nothing to report either way. */
+  tu_write (r.c, 0, DLEN, 1);
+  tu_flush (r.c);
+  tu_log_clear ();
+  set_err (&r, ESHUTDOWN);
+  CU_ASSERT_EQUAL (pc_writeback_step (r.c), -1);
+  check_failing (&r, ESHUTDOWN, "ESHUTDOWN", 0);
+  set_err (&r, 0);
+  CU_ASSERT_EQUAL (pc_writeback_step (r.c), 1);
+  check_ok (&r, 0, 0);
+  CU_ASSERT_FALSE (tu_log_has ("writeback"));
+  stats (&r, &st);
+  CU_ASSERT_EQUAL (st.writeback_aborts, 2);
+  CU_ASSERT_EQUAL (st.writeback_errors, 3);
+  rig_close (&r);
+}
+
 /* The workers: a drain waits through the failure and the reopen. */
 static void
 test_workers_reopen (void)
@@ -325,6 +402,7 @@ static const struct tu_case cases[] = {
   { "broken connection reopened", test_conn_error },
   { "reopen retried while refused", test_reopen_fails },
   { "other errors reopen after three rounds", test_other_error },
+  { "a shutdown interrupts, it does not fail", test_shutdown },
   { "workers reopen and drain", test_workers_reopen },
   { "no reopen: retried until it works", test_workers_no_reopen },
   { NULL, NULL },
