@@ -952,6 +952,15 @@ left (struct drain *d, const struct pc_stats *st)
   return st->dirty_ksets;
 }
 
+/* Plugin requests that failed, and those a shutdown ended (here, a
+ * remote server's): either way write-back is not getting anywhere.
+ */
+static uint64_t
+failures (const struct pc_stats *st)
+{
+  return st->writeback_errors + st->writeback_aborts;
+}
+
 static const char *
 watch (struct drain *d)
 {
@@ -962,7 +971,7 @@ watch (struct drain *d)
 
   d->start = last_good = now_ms ();
   pc_cache_get_stats (d->cache, &st);
-  err_base = st.writeback_errors;
+  err_base = failures (&st);
   last_dirty = left (d, &st);
   while (!atomic_load (&d->job.done)) {
     uint64_t t;
@@ -979,14 +988,14 @@ watch (struct drain *d)
     now_left = left (d, &st);
     if (now_left < last_dirty) {
       last_good = t;
-      err_base = st.writeback_errors;
+      err_base = failures (&st);
     }
     last_dirty = now_left;
     if (interrupted) {
       why = "interrupted";
       break;
     }
-    if (d->timeout_s && st.writeback_errors > err_base &&
+    if (d->timeout_s && failures (&st) > err_base &&
         t - last_good >= d->timeout_s * 1000) {
       why = "writeback keeps failing";
       break;
@@ -995,13 +1004,13 @@ watch (struct drain *d)
       progress_show ("draining export %s: %s left, %s written%s", d->export,
                      human_size (now_left, h2, sizeof h2),
                      human_size (st.writeback_bytes, h, sizeof h),
-                     st.writeback_errors > err_base
+                     failures (&st) > err_base
                      ? " (writeback failing, retrying)" : "");
     else
       progress_show ("draining: %" PRIu64 " ksets left, %s written%s",
                      st.dirty_ksets,
                      human_size (st.writeback_bytes, h, sizeof h),
-                     st.writeback_errors > err_base
+                     failures (&st) > err_base
                      ? " (writeback failing, retrying)" : "");
   }
   progress_lock ();
