@@ -304,6 +304,7 @@ struct pc_cache {
   pthread_cond_t drain_cv;            /* dirty_tail moved, or paused */
   int stop;
   _Atomic int stop_wb;                /* c->stop, readable without bg_lock */
+  _Atomic int exiting;                /* pc_cache_exiting */
   uint64_t kicks;                     /* bumped by every pc_kick_workers */
   _Atomic uint64_t wb_wake_seq;       /* a commit reaching it wakes writeback */
   struct pc_pace wb_pace;             /* writeback's, see wb_level */

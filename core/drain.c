@@ -57,7 +57,7 @@ pc_wait_writeback (struct pc_cache *c, const char *what,
                    int held, uint32_t only, int *err)
 {
   uint64_t last = 0, since = pc_now_ms ();
-  int r = 0, gave_up = 0;
+  int r = 0, gave_up = 0, interrupted = 0;
   struct pc_ns *stuck = NULL;
 
   pc_kick_workers (c);
@@ -76,6 +76,11 @@ pc_wait_writeback (struct pc_cache *c, const char *what,
       r = EBUSY;
     else if ((stuck = stuck_ns (c, only)) != NULL)
       r = ENOTCONN;
+    /* Cut short by a shutdown that will not pass. */
+    else if (c->wb_error == ESHUTDOWN && atomic_load (&c->exiting)) {
+      r = ESHUTDOWN;
+      interrupted = 1;
+    }
     /* Wait as long as writeback makes progress or has not failed; a
      * backend that keeps failing for the whole grace period ends the
      * wait (the data stays in the cache).
@@ -99,6 +104,10 @@ pc_wait_writeback (struct pc_cache *c, const char *what,
   if (gave_up)
     pc_error ("%s: %s gave up: writeback has failed for %u s", c->path,
               what, PC_DRAIN_GRACE_MS / 1000);
+  else if (interrupted)
+    pc_error ("%s: %s: the plugin ends its requests early now that the "
+              "server is shutting down (as filters that sleep do, such as "
+              "delay or rate)", c->path, what);
   else if (stuck)
     pc_error ("%s: %s: export '%s' has dirty data and no backend to write "
               "it to (no client has it open)", c->path, what, stuck->name);
@@ -201,6 +210,12 @@ pc_cache_detach (pc_cache *c, int *err)
    */
   pc_gc_run (c, 1);
   return 0;
+}
+
+void
+pc_cache_exiting (pc_cache *c)
+{
+  atomic_store (&c->exiting, 1);
 }
 
 int

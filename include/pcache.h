@@ -363,6 +363,13 @@ void pc_cache_release (pc_cache *c);
  */
 int pc_cache_detach (pc_cache *c, int *err);
 
+/* The server is shutting down: from now on a backend request that ends
+ * with ESHUTDOWN would end so again (filters that sleep cut their
+ * sleeps short then), so a drain gives up, with ESHUTDOWN, at the
+ * first one instead of waiting out its grace period.
+ */
+void pc_cache_exiting (pc_cache *c);
+
 struct pc_stats {
   uint64_t read_hits, read_misses, read_hit_bytes, read_miss_bytes;
   uint64_t writes, write_bytes;

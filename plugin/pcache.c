@@ -904,9 +904,12 @@ pcache_cleanup (nbdkit_backend *backend)
       pc_cache_pause_writeback (cache, 0);
     }
     nbdkit_debug ("pcache: draining the cache to the plugin");
+    pc_cache_exiting (cache);
     if (pc_cache_detach (cache, &err) == -1)
       nbdkit_error ("pcache-drain: could not write everything back (%s); "
-                    "the data stays in the cache", strerror (err));
+                    "the data stays in the cache%s", strerror (err),
+                    err == ESHUTDOWN ? ": drain through pcache-control "
+                    "before stopping nbdkit" : "");
   }
   if (cache)
     pc_cache_stop (cache);

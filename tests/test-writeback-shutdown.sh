@@ -12,6 +12,9 @@
 #     writeback_errors.
 #  2. The data was not lost: a restart without the delay filter writes
 #     it back, and the backing file then holds what the client wrote.
+#  3. pcache-drain=true through the same filter gives up at the first
+#     interrupted request, with an error saying why, not after the
+#     drain's 30 s grace; again a restart writes the data back.
 set -e -x
 source "${top_srcdir:-.}/tests/functions.sh"
 
@@ -68,4 +71,32 @@ qemu-io -f raw "$uri" -r -c "read -v 0 512" > /dev/null
 kill_nbdkit "$pidfile"
 cat "$tmp/run2.log"
 ! grep -q 'writeback.*failed' "$tmp/run2.log"
+cmp -n 1M "$disk" "$tmp/data"
+
+# 3. pcache-drain=true through the delay filter: the drain's requests
+#    end at once (nbdkit is shutting down), so it gives up at the first,
+#    saying why, not after its 30 s grace; the data stays in the cache
+#    and a restart without the filter drains it.
+dd if=/dev/zero of="$disk" bs=1M count=1 conv=notrunc
+head -c 1M /dev/urandom > "$tmp/data"
+wait_unlocked "$cache"
+start_nbdkit -P "$pidfile" -U "$sock" --log=stderr \
+    --filter="$PCACHE_FILTER" --filter=delay \
+    file "$disk" delay-write=60 \
+    "${pcache_args[@]}" pcache-drain=true 2>"$tmp/run3.log"
+qemu-io -f raw "$uri" -c "write -s $tmp/data 0 1M" -c flush
+kill_nbdkit "$pidfile"
+cat "$tmp/run3.log"
+grep 'pcache-drain: could not write everything back.*drain through pcache-control' \
+    "$tmp/run3.log"
+grep 'server is shutting down' "$tmp/run3.log"
+! grep -q 'gave up' "$tmp/run3.log"
+cmp -n 1M "$disk" /dev/zero
+
+wait_unlocked "$cache"
+start_nbdkit -P "$pidfile" -U "$sock" --log=stderr \
+    --filter="$PCACHE_FILTER" file "$disk" \
+    "${pcache_args[@]}" pcache-drain=true 2>"$tmp/run4.log"
+kill_nbdkit "$pidfile"
+cat "$tmp/run4.log"
 cmp -n 1M "$disk" "$tmp/data"
