@@ -305,6 +305,7 @@ struct pc_cache {
   int stop;
   _Atomic int stop_wb;                /* c->stop, readable without bg_lock */
   _Atomic int exiting;                /* pc_cache_exiting */
+  int exit_cut;                       /* ESHUTDOWN since, under bg_lock */
   uint64_t kicks;                     /* bumped by every pc_kick_workers */
   _Atomic uint64_t wb_wake_seq;       /* a commit reaching it wakes writeback */
   struct pc_pace wb_pace;             /* writeback's, see wb_level */

@@ -77,7 +77,7 @@ pc_wait_writeback (struct pc_cache *c, const char *what,
     else if ((stuck = stuck_ns (c, only)) != NULL)
       r = ENOTCONN;
     /* Cut short by a shutdown that will not pass. */
-    else if (c->wb_error == ESHUTDOWN && atomic_load (&c->exiting)) {
+    else if (c->exit_cut) {
       r = ESHUTDOWN;
       interrupted = 1;
     }

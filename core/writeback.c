@@ -864,9 +864,14 @@ wb_failed (struct pc_cache *c, struct wb_batch *b, int err)
   else
     pc_debug ("%s: writeback%s failed again (%s)", c->path,
               wb_name (ns, nm, sizeof nm), strerror (err));
+  /* Not one from before the server began to exit, which a remote that
+   * went down and came back may have left.
+   */
+  if (err == ESHUTDOWN && atomic_load (&c->exiting))
+    c->exit_cut = 1;
   ns->wb_error = err;
   ns->wb_fails++;
-  reopen = b->bg.ops && b->bg.ops->reopen &&
+  reopen = b->bg.ops && b->bg.ops->reopen && !c->exit_cut &&
     (wb_conn_error (err) || ns->wb_fails % PC_WB_REOPEN_FAILS == 0);
   wb_health_sync (c);
   pthread_cond_broadcast (&c->drain_cv);

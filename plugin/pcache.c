@@ -889,6 +889,9 @@ pcache_cleanup (nbdkit_backend *backend)
 {
   (void) backend;
   pcache_control_stop ();
+  /* Filters below that sleep now end their requests with ESHUTDOWN. */
+  if (cache)
+    pc_cache_exiting (cache);
   if (cache && drain_on_exit) {
     struct pc_stats st;
     int err = 0;
@@ -904,7 +907,6 @@ pcache_cleanup (nbdkit_backend *backend)
       pc_cache_pause_writeback (cache, 0);
     }
     nbdkit_debug ("pcache: draining the cache to the plugin");
-    pc_cache_exiting (cache);
     if (pc_cache_detach (cache, &err) == -1)
       nbdkit_error ("pcache-drain: could not write everything back (%s); "
                     "the data stays in the cache%s", strerror (err),

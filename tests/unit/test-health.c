@@ -361,6 +361,38 @@ test_shutdown (void)
   rig_close (&r);
 }
 
+/* At the server's exit (pc_cache_exiting) a drain ends at the first
+ * ESHUTDOWN, not after its grace period; one from before the exit, the
+ * backend well again since, does not end it.
+ */
+static void
+test_exit_drain (void)
+{
+  struct rig r;
+  int err = 0;
+
+  rig_open (&r, "exitdrain", ESHUTDOWN, 0);
+  pc_cache_set_backend (r.c, &r.bg);
+  CU_ASSERT_EQUAL (pc_writeback_step (r.c), -1);
+  check_failing (&r, ESHUTDOWN, "ESHUTDOWN", 0);
+  set_err (&r, 0);
+  pc_cache_exiting (r.c);
+  CU_ASSERT_EQUAL_FATAL (pc_cache_start (r.c, &r.bg), 0);
+  CU_ASSERT_EQUAL (pc_cache_drain (r.c, &err), 0);
+  check_ok (&r, 0, 0);
+
+  set_err (&r, ESHUTDOWN);
+  tu_write (r.c, 0, DLEN, 1);
+  tu_flush (r.c);
+  tu_log_clear ();
+  CU_ASSERT_EQUAL (pc_cache_drain (r.c, &err), -1);
+  CU_ASSERT_EQUAL (err, ESHUTDOWN);
+  CU_ASSERT (tu_log_has ("the server is shutting down"));
+  CU_ASSERT_FALSE (tu_log_has ("gave up"));
+  set_err (&r, 0);
+  rig_close (&r);
+}
+
 /* The workers: a drain waits through the failure and the reopen. */
 static void
 test_workers_reopen (void)
@@ -403,6 +435,7 @@ static const struct tu_case cases[] = {
   { "reopen retried while refused", test_reopen_fails },
   { "other errors reopen after three rounds", test_other_error },
   { "a shutdown interrupts, it does not fail", test_shutdown },
+  { "at exit a drain ends at a shutdown", test_exit_drain },
   { "workers reopen and drain", test_workers_reopen },
   { "no reopen: retried until it works", test_workers_no_reopen },
   { NULL, NULL },
