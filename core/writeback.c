@@ -951,15 +951,12 @@ wb_done (struct pc_cache *c, struct wb_batch *b)
             "dirty_tail at kset %" PRIu64, c->path,
             wb_name (ns, nm, sizeof nm), b->bytes, b->end.seq);
   pthread_mutex_lock (&c->bg_lock);
-  /* Report when writeback heals, as when it started failing. */
-  if (ns->wb_reported)
-    pc_error ("%s: writeback%s resumed after %" PRIu64 " s", c->path,
-              wb_name (ns, nm, sizeof nm),
-              (pc_now_ms () - ns->wb_failing_ms) / 1000);
-  else if (ns->wb_error)
-    pc_debug ("%s: writeback%s resumed after %" PRIu64 " s", c->path,
-              wb_name (ns, nm, sizeof nm),
-              (pc_now_ms () - ns->wb_failing_ms) / 1000);
+  /* Report when writeback heals, as loudly as its failing was. */
+  if (ns->wb_error)
+    (ns->wb_reported ? pc_error : pc_debug)
+      ("%s: writeback%s resumed after %" PRIu64 " s", c->path,
+       wb_name (ns, nm, sizeof nm),
+       (pc_now_ms () - ns->wb_failing_ms) / 1000);
   ns->wb_reported = 0;
   ns->wb_error = 0;
   ns->wb_fails = 0;
