@@ -125,6 +125,14 @@ struct rig {
   pc_cache *c;
 };
 
+/* DLEN bytes of dirty data in the log: pattern 1 at offset 0. */
+static void
+rig_dirty (struct rig *r)
+{
+  tu_write (r->c, 0, DLEN, 1);
+  tu_flush (r->c);
+}
+
 /* A cache with DLEN bytes of dirty data in the log, in front of a flaky
  * backend failing with err.
  */
@@ -145,8 +153,7 @@ rig_open (struct rig *r, const char *name, int err, int can_reopen)
   cfg.cache_on_read = 0;
   r->c = tu_open (&cfg, BSIZE);
   CU_ASSERT_PTR_NOT_NULL_FATAL (r->c);
-  tu_write (r->c, 0, DLEN, 1);
-  tu_flush (r->c);
+  rig_dirty (r);
 }
 
 static void
@@ -345,8 +352,7 @@ test_shutdown (void)
   check_ok (&r, 0, 0);
 
   /* Interrupted, then back: nothing to report either way. */
-  tu_write (r.c, 0, DLEN, 1);
-  tu_flush (r.c);
+  rig_dirty (&r);
   tu_log_clear ();
   set_err (&r, ESHUTDOWN);
   CU_ASSERT_EQUAL (pc_writeback_step (r.c), -1);
@@ -382,8 +388,7 @@ test_exit_drain (void)
   check_ok (&r, 0, 0);
 
   set_err (&r, ESHUTDOWN);
-  tu_write (r.c, 0, DLEN, 1);
-  tu_flush (r.c);
+  rig_dirty (&r);
   tu_log_clear ();
   CU_ASSERT_EQUAL (pc_cache_drain (r.c, &err), -1);
   CU_ASSERT_EQUAL (err, ESHUTDOWN);
