@@ -65,6 +65,32 @@ max_exports_of (const struct pc_config *cfg)
   return cfg->max_exports ? cfg->max_exports : PC_DEFAULT_MAX_EXPORTS;
 }
 
+uint64_t
+pc_cache_min_size (uint64_t seg_size, unsigned max_exports)
+{
+  if (!seg_size)
+    seg_size = PC_DEFAULT_SEG_SIZE;
+  if (!max_exports)
+    max_exports = PC_DEFAULT_MAX_EXPORTS;
+  if (seg_size < PC_MIN_SEG_SIZE || seg_size > PC_MAX_SEG_SIZE ||
+      (seg_size & (seg_size - 1)) || max_exports > PC_MAX_EXPORTS)
+    return 0;
+  return pc_fmt_min_size (__builtin_ctzll (seg_size), max_exports);
+}
+
+/* Why a file of size bytes cannot hold a cache (pc_fmt_layout refused
+ * it): what the smallest one would be.
+ */
+static int
+too_small (const char *path, uint64_t size, uint64_t seg, uint32_t exports)
+{
+  return pc_fail (EINVAL, "%s: %" PRIu64 " bytes is too small: a cache "
+                  "needs at least %" PRIu64 " bytes, for %d segments of %"
+                  PRIu64 " bytes and a table of %" PRIu32 " exports", path,
+                  size, pc_fmt_min_size (__builtin_ctzll (seg), exports),
+                  PC_MIN_SEGMENTS, seg, exports);
+}
+
 static int
 init_runtime (struct pc_cache *c)
 {
@@ -158,10 +184,7 @@ check_new_size (struct pc_cache *c)
     return 0;
   if (pc_fmt_layout (size, __builtin_ctzll (seg), max_exports_of (&c->cfg),
                      &nsegs, &tab, &area) == -1)
-    return pc_fail (EINVAL, "%s: %" PRIu64 " bytes is too small: a cache "
-                    "needs at least %d segments of %" PRIu64 " bytes and "
-                    "its namespace table", c->path, size, PC_MIN_SEGMENTS,
-                    seg);
+    return too_small (c->path, size, seg, max_exports_of (&c->cfg));
   return 0;
 }
 
@@ -326,10 +349,7 @@ format (struct pc_cache *c)
   sb->max_exports = max_exports_of (&c->cfg);
   if (pc_fmt_layout (fsize, sb->seg_shift, sb->max_exports, &sb->nsegs,
                      &sb->nstab_off, &sb->seg_area_off) == -1)
-    return pc_fail (EINVAL, "%s: %" PRIu64 " bytes is too small: a cache "
-                    "needs at least %d segments of %" PRIu64 " bytes and "
-                    "its namespace table", c->path, fsize, PC_MIN_SEGMENTS,
-                    seg_size);
+    return too_small (c->path, fsize, seg_size, sb->max_exports);
   if (getrandom (sb->uuid, sizeof sb->uuid, 0) != sizeof sb->uuid)
     return pc_fail (EIO, "getrandom: %m");
   if (c->backing_id)

@@ -138,6 +138,14 @@ pc_fmt_layout (uint64_t size, unsigned shift, uint32_t max_exports,
   return 0;
 }
 
+uint64_t
+pc_fmt_min_size (unsigned shift, uint32_t max_exports)
+{
+  return ALIGN_4K (PC_SEGTAB_OFF + PC_MIN_SEGMENTS * PC_SEGTAB_ENTRY) +
+    (uint64_t) max_exports * PC_NS_ENTRY +
+    ((uint64_t) PC_MIN_SEGMENTS << shift);
+}
+
 const struct pc_ns_rec *
 pc_fmt_ns_at (const uint8_t *base, const struct pc_sb *sb, uint32_t id)
 {

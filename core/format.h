@@ -284,6 +284,8 @@ pc_fmt_ns_of (uint64_t off)
  */
 int pc_fmt_layout (uint64_t size, unsigned shift, uint32_t max_exports,
                    uint32_t *nsegs, uint64_t *nstab_off, uint64_t *area_off);
+/* The smallest size pc_fmt_layout accepts. */
+uint64_t pc_fmt_min_size (unsigned shift, uint32_t max_exports);
 /* The valid entry id of the namespace table of the file at base, or
  * NULL if the slot is free (or torn: it was never used).
  */

@@ -122,6 +122,12 @@ struct pc_config {
 
 void pc_config_init (struct pc_config *cfg);
 
+/* The smallest cache file that holds PC_MIN_SEGMENTS segments of
+ * seg_size bytes and a namespace table for max_exports exports (0 for
+ * either: its default); 0 if either is out of range.
+ */
+uint64_t pc_cache_min_size (uint64_t seg_size, unsigned max_exports);
+
 #define PC_DEFAULT_SEG_SIZE   (16u << 20)
 #define PC_MIN_SEG_SIZE       (1u << 20)
 #define PC_MAX_SEG_SIZE       (1u << 30)

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-filter.h>
@@ -470,6 +471,31 @@ refuse_known_plugin (void)
   return r;
 }
 
+/* A cache about to be made too small for its segments: said in terms
+ * of the parameters that fix the minimum (the core names only the file).
+ */
+static int
+check_new_size (void)
+{
+  uint64_t min, seg = cfg.seg_size ? cfg.seg_size : PC_DEFAULT_SEG_SIZE;
+
+  if (!cfg.size ||
+      (cfg.format != PC_FORMAT_FORCE && access (dev_path, F_OK) == 0))
+    return 0;
+  min = pc_cache_min_size (cfg.seg_size, cfg.max_exports);
+  if (min && cfg.size < min) {
+    nbdkit_error ("pcache-size: %s: %" PRIu64 " bytes is too small: with "
+                  "pcache-segment-size=%" PRIu64 "M and pcache-max-exports=%u "
+                  "a cache needs at least %" PRIu64 "M (%d segments and the "
+                  "export table); give a larger pcache-size or a smaller "
+                  "pcache-segment-size", dev_path, cfg.size, seg >> 20,
+                  cfg.max_exports ? cfg.max_exports : PC_DEFAULT_MAX_EXPORTS,
+                  (min + (1 << 20) - 1) >> 20, PC_MIN_SEGMENTS);
+    return -1;
+  }
+  return 0;
+}
+
 static int
 pcache_config_complete (nbdkit_next_config_complete *next,
                         nbdkit_backend *nxdata)
@@ -478,6 +504,8 @@ pcache_config_complete (nbdkit_next_config_complete *next,
     nbdkit_error ("pcache-dev: parameter is required");
     return -1;
   }
+  if (check_new_size () == -1)
+    return -1;
   if (refuse_known_plugin () == -1)
     return -1;
   cfg.path = dev_path;

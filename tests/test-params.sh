@@ -161,14 +161,30 @@ if [ -e "$c" ]; then fail "a refused configuration created $c"; fi
 refused "$c" "does not exist" -- "${m64[@]}" pcache-dev="$c"
 if [ -e "$c" ]; then fail "$c created without pcache-size"; fi
 
-# A size too small for 8 segments.
-refused "$c" "too small" -- "${m64[@]}" pcache-dev="$c" pcache-size=1M
-refused "$tmp/small7" "too small" -- \
+# A size too small for 8 segments: the error names the file, the
+# parameters that set the minimum, and the minimum.
+refused "pcache-size" "$c" "too small" "at least 129M" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=1M
+refused "pcache-size" "$tmp/small7" "pcache-segment-size=1M" "at least 9M" -- \
         "${m64[@]}" pcache-dev="$tmp/small7" pcache-size=7M \
         pcache-segment-size=1M
+refused "pcache-max-exports=240" "at least 10M" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=9M \
+        pcache-segment-size=1M pcache-max-exports=240
 # ... must leave nothing in the way of a good size afterwards.
 works "${m64[@]}" pcache-dev="$c" pcache-size=16M pcache-segment-size=1M \
       <<<'assert h.get_size() == 64 << 20'
+# The minimum is for a cache to be made: an existing one made with 1M
+# segments opens with its own size, which the default 16M segments
+# would not allow.
+works "${m64[@]}" pcache-dev="$c" pcache-size=16M \
+      <<<'assert h.get_size() == 64 << 20'
+# ... but pcache-format=force would make one, so it is refused, and the
+# old cache is untouched.
+sum=$(md5sum < "$c")
+refused "pcache-size" "at least 129M" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-size=16M pcache-format=force
+unchanged "$c" "$sum"
 # ... and must make a daemonizing nbdkit exit non-zero.
 rm -f "$tmp/small" "$tmp/pid" "$tmp/sock"
 r=0

@@ -632,6 +632,55 @@ test_gen_slots_cache (void)
   unlink (p);
 }
 
+/* pc_cache_min_size is the boundary the format itself draws: a cache of
+ * that size holds PC_MIN_SEGMENTS segments, 4K less is refused with an
+ * error that names the file and the minimum, and makes no file.
+ */
+static void
+test_min_size (void)
+{
+  static const struct { uint64_t seg; unsigned exports; } v[] = {
+    { PC_MIN_SEG_SIZE, 1 }, { PC_MIN_SEG_SIZE, 0 },
+    { 2 * PC_MIN_SEG_SIZE, PC_MAX_EXPORTS },
+  };
+  unsigned i;
+
+  CU_ASSERT_EQUAL (pc_cache_min_size (3 << 20, 0), 0);
+  CU_ASSERT_EQUAL (pc_cache_min_size (0, PC_MAX_EXPORTS + 1), 0);
+  CU_ASSERT_EQUAL (pc_cache_min_size (0, 0),
+                   pc_cache_min_size (PC_DEFAULT_SEG_SIZE,
+                                      PC_DEFAULT_MAX_EXPORTS));
+  for (i = 0; i < sizeof v / sizeof v[0]; i++) {
+    uint64_t min = pc_cache_min_size (v[i].seg, v[i].exports);
+    const char *p = tu_fresh ("minsize");
+    struct pc_config cfg;
+    pc_cache *c;
+    char want[64];
+
+    CU_ASSERT_FATAL (min > PC_MIN_SEGMENTS * v[i].seg);
+    tu_config (&cfg, p, min - 4096);
+    cfg.seg_size = v[i].seg;
+    cfg.max_exports = v[i].exports;
+    tu_log_clear ();
+    errno = 0;
+    c = tu_open (&cfg, BSIZE);
+    CU_ASSERT_PTR_NULL (c);
+    CU_ASSERT_EQUAL (errno, EINVAL);
+    CU_ASSERT_TRUE (tu_log_has (p));
+    snprintf (want, sizeof want, "at least %" PRIu64 " bytes", min);
+    CU_ASSERT_TRUE (tu_log_has (want));
+    CU_ASSERT_EQUAL (access (p, F_OK), -1);
+    pc_cache_close (c);
+
+    cfg.size = min;
+    c = tu_open (&cfg, BSIZE);
+    CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+    CU_ASSERT_EQUAL (c->nsegs, PC_MIN_SEGMENTS);
+    pc_cache_close (c);
+    unlink (p);
+  }
+}
+
 /* ------------------------------------------------------------------ */
 
 static const struct tu_case cases[] = {
@@ -646,6 +695,7 @@ static const struct tu_case cases[] = {
   { "control slots (cache)", test_ctrl_slots_cache },
   { "generation slots (unit)", test_gen_slots_unit },
   { "generation slots (cache)", test_gen_slots_cache },
+  { "smallest cache", test_min_size },
   { NULL, NULL },
 };
 
