@@ -6,6 +6,7 @@
 #include <config.h>
 #endif
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 
 #include "cache_internal.h"
@@ -54,7 +55,7 @@ stuck_ns (struct pc_cache *c, uint32_t only)
 int
 pc_wait_writeback (struct pc_cache *c, const char *what,
                    int (*done) (struct pc_cache *, uint64_t), uint64_t arg,
-                   int held, uint32_t only, int *err)
+                   int held, uint32_t only, uint64_t grace_ms, int *err)
 {
   uint64_t last = 0, since = pc_now_ms ();
   int r = 0, gave_up = 0, interrupted = 0;
@@ -85,8 +86,8 @@ pc_wait_writeback (struct pc_cache *c, const char *what,
      * backend that keeps failing for the whole grace period ends the
      * wait (the data stays in the cache).
      */
-    else if (c->wb_error && dt == last &&
-             pc_now_ms () - since >= PC_DRAIN_GRACE_MS) {
+    else if (c->wb_error && dt == last && grace_ms &&
+             pc_now_ms () - since >= grace_ms) {
       r = c->wb_error;
       gave_up = 1;
     }
@@ -102,8 +103,8 @@ pc_wait_writeback (struct pc_cache *c, const char *what,
   if (!r)
     return 0;
   if (gave_up)
-    pc_error ("%s: %s gave up: writeback has failed for %u s", c->path,
-              what, PC_DRAIN_GRACE_MS / 1000);
+    pc_error ("%s: %s gave up: writeback has failed for %" PRIu64 " s",
+              c->path, what, grace_ms / 1000);
   else if (interrupted)
     pc_error ("%s: %s: the plugin ends its requests early now that the "
               "server is shutting down (as filters that sleep do, such as "
@@ -124,7 +125,7 @@ tail_reached (struct pc_cache *c, uint64_t target)
 }
 
 static int
-drain_wait (pc_cache *c, int *err)
+drain_wait (pc_cache *c, uint64_t grace_ms, int *err)
 {
   if (atomic_load (&c->hold)) {
     pc_error ("%s: writeback is held (release it first)", c->path);
@@ -137,11 +138,17 @@ drain_wait (pc_cache *c, int *err)
   }
   return pc_wait_writeback (c, "drain", tail_reached,
                             atomic_load (&c->log.head_seq), 0, UINT32_MAX,
-                            err);
+                            grace_ms, err);
 }
 
 int
 pc_cache_drain (pc_cache *c, int *err)
+{
+  return pc_cache_drain_timeout (c, PC_DRAIN_GRACE_MS / 1000, err);
+}
+
+int
+pc_cache_drain_timeout (pc_cache *c, unsigned fail_s, int *err)
 {
   int r;
 
@@ -152,7 +159,7 @@ pc_cache_drain (pc_cache *c, int *err)
   }
   /* Writeback holds back during bursts; a drain wants it now. */
   atomic_fetch_add (&c->drainers, 1);
-  r = drain_wait (c, err);
+  r = drain_wait (c, (uint64_t) fail_s * 1000, err);
   atomic_fetch_sub (&c->drainers, 1);
   return r;
 }
@@ -195,7 +202,7 @@ pc_ns_drain (pc_cache *c, uint32_t id, int *err)
   t.seq = atomic_load (&c->log.head_seq);
   atomic_fetch_add (&c->drainers, 1);
   r = pc_wait_writeback (c, "drain", ns_reached, (uintptr_t) &t, 0, id,
-                         err);
+                         PC_DRAIN_GRACE_MS, err);
   atomic_fetch_sub (&c->drainers, 1);
   return r;
 }

@@ -206,7 +206,7 @@ pc_cache_hold (pc_cache *c, uint64_t *epoch, int *err)
   }
   atomic_fetch_add (&c->drainers, 1);
   r = pc_wait_writeback (c, "hold", boundary_reached, held, 1, UINT32_MAX,
-                         err);
+                         PC_DRAIN_GRACE_MS, err);
   atomic_fetch_sub (&c->drainers, 1);
   if (r == -1) {
     pc_error ("%s: hold: writeback could not reach an epoch boundary (%s); "

@@ -347,6 +347,12 @@ int pc_map (pc_cache *c, uint64_t off, uint64_t len, pc_map_fn fn,
  * do pc_cache_detach and a switch away from write-back mode.
  */
 int pc_cache_drain (pc_cache *c, int *err);
+/* pc_cache_drain gives up, with write-back's error, once write-back has
+ * failed for 30 s without progress; this one after fail_s seconds, or
+ * with 0 never (it then ends only as pc_cache_drain's other failures
+ * do: a pause, a hold, a shutdown).
+ */
+int pc_cache_drain_timeout (pc_cache *c, unsigned fail_s, int *err);
 
 /* Durable points.  Each client flush (and each drain) ends a flush
  * epoch; the client epoch is the last one ended, the backing epoch the

@@ -18,10 +18,13 @@
 #include "request.h"
 #include "stats.h"
 
-#define USAGE "stats, set KEY VALUE, gc-percent N, mode MODE, drain, " \
+#define USAGE "stats, set KEY VALUE, gc-percent N, mode MODE, drain [SECS], " \
   "checkpoint, hold, release, pause, resume or reset-stats"
 
 static const char out_of_range[] = "is out of range";
+
+/* A year: as pcachectl's --timeout. */
+#define MAX_DRAIN_TIMEOUT_S (86400 * 365)
 static const char not_size[] = "is not a size";
 
 /* The LEN bytes at S as a whole number 0..max, digits only: no sign,
@@ -256,12 +259,32 @@ req_stats (pc_cache *cache, char *reply, size_t len)
     snprintf (reply, len, "error: stats do not fit");
 }
 
+/* drain [SECONDS]: SECONDS of write-back failing without progress end
+ * the wait (0: never; by default 30).
+ */
 static void
-req_drain (pc_cache *cache, char *reply, size_t len)
+req_drain (pc_cache *cache, char **args, int nargs, char *reply,
+           size_t len)
 {
-  int err = 0;
+  uint64_t secs = 0;
+  const char *why;
+  int err = 0, r;
 
-  if (pc_cache_drain (cache, &err) == -1)
+  if (nargs > 1) {
+    snprintf (reply, len, "error: drain takes at most one argument, the "
+              "seconds of failing write-back to give up after");
+    return;
+  }
+  if (nargs == 1 &&
+      parse_digits (args[0], strlen (args[0]), MAX_DRAIN_TIMEOUT_S, &secs,
+                    &why) == -1) {
+    snprintf (reply, len, "error: drain: '%s' %s (seconds, 0..%d)",
+              args[0], why, MAX_DRAIN_TIMEOUT_S);
+    return;
+  }
+  r = nargs == 1 ? pc_cache_drain_timeout (cache, secs, &err)
+    : pc_cache_drain (cache, &err);
+  if (r == -1)
     cache_error (cache, reply, len, "drain", err);
   else
     snprintf (reply, len, "ok");
@@ -330,7 +353,6 @@ static const struct {
   void (*fn) (pc_cache *cache, char *reply, size_t len);
 } word_requests[] = {
   { "stats", req_stats },
-  { "drain", req_drain },
   { "checkpoint", req_checkpoint },
   { "hold", req_hold },
   { "release", req_release },
@@ -413,6 +435,8 @@ pcache_request (pc_cache *cache, char *line, size_t len, char *reply,
               "(expected " USAGE ")");
   else if (word_request (cache, w, n, reply, rlen))
     ;
+  else if (strcmp (w[0], "drain") == 0)
+    req_drain (cache, w + 1, n - 1, reply, rlen);
   else if (strcmp (w[0], "gc-percent") == 0)
     req_gc_percent (cache, w + 1, n - 1, reply, rlen);
   else if (strcmp (w[0], "mode") == 0)

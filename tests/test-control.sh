@@ -17,10 +17,13 @@
 #     socket.
 #  G. A drain that cannot end (the plugin fails every write) does not
 #     hold up the exit of nbdkit: it is answered that nbdkit is shutting
-#     down.
+#     down.  One with a time limit (drain SECS, pcachectl drain
+#     --timeout) gives up with the plugin's error once write-back has
+#     failed that long.
 set -e -x
 source "${top_srcdir:-.}/tests/functions.sh"
 requires_filter_built
+requires_pcachectl
 requires_nbdsh
 requires python3 -c 'pass'
 requires nbdkit --filter=pause null --version
@@ -185,7 +188,10 @@ expect_error 'mode writeback extra' 'mode'
 expect_error 'mode' 'mode'
 expect_error 'mode bogus' "'bogus'"
 expect_error 'stats now' 'stats'
-expect_error 'drain now' 'drain'
+expect_error 'drain now' 'not a whole number'
+expect_error 'drain -1' 'not a whole number'
+expect_error 'drain 31536001' 'out of range'
+expect_error 'drain 1 2' 'at most one argument'
 expect_error 'stats\x00junk' 'control character'
 expect_error 'frobnicate' "'frobnicate'"
 expect_error '' 'empty'
@@ -231,11 +237,30 @@ test ! -e "$ctl"
 
 # ---------------------------------------------------------------------
 # G. A drain still waiting at exit.
-start_nbdkit -P "$pidfile" -U "$sock" --filter="$PCACHE_FILTER" \
+# Its errors go to a file (not syslog, as a daemon's do).
+start_nbdkit -P "$pidfile" -U "$sock" --log=stderr --filter="$PCACHE_FILTER" \
     --filter=error memory 64M error-pwrite=EIO error-pwrite-rate=100% \
     pcache-dev="$tmp/cache3" pcache-size=32M pcache-segment-size=1M \
-    pcache-control="$ctl"
+    pcache-control="$ctl" 2>"$tmp/g.log"
 nbdsh -u "$uri" -c 'h.pwrite (b"\x55" * 65536, 0); h.flush ()'
+test "$(ctlpy say "$ctl" 'drain 1')" = 'error: drain: Input/output error'
+r=0
+"$pcachectl" drain --timeout=2 "$ctl" 2>"$tmp/err" || r=$?
+cat "$tmp/err"
+test "$r" -eq 1
+grep -F 'error: drain: Input/output error' "$tmp/err"
+# Each gave up at its own limit, not the filter's 30 s.
+grep -F 'drain gave up: writeback has failed for 1 s' "$tmp/g.log"
+grep -F 'drain gave up: writeback has failed for 2 s' "$tmp/g.log"
+# Options of a drain to a backing store are refused, not ignored.
+for opt in --keep --backing-id=x; do
+    r=0
+    "$pcachectl" drain "$opt" "$ctl" 2>"$tmp/err" || r=$?
+    cat "$tmp/err"
+    test "$r" -eq 2
+    grep -F -- "${opt%%=*} needs --to" "$tmp/err"
+done
+test "$(ctlpy stat "$ctl" dirty_bytes)" -eq 65536
 # Its output comes through a FIFO that stays open after it exits.
 mkfifo "$tmp/drain.out"
 ctlpy drain-held "$ctl" >"$tmp/drain.out" &

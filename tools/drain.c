@@ -136,13 +136,18 @@ now_ms (void)
 
 /* Ask a running filter to drain. */
 static int
-drain_socket (const char *sock)
+drain_socket (const char *sock, int timeout_given, unsigned long timeout_s)
 {
-  char *reply;
+  char req[64], *reply;
   int r;
 
+  /* The filter's own limit unless --timeout names one. */
+  if (timeout_given)
+    snprintf (req, sizeof req, "drain %lu", timeout_s);
+  else
+    snprintf (req, sizeof req, "drain");
   progress_show ("draining through %s ...", sock);
-  reply = ctl_request (sock, "drain", -1);
+  reply = ctl_request (sock, req, -1);
   progress_lock ();
   progress_clear ();
   progress_unlock ();
@@ -549,6 +554,7 @@ struct drain {
   enum target target;
   struct exports table;         /* the namespace table, read raw */
   unsigned long timeout_s;
+  int timeout_given;
   struct backend *be;           /* T_DEFAULT, T_ONE */
   struct backend **bes;         /* T_EACH: by namespace */
   uint32_t nbes;
@@ -654,6 +660,7 @@ parse_args (int argc, char **argv, struct drain *d)
       if (errno || end == optarg || *end || optarg[0] == '-' ||
           d->timeout_s > 86400 * 365)
         usage_error ("--timeout: '%s' is not a number of seconds", optarg);
+      d->timeout_given = 1;
       break;
     }
   }
@@ -1200,7 +1207,13 @@ cmd_drain (int argc, char **argv)
       if (d.export)
         usage_error ("--export needs --to: a running filter drains all "
                      "its exports");
-      return drain_socket (d.path);
+      if (d.job.keep)
+        usage_error ("--keep needs --to: a running filter keeps its clean "
+                     "data when it drains");
+      if (d.want_id)
+        usage_error ("--backing-id needs --to: a running filter writes to "
+                     "its own plugin");
+      return drain_socket (d.path, d.timeout_given, d.timeout_s);
     }
     usage_error ("missing --to BACKING (a file, a block device or an NBD "
                  "URI)");

@@ -435,6 +435,33 @@ test_workers_no_reopen (void)
   rig_close (&r);
 }
 
+/* A drain's own limit: it gives up, with the backend's error and the
+ * data still dirty, once write-back has failed that long; with 0 it
+ * waits through the failures until the backend works again.
+ */
+static void
+test_drain_timeout (void)
+{
+  struct rig r;
+  int err = 0;
+
+  rig_open (&r, "draintimeout", EIO, 0);
+  CU_ASSERT_EQUAL_FATAL (pc_cache_start (r.c, &r.bg), 0);
+  tu_log_clear ();
+  CU_ASSERT_EQUAL (pc_cache_drain_timeout (r.c, 1, &err), -1);
+  CU_ASSERT_EQUAL (err, EIO);
+  CU_ASSERT (tu_log_has ("drain gave up: writeback has failed for 1 s"));
+  check_failing (&r, EIO, "EIO", 0);
+
+  pthread_mutex_lock (&r.f.lock);
+  r.f.err = 0;
+  r.f.fail_left = 12;                   /* 4 rounds of 3 tries */
+  pthread_mutex_unlock (&r.f.lock);
+  CU_ASSERT_EQUAL (pc_cache_drain_timeout (r.c, 0, &err), 0);
+  check_ok (&r, 0, 0);
+  rig_close (&r);
+}
+
 static const struct tu_case cases[] = {
   { "broken connection reopened", test_conn_error },
   { "reopen retried while refused", test_reopen_fails },
@@ -443,6 +470,7 @@ static const struct tu_case cases[] = {
   { "at exit a drain ends at a shutdown", test_exit_drain },
   { "workers reopen and drain", test_workers_reopen },
   { "no reopen: retried until it works", test_workers_no_reopen },
+  { "a drain's own time limit", test_drain_timeout },
   { NULL, NULL },
 };
 
