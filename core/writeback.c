@@ -68,6 +68,11 @@ struct wb_batch {
   int fua;                            /* written with FUA, no flush after;
                                          -1: not chosen yet */
   _Atomic int fua_missed;             /* an extent went without FUA */
+  /* Writes of it may have gone down and the flush after them has not
+   * succeeded yet: a retry that finds nothing left to write must still
+   * flush before the batch counts as down.
+   */
+  int unflushed;
   uint64_t bytes;                     /* dirty bytes the batch retires */
   uint64_t skipped;                   /* of which, overwritten later */
   /* A batch of the epoch the client is still writing may leave out, as
@@ -770,6 +775,7 @@ wb_load (struct pc_cache *c, struct wb_batch *b, int *err)
     b->recorded = pl.bound;
     b->fua = -1;                        /* chosen at its first write */
     atomic_store (&b->fua_missed, 0);
+    b->unflushed = 0;
   }
   return r;
 }
@@ -1000,8 +1006,14 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
   }
   if (!pc_tree_first (&b->tree)) {
     /* Only other namespaces' keys, or data overwritten since. */
-    wb_done (c, b);
-    return 1;
+    if (!b->unflushed) {
+      wb_done (c, b);
+      return 1;
+    }
+    /* All down, but the flush after it failed. */
+    if (pc_ns_pin (ns, &b->bg) == -1)
+      return 0;
+    goto flush;
   }
   if (pc_ns_pin (ns, &b->bg) == -1)
     return 0;                           /* waits, loaded, for a backend */
@@ -1012,6 +1024,7 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
     pc_group_record (c, ns, b->start.seq, b->end.seq, b->epoch);
     b->recorded = 1;
   }
+  b->unflushed = 1;
   err = wb_write_batch (c, p, b, width);
   /* Down but for what wb_late left out, which may have to go too. */
   if (err == 0 && !pc_tree_first (&b->tree))
@@ -1030,6 +1043,7 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
     pc_ns_unpin (ns);
     return 0;
   }
+ flush:
   if ((b->fua != 1 || atomic_load (&b->fua_missed)) && b->bg.ops->flush) {
     if (b->bg.ops->flush (b->bg.ctx, &err) == -1) {
       wb_count_failure (c, err);

@@ -28,12 +28,15 @@
 
 /* A backend over memory whose writes and flushes fail with err while
  * it is set, or for the next fail_left calls; a reopen heals it, after
- * failing itself reopen_fails times (a remote still down).
+ * failing itself reopen_fails times (a remote still down).  Its flushes
+ * alone fail with flush_err while that is set.
  */
 struct flaky {
   struct pc_backend inner;
   pthread_mutex_t lock;
   int err;
+  int flush_err;
+  unsigned flushes;                   /* flushes that succeeded */
   unsigned fail_left;
   unsigned reopen_fails;
   unsigned reopens;                   /* reopen calls, failed or not */
@@ -82,9 +85,19 @@ static int
 flaky_flush (void *ctx, int *err)
 {
   struct flaky *f = ctx;
+  int e;
 
   if (flaky_fails (f, err))
     return -1;
+  pthread_mutex_lock (&f->lock);
+  e = f->flush_err;
+  if (!e)
+    f->flushes++;
+  pthread_mutex_unlock (&f->lock);
+  if (e) {
+    *err = e;
+    return -1;
+  }
   return f->inner.ops->flush (f->inner.ctx, err);
 }
 
@@ -462,6 +475,38 @@ test_drain_timeout (void)
   rig_close (&r);
 }
 
+/* Writes that went down are not down until a flush after them has
+ * succeeded: the workers' retry, with nothing left to write, flushes
+ * again, and the data stays dirty until a flush succeeds.  (A step
+ * reloads its batch and writes it all again, so only the workers, who
+ * keep a failed batch loaded, can tell.)
+ */
+static void
+test_flush_fails (void)
+{
+  struct rig r;
+  struct pc_stats st;
+  int err = 0;
+
+  rig_open (&r, "flushfails", 0, 0);
+  r.f.flush_err = EIO;
+  CU_ASSERT_EQUAL_FATAL (pc_cache_start (r.c, &r.bg), 0);
+  CU_ASSERT_EQUAL (pc_cache_drain_timeout (r.c, 1, &err), -1);
+  CU_ASSERT_EQUAL (err, EIO);
+  check_failing (&r, EIO, "EIO", 0);
+  stats (&r, &st);
+  CU_ASSERT_EQUAL (st.writeback_flushes, 0);
+
+  pthread_mutex_lock (&r.f.lock);
+  r.f.flush_err = 0;
+  pthread_mutex_unlock (&r.f.lock);
+  CU_ASSERT_EQUAL (pc_cache_drain (r.c, &err), 0);
+  check_ok (&r, 0, 0);
+  stats (&r, &st);
+  CU_ASSERT (st.writeback_flushes >= 1);
+  rig_close (&r);
+}
+
 static const struct tu_case cases[] = {
   { "broken connection reopened", test_conn_error },
   { "reopen retried while refused", test_reopen_fails },
@@ -471,6 +516,7 @@ static const struct tu_case cases[] = {
   { "workers reopen and drain", test_workers_reopen },
   { "no reopen: retried until it works", test_workers_no_reopen },
   { "a drain's own time limit", test_drain_timeout },
+  { "a failed flush is retried", test_flush_fails },
   { NULL, NULL },
 };
 
