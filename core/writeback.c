@@ -227,8 +227,21 @@ wb_key (struct pc_cache *c, struct wb_batch *b, const struct pc_key *k,
 
   const void *buf = pc_seg_addr (c, k->seg, k->seg_off);
 
-  if (k->flags & PC_KF_ZERO)
-    return pc_backend_zero (&b->bg, &r, err);
+  if (k->flags & PC_KF_ZERO) {
+    if (pc_backend_zero (&b->bg, &r, err) == 0)
+      return 0;
+    /* A discard is advisory: one the plugin fails leaves the old data,
+     * which is what trimmed blocks may read back as.  It must not hold
+     * up the data behind it.
+     */
+    if (k->flags & PC_KF_TRIM) {
+      pc_debug ("%s: writeback: the plugin failed a trim of %" PRIu32
+                " bytes at %" PRIu64 " (%s); left out", c->path, k->len,
+                k->off & PC_NS_OFF_MASK, strerror (*err));
+      return 0;
+    }
+    return -1;
+  }
   if (b->fua == 1 && b->bg.ops->pwrite_fua) {
     if (pc_backend_pwrite_fua (&b->bg, buf, k->len, k->off, err) == -1)
       return -1;

@@ -15,11 +15,15 @@
 #     succeed and read back, nothing reaches the backing file, a clean
 #     shutdown does not hang, and the data survives in the cache: a
 #     restart without the error filter drains it to the backing file.
+#  3. Every backend trim fails: a trim is advisory, so write-back leaves
+#     it out and the writes logged after it still go down; a draining
+#     exit writes everything else back, with no error.
 set -e -x
 source "${top_srcdir:-.}/tests/functions.sh"
 
 requires_filter_built
 requires qemu-img --version
+requires qemu-io --version
 requires nbdkit --filter=error null --version
 tmpdir
 
@@ -34,6 +38,10 @@ start ()
         errfilter=(--filter=error)
         errargs=(error-pwrite=EIO error-pwrite-rate="$2")
         shift 2
+    elif [ "$1" = "--trim-errors" ]; then
+        errfilter=(--filter=error)
+        errargs=(error-trim=EIO error-trim-rate=100%)
+        shift
     fi
     rm -f "$sock"
     # A daemonized nbdkit sends errors to syslog unless told otherwise.
@@ -92,3 +100,20 @@ qemu-img compare -f raw -F raw "$tmp/src2" "$uri"
 kill_nbdkit "$tmp/pid"
 cmp -n 8M "$tmp/src2" "$disk"
 cmp -i 8M:8M -n 56M "$disk" /dev/zero
+
+# 3. The backend fails every trim.
+rm -f "$disk" "$cache"
+head -c 8M /dev/urandom > "$disk"
+cp "$disk" "$tmp/before"
+head -c 1M /dev/urandom > "$tmp/src3"
+start "$tmp/log4" --trim-errors pcache-drain=true
+qemu-io -f raw "$uri" -c 'discard 0 1M' -c "write -s $tmp/src3 4M 1M" -c flush
+kill_nbdkit "$tmp/pid"
+grep 'injecting EIO error into trim' "$tmp/log4"
+if grep -E 'writeback failed|could not write everything back' "$tmp/log4"; then
+    echo "$0: a failed trim held up write-back"
+    exit 1
+fi
+# The trimmed range may read back as anything; the write is down.
+cmp -i 4M:0 -n 1M "$disk" "$tmp/src3"
+cmp -i 1M:1M -n 3M "$disk" "$tmp/before"

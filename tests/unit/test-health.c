@@ -37,6 +37,7 @@ struct flaky {
   int err;
   int flush_err;
   unsigned flushes;                   /* flushes that succeeded */
+  unsigned trims;                     /* trims, all failed */
   unsigned fail_left;
   unsigned reopen_fails;
   unsigned reopens;                   /* reopen calls, failed or not */
@@ -123,6 +124,26 @@ flaky_reopen (void *ctx, int *err)
 static const struct pc_backend_ops flaky_ops = {
   .pread = flaky_pread, .pwrite = flaky_pwrite, .flush = flaky_flush,
   .reopen = flaky_reopen,
+};
+
+/* Its trims always fail with EIO, and are counted. */
+static int
+flaky_trim (void *ctx, uint32_t len, uint64_t off, int *err)
+{
+  struct flaky *f = ctx;
+
+  (void) len;
+  (void) off;
+  pthread_mutex_lock (&f->lock);
+  f->trims++;
+  pthread_mutex_unlock (&f->lock);
+  *err = EIO;
+  return -1;
+}
+
+static const struct pc_backend_ops flaky_trim_ops = {
+  .pread = flaky_pread, .pwrite = flaky_pwrite, .flush = flaky_flush,
+  .trim = flaky_trim,
 };
 
 /* The same backend, but it cannot reopen. */
@@ -507,6 +528,33 @@ test_flush_fails (void)
   rig_close (&r);
 }
 
+/* A trim is advisory: one the plugin fails is left out, and the data
+ * logged after it still goes down.
+ */
+static void
+test_trim_fails (void)
+{
+  struct rig r;
+  struct pc_stats st;
+  int err = 0;
+
+  rig_open (&r, "trimfails", 0, 0);
+  r.bg.ops = &flaky_trim_ops;
+  CU_ASSERT_EQUAL (pc_trim (r.c, DLEN, 2 * DLEN, 0, &err), 0);
+  tu_write (r.c, 4 * DLEN, DLEN, 2);
+  tu_flush (r.c);
+  pc_cache_set_backend (r.c, &r.bg);
+  while (pc_writeback_step (r.c) == 1)
+    ;
+  CU_ASSERT_EQUAL (r.f.trims, 1);
+  stats (&r, &st);
+  CU_ASSERT_EQUAL (st.writeback_errors, 0);
+  CU_ASSERT_EQUAL (st.dirty_bytes, 0);
+  CU_ASSERT_EQUAL (st.backend_failing, 0);
+  CU_ASSERT_EQUAL (tu_check (r.mem->buf + 4 * DLEN, DLEN, 4 * DLEN, 2), -1);
+  rig_close (&r);
+}
+
 static const struct tu_case cases[] = {
   { "broken connection reopened", test_conn_error },
   { "reopen retried while refused", test_reopen_fails },
@@ -517,6 +565,7 @@ static const struct tu_case cases[] = {
   { "no reopen: retried until it works", test_workers_no_reopen },
   { "a drain's own time limit", test_drain_timeout },
   { "a failed flush is retried", test_flush_fails },
+  { "a failed trim is left out", test_trim_fails },
   { NULL, NULL },
 };
 
