@@ -389,7 +389,7 @@ want_socket (const char *sock)
 }
 
 /* Send REQ and report the reply: "ok..." printed, exit 0; an error on
- * standard error, exit 1.
+ * standard error after the socket's name (as drain says it), exit 1.
  */
 static int
 ctl_command (const char *sock, const char *req, int timeout_ms)
@@ -405,7 +405,7 @@ ctl_command (const char *sock, const char *req, int timeout_ms)
     r = EXIT_OK;
   }
   else {
-    errmsg ("%s", reply);
+    errmsg ("%s: %s", sock, reply);
     r = EXIT_FAILED;
   }
   free (reply);
