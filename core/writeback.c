@@ -1023,10 +1023,13 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
       wb_done (c, b);
       return 1;
     }
-    /* All down, but the flush after it failed. */
+    /* All down, but the flush after it failed (or what wb_late left
+     * out, if settling it failed).
+     */
     if (pc_ns_pin (ns, &b->bg) == -1)
       return 0;
-    goto flush;
+    err = wb_late_settle (c, p, b, width);
+    goto written;
   }
   if (pc_ns_pin (ns, &b->bg) == -1)
     return 0;                           /* waits, loaded, for a backend */
@@ -1042,6 +1045,7 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
   /* Down but for what wb_late left out, which may have to go too. */
   if (err == 0 && !pc_tree_first (&b->tree))
     err = wb_late_settle (c, p, b, width);
+ written:
   /* Stopping leaves the batch for the next start: it is retried whole
    * from the cursor, which rewrites what is already down.
    */
@@ -1056,7 +1060,6 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
     pc_ns_unpin (ns);
     return 0;
   }
- flush:
   if ((b->fua != 1 || atomic_load (&b->fua_missed)) && b->bg.ops->flush) {
     if (b->bg.ops->flush (b->bg.ctx, &err) == -1) {
       wb_count_failure (c, err);
