@@ -38,6 +38,14 @@ pc_config_init (struct pc_config *cfg)
   cfg->format = PC_FORMAT_AUTO;
 }
 
+/* A segment size the format takes: a power of two, 1M..1G. */
+static int
+seg_size_valid (uint64_t seg)
+{
+  return seg >= PC_MIN_SEG_SIZE && seg <= PC_MAX_SEG_SIZE &&
+    (seg & (seg - 1)) == 0;
+}
+
 static int
 check_config (const struct pc_config *cfg)
 {
@@ -47,9 +55,7 @@ check_config (const struct pc_config *cfg)
       (cfg->gc_percent < 0 || cfg->gc_percent > PC_MAX_GC_PERCENT))
     return pc_fail (EINVAL, "gc percent %d is out of range 0..%d",
                     cfg->gc_percent, PC_MAX_GC_PERCENT);
-  if (cfg->seg_size &&
-      (cfg->seg_size < PC_MIN_SEG_SIZE || cfg->seg_size > PC_MAX_SEG_SIZE ||
-       (cfg->seg_size & (cfg->seg_size - 1))))
+  if (cfg->seg_size && !seg_size_valid (cfg->seg_size))
     return pc_fail (EINVAL, "segment size %" PRIu64 " is not a power of two "
                     "between 1M and 1G", cfg->seg_size);
   if (cfg->backing_id && strlen (cfg->backing_id) >= PC_BACKING_ID_LEN)
@@ -72,8 +78,7 @@ pc_cache_min_size (uint64_t seg_size, unsigned max_exports)
     seg_size = PC_DEFAULT_SEG_SIZE;
   if (!max_exports)
     max_exports = PC_DEFAULT_MAX_EXPORTS;
-  if (seg_size < PC_MIN_SEG_SIZE || seg_size > PC_MAX_SEG_SIZE ||
-      (seg_size & (seg_size - 1)) || max_exports > PC_MAX_EXPORTS)
+  if (!seg_size_valid (seg_size) || max_exports > PC_MAX_EXPORTS)
     return 0;
   return pc_fmt_min_size (__builtin_ctzll (seg_size), max_exports);
 }
