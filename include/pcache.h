@@ -143,6 +143,7 @@ uint64_t pc_cache_min_size (uint64_t seg_size, unsigned max_exports);
 #define PC_DEFAULT_WB_MAX_AGE_S   30
 #define PC_DEFAULT_HOLD_TIMEOUT_S 300
 #define PC_MAX_TIMEOUT_S          86400
+#define PC_MAX_DRAIN_TIMEOUT_S    (86400 * 365) /* a drain's own limit */
 #define PC_DEFAULT_MAX_EXPORTS    64
 #define PC_MAX_EXPORTS            240
 #define PC_EXPORT_NAME_MAX        4096

@@ -22,9 +22,6 @@
   "checkpoint, hold, release, pause, resume or reset-stats"
 
 static const char out_of_range[] = "is out of range";
-
-/* A year: as pcachectl's --timeout. */
-#define MAX_DRAIN_TIMEOUT_S (86400 * 365)
 static const char not_size[] = "is not a size";
 
 /* The LEN bytes at S as a whole number 0..max, digits only: no sign,
@@ -276,10 +273,10 @@ req_drain (pc_cache *cache, char **args, int nargs, char *reply,
     return;
   }
   if (nargs == 1 &&
-      parse_digits (args[0], strlen (args[0]), MAX_DRAIN_TIMEOUT_S, &secs,
-                    &why) == -1) {
+      parse_digits (args[0], strlen (args[0]), PC_MAX_DRAIN_TIMEOUT_S,
+                    &secs, &why) == -1) {
     snprintf (reply, len, "error: drain: '%s' %s (seconds, 0..%d)",
-              args[0], why, MAX_DRAIN_TIMEOUT_S);
+              args[0], why, PC_MAX_DRAIN_TIMEOUT_S);
     return;
   }
   r = nargs == 1 ? pc_cache_drain_timeout (cache, secs, &err)

@@ -658,7 +658,7 @@ parse_args (int argc, char **argv, struct drain *d)
       errno = 0;
       d->timeout_s = strtoul (optarg, &end, 10);
       if (errno || end == optarg || *end || optarg[0] == '-' ||
-          d->timeout_s > 86400 * 365)
+          d->timeout_s > PC_MAX_DRAIN_TIMEOUT_S)
         usage_error ("--timeout: '%s' is not a number of seconds", optarg);
       d->timeout_given = 1;
       break;
