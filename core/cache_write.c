@@ -18,16 +18,16 @@
 #include "util.h"
 #include "workers.h"
 
-/* Log one record and index it; the key is the index's (or freed)
- * afterwards.  *seal_gen receives the key buffer's seal count.
+/* Log one record and index it.  *seal_gen receives the key buffer's
+ * seal count.
  *
  * With src, its payload is copied in first, with the subtree's and the
  * key buffer's locks already held: the payload is durable before its key
  * can be committed, and the index work that follows overlaps the copy's
  * stores draining to the medium, which a locked instruction waits for.
- * So, but when a buffer fills or a thread's spare nodes run out, nothing
- * between the copy and the first unlock takes a lock or adds with one
- * (PC_COUNT, in a shard of the thread's own, does not).
+ * So, but when a buffer fills or a thread's spare keys or nodes run out,
+ * nothing between the copy and the first unlock takes a lock or adds
+ * with one (PC_COUNT, in a shard of the thread's own, does not).
  */
 static int
 log_piece (struct pc_cache *c, const struct pc_key_rec *rec,
@@ -35,23 +35,20 @@ log_piece (struct pc_cache *c, const struct pc_key_rec *rec,
 {
   struct pc_tree *t = pc_index_tree (&c->index, rec->off);
   struct pc_kbuf *kb = pc_kbuf_for (c, rec->off);
-  struct pc_key *k = pc_key_for_rec (c, rec);
+  struct pc_key_crc key = { .k.flags = 0 };
   int hit, r = 0;
 
-  if (!k) {
-    *err = ENOMEM;
-    return -1;
-  }
+  if (c->data_crc && !(rec->flags & PC_KF_ZERO))
+    key.k.flags = PC_KEY_CRC;
+  pc_key_from_rec (&key.k, rec);
   pc_wrlock (&t->lock);
   pthread_mutex_lock (&kb->lock);
   if (src)
     pc_pmem_copy (c->pm, pc_seg_addr (c, rec->seg, rec->seg_off), src,
                   rec->len);
-  hit = pc_tree_put (t, k);
-  if (hit == -1) {
-    pc_key_free (k);
+  hit = pc_tree_put (t, &key.k);
+  if (hit == -1)
     r = -1;
-  }
   else if ((r = pc_kbuf_add (c, kb, rec, seal_gen)) == 0) {
     PC_COUNT (c, dirty_bytes, rec->len);
     /* A write hit: the range held cached data already. */

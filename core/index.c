@@ -94,8 +94,10 @@ key_alloc_like (const struct pc_key *k)
 static void
 key_copy (struct pc_key *dst, const struct pc_key *src)
 {
-  memcpy (dst, src, src->flags & PC_KEY_CRC ? sizeof (struct pc_key_crc)
-          : sizeof *src);
+  if (src->flags & PC_KEY_CRC)
+    *pc_key_crc (dst) = *pc_key_crc ((struct pc_key *) src);
+  else
+    *dst = *src;
 }
 
 /* Memory a key takes in its pool. */
@@ -758,10 +760,14 @@ pc_tree_remove (struct pc_tree *t, struct pc_key *k)
     pc_key_free (k);
 }
 
+/* Insert k; or, with tmpl instead, a copy of tmpl, which reuses the key
+ * it overwrites exactly and is allocated only when there is none.
+ */
 static int
-tree_insert (struct pc_tree *t, struct pc_key *k, int put)
+tree_insert (struct pc_tree *t, struct pc_key *k, const struct pc_key *tmpl)
 {
-  const uint64_t nend = k->off + k->len;
+  const struct pc_key *want = k ? k : tmpl;
+  const uint64_t nend = want->off + want->len;
   struct pc_key *e, *next, *spare = NULL;
   struct pc_bnode *ex, *at;
   unsigned ej, at_slot;
@@ -770,15 +776,31 @@ tree_insert (struct pc_tree *t, struct pc_key *k, int put)
   int overlapped;
 
   /* An empty key would violate "no zero-length key in the tree". */
-  if (k->len == 0) {
+  if (want->len == 0) {
     errno = EINVAL;
     return -1;
   }
+  e = find_at (t, want->off, want->len, &ex, &ej, &at, &at_slot);
+  overlapped = e != NULL;
+  /* An overwrite of exactly the same range, the common case of random
+   * writes: the old key takes the new fields, nothing moves and nothing
+   * is allocated.
+   */
+  if (tmpl && e && e->off == tmpl->off && e->len == tmpl->len &&
+      !(e->flags & PC_KEY_EMPTY) &&
+      (e->flags & PC_KEY_CRC) == (tmpl->flags & PC_KEY_CRC)) {
+    key_copy (e, tmpl);
+    return 1;
+  }
   if (pc_tree_reserve (t) == -1)
     return -1;
-
-  e = find_at (t, k->off, k->len, &ex, &ej, &at, &at_slot);
-  overlapped = e != NULL;
+  if (tmpl) {
+    if ((k = key_alloc_like (tmpl)) == NULL) {
+      errno = ENOMEM;
+      return -1;
+    }
+    key_copy (k, tmpl);
+  }
   if (e == NULL) {
     /* Nothing overlaps k, the common case of a first write: link it
      * where the search ended, without a second descent.
@@ -786,16 +808,10 @@ tree_insert (struct pc_tree *t, struct pc_key *k, int put)
     tree_link_at (t, k, at, at_slot);
     return 0;
   }
-  if (e && e->off == k->off && e->len == k->len) {
-    /* An overwrite of exactly the same range, the common case of
-     * random writes: k takes e's slot, or e k's fields, nothing moves.
+  if (e->off == k->off && e->len == k->len) {
+    /* The same range over a placeholder or a key of the other kind: k
+     * takes its slot.
      */
-    if (put && !(e->flags & PC_KEY_EMPTY) &&
-        (e->flags & PC_KEY_CRC) == (k->flags & PC_KEY_CRC)) {
-      key_copy (e, k);
-      pc_key_free (k);
-      return 1;
-    }
     ex->key[ej] = k;
     if (e->flags & PC_KEY_EMPTY)
       e->flags |= PC_KEY_DEAD;
@@ -810,6 +826,8 @@ tree_insert (struct pc_tree *t, struct pc_key *k, int put)
       e->off < k->off && e->off + e->len > nend) {
     spare = key_alloc_like (e);
     if (spare == NULL) {
+      if (tmpl)
+        pc_key_free (k);
       errno = ENOMEM;
       return -1;
     }
@@ -870,13 +888,13 @@ tree_insert (struct pc_tree *t, struct pc_key *k, int put)
 int
 pc_tree_insert (struct pc_tree *t, struct pc_key *k)
 {
-  return tree_insert (t, k, 0);
+  return tree_insert (t, k, NULL);
 }
 
 int
-pc_tree_put (struct pc_tree *t, struct pc_key *k)
+pc_tree_put (struct pc_tree *t, const struct pc_key *k)
 {
-  return tree_insert (t, k, 1);
+  return tree_insert (t, NULL, k);
 }
 
 /* pc_tree_check: walk x, whose keys must lie in [lo, hi).  Returns the

@@ -143,12 +143,13 @@ int pc_tree_reserve (const struct pc_tree *t);
  * (ENOMEM, or EINVAL for an empty key) before anything changed.
  */
 int pc_tree_insert (struct pc_tree *t, struct pc_key *k);
-/* pc_tree_insert for a key that the caller does not use again: where k
- * has exactly the range of a key already there (not a placeholder),
- * that key takes k's fields and k is freed.  The leaf is not stored to,
- * and the key just read is the only line written.
+/* pc_tree_insert of a copy of k, which stays the caller's (a pc_key, or
+ * a pc_key_crc if flagged PC_KEY_CRC; it may live on the stack).  Where
+ * k has exactly the range of a key of the same kind already there (not
+ * a placeholder), that key takes k's fields: nothing is allocated, the
+ * leaf is not stored to, and the key just read is the only line written.
  */
-int pc_tree_put (struct pc_tree *t, struct pc_key *k);
+int pc_tree_put (struct pc_tree *t, const struct pc_key *k);
 
 /* Caller holds the lock.  First key whose range overlaps [off, off+len),
  * or NULL.  pc_tree_next walks on in offset order.

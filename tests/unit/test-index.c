@@ -166,36 +166,62 @@ test_equal (void)
   clear ();
 }
 
-/* pc_tree_put: an exact overwrite of a payload key updates that key
- * in place; over a placeholder, or any other overlap, it inserts.
+/* pc_tree_put indexes a copy of a key the caller keeps: an exact
+ * overwrite of a key of the same kind updates that key in place; a
+ * fresh range, a placeholder, a key of the other kind or any other
+ * overlap gets a key of its own.
  */
 static void
 test_put (void)
 {
-  struct pc_key *a = ins (100, 50, 1000, D), *k, *ph;
+  struct pc_key *a = ins (100, 50, 1000, D), *ph, *got;
+  struct pc_key_crc c = { .k = { .off = 300, .len = 20, .seg_off = 9000,
+                                 .flags = PC_KEY_CRC | D },
+                          .data_crc = 0xabcd, .rec_seg_off = 9000,
+                          .rec_len = 20 };
+  struct pc_key k = { .off = 100, .len = 50, .seg = 7, .seg_off = 2000,
+                      .gen = 9 };
 
-  k = mk (100, 50, 2000, 0);
-  k->gen = 9;
-  CU_ASSERT_EQUAL (pc_tree_put (t, k), 1);
+  CU_ASSERT_EQUAL (pc_tree_put (t, &k), 1);
   CU_ASSERT_PTR_EQUAL (pc_tree_find (t, 100, 50), a);
   CU_ASSERT_EQUAL (a->gen, 9);
   EXPECT ({ 100, 50, 2000, 0 });
 
   /* Not the same range: linked as pc_tree_insert would. */
-  k = mk (120, 50, 3000, D);
-  CU_ASSERT_EQUAL (pc_tree_put (t, k), 1);
-  CU_ASSERT_PTR_EQUAL (pc_tree_find (t, 120, 1), k);
+  k = (struct pc_key) { .off = 120, .len = 50, .seg = 7, .seg_off = 3000,
+                        .gen = 3, .flags = D };
+  CU_ASSERT_EQUAL (pc_tree_put (t, &k), 1);
+  got = pc_tree_find (t, 120, 1);
+  CU_ASSERT_FATAL (got != NULL && got != &k);
   EXPECT ({ 100, 20, 2000, 0 }, { 120, 50, 3000, D });
 
   /* A placeholder is its reader's: marked dead, never reused. */
   ph = mk (200, 10, 0, PC_KEY_EMPTY);
   CU_ASSERT_EQUAL_FATAL (pc_tree_insert (t, ph), 0);
-  k = mk (200, 10, 4000, D);
-  CU_ASSERT_EQUAL (pc_tree_put (t, k), 1);
+  k = (struct pc_key) { .off = 200, .len = 10, .seg = 7, .seg_off = 4000,
+                        .gen = 3, .flags = D };
+  CU_ASSERT_EQUAL (pc_tree_put (t, &k), 1);
   CU_ASSERT (ph->flags & PC_KEY_DEAD);
-  CU_ASSERT_PTR_EQUAL (pc_tree_find (t, 200, 10), k);
+  got = pc_tree_find (t, 200, 10);
+  CU_ASSERT_FATAL (got != NULL && got != ph && got != &k);
   pc_key_free (ph);
   EXPECT ({ 100, 20, 2000, 0 }, { 120, 50, 3000, D }, { 200, 10, 4000, D });
+
+  /* A key with a data CRC: a fresh range gets a key of that kind with
+   * the check's details; a plain key over it takes a plain key's place.
+   */
+  CU_ASSERT_EQUAL (pc_tree_put (t, &c.k), 0);
+  got = pc_tree_find (t, 300, 20);
+  CU_ASSERT_FATAL (got != NULL && (got->flags & PC_KEY_CRC));
+  CU_ASSERT_EQUAL (pc_key_crc (got)->data_crc, 0xabcd);
+  CU_ASSERT_EQUAL (pc_key_crc (got)->rec_len, 20);
+  k = (struct pc_key) { .off = 300, .len = 20, .seg = 7, .seg_off = 5000,
+                        .gen = 3, .flags = D };
+  CU_ASSERT_EQUAL (pc_tree_put (t, &k), 1);
+  got = pc_tree_find (t, 300, 20);
+  CU_ASSERT_FATAL (got != NULL && !(got->flags & PC_KEY_CRC));
+  EXPECT ({ 100, 20, 2000, 0 }, { 120, 50, 3000, D }, { 200, 10, 4000, D },
+          { 300, 20, 5000, D });
   clear ();
 }
 
