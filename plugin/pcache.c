@@ -20,6 +20,7 @@
 #include <nbdkit-filter.h>
 
 #include "pcache.h"
+#include "blocksize.h"
 #include "control.h"
 
 static struct pc_config cfg;
@@ -959,6 +960,7 @@ struct handle {
   int registered;               /* in conns[ns] */
   nbdkit_next *next;            /* valid from prepare to finalize */
   int can_write;
+  struct pcache_bs bs;          /* what the plugin takes (after prepare) */
   struct pc_backend_ops ops;    /* what next can do (multi-export) */
   struct pc_backend bg;
   struct handle *link;          /* conns[ns] */
@@ -1239,7 +1241,7 @@ pcache_prepare (nbdkit_next *next, void *handle, int readonly)
     return -1;
   }
   size = next->get_size (next);
-  if (size == -1)
+  if (size == -1 || pcache_bs_get (next, &h->bs) == -1)
     return -1;
   if (!multi_export) {
     if (check_size (size) == -1)
@@ -1345,6 +1347,8 @@ pcache_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
   struct pc_backend fg = { &fg_ops, next };
 
   *err = 0;
+  if (pcache_bs_check (&h->bs, "pread", 1, count, offset, err) == -1)
+    return -1;
   if (pc_read (cache, buf, count, pc_ns_addr (h->ns, offset), &fg,
                err) == -1)
     return set_err (err);
@@ -1358,6 +1362,8 @@ pcache_pwrite (nbdkit_next *next, void *handle, const void *buf,
   struct handle *h = handle;
 
   *err = 0;
+  if (pcache_bs_check (&h->bs, "pwrite", 1, count, offset, err) == -1)
+    return -1;
   if (pc_write (cache, buf, count, pc_ns_addr (h->ns, offset),
                 (flags & NBDKIT_FLAG_FUA) ? PC_FUA : 0, err) == -1)
     return set_err (err);
@@ -1376,6 +1382,8 @@ pcache_zero (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
   if (flags & NBDKIT_FLAG_MAY_TRIM)
     f |= PC_MAY_TRIM;
   *err = 0;
+  if (pcache_bs_check (&h->bs, "zero", 0, count, offset, err) == -1)
+    return -1;
   if (pc_zero (cache, count, pc_ns_addr (h->ns, offset), f, err) == -1)
     return set_err (err);
   return 0;
@@ -1388,6 +1396,8 @@ pcache_trim (nbdkit_next *next, void *handle, uint32_t count, uint64_t offset,
   struct handle *h = handle;
 
   *err = 0;
+  if (pcache_bs_check (&h->bs, "trim", 0, count, offset, err) == -1)
+    return -1;
   if (pc_trim (cache, count, pc_ns_addr (h->ns, offset),
                (flags & NBDKIT_FLAG_FUA) ? PC_FUA : 0, err) == -1)
     return set_err (err);
