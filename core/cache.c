@@ -71,6 +71,16 @@ max_exports_of (const struct pc_config *cfg)
   return cfg->max_exports ? cfg->max_exports : PC_DEFAULT_MAX_EXPORTS;
 }
 
+int
+pc_cache_path_is_new (const char *path)
+{
+  struct stat st;
+
+  if (stat (path, &st) == -1)
+    return errno == ENOENT;
+  return S_ISREG (st.st_mode) && st.st_size == 0;
+}
+
 uint64_t
 pc_cache_min_size (uint64_t seg_size, unsigned max_exports)
 {
@@ -301,11 +311,12 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
   pthread_cond_init (&c->drain_cv, NULL);
   pc_clean_init (c);
 
-  if (cfg->format == PC_FORMAT_FORCE ||
-      (stat (c->path, &st) == -1 && errno == ENOENT)) {
-    if (cfg->format != PC_FORMAT_FORCE && !cfg->size) {
-      pc_error ("%s: does not exist and no size was given to create it",
-                c->path);
+  if (cfg->format == PC_FORMAT_FORCE || pc_cache_path_is_new (c->path)) {
+    if (!cfg->size && (cfg->format != PC_FORMAT_FORCE ||
+                       pc_cache_path_is_new (c->path))) {
+      pc_error ("%s: %s and no size was given to create it", c->path,
+                stat (c->path, &st) == 0 ? "is an empty file"
+                : "does not exist");
       errno = EINVAL;
       goto fail;
     }
@@ -430,7 +441,7 @@ pc_cache_ready (pc_cache *c)
     if (format (c) == -1) {
       /* Leave nothing behind that a later start would refuse. */
       if (c->created)
-        unlink (c->path);
+        pc_pmem_unmake (c->pm, c->path);
       return -1;
     }
   }

@@ -32,6 +32,7 @@ struct pc_pmem {
   pmem2_memcpy_fn memcpy_fn;
   pmem2_memset_fn memset_fn;
   enum pmem2_granularity gran;
+  int was_empty;                        /* sized by pc_pmem_open */
 };
 
 static pc_persist_hook hook_before, hook_after;
@@ -117,6 +118,14 @@ is_dax_device (const struct stat *st)
 /* Only these can be mapped; anything else (/dev/null, a block device,
  * a FIFO) is refused with a reason, before it is locked or mapped.
  */
+static int
+is_empty_file (int fd)
+{
+  struct stat st;
+
+  return fstat (fd, &st) == 0 && S_ISREG (st.st_mode) && st.st_size == 0;
+}
+
 static int
 check_file_type (int fd, const char *path)
 {
@@ -279,6 +288,20 @@ pc_pmem_open (const char *path, uint64_t create_size, int create,
     pc_error ("%s: cache is in use by another process", path);
     goto fail;
   }
+  /* An empty file holds nothing to lose: made into a cache as a new
+   * one would be (the lock is held, so nobody else is filling it).
+   */
+  if (!*created && create && is_empty_file (p->fd)) {
+    int e = posix_fallocate (p->fd, 0, create_size);
+
+    p->was_empty = *created = 1;
+    if (e) {
+      errno = e;
+      pc_error ("%s: cannot allocate %" PRIu64 " bytes: %m", path,
+                create_size);
+      goto fail;
+    }
+  }
   if (!*created && allocate_holes (p->fd, path) == -1)
     goto fail;
   if (map_fd (p, path, 0) == -1) {
@@ -292,13 +315,24 @@ pc_pmem_open (const char *path, uint64_t create_size, int create,
   saved = errno;
   if (p->fd >= 0) {
     if (*created)
-      unlink (path);
+      pc_pmem_unmake (p, path);
     close (p->fd);
   }
   free (p);
   *created = 0;
   errno = saved;
   return -1;
+}
+
+void
+pc_pmem_unmake (struct pc_pmem *p, const char *path)
+{
+  if (p->was_empty) {
+    if (ftruncate (p->fd, 0) == -1)
+      pc_error ("%s: cannot make it empty again: %m", path);
+  }
+  else
+    unlink (path);
 }
 
 int

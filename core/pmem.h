@@ -14,12 +14,16 @@
 struct pc_pmem;
 
 /* Open path read-write (create it with create_size bytes if create is
- * set and it does not exist) and map it.  Takes an exclusive lock on the
- * file so that two processes never share a cache.  *created tells
- * whether the file was made here.
+ * set and it does not exist or is an empty file) and map it.  Takes an
+ * exclusive lock on the file so that two processes never share a cache.
+ * *created tells whether the file was made (or sized) here.
  */
 int pc_pmem_open (const char *path, uint64_t create_size, int create,
                   struct pc_pmem **out, int *created);
+/* Undo what pc_pmem_open made: remove the file it created, or empty
+ * again the empty file it sized.
+ */
+void pc_pmem_unmake (struct pc_pmem *p, const char *path);
 /* Open path read-only and map it copy-on-write, without the lock: to
  * look at a cache that another process holds and keeps changing.  Pages
  * read but not stored to follow the file; stores stay private.

@@ -128,6 +128,12 @@ void pc_config_init (struct pc_config *cfg);
  */
 uint64_t pc_cache_min_size (uint64_t seg_size, unsigned max_exports);
 
+/* Does pc_cache_open make a new cache at path (pc_config.size bytes)?
+ * Yes if nothing is there, or an empty regular file, which holds
+ * nothing to lose.
+ */
+int pc_cache_path_is_new (const char *path);
+
 #define PC_DEFAULT_SEG_SIZE   (16u << 20)
 #define PC_MIN_SEG_SIZE       (1u << 20)
 #define PC_MAX_SEG_SIZE       (1u << 30)

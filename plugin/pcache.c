@@ -481,7 +481,7 @@ check_new_size (void)
   uint64_t min, seg = cfg.seg_size ? cfg.seg_size : PC_DEFAULT_SEG_SIZE;
 
   if (!cfg.size ||
-      (cfg.format != PC_FORMAT_FORCE && access (dev_path, F_OK) == 0))
+      (cfg.format != PC_FORMAT_FORCE && !pc_cache_path_is_new (dev_path)))
     return 0;
   min = pc_cache_min_size (cfg.seg_size, cfg.max_exports);
   if (min && cfg.size < min) {

@@ -161,6 +161,22 @@ if [ -e "$c" ]; then fail "a refused configuration created $c"; fi
 refused "$c" "does not exist" -- "${m64[@]}" pcache-dev="$c"
 if [ -e "$c" ]; then fail "$c created without pcache-size"; fi
 
+# An empty file (touch, mktemp) holds nothing: made into a cache like a
+# missing one.  Without pcache-size, or with one too small, it is
+# refused and left empty.
+empty=$tmp/empty
+touch "$empty"
+refused "$empty" "is an empty file" -- "${m64[@]}" pcache-dev="$empty"
+refused "pcache-size" "$empty" "at least 129M" -- \
+        "${m64[@]}" pcache-dev="$empty" pcache-size=1M
+if [ -s "$empty" ]; then fail "a refused $empty is no longer empty"; fi
+works "${m64[@]}" pcache-dev="$empty" pcache-size=16M pcache-segment-size=1M \
+      <<<'h.pwrite(b"e" * 4096, 0); h.flush()'
+if [ "$(stat -c %s "$empty")" -ne $((16 << 20)) ]; then
+    fail "$empty was not made 16M"
+fi
+works "${m64[@]}" pcache-dev="$empty" <<<'assert h.pread(4096, 0) == b"e" * 4096'
+
 # A size too small for 8 segments: the error names the file, the
 # parameters that set the minimum, and the minimum.
 refused "pcache-size" "$c" "too small" "at least 129M" -- \

@@ -112,6 +112,15 @@ assert len(e) == 1 and e[0]['name'] == '' and e[0]['dirty_bytes'] == d['dirty_by
 expect_status 1 "$pcachectl" info "$tmp/nonexistent"
 expect_output 'No such file'
 test ! -e "$tmp/nonexistent"
+# So is an empty file, which stays empty.
+touch "$tmp/empty"
+for cmd in info check dump; do
+    expect_status 1 "$pcachectl" $cmd "$tmp/empty"
+    expect_output "$tmp/empty: is an empty file, not a cache"
+done
+expect_status 1 "$pcachectl" drain "$tmp/empty" --to "$tmp/nonexistent"
+expect_output "$tmp/empty: is an empty file, not a cache"
+test ! -s "$tmp/empty"
 
 # ---------------------------------------------------------------------
 # dump

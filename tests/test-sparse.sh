@@ -8,7 +8,8 @@
 #     opens it, serves the data and leaves it fully allocated.
 #  B. (root) The sparse copy on a small tmpfs that cannot hold it whole:
 #     nbdkit and pcachectl fail with an error naming the file (ENOSPC
-#     where they would allocate), never by a signal.
+#     where they would allocate), never by a signal.  So does nbdkit
+#     given an empty file there to make a cache of, which stays empty.
 set -e -x
 source "${top_srcdir:-.}/tests/functions.sh"
 requires_filter_built
@@ -126,3 +127,11 @@ for cmd in info check dump; do
 done
 expect_status 1 "$pcachectl" drain "$tmp/small/cache" --to "$tmp/disk.img"
 expect_output "$tmp/small/cache: the cache file is sparse .*No space left on device"
+
+# An empty file there cannot be made a cache of either: the error names
+# it, and it is left in place, empty.
+touch "$tmp/small/empty"
+expect_status 1 pcache "$tmp/small/empty" --run 'nbdsh -u "$uri" -c "pass"'
+expect_output "$tmp/small/empty: cannot allocate .*No space left on device"
+test -e "$tmp/small/empty"
+test ! -s "$tmp/small/empty"

@@ -411,6 +411,11 @@ open_cache_mode (const char *path, const char *want_id, int live,
     errno = EISDIR;
     return -1;
   }
+  if (S_ISREG (st.st_mode) && st.st_size == 0) {
+    errmsg ("%s: is an empty file, not a cache", path);
+    errno = EINVAL;
+    return -1;
+  }
   /* The engine would allocate the holes of a sparse file: drain does
    * that itself, before this; the other commands only read.
    */
