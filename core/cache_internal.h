@@ -310,6 +310,11 @@ struct pc_cache {
   _Atomic uint64_t wb_wake_seq;       /* a commit reaching it wakes writeback */
   struct pc_pace wb_pace;             /* writeback's, see wb_level */
   int wb_error;                       /* last writeback errno, 0 if fine */
+  /* Write-back's requests that the plugin answered, well or not: a
+   * drain that sees none for its time limit stops waiting on a plugin
+   * that hangs.
+   */
+  _Atomic uint64_t wb_answers;
   _Atomic uint64_t wb_last_epoch;     /* last epoch of the last batch that
                                          began to go down (pc_hold_admit) */
   _Atomic int hold;                   /* writeback stops at an epoch boundary */

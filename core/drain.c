@@ -57,8 +57,9 @@ pc_wait_writeback (struct pc_cache *c, const char *what,
                    int (*done) (struct pc_cache *, uint64_t), uint64_t arg,
                    int held, uint32_t only, uint64_t grace_ms, int *err)
 {
-  uint64_t last = 0, since = pc_now_ms ();
-  int r = 0, gave_up = 0, interrupted = 0;
+  uint64_t last = 0, since = pc_now_ms (), heard = since;
+  uint64_t answers = atomic_load (&c->wb_answers), a;
+  int r = 0, gave_up = 0, interrupted = 0, silent = 0;
   struct pc_ns *stuck = NULL;
 
   pc_kick_workers (c);
@@ -66,6 +67,10 @@ pc_wait_writeback (struct pc_cache *c, const char *what,
   while (!done (c, arg)) {
     uint64_t dt = pc_dirty_tail (c).seq;
 
+    if ((a = atomic_load (&c->wb_answers)) != answers) {
+      answers = a;
+      heard = pc_now_ms ();
+    }
     if (c->stop || !c->running)
       r = ESHUTDOWN;
     else if (atomic_load (&c->hold) != held)
@@ -91,6 +96,12 @@ pc_wait_writeback (struct pc_cache *c, const char *what,
       r = c->wb_error;
       gave_up = 1;
     }
+    /* ... and so does a plugin that does not answer at all. */
+    else if (grace_ms && dt == last && pc_now_ms () - heard >= grace_ms &&
+             pc_now_ms () - since >= grace_ms) {
+      r = ETIMEDOUT;
+      silent = 1;
+    }
     if (r)
       break;
     if (dt != last) {
@@ -105,6 +116,9 @@ pc_wait_writeback (struct pc_cache *c, const char *what,
   if (gave_up)
     pc_error ("%s: %s gave up: writeback has failed for %" PRIu64 " s",
               c->path, what, grace_ms / 1000);
+  else if (silent)
+    pc_error ("%s: %s gave up: the plugin has not answered writeback for %"
+              PRIu64 " s", c->path, what, grace_ms / 1000);
   else if (interrupted)
     pc_error ("%s: %s: the plugin ends its requests early now that the "
               "server is shutting down (as filters that sleep do, such as "

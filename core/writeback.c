@@ -392,11 +392,13 @@ wb_work (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
      * a shutdown does not pass that soon.
      */
     while ((r = wb_key (c, b, k, &err)) == -1) {
+      atomic_fetch_add_explicit (&c->wb_answers, 1, memory_order_relaxed);
       wb_count_failure (c, err);
       if (err == ESHUTDOWN || ++tries == 3)
         break;
     }
     if (r == 0) {
+      atomic_fetch_add_explicit (&c->wb_answers, 1, memory_order_relaxed);
       pc_key_free (k);
       continue;
     }
@@ -1061,7 +1063,10 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
     return 0;
   }
   if ((b->fua != 1 || atomic_load (&b->fua_missed)) && b->bg.ops->flush) {
-    if (b->bg.ops->flush (b->bg.ctx, &err) == -1) {
+    int fr = b->bg.ops->flush (b->bg.ctx, &err);
+
+    atomic_fetch_add_explicit (&c->wb_answers, 1, memory_order_relaxed);
+    if (fr == -1) {
       wb_count_failure (c, err);
       goto fail_pinned;
     }

@@ -20,6 +20,8 @@
 #     down.  One with a time limit (drain SECS, pcachectl drain
 #     --timeout) gives up with the plugin's error once write-back has
 #     failed that long.
+#  H. So does one, with ETIMEDOUT, while the plugin does not answer at
+#     all (paused); once it answers again, a drain ends.
 set -e -x
 source "${top_srcdir:-.}/tests/functions.sh"
 requires_filter_built
@@ -274,6 +276,33 @@ test "$line" = 'error: drain: nbdkit is shutting down'
 wait "$drain_pid"
 exec {drain_fd}<&-
 test ! -e "$ctl"
+
+# ---------------------------------------------------------------------
+# H. A drain with a time limit while the plugin hangs (paused before
+# anything is written back).
+start_nbdkit -P "$pidfile" -U "$sock" --log=stderr --filter="$PCACHE_FILTER" \
+    --filter=pause memory 64M pause-control="$pausectl" \
+    pcache-dev="$tmp/cache4" pcache-size=32M pcache-segment-size=1M \
+    pcache-control="$ctl" 2>"$tmp/h.log"
+ctlpy pause "$pausectl" p
+nbdsh -u "$uri" -c 'h.pwrite (b"\x55" * 65536, 0); h.flush ()'
+test "$(ctlpy say "$ctl" 'drain 1')" = 'error: drain: Connection timed out'
+r=0
+"$pcachectl" drain --timeout=2 "$ctl" 2>"$tmp/err" || r=$?
+cat "$tmp/err"
+test "$r" -eq 1
+grep -F 'error: drain: Connection timed out' "$tmp/err"
+test "$(ctlpy stat "$ctl" dirty_bytes)" -eq 65536
+# The plugin answers again: nothing was lost, and a drain ends.
+ctlpy pause "$pausectl" r
+"$pcachectl" drain --timeout=60 "$ctl"
+test "$(ctlpy stat "$ctl" dirty_bytes)" -eq 0
+kill_nbdkit "$pidfile"
+cat "$tmp/h.log"
+grep -F 'drain gave up: the plugin has not answered writeback for 1 s' \
+     "$tmp/h.log"
+grep -F 'drain gave up: the plugin has not answered writeback for 2 s' \
+     "$tmp/h.log"
 
 # ---------------------------------------------------------------------
 # E. What is at the socket path.
