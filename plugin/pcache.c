@@ -665,6 +665,17 @@ pcache_get_ready (int thread_model)
      pthread_rwlock_unlock (&bg_swap);                          \
      r_; })
 
+/* The shared context's can_write, under bg_swap.  A plugin opened
+ * read-only (a file on a read-only mount, say) serves the cache's
+ * reads, but its data calls that write would trip nbdkit's assertions:
+ * they fail with EROFS instead, and the dirty data stays in the cache
+ * as it does behind any plugin that fails.
+ */
+static int bg_can_write;
+
+#define BG_WRITE(err, call)                                     \
+  BG_CALL (err, bg_can_write ? (call) : (*(err) = EROFS, -1))
+
 static int
 bg_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
 {
@@ -674,20 +685,20 @@ bg_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
 static int
 bg_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off, int *err)
 {
-  return BG_CALL (err, n->pwrite (n, buf, len, off, 0, err));
+  return BG_WRITE (err, n->pwrite (n, buf, len, off, 0, err));
 }
 
 static int
 bg_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
 {
-  return BG_CALL (err, n->zero (n, len, off,
-                                may_trim ? NBDKIT_FLAG_MAY_TRIM : 0, err));
+  return BG_WRITE (err, n->zero (n, len, off,
+                                 may_trim ? NBDKIT_FLAG_MAY_TRIM : 0, err));
 }
 
 static int
 bg_trim (void *ctx, uint32_t len, uint64_t off, int *err)
 {
-  return BG_CALL (err, n->trim (n, len, off, 0, err));
+  return BG_WRITE (err, n->trim (n, len, off, 0, err));
 }
 
 static int
@@ -705,10 +716,10 @@ static int
 bg_pwrite_fua (void *ctx, const void *buf, uint32_t len, uint64_t off,
                int *err)
 {
-  return BG_CALL (err, bg_fua > NBDKIT_FUA_NONE
-                  ? n->pwrite (n, buf, len, off, NBDKIT_FLAG_FUA, err)
-                  : n->pwrite (n, buf, len, off, 0, err) == -1 ? -1
-                  : n->flush (n, 0, err));
+  return BG_WRITE (err, bg_fua > NBDKIT_FUA_NONE
+                   ? n->pwrite (n, buf, len, off, NBDKIT_FLAG_FUA, err)
+                   : n->pwrite (n, buf, len, off, 0, err) == -1 ? -1
+                   : n->flush (n, 0, err));
 }
 
 static int bg_reopen (void *ctx, int *err);
@@ -835,8 +846,10 @@ bg_reopen (void *ctx, int *err)
   pthread_rwlock_wrlock (&bg_swap);
   old = bg_next;
   bg_next = n;
-  if (n)
+  if (n) {
     bg_fua = caps.fua;
+    bg_can_write = caps.write == 1;
+  }
   pthread_rwlock_unlock (&bg_swap);
   /* No request can be using the old one now: they hold bg_swap. */
   if (serialize)
@@ -876,6 +889,10 @@ pcache_after_fork (nbdkit_backend *backend)
   if (check_multi_conn (caps.multi_conn) == -1)
     goto refused;
   bg_first = caps;
+  bg_can_write = caps.write == 1;
+  if (!bg_can_write)
+    nbdkit_debug ("pcache: the plugin cannot be written: write-back waits "
+                  "until it can");
   bg_can_flush = caps.flush;
   bg_can_fua = caps.fua;
   bg_fua = caps.fua;
