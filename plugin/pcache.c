@@ -1481,6 +1481,8 @@ pcache_extents (nbdkit_next *next, void *handle, uint32_t count,
   struct map_ctx m = { pc_ns_addr (h->ns, 0), extents, NULL };
   int r;
 
+  if (pcache_bs_check (&h->bs, "extents", 0, count, offset, err) == -1)
+    return -1;
   if (next->can_extents (next) == 1) {
     m.backend = nbdkit_extents_new (offset, offset + count);
     if (!m.backend) {

@@ -7,8 +7,8 @@
 # acknowledged from the cache: it would stay dirty for ever.
 #  1. pcache advertises the plugin's constraints and refuses, with
 #     EINVAL and a logged reason, every request the plugin would refuse:
-#     reads and writes not aligned to 4K or over 64K, zero and trim not
-#     aligned.  Requests that fit are served, written back by a drain,
+#     reads and writes not aligned to 4K or over 64K, zero, trim and
+#     block status not aligned.  Requests that fit are served, written back by a drain,
 #     and reach the file.
 #  2. nbdkit-blocksize-filter below pcache takes unaligned requests for
 #     such a plugin: pcache then sees no minimum, and a 512-byte write
@@ -35,7 +35,7 @@ start_nbdkit -P "$pidfile" -U "$sock" --log=stderr \
     pcache-control="$ctl" pcache-writeback-percent=100 2>"$tmp/nbdkit.log"
 
 # 1. Misfits are refused, the rest is served.
-nbdsh -u "$uri" -c '
+nbdsh --base-allocation -u "$uri" -c '
 import errno
 
 assert h.get_block_size(nbd.SIZE_MINIMUM) == 4096
@@ -58,6 +58,8 @@ refused("a short zero", lambda: h.zero(512, 0))
 refused("a misaligned trim", lambda: h.trim(4096, 1024))
 refused("a short read", lambda: h.pread(512, 0))
 refused("a read over the maximum", lambda: h.pread(131072, 0))
+refused("misaligned block status",
+        lambda: h.block_status(4096, 512, lambda *a: 0))
 
 h.pwrite(b"b" * 65536, 1 << 20)
 h.pwrite(b"c" * 4096, (1 << 20) + 4096, nbd.CMD_FLAG_FUA)
@@ -77,7 +79,8 @@ for what in 'pwrite request rejected: count 512 is not a multiple' \
             'zero request rejected: count 512' \
             'trim request rejected: offset 1024' \
             'pread request rejected: count 512' \
-            'pread request rejected: count 131072'; do
+            'pread request rejected: count 131072' \
+            'extents request rejected: offset 512'; do
     grep -F "$what" "$tmp/nbdkit.log"
 done
 grep -F "minimum block size 4096" "$tmp/nbdkit.log"
