@@ -191,8 +191,9 @@ pc_ns_open (pc_cache *c, const char *name, uint64_t size, uint32_t *id)
     ;
   if (i == c->max_exports) {
     r = pc_fail (ENOSPC, "%s: export '%s' refused: the cache already holds "
-                 "%u exports, as many as it was formatted for "
-                 "(pcache-max-exports)", c->path, name, c->max_exports);
+                 "%u export%s, as many as it was formatted for "
+                 "(pcache-max-exports)", c->path, name, c->max_exports,
+                 c->max_exports == 1 ? "" : "s");
     goto out;
   }
   ns = create (c, i, name, len, size);
