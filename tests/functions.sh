@@ -176,6 +176,34 @@ expect_output ()
     fi
 }
 
+# pcachectl_refuses CACHE BACKING REGEX
+#
+# pcachectl info, check and dump of CACHE, and a drain of it to BACKING,
+# each exit 1 with output matching REGEX (needs requires_pcachectl).
+pcachectl_refuses ()
+{
+    local cmd
+    for cmd in info check dump; do
+        expect_status 1 "$pcachectl" $cmd "$1"
+        expect_output "$3"
+    done
+    expect_status 1 "$pcachectl" drain "$1" --to "$2"
+    expect_output "$3"
+}
+
+# drain_fails SOCKET SECONDS ERROR
+#
+# pcachectl drain --timeout=SECONDS of the filter at control socket
+# SOCKET exits 1 with "error: drain: ERROR".
+drain_fails ()
+{
+    expect_status 1 "$pcachectl" drain --timeout="$2" "$1"
+    if ! grep -qF -- "error: drain: $3" "$tmp/out"; then
+        echo "$0: the drain did not fail with '$3'"
+        exit 1
+    fi
+}
+
 # ---------------------------------------------------------------------
 # Temporary directory.
 

@@ -238,19 +238,22 @@ wait "$hold_pid"
 test ! -e "$ctl"
 
 # ---------------------------------------------------------------------
+# timed_drains_fail ERROR: after a write, a drain of 1 s (control
+# request) and one of 2 s (pcachectl drain --timeout) fail with ERROR.
+timed_drains_fail ()
+{
+    nbdsh -u "$uri" -c 'h.pwrite (b"\x55" * 65536, 0); h.flush ()'
+    test "$(ctlpy say "$ctl" 'drain 1')" = "error: drain: $1"
+    drain_fails "$ctl" 2 "$1"
+}
+
 # G. A drain still waiting at exit.
 # Its errors go to a file (not syslog, as a daemon's do).
 start_nbdkit -P "$pidfile" -U "$sock" --log=stderr --filter="$PCACHE_FILTER" \
     --filter=error memory 64M error-pwrite=EIO error-pwrite-rate=100% \
     pcache-dev="$tmp/cache3" pcache-size=32M pcache-segment-size=1M \
     pcache-control="$ctl" 2>"$tmp/g.log"
-nbdsh -u "$uri" -c 'h.pwrite (b"\x55" * 65536, 0); h.flush ()'
-test "$(ctlpy say "$ctl" 'drain 1')" = 'error: drain: Input/output error'
-r=0
-"$pcachectl" drain --timeout=2 "$ctl" 2>"$tmp/err" || r=$?
-cat "$tmp/err"
-test "$r" -eq 1
-grep -F 'error: drain: Input/output error' "$tmp/err"
+timed_drains_fail 'Input/output error'
 # Each gave up at its own limit, not the filter's 30 s.
 grep -F 'drain gave up: writeback has failed for 1 s' "$tmp/g.log"
 grep -F 'drain gave up: writeback has failed for 2 s' "$tmp/g.log"
@@ -285,13 +288,7 @@ start_nbdkit -P "$pidfile" -U "$sock" --log=stderr --filter="$PCACHE_FILTER" \
     pcache-dev="$tmp/cache4" pcache-size=32M pcache-segment-size=1M \
     pcache-control="$ctl" 2>"$tmp/h.log"
 ctlpy pause "$pausectl" p
-nbdsh -u "$uri" -c 'h.pwrite (b"\x55" * 65536, 0); h.flush ()'
-test "$(ctlpy say "$ctl" 'drain 1')" = 'error: drain: Connection timed out'
-r=0
-"$pcachectl" drain --timeout=2 "$ctl" 2>"$tmp/err" || r=$?
-cat "$tmp/err"
-test "$r" -eq 1
-grep -F 'error: drain: Connection timed out' "$tmp/err"
+timed_drains_fail 'Connection timed out'
 test "$(ctlpy stat "$ctl" dirty_bytes)" -eq 65536
 # The plugin answers again: nothing was lost, and a drain ends.
 ctlpy pause "$pausectl" r

@@ -44,11 +44,7 @@ stat_of ()
 
 # 1. The flush fails.
 qemu-io -f raw "$uri" -c "write -s $tmp/data 0 64K" -c flush
-r=0
-"$pcachectl" drain --timeout=1 "$ctl" 2>"$tmp/err" || r=$?
-cat "$tmp/err"
-test "$r" -eq 1
-grep -F 'error: drain: Input/output error' "$tmp/err"
+drain_fails "$ctl" 1 'Input/output error'
 test "$(stat_of dirty_bytes)" -eq 65536
 test "$(stat_of writeback_flushes)" -eq 0
 test "$(stat_of backend_state)" = '"failing"'

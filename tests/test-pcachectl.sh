@@ -114,12 +114,8 @@ expect_output 'No such file'
 test ! -e "$tmp/nonexistent"
 # So is an empty file, which stays empty.
 touch "$tmp/empty"
-for cmd in info check dump; do
-    expect_status 1 "$pcachectl" $cmd "$tmp/empty"
-    expect_output "$tmp/empty: is an empty file, not a cache"
-done
-expect_status 1 "$pcachectl" drain "$tmp/empty" --to "$tmp/nonexistent"
-expect_output "$tmp/empty: is an empty file, not a cache"
+pcachectl_refuses "$tmp/empty" "$tmp/nonexistent" \
+    "$tmp/empty: is an empty file, not a cache"
 test ! -s "$tmp/empty"
 
 # ---------------------------------------------------------------------

@@ -55,11 +55,7 @@ nbdsh -u "$uri" -c '
 assert h.is_read_only()
 assert h.pread(65536, 1 << 20) == b"R" * 65536
 '
-r=0
-"$pcachectl" drain --timeout=2 "$ctl" 2>"$tmp/err" || r=$?
-cat "$tmp/err"
-test "$r" -eq 1
-grep -F 'error: drain: Read-only file system' "$tmp/err"
+drain_fails "$ctl" 2 'Read-only file system'
 test "$(dirty)" -eq 65536
 "$pcachectl" stats "$ctl" --pretty | grep -F '"backend_state": "failing",'
 kill_nbdkit "$pidfile"

@@ -121,11 +121,8 @@ has_holes "$tmp/small/cache"
 expect_status 1 pcache "$tmp/small/cache" --run 'nbdsh -u "$uri" -c "pass"'
 expect_output "$tmp/small/cache: the cache file is sparse .*No space left on device"
 
-for cmd in info check dump; do
-    expect_status 1 "$pcachectl" $cmd "$tmp/small/cache"
-    expect_output "$tmp/small/cache: the cache file is sparse"
-done
-expect_status 1 "$pcachectl" drain "$tmp/small/cache" --to "$tmp/disk.img"
+pcachectl_refuses "$tmp/small/cache" "$tmp/disk.img" \
+    "$tmp/small/cache: the cache file is sparse"
 expect_output "$tmp/small/cache: the cache file is sparse .*No space left on device"
 
 # An empty file there cannot be made a cache of either: the error names
