@@ -373,6 +373,21 @@ config_filter (const char *key, const char *value)
   return 1;
 }
 
+/* Names a user may guess for pcache-dev. */
+static int
+names_cache_file (const char *key)
+{
+  static const char *const guesses[] = {
+    "pcache-file", "pcache-path", "pcache-device", "pcache-cache",
+    "pcache-pmem",
+  };
+
+  for (size_t i = 0; i < sizeof guesses / sizeof guesses[0]; i++)
+    if (strcmp (key, guesses[i]) == 0)
+      return 1;
+  return 0;
+}
+
 static int
 pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
                const char *key, const char *value)
@@ -389,7 +404,10 @@ pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     if (r == 1)
       r = config_filter (key, value);
     if (r == 1) {
-      nbdkit_error ("%s: unknown pcache parameter", key);
+      nbdkit_error ("%s: unknown pcache parameter (%s'nbdkit "
+                    "--filter=pcache null --help' lists them)", key,
+                    names_cache_file (key) ? "pcache-dev names the cache "
+                    "file; " : "");
       return -1;
     }
     return r;

@@ -79,6 +79,11 @@ m64=(memory 64M)
 
 refused "pcache-dev" -- "${m64[@]}"
 refused "pcache-dev" -- "${m64[@]}" pcache-size=256M
+# An unknown parameter is named; a guess at pcache-dev's name gets it.
+refused "pcache-sise: unknown pcache parameter" "--help' lists them" -- \
+        "${m64[@]}" pcache-dev="$c" pcache-sise=256M
+refused "pcache-file: unknown pcache parameter" "pcache-dev names the cache" -- \
+        "${m64[@]}" pcache-file="$c" pcache-size=256M
 refused "pcache-gc-percent" "91" -- \
         "${m64[@]}" pcache-dev="$c" pcache-size=256M pcache-gc-percent=91
 refused "pcache-gc-percent" -- \
