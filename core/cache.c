@@ -252,6 +252,7 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
 {
   struct pc_cache *c;
   struct stat st;
+  int is_new;
 
   if (check_config (cfg) == -1)
     return -1;
@@ -311,9 +312,9 @@ pc_cache_open (const struct pc_config *cfg, pc_cache **out)
   pthread_cond_init (&c->drain_cv, NULL);
   pc_clean_init (c);
 
-  if (cfg->format == PC_FORMAT_FORCE || pc_cache_path_is_new (c->path)) {
-    if (!cfg->size && (cfg->format != PC_FORMAT_FORCE ||
-                       pc_cache_path_is_new (c->path))) {
+  is_new = pc_cache_path_is_new (c->path);
+  if (cfg->format == PC_FORMAT_FORCE || is_new) {
+    if (!cfg->size && is_new) {
       pc_error ("%s: %s and no size was given to create it", c->path,
                 stat (c->path, &st) == 0 ? "is an empty file"
                 : "does not exist");

@@ -350,10 +350,16 @@ pc_stripe_end (const struct pc_cache *c, uint64_t off)
  * checksums, one that can check r's payload when a read hits it (a
  * zero has none).
  */
+static inline int
+pc_rec_has_crc_key (const struct pc_cache *c, const struct pc_key_rec *r)
+{
+  return c->data_crc && !(r->flags & PC_KF_ZERO);
+}
+
 static inline struct pc_key *
 pc_key_for_rec (const struct pc_cache *c, const struct pc_key_rec *r)
 {
-  struct pc_key *k = c->data_crc && !(r->flags & PC_KF_ZERO)
+  struct pc_key *k = pc_rec_has_crc_key (c, r)
     ? pc_key_alloc_crc () : pc_key_alloc ();
 
   if (k)

@@ -38,7 +38,7 @@ log_piece (struct pc_cache *c, const struct pc_key_rec *rec,
   struct pc_key_crc key = { .k.flags = 0 };
   int hit, r = 0;
 
-  if (c->data_crc && !(rec->flags & PC_KF_ZERO))
+  if (pc_rec_has_crc_key (c, rec))
     key.k.flags = PC_KEY_CRC;
   pc_key_from_rec (&key.k, rec);
   pc_wrlock (&t->lock);

@@ -65,11 +65,11 @@ pc_wait_writeback (struct pc_cache *c, const char *what,
   pc_kick_workers (c);
   pthread_mutex_lock (&c->bg_lock);
   while (!done (c, arg)) {
-    uint64_t dt = pc_dirty_tail (c).seq;
+    uint64_t dt = pc_dirty_tail (c).seq, now = pc_now_ms ();
 
     if ((a = atomic_load (&c->wb_answers)) != answers) {
       answers = a;
-      heard = pc_now_ms ();
+      heard = now;
     }
     if (c->stop || !c->running)
       r = ESHUTDOWN;
@@ -92,13 +92,13 @@ pc_wait_writeback (struct pc_cache *c, const char *what,
      * wait (the data stays in the cache).
      */
     else if (c->wb_error && dt == last && grace_ms &&
-             pc_now_ms () - since >= grace_ms) {
+             now - since >= grace_ms) {
       r = c->wb_error;
       gave_up = 1;
     }
     /* ... and so does a plugin that does not answer at all. */
-    else if (grace_ms && dt == last && pc_now_ms () - heard >= grace_ms &&
-             pc_now_ms () - since >= grace_ms) {
+    else if (grace_ms && dt == last && now - heard >= grace_ms &&
+             now - since >= grace_ms) {
       r = ETIMEDOUT;
       silent = 1;
     }
@@ -106,7 +106,7 @@ pc_wait_writeback (struct pc_cache *c, const char *what,
       break;
     if (dt != last) {
       last = dt;
-      since = pc_now_ms ();
+      since = now;
     }
     pc_cond_wait_ms (&c->drain_cv, &c->bg_lock, 500);
   }

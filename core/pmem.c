@@ -115,9 +115,6 @@ is_dax_device (const struct stat *st)
   return strcmp (base ? base + 1 : target, "dax") == 0;
 }
 
-/* Only these can be mapped; anything else (/dev/null, a block device,
- * a FIFO) is refused with a reason, before it is locked or mapped.
- */
 static int
 is_empty_file (int fd)
 {
@@ -126,6 +123,9 @@ is_empty_file (int fd)
   return fstat (fd, &st) == 0 && S_ISREG (st.st_mode) && st.st_size == 0;
 }
 
+/* Only these can be mapped; anything else (/dev/null, a block device,
+ * a FIFO) is refused with a reason, before it is locked or mapped.
+ */
 static int
 check_file_type (int fd, const char *path)
 {

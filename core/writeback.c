@@ -391,14 +391,16 @@ wb_work (struct pc_cache *c, struct wb_pool *p, struct wb_batch *b)
     /* A transient error gets two quick retries before the round fails;
      * a shutdown does not pass that soon.
      */
-    while ((r = wb_key (c, b, k, &err)) == -1) {
+    for (;;) {
+      r = wb_key (c, b, k, &err);
       atomic_fetch_add_explicit (&c->wb_answers, 1, memory_order_relaxed);
+      if (r == 0)
+        break;
       wb_count_failure (c, err);
       if (err == ESHUTDOWN || ++tries == 3)
         break;
     }
     if (r == 0) {
-      atomic_fetch_add_explicit (&c->wb_answers, 1, memory_order_relaxed);
       pc_key_free (k);
       continue;
     }

@@ -18,7 +18,7 @@ struct pcache_bs {
 int pcache_bs_get (nbdkit_next *next, struct pcache_bs *bs);
 
 /* Is a client request that the plugin would refuse?  what names it
- * (pread, pwrite, zero, trim); data says it carries data, which only
+ * (pread, pwrite, zero, trim, extents); data says it carries data, which only
  * then must fit max.  0, or -1 with *err = EINVAL and the reason logged.
  */
 int pcache_bs_check (const struct pcache_bs *bs, const char *what, int data,
