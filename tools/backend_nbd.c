@@ -6,9 +6,12 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libnbd.h>
 
@@ -17,12 +20,69 @@
 /* Largest request sent when the server states no maximum. */
 #define NBD_MAX_REQUEST (32u << 20)
 
+/* How long a request or a connection may go unanswered; 0: forever. */
+static unsigned answer_timeout_s;
+
+void
+backend_nbd_set_timeout (unsigned seconds)
+{
+  answer_timeout_s = seconds;
+}
+
 struct nbd_backend {
   struct backend b;
   struct nbd_handle *nbd;
   uint32_t max_request;
   char *label;                  /* b.name, if made here */
+  /* One request at a time, as libnbd's synchronous calls would: its
+   * wait below is then the only one polling the handle.
+   */
+  pthread_mutex_t lock;
+  int hung;                     /* a request went unanswered: given up */
 };
+
+static uint64_t
+mono_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Poll the handle until done (n) says so or answer_timeout_s passes.
+ * Returns 1 when done, 0 on the time limit, -1 if the connection
+ * failed (libnbd's error set).
+ */
+static int
+wait_until (struct nbd_handle *h, int (*done) (struct nbd_handle *, void *),
+            void *arg)
+{
+  uint64_t deadline = answer_timeout_s
+    ? mono_ms () + (uint64_t) answer_timeout_s * 1000 : 0;
+  int r;
+
+  while ((r = done (h, arg)) == 0) {
+    int wait = -1;
+
+    if (deadline) {
+      uint64_t t = mono_ms ();
+
+      if (t >= deadline)
+        return 0;
+      wait = deadline - t > INT_MAX ? INT_MAX : (int) (deadline - t);
+    }
+    if (nbd_poll (h, wait) == -1)
+      return -1;
+  }
+  return r == 1 ? 1 : -1;
+}
+
+static int
+command_done (struct nbd_handle *h, void *cookie)
+{
+  return nbd_aio_command_completed (h, *(int64_t *) cookie);
+}
 
 static int
 fail (struct nbd_backend *n, const char *what, uint64_t off, uint32_t len,
@@ -37,6 +97,80 @@ fail (struct nbd_backend *n, const char *what, uint64_t off, uint32_t len,
   return -1;
 }
 
+/* A request went unanswered for answer_timeout_s: its answer may
+ * still come, so the connection is of no more use and every later
+ * request fails at once.  The engine keeps the data dirty.
+ */
+static int
+hang (struct nbd_backend *n, const char *what, uint64_t off, uint32_t len,
+      int *err)
+{
+  n->hung = 1;
+  backend_set_error (&n->b, "%s: no answer to a %s of %" PRIu32 " bytes at "
+                     "offset %" PRIu64 " for %u s: the server is not "
+                     "answering", n->b.name, what, len, off,
+                     answer_timeout_s);
+  dbgmsg ("%s", n->b.last_error);
+  *err = ETIMEDOUT;
+  return -1;
+}
+
+enum req { REQ_READ, REQ_WRITE, REQ_ZERO, REQ_TRIM, REQ_FLUSH };
+static const char *const req_name[] = {
+  "read", "write", "zero", "trim", "flush"
+};
+
+/* Send one request and wait for its answer, within answer_timeout_s. */
+static int
+request (struct nbd_backend *n, enum req what, void *buf, uint32_t len,
+         uint64_t off, uint32_t flags, int *err)
+{
+  nbd_completion_callback none = NBD_NULL_COMPLETION;
+  int64_t cookie = -1;
+  int r = -1;
+
+  pthread_mutex_lock (&n->lock);
+  if (n->hung) {
+    *err = ETIMEDOUT;
+    goto out;
+  }
+  switch (what) {
+  case REQ_READ:
+    cookie = nbd_aio_pread (n->nbd, buf, len, off, none, flags);
+    break;
+  case REQ_WRITE:
+    cookie = nbd_aio_pwrite (n->nbd, buf, len, off, none, flags);
+    break;
+  case REQ_ZERO:
+    cookie = nbd_aio_zero (n->nbd, len, off, none, flags);
+    break;
+  case REQ_TRIM:
+    cookie = nbd_aio_trim (n->nbd, len, off, none, flags);
+    break;
+  case REQ_FLUSH:
+    cookie = nbd_aio_flush (n->nbd, none, flags);
+    break;
+  }
+  if (cookie == -1) {
+    fail (n, req_name[what], off, len, err);
+    goto out;
+  }
+  switch (wait_until (n->nbd, command_done, &cookie)) {
+  case 1:
+    r = 0;
+    break;
+  case 0:
+    hang (n, req_name[what], off, len, err);
+    break;
+  default:
+    fail (n, req_name[what], off, len, err);
+    break;
+  }
+ out:
+  pthread_mutex_unlock (&n->lock);
+  return r;
+}
+
 static int
 nbd_be_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
 {
@@ -46,8 +180,9 @@ nbd_be_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
   while (done < len) {
     uint32_t c = len - done < n->max_request ? len - done : n->max_request;
 
-    if (nbd_pread (n->nbd, (char *) buf + done, c, off + done, 0) == -1)
-      return fail (n, "read", off, len, err);
+    if (request (n, REQ_READ, (char *) buf + done, c, off + done, 0, err)
+        == -1)
+      return -1;
     done += c;
   }
   return 0;
@@ -63,8 +198,10 @@ nbd_be_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off,
   while (done < len) {
     uint32_t c = len - done < n->max_request ? len - done : n->max_request;
 
-    if (nbd_pwrite (n->nbd, (const char *) buf + done, c, off + done, 0) == -1)
-      return fail (n, "write", off, len, err);
+    /* libnbd reads the buffer of a write, never writes it. */
+    if (request (n, REQ_WRITE, (char *) buf + done, c, off + done, 0, err)
+        == -1)
+      return -1;
     done += c;
   }
   return 0;
@@ -73,32 +210,20 @@ nbd_be_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off,
 static int
 nbd_be_zero (void *ctx, uint32_t len, uint64_t off, int may_trim, int *err)
 {
-  struct nbd_backend *n = ctx;
-
-  if (nbd_zero (n->nbd, len, off, may_trim ? 0 : LIBNBD_CMD_FLAG_NO_HOLE)
-      == -1)
-    return fail (n, "zero", off, len, err);
-  return 0;
+  return request (ctx, REQ_ZERO, NULL, len, off,
+                  may_trim ? 0 : LIBNBD_CMD_FLAG_NO_HOLE, err);
 }
 
 static int
 nbd_be_trim (void *ctx, uint32_t len, uint64_t off, int *err)
 {
-  struct nbd_backend *n = ctx;
-
-  if (nbd_trim (n->nbd, len, off, 0) == -1)
-    return fail (n, "trim", off, len, err);
-  return 0;
+  return request (ctx, REQ_TRIM, NULL, len, off, 0, err);
 }
 
 static int
 nbd_be_flush (void *ctx, int *err)
 {
-  struct nbd_backend *n = ctx;
-
-  if (nbd_flush (n->nbd, 0) == -1)
-    return fail (n, "flush", 0, 0, err);
-  return 0;
+  return request (ctx, REQ_FLUSH, NULL, 0, 0, 0, err);
 }
 
 static void
@@ -106,11 +231,49 @@ nbd_be_close (struct backend *b)
 {
   struct nbd_backend *n = (struct nbd_backend *) b;
 
-  /* A clean disconnect, so the server sees the end of the session. */
-  nbd_shutdown (n->nbd, 0);
+  /* A clean disconnect, so the server sees the end of the session;
+   * but a server that does not answer would hold that up too.
+   */
+  if (!n->hung)
+    nbd_shutdown (n->nbd, 0);
   nbd_close (n->nbd);
+  pthread_mutex_destroy (&n->lock);
   free (n->label);
   free (n);
+}
+
+static int
+still_connecting (struct nbd_handle *h, void *arg)
+{
+  (void) arg;
+  return nbd_aio_is_connecting (h) ? 0 : 1;
+}
+
+/* nbd_connect_uri, within answer_timeout_s: a server that accepts the
+ * connection and never speaks would hold the drain up for good.
+ * Returns 0, or -1 after a message.
+ */
+static int
+connect_uri (struct nbd_handle *h, const char *uri)
+{
+  int r;
+
+  if (nbd_aio_connect_uri (h, uri) == -1) {
+    errmsg ("%s: %s", uri, nbd_get_error ());
+    return -1;
+  }
+  r = wait_until (h, still_connecting, NULL);
+  if (r == 0) {
+    errmsg ("%s: the server did not complete the NBD handshake in %u s "
+            "(--timeout)", uri, answer_timeout_s);
+    return -1;
+  }
+  if (r == -1 || nbd_aio_is_dead (h) || nbd_aio_is_closed (h)) {
+    errmsg ("%s: %s", uri, nbd_get_error () ? nbd_get_error ()
+            : "the connection closed during the NBD handshake");
+    return -1;
+  }
+  return 0;
 }
 
 /* Connect in option mode, and go to the export called export instead
@@ -124,11 +287,12 @@ go_to_export (struct nbd_backend *n, const char *uri, const char *export)
   char *given;
   int r = 0;
 
-  if (nbd_set_opt_mode (n->nbd, true) == -1 ||
-      nbd_connect_uri (n->nbd, uri) == -1) {
+  if (nbd_set_opt_mode (n->nbd, true) == -1) {
     errmsg ("%s: %s", uri, nbd_get_error ());
     return -1;
   }
+  if (connect_uri (n->nbd, uri) == -1)
+    return -1;
   given = nbd_get_export_name (n->nbd);
   if (!given) {
     errmsg ("%s: %s", uri, nbd_get_error ());
@@ -176,8 +340,10 @@ nbd_open (const char *uri, const char *export)
     }
     n->b.name = n->label;
   }
+  pthread_mutex_init (&n->lock, NULL);
   n->nbd = nbd_create ();
   if (!n->nbd) {
+    pthread_mutex_destroy (&n->lock);
     errmsg ("%s", nbd_get_error ());
     free (n->label);
     free (n);
@@ -187,10 +353,8 @@ nbd_open (const char *uri, const char *export)
     if (go_to_export (n, uri, export) == -1)
       goto fail;
   }
-  else if (nbd_connect_uri (n->nbd, uri) == -1) {
-    errmsg ("%s: %s", uri, nbd_get_error ());
+  else if (connect_uri (n->nbd, uri) == -1)
     goto fail;
-  }
   size = nbd_get_size (n->nbd);
   if (size < 0) {
     errmsg ("%s: %s", n->b.name, nbd_get_error ());
@@ -223,6 +387,7 @@ nbd_open (const char *uri, const char *export)
 
  fail:
   nbd_close (n->nbd);
+  pthread_mutex_destroy (&n->lock);
   free (n->label);
   free (n);
   return NULL;

@@ -1218,6 +1218,10 @@ cmd_drain (int argc, char **argv)
     usage_error ("missing --to BACKING (a file, a block device or an NBD "
                  "URI)");
   }
+#ifdef HAVE_LIBNBD
+  /* A server that stops answering counts as failing write-back. */
+  backend_nbd_set_timeout (d.timeout_s);
+#endif
   r = preflight (&d);
   if (r != -1)
     return r;

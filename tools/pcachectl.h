@@ -135,6 +135,10 @@ struct backend *backend_nbd_open (const char *uri);
  * URI names (it must name none or that one).
  */
 struct backend *backend_nbd_open_export (const char *uri, const char *export);
+/* NBD backends opened after this give up on a server that leaves a
+ * connection or a request unanswered for seconds (0: they wait).
+ */
+void backend_nbd_set_timeout (unsigned seconds);
 void backend_set_error (struct backend *b, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
 
