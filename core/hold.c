@@ -92,26 +92,20 @@ pc_ns_backing_epoch (struct pc_cache *c, struct pc_ns *ns)
   return before (pc_log_epoch (c));
 }
 
-/* The age of the oldest dirty kset; *known is 0 if its time has left
- * the ring (more than PC_LOG_TIMES ksets are dirty), and the age is then
- * that of the oldest kset the ring still knows: a lower bound.
+/* The age of the oldest dirty kset, up to a step of the commit marks
+ * (kset.h) too high; *known is 0 if its mark has left the ring, and the
+ * age is then that of the oldest mark left: a lower bound.
  */
 static uint64_t
 dirty_age (struct pc_cache *c, int *known)
 {
   uint64_t seq = pc_dirty_tail (c).seq, now = pc_now_ms ();
-  uint64_t head = atomic_load (&c->log.head_seq), ms;
+  uint64_t ms;
 
   *known = 1;
-  if (seq >= head)
+  if (seq >= atomic_load (&c->log.head_seq))
     return 0;
-  ms = pc_log_commit_ms (c, seq);
-  if (ms == 0) {
-    *known = 0;
-    seq = PC_MAX (seq, head > PC_LOG_TIMES ? head - PC_LOG_TIMES + 1 : 0);
-    while (seq < head && (ms = pc_log_commit_ms (c, seq)) == 0)
-      seq++;
-  }
+  ms = pc_log_commit_ms (c, seq, known);
   return ms ? now - PC_MIN (ms, now) : 0;
 }
 

@@ -83,28 +83,71 @@ new_log_seg (struct pc_cache *c, int wait)
  * changes, so that a reader never pairs one kset's number with
  * another's time.
  */
-static void
-note_commit_time (struct pc_log *lg, uint64_t seq, uint64_t now)
+void
+pc_log_mark (struct pc_log *lg, uint64_t seq, uint64_t now, uint64_t step_ms)
 {
-  struct pc_log_time *t = &lg->times[seq % PC_LOG_TIMES];
+  uint64_t i = atomic_load_explicit (&lg->nmarks, memory_order_relaxed);
+  struct pc_log_time *t = &lg->times[i % PC_LOG_TIMES];
 
-  atomic_store (&t->seq, UINT64_MAX);
-  atomic_store (&t->ms, now);
+  pc_assert_held (&lg->lock);
+  if (i > 0 && now - PC_MIN (lg->mark_ms, now) < step_ms)
+    return;
+  atomic_store (&t->idx, UINT64_MAX);
   atomic_store (&t->seq, seq);
+  atomic_store (&t->ms, now);
+  atomic_store (&t->idx, i);
+  lg->mark_ms = now;
+  atomic_store (&lg->nmarks, i + 1);
+}
+
+/* Mark i, unless a newer one took its slot (-1). */
+static int
+mark_at (const struct pc_log *lg, uint64_t i, uint64_t *seq, uint64_t *ms)
+{
+  const struct pc_log_time *t = &lg->times[i % PC_LOG_TIMES];
+  uint64_t i1 = atomic_load (&t->idx);
+
+  *seq = atomic_load (&t->seq);
+  *ms = atomic_load (&t->ms);
+  return i1 == i && atomic_load (&t->idx) == i ? 0 : -1;
 }
 
 uint64_t
-pc_log_commit_ms (struct pc_cache *c, uint64_t seq)
+pc_log_commit_ms (struct pc_cache *c, uint64_t seq, int *known)
 {
-  struct pc_log_time *t = &c->log.times[seq % PC_LOG_TIMES];
-  uint64_t s1, ms, s2;
+  const struct pc_log *lg = &c->log;
+  uint64_t n = atomic_load (&lg->nmarks);
+  uint64_t lo = n > PC_LOG_TIMES ? n - PC_LOG_TIMES : 0, hi = n;
+  uint64_t ms = 0, oldest = 0, s, t;
+  int found = 0;
 
-  if (seq < c->log.first_seq)
+  *known = 1;
+  if (seq < lg->first_seq)
     return c->started_ms;
-  s1 = atomic_load (&t->seq);
-  ms = atomic_load (&t->ms);
-  s2 = atomic_load (&t->seq);
-  return s1 == seq && s2 == seq ? ms : 0;
+  /* The last mark at or before seq.  A mark found gone was overwritten
+   * while this ran: every mark before it is gone too.
+   */
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo) / 2;
+
+    if (mark_at (lg, mid, &s, &t) == -1) {
+      lo = mid + 1;
+      continue;
+    }
+    if (s <= seq) {
+      ms = t;
+      found = 1;
+      lo = mid + 1;
+    }
+    else {
+      oldest = t;
+      hi = mid;
+    }
+  }
+  if (found)
+    return ms;
+  *known = 0;
+  return oldest;
 }
 
 /* Caller holds the log lock and those of kbs[0..nkb).  Append one kset
@@ -119,6 +162,11 @@ log_write (struct pc_cache *c, struct pc_kbuf *const *kbs, unsigned nkb,
   struct pc_key_rec *rec = (struct pc_key_rec *) (h + 1);
   uint32_t span = pc_kset_span (n);
   uint64_t now = pc_now_ms ();
+  /* Marks a 2048th of the age bound apart reach back twice the bound. */
+  uint64_t step = PC_MAX (PC_LOG_TIME_STEP_MIN_MS,
+                          atomic_load_explicit (&c->wb_max_age_ms,
+                                                memory_order_relaxed)
+                          / (PC_LOG_TIMES / 2));
   unsigned i;
 
   pc_assert_held (&lg->lock);
@@ -137,7 +185,7 @@ log_write (struct pc_cache *c, struct pc_kbuf *const *kbs, unsigned nkb,
     last.crc = pc_kset_crc (c->geom.seed, &last);
     pc_pmem_copy (c->pm, pc_seg_addr (c, lg->head.seg, lg->head.off), &last,
                   sizeof last);
-    note_commit_time (lg, lg->head.seq, now);
+    pc_log_mark (lg, lg->head.seq, now, step);
     lg->head.seg = next;
     lg->head.off = 0;
     lg->head.seq++;
@@ -161,7 +209,7 @@ log_write (struct pc_cache *c, struct pc_kbuf *const *kbs, unsigned nkb,
   h->crc = pc_kset_crc (c->geom.seed, h);
   pc_pmem_copy (c->pm, pc_seg_addr (c, lg->head.seg, lg->head.off), h,
                 PC_KSET_BYTES (n));
-  note_commit_time (lg, lg->head.seq, now);
+  pc_log_mark (lg, lg->head.seq, now, step);
   lg->head.off += span;
   lg->head.seq++;
   atomic_store (&lg->head_seq, lg->head.seq);

@@ -26,14 +26,19 @@ struct pc_kbuf {
   struct pc_key_rec keys[PC_KSET_MAX_KEYS];
 } __attribute__ ((aligned (64)));       /* no line shared between buffers */
 
-/* When recent ksets were committed, for the age of the oldest dirty
- * data (pcache-writeback-max-age).  Slot seq % PC_LOG_TIMES; a slot
- * names its kset, so an overwritten one reads as unknown.
+/* When ksets were committed, for the age of the oldest dirty data
+ * (pcache-writeback-max-age): a ring of marks, each the sequence number
+ * and time of the first kset committed a step or more after the mark
+ * before.  A client that flushes after every write commits thousands of
+ * ksets a second; one mark a step keeps the ring reaching back twice the
+ * bound all the same.  Slot i % PC_LOG_TIMES holds mark i, and names it,
+ * so that one overwritten reads as gone.
  */
 #define PC_LOG_TIMES 4096
+#define PC_LOG_TIME_STEP_MIN_MS 10
 
 struct pc_log_time {
-  _Atomic uint64_t seq, ms;
+  _Atomic uint64_t idx, seq, ms;
 };
 
 struct pc_log {
@@ -45,6 +50,8 @@ struct pc_log {
   uint8_t *scratch;
   uint64_t first_seq;                 /* head.seq when the cache opened */
   struct pc_log_time *times;          /* PC_LOG_TIMES slots */
+  _Atomic uint64_t nmarks;            /* marks made so far */
+  uint64_t mark_ms;                   /* the last one's time (lock) */
 };
 
 int pc_log_init (struct pc_cache *c);
@@ -73,10 +80,18 @@ int pc_log_commit_nowait (struct pc_cache *c, uint64_t *epoch);
 void pc_log_head (struct pc_cache *c, struct pc_pos *pos);
 /* The client flush epoch that ksets committed now belong to. */
 uint64_t pc_log_epoch (struct pc_cache *c);
-/* When the kset seq was committed (pc_now_ms): the open time for a
- * kset replayed from an earlier run, 0 for one too old to be known.
+/* Caller holds the log lock.  Kset seq was committed at now: mark it
+ * if the last mark is step_ms old or more.
  */
-uint64_t pc_log_commit_ms (struct pc_cache *c, uint64_t seq);
+void pc_log_mark (struct pc_log *lg, uint64_t seq, uint64_t now,
+                  uint64_t step_ms);
+/* When the kset seq was committed (pc_now_ms), as the time of the last
+ * mark at or before it: up to a step early.  The open time for a kset
+ * replayed from an earlier run.  If the marks no longer reach back that
+ * far, *known is 0 and the time of the oldest mark left is returned (0
+ * if none): later than the commit.
+ */
+uint64_t pc_log_commit_ms (struct pc_cache *c, uint64_t seq, int *known);
 /* Commit buffers whose oldest key is older than age_ms. */
 int pc_log_commit_aged (struct pc_cache *c, uint64_t age_ms);
 

@@ -742,9 +742,12 @@ test_hold_boundary (void)
   unlink (p);
 }
 
-/* More ksets dirty than the ring of commit times holds: the age shown
- * is a lower bound (the oldest time the ring knows), not the clock
- * itself, and write-back counts the data as too old for any bound.
+/* More ksets dirty than the ring of commit marks holds, committed in
+ * less than a step: one mark covers them, and their age is known (a
+ * client flushing after every write must not look like one whose data
+ * is too old).  Once the oldest dirty kset's mark has left the ring, the
+ * age shown is a lower bound (the oldest mark left), and write-back
+ * counts the data as too old for any bound.
  */
 static void
 test_age_past_ring (void)
@@ -753,6 +756,7 @@ test_age_past_ring (void)
   struct tu_mem *mem = tu_mem_new (BSIZE, 0xEE);
   struct pc_backend bg = tu_mem_backend (mem);
   pc_cache *c = open_at (p);
+  uint64_t head, now;
   int err = 0;
   unsigned i;
 
@@ -764,6 +768,16 @@ test_age_past_ring (void)
                      0);
     commit (c);
   }
+  CU_ASSERT (pc_dirty_age_ms (c) < 60000);
+  CU_ASSERT_FALSE (pc_dirty_too_old (c));
+
+  /* A mark for every step since: the oldest dirty kset's is gone. */
+  head = atomic_load (&c->log.head_seq);
+  now = pc_now_ms ();
+  pthread_mutex_lock (&c->log.lock);
+  for (i = 0; i < PC_LOG_TIMES; i++)
+    pc_log_mark (&c->log, head - 1, now, 0);
+  pthread_mutex_unlock (&c->log.lock);
   CU_ASSERT (pc_dirty_age_ms (c) < 60000);
   CU_ASSERT_TRUE (pc_dirty_too_old (c));
   write_back_all (c);
