@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <libnbd.h>
 
@@ -41,15 +40,6 @@ struct nbd_backend {
   int hung;                     /* a request went unanswered: given up */
 };
 
-static uint64_t
-mono_ms (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Poll the handle until done (n) says so or answer_timeout_s passes.
  * Returns 1 when done, 0 on the time limit, -1 if the connection
  * failed (libnbd's error set).
@@ -59,14 +49,14 @@ wait_until (struct nbd_handle *h, int (*done) (struct nbd_handle *, void *),
             void *arg)
 {
   uint64_t deadline = answer_timeout_s
-    ? mono_ms () + (uint64_t) answer_timeout_s * 1000 : 0;
+    ? now_ms () + (uint64_t) answer_timeout_s * 1000 : 0;
   int r;
 
   while ((r = done (h, arg)) == 0) {
     int wait = -1;
 
     if (deadline) {
-      uint64_t t = mono_ms ();
+      uint64_t t = now_ms ();
 
       if (t >= deadline)
         return 0;
