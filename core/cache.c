@@ -78,7 +78,7 @@ pc_cache_path_is_new (const char *path)
 
   if (stat (path, &st) == -1)
     return errno == ENOENT;
-  return S_ISREG (st.st_mode) && st.st_size == 0;
+  return PC_STAT_IS_EMPTY_FILE (&st);
 }
 
 uint64_t

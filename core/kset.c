@@ -79,9 +79,8 @@ new_log_seg (struct pc_cache *c, int wait)
   }
 }
 
-/* Caller holds the log lock.  The slot is marked unknown while it
- * changes, so that a reader never pairs one kset's number with
- * another's time.
+/* The slot's idx reads as no mark while it changes, so that a reader
+ * never pairs one mark's kset number with another's time.
  */
 void
 pc_log_mark (struct pc_log *lg, uint64_t seq, uint64_t now, uint64_t step_ms)

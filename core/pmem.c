@@ -120,7 +120,7 @@ is_empty_file (int fd)
 {
   struct stat st;
 
-  return fstat (fd, &st) == 0 && S_ISREG (st.st_mode) && st.st_size == 0;
+  return fstat (fd, &st) == 0 && PC_STAT_IS_EMPTY_FILE (&st);
 }
 
 /* Only these can be mapped; anything else (/dev/null, a block device,

@@ -28,6 +28,12 @@ int pc_fail (int e, const char *fmt, ...)
 #define PC_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define PC_ALIGN_UP(x, a) (((x) + (a) - 1) & ~((uint64_t) (a) - 1))
 
+/* An empty regular file holds nothing to lose: a cache is made there
+ * as where nothing is (pc_cache_path_is_new, pc_pmem_open).
+ */
+#define PC_STAT_IS_EMPTY_FILE(st) \
+  (S_ISREG ((st)->st_mode) && (st)->st_size == 0)
+
 uint64_t pc_now_ms (void);
 /* The same clock as of the last timer tick: never ahead of pc_now_ms,
  * and several times cheaper to read.

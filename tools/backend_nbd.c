@@ -40,7 +40,7 @@ struct nbd_backend {
   int hung;                     /* a request went unanswered: given up */
 };
 
-/* Poll the handle until done (n) says so or answer_timeout_s passes.
+/* Poll the handle until done (h, arg) says so or answer_timeout_s passes.
  * Returns 1 when done, 0 on the time limit, -1 if the connection
  * failed (libnbd's error set).
  */
@@ -161,17 +161,17 @@ request (struct nbd_backend *n, enum req what, void *buf, uint32_t len,
   return r;
 }
 
+/* A read or a write, in requests the server takes (max_request). */
 static int
-nbd_be_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
+data_request (struct nbd_backend *n, enum req what, char *buf, uint32_t len,
+              uint64_t off, int *err)
 {
-  struct nbd_backend *n = ctx;
   uint32_t done = 0;
 
   while (done < len) {
     uint32_t c = len - done < n->max_request ? len - done : n->max_request;
 
-    if (request (n, REQ_READ, (char *) buf + done, c, off + done, 0, err)
-        == -1)
+    if (request (n, what, buf + done, c, off + done, 0, err) == -1)
       return -1;
     done += c;
   }
@@ -179,22 +179,17 @@ nbd_be_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
 }
 
 static int
+nbd_be_pread (void *ctx, void *buf, uint32_t len, uint64_t off, int *err)
+{
+  return data_request (ctx, REQ_READ, buf, len, off, err);
+}
+
+static int
 nbd_be_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off,
                int *err)
 {
-  struct nbd_backend *n = ctx;
-  uint32_t done = 0;
-
-  while (done < len) {
-    uint32_t c = len - done < n->max_request ? len - done : n->max_request;
-
-    /* libnbd reads the buffer of a write, never writes it. */
-    if (request (n, REQ_WRITE, (char *) buf + done, c, off + done, 0, err)
-        == -1)
-      return -1;
-    done += c;
-  }
-  return 0;
+  /* libnbd reads the buffer of a write, never writes it. */
+  return data_request (ctx, REQ_WRITE, (char *) buf, len, off, err);
 }
 
 static int
