@@ -743,6 +743,42 @@ test_fill_density (void)
   clear ();
 }
 
+/* Random writes: a full leaf hands entries to a sibling with room
+ * before it splits, so leaves end about four fifths full, not two
+ * thirds.
+ */
+static void
+test_random_density (void)
+{
+  enum { n = 20000 };
+  static uint32_t order[n];
+  uint64_t i, keys, nodes, bytes, st = 7;
+
+  for (i = 0; i < n; i++)
+    order[i] = i;
+  for (i = n - 1; i > 0; i--) {
+    uint64_t j;
+    uint32_t tmp;
+
+    st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+    j = (st >> 33) % (i + 1);
+    tmp = order[i];
+    order[i] = order[j];
+    order[j] = tmp;
+  }
+  for (i = 0; i < n; i++)
+    ins (order[i] * 4096ULL, 4096, 0, D);
+  bytes = pc_index_usage (&ix, &keys, &nodes);
+  CU_ASSERT_EQUAL (keys, n);
+  CU_ASSERT_EQUAL (pc_tree_check (t), (long) n);
+  /* Leaves 4/5 full: 32 + 512 / 24 = 53.3 bytes a key; 2/3: 57.6. */
+  CU_ASSERT (bytes < keys * 55);
+  if (bytes >= keys * 55)
+    fprintf (stderr, "%.1f bytes a key in %" PRIu64 " nodes\n",
+             (double) bytes / keys, nodes);
+  clear ();
+}
+
 /* pc_tree_prefetch reads the trees and changes nothing: on an empty
  * tree, and on one several levels deep, at offsets before, between and
  * after its keys, more of them than it takes at once.
@@ -1121,6 +1157,7 @@ main (void)
       !CU_add_test (s, "sequential fill", test_sequential) ||
       !CU_add_test (s, "two sequential fills keep nodes full",
                     test_fill_density) ||
+      !CU_add_test (s, "random inserts fill leaves", test_random_density) ||
       !CU_add_test (s, "prefetch changes nothing", test_prefetch) ||
       !CU_add_test (s, "threads", test_threads) ||
       !CU_add_test (s, "keys handed between threads", test_key_handover)) {
