@@ -10,7 +10,7 @@
  *   microbench [--seconds N] [--threads LIST] [--no-writeback]
  *              [--dir DIR] [--cache-size SIZE] [--space SIZE]
  *              [--phases read,bare,write,flush,writeback,replay] [--pin]
- *              [--touch]
+ *              [--touch] [--repeat N]
  *   microbench --scale COUNTS [--key-size SIZE] [--cache-size SIZE]
  *              [--dir DIR]
  *
@@ -102,6 +102,8 @@ static unsigned opt_nthreads = 2;
 static int opt_writeback = 1;
 static int opt_pin;
 static int opt_touch;
+#define MAX_ROUNDS 15
+static unsigned opt_repeat = 1;
 static const char *opt_dir = "/dev/shm";
 static uint64_t opt_cache_size = 2ULL << 30;
 static uint64_t opt_space = 1ULL << 30;
@@ -741,17 +743,38 @@ write_keys (pc_cache *c, uint64_t n, uint32_t len, uint64_t stride)
 
 /* ------------------------------------------------------------------ */
 
-static void
-cost (const char *what, unsigned threads, const struct result *w,
-      const struct result *b)
+static int
+cmp_double (const void *a, const void *b)
 {
-  if (!w->valid || !b->valid || b->us_per_op <= 0 || b->op_cpu_us <= 0)
-    return;
-  printf ("  %s, %u thread%s: %.2fx in time per op, %.2fx in the writer's "
-          "CPU per op, %.2fx in the process's CPU per op\n",
-          what, threads, threads == 1 ? "" : "s",
-          w->us_per_op / b->us_per_op, w->op_cpu_us / b->op_cpu_us,
-          w->cpu_us_per_op / b->cpu_us_per_op);
+  double x = *(const double *) a, y = *(const double *) b;
+
+  return (x > y) - (x < y);
+}
+
+/* Median of v[0..n), which it sorts. */
+static double
+median (double *v, unsigned n)
+{
+  qsort (v, n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* w / b of field f of each round's results: the median, and with more
+ * than one round the spread (min-max).
+ */
+static void
+ratio (const char *what, unsigned n, const double *w, const double *b)
+{
+  double v[MAX_ROUNDS], m;
+  unsigned i;
+
+  for (i = 0; i < n; i++)
+    v[i] = w[i] / b[i];
+  m = median (v, n);
+  if (n == 1)
+    printf ("%.2fx %s", m, what);
+  else
+    printf ("%.2fx (%.2f-%.2f) %s", m, v[0], v[n - 1], what);
 }
 
 static void
@@ -760,7 +783,7 @@ usage (FILE *f)
   fprintf (f,
 "usage: microbench [--seconds N] [--threads LIST] [--no-writeback]\n"
 "                  [--dir DIR] [--cache-size SIZE] [--space SIZE]\n"
-"                  [--phases LIST] [--pin] [--touch]\n"
+"                  [--phases LIST] [--pin] [--touch] [--repeat N]\n"
 "       microbench --scale COUNTS [--key-size SIZE] [--cache-size SIZE]\n"
 "                  [--dir DIR]\n"
 "\n"
@@ -786,6 +809,10 @@ usage (FILE *f)
 "                    measured, so that the burst and the cold bare copy\n"
 "                    do not pay a first-touch fault a page (shadow page\n"
 "                    tables of some VMs: about 10 us a 4K page)\n"
+"  --repeat N        run the read, bare, write and flush phases N times\n"
+"                    (at most 15), one after the other, and give each\n"
+"                    write and flush cost as the median of the N, with\n"
+"                    its min-max (default 1)\n"
 "  --scale COUNTS    instead of the phases: for each key count (e.g.\n"
 "                    1M,4M; M = 2^20), fill a cache with that many keys,\n"
 "                    close it, and time its reopen and the RAM it takes,\n"
@@ -860,6 +887,49 @@ struct results {
   struct replay_result replay;
 };
 
+/* Each round's figures; the first round prints the mapping's kind. */
+static struct results rounds[MAX_ROUNDS];
+static const struct results *const first_res = &rounds[0];
+
+/* Entry i of the result array at offset off in round r's results. */
+static const struct result *
+round_result (unsigned r, size_t off, unsigned i)
+{
+  return (const struct result *) ((const char *) &rounds[r] + off) + i;
+}
+
+/* Write cost of the results at offset w in struct results against the
+ * bare copy's at offset b, at thread index i, over every round.
+ */
+static void
+cost (const char *what, unsigned i, size_t w, size_t b)
+{
+  double wt[MAX_ROUNDS], bt[MAX_ROUNDS], wo[MAX_ROUNDS], bo[MAX_ROUNDS];
+  double wc[MAX_ROUNDS], bc[MAX_ROUNDS];
+  unsigned r, n = 0, threads = opt_threads[i];
+
+  for (r = 0; r < opt_repeat; r++) {
+    const struct result *x = round_result (r, w, i);
+    const struct result *y = round_result (r, b, i);
+
+    if (!x->valid || !y->valid || y->us_per_op <= 0 || y->op_cpu_us <= 0)
+      return;
+    wt[n] = x->us_per_op;
+    bt[n] = y->us_per_op;
+    wo[n] = x->op_cpu_us;
+    bo[n] = y->op_cpu_us;
+    wc[n] = x->cpu_us_per_op;
+    bc[n++] = y->cpu_us_per_op;
+  }
+  printf ("  %s, %u thread%s", what, threads, threads == 1 ? "" : "s");
+  if (n > 1)
+    printf (", median of %u rounds (min-max)", n);
+  printf (": ");
+  ratio ("in time per op, ", n, wt, bt);
+  ratio ("in the writer's CPU per op, ", n, wo, bo);
+  ratio ("in the process's CPU per op\n", n, wc, bc);
+}
+
 /* RAM per key: heap and anonymous RSS before and after the read set is
  * written, and the index's own count.
  */
@@ -922,6 +992,8 @@ parse_scale (const char *arg)
 static int
 parse_option (int opt, const char *arg)
 {
+  char *end;
+
   switch (opt) {
   case 's':
     opt_seconds = strtod (arg, NULL);
@@ -934,6 +1006,14 @@ parse_option (int opt, const char *arg)
   case 'n': opt_writeback = 0; break;
   case 'P': opt_pin = 1; break;
   case 'T': opt_touch = 1; break;
+  case 'r':
+    opt_repeat = strtoul (arg, &end, 10);
+    if (*arg == '\0' || *end || opt_repeat < 1 || opt_repeat > MAX_ROUNDS) {
+      fprintf (stderr, "microbench: bad --repeat '%s' (1 to %d)\n", arg,
+               MAX_ROUNDS);
+      return 2;
+    }
+    break;
   case 'd': opt_dir = arg; break;
   case 'c':
     if (parse_size (arg, &opt_cache_size) == -1) {
@@ -988,6 +1068,7 @@ parse_options (int argc, char **argv)
     { "phases", required_argument, NULL, 'p' },
     { "pin", no_argument, NULL, 'P' },
     { "touch", no_argument, NULL, 'T' },
+    { "repeat", required_argument, NULL, 'r' },
     { "scale", required_argument, NULL, 'x' },
     { "key-size", required_argument, NULL, 'k' },
     { "help", no_argument, NULL, 'h' },
@@ -1103,7 +1184,7 @@ phase_bare (struct results *res)
     pc_pmem_prefault (pm);
     if (opt_touch)
       touch_map (pm);
-    if (i == 0) {
+    if (i == 0 && res == first_res) {
       printf ("mapping granularity: %s\n", pc_pmem_granularity (pm));
       fflush (stdout);
     }
@@ -1235,14 +1316,6 @@ phase_replay (struct results *res)
   r->valid = 1;
 }
 
-static int
-cmp_double (const void *a, const void *b)
-{
-  double x = *(const double *) a, y = *(const double *) b;
-
-  return x < y ? -1 : x > y;
-}
-
 static void
 print_writeback (const struct results *res)
 {
@@ -1323,34 +1396,44 @@ print_table (const struct results *res)
  * warm (without writeback the log cannot wrap).
  */
 static void
-print_write_cost (const struct results *res)
+print_write_cost (void)
 {
   unsigned i;
 
   printf ("\nwrite cost / bare copy (target <= 1.5x):\n");
   for (i = 0; i < opt_nthreads; i++) {
-    cost ("burst", opt_threads[i], &res->wcold[i], &res->bcold[i]);
+    cost ("burst", i, offsetof (struct results, wcold),
+          offsetof (struct results, bcold));
     if (opt_writeback)
-      cost ("warm", opt_threads[i], &res->wwarm[i], &res->bc[i]);
+      cost ("warm", i, offsetof (struct results, wwarm),
+            offsetof (struct results, bc));
   }
 }
 
 static void
-print_flush_cost (const struct results *res)
+print_flush_cost (void)
 {
-  unsigned i;
+  unsigned i, r;
 
   printf ("\nflush cost (burst writes, a pc_flush after every %d of each "
           "thread's):\n", FLUSH_EVERY);
   for (i = 0; i < opt_nthreads; i++) {
-    const struct result *f = &res->wflush[i], *w = &res->wcold[i];
+    double t[MAX_ROUNDS], cpu[MAX_ROUNDS];
+    unsigned n = 0;
 
-    if (f->valid && w->valid)
-      printf ("  %u thread%s: %.2f us per flush in time, %.2f us in the "
-              "writer's CPU\n", opt_threads[i],
-              opt_threads[i] == 1 ? "" : "s",
-              (f->us_per_op - w->us_per_op) * FLUSH_EVERY,
-              (f->op_cpu_us - w->op_cpu_us) * FLUSH_EVERY);
+    for (r = 0; r < opt_repeat; r++) {
+      const struct result *f = &rounds[r].wflush[i], *w = &rounds[r].wcold[i];
+
+      if (f->valid && w->valid) {
+        t[n] = (f->us_per_op - w->us_per_op) * FLUSH_EVERY;
+        cpu[n++] = (f->op_cpu_us - w->op_cpu_us) * FLUSH_EVERY;
+      }
+    }
+    if (n == 0)
+      continue;
+    printf ("  %u thread%s%s: %.2f us per flush in time, %.2f us in the "
+            "writer's CPU\n", opt_threads[i], opt_threads[i] == 1 ? "" : "s",
+            n > 1 ? " (medians)" : "", median (t, n), median (cpu, n));
   }
 }
 
@@ -1531,9 +1614,9 @@ run_scale (void)
 int
 main (int argc, char **argv)
 {
-  static struct results res;
   struct ram ram = { 0 };
   int r = parse_options (argc, argv);
+  unsigned round;
 
   if (r != -1)
     return r;
@@ -1542,30 +1625,41 @@ main (int argc, char **argv)
     run_scale ();
     return 0;
   }
-  if (do_read)
-    phase_read (&res, &ram);
-  if (do_bare)
-    phase_bare (&res);
-  if (do_write)
-    phase_write (&res);
-  if (do_flush)
-    phase_flush (&res);
-  if (do_writeback && opt_writeback)
-    phase_writeback (&res);
-  if (do_replay)
-    phase_replay (&res);
+  /* Rounds interleave the bare copy and the engine, so that a change in
+   * what the rest of the machine does moves both.
+   */
+  for (round = 0; round < opt_repeat; round++) {
+    struct results *res = &rounds[round];
 
-  if (do_read || do_bare || do_write || do_flush)
-    print_table (&res);
+    if (opt_repeat > 1) {
+      printf ("\nround %u of %u\n", round + 1, opt_repeat);
+      fflush (stdout);
+    }
+    if (do_read)
+      phase_read (res, &ram);
+    if (do_bare)
+      phase_bare (res);
+    if (do_write)
+      phase_write (res);
+    if (do_flush)
+      phase_flush (res);
+    if (do_read || do_bare || do_write || do_flush)
+      print_table (res);
+  }
+  if (do_writeback && opt_writeback)
+    phase_writeback (&rounds[0]);
+  if (do_replay)
+    phase_replay (&rounds[0]);
+
   if (do_write && do_bare)
-    print_write_cost (&res);
+    print_write_cost ();
   if (do_write && do_flush)
-    print_flush_cost (&res);
+    print_flush_cost ();
   if (do_read)
     print_ram (&ram);
   if (do_writeback && opt_writeback)
-    print_writeback (&res);
+    print_writeback (&rounds[0]);
   if (do_replay)
-    print_replay (&res);
+    print_replay (&rounds[0]);
   return 0;
 }
