@@ -722,25 +722,35 @@ random_run (uint64_t seed)
  * index takes little more than a key and a share of a full leaf per
  * extent, not a half-empty leaf's.
  */
+/* The tree holds n keys, well formed, in less than max bytes a key of
+ * keys and nodes.  Empties it.
+ */
+static void
+check_density (uint64_t n, uint64_t max)
+{
+  uint64_t keys, nodes, bytes = pc_index_usage (&ix, &keys, &nodes);
+
+  CU_ASSERT_EQUAL (keys, n);
+  CU_ASSERT_EQUAL (pc_tree_check (t), (long) n);
+  CU_ASSERT (bytes < keys * max);
+  if (bytes >= keys * max)
+    fprintf (stderr, "%.1f bytes a key in %" PRIu64 " nodes\n",
+             (double) bytes / keys, nodes);
+  clear ();
+}
+
 static void
 test_fill_density (void)
 {
   const uint64_t n = 4096, half = n * 4096;
-  uint64_t i, keys, nodes, bytes;
+  uint64_t i;
 
   for (i = 0; i < n / 2; i++) {
     ins (i * 4096, 4096, 0, D);
     ins (half + i * 4096, 4096, 0, D);
   }
-  bytes = pc_index_usage (&ix, &keys, &nodes);
-  CU_ASSERT_EQUAL (keys, n);
-  CU_ASSERT_EQUAL (pc_tree_check (t), (long) n);
   /* Full leaves: 32 + 512 / 30 = 49.1 bytes a key; half-full: 66.1. */
-  CU_ASSERT (bytes < keys * 54);
-  if (bytes >= keys * 54)
-    fprintf (stderr, "%.1f bytes a key in %" PRIu64 " nodes\n",
-             (double) bytes / keys, nodes);
-  clear ();
+  check_density (n, 54);
 }
 
 /* Random writes: a full leaf hands entries to a sibling with room
@@ -752,7 +762,7 @@ test_random_density (void)
 {
   enum { n = 20000 };
   static uint32_t order[n];
-  uint64_t i, keys, nodes, bytes, st = 7;
+  uint64_t i, st = 7;
 
   for (i = 0; i < n; i++)
     order[i] = i;
@@ -768,15 +778,8 @@ test_random_density (void)
   }
   for (i = 0; i < n; i++)
     ins (order[i] * 4096ULL, 4096, 0, D);
-  bytes = pc_index_usage (&ix, &keys, &nodes);
-  CU_ASSERT_EQUAL (keys, n);
-  CU_ASSERT_EQUAL (pc_tree_check (t), (long) n);
   /* Leaves 4/5 full: 32 + 512 / 24 = 53.3 bytes a key; 2/3: 57.6. */
-  CU_ASSERT (bytes < keys * 55);
-  if (bytes >= keys * 55)
-    fprintf (stderr, "%.1f bytes a key in %" PRIu64 " nodes\n",
-             (double) bytes / keys, nodes);
-  clear ();
+  check_density (n, 55);
 }
 
 /* pc_tree_prefetch reads the trees and changes nothing: on an empty
