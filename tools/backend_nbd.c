@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libnbd.h>
 
@@ -18,6 +19,12 @@
 
 /* Largest request sent when the server states no maximum. */
 #define NBD_MAX_REQUEST (32u << 20)
+
+/* Longest single poll of a handle: a request queued meanwhile by
+ * another thread may need the socket polled for output, which a poll
+ * begun before it does not watch.
+ */
+#define POLL_SLICE_MS 20
 
 /* How long a request or a connection may go unanswered; 0: forever. */
 static unsigned answer_timeout_s;
@@ -33,10 +40,13 @@ struct nbd_backend {
   struct nbd_handle *nbd;
   uint32_t max_request;
   char *label;                  /* b.name, if made here */
-  /* One request at a time, as libnbd's synchronous calls would: its
-   * wait below is then the only one polling the handle.
+  /* Write-back's threads each have a request in flight on the one
+   * connection.  One of them at a time polls the handle for them all
+   * (polling); the others wait for it to make progress.
    */
   pthread_mutex_t lock;
+  pthread_cond_t progress;      /* the poller returned */
+  int polling;
   int hung;                     /* a request went unanswered: given up */
 };
 
@@ -68,10 +78,58 @@ wait_until (struct nbd_handle *h, int (*done) (struct nbd_handle *, void *),
   return r == 1 ? 1 : -1;
 }
 
-static int
-command_done (struct nbd_handle *h, void *cookie)
+/* Wait on n->progress for at most ms milliseconds. */
+static void
+wait_progress (struct nbd_backend *n, int ms)
 {
-  return nbd_aio_command_completed (h, *(int64_t *) cookie);
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long) (ms % 1000) * 1000000;
+  if (ts.tv_nsec >= 1000000000) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000;
+  }
+  pthread_cond_timedwait (&n->progress, &n->lock, &ts);
+}
+
+/* With n->lock held, wait for the command cookie, within deadline (a
+ * now_ms () time; 0: none).  Returns 1 when it succeeded, 0 on the time
+ * limit or once another request has hung the connection, -1 if it or
+ * the connection failed (libnbd's error set).
+ */
+static int
+wait_command (struct nbd_backend *n, int64_t cookie, uint64_t deadline)
+{
+  for (;;) {
+    int r = nbd_aio_command_completed (n->nbd, cookie), wait = POLL_SLICE_MS;
+
+    if (r != 0)
+      return r == 1 ? 1 : -1;
+    if (n->hung)
+      return 0;
+    if (deadline) {
+      uint64_t t = now_ms ();
+
+      if (t >= deadline)
+        return 0;
+      if (deadline - t < (uint64_t) wait)
+        wait = (int) (deadline - t);
+    }
+    if (n->polling) {
+      wait_progress (n, wait);
+      continue;
+    }
+    n->polling = 1;
+    pthread_mutex_unlock (&n->lock);
+    r = nbd_poll (n->nbd, wait);
+    pthread_mutex_lock (&n->lock);
+    n->polling = 0;
+    pthread_cond_broadcast (&n->progress);
+    if (r == -1)
+      return -1;
+  }
 }
 
 static int
@@ -110,12 +168,16 @@ static const char *const req_name[] = {
   "read", "write", "zero", "trim", "flush"
 };
 
-/* Send one request and wait for its answer, within answer_timeout_s. */
+/* Send one request and wait for its answer, within answer_timeout_s.
+ * Other threads' requests go out and are answered meanwhile.
+ */
 static int
 request (struct nbd_backend *n, enum req what, void *buf, uint32_t len,
          uint64_t off, uint32_t flags, int *err)
 {
   nbd_completion_callback none = NBD_NULL_COMPLETION;
+  uint64_t deadline = answer_timeout_s
+    ? now_ms () + (uint64_t) answer_timeout_s * 1000 : 0;
   int64_t cookie = -1;
   int r = -1;
 
@@ -145,7 +207,7 @@ request (struct nbd_backend *n, enum req what, void *buf, uint32_t len,
     fail (n, req_name[what], off, len, err);
     goto out;
   }
-  switch (wait_until (n->nbd, command_done, &cookie)) {
+  switch (wait_command (n, cookie, deadline)) {
   case 1:
     r = 0;
     break;
@@ -212,6 +274,25 @@ nbd_be_flush (void *ctx, int *err)
 }
 
 static void
+sync_init (struct nbd_backend *n)
+{
+  pthread_condattr_t a;
+
+  pthread_mutex_init (&n->lock, NULL);
+  pthread_condattr_init (&a);
+  pthread_condattr_setclock (&a, CLOCK_MONOTONIC);
+  pthread_cond_init (&n->progress, &a);
+  pthread_condattr_destroy (&a);
+}
+
+static void
+sync_destroy (struct nbd_backend *n)
+{
+  pthread_cond_destroy (&n->progress);
+  pthread_mutex_destroy (&n->lock);
+}
+
+static void
 nbd_be_close (struct backend *b)
 {
   struct nbd_backend *n = (struct nbd_backend *) b;
@@ -222,7 +303,7 @@ nbd_be_close (struct backend *b)
   if (!n->hung)
     nbd_shutdown (n->nbd, 0);
   nbd_close (n->nbd);
-  pthread_mutex_destroy (&n->lock);
+  sync_destroy (n);
   free (n->label);
   free (n);
 }
@@ -325,10 +406,10 @@ nbd_open (const char *uri, const char *export)
     }
     n->b.name = n->label;
   }
-  pthread_mutex_init (&n->lock, NULL);
+  sync_init (n);
   n->nbd = nbd_create ();
   if (!n->nbd) {
-    pthread_mutex_destroy (&n->lock);
+    sync_destroy (n);
     errmsg ("%s", nbd_get_error ());
     free (n->label);
     free (n);
@@ -372,7 +453,7 @@ nbd_open (const char *uri, const char *export)
 
  fail:
   nbd_close (n->nbd);
-  pthread_mutex_destroy (&n->lock);
+  sync_destroy (n);
   free (n->label);
   free (n);
   return NULL;
