@@ -904,25 +904,26 @@ wb_failed (struct pc_cache *c, struct wb_batch *b, int err)
 
 /* Ask the backend for a new connection, holding no lock: it may take
  * as long as a connect does.  Called by a failed round only, so at most
- * once per backoff.
+ * once per backoff.  Returns 0 if the backend has a new connection.
  */
-static void
+static int
 wb_reopen (struct pc_cache *c, struct wb_batch *b)
 {
   int err = 0;
 
   if (atomic_load (&c->stop_wb))
-    return;
+    return -1;
   if (b->bg.ops->reopen (b->bg.ctx, &err) == -1) {
     pc_debug ("%s: backend reopen failed (%s); retried later", c->path,
               strerror (err ? err : EIO));
-    return;
+    return -1;
   }
   pthread_mutex_lock (&c->bg_lock);
   c->bg_reopens++;
   b->ns->reopens++;
   pthread_mutex_unlock (&c->bg_lock);
   pc_debug ("%s: backend reopened", c->path);
+  return 0;
 }
 
 /* A namespace with no dirty data has none in the log either (its
@@ -1084,8 +1085,12 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
   /* The backoff stays as it is after a reopen: a backend that fails on
    * a new connection too must not be reopened in a tight loop.
    */
-  if (wb_failed (c, b, err))
-    wb_reopen (c, b);
+  /* Writes that went down on the old connection and were not flushed
+   * there may have gone with it (a server that crashed): a flush on the
+   * new one would not cover them, so the batch goes down again whole.
+   */
+  if (wb_failed (c, b, err) && wb_reopen (c, b) == 0 && b->unflushed)
+    wb_unload (b);
   pc_ns_unpin (ns);
   ns->retry_ms = pc_now_ms () + b->backoff_ms;
   return -1;

@@ -42,6 +42,13 @@ struct flaky {
   unsigned reopen_fails;
   unsigned reopens;                   /* reopen calls, failed or not */
   unsigned calls;                     /* writes and flushes, failed or not */
+  /* With lossy, a server that crashed: a reopen finds the bytes written
+   * since the last flush that succeeded zeroed in mem (lost_lo to
+   * lost_hi), and flushes working again.
+   */
+  int lossy;
+  struct tu_mem *mem;
+  uint64_t lost_lo, lost_hi;
 };
 
 static int
@@ -79,6 +86,12 @@ flaky_pwrite (void *ctx, const void *buf, uint32_t len, uint64_t off,
 
   if (flaky_fails (f, err))
     return -1;
+  pthread_mutex_lock (&f->lock);
+  if (f->lost_hi == f->lost_lo || off < f->lost_lo)
+    f->lost_lo = off;
+  if (off + len > f->lost_hi)
+    f->lost_hi = off + len;
+  pthread_mutex_unlock (&f->lock);
   return f->inner.ops->pwrite (f->inner.ctx, buf, len, off, err);
 }
 
@@ -92,8 +105,10 @@ flaky_flush (void *ctx, int *err)
     return -1;
   pthread_mutex_lock (&f->lock);
   e = f->flush_err;
-  if (!e)
+  if (!e) {
     f->flushes++;
+    f->lost_lo = f->lost_hi = 0;
+  }
   pthread_mutex_unlock (&f->lock);
   if (e) {
     *err = e;
@@ -117,6 +132,13 @@ flaky_reopen (void *ctx, int *err)
   }
   else
     f->err = 0;
+  if (r == 0 && f->lossy) {
+    pthread_mutex_lock (&f->mem->lock);
+    memset (f->mem->buf + f->lost_lo, 0, f->lost_hi - f->lost_lo);
+    pthread_mutex_unlock (&f->mem->lock);
+    f->lost_lo = f->lost_hi = 0;
+    f->flush_err = 0;
+  }
   pthread_mutex_unlock (&f->lock);
   return r;
 }
@@ -179,6 +201,7 @@ rig_open (struct rig *r, const char *name, int err, int can_reopen)
   r->path = tu_fresh (name);
   r->mem = tu_mem_new (BSIZE, 0);
   r->f.inner = tu_mem_backend (r->mem);
+  r->f.mem = r->mem;
   r->f.err = err;
   pthread_mutex_init (&r->f.lock, NULL);
   r->bg.ops = can_reopen ? &flaky_ops : &flaky_noreopen_ops;
@@ -528,6 +551,28 @@ test_flush_fails (void)
   rig_close (&r);
 }
 
+/* The connection breaks after the batch's writes went down, before its
+ * flush: the server crashed, and the new connection's server has lost
+ * them.  Write-back writes the batch again, whole, before it flushes;
+ * a flush alone would end the drain with the data gone from both.
+ */
+static void
+test_lost_connection (void)
+{
+  struct rig r;
+  int err = 0;
+
+  rig_open (&r, "lostconn", 0, 1);
+  r.f.flush_err = ENOTCONN;
+  r.f.lossy = 1;
+  CU_ASSERT_EQUAL_FATAL (pc_cache_start (r.c, &r.bg), 0);
+  CU_ASSERT_EQUAL (pc_cache_drain (r.c, &err), 0);
+  CU_ASSERT_EQUAL (reopen_calls (&r), 1);
+  check_ok (&r, 1, 0);
+  CU_ASSERT_EQUAL (tu_check (r.mem->buf, DLEN, 0, 1), -1);
+  rig_close (&r);
+}
+
 /* A trim is advisory: one the plugin fails is left out, and the data
  * logged after it still goes down.
  */
@@ -565,6 +610,7 @@ static const struct tu_case cases[] = {
   { "no reopen: retried until it works", test_workers_no_reopen },
   { "a drain's own time limit", test_drain_timeout },
   { "a failed flush is retried", test_flush_fails },
+  { "writes lost with a connection go again", test_lost_connection },
   { "a failed trim is left out", test_trim_fails },
   { NULL, NULL },
 };
