@@ -26,6 +26,9 @@
  */
 #define POLL_SLICE_MS 20
 
+/* A message of a failed connection, for the caller to show. */
+#define CONNECT_MSG 512
+
 /* How long a request or a connection may go unanswered; 0: forever. */
 static unsigned answer_timeout_s;
 
@@ -40,6 +43,7 @@ struct nbd_backend {
   struct nbd_handle *nbd;
   uint32_t max_request;
   char *label;                  /* b.name, if made here */
+  char *uri, *export;           /* to connect again; export may be NULL */
   /* Write-back's threads each have a request in flight on the one
    * connection.  One of them at a time polls the handle for them all
    * (polling); the others wait for it to make progress.
@@ -48,7 +52,12 @@ struct nbd_backend {
   pthread_cond_t progress;      /* the poller returned */
   int polling;
   int hung;                     /* a request went unanswered: given up */
+  unsigned conn;                /* connections made since the first */
 };
+
+static struct nbd_handle *handle_connect (const char *uri,
+                                          const char *export, char *msg);
+static void backend_free (struct nbd_backend *n);
 
 /* Poll the handle until done (h, arg) says so or answer_timeout_s passes.
  * Returns 1 when done, 0 on the time limit, -1 if the connection
@@ -94,17 +103,27 @@ wait_progress (struct nbd_backend *n, int ms)
   pthread_cond_timedwait (&n->progress, &n->lock, &ts);
 }
 
-/* With n->lock held, wait for the command cookie, within deadline (a
- * now_ms () time; 0: none).  Returns 1 when it succeeded, 0 on the time
- * limit or once another request has hung the connection, -1 if it or
- * the connection failed (libnbd's error set).
+/* With n->lock held, wait for the command cookie of connection conn,
+ * within deadline (a now_ms () time; 0: none).  Returns 1 when it
+ * succeeded, 0 on the time limit or once another request has hung the
+ * connection, -1 if it or the connection failed (libnbd's error set,
+ * or *gone if the connection was replaced meanwhile).
  */
 static int
-wait_command (struct nbd_backend *n, int64_t cookie, uint64_t deadline)
+wait_command (struct nbd_backend *n, unsigned conn, int64_t cookie,
+              uint64_t deadline, int *gone)
 {
   for (;;) {
-    int r = nbd_aio_command_completed (n->nbd, cookie), wait = POLL_SLICE_MS;
+    int r, wait = POLL_SLICE_MS;
 
+    /* A new connection numbers its commands afresh: this cookie may
+     * be another request's there.
+     */
+    if (n->conn != conn) {
+      *gone = 1;
+      return -1;
+    }
+    r = nbd_aio_command_completed (n->nbd, cookie);
     if (r != 0)
       return r == 1 ? 1 : -1;
     if (n->hung)
@@ -147,13 +166,18 @@ fail (struct nbd_backend *n, const char *what, uint64_t off, uint32_t len,
 
 /* A request went unanswered for answer_timeout_s: its answer may
  * still come, so the connection is of no more use and every later
- * request fails at once.  The engine keeps the data dirty.
+ * request fails at once, until write-back reopens the backend.  The
+ * engine keeps the data dirty, and may reuse the request's buffer as
+ * soon as this returns: a poll that another thread has begun could
+ * still send from it, so wait for that poll to end; none begins after.
  */
 static int
 hang (struct nbd_backend *n, const char *what, uint64_t off, uint32_t len,
       int *err)
 {
   n->hung = 1;
+  while (n->polling)
+    wait_progress (n, POLL_SLICE_MS);
   backend_set_error (&n->b, "%s: no answer to a %s of %" PRIu32 " bytes at "
                      "offset %" PRIu64 " for %u s: the server is not "
                      "answering", n->b.name, what, len, off,
@@ -179,13 +203,15 @@ request (struct nbd_backend *n, enum req what, void *buf, uint32_t len,
   uint64_t deadline = answer_timeout_s
     ? now_ms () + (uint64_t) answer_timeout_s * 1000 : 0;
   int64_t cookie = -1;
-  int r = -1;
+  unsigned conn;
+  int r = -1, gone = 0;
 
   pthread_mutex_lock (&n->lock);
   if (n->hung) {
     *err = ETIMEDOUT;
     goto out;
   }
+  conn = n->conn;
   switch (what) {
   case REQ_READ:
     cookie = nbd_aio_pread (n->nbd, buf, len, off, none, flags);
@@ -207,7 +233,7 @@ request (struct nbd_backend *n, enum req what, void *buf, uint32_t len,
     fail (n, req_name[what], off, len, err);
     goto out;
   }
-  switch (wait_command (n, cookie, deadline)) {
+  switch (wait_command (n, conn, cookie, deadline, &gone)) {
   case 1:
     r = 0;
     break;
@@ -215,7 +241,15 @@ request (struct nbd_backend *n, enum req what, void *buf, uint32_t len,
     hang (n, req_name[what], off, len, err);
     break;
   default:
-    fail (n, req_name[what], off, len, err);
+    if (gone) {
+      backend_set_error (&n->b, "%s: the connection was replaced while a "
+                         "%s of %" PRIu32 " bytes at offset %" PRIu64
+                         " was in flight", n->b.name, req_name[what], len,
+                         off);
+      *err = ENOTCONN;
+    }
+    else
+      fail (n, req_name[what], off, len, err);
     break;
   }
  out:
@@ -292,6 +326,49 @@ sync_destroy (struct nbd_backend *n)
   pthread_mutex_destroy (&n->lock);
 }
 
+/* Write-back's reopen: a new connection in place of one that broke (a
+ * server that went away or restarted) or hung.  Requests wait for it;
+ * those in flight on the old one fail.  The export must still be of the
+ * size the cache was made for, and writable.
+ */
+static int
+nbd_be_reopen (void *ctx, int *err)
+{
+  struct nbd_backend *n = ctx;
+  char msg[CONNECT_MSG];
+  struct nbd_handle *h;
+  int r = -1;
+
+  pthread_mutex_lock (&n->lock);
+  while (n->polling)
+    wait_progress (n, POLL_SLICE_MS);
+  h = handle_connect (n->uri, n->export, msg);
+  if (h && nbd_get_size (h) != (int64_t) n->b.size)
+    snprintf (msg, sizeof msg, "the export is not of %" PRIu64
+              " bytes any more", n->b.size);
+  else if (h && nbd_is_read_only (h) == 1)
+    snprintf (msg, sizeof msg, "the export is read-only now");
+  else if (h) {
+    nbd_close (n->nbd);
+    n->nbd = h;
+    n->conn++;
+    n->hung = 0;
+    h = NULL;
+    r = 0;
+    warnmsg ("%s: connected again", n->b.name);
+  }
+  if (h)
+    nbd_close (h);
+  if (r == -1) {
+    backend_set_error (&n->b, "%s: cannot connect again: %s", n->b.name,
+                       msg);
+    dbgmsg ("%s", n->b.last_error);
+    *err = ENOTCONN;
+  }
+  pthread_mutex_unlock (&n->lock);
+  return r;
+}
+
 static void
 nbd_be_close (struct backend *b)
 {
@@ -302,10 +379,7 @@ nbd_be_close (struct backend *b)
    */
   if (!n->hung)
     nbd_shutdown (n->nbd, 0);
-  nbd_close (n->nbd);
-  sync_destroy (n);
-  free (n->label);
-  free (n);
+  backend_free (n);
 }
 
 static int
@@ -317,26 +391,27 @@ still_connecting (struct nbd_handle *h, void *arg)
 
 /* nbd_connect_uri, within answer_timeout_s: a server that accepts the
  * connection and never speaks would hold the drain up for good.
- * Returns 0, or -1 after a message.
+ * Returns 0, or -1 with a message in msg.
  */
 static int
-connect_uri (struct nbd_handle *h, const char *uri)
+connect_uri (struct nbd_handle *h, const char *uri, char *msg)
 {
   int r;
 
   if (nbd_aio_connect_uri (h, uri) == -1) {
-    errmsg ("%s: %s", uri, nbd_get_error ());
+    snprintf (msg, CONNECT_MSG, "%s: %s", uri, nbd_get_error ());
     return -1;
   }
   r = wait_until (h, still_connecting, NULL);
   if (r == 0) {
-    errmsg ("%s: the server did not complete the NBD handshake in %u s "
-            "(--timeout)", uri, answer_timeout_s);
+    snprintf (msg, CONNECT_MSG, "%s: the server did not complete the NBD "
+              "handshake in %u s (--timeout)", uri, answer_timeout_s);
     return -1;
   }
   if (r == -1 || nbd_aio_is_dead (h) || nbd_aio_is_closed (h)) {
-    errmsg ("%s: %s", uri, nbd_get_error () ? nbd_get_error ()
-            : "the connection closed during the NBD handshake");
+    snprintf (msg, CONNECT_MSG, "%s: %s", uri, nbd_get_error ()
+              ? nbd_get_error ()
+              : "the connection closed during the NBD handshake");
     return -1;
   }
   return 0;
@@ -344,44 +419,76 @@ connect_uri (struct nbd_handle *h, const char *uri)
 
 /* Connect in option mode, and go to the export called export instead
  * of the one the URI names (which must be none or that one).  Returns
- * 0, or -1 after a message.
+ * 0, or -1 with a message in msg.
  */
 static int
-go_to_export (struct nbd_backend *n, const char *uri, const char *export)
+go_to_export (struct nbd_handle *h, const char *uri, const char *export,
+              char *msg)
 {
   char q[128], q2[128];
   char *given;
   int r = 0;
 
-  if (nbd_set_opt_mode (n->nbd, true) == -1) {
-    errmsg ("%s: %s", uri, nbd_get_error ());
+  if (nbd_set_opt_mode (h, true) == -1) {
+    snprintf (msg, CONNECT_MSG, "%s: %s", uri, nbd_get_error ());
     return -1;
   }
-  if (connect_uri (n->nbd, uri) == -1)
+  if (connect_uri (h, uri, msg) == -1)
     return -1;
-  given = nbd_get_export_name (n->nbd);
+  given = nbd_get_export_name (h);
   if (!given) {
-    errmsg ("%s: %s", uri, nbd_get_error ());
+    snprintf (msg, CONNECT_MSG, "%s: %s", uri, nbd_get_error ());
     return -1;
   }
   if (given[0] && strcmp (given, export) != 0) {
-    errmsg ("%s: the URI names export %s, but export %s of the cache goes "
-            "to the server's export of the same name: give the URI without "
-            "an export name, or pick one export with --export", uri,
-            quote_name (given, q, sizeof q),
-            quote_name (export, q2, sizeof q2));
+    snprintf (msg, CONNECT_MSG, "%s: the URI names export %s, but export %s "
+              "of the cache goes to the server's export of the same name: "
+              "give the URI without an export name, or pick one export "
+              "with --export", uri, quote_name (given, q, sizeof q),
+              quote_name (export, q2, sizeof q2));
     r = -1;
   }
   free (given);
   if (r == -1)
     return -1;
-  if (nbd_set_export_name (n->nbd, export) == -1 ||
-      nbd_opt_go (n->nbd) == -1) {
-    errmsg ("%s: export %s: %s", uri, quote_name (export, q, sizeof q),
-            nbd_get_error ());
+  if (nbd_set_export_name (h, export) == -1 || nbd_opt_go (h) == -1) {
+    snprintf (msg, CONNECT_MSG, "%s: export %s: %s", uri,
+              quote_name (export, q, sizeof q), nbd_get_error ());
     return -1;
   }
   return 0;
+}
+
+/* A new handle connected to uri (and export, if not NULL), or NULL
+ * with a message in msg.
+ */
+static struct nbd_handle *
+handle_connect (const char *uri, const char *export, char *msg)
+{
+  struct nbd_handle *h = nbd_create ();
+
+  if (!h) {
+    snprintf (msg, CONNECT_MSG, "%s", nbd_get_error ());
+    return NULL;
+  }
+  if ((export ? go_to_export (h, uri, export, msg)
+       : connect_uri (h, uri, msg)) == -1) {
+    nbd_close (h);
+    return NULL;
+  }
+  return h;
+}
+
+static void
+backend_free (struct nbd_backend *n)
+{
+  if (n->nbd)
+    nbd_close (n->nbd);
+  sync_destroy (n);
+  free (n->label);
+  free (n->uri);
+  free (n->export);
+  free (n);
 }
 
 static struct backend *
@@ -389,38 +496,30 @@ nbd_open (const char *uri, const char *export)
 {
   struct nbd_backend *n;
   int64_t size, max;
-  char q[128];
+  char q[128], msg[CONNECT_MSG];
 
   n = calloc (1, sizeof *n);
   if (!n) {
     errmsg ("out of memory");
     return NULL;
   }
-  n->b.name = uri;
-  if (export) {
-    if (asprintf (&n->label, "%s (export %s)", uri,
-                  quote_name (export, q, sizeof q)) == -1) {
-      errmsg ("out of memory");
-      free (n);
-      return NULL;
-    }
-    n->b.name = n->label;
-  }
   sync_init (n);
-  n->nbd = nbd_create ();
-  if (!n->nbd) {
-    sync_destroy (n);
-    errmsg ("%s", nbd_get_error ());
-    free (n->label);
-    free (n);
+  n->uri = strdup (uri);
+  n->export = export ? strdup (export) : NULL;
+  if (!n->uri || (export && !n->export) ||
+      (export && asprintf (&n->label, "%s (export %s)", uri,
+                           quote_name (export, q, sizeof q)) == -1)) {
+    n->label = NULL;
+    errmsg ("out of memory");
+    backend_free (n);
     return NULL;
   }
-  if (export) {
-    if (go_to_export (n, uri, export) == -1)
-      goto fail;
-  }
-  else if (connect_uri (n->nbd, uri) == -1)
+  n->b.name = export ? n->label : n->uri;
+  n->nbd = handle_connect (uri, export, msg);
+  if (!n->nbd) {
+    errmsg ("%s", msg);
     goto fail;
+  }
   size = nbd_get_size (n->nbd);
   if (size < 0) {
     errmsg ("%s: %s", n->b.name, nbd_get_error ());
@@ -435,6 +534,7 @@ nbd_open (const char *uri, const char *export)
   n->max_request = max > 0 && max < NBD_MAX_REQUEST ? max : NBD_MAX_REQUEST;
 
   n->b.ops.pread = nbd_be_pread;
+  n->b.ops.reopen = nbd_be_reopen;
   n->b.ops.pwrite = nbd_be_pwrite;
   /* Without zero the engine writes zeroes; without trim it skips trims
    * (a trim may leave anything behind anyway).
@@ -452,10 +552,7 @@ nbd_open (const char *uri, const char *export)
   return &n->b;
 
  fail:
-  nbd_close (n->nbd);
-  sync_destroy (n);
-  free (n->label);
-  free (n);
+  backend_free (n);
   return NULL;
 }
 
