@@ -146,6 +146,35 @@ requires_drain_backend ()
     fi
 }
 
+# requires_rtt_filter
+#
+# Sets $rtt_filter to tests/nbdkit-rtt-filter.so, a store with a round
+# trip (built with the pcache filter), for the drain tests below nbdkit's
+# log filter, and requires both filters.
+requires_rtt_filter ()
+{
+    rtt_filter="${abs_top_builddir:-.}/tests/.libs/nbdkit-rtt-filter.so"
+    if [ ! -f "$rtt_filter" ]; then
+        echo "$0: test filter not built: $rtt_filter"
+        exit 1
+    fi
+    requires nbdkit --filter=log null --version
+}
+
+# dirty_cache PYTHON
+#
+# Make $cache, 16M with 1M segments, in front of a 16M memory disk that
+# fails every write, and run PYTHON in nbdsh against it: everything it
+# writes stays dirty in the cache, for a drain to write back.
+dirty_cache ()
+{
+    requires nbdkit --filter=error null --version
+    nbdkit -U - --filter="$PCACHE_FILTER" --filter=error memory 16M \
+           error-pwrite-rate=1 \
+           pcache-dev="$cache" pcache-size=16M pcache-segment-size=1M \
+           --run "nbdsh -u \"\$uri\" -c '$1'"
+}
+
 # ---------------------------------------------------------------------
 # Checking a command's outcome.
 

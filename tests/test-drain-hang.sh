@@ -15,16 +15,14 @@ requires_nbdsh
 requires_pcachectl
 requires_drain_backend nbd
 requires nbdkit --filter=pause null --version
-requires nbdkit --filter=error null --version
 requires python3 -c 'pass'
 tmpdir
 
 # A cache with dirty data: the error filter fails every write-back.
-nbdkit -U - --filter="$PCACHE_FILTER" --filter=error memory 16M \
-       error-pwrite-rate=1 \
-       pcache-dev="$cache" pcache-size=16M pcache-segment-size=1M \
-       --run 'nbdsh -u "$uri" -c "h.pwrite(b\"D\" * 8192, 65536)" \
-                             -c "h.flush()"'
+dirty_cache '
+h.pwrite(b"D" * 8192, 65536)
+h.flush()
+'
 expect_status 0 "$pcachectl" info "$cache"
 grep -qx 'dirty bytes: *8192 (8.0 KiB)' "$tmp/out"
 

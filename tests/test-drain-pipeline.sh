@@ -13,21 +13,16 @@ requires_filter_built
 requires_nbdsh
 requires_pcachectl
 requires_drain_backend nbd
-requires nbdkit --filter=log null --version
-requires nbdkit --filter=error null --version
+requires_rtt_filter
 tmpdir
-rtt_filter="${abs_top_builddir:-.}/tests/.libs/nbdkit-rtt-filter.so"
 
 # 64 dirty 4K extents, 64K apart so that none merge, in one epoch (no
 # flush between them): write-back may write them all at once.
-nbdkit -U - --filter="$PCACHE_FILTER" --filter=error memory 16M \
-       error-pwrite-rate=1 \
-       pcache-dev="$cache" pcache-size=16M pcache-segment-size=1M \
-       --run 'nbdsh -u "$uri" -c "
+dirty_cache "
 for i in range(64):
     h.pwrite(bytes([i + 1]) * 4096, i * 65536)
 h.flush()
-"'
+"
 expect_status 0 "$pcachectl" info "$cache"
 grep -qx 'dirty bytes: *262144 (256.0 KiB)' "$tmp/out"
 

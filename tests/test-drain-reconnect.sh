@@ -16,21 +16,16 @@ requires_filter_built
 requires_nbdsh
 requires_pcachectl
 requires_drain_backend nbd
-requires nbdkit --filter=log null --version
-requires nbdkit --filter=error null --version
+requires_rtt_filter
 tmpdir
-rtt_filter="${abs_top_builddir:-.}/tests/.libs/nbdkit-rtt-filter.so"
 
-nbdkit -U - --filter="$PCACHE_FILTER" --filter=error memory 16M \
-       error-pwrite-rate=1 \
-       pcache-dev="$cache" pcache-size=16M pcache-segment-size=1M \
-       --run 'nbdsh -u "$uri" -c "
+dirty_cache "
 for e in range(20):
     for i in range(4):
         n = e * 4 + i
         h.pwrite(bytes([n + 1]) * 4096, n * 65536)
     h.flush()
-"'
+"
 expect_status 0 "$pcachectl" info "$cache"
 grep -qx 'dirty bytes: *327680 (320.0 KiB)' "$tmp/out"
 

@@ -11,11 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
 #include <libnbd.h>
 
 #include "pcachectl.h"
+#include "util.h"
 
 /* Largest request sent when the server states no maximum. */
 #define NBD_MAX_REQUEST (32u << 20)
@@ -91,16 +90,7 @@ wait_until (struct nbd_handle *h, int (*done) (struct nbd_handle *, void *),
 static void
 wait_progress (struct nbd_backend *n, int ms)
 {
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (long) (ms % 1000) * 1000000;
-  if (ts.tv_nsec >= 1000000000) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000;
-  }
-  pthread_cond_timedwait (&n->progress, &n->lock, &ts);
+  pc_cond_wait_ms (&n->progress, &n->lock, ms);
 }
 
 /* With n->lock held, wait for the command cookie of connection conn,
@@ -310,13 +300,8 @@ nbd_be_flush (void *ctx, int *err)
 static void
 sync_init (struct nbd_backend *n)
 {
-  pthread_condattr_t a;
-
   pthread_mutex_init (&n->lock, NULL);
-  pthread_condattr_init (&a);
-  pthread_condattr_setclock (&a, CLOCK_MONOTONIC);
-  pthread_cond_init (&n->progress, &a);
-  pthread_condattr_destroy (&a);
+  pthread_cond_init (&n->progress, NULL);
 }
 
 static void
