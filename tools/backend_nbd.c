@@ -149,7 +149,6 @@ fail (struct nbd_backend *n, const char *what, uint64_t off, uint32_t len,
 
   backend_set_error (&n->b, "%s: %s of %" PRIu32 " bytes at offset %" PRIu64
                      ": %s", n->b.name, what, len, off, nbd_get_error ());
-  dbgmsg ("%s", n->b.last_error);
   *err = e > 0 ? e : EIO;
   return -1;
 }
@@ -172,7 +171,6 @@ hang (struct nbd_backend *n, const char *what, uint64_t off, uint32_t len,
                      "offset %" PRIu64 " for %u s: the server is not "
                      "answering", n->b.name, what, len, off,
                      answer_timeout_s);
-  dbgmsg ("%s", n->b.last_error);
   *err = ETIMEDOUT;
   return -1;
 }
@@ -347,7 +345,6 @@ nbd_be_reopen (void *ctx, int *err)
   if (r == -1) {
     backend_set_error (&n->b, "%s: cannot connect again: %s", n->b.name,
                        msg);
-    dbgmsg ("%s", n->b.last_error);
     *err = ENOTCONN;
   }
   pthread_mutex_unlock (&n->lock);

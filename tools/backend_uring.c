@@ -117,7 +117,6 @@ fail (struct file_backend *f, const char *what, uint64_t off, uint32_t len,
 {
   backend_set_error (&f->b, "%s: %s of %" PRIu32 " bytes at offset %" PRIu64
                      ": %s", f->b.name, what, len, off, strerror (e));
-  dbgmsg ("%s", f->b.last_error);
   *err = e;
   return -1;
 }

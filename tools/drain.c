@@ -80,14 +80,32 @@ drain_main (void *arg)
   return NULL;
 }
 
+/* Write-back's threads set a backend's last error while the main
+ * thread may read it for its report.
+ */
+static pthread_mutex_t error_lock = PTHREAD_MUTEX_INITIALIZER;
+
 void
 backend_set_error (struct backend *b, const char *fmt, ...)
 {
+  char msg[sizeof b->last_error];
   va_list ap;
 
   va_start (ap, fmt);
-  vsnprintf (b->last_error, sizeof b->last_error, fmt, ap);
+  vsnprintf (msg, sizeof msg, fmt, ap);
   va_end (ap);
+  dbgmsg ("%s", msg);
+  pthread_mutex_lock (&error_lock);
+  memcpy (b->last_error, msg, sizeof msg);
+  pthread_mutex_unlock (&error_lock);
+}
+
+void
+backend_get_error (struct backend *b, char *buf)
+{
+  pthread_mutex_lock (&error_lock);
+  memcpy (buf, b->last_error, sizeof b->last_error);
+  pthread_mutex_unlock (&error_lock);
 }
 
 /* The backing store TO, an NBD URI or a file or block device.  A
@@ -356,6 +374,7 @@ static int
 write_back (struct rescue *x)
 {
   uint64_t epoch = x->nksets ? x->ksets[0]->epoch : 0;
+  char last[sizeof x->be->last_error];
   size_t i;
   unsigned j;
   int err = 0;
@@ -389,9 +408,9 @@ write_back (struct rescue *x)
   return 0;
 
  fail:
+  backend_get_error (x->be, last);
   errmsg ("%s: writing to %s failed: %s%s%s", x->path, x->be->name,
-          strerror (err), x->be->last_error[0] ? ": " : "",
-          x->be->last_error);
+          strerror (err), last[0] ? ": " : "", last);
   return -1;
 }
 
@@ -865,15 +884,25 @@ start_exports (struct drain *d)
 
 /* The last error of a backend, if one had one. */
 static void
+report_last_error (struct backend *b)
+{
+  char last[sizeof b->last_error];
+
+  if (!b)
+    return;
+  backend_get_error (b, last);
+  if (last[0])
+    errmsg ("last error: %s", last);
+}
+
+static void
 report_last_errors (const struct drain *d)
 {
   uint32_t id;
 
-  if (d->be && d->be->last_error[0])
-    errmsg ("last error: %s", d->be->last_error);
+  report_last_error (d->be);
   for (id = 0; id < d->nbes; id++)
-    if (d->bes[id] && d->bes[id]->last_error[0])
-      errmsg ("last error: %s", d->bes[id]->last_error);
+    report_last_error (d->bes[id]);
 }
 
 /* Open the cache and the backing store and start the engine's workers.

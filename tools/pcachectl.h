@@ -144,6 +144,8 @@ struct backend *backend_nbd_open_export (const char *uri, const char *export);
 void backend_nbd_set_timeout (unsigned seconds);
 void backend_set_error (struct backend *b, const char *fmt, ...)
   __attribute__ ((format (printf, 2, 3)));
+/* A copy of b->last_error, into buf of as many bytes. */
+void backend_get_error (struct backend *b, char *buf);
 
 /* progress.c: one status line on stderr, redrawn in place, only when
  * stderr is a terminal.
