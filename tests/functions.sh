@@ -149,11 +149,11 @@ requires_drain_backend ()
 # requires_rtt_filter
 #
 # Sets $rtt_filter to tests/nbdkit-rtt-filter.so, a store with a round
-# trip (built with the pcache filter), for the drain tests below nbdkit's
-# log filter, and requires both filters.
+# trip, from the build tree of $PCACHE_FILTER, for the drain tests below
+# nbdkit's log filter, and requires both filters.
 requires_rtt_filter ()
 {
-    rtt_filter="${abs_top_builddir:-.}/tests/.libs/nbdkit-rtt-filter.so"
+    rtt_filter="${PCACHE_FILTER%/plugin/.libs/*}/tests/.libs/nbdkit-rtt-filter.so"
     if [ ! -f "$rtt_filter" ]; then
         echo "$0: test filter not built: $rtt_filter"
         exit 1
