@@ -1085,11 +1085,15 @@ wb_round (struct pc_cache *c, struct wb_pool *p, struct pc_ns *ns,
   /* The backoff stays as it is after a reopen: a backend that fails on
    * a new connection too must not be reopened in a tight loop.
    */
-  /* Writes that went down on the old connection and were not flushed
-   * there may have gone with it (a server that crashed): a flush on the
-   * new one would not cover them, so the batch goes down again whole.
+  /* Writes that went down on a connection that broke and were not
+   * flushed there may have gone with it (a server that crashed): a
+   * flush on the new one would not cover them, so the batch goes down
+   * again whole.  Not after other errors, whose reopen (every few
+   * rounds) finds the server as it was: a batch then keeps what it got
+   * down, or a backend that fails some writes would never finish one.
    */
-  if (wb_failed (c, b, err) && wb_reopen (c, b) == 0 && b->unflushed)
+  if (wb_failed (c, b, err) && wb_reopen (c, b) == 0 && b->unflushed &&
+      wb_conn_error (err))
     wb_unload (b);
   pc_ns_unpin (ns);
   ns->retry_ms = pc_now_ms () + b->backoff_ms;
