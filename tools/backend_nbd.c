@@ -58,6 +58,35 @@ static struct nbd_handle *handle_connect (const char *uri,
                                           const char *export, char *msg);
 static void backend_free (struct nbd_backend *n);
 
+/* When what begins now is given up (a pc_now_ms time): after
+ * answer_timeout_s, or 0 for never.
+ */
+static uint64_t
+answer_deadline (void)
+{
+  return answer_timeout_s
+    ? pc_now_ms () + (uint64_t) answer_timeout_s * 1000 : 0;
+}
+
+/* Milliseconds a wait may last: until deadline (0: none), at most max
+ * (-1: no limit).  0 once deadline has passed.
+ */
+static int
+time_left (uint64_t deadline, int max)
+{
+  uint64_t t, left;
+
+  if (!deadline)
+    return max;
+  t = pc_now_ms ();
+  if (t >= deadline)
+    return 0;
+  left = deadline - t;
+  if (max >= 0 && left > (uint64_t) max)
+    return max;
+  return left > INT_MAX ? INT_MAX : (int) left;
+}
+
 /* Poll the handle until done (h, arg) says so or answer_timeout_s passes.
  * Returns 1 when done, 0 on the time limit, -1 if the connection
  * failed (libnbd's error set).
@@ -66,20 +95,14 @@ static int
 wait_until (struct nbd_handle *h, int (*done) (struct nbd_handle *, void *),
             void *arg)
 {
-  uint64_t deadline = answer_timeout_s
-    ? now_ms () + (uint64_t) answer_timeout_s * 1000 : 0;
+  uint64_t deadline = answer_deadline ();
   int r;
 
   while ((r = done (h, arg)) == 0) {
-    int wait = -1;
+    int wait = time_left (deadline, -1);
 
-    if (deadline) {
-      uint64_t t = now_ms ();
-
-      if (t >= deadline)
-        return 0;
-      wait = deadline - t > INT_MAX ? INT_MAX : (int) (deadline - t);
-    }
+    if (wait == 0)
+      return 0;
     if (nbd_poll (h, wait) == -1)
       return -1;
   }
@@ -93,8 +116,16 @@ wait_progress (struct nbd_backend *n, int ms)
   pc_cond_wait_ms (&n->progress, &n->lock, ms);
 }
 
+/* With n->lock held, until no thread polls the handle. */
+static void
+wait_no_poller (struct nbd_backend *n)
+{
+  while (n->polling)
+    wait_progress (n, POLL_SLICE_MS);
+}
+
 /* With n->lock held, wait for the command cookie of connection conn,
- * within deadline (a now_ms () time; 0: none).  Returns 1 when it
+ * within deadline (a pc_now_ms time; 0: none).  Returns 1 when it
  * succeeded, 0 on the time limit or once another request has hung the
  * connection, -1 if it or the connection failed (libnbd's error set,
  * or *gone if the connection was replaced meanwhile).
@@ -104,7 +135,7 @@ wait_command (struct nbd_backend *n, unsigned conn, int64_t cookie,
               uint64_t deadline, int *gone)
 {
   for (;;) {
-    int r, wait = POLL_SLICE_MS;
+    int r, wait;
 
     /* A new connection numbers its commands afresh: this cookie may
      * be another request's there.
@@ -116,16 +147,9 @@ wait_command (struct nbd_backend *n, unsigned conn, int64_t cookie,
     r = nbd_aio_command_completed (n->nbd, cookie);
     if (r != 0)
       return r == 1 ? 1 : -1;
-    if (n->hung)
+    wait = time_left (deadline, POLL_SLICE_MS);
+    if (n->hung || wait == 0)
       return 0;
-    if (deadline) {
-      uint64_t t = now_ms ();
-
-      if (t >= deadline)
-        return 0;
-      if (deadline - t < (uint64_t) wait)
-        wait = (int) (deadline - t);
-    }
     if (n->polling) {
       wait_progress (n, wait);
       continue;
@@ -165,8 +189,7 @@ hang (struct nbd_backend *n, const char *what, uint64_t off, uint32_t len,
       int *err)
 {
   n->hung = 1;
-  while (n->polling)
-    wait_progress (n, POLL_SLICE_MS);
+  wait_no_poller (n);
   backend_set_error (&n->b, "%s: no answer to a %s of %" PRIu32 " bytes at "
                      "offset %" PRIu64 " for %u s: the server is not "
                      "answering", n->b.name, what, len, off,
@@ -188,8 +211,7 @@ request (struct nbd_backend *n, enum req what, void *buf, uint32_t len,
          uint64_t off, uint32_t flags, int *err)
 {
   nbd_completion_callback none = NBD_NULL_COMPLETION;
-  uint64_t deadline = answer_timeout_s
-    ? now_ms () + (uint64_t) answer_timeout_s * 1000 : 0;
+  uint64_t deadline = answer_deadline ();
   int64_t cookie = -1;
   unsigned conn;
   int r = -1, gone = 0;
@@ -323,8 +345,7 @@ nbd_be_reopen (void *ctx, int *err)
   int r = -1;
 
   pthread_mutex_lock (&n->lock);
-  while (n->polling)
-    wait_progress (n, POLL_SLICE_MS);
+  wait_no_poller (n);
   h = handle_connect (n->uri, n->export, msg);
   if (h && nbd_get_size (h) != (int64_t) n->b.size)
     snprintf (msg, sizeof msg, "the export is not of %" PRIu64

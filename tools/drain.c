@@ -23,6 +23,7 @@
 #include "crc.h"
 #include "meta.h"
 #include "pcachectl.h"
+#include "util.h"
 
 #define POLL_MS 200
 #define DEFAULT_TIMEOUT_S 60
@@ -995,7 +996,7 @@ watch (struct drain *d)
   const char *why = NULL;
   char h[32], h2[32];
 
-  d->start = last_good = now_ms ();
+  d->start = last_good = pc_now_ms ();
   pc_cache_get_stats (d->cache, &st);
   err_base = failures (&st);
   last_dirty = left (d, &st);
@@ -1010,7 +1011,7 @@ watch (struct drain *d)
     if (atomic_load (&d->job.done))
       break;
     pc_cache_get_stats (d->cache, &st);
-    t = now_ms ();
+    t = pc_now_ms ();
     now_left = left (d, &st);
     if (now_left < last_dirty) {
       last_good = t;
@@ -1075,8 +1076,8 @@ give_up (struct drain *d)
   else
     errmsg ("%s: everything was written back before the stop, but the "
             "cache was not emptied; run drain again", d->path);
-  deadline = now_ms () + 1000;
-  while (!atomic_load (&d->job.done) && now_ms () < deadline)
+  deadline = pc_now_ms () + 1000;
+  while (!atomic_load (&d->job.done) && pc_now_ms () < deadline)
     usleep (10000);
   if (atomic_load (&d->job.done))
     pthread_join (d->thread, NULL);
@@ -1092,7 +1093,7 @@ finish_exports (struct drain *d, const struct pc_stats *st,
                 const struct pc_info *in)
 {
   char h1[32], h2[32], label[128], list[2048];
-  double secs = (now_ms () - d->start) / 1000.0;
+  double secs = (pc_now_ms () - d->start) / 1000.0;
   struct exports after;
   uint32_t id;
   size_t o = 0;
@@ -1180,7 +1181,7 @@ finish (struct drain *d)
           "%.1f s; %s\n", d->path, d->dirty_ksets,
           d->dirty_ksets == 1 ? "" : "s",
           human_size (st.writeback_bytes, h1, sizeof h1), d->to,
-          (now_ms () - d->start) / 1000.0,
+          (pc_now_ms () - d->start) / 1000.0,
           d->job.keep
           ? "clean data stays cached"
           : "the cache is now empty");

@@ -19,7 +19,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "pcachectl.h"
@@ -188,15 +187,6 @@ log_message (size_t i)
 
 /* ------------------------------------------------------------------ */
 /* Helpers. */
-
-uint64_t
-now_ms (void)
-{
-  struct timespec ts;
-
-  clock_gettime (CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 const char *
 human_size (uint64_t n, char *buf, size_t len)

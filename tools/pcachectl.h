@@ -86,9 +86,6 @@ const char *quote_name (const char *name, char *buf, size_t len);
 /* After "in use by another process". */
 void busy_hint (const char *path);
 
-/* Milliseconds of CLOCK_MONOTONIC. */
-uint64_t now_ms (void);
-
 /* Human readable size: "32.0 MiB". */
 const char *human_size (uint64_t n, char *buf, size_t len);
 /* Write s as a JSON string literal. */
