@@ -254,6 +254,14 @@ set_err (struct rig *r, int err)
 }
 
 static void
+set_flush_err (struct rig *r, int err)
+{
+  pthread_mutex_lock (&r->f.lock);
+  r->f.flush_err = err;
+  pthread_mutex_unlock (&r->f.lock);
+}
+
+static void
 stats (struct rig *r, struct pc_stats *st)
 {
   pc_cache_get_stats (r->c, st);
@@ -541,9 +549,7 @@ test_flush_fails (void)
   stats (&r, &st);
   CU_ASSERT_EQUAL (st.writeback_flushes, 0);
 
-  pthread_mutex_lock (&r.f.lock);
-  r.f.flush_err = 0;
-  pthread_mutex_unlock (&r.f.lock);
+  set_flush_err (&r, 0);
   CU_ASSERT_EQUAL (pc_cache_drain (r.c, &err), 0);
   check_ok (&r, 0, 0);
   stats (&r, &st);
@@ -589,9 +595,7 @@ test_reopen_keeps_batch (void)
   CU_ASSERT_EQUAL_FATAL (pc_cache_start (r.c, &r.bg), 0);
   CU_ASSERT_EQUAL (pc_cache_drain_timeout (r.c, 1, &err), -1);
   CU_ASSERT (reopen_calls (&r) >= 1);
-  pthread_mutex_lock (&r.f.lock);
-  r.f.flush_err = 0;
-  pthread_mutex_unlock (&r.f.lock);
+  set_flush_err (&r, 0);
   CU_ASSERT_EQUAL (pc_cache_drain (r.c, &err), 0);
   pthread_mutex_lock (&r.mem->lock);
   CU_ASSERT_EQUAL (r.mem->npwrite, 1);
