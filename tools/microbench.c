@@ -759,8 +759,8 @@ median (double *v, unsigned n)
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* w / b of field f of each round's results: the median, and with more
- * than one round the spread (min-max).
+/* w[i] / b[i] over n rounds: the median, and with more than one round
+ * the spread (min-max), then what.
  */
 static void
 ratio (const char *what, unsigned n, const double *w, const double *b)
@@ -887,9 +887,8 @@ struct results {
   struct replay_result replay;
 };
 
-/* Each round's figures; the first round prints the mapping's kind. */
+/* Each round's figures. */
 static struct results rounds[MAX_ROUNDS];
-static const struct results *const first_res = &rounds[0];
 
 /* Entry i of the result array at offset off in round r's results. */
 static const struct result *
@@ -1184,7 +1183,7 @@ phase_bare (struct results *res)
     pc_pmem_prefault (pm);
     if (opt_touch)
       touch_map (pm);
-    if (i == 0 && res == first_res) {
+    if (i == 0 && res == &rounds[0]) {
       printf ("mapping granularity: %s\n", pc_pmem_granularity (pm));
       fflush (stdout);
     }
