@@ -18,6 +18,7 @@
 #include "meta.h"
 #include "namespace.h"
 #include "replay.h"
+#include "slab.h"
 #include "timer.h"
 #include "util.h"
 #include "workers.h"
@@ -497,11 +498,17 @@ pc_cache_start (pc_cache *c, const struct pc_backend *bg)
   pc_hold_init (c);
   c->stop = 0;
   atomic_store (&c->stop_wb, 0);
-  e = pthread_create (&c->wb_thread, NULL, pc_writeback_thread, c);
+  e = pc_slab_start ();
   if (e)
     return pc_fail (e, "pthread_create: %s", strerror (e));
+  e = pthread_create (&c->wb_thread, NULL, pc_writeback_thread, c);
+  if (e) {
+    pc_slab_stop ();
+    return pc_fail (e, "pthread_create: %s", strerror (e));
+  }
   e = pthread_create (&c->timer_thread, NULL, pc_timer_thread, c);
   if (e) {
+    pc_slab_stop ();
     pthread_mutex_lock (&c->bg_lock);
     c->stop = 1;
     pthread_cond_broadcast (&c->bg_cv);
@@ -543,6 +550,7 @@ pc_cache_stop (pc_cache *c)
     pthread_join (c->timer_thread, NULL);
     pthread_join (c->wb_thread, NULL);
     pc_writeback_forget (c);
+    pc_slab_stop ();
     c->running = 0;
   }
   if (c->bound && c->pm)

@@ -58,6 +58,7 @@ push_chain (struct pc_slab *s, void *head)
   pthread_mutex_lock (&s->lock);
   set_link (head, link_of (head).next, s->batches);
   s->batches = head;
+  s->nbatches++;
   pthread_mutex_unlock (&s->lock);
 }
 
@@ -98,38 +99,219 @@ map_chunk (void)
   return p;
 }
 
+/* Cut chunk m into chains of s's objects, linked through their batch
+ * links, the last one's to NULL.  Returns the first chain; *last gets
+ * the last one's head and *n their number.  Writes to every object, so
+ * that the chunk's pages are faulted in here.
+ */
+static void *
+carve (const struct pc_slab *s, uint8_t *m, void **last, unsigned *n)
+{
+  uint64_t objs = CHUNK / s->size, j;
+  void *first = NULL;
+
+  *last = NULL;
+  *n = 0;
+  for (j = objs; j > 0; j--) {
+    uint8_t *p = m + (j - 1) * s->size;
+    void *next = j % BATCH ? p + s->size : NULL;
+
+    if ((j - 1) % BATCH == 0) {
+      set_link (p, next, first);
+      first = p;
+      if (*last == NULL)
+        *last = p;
+      (*n)++;
+    }
+    else
+      set_link (p, next, NULL);
+  }
+  return first;
+}
+
+/* Chains of a pool when it has half a chunk of them left. */
+static unsigned
+low_water (const struct pc_slab *s)
+{
+  return CHUNK / s->size / BATCH / 2;
+}
+
+/* The helper: which pools want a chunk, and its thread. */
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cv;                    /* a pool asks, or stop */
+  pthread_cond_t idle;                  /* nothing left to carve */
+  unsigned users;
+  int stop, busy;
+  unsigned want;                        /* bit s->id: carve for pools[id] */
+  struct pc_slab *pools[PC_SLAB_POOLS];
+  pthread_t thread;
+  uint64_t ahead, inline_;
+} helper = {
+  .lock = PTHREAD_MUTEX_INITIALIZER,
+  .cv = PTHREAD_COND_INITIALIZER,
+  .idle = PTHREAD_COND_INITIALIZER,
+};
+static _Atomic int helper_on;
+
+/* Carve a chunk for s on the helper's thread and hand its chains over. */
+static void
+carve_ahead (struct pc_slab *s)
+{
+  uint8_t *m = map_chunk ();
+  void *first = NULL, *last = NULL;
+  unsigned n = 0;
+
+  if (m)
+    first = carve (s, m, &last, &n);
+  pthread_mutex_lock (&s->lock);
+  if (first) {
+    set_link (last, link_of (last).next, s->batches);
+    s->batches = first;
+    s->nbatches += n;
+  }
+  /* Out of memory: the next allocation that finds the pool low asks
+   * again, and one that finds it empty maps for itself.
+   */
+  s->asked = 0;
+  pthread_mutex_unlock (&s->lock);
+  if (first) {
+    pthread_mutex_lock (&helper.lock);
+    helper.ahead++;
+    pthread_mutex_unlock (&helper.lock);
+  }
+}
+
+static void *
+helper_main (void *arg)
+{
+  (void) arg;
+  pthread_mutex_lock (&helper.lock);
+  while (!helper.stop) {
+    struct pc_slab *pools[PC_SLAB_POOLS];
+    unsigned want = helper.want, i;
+
+    if (want == 0) {
+      pthread_cond_broadcast (&helper.idle);
+      pthread_cond_wait (&helper.cv, &helper.lock);
+      continue;
+    }
+    helper.want = 0;
+    helper.busy = 1;
+    memcpy (pools, helper.pools, sizeof pools);
+    pthread_mutex_unlock (&helper.lock);
+    for (i = 0; i < PC_SLAB_POOLS; i++)
+      if (want & (1u << i))
+        carve_ahead (pools[i]);
+    pthread_mutex_lock (&helper.lock);
+    helper.busy = 0;
+  }
+  pthread_cond_broadcast (&helper.idle);
+  pthread_mutex_unlock (&helper.lock);
+  return NULL;
+}
+
+/* Ask the helper for a chunk for s (s->asked was set for it). */
+static void
+ask_helper (struct pc_slab *s)
+{
+  pthread_mutex_lock (&helper.lock);
+  helper.pools[s->id] = s;
+  helper.want |= 1u << s->id;
+  pthread_cond_signal (&helper.cv);
+  pthread_mutex_unlock (&helper.lock);
+}
+
+int
+pc_slab_start (void)
+{
+  int e = 0;
+
+  pthread_mutex_lock (&helper.lock);
+  if (helper.users == 0) {
+    helper.stop = 0;
+    e = pthread_create (&helper.thread, NULL, helper_main, NULL);
+  }
+  if (e == 0) {
+    helper.users++;
+    atomic_store (&helper_on, 1);
+  }
+  pthread_mutex_unlock (&helper.lock);
+  return e;
+}
+
+void
+pc_slab_stop (void)
+{
+  pthread_mutex_lock (&helper.lock);
+  if (helper.users == 0 || --helper.users > 0) {
+    pthread_mutex_unlock (&helper.lock);
+    return;
+  }
+  atomic_store (&helper_on, 0);
+  helper.stop = 1;
+  pthread_cond_signal (&helper.cv);
+  pthread_mutex_unlock (&helper.lock);
+  pthread_join (helper.thread, NULL);
+  /* Requests it did not take stay for the next helper. */
+}
+
+void
+pc_slab_get_stats (struct pc_slab_stats *st)
+{
+  pthread_mutex_lock (&helper.lock);
+  st->chunks_ahead = helper.ahead;
+  st->chunks_inline = helper.inline_;
+  pthread_mutex_unlock (&helper.lock);
+}
+
+void
+pc_slab_settle (void)
+{
+  pthread_mutex_lock (&helper.lock);
+  while (helper.users > 0 && (helper.want || helper.busy))
+    pthread_cond_wait (&helper.idle, &helper.lock);
+  pthread_mutex_unlock (&helper.lock);
+}
+
 /* Take a chain of free objects, carving a new chunk into chains if the
  * pool has none.  NULL when out of memory.
  */
 static void *
 take_chain (struct pc_slab *s)
 {
-  void *chain;
+  void *chain, *last;
+  unsigned n;
+  int carved = 0, ask = 0;
 
   pthread_mutex_lock (&s->lock);
   if (s->batches == NULL) {
     uint8_t *m = map_chunk ();
 
     if (m) {
-      uint64_t n = CHUNK / s->size, j;
-
-      for (j = n; j > 0; j--) {
-        uint8_t *p = m + (j - 1) * s->size;
-        void *next = j % BATCH ? p + s->size : NULL;
-
-        if ((j - 1) % BATCH == 0) {
-          set_link (p, next, s->batches);
-          s->batches = p;
-        }
-        else
-          set_link (p, next, NULL);
-      }
+      s->batches = carve (s, m, &last, &n);
+      s->nbatches = n;
+      carved = 1;
     }
   }
   chain = s->batches;
-  if (chain)
+  if (chain) {
     s->batches = link_of (chain).batch;
+    s->nbatches--;
+  }
+  if (s->nbatches < low_water (s) && !s->asked &&
+      atomic_load (&helper_on)) {
+    s->asked = 1;
+    ask = 1;
+  }
   pthread_mutex_unlock (&s->lock);
+  if (carved) {
+    pthread_mutex_lock (&helper.lock);
+    helper.inline_++;
+    pthread_mutex_unlock (&helper.lock);
+  }
+  if (ask)
+    ask_helper (s);
   return chain;
 }
 

@@ -15,6 +15,13 @@
  * spares move between them as chains linked through the free objects,
  * so a hand-over is O(1) under the pool's lock and its taker follows
  * one link per allocation, on the line it is about to fill anyway.
+ *
+ * A fresh chunk costs its first toucher some hundreds of microseconds:
+ * the kernel zeroes the huge page, and carving writes a link into every
+ * object.  While a cache runs (pc_slab_start), a helper thread carves a
+ * pool's next chunk when the pool is down to half a chunk of spares, so
+ * that a growing index does not stall the request that needs one more
+ * object.  Each pool in use so keeps up to a chunk and a half ready.
  */
 #ifndef PC_SLAB_H
 #define PC_SLAB_H
@@ -30,6 +37,8 @@ struct pc_slab {
   unsigned id;                          /* its slot in a thread's cache */
   pthread_mutex_t lock;
   void *batches;                        /* chains of free objects */
+  unsigned nbatches;                    /* chains in batches */
+  int asked;                            /* the helper is to add a chunk */
 };
 
 #define PC_SLAB_INIT(sz, slot) \
@@ -46,5 +55,23 @@ void pc_slab_free (struct pc_slab *s, void *p);
 int pc_slab_reserve (struct pc_slab *s, unsigned n);
 /* Bytes of memory mapped for all pools. */
 uint64_t pc_slab_bytes (void);
+
+/* Start the helper thread that carves chunks ahead of need, or count
+ * one more user of it; pc_slab_stop counts one less and ends it with
+ * the last.  Without it, a pool carves its chunks when it runs out.
+ * pc_slab_start returns 0, or an errno value.
+ */
+int pc_slab_start (void);
+void pc_slab_stop (void);
+
+/* Chunks carved in all: by the helper ahead of need, and by allocations
+ * that found their pool empty.
+ */
+struct pc_slab_stats {
+  uint64_t chunks_ahead, chunks_inline;
+};
+void pc_slab_get_stats (struct pc_slab_stats *st);
+/* Wait until the helper has no chunk left to carve; for tests. */
+void pc_slab_settle (void);
 
 #endif /* PC_SLAB_H */
