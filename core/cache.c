@@ -204,6 +204,8 @@ check_new_size (struct pc_cache *c)
   return 0;
 }
 
+void (*pc_live_look_hook) (struct pc_cache *c);
+
 static int
 open_existing (struct pc_cache *c)
 {
@@ -242,6 +244,8 @@ open_existing (struct pc_cache *c)
   if (pc_segs_load (&c->segs, &bad) == -1)
     return pc_fail (EINVAL, "%s: generation record of segment %u is corrupt "
                     "in both slots", c->path, bad);
+  if (c->cfg.live && pc_live_look_hook)
+    pc_live_look_hook (c);
   if (c->cfg.gc_percent == PC_UNSET)
     c->gc_percent = c->ctrl.gc_percent <= PC_MAX_GC_PERCENT
       ? (int) c->ctrl.gc_percent : PC_DEFAULT_GC_PERCENT;

@@ -378,6 +378,12 @@ pc_kbuf_for (struct pc_cache *c, uint64_t off)
  */
 void pc_cache_set_backend (struct pc_cache *c, const struct pc_backend *bg);
 
+/* cache.c: for tests, called by a live open (cfg.live) between reading
+ * the segments' generation records and walking the log, where a slow
+ * look would see the running cache change.  NULL unless a test sets it.
+ */
+extern void (*pc_live_look_hook) (struct pc_cache *c);
+
 /* Note a client request for the writeback hold-back; stored only when
  * the millisecond changes, so that the line is not dirtied on every
  * request.

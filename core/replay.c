@@ -49,6 +49,13 @@ check_key (struct pc_cache *c, const struct pc_key_rec *r, const char **why)
    * cannot be: the generation record is damaged, and trusting it would
    * silently roll back every key of the segment.
    */
+  /* In a live look, the segment may have been freed and used again
+   * since its record was read (the record is written before any key of
+   * the new use).
+   */
+  if ((int32_t) (r->gen - pc_seg_gen32 (&c->segs, r->seg)) > 0 &&
+      c->cfg.live)
+    pc_seg_reload_gen (&c->segs, r->seg);
   if ((int32_t) (r->gen - pc_seg_gen32 (&c->segs, r->seg)) > 0) {
     *why = "key is newer than its segment's generation record";
     return -1;
@@ -264,6 +271,11 @@ pc_replay (struct pc_cache *c)
     if (h->flags & PC_KSET_LAST) {
       struct pc_seg *next = &c->segs.seg[h->next_seg];
 
+      /* In a live look, a segment the look saw in use may since have
+       * been freed and taken for the log.
+       */
+      if (next->role != PC_SEG_FREE && c->cfg.live)
+        pc_seg_reload_gen (&c->segs, h->next_seg);
       if (next->role != PC_SEG_FREE) {
         pc_fail (EINVAL, "%s: log segment %u is linked twice or holds "
                  "data (kset %" PRIu64 ")", c->path, h->next_seg, h->seq);

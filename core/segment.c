@@ -194,6 +194,27 @@ pc_seg_hold_replayed (struct pc_segs *s, uint32_t id)
 }
 
 int
+pc_seg_reload_gen (struct pc_segs *s, uint32_t id)
+{
+  struct pc_seg *g = &s->seg[id];
+  uint64_t gen;
+  uint32_t seq;
+  int slot = pc_gen_load (s->table + (uint64_t) id * PC_SEGTAB_ENTRY, &gen,
+                          &seq);
+
+  if (slot < 0)
+    return -1;
+  if ((int32_t) ((uint32_t) gen - (uint32_t) g->gen) <= 0)
+    return 0;
+  g->gen = gen;
+  g->gen_seq = seq;
+  g->gen_slot = slot;
+  g->role = PC_SEG_FREE;
+  atomic_store (&g->pin, pin_word (gen, 0));
+  return 1;
+}
+
+int
 pc_seg_get_if_gen (struct pc_segs *s, uint32_t id, uint32_t gen)
 {
   struct pc_seg *g = &s->seg[id];

@@ -585,6 +585,67 @@ test_data_crc (void)
 
 /* ------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------ */
+/* A live look (pcachectl on a cache nbdkit holds) while the cache runs
+ * on: between the look's reading of the generation records and its
+ * walk of the log, the running cache writes back, GC frees segments
+ * and new data and log ksets reuse them.  The look then meets keys and
+ * log links newer than the records it read: changes, not damage.
+ */
+
+static struct tu_rig *churn_rig;
+static unsigned churn_writes;
+
+/* Write over the cache three times, so that every segment is freed and
+ * reused at least once, and commit it all.
+ */
+static void
+churn (struct pc_cache *look)
+{
+  uint64_t st = tu_seed (41);
+  unsigned i, n = 3 * CSIZE / 65536;
+
+  (void) look;
+  for (i = 0; i < n; i++) {
+    uint64_t off = tu_below (&st, BSIZE / 65536) * 65536;
+
+    tu_rig_write (churn_rig, off, 65536, 500 + churn_writes++);
+    if (i % 16 == 15)
+      tu_flush (churn_rig->c);
+  }
+  tu_flush (churn_rig->c);
+}
+
+static void
+test_live_look (void)
+{
+  struct pc_config cfg;
+  struct tu_rig r;
+  pc_cache *look = NULL;
+  unsigned i;
+
+  CU_ASSERT_EQUAL_FATAL (tu_rig_open (&r, "live", NULL, CSIZE, BSIZE, 0), 0);
+  CU_ASSERT_EQUAL_FATAL (pc_cache_start (r.c, &r.be), 0);
+  churn_rig = &r;
+  for (i = 0; i < 3; i++) {
+    /* The cache holds data from before, then changes under the look. */
+    churn (NULL);
+    pc_live_look_hook = churn;
+    pc_config_init (&cfg);
+    cfg.path = r.path;
+    cfg.format = PC_FORMAT_AUTO;
+    cfg.live = 1;
+    tu_log_clear ();
+    if (pc_cache_open (&cfg, &look) == -1)
+      fprintf (stderr, "look %u: %s\n", i, tu_log_text ());
+    pc_live_look_hook = NULL;
+    CU_ASSERT_PTR_NOT_NULL (look);
+    pc_cache_close (look);
+    look = NULL;
+  }
+  tu_rig_close (&r);
+}
+
 static const struct tu_case cases[] = {
   { "replay", test_replay_basic },
   { "replay after crash: full kset", test_replay_full_kset },
@@ -596,6 +657,7 @@ static const struct tu_case cases[] = {
   { "truncated log stays truncated", test_truncated_log_stays_truncated },
   { "overlaps and replay", test_overlaps },
   { "data_crc", test_data_crc },
+  { "a live look while the cache churns", test_live_look },
   { NULL, NULL },
 };
 
