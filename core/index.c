@@ -326,21 +326,7 @@ prefetch_ptrs (const struct pc_bnode *x)
   __builtin_prefetch (&x->key[BT_ORDER - 1]);
 }
 
-static struct pc_bnode *
-leaf_for (const struct pc_tree *t, uint64_t off)
-{
-  struct pc_bnode *x = t->root;
-
-  if (x)
-    prefetch_ptrs (x);
-  while (x && x->level > 0) {
-    x = x->child[child_slot (x, off)];
-    prefetch_ptrs (x);
-  }
-  return x;
-}
-
-/* Ask for all four lines of node x. */
+/* Ask for every line of node x. */
 static inline void
 prefetch_node (const struct pc_bnode *x)
 {
@@ -349,6 +335,31 @@ prefetch_node (const struct pc_bnode *x)
 
   for (i = 0; i < sizeof *x; i += 64)
     __builtin_prefetch (p + i);
+}
+
+/* The leaf is known for one from its parent's level, not read here: all
+ * of its lines are asked for at once, and the caller's search waits for
+ * them together, where reading its level first would wait for one line,
+ * then the search for the rest.
+ */
+static struct pc_bnode *
+leaf_for (const struct pc_tree *t, uint64_t off)
+{
+  struct pc_bnode *x = t->root;
+  unsigned level;
+
+  if (x == NULL || x->level == 0)
+    return x;
+  prefetch_ptrs (x);
+  for (;;) {
+    level = x->level;
+    x = x->child[child_slot (x, off)];
+    if (level == 1)
+      break;
+    prefetch_ptrs (x);
+  }
+  prefetch_node (x);
+  return x;
 }
 
 void
