@@ -42,6 +42,7 @@
 #define WB_GROUP_SHARE 16       /* and 1/16 of the cache: a full cache
                                    frees room only as groups end */
 #define WB_WAKE_KSETS 8         /* committed ksets that wake idle writeback */
+#define WB_WAKE_KSETS_MAX 64    /* ... far below its thresholds */
 
 /* A batch being written back: the dirty data of one namespace.  It
  * survives a failed attempt, so a retry resumes with the extents not
@@ -1285,11 +1286,53 @@ wb_next_width (struct pc_cache *c)
   return wb_go (c);
 }
 
+/* What idle writeback saw when it last looked. */
+struct wb_idle {
+  uint64_t head, written, dirty;
+};
+
+/* Committed ksets to let pass before idle writeback looks again.  Each
+ * look costs a client's thread a wake-up (a system call, and in a
+ * virtual machine an interrupt to the other CPU), once every few ksets.
+ * Far below the thresholds that commits can cross (dirty data reaching
+ * pcache-writeback-percent, used segments GC's share), the looks can be
+ * further apart: as many ksets as take half the way to the nearer one
+ * at the bytes a kset has brought since the last look.  The other
+ * reasons to run (waiters for space, a drain or a quota; old data; a
+ * quiet client) wake writeback themselves or come with time.
+ */
+static unsigned
+wb_wake_gap (struct pc_cache *c, struct wb_idle *w)
+{
+  uint64_t head = atomic_load (&c->log.head_seq);
+  uint64_t dirty = PC_DIRTY_BYTES (c);
+  uint64_t written = PC_COUNTED (c, write_bytes);
+  uint64_t size = (uint64_t) c->nsegs << c->seg_shift;
+  uint64_t used = c->nsegs - pc_segs_nfree (&c->segs);
+  uint64_t wb_at = size / 100 * atomic_load (&c->wb_percent);
+  uint64_t gc_at = (uint64_t) c->nsegs * atomic_load (&c->gc_percent) / 100;
+  uint64_t per = 0, room, gap;
+
+  /* Zeroes and trims add dirty data but write no payload. */
+  if (head > w->head)
+    per = PC_MAX (written - w->written,
+                  dirty > w->dirty ? dirty - w->dirty : 0) / (head - w->head);
+  w->head = head;
+  w->written = written;
+  w->dirty = dirty;
+  if (per == 0 || dirty >= wb_at || used >= gc_at)
+    return WB_WAKE_KSETS;
+  room = PC_MIN (wb_at - dirty, (gc_at - used) << c->seg_shift);
+  gap = room / 2 / per;
+  return (unsigned) PC_MAX (PC_MIN (gap, WB_WAKE_KSETS_MAX), WB_WAKE_KSETS);
+}
+
 void *
 pc_writeback_thread (void *arg)
 {
   struct pc_cache *c = arg;
   struct wb_pool pool;
+  struct wb_idle idle = { 0, 0, 0 };
   unsigned helpers = wb_helpers_wanted (c);
 
   pc_thread_background ("pcache-wb");
@@ -1320,7 +1363,7 @@ pc_writeback_thread (void *arg)
        */
       uint64_t wake = atomic_load (&c->log.head_seq) +
         (atomic_load_explicit (&c->wb_percent, memory_order_relaxed) == 0
-         ? 1 : WB_WAKE_KSETS);
+         ? 1 : wb_wake_gap (c, &idle));
 
       atomic_store (&c->wb_wake_seq, wake);
       if (atomic_load (&c->log.head_seq) < wake)

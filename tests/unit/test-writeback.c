@@ -454,6 +454,47 @@ test_commit_wakes (void)
   unlink (p);
 }
 
+/* Far below its thresholds, idle writeback lets more ksets pass between
+ * looks (wb_wake_gap), so that clients wake it less often: 128 ksets of
+ * 64 KiB into a 24 MiB cache that writes back past 90% wake it a few
+ * times, where a look every WB_WAKE_KSETS would take 16 wake-ups.
+ */
+static void
+test_idle_wakes_apart (void)
+{
+  const char *p = tu_fresh ("gap");
+  struct tu_mem *mem = tu_mem_new (BSIZE, 0);
+  struct pc_backend be = tu_mem_backend (mem);
+  struct pc_config cfg;
+  uint64_t kicks, head;
+  pc_cache *c;
+  unsigned i;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL (mem);
+  tu_config (&cfg, p, CSIZE);
+  cfg.wb_percent = 90;
+  c = tu_open (&cfg, BSIZE);
+  CU_ASSERT_PTR_NOT_NULL_FATAL (c);
+  CU_ASSERT_EQUAL_FATAL (pc_cache_start (c, &be), 0);
+  pthread_mutex_lock (&c->bg_lock);
+  kicks = c->kicks;
+  pthread_mutex_unlock (&c->bg_lock);
+  head = atomic_load (&c->log.head_seq);
+  /* One stripe, one key buffer: a kset every PC_KSET_MAX_KEYS writes. */
+  for (i = 0; i < 128 * PC_KSET_MAX_KEYS; i++)
+    tu_write (c, (uint64_t) i * 512 % (4 * TU_MIB), 512, i);
+  CU_ASSERT (atomic_load (&c->log.head_seq) - head >= 128);
+  pthread_mutex_lock (&c->bg_lock);
+  kicks = c->kicks - kicks;
+  pthread_mutex_unlock (&c->bg_lock);
+  CU_ASSERT (kicks <= 128 / 16);
+  if (kicks > 128 / 16)
+    fprintf (stderr, "%" PRIu64 " wake-ups\n", kicks);
+  pc_cache_close (c);
+  tu_mem_free (mem);
+  unlink (p);
+}
+
 /* A backend that meters concurrency: the first `want` writes wait for
  * one another (up to 5 s, then it gives up and says so), and it keeps
  * the most writes it ever had in flight.
@@ -882,6 +923,7 @@ static const struct tu_case cases[] = {
   { "record in pieces", test_pieces },
   { "busy key buffer", test_busy_buffer },
   { "commits wake idle writeback", test_commit_wakes },
+  { "far below its thresholds, fewer wake-ups", test_idle_wakes_apart },
   { "a round has width writers", test_width },
   { "freed space wakes a writer", test_space_wakes },
   { "a hold stops at an epoch boundary", test_hold_boundary },
