@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 
 #include "slab.h"
+#include "util.h"
 
 #define CHUNK (UINT64_C (2) << 20)
 #define CACHE_MAX 128                   /* spares a thread keeps per pool */
@@ -186,6 +187,7 @@ static void *
 helper_main (void *arg)
 {
   (void) arg;
+  pc_thread_background ("pcache-slab");
   pthread_mutex_lock (&helper.lock);
   while (!helper.stop) {
     struct pc_slab *pools[PC_SLAB_POOLS];
