@@ -44,11 +44,6 @@ check_key (struct pc_cache *c, const struct pc_key_rec *r, const char **why)
     *why = "key payload position out of bounds";
     return -1;
   }
-  /* A segment reused since this record was written has a newer
-   * generation: the record is stale.  A record newer than its segment
-   * cannot be: the generation record is damaged, and trusting it would
-   * silently roll back every key of the segment.
-   */
   /* In a live look, the segment may have been freed and used again
    * since its record was read (the record is written before any key of
    * the new use).
@@ -56,6 +51,11 @@ check_key (struct pc_cache *c, const struct pc_key_rec *r, const char **why)
   if ((int32_t) (r->gen - pc_seg_gen32 (&c->segs, r->seg)) > 0 &&
       c->cfg.live)
     pc_seg_reload_gen (&c->segs, r->seg);
+  /* A segment reused since this record was written has a newer
+   * generation: the record is stale.  A record newer than its segment
+   * cannot be: the generation record is damaged, and trusting it would
+   * silently roll back every key of the segment.
+   */
   if ((int32_t) (r->gen - pc_seg_gen32 (&c->segs, r->seg)) > 0) {
     *why = "key is newer than its segment's generation record";
     return -1;

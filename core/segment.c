@@ -193,7 +193,7 @@ pc_seg_hold_replayed (struct pc_segs *s, uint32_t id)
   atomic_store (&g->pin, (atomic_load (&g->pin) + 1) | PC_PIN_LIVE);
 }
 
-int
+void
 pc_seg_reload_gen (struct pc_segs *s, uint32_t id)
 {
   struct pc_seg *g = &s->seg[id];
@@ -202,16 +202,13 @@ pc_seg_reload_gen (struct pc_segs *s, uint32_t id)
   int slot = pc_gen_load (s->table + (uint64_t) id * PC_SEGTAB_ENTRY, &gen,
                           &seq);
 
-  if (slot < 0)
-    return -1;
-  if ((int32_t) ((uint32_t) gen - (uint32_t) g->gen) <= 0)
-    return 0;
+  if (slot < 0 || (int32_t) ((uint32_t) gen - (uint32_t) g->gen) <= 0)
+    return;
   g->gen = gen;
   g->gen_seq = seq;
   g->gen_slot = slot;
   g->role = PC_SEG_FREE;
   atomic_store (&g->pin, pin_word (gen, 0));
-  return 1;
 }
 
 int

@@ -105,9 +105,9 @@ void pc_seg_hold_replayed (struct pc_segs *s, uint32_t id);
 /* A live look (pcachectl beside a running cache): read the segment's
  * generation record again.  Newer than the one read before, it is a
  * new use of the segment, which starts free of what the look saw of the
- * old one.  Returns 1 if it was newer, 0 if not, -1 if it cannot be read.
+ * old one.  Unreadable or not newer, it changes nothing.
  */
-int pc_seg_reload_gen (struct pc_segs *s, uint32_t id);
+void pc_seg_reload_gen (struct pc_segs *s, uint32_t id);
 /* Free a log segment that the log has moved past. */
 void pc_seg_release (struct pc_segs *s, uint32_t id);
 
