@@ -23,20 +23,45 @@
 #include "index.h"
 #include "slab.h"
 
-#define BT_ORDER 30            /* entries per node: a node is 8 cache lines */
+#define BT_ORDER 24            /* entries per node: a node is 8 cache lines */
 #define BT_MIN   8             /* fewer than this: try to merge with a sibling */
+
+/* A leaf keeps each key's length and kind beside its offset, so that a
+ * write finds what it overlaps and replaces a key of the same range
+ * without reading the key: one cache miss a write fewer.  The key's
+ * own fields stay the truth; index.c alone changes a linked key's
+ * range, and mends the leaf when it does (keys never change kind).
+ */
+#define META_EMPTY (UINT32_C (1) << 31) /* a placeholder */
+#define META_CRC   (UINT32_C (1) << 30) /* a pc_key_crc */
+#define META_LEN   (META_CRC - 1)
+#define KEY_LEN_MAX META_LEN
 
 struct pc_bnode {
   uint16_t n;                           /* entries in use */
   uint8_t level;                        /* 0 for a leaf */
   struct pc_bnode *parent;
   uint64_t off[BT_ORDER];
+  uint32_t meta[BT_ORDER];              /* leaf: length | META_* */
   union {
     struct pc_key *key[BT_ORDER];       /* leaf */
     struct pc_bnode *child[BT_ORDER];   /* interior */
   };
   struct pc_bnode *prev, *next;         /* leaves, in offset order */
 } __attribute__ ((aligned (64)));
+
+static inline uint32_t
+key_meta (const struct pc_key *k)
+{
+  return k->len | (k->flags & PC_KEY_EMPTY ? META_EMPTY : 0)
+    | (k->flags & PC_KEY_CRC ? META_CRC : 0);
+}
+
+static inline uint64_t
+meta_len (uint32_t m)
+{
+  return m & META_LEN;
+}
 
 /* Keys and nodes come from pools of huge-page chunks (slab.h). */
 #define CRC_KEY_SIZE 64                 /* sizeof (struct pc_key_crc), rounded */
@@ -81,6 +106,16 @@ pc_key_free (struct pc_key *k)
 {
   if (k)
     pc_slab_free (k->flags & PC_KEY_CRC ? &crc_key_pool : &key_pool, k);
+}
+
+/* Free a key of a leaf without reading it: its kind is in the leaf.
+ * Ask for its line now, as the next allocation from its pool reuses it.
+ */
+static void
+key_free_meta (struct pc_key *k, uint32_t m)
+{
+  __builtin_prefetch (k, 1);
+  pc_slab_free (m & META_CRC ? &crc_key_pool : &key_pool, k);
 }
 
 /* A key of the same kind as k, not yet holding anything. */
@@ -311,7 +346,7 @@ slot_in_parent (const struct pc_bnode *x)
   return i;
 }
 
-/* A node's pointers lie four cache lines past its offsets, on four
+/* A node's pointers lie past its offsets (and a leaf's lengths), on
  * lines of their own: ask for them while the offsets are searched, so
  * that the misses overlap.
  */
@@ -392,13 +427,11 @@ pc_tree_prefetch (struct pc_tree *const *t, const uint64_t *off, unsigned n)
         more = 1;
         continue;
       }
-      /* The leaf: find_at reads the key before off, in this leaf or
-       * at the end of the one before, and the first offset after it.
+      /* The leaf: find_at reads the length before off, in this leaf
+       * or at the end of the one before, and the first offset after it.
        */
       j = leaf_slot (y, off[i]);
-      if (j > 0)
-        __builtin_prefetch (y->key[j - 1]);
-      else if (y->prev)
+      if (j == 0 && y->prev)
         prefetch_node (y->prev);
       if (j == y->n && y->next)
         __builtin_prefetch (y->next);
@@ -438,7 +471,6 @@ find_at (const struct pc_tree *t, uint64_t off, uint64_t len,
          struct pc_bnode **at, unsigned *at_slot)
 {
   struct pc_bnode *x, *pl, *nl;
-  struct pc_key *p;
   unsigned j, ps, ns;
 
   if (at)
@@ -467,11 +499,10 @@ find_at (const struct pc_tree *t, uint64_t off, uint64_t len,
   pl = j > 0 ? x : x->prev;
   if (pl) {
     ps = j > 0 ? j - 1 : pl->n - 1u;
-    p = pl->key[ps];
-    if (p->off + p->len > off) {
+    if (pl->off[ps] + meta_len (pl->meta[ps]) > off) {
       *leaf = pl;
       *slot = ps;
-      return p;
+      return pl->key[ps];
     }
   }
   /* n: at j in this leaf, or the first of the next leaf.  Its offset is
@@ -575,19 +606,33 @@ parent_insert (struct pc_tree *t, struct pc_bnode *left, uint64_t sep,
   node_insert (t, p, slot_in_parent (left) + 1, sep, right);
 }
 
+/* Move n entries of src from slot si to slot di of dst (which may be
+ * src): offsets, pointers and a leaf's lengths.
+ */
+static void
+move_entries (struct pc_bnode *dst, unsigned di, const struct pc_bnode *src,
+              unsigned si, unsigned n)
+{
+  memmove (dst->off + di, src->off + si, n * sizeof dst->off[0]);
+  memmove (dst->key + di, src->key + si, n * sizeof dst->key[0]);
+  if (src->level == 0)
+    memmove (dst->meta + di, src->meta + si, n * sizeof dst->meta[0]);
+}
+
 /* Put off and ptr at slot i of x, which has room. */
 static void
 node_place (struct pc_bnode *x, unsigned i, uint64_t off, void *ptr)
 {
-  memmove (x->off + i + 1, x->off + i, (x->n - i) * sizeof x->off[0]);
-  memmove (x->key + i + 1, x->key + i, (x->n - i) * sizeof x->key[0]);
+  move_entries (x, i + 1, x, i, x->n - i);
   x->off[i] = off;
   if (x->level > 0) {
     x->child[i] = ptr;
     x->child[i]->parent = x;
   }
-  else
+  else {
     x->key[i] = ptr;
+    x->meta[i] = key_meta (ptr);
+  }
   x->n++;
 }
 
@@ -597,10 +642,8 @@ node_place (struct pc_bnode *x, unsigned i, uint64_t off, void *ptr)
 static void
 shift_right (struct pc_bnode *x, struct pc_bnode *r, unsigned m)
 {
-  memmove (r->off + m, r->off, r->n * sizeof r->off[0]);
-  memmove (r->key + m, r->key, r->n * sizeof r->key[0]);
-  memcpy (r->off, x->off + x->n - m, m * sizeof r->off[0]);
-  memcpy (r->key, x->key + x->n - m, m * sizeof r->key[0]);
+  move_entries (r, m, r, 0, r->n);
+  move_entries (r, 0, x, x->n - m, m);
   r->n += m;
   x->n -= m;
 }
@@ -611,12 +654,10 @@ shift_right (struct pc_bnode *x, struct pc_bnode *r, unsigned m)
 static void
 shift_left (struct pc_bnode *x, struct pc_bnode *l, unsigned m)
 {
-  memcpy (l->off + l->n, x->off, m * sizeof l->off[0]);
-  memcpy (l->key + l->n, x->key, m * sizeof l->key[0]);
+  move_entries (l, l->n, x, 0, m);
   l->n += m;
   x->n -= m;
-  memmove (x->off, x->off + m, x->n * sizeof x->off[0]);
-  memmove (x->key, x->key + m, x->n * sizeof x->key[0]);
+  move_entries (x, 0, x, m, x->n);
 }
 
 /* Full leaf x takes a new entry at slot i by handing entries to a
@@ -692,10 +733,11 @@ node_insert (struct pc_tree *t, struct pc_bnode *x, unsigned i,
    */
   keep = BT_ORDER / 2;
   if (i == BT_ORDER) {
-    const struct pc_key *last = x->key[BT_ORDER - 1], *k = ptr;
+    const struct pc_key *k = ptr;
 
     if (rightmost (x) ||
-        (x->level == 0 && last->off + last->len == off &&
+        (x->level == 0 &&
+         x->off[BT_ORDER - 1] + meta_len (x->meta[BT_ORDER - 1]) == off &&
          (x->next == NULL || x->next->off[0] > off + k->len)))
       keep = BT_ORDER;
   }
@@ -703,8 +745,7 @@ node_insert (struct pc_tree *t, struct pc_bnode *x, unsigned i,
     return;
   r = node_get (x->level);
   r->n = BT_ORDER - keep;
-  memcpy (r->off, x->off + keep, r->n * sizeof r->off[0]);
-  memcpy (r->key, x->key + keep, r->n * sizeof r->key[0]);
+  move_entries (r, 0, x, keep, r->n);
   x->n = keep;
   if (x->level > 0)
     for (c = 0; c < r->n; c++)
@@ -741,6 +782,17 @@ tree_link_at (struct pc_tree *t, struct pc_key *k, struct pc_bnode *x,
   node_insert (t, x, j, k->off, k);
 }
 
+/* Shorten linked key k, keeping its leaf's copy of its length true. */
+static void
+set_len (struct pc_tree *t, struct pc_key *k, uint32_t len)
+{
+  unsigned j;
+  struct pc_bnode *x = locate (t, k, &j);
+
+  k->len = len;
+  x->meta[j] = key_meta (k);
+}
+
 /* Link k, which overlaps nothing in t. */
 static void
 tree_link (struct pc_tree *t, struct pc_key *k)
@@ -756,8 +808,7 @@ tree_link (struct pc_tree *t, struct pc_key *k)
 static void
 node_cut (struct pc_bnode *x, unsigned i)
 {
-  memmove (x->off + i, x->off + i + 1, (x->n - i - 1) * sizeof x->off[0]);
-  memmove (x->key + i, x->key + i + 1, (x->n - i - 1) * sizeof x->key[0]);
+  move_entries (x, i, x, i + 1, x->n - i - 1);
   x->n--;
 }
 
@@ -771,8 +822,7 @@ node_merge (struct pc_bnode *dst, struct pc_bnode *src, uint64_t sep)
 
   if (src->level > 0)
     src->off[0] = sep;                /* its first child's lower bound */
-  memcpy (dst->off + dst->n, src->off, src->n * sizeof src->off[0]);
-  memcpy (dst->key + dst->n, src->key, src->n * sizeof src->key[0]);
+  move_entries (dst, dst->n, src, 0, src->n);
   if (src->level > 0)
     for (c = 0; c < src->n; c++)
       src->child[c]->parent = dst;
@@ -872,21 +922,32 @@ tree_insert (struct pc_tree *t, struct pc_key *k, const struct pc_key *tmpl)
   uint32_t delta;
   int overlapped;
 
-  /* An empty key would violate "no zero-length key in the tree". */
-  if (want->len == 0) {
+  /* An empty key would violate "no zero-length key in the tree"; the
+   * leaf has no room for a longer length.
+   */
+  if (want->len == 0 || want->len > KEY_LEN_MAX) {
     errno = EINVAL;
     return -1;
   }
   e = find_at (t, want->off, want->len, &ex, &ej, &at, &at_slot);
   overlapped = e != NULL;
   /* An overwrite of exactly the same range, the common case of random
-   * writes: the old key takes the new fields, nothing moves and nothing
-   * is allocated.
+   * writes: a new key takes the old one's slot, known from the leaf
+   * alone, and nothing moves.  Writing into the old key instead would
+   * wait for its line.
    */
-  if (tmpl && e && e->off == tmpl->off && e->len == tmpl->len &&
-      !(e->flags & PC_KEY_EMPTY) &&
-      (e->flags & PC_KEY_CRC) == (tmpl->flags & PC_KEY_CRC)) {
-    key_copy (e, tmpl);
+  if (tmpl && e && ex->off[ej] == tmpl->off &&
+      (ex->meta[ej] & (META_LEN | META_EMPTY)) == tmpl->len) {
+    uint32_t old = ex->meta[ej];
+
+    if ((k = key_alloc_like (tmpl)) == NULL) {
+      errno = ENOMEM;
+      return -1;
+    }
+    key_copy (k, tmpl);
+    ex->key[ej] = k;
+    ex->meta[ej] = key_meta (k);
+    key_free_meta (e, old);
     return 1;
   }
   if (pc_tree_reserve (t) == -1)
@@ -905,15 +966,18 @@ tree_insert (struct pc_tree *t, struct pc_key *k, const struct pc_key *tmpl)
     tree_link_at (t, k, at, at_slot);
     return 0;
   }
-  if (e->off == k->off && e->len == k->len) {
-    /* The same range over a placeholder or a key of the other kind: k
-     * takes its slot.
+  if (ex->off[ej] == k->off && meta_len (ex->meta[ej]) == k->len) {
+    /* The same range over a placeholder, or a key linked by the caller:
+     * k takes its slot.
      */
+    uint32_t old = ex->meta[ej];
+
     ex->key[ej] = k;
-    if (e->flags & PC_KEY_EMPTY)
+    ex->meta[ej] = key_meta (k);
+    if (old & META_EMPTY)
       e->flags |= PC_KEY_DEAD;
     else
-      pc_key_free (e);
+      key_free_meta (e, old);
     return 1;
   }
   /* Only the first overlapping key can hold k strictly inside; get its
@@ -959,7 +1023,7 @@ tree_insert (struct pc_tree *t, struct pc_key *k, const struct pc_key *tmpl)
     }
     else if (eend <= nend) {
       /* Back cut. */
-      e->len = k->off - e->off;
+      set_len (t, e, k->off - e->off);
     }
     else {
       /* Split: e keeps its head, the spare takes the tail (and the
@@ -970,7 +1034,7 @@ tree_insert (struct pc_tree *t, struct pc_key *k, const struct pc_key *tmpl)
       spare->len = eend - nend;
       if (!(spare->flags & PC_KF_ZERO))
         spare->seg_off += nend - e->off;
-      e->len = k->off - e->off;
+      set_len (t, e, k->off - e->off);
       tree_link (t, spare);
       spare = NULL;
       break;
@@ -1028,6 +1092,11 @@ check_node (const struct pc_bnode *x, const struct pc_bnode *parent,
       if (k->off != x->off[i])
         BAD ("key at %lu: leaf says %lu", (unsigned long) k->off,
              (unsigned long) x->off[i]);
+      if (key_meta (k) != x->meta[i])
+        BAD ("key at %lu+%u: leaf says length %lu, flags %#x",
+             (unsigned long) k->off, k->len,
+             (unsigned long) meta_len (x->meta[i]),
+             (unsigned) (x->meta[i] & ~META_LEN));
       if (k->off < lo || k->off >= hi || k->len == 0)
         BAD ("key at %lu+%u: outside [%lu, %lu)", (unsigned long) k->off,
              k->len, (unsigned long) lo, (unsigned long) hi);

@@ -140,14 +140,15 @@ int pc_tree_reserve (const struct pc_tree *t);
  * A placeholder (PC_KEY_EMPTY) that overlaps k in any way is unlinked
  * whole and marked PC_KEY_DEAD instead of freed: its owner frees it.
  * Returns 1 if k overlapped keys already there, 0 if not, or -1
- * (ENOMEM, or EINVAL for an empty key) before anything changed.
+ * (ENOMEM, or EINVAL for an empty key or one of 1 GiB or more) before
+ * anything changed.
  */
 int pc_tree_insert (struct pc_tree *t, struct pc_key *k);
 /* pc_tree_insert of a copy of k, which stays the caller's (a pc_key, or
  * a pc_key_crc if flagged PC_KEY_CRC; it may live on the stack).  Where
- * k has exactly the range of a key of the same kind already there (not
- * a placeholder), that key takes k's fields: nothing is allocated, the
- * leaf is not stored to, and the key just read is the only line written.
+ * k has exactly the range of a key already there (not a placeholder),
+ * the copy takes that key's slot and the old key is freed unread: the
+ * leaf tells its range and kind, so the write reads no key at all.
  */
 int pc_tree_put (struct pc_tree *t, const struct pc_key *k);
 
