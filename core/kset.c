@@ -226,7 +226,14 @@ log_write (struct pc_cache *c, struct pc_kbuf *const *kbs, unsigned nkb,
 static void
 wake_writeback (struct pc_cache *c)
 {
-  if (atomic_load (&c->log.head_seq) >= atomic_load (&c->wb_wake_seq))
+  uint64_t wake = atomic_load (&c->wb_wake_seq);
+
+  /* One commit kicks for each mark: until writeback runs again (it sets
+   * the next mark before it sleeps), the commits after it would each
+   * kick a thread that is already woken.
+   */
+  if (atomic_load (&c->log.head_seq) >= wake &&
+      atomic_compare_exchange_strong (&c->wb_wake_seq, &wake, UINT64_MAX))
     pc_kick_workers (c);
 }
 
