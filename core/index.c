@@ -607,16 +607,34 @@ parent_insert (struct pc_tree *t, struct pc_bnode *left, uint64_t sep,
 }
 
 /* Move n entries of src from slot si to slot di of dst (which may be
- * src): offsets, pointers and a leaf's lengths.
+ * src): offsets, pointers and a leaf's lengths (an interior node's are
+ * unused and move along).  One loop over the three arrays: three calls
+ * to memmove of a few dozen bytes each took a quarter to a third of
+ * the time of write-back's batches and of replay, which insert or
+ * remove a key an extent.
  */
 static void
 move_entries (struct pc_bnode *dst, unsigned di, const struct pc_bnode *src,
               unsigned si, unsigned n)
 {
-  memmove (dst->off + di, src->off + si, n * sizeof dst->off[0]);
-  memmove (dst->key + di, src->key + si, n * sizeof dst->key[0]);
-  if (src->level == 0)
-    memmove (dst->meta + di, src->meta + si, n * sizeof dst->meta[0]);
+  unsigned i;
+
+  if (n == 0)
+    return;
+  if (dst != src || di < si) {
+    for (i = 0; i < n; i++) {
+      dst->off[di + i] = src->off[si + i];
+      dst->key[di + i] = src->key[si + i];
+      dst->meta[di + i] = src->meta[si + i];
+    }
+  }
+  else {
+    for (i = n; i-- > 0;) {
+      dst->off[di + i] = src->off[si + i];
+      dst->key[di + i] = src->key[si + i];
+      dst->meta[di + i] = src->meta[si + i];
+    }
+  }
 }
 
 /* Put off and ptr at slot i of x, which has room. */
