@@ -938,7 +938,7 @@ tree_insert (struct pc_tree *t, struct pc_key *k, const struct pc_key *tmpl)
   unsigned ej, at_slot;
   uint64_t eend;
   uint32_t delta;
-  int overlapped;
+  int overlapped, same;
 
   /* An empty key would violate "no zero-length key in the tree"; the
    * leaf has no room for a longer length.
@@ -950,25 +950,11 @@ tree_insert (struct pc_tree *t, struct pc_key *k, const struct pc_key *tmpl)
   e = find_at (t, want->off, want->len, &ex, &ej, &at, &at_slot);
   overlapped = e != NULL;
   /* An overwrite of exactly the same range, the common case of random
-   * writes: a new key takes the old one's slot, known from the leaf
-   * alone, and nothing moves.  Writing into the old key instead would
-   * wait for its line.
+   * writes, is known from the leaf alone: it needs no node.
    */
-  if (tmpl && e && ex->off[ej] == tmpl->off &&
-      (ex->meta[ej] & (META_LEN | META_EMPTY)) == tmpl->len) {
-    uint32_t old = ex->meta[ej];
-
-    if ((k = key_alloc_like (tmpl)) == NULL) {
-      errno = ENOMEM;
-      return -1;
-    }
-    key_copy (k, tmpl);
-    ex->key[ej] = k;
-    ex->meta[ej] = key_meta (k);
-    key_free_meta (e, old);
-    return 1;
-  }
-  if (pc_tree_reserve (t) == -1)
+  same = e && ex->off[ej] == want->off &&
+    meta_len (ex->meta[ej]) == want->len;
+  if (!same && pc_tree_reserve (t) == -1)
     return -1;
   if (tmpl) {
     if ((k = key_alloc_like (tmpl)) == NULL) {
@@ -977,16 +963,10 @@ tree_insert (struct pc_tree *t, struct pc_key *k, const struct pc_key *tmpl)
     }
     key_copy (k, tmpl);
   }
-  if (e == NULL) {
-    /* Nothing overlaps k, the common case of a first write: link it
-     * where the search ended, without a second descent.
-     */
-    tree_link_at (t, k, at, at_slot);
-    return 0;
-  }
-  if (ex->off[ej] == k->off && meta_len (ex->meta[ej]) == k->len) {
-    /* The same range over a placeholder, or a key linked by the caller:
-     * k takes its slot.
+  if (same) {
+    /* k takes the old key's slot and nothing moves; writing into the
+     * old key instead would wait for its line.  A placeholder there is
+     * its owner's: marked dead, not freed.
      */
     uint32_t old = ex->meta[ej];
 
@@ -997,6 +977,13 @@ tree_insert (struct pc_tree *t, struct pc_key *k, const struct pc_key *tmpl)
     else
       key_free_meta (e, old);
     return 1;
+  }
+  if (e == NULL) {
+    /* Nothing overlaps k, the common case of a first write: link it
+     * where the search ended, without a second descent.
+     */
+    tree_link_at (t, k, at, at_slot);
+    return 0;
   }
   /* Only the first overlapping key can hold k strictly inside; get its
    * clone now so that ENOMEM leaves the tree untouched.

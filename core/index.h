@@ -146,9 +146,10 @@ int pc_tree_reserve (const struct pc_tree *t);
 int pc_tree_insert (struct pc_tree *t, struct pc_key *k);
 /* pc_tree_insert of a copy of k, which stays the caller's (a pc_key, or
  * a pc_key_crc if flagged PC_KEY_CRC; it may live on the stack).  Where
- * k has exactly the range of a key already there (not a placeholder),
- * the copy takes that key's slot and the old key is freed unread: the
- * leaf tells its range and kind, so the write reads no key at all.
+ * k has exactly the range of a key already there, as pc_tree_insert
+ * too, the copy takes that key's slot and the old key is freed unread
+ * (a placeholder is marked dead): the leaf tells its range and kind, so
+ * the write reads no key at all and needs no node.
  */
 int pc_tree_put (struct pc_tree *t, const struct pc_key *k);
 
