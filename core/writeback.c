@@ -961,21 +961,22 @@ wb_done (struct pc_cache *c, struct wb_batch *b)
   b->inside = b->epoch;
   if (b->nepochs > 1)
     PC_COUNT (c, writeback_groups, 1);
-  pc_ctrl_set_ns_tail (c, ns->id, &b->end);
-  PC_UNCOUNT (c, dirty_bytes, b->bytes);
-  atomic_fetch_sub (&ns->dirty_bytes, b->bytes);
-  if (b->bytes)
-    pc_quota_freed (c, ns);
   PC_COUNT (c, writeback_skipped_bytes, b->skipped);
   b->loaded = 0;
   b->backoff_ms = 0;
-  if (!b->bytes)
+  if (!b->bytes) {
+    pc_ctrl_set_ns_tail (c, ns->id, &b->end);
     return;
+  }
   PC_COUNT (c, writeback_rounds, 1);
-  PC_TRACE (PC_TRACE_WRITEBACK, "%s: writeback%s: %" PRIu64 " bytes down, "
-            "dirty_tail at kset %" PRIu64, c->path,
-            wb_name (ns, nm, sizeof nm), b->bytes, b->end.seq);
+  /* The cursor, the dirty gauge and the backend's health change
+   * together under bg_lock, where a drain looks: one that sees the
+   * cursor past its target sees the bytes gone and the backend well.
+   */
   pthread_mutex_lock (&c->bg_lock);
+  pc_ctrl_set_ns_tail (c, ns->id, &b->end);
+  PC_UNCOUNT (c, dirty_bytes, b->bytes);
+  atomic_fetch_sub (&ns->dirty_bytes, b->bytes);
   /* Report when writeback heals, as loudly as its failing was. */
   if (ns->wb_error)
     (ns->wb_reported ? pc_error : pc_debug)
@@ -989,6 +990,10 @@ wb_done (struct pc_cache *c, struct wb_batch *b)
   wb_health_sync (c);
   pthread_cond_broadcast (&c->drain_cv);
   pthread_mutex_unlock (&c->bg_lock);
+  pc_quota_freed (c, ns);
+  PC_TRACE (PC_TRACE_WRITEBACK, "%s: writeback%s: %" PRIu64 " bytes down, "
+            "dirty_tail at kset %" PRIu64, c->path,
+            wb_name (ns, nm, sizeof nm), b->bytes, b->end.seq);
 }
 
 /* Write back one batch of namespace ns.  Returns 1 if its cursor moved,
