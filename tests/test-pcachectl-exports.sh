@@ -4,7 +4,8 @@
 # dump and check --export show one export at its own offsets, drain
 # --export writes back one export and leaves the others dirty, drain to
 # an NBD server writes each export to the server's export of the same
-# name, and a file target is refused unless --export picks one.
+# name (given up after --timeout if the server does not open one), and
+# a file target is refused unless --export picks one.
 #
 # The cache is made through nbdkit file dir= with write-back paused and
 # then killed, so that everything stays dirty in it.
@@ -16,6 +17,7 @@ requires_pcachectl
 requires_drain_backend file
 requires_drain_backend nbd
 requires nbdkit file --version
+requires nbdkit --filter=delay null --version
 requires python3 -c 'pass'
 tmpdir
 export tmp
@@ -237,6 +239,20 @@ zeroes "$d3/alpha"
 kill_nbdkit "$tmp/nbd3.pid"
 expect_status 0 "$pcachectl" info "$tmp/c4"
 expect_output "^export 0: +'alpha', 8.0 MiB, dirty [1-9]"
+
+# A server that does not open an export (nbdkit's delay filter holds
+# the answer to NBD_OPT_GO): given up after --timeout, naming the
+# export, with nothing written.
+start_nbdkit -P "$tmp/slow.pid" -U "$tmp/slow.sock" --filter=delay \
+    file dir="$d2" delay-open=60
+cp "$cache" "$tmp/c5"
+expect_status 1 timeout 50 "$pcachectl" drain "$tmp/c5" --timeout=1 \
+    --to "nbd+unix:///?socket=$tmp/slow.sock"
+expect_output "export 'alpha': the server did not answer the request to open it in 1 s \(--timeout\)"
+kill_nbdkit "$tmp/slow.pid"
+expect_status 0 "$pcachectl" info "$tmp/c5"
+expect_output "^export 0: +'alpha', 8.0 MiB, dirty [1-9]"
+expect_output "^export 1: +'beta', 4.0 MiB, dirty [1-9]"
 
 # --export with a control socket: a usage error.
 expect_status 2 "$pcachectl" drain "$ctl" --export alpha

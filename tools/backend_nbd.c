@@ -420,13 +420,41 @@ connect_uri (struct nbd_handle *h, const char *uri, char *msg)
   return 0;
 }
 
+/* The answer to NBD_OPT_GO.  libnbd holds a pointer to it until the
+ * server answers or the handle is closed, so it lives in the frame
+ * that closes the handle when the wait fails.
+ */
+struct go_answer {
+  int answered;
+  int err;
+};
+
+static int
+go_answered (void *user_data, int *error)
+{
+  struct go_answer *g = user_data;
+
+  g->answered = 1;
+  g->err = *error;
+  return 1;
+}
+
+static int
+go_over (struct nbd_handle *h, void *arg)
+{
+  const struct go_answer *g = arg;
+
+  return g->answered || nbd_aio_is_dead (h) || nbd_aio_is_closed (h);
+}
+
 /* Connect in option mode, and go to the export called export instead
- * of the one the URI names (which must be none or that one).  Returns
- * 0, or -1 with a message in msg.
+ * of the one the URI names (which must be none or that one), within
+ * answer_timeout_s: a server may take its time to open an export (or
+ * never answer).  Returns 0, or -1 with a message in msg.
  */
 static int
 go_to_export (struct nbd_handle *h, const char *uri, const char *export,
-              char *msg)
+              struct go_answer *g, char *msg)
 {
   char q[128], q2[128];
   char *given;
@@ -454,9 +482,24 @@ go_to_export (struct nbd_handle *h, const char *uri, const char *export,
   free (given);
   if (r == -1)
     return -1;
-  if (nbd_set_export_name (h, export) == -1 || nbd_opt_go (h) == -1) {
+  if (nbd_set_export_name (h, export) == -1 ||
+      nbd_aio_opt_go (h, (nbd_completion_callback) {
+          .callback = go_answered, .user_data = g }) == -1 ||
+      (r = wait_until (h, go_over, g)) == -1) {
     snprintf (msg, CONNECT_MSG, "%s: export %s: %s", uri,
               quote_name (export, q, sizeof q), nbd_get_error ());
+    return -1;
+  }
+  if (r == 0) {
+    snprintf (msg, CONNECT_MSG, "%s: export %s: the server did not answer "
+              "the request to open it in %u s (--timeout)", uri,
+              quote_name (export, q, sizeof q), answer_timeout_s);
+    return -1;
+  }
+  if (g->err || !nbd_aio_is_ready (h)) {
+    snprintf (msg, CONNECT_MSG, "%s: export %s: the server refused it (%s)",
+              uri, quote_name (export, q, sizeof q),
+              g->err ? strerror (g->err) : "the connection closed");
     return -1;
   }
   return 0;
@@ -469,12 +512,13 @@ static struct nbd_handle *
 handle_connect (const char *uri, const char *export, char *msg)
 {
   struct nbd_handle *h = nbd_create ();
+  struct go_answer g = { 0, 0 };
 
   if (!h) {
     snprintf (msg, CONNECT_MSG, "%s", nbd_get_error ());
     return NULL;
   }
-  if ((export ? go_to_export (h, uri, export, msg)
+  if ((export ? go_to_export (h, uri, export, &g, msg)
        : connect_uri (h, uri, msg)) == -1) {
     nbd_close (h);
     return NULL;
