@@ -178,9 +178,13 @@ check_background ()
 {
     local pid=$(<"$pidfile") t comm policy n=0
     for t in /proc/$pid/task/*; do
-        comm=$(<"$t/comm")
+        # A thread may end between the listing and the reading (a
+        # client's, or a write-back helper the pool let go).
+        comm=$(cat "$t/comm" 2>/dev/null) || continue
         case $comm in pcache-*) ;; *) continue ;; esac
-        policy=$(awk '$1 == "policy" { print $3 }' "$t/sched")
+        policy=$(awk '$1 == "policy" { print $3 }' "$t/sched" 2>/dev/null) ||
+            continue
+        [ -n "$policy" ] || continue
         if [ "$policy" != 3 ]; then
             echo "$0: thread $comm has scheduling policy $policy, not SCHED_BATCH" >&2
             exit 1
