@@ -10,6 +10,7 @@
 #include <link.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,9 +58,17 @@ static uint32_t single_ns;
  * wait on the listening socket forever), so every connection fails
  * with this error instead.
  */
-static int unusable;
+static _Atomic int unusable;
 static nbdkit_backend *ready_backend;
 static int bound;
+/* Single-export mode: set while the plugin has not been opened since
+ * the fork (a remote that was not up yet); the first connection that
+ * can open it starts the cache, under start_lock.
+ */
+static _Atomic int deferred;
+static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
+/* The workers run: there is something to drain at exit. */
+static _Atomic int started;
 
 /* The shared backend context used by the background workers, and
  * what it can do.  Write-back replaces it when its connection breaks
@@ -883,27 +892,24 @@ bg_reopen (void *ctx, int *err)
   return 0;
 }
 
+/* Single-export mode: tie the cache to the plugin through a shared
+ * background context, and start it.  Returns 0, 1 if the plugin cannot
+ * be opened (yet), or -1 if the cache cannot serve this plugin
+ * (unusable is then set) or could not start.
+ */
 static int
-pcache_after_fork (nbdkit_backend *backend)
+single_start (void)
 {
   struct pc_backend bg;
   struct bg_caps caps;
 
-  if (multi_export) {
-    /* No shared context: each namespace gets the connection of one of
-     * its clients as its backend (pcache_prepare).
-     */
-    if (pc_cache_start (cache, NULL) == -1)
-      return -1;
-    return pcache_control_start (cache);
-  }
-
-  bg_backend = backend;
+  if (serialize)
+    pthread_mutex_lock (&plugin_lock);
   bg_next = bg_open (&caps);
-  if (!bg_next) {
-    nbdkit_error ("pcache: cannot open a background plugin context");
-    return -1;
-  }
+  if (serialize)
+    pthread_mutex_unlock (&plugin_lock);
+  if (!bg_next)
+    return 1;
   if (check_multi_conn (caps.multi_conn) == -1)
     goto refused;
   bg_first = caps;
@@ -925,7 +931,7 @@ pcache_after_fork (nbdkit_backend *backend)
   bg_ops.zero = bg_can_zero > NBDKIT_ZERO_NONE ? bg_zero : NULL;
 
   /* A plugin that could not be asked before the fork: nbdkit 1.32
-   * cannot exit cleanly from here (a --run command would wait on the
+   * cannot exit cleanly after it (a --run command would wait on the
    * listening socket for ever), so a cache that cannot be made or does
    * not fit it makes every connection fail instead.
    */
@@ -939,13 +945,75 @@ pcache_after_fork (nbdkit_backend *backend)
   bg.ctx = NULL;                        /* bg_next, which may change */
   if (pc_cache_start (cache, &bg) == -1)
     return -1;
+  started = 1;
   return pcache_control_start (cache);
 
  refused:
   bg_close (bg_next);
   bg_next = NULL;
   unusable = 1;
-  return 0;
+  return -1;
+}
+
+/* Single-export mode, once the plugin could not be opened after the
+ * fork: start when a client's connection can open it.  Returns 0 once
+ * started, -1 with the error given (to that client) otherwise.
+ */
+static int
+single_start_late (void)
+{
+  int r = 0;
+
+  if (!atomic_load (&deferred))
+    return 0;
+  pthread_mutex_lock (&start_lock);
+  if (atomic_load (&deferred)) {
+    r = single_start ();
+    if (r == 1)
+      nbdkit_error ("pcache: the plugin still cannot be opened for "
+                    "write-back (see the error above); the cache starts "
+                    "once it can");
+    else if (r == 0)
+      nbdkit_debug ("pcache: the plugin can be opened now: the cache "
+                    "has started");
+    else if (r == -1)
+      unusable = 1;
+    if (r != 1)
+      atomic_store (&deferred, 0);
+  }
+  pthread_mutex_unlock (&start_lock);
+  return r == 0 ? 0 : -1;
+}
+
+static int
+pcache_after_fork (nbdkit_backend *backend)
+{
+  int r;
+
+  if (multi_export) {
+    /* No shared context: each namespace gets the connection of one of
+     * its clients as its backend (pcache_prepare).
+     */
+    if (pc_cache_start (cache, NULL) == -1)
+      return -1;
+    started = 1;
+    return pcache_control_start (cache);
+  }
+
+  bg_backend = backend;
+  r = single_start ();
+  /* A remote that is not up yet, say: the server waits for it, as it
+   * does without the cache, and the first connection that can open
+   * the plugin starts the cache.
+   */
+  if (r == 1) {
+    nbdkit_error ("pcache: the plugin cannot be opened now (see the error "
+                  "above); the cache starts when a client's connection can "
+                  "open it");
+    atomic_store (&deferred, 1);
+    return 0;
+  }
+  return r == -1 && !unusable ? -1 : 0;
 }
 
 static void
@@ -956,7 +1024,10 @@ pcache_cleanup (nbdkit_backend *backend)
   /* Filters below that sleep now end their requests with ESHUTDOWN. */
   if (cache)
     pc_cache_exiting (cache);
-  if (cache && drain_on_exit) {
+  if (cache && drain_on_exit && !atomic_load (&started))
+    nbdkit_error ("pcache-drain: the plugin was never opened: %s is left "
+                  "as it was", dev_path);
+  else if (cache && drain_on_exit) {
     struct pc_stats st;
     int err = 0;
 
@@ -1270,9 +1341,11 @@ pcache_prepare (nbdkit_next *next, void *handle, int readonly)
   int64_t size;
 
   (void) readonly;
+  if (!multi_export && !unusable && single_start_late () == -1)
+    return -1;
   if (unusable) {
     nbdkit_error ("pcache: %s cannot be used with this plugin (see the "
-                  "error at startup)", dev_path);
+                  "error logged before)", dev_path);
     return -1;
   }
   size = next->get_size (next);
