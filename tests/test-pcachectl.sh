@@ -326,6 +326,13 @@ if [ -n "$control" ]; then
     expect_status 2 "$pcachectl" top --interval 0 "$tmp/ctl"
     expect_status 1 "$pcachectl" top --count 1 "$tmp/c-busy"
     expect_output 'not a socket'
+    # The socket and the cache file mixed up: each named for what it is.
+    expect_status 1 "$pcachectl" stats "$tmp/c-busy"
+    expect_output "c-busy: a cache file, not statistics: 'pcachectl info .*c-busy' shows what it holds"
+    for cmd in info check dump; do
+        expect_status 1 "$pcachectl" $cmd "$tmp/ctl"
+        expect_output "ctl: is a socket, not a cache: this command reads the cache file \(pcache-dev\); 'pcachectl stats .*ctl' asks the running filter"
+    done
     # The stats file is written at start and then periodically.
     for (( i = 0; i < 100; i++ )); do
         [ -s "$tmp/stats.json" ] && break

@@ -249,6 +249,23 @@ json_pretty (const char *s)
   putchar ('\n');
 }
 
+/* Does path start with a cache's superblock?  A cache file given where
+ * statistics are wanted is named as such, and not read whole.
+ */
+static int
+is_cache_file (const char *path)
+{
+  struct pc_sb sb;
+  int fd = open (path, O_RDONLY | O_CLOEXEC), ok;
+
+  if (fd == -1)
+    return 0;
+  ok = pread (fd, &sb, sizeof sb, PC_SB_OFF) == sizeof sb &&
+    pc_fmt_sb_valid (&sb);
+  close (fd);
+  return ok;
+}
+
 static char *
 read_stats_file (const char *path)
 {
@@ -344,6 +361,12 @@ cmd_stats (int argc, char **argv)
 
   if (is_socket (path))
     text = ctl_request (path, "stats", STATS_TIMEOUT_MS);
+  else if (is_cache_file (path)) {
+    errmsg ("%s: a cache file, not statistics: 'pcachectl info %s' shows "
+            "what it holds; stats reads the pcache-control socket or the "
+            "pcache-stats file of a running filter", path, path);
+    return EXIT_FAILED;
+  }
   else
     text = read_stats_file (path);
   if (!text)

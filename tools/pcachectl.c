@@ -411,6 +411,13 @@ open_cache_mode (const char *path, const char *want_id, int live,
     errno = EISDIR;
     return -1;
   }
+  if (S_ISSOCK (st.st_mode)) {
+    errmsg ("%s: is a socket, not a cache: this command reads the cache "
+            "file (pcache-dev); 'pcachectl stats %s' asks the running "
+            "filter", path, path);
+    errno = ENOTSUP;
+    return -1;
+  }
   if (S_ISREG (st.st_mode) && st.st_size == 0) {
     errmsg ("%s: is an empty file, not a cache", path);
     errno = EINVAL;
