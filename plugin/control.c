@@ -20,6 +20,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +53,8 @@ struct client {
 /* What reading a request line came to. */
 enum req_status { REQ_LINE, REQ_TOO_LONG, REQ_TIMEOUT, REQ_STOP, REQ_CLOSED };
 
-static pc_cache *cache;
+/* NULL while the socket answers before the cache has started. */
+static pc_cache *_Atomic cache;
 static char *sock_path;
 static mode_t sock_mode = 0600; /* pcache-control-mode */
 static int sock_mode_set;
@@ -183,10 +185,11 @@ serve (int fd)
   int64_t deadline = now_ms () + REQUEST_MS;
   size_t len = 0;
   enum req_status st = read_request (fd, req, &len, deadline);
+  pc_cache *c = atomic_load (&cache);
   /* Room for the statistics of every export the cache can hold (only
    * what is written is touched), and the newline.
    */
-  size_t rlen = pcache_stats_max (cache);
+  size_t rlen = c ? pcache_stats_max (c) : 0;
 
   if (rlen < 2048)
     rlen = 2048;
@@ -199,7 +202,12 @@ serve (int fd)
   }
   switch (st) {
   case REQ_LINE:
-    pcache_request (cache, req, len, reply, rlen);
+    if (c)
+      pcache_request (c, req, len, reply, rlen);
+    else
+      snprintf (reply, rlen, "error: the cache has not started: the "
+                "plugin could not be opened yet (see nbdkit's log); the "
+                "first client connection that can open it starts the cache");
     break;
   case REQ_TOO_LONG:
     snprintf (reply, rlen, "error: request longer than %d bytes", MAX_LINE);
@@ -597,9 +605,19 @@ start_socket (void)
 int
 pcache_control_start (pc_cache *c)
 {
-  cache = c;
   if (pcache_stats_start (c) == -1)
     return -1;
+  atomic_store (&cache, c);
+  if (listen_fd >= 0 && !sock_running && start_socket () == -1) {
+    pcache_control_stop ();
+    return -1;
+  }
+  return 0;
+}
+
+int
+pcache_control_start_waiting (void)
+{
   if (listen_fd >= 0 && start_socket () == -1) {
     pcache_control_stop ();
     return -1;

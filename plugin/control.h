@@ -24,6 +24,11 @@ int pcache_control_listen (void);
  * socket's acceptor.
  */
 int pcache_control_start (pc_cache *c);
+/* From .after_fork, when the cache cannot start yet: the socket's
+ * acceptor only, answering every request with why, until
+ * pcache_control_start.
+ */
+int pcache_control_start_waiting (void);
 /* At .cleanup, before pc_cache_stop: stops the stats thread and the
  * socket; a client still inside a cache call (a drain) is left to end
  * when pc_cache_stop makes that call return.

@@ -1011,7 +1011,7 @@ pcache_after_fork (nbdkit_backend *backend)
                   "above); the cache starts when a client's connection can "
                   "open it");
     atomic_store (&deferred, 1);
-    return 0;
+    return pcache_control_start_waiting ();
   }
   return r == -1 && !unusable ? -1 : 0;
 }

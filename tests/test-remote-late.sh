@@ -7,9 +7,10 @@
 #  1. --run with a remote that never comes: the client's connection
 #     fails with the plugin's error, and nbdkit exits with the client's
 #     status instead of waiting for good; no cache file is made.
-#  2. A new cache: connections fail while the remote is down; once it
-#     is up, one writes and flushes, the control socket answers, and
-#     pcache-drain=true writes the data down at exit.
+#  2. A new cache: connections fail while the remote is down, and the
+#     control socket says why; once it is up, one writes and flushes,
+#     the control socket gives the statistics, and pcache-drain=true
+#     writes the data down at exit.
 #  3. A cache with dirty data (write-back paused, nbdkit killed): started
 #     while the remote is down, it is replayed once the remote is up,
 #     serves the data, and writes it back.
@@ -58,6 +59,8 @@ front pcache-drain=true
 grep -q "pcache: the plugin cannot be opened now" "$tmp/log"
 expect_status 1 nbdsh -u "$uri" -c 'print(h.get_size())'
 test ! -e "$cache"
+expect_status 1 "$pcachectl" stats "$ctl"
+expect_output "error: the cache has not started: the plugin could not be opened yet"
 start_nbdkit -P "$rpid" -U "$rsock" file "$disk"
 nbdsh -u "$uri" -c '
 h.pwrite(b"A" * 65536, 1048576)
