@@ -13,7 +13,8 @@
 #     writes the data down at exit.
 #  3. A cache with dirty data (write-back paused, nbdkit killed): started
 #     while the remote is down, it is replayed once the remote is up,
-#     serves the data, and writes it back.
+#     serves the data to four clients that connect at once (one of
+#     them starts the cache), and writes it back.
 #  4. A cache made for another size: the first connection once the
 #     remote is up is refused naming the size, and so is the next one.
 #  5. pcache-drain=true when the remote never came: nbdkit says the
@@ -94,7 +95,15 @@ wait_unlocked "$cache"
 front
 expect_status 1 nbdsh -u "$uri" -c 'print(h.get_size())'
 start_nbdkit -P "$rpid" -U "$rsock" file "$disk"
-nbdsh -u "$uri" -c 'assert h.pread(65536, 2097152) == b"B" * 65536'
+# Four first connections at once: one starts the cache, the others wait
+# for it and are served.
+pids=()
+for i in 1 2 3 4; do
+    nbdsh -u "$uri" -c 'assert h.pread(65536, 2097152) == b"B" * 65536' &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+test "$(grep -c "the cache has started" "$tmp/log")" -eq 1
 expect_status 0 "$pcachectl" drain "$ctl"
 cmp <(head -c 65536 /dev/zero | tr '\0' B) \
     <(dd if="$disk" bs=65536 skip=32 count=1 status=none)
