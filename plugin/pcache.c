@@ -7,7 +7,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <link.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -23,34 +22,9 @@
 #include "pcache.h"
 #include "blocksize.h"
 #include "control.h"
+#include "params.h"
 
-static struct pc_config cfg;
-static char *dev_path;
-static char *backing_id;
 static pc_cache *cache;
-static int drain_on_exit;
-/* pcache-assume-shared: the user vouches that every connection to the
- * plugin sees one and the same disk.
- */
-static int assume_shared;
-/* The plugin was given dir= or directory= (the file plugin then serves
- * one export per file), or dynamic-export=true (the nbd plugin then
- * passes the client's export name on): such a plugin cannot be opened
- * without an export name.
- */
-static int plugin_dir_param;
-static int plugin_dynamic_export;
-/* The plugin is one known to show every connection the same remote
- * image although it does not advertise multi-conn.
- */
-static int plugin_known_shared;
-/* Multi-export mode: the plugin serves one disk per export name (file
- * dir=, ondemand, nbd dynamic-export=true).  Each export has a
- * namespace of its own in the cache, written back through the
- * connections of its clients (nbdkit 1.32 gives a plugin no export
- * name outside a client connection, so there is no shared context).
- */
-static int multi_export;
 /* Single-export mode: the namespace of export "", once bound. */
 static uint32_t single_ns;
 /* Set when the cache could not be tied to the plugin after the fork.
@@ -134,7 +108,7 @@ log_to_nbdkit (int level, const char *fmt, va_list ap)
 static void
 pcache_load (void)
 {
-  pc_config_init (&cfg);
+  pcache_params_init ();
   pc_set_log (log_to_nbdkit);
 }
 
@@ -144,430 +118,27 @@ pcache_unload (void)
   pc_cache_close (cache);
   cache = NULL;
   pcache_control_free ();
-  free (dev_path);
-  free (backing_id);
-}
-
-static int
-parse_bool_param (const char *key, const char *value, int *out)
-{
-  int r = nbdkit_parse_bool (value);
-
-  if (r == -1) {
-    nbdkit_error ("%s: '%s' is not a boolean", key, value);
-    return -1;
-  }
-  *out = r;
-  return 0;
-}
-
-static int
-parse_size_param (const char *key, const char *value, int64_t *out)
-{
-  int64_t r = nbdkit_parse_size (value);
-
-  if (r == -1) {
-    nbdkit_error ("%s: '%s' is not a size", key, value);
-    return -1;
-  }
-  *out = r;
-  return 0;
-}
-
-/* The cache file: where, how large, how it is formatted.
- * Returns 0 or -1, or 1 if key is not one of them.
- */
-static int
-config_file (const char *key, const char *value)
-{
-  if (strcmp (key, "pcache-dev") == 0) {
-    free (dev_path);
-    dev_path = nbdkit_absolute_path (value);
-    return dev_path ? 0 : -1;
-  }
-  else if (strcmp (key, "pcache-size") == 0) {
-    int64_t r;
-    if (parse_size_param (key, value, &r) == -1)
-      return -1;
-    if (r == 0) {
-      nbdkit_error ("pcache-size: must be greater than 0");
-      return -1;
-    }
-    cfg.size = r;
-    return 0;
-  }
-  else if (strcmp (key, "pcache-segment-size") == 0) {
-    int64_t r;
-    if (parse_size_param (key, value, &r) == -1)
-      return -1;
-    if (r < PC_MIN_SEG_SIZE || r > PC_MAX_SEG_SIZE || (r & (r - 1))) {
-      nbdkit_error ("pcache-segment-size: %s is not a power of two between "
-                    "1M and 1G", value);
-      return -1;
-    }
-    cfg.seg_size = r;
-    return 0;
-  }
-  else if (strcmp (key, "pcache-format") == 0) {
-    if (strcmp (value, "auto") == 0)
-      cfg.format = PC_FORMAT_AUTO;
-    else if (strcmp (value, "force") == 0)
-      cfg.format = PC_FORMAT_FORCE;
-    else {
-      nbdkit_error ("pcache-format: '%s' must be auto or force", value);
-      return -1;
-    }
-    return 0;
-  }
-  else if (strcmp (key, "pcache-max-exports") == 0) {
-    unsigned v;
-    if (nbdkit_parse_unsigned (key, value, &v) == -1)
-      return -1;
-    if (v == 0 || v > PC_MAX_EXPORTS) {
-      nbdkit_error ("pcache-max-exports: %u is out of range 1..%d", v,
-                    PC_MAX_EXPORTS);
-      return -1;
-    }
-    cfg.max_exports = v;
-    return 0;
-  }
-  else if (strcmp (key, "pcache-data-crc") == 0)
-    return parse_bool_param (key, value, &cfg.data_crc);
-  else if (strcmp (key, "pcache-backing-id") == 0) {
-    if (strlen (value) >= 64) {
-      nbdkit_error ("pcache-backing-id: longer than 63 bytes");
-      return -1;
-    }
-    free (backing_id);
-    backing_id = strdup (value);
-    return backing_id ? 0 : -1;
-  }
-  return 1;
-}
-
-/* What is cached and how the log is replayed.
- * Returns 0 or -1, or 1 if key is not one of them.
- */
-static int
-config_policy (const char *key, const char *value)
-{
-  if (strcmp (key, "pcache-mode") == 0) {
-    if (pc_mode_parse (value, &cfg.mode) == -1) {
-      nbdkit_error ("pcache-mode: unknown mode '%s' (writeback, "
-                    "writethrough, writearound)", value);
-      return -1;
-    }
-    return 0;
-  }
-  else if (strcmp (key, "pcache-replay") == 0) {
-    if (strcmp (value, "strict") == 0)
-      cfg.lenient_replay = 0;
-    else if (strcmp (value, "lenient") == 0)
-      cfg.lenient_replay = 1;
-    else {
-      nbdkit_error ("pcache-replay: '%s' must be strict or lenient", value);
-      return -1;
-    }
-    return 0;
-  }
-  return 1;
-}
-
-/* A time in whole seconds, 0 (no bound) to a day. */
-static int
-parse_seconds (const char *key, const char *value, int *out)
-{
-  unsigned v;
-
-  if (nbdkit_parse_unsigned (key, value, &v) == -1)
-    return -1;
-  if (v > PC_MAX_TIMEOUT_S) {
-    nbdkit_error ("%s: %u is out of range 0..%d", key, v, PC_MAX_TIMEOUT_S);
-    return -1;
-  }
-  *out = (int) v;
-  return 0;
-}
-
-/* The background workers: GC, write-back and the commit timer.
- * Returns 0 or -1, or 1 if key is not one of them.
- */
-static int
-config_workers (const char *key, const char *value)
-{
-  if (strcmp (key, "pcache-commit-ms") == 0) {
-    unsigned v;
-    if (nbdkit_parse_unsigned ("pcache-commit-ms", value, &v) == -1)
-      return -1;
-    if (v == 0 || v > 60000) {
-      nbdkit_error ("pcache-commit-ms: %u is out of range 1..60000", v);
-      return -1;
-    }
-    cfg.commit_ms = v;
-    return 0;
-  }
-  else if (strcmp (key, "pcache-hold-timeout") == 0)
-    return parse_seconds (key, value, &cfg.hold_timeout_s);
-  return 1;
-}
-
-/* A tunable (pcache-gc-percent, pcache-seq-cutoff...): parsed as the
- * other parameters are, checked against the engine's range for it, which
- * the control socket's set checks against too.
- * Returns 0 or -1, or 1 if key is not one of them.
- */
-static int
-config_tunable (const char *key, const char *value)
-{
-  const struct pc_tunable_info *in;
-  enum pc_tunable t;
-  int64_t v;
-  int b;
-
-  if (strncmp (key, "pcache-", 7) != 0 ||
-      pc_tunable_lookup (key + 7, &t) == -1)
-    return 1;
-  in = pc_tunable_info (t);
-  if (in->zero_word && strcmp (value, in->zero_word) == 0)
-    return pc_config_set_tunable (&cfg, t, 0);
-  switch (in->kind) {
-  case PC_TUNABLE_BOOL:
-    if (parse_bool_param (key, value, &b) == -1)
-      return -1;
-    v = b;
-    break;
-  case PC_TUNABLE_SIZE:
-    if (parse_size_param (key, value, &v) == -1)
-      return -1;
-    break;
-  default:
-    if (nbdkit_parse_int64_t (key, value, &v) == -1)
-      return -1;
-  }
-  if (v < 0 || (uint64_t) v < in->min || (uint64_t) v > in->max) {
-    nbdkit_error ("%s: %s is out of range %s%s%" PRIu64 "..%" PRIu64, key,
-                  value, in->zero_word ? in->zero_word : "",
-                  in->zero_word ? " or " : "", in->min, in->max);
-    return -1;
-  }
-  return pc_config_set_tunable (&cfg, t, v);
-}
-
-/* The filter itself: statistics, control socket, exit and sharing.
- * Returns 0 or -1, or 1 if key is not one of them.
- */
-static int
-config_filter (const char *key, const char *value)
-{
-  if (strcmp (key, "pcache-stats") == 0)
-    return pcache_control_config (value, 0, NULL);
-  else if (strcmp (key, "pcache-stats-interval") == 0) {
-    unsigned v;
-    if (nbdkit_parse_unsigned ("pcache-stats-interval", value, &v) == -1)
-      return -1;
-    if (v == 0 || v > 3600) {
-      nbdkit_error ("pcache-stats-interval: %u is out of range 1..3600", v);
-      return -1;
-    }
-    return pcache_control_config (NULL, v, NULL);
-  }
-  else if (strcmp (key, "pcache-control") == 0)
-    return pcache_control_config (NULL, 0, value);
-  else if (strcmp (key, "pcache-control-mode") == 0)
-    return pcache_control_config_mode (value);
-  else if (strcmp (key, "pcache-drain") == 0)
-    return parse_bool_param (key, value, &drain_on_exit);
-  else if (strcmp (key, "pcache-assume-shared") == 0)
-    return parse_bool_param (key, value, &assume_shared);
-  return 1;
-}
-
-/* Names a user may guess for pcache-dev. */
-static int
-names_cache_file (const char *key)
-{
-  static const char *const guesses[] = {
-    "pcache-file", "pcache-path", "pcache-device", "pcache-cache",
-    "pcache-pmem",
-  };
-
-  for (size_t i = 0; i < sizeof guesses / sizeof guesses[0]; i++)
-    if (strcmp (key, guesses[i]) == 0)
-      return 1;
-  return 0;
+  pcache_params_free ();
 }
 
 static int
 pcache_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
                const char *key, const char *value)
 {
-  if (strncmp (key, "pcache-", 7) == 0) {
-    int r = config_file (key, value);
+  int r = pcache_params_config (key, value);
 
-    if (r == 1)
-      r = config_policy (key, value);
-    if (r == 1)
-      r = config_workers (key, value);
-    if (r == 1)
-      r = config_tunable (key, value);
-    if (r == 1)
-      r = config_filter (key, value);
-    if (r == 1) {
-      nbdkit_error ("%s: unknown pcache parameter (%s'nbdkit "
-                    "--filter=pcache null --help' lists them)", key,
-                    names_cache_file (key) ? "pcache-dev names the cache "
-                    "file; " : "");
-      return -1;
-    }
-    return r;
-  }
-  if (strcmp (key, "dir") == 0 || strcmp (key, "directory") == 0)
-    plugin_dir_param = 1;
-  else if (strcmp (key, "dynamic-export") == 0)
-    plugin_dynamic_export = nbdkit_parse_bool (value) == 1;
-  return next (nxdata, key, value);
-}
-
-/* The filter API of nbdkit 1.32 does not name the plugin, but nbdkit
- * loads exactly one, as a shared object named nbdkit-NAME-plugin.so
- * when the plugin is given by name.  Sets *opaque to a copy of NAME.
- */
-static int
-match_plugin_so (struct dl_phdr_info *info, size_t size, void *opaque)
-{
-  static const char prefix[] = "nbdkit-", suffix[] = "-plugin.so";
-  const size_t plen = sizeof prefix - 1, slen = sizeof suffix - 1;
-  const char *base = strrchr (info->dlpi_name, '/');
-  char **name = opaque;
-  size_t len;
-
-  (void) size;
-  base = base ? base + 1 : info->dlpi_name;
-  len = strlen (base);
-  if (len <= plen + slen || strncmp (base, prefix, plen) != 0 ||
-      strcmp (base + len - slen, suffix) != 0)
-    return 0;
-  *name = strndup (base + plen, len - plen - slen);
-  return 1;
-}
-
-/* Plugins known to give connections different disks are refused
- * (pcache-assume-shared cannot override this).  Plugins that cannot be
- * opened without an export name, as a shared write-back context is
- * (nbdkit 1.32 gives a plugin no export name there: file dir= and nbd
- * dynamic-export=true crash, ondemand fails), are served in
- * multi-export mode.  A plugin loaded from a path of another name is
- * not known.
- */
-static int
-refuse_known_plugin (void)
-{
-  char *name = NULL;
-  int r = -1;
-
-  dl_iterate_phdr (match_plugin_so, &name);
-  if (!name)
-    return 0;
-  if (strcmp (name, "tmpdisk") == 0)
-    nbdkit_error ("pcache: the tmpdisk plugin gives every connection a "
-                  "private disk of its own; one cache in front of it would "
-                  "let a client read another's data, so pcache cannot be "
-                  "used with tmpdisk");
-  else if (strcmp (name, "ondemand") == 0 ||
-           (strcmp (name, "file") == 0 && plugin_dir_param) ||
-           (strcmp (name, "nbd") == 0 && plugin_dynamic_export)) {
-    /* A plugin that cannot be opened without an export name: each
-     * export gets a namespace, written back through its clients.
-     */
-    multi_export = 1;
-    /* ondemand does not advertise multi-conn, but lets one client at a
-     * time open an export (a lock on its file): there is never another
-     * connection to that export to see another disk.
-     */
-    plugin_known_shared = strcmp (name, "ondemand") == 0;
-    r = 0;
-  }
-  else {
-    /* Remote images every connection reads alike, whose plugins leave
-     * multi-conn off only because they hold no cache of their own.
-     */
-    plugin_known_shared = strcmp (name, "curl") == 0 ||
-      strcmp (name, "ssh") == 0 || strcmp (name, "vddk") == 0;
-    r = 0;
-  }
-  free (name);
-  return r;
-}
-
-/* A cache about to be made too small for its segments: said in terms
- * of the parameters that fix the minimum (the core names only the file).
- */
-static int
-check_new_size (void)
-{
-  uint64_t min, seg = cfg.seg_size ? cfg.seg_size : PC_DEFAULT_SEG_SIZE;
-
-  if (!cfg.size ||
-      (cfg.format != PC_FORMAT_FORCE && !pc_cache_path_is_new (dev_path)))
-    return 0;
-  min = pc_cache_min_size (cfg.seg_size, cfg.max_exports);
-  if (min && cfg.size < min) {
-    nbdkit_error ("pcache-size: %s: %" PRIu64 " bytes is too small: with "
-                  "pcache-segment-size=%" PRIu64 "M and pcache-max-exports=%u "
-                  "a cache needs at least %" PRIu64 "M (%d segments and the "
-                  "export table); give a larger pcache-size or a smaller "
-                  "pcache-segment-size", dev_path, cfg.size, seg >> 20,
-                  cfg.max_exports ? cfg.max_exports : PC_DEFAULT_MAX_EXPORTS,
-                  (min + (1 << 20) - 1) >> 20, PC_MIN_SEGMENTS);
-    return -1;
-  }
-  return 0;
+  return r == 1 ? next (nxdata, key, value) : r;
 }
 
 static int
 pcache_config_complete (nbdkit_next_config_complete *next,
                         nbdkit_backend *nxdata)
 {
-  if (!dev_path) {
-    nbdkit_error ("pcache-dev: parameter is required");
+  if (pcache_params_complete () == -1)
     return -1;
-  }
-  if (check_new_size () == -1)
-    return -1;
-  if (refuse_known_plugin () == -1)
-    return -1;
-  cfg.path = dev_path;
-  cfg.backing_id = backing_id;
   ready_backend = nxdata;
   return next (nxdata);
 }
-
-#define pcache_config_help \
-  "pcache-dev=FILE        (required) Cache file or DAX device.\n" \
-  "pcache-size=SIZE       Size of a cache file to create.\n" \
-  "pcache-format=auto|force  Reformat an existing cache (force).\n" \
-  "pcache-mode=MODE       writeback (default), writethrough, writearound.\n" \
-  "pcache-seq-cutoff=SIZE Sequential reads past SIZE are not cached.\n" \
-  "pcache-stats=FILE      Write statistics as JSON to FILE.\n" \
-  "pcache-stats-interval=SECS  How often (default 5).\n" \
-  "pcache-control=SOCKET  Control socket (stats, set, mode, drain, pause...).\n" \
-  "pcache-control-mode=OCTAL  Permissions of the control socket (default 0600).\n" \
-  "pcache-data-crc=BOOL   Checksum cached data (fixed at format).\n" \
-  "pcache-gc-percent=N    Usage that starts reclaim (0-90, default 70).\n" \
-  "pcache-segment-size=SIZE  Segment size (fixed at format, default 16M).\n" \
-  "pcache-backing-id=ID   Identity of the backing store (fixed at format).\n" \
-  "pcache-max-exports=N   Exports the cache has room for (fixed at format).\n" \
-  "pcache-export-quota=PERCENT  Share of the cache one export may dirty.\n" \
-  "pcache-cache-on-read=BOOL  Cache data read from the plugin (default true).\n" \
-  "pcache-commit-ms=N     Longest wait before a write's key is committed.\n" \
-  "pcache-full-timeout=SECS  Longest wait for cache space (default 60, 0 = none).\n" \
-  "pcache-writeback-max-age=SECS  Longest flushed data stays dirty (default 30).\n" \
-  "pcache-hold-timeout=SECS  Longest write-back hold (default 300, 0 = none).\n" \
-  "pcache-drain=BOOL      At exit write everything back and empty the cache.\n" \
-  "pcache-assume-shared=BOOL  Trust that all plugin connections share one disk.\n" \
-  "pcache-writeback-threads=N  Concurrent writeback writes (default 16).\n" \
-  "pcache-writeback-percent=N  Dirty share that starts writeback during a burst.\n" \
-  "pcache-replay=strict|lenient  Refuse a damaged log, or end it there."
 
 /* pcache reaches the plugin through several connections at once: each
  * client's, for cache misses, and its own, for write-back.  They must
@@ -579,7 +150,7 @@ check_multi_conn (int multi_conn)
 {
   if (multi_conn == -1)
     return -1;
-  if (multi_conn == 1 || assume_shared || plugin_known_shared)
+  if (multi_conn == 1 || params.assume_shared || params.plugin_known_shared)
     return 0;
   nbdkit_error ("pcache: the plugin does not advertise multi-conn, so its "
                 "connections may each see a disk of their own, and one "
@@ -646,15 +217,15 @@ pcache_get_ready (int thread_model)
    * cache file is made for it (with --run, a failure after the fork
    * could only refuse connections).
    */
-  probed = !multi_export && probe_plugin (&size, &multi_conn) == 0;
+  probed = !params.multi_export && probe_plugin (&size, &multi_conn) == 0;
   if (probed && check_multi_conn (multi_conn) == -1)
     return -1;
   /* Paths that cannot work are refused before a cache file is made. */
   if (pcache_control_check () == -1)
     return -1;
   log_param = "pcache-dev";
-  r = pc_cache_open (&cfg, &cache);
-  if (r == 0 && multi_export) {
+  r = pc_cache_open (&params.cfg, &cache);
+  if (r == 0 && params.multi_export) {
     /* Formats a new cache (pcache-size) before the fork, so that its
      * errors reach the user's terminal.
      */
@@ -990,7 +561,7 @@ pcache_after_fork (nbdkit_backend *backend)
 {
   int r;
 
-  if (multi_export) {
+  if (params.multi_export) {
     /* No shared context: each namespace gets the connection of one of
      * its clients as its backend (pcache_prepare).
      */
@@ -1024,10 +595,10 @@ pcache_cleanup (nbdkit_backend *backend)
   /* Filters below that sleep now end their requests with ESHUTDOWN. */
   if (cache)
     pc_cache_exiting (cache);
-  if (cache && drain_on_exit && !atomic_load (&started))
+  if (cache && params.drain_on_exit && !atomic_load (&started))
     nbdkit_error ("pcache-drain: the plugin was never opened: %s is left "
-                  "as it was", dev_path);
-  else if (cache && drain_on_exit) {
+                  "as it was", params.dev_path);
+  else if (cache && params.drain_on_exit) {
     struct pc_stats st;
     int err = 0;
 
@@ -1263,9 +834,9 @@ pcache_default_export (nbdkit_next_default_export *next,
   const char *name = next (nxdata, readonly);
 
   (void) is_tls;
-  if (!name || multi_export)
+  if (!name || params.multi_export)
     return name;
-  if (*name && !assume_shared) {
+  if (*name && !params.assume_shared) {
     nbdkit_error ("pcache: the plugin names its default export '%s', but "
                   "pcache writes back with no export name, so it cannot "
                   "tell that it writes to export '%s'; if the plugin "
@@ -1284,7 +855,7 @@ pcache_list_exports (nbdkit_next_list_exports *next, nbdkit_backend *nxdata,
                      int readonly, int is_tls, struct nbdkit_exports *exports)
 {
   (void) is_tls;
-  if (multi_export)
+  if (params.multi_export)
     return next (nxdata, readonly, exports);
   return nbdkit_use_default_export (exports);
 }
@@ -1300,7 +871,7 @@ pcache_open (nbdkit_next_open *next, nbdkit_context *context, int readonly,
   struct handle *h;
 
   (void) is_tls;
-  if (!multi_export && *exportname) {
+  if (!params.multi_export && *exportname) {
     nbdkit_error ("pcache: export '%s' refused: the cache serves only the "
                   "plugin's default export (\"\") of this plugin",
                   exportname);
@@ -1341,17 +912,17 @@ pcache_prepare (nbdkit_next *next, void *handle, int readonly)
   int64_t size;
 
   (void) readonly;
-  if (!multi_export && !unusable && single_start_late () == -1)
+  if (!params.multi_export && !unusable && single_start_late () == -1)
     return -1;
   if (unusable) {
     nbdkit_error ("pcache: %s cannot be used with this plugin (see the "
-                  "error logged before)", dev_path);
+                  "error logged before)", params.dev_path);
     return -1;
   }
   size = next->get_size (next);
   if (size == -1 || pcache_bs_get (next, &h->bs) == -1)
     return -1;
-  if (!multi_export) {
+  if (!params.multi_export) {
     if (check_size (size) == -1)
       return -1;
     h->ns = single_ns;
