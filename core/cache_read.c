@@ -553,8 +553,11 @@ pc_map (pc_cache *c, uint64_t off, uint64_t len, pc_map_fn fn, void *opaque)
         type = PC_MAP_UNCACHED;
       else if (k->flags & PC_KF_ZERO)
         type = PC_MAP_ZERO;
-      else if (pc_seg_get_if_gen (&c->segs, k->seg, k->gen))
+      else if (pc_seg_get_if_gen (&c->segs, k->seg, k->gen)) {
         pc_seg_put (&c->segs, k->seg);
+        if (!(k->flags & PC_KF_DIRTY))
+          type = PC_MAP_CLEAN;
+      }
       else
         type = PC_MAP_UNCACHED;
       if (r == 0)

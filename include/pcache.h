@@ -340,8 +340,11 @@ void pc_cache_reset_stats (pc_cache *c);
 /* What the cache holds over a range, in order, gaps included. */
 enum pc_map_type {
   PC_MAP_UNCACHED = 0,  /* the backend's content shows through */
-  PC_MAP_DATA = 1,      /* cached data (clean or dirty) */
+  PC_MAP_DATA = 1,      /* data written to the cache (dirty, or maybe
+                           written back since) */
   PC_MAP_ZERO = 2,      /* a logged zero or trim: reads as zeroes */
+  PC_MAP_CLEAN = 3,     /* a copy of the backend's content (a read
+                           miss, or data written back before a restart) */
 };
 typedef int (*pc_map_fn) (void *opaque, uint64_t off, uint64_t len,
                           enum pc_map_type type);

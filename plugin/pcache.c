@@ -1092,7 +1092,10 @@ pcache_flush (nbdkit_next *next, void *handle, uint32_t flags, int *err)
   return 0;
 }
 
-/* Extents: what the cache holds overrides what the plugin says. */
+/* Extents: what was written to the cache overrides what the plugin
+ * says; a clean copy of the plugin's data is described as the plugin
+ * describes it (a hole read into the cache is still a hole).
+ */
 struct map_ctx {
   uint64_t base;                    /* cache address of offset 0 */
   struct nbdkit_extents *out;

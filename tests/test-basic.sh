@@ -269,7 +269,9 @@ assert not backend_has_data(off, n), "backend written while held"
 for (o, l, f) in extents(off, n):
     assert f & (nbd.STATE_HOLE | nbd.STATE_ZERO) == 0, \
         "dirty range reported as %d at offset %d length %d" % (f, o, l)
-# Just outside it, still the backend's hole.
+# Just outside it, still the backend's hole, even once read into the
+# cache.
+assert h.pread(M, off + n) == bytes(M)
 for (o, l, f) in extents(off + n, M):
     assert f == nbd.STATE_HOLE | nbd.STATE_ZERO, (o, l, f)
 for (o, l, f) in extents(off - 4096, 4096):

@@ -163,7 +163,7 @@ test_read_miss (void)
   n0 = tu_mem_preads (r.mem);
   CU_ASSERT_TRUE (reads_model (&r, off, 65536));
   CU_ASSERT_EQUAL (tu_mem_preads (r.mem), n0 + 1);
-  CU_ASSERT_EQUAL (tu_type_at (r.c, off, 65536), PC_MAP_DATA);
+  CU_ASSERT_EQUAL (tu_type_at (r.c, off, 65536), PC_MAP_CLEAN);
   CU_ASSERT_EQUAL (tu_type_at (r.c, off - 100, 100), PC_MAP_UNCACHED);
   /* Again: a hit. */
   CU_ASSERT_TRUE (reads_model (&r, off, 65536));
@@ -181,6 +181,11 @@ test_read_miss (void)
   CU_ASSERT_TRUE (reads_model (&r, 4 * TU_MIB - 4096, 8192));
   CU_ASSERT_TRUE (reads_model (&r, 4 * TU_MIB - 4096, 8192));
   CU_ASSERT_EQUAL (tu_mem_preads (r.mem), n0 + 5);
+  /* Written over, part of the copy becomes data of the cache's own. */
+  tu_rig_write (&r, off + 4096, 4096, 3);
+  CU_ASSERT_EQUAL (tu_type_at (r.c, off + 4096, 4096), PC_MAP_DATA);
+  CU_ASSERT_EQUAL (tu_type_at (r.c, off, 4096), PC_MAP_CLEAN);
+  CU_ASSERT_EQUAL (tu_type_at (r.c, off + 8192, 4096), PC_MAP_CLEAN);
   /* A range past the end is refused. */
   {
     uint8_t b[16];
