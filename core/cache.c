@@ -465,6 +465,15 @@ pc_cache_bind (pc_cache *c, uint64_t backing_size)
 {
   uint32_t ns;
 
+  /* A store the cache cannot hold is refused before a new file is
+   * formatted for it, and the file made for it goes, as after a failed
+   * format.
+   */
+  if (pc_ns_size_ok (c, "", backing_size) == -1) {
+    if (!c->bound && c->is_new && c->created)
+      pc_pmem_unmake (c->pm, c->path);
+    return -1;
+  }
   if (pc_cache_ready (c) == -1 || pc_ns_open (c, "", backing_size, &ns) == -1)
     return -1;
   c->bound_ns = ns;

@@ -162,6 +162,15 @@ create (struct pc_cache *c, uint32_t id, const char *name, size_t len,
 }
 
 int
+pc_ns_size_ok (struct pc_cache *c, const char *name, uint64_t size)
+{
+  if (size > PC_NS_OFF_MASK + 1)
+    return pc_fail (EINVAL, "%s: export '%s' is %" PRIu64 " bytes; a "
+                    "namespace holds at most 4 PiB", c->path, name, size);
+  return 0;
+}
+
+int
 pc_ns_open (pc_cache *c, const char *name, uint64_t size, uint32_t *id)
 {
   size_t len = strnlen (name, PC_NS_NAME_MAX + 1);
@@ -172,9 +181,8 @@ pc_ns_open (pc_cache *c, const char *name, uint64_t size, uint32_t *id)
   if (len > PC_NS_NAME_MAX)
     return pc_fail (EINVAL, "%s: export name '%.64s...' is longer than %u "
                     "bytes", c->path, name, PC_NS_NAME_MAX);
-  if (size > PC_NS_OFF_MASK + 1)
-    return pc_fail (EINVAL, "%s: export '%s' is %" PRIu64 " bytes; a "
-                    "namespace holds at most 4 PiB", c->path, name, size);
+  if (pc_ns_size_ok (c, name, size) == -1)
+    return -1;
   if (c->cfg.live)
     return pc_fail (EPERM, "%s: opened live, for inspection only", c->path);
   pthread_mutex_lock (&c->ns_lock);

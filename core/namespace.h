@@ -14,6 +14,11 @@ struct pc_ns;
 int pc_ns_load (struct pc_cache *c);
 void pc_ns_free_all (struct pc_cache *c);
 
+/* Can an export called name of size bytes have a namespace?  0, or -1
+ * with EINVAL and the reason given.
+ */
+int pc_ns_size_ok (struct pc_cache *c, const char *name, uint64_t size);
+
 /* Namespace id, or NULL if that slot of the table is unused. */
 struct pc_ns *pc_ns_by_id (struct pc_cache *c, uint32_t id);
 /* The namespace of cache address off, or NULL if there is none. */

@@ -681,6 +681,37 @@ test_min_size (void)
   }
 }
 
+/* A store larger than a namespace can hold (4 PiB) is refused before
+ * the new cache file is formatted, and the file is not left behind;
+ * one of 4 PiB is taken.
+ */
+static void
+test_too_large (void)
+{
+  const char *p = tu_fresh ("toolarge");
+  const uint64_t max = (uint64_t) 1 << 52;
+  struct pc_config cfg;
+  pc_cache *c;
+
+  tu_config (&cfg, p, CSIZE);
+  CU_ASSERT_EQUAL_FATAL (pc_cache_open (&cfg, &c), 0);
+  tu_log_clear ();
+  errno = 0;
+  CU_ASSERT_EQUAL (pc_cache_bind (c, max + 4096), -1);
+  CU_ASSERT_EQUAL (errno, EINVAL);
+  CU_ASSERT_TRUE (tu_log_has ("a namespace holds at most 4 PiB"));
+  CU_ASSERT_EQUAL (access (p, F_OK), -1);
+  pc_cache_close (c);
+  CU_ASSERT_EQUAL (access (p, F_OK), -1);
+
+  CU_ASSERT_EQUAL_FATAL (pc_cache_open (&cfg, &c), 0);
+  CU_ASSERT_EQUAL (pc_cache_bind (c, max), 0);
+  CU_ASSERT_EQUAL (pc_cache_backing_size (c), max);
+  pc_cache_close (c);
+  CU_ASSERT_EQUAL (access (p, F_OK), 0);
+  unlink (p);
+}
+
 /* ------------------------------------------------------------------ */
 
 static const struct tu_case cases[] = {
@@ -696,6 +727,7 @@ static const struct tu_case cases[] = {
   { "generation slots (unit)", test_gen_slots_unit },
   { "generation slots (cache)", test_gen_slots_cache },
   { "smallest cache", test_min_size },
+  { "a store too large", test_too_large },
   { NULL, NULL },
 };
 
