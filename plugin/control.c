@@ -603,19 +603,6 @@ start_socket (void)
 }
 
 int
-pcache_control_start (pc_cache *c)
-{
-  if (pcache_stats_start (c) == -1)
-    return -1;
-  atomic_store (&cache, c);
-  if (listen_fd >= 0 && !sock_running && start_socket () == -1) {
-    pcache_control_stop ();
-    return -1;
-  }
-  return 0;
-}
-
-int
 pcache_control_start_waiting (void)
 {
   if (listen_fd >= 0 && start_socket () == -1) {
@@ -623,6 +610,16 @@ pcache_control_start_waiting (void)
     return -1;
   }
   return 0;
+}
+
+int
+pcache_control_start (pc_cache *c)
+{
+  if (pcache_stats_start (c) == -1)
+    return -1;
+  atomic_store (&cache, c);
+  /* The acceptor may already answer, waiting for the cache. */
+  return sock_running ? 0 : pcache_control_start_waiting ();
 }
 
 /* Stop the stats thread and the acceptor, and wake every client that
