@@ -249,7 +249,7 @@ json_pretty (const char *s)
   putchar ('\n');
 }
 
-/* Does path start with a cache's superblock?  A cache file given where
+/* Does path hold a cache's superblock?  A cache file given where
  * statistics are wanted is named as such, and not read whole.
  */
 static int
@@ -260,8 +260,7 @@ is_cache_file (const char *path)
 
   if (fd == -1)
     return 0;
-  ok = pread (fd, &sb, sizeof sb, PC_SB_OFF) == sizeof sb &&
-    pc_fmt_sb_valid (&sb);
+  ok = raw_read_sb (fd, &sb);
   close (fd);
   return ok;
 }

@@ -105,6 +105,10 @@ struct raw_cache {
   struct pc_geom geom;          /* of sb, if sb_ok */
   int is_file;                  /* a regular file (may have holes) */
 };
+/* Read a valid copy of the superblock of the open file fd into sb:
+ * 1, or 0 if neither copy is valid (sb then holds no superblock).
+ */
+int raw_read_sb (int fd, struct pc_sb *sb);
 int raw_open (const char *path, struct raw_cache *r);
 void raw_close (struct raw_cache *r);
 const uint8_t *raw_seg (const struct raw_cache *r, uint32_t seg);

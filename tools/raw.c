@@ -40,6 +40,21 @@ devdax_size (const struct stat *st, uint64_t *size)
 }
 
 int
+raw_read_sb (int fd, struct pc_sb *sb)
+{
+  /* Both copies are written at format and never again: either valid one
+   * is the superblock.  Read, not through a mapping: a hole there (a
+   * file that is not a cache) would raise SIGBUS on a full tmpfs.
+   */
+  if (pread (fd, sb, sizeof *sb, PC_SB_OFF) != sizeof *sb ||
+      !pc_fmt_sb_valid (sb)) {
+    if (pread (fd, sb, sizeof *sb, PC_SB_OFF + PC_SB_SLOT) != sizeof *sb)
+      memset (sb, 0, sizeof *sb);
+  }
+  return pc_fmt_sb_valid (sb);
+}
+
+int
 raw_open (const char *path, struct raw_cache *r)
 {
   struct stat st;
@@ -74,17 +89,7 @@ raw_open (const char *path, struct raw_cache *r)
     goto fail;
   r->base = p;
 
-  /* Both copies are written at format and never again: either valid one
-   * is the superblock.  Read, not through the mapping: a hole there (a
-   * file that is not a cache) would raise SIGBUS on a full tmpfs.
-   */
-  if (pread (r->fd, &r->sb, sizeof r->sb, PC_SB_OFF) != sizeof r->sb ||
-      !pc_fmt_sb_valid (&r->sb)) {
-    if (pread (r->fd, &r->sb, sizeof r->sb, PC_SB_OFF + PC_SB_SLOT) !=
-        sizeof r->sb)
-      memset (&r->sb, 0, sizeof r->sb);
-  }
-  r->sb_ok = pc_fmt_sb_valid (&r->sb) &&
+  r->sb_ok = raw_read_sb (r->fd, &r->sb) &&
     r->sb.version == PC_FORMAT_VERSION &&
     r->sb.seg_shift >= 20 && r->sb.seg_shift <= 30 &&
     r->sb.seg_area_off + ((uint64_t) r->sb.nsegs << r->sb.seg_shift)
