@@ -184,7 +184,6 @@ check_background ()
         case $comm in pcache-*) ;; *) continue ;; esac
         policy=$(awk '$1 == "policy" { print $3 }' "$t/sched" 2>/dev/null) ||
             continue
-        [ -n "$policy" ] || continue
         if [ "$policy" != 3 ]; then
             echo "$0: thread $comm has scheduling policy $policy, not SCHED_BATCH" >&2
             exit 1
